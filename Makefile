@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make lab` runs the whole series on the embedded lab,
+# `make test` runs the tests. Everything else here serves those two.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= parameters/sim.yaml
+KERNEL := homelab-notebooks
+TOOLS  := .tools
+
+.PHONY: lab test lint check tools kernel clean-lab clean
+
+lab: $(VENV)/.installed kernel
+	$(VENV)/bin/labkit run --params $(PARAMS)
+
+test: $(VENV)/.installed-test kernel tools
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check labkit labsim tests benchmarks
+
+check: $(VENV)/.installed
+	$(VENV)/bin/labkit check --params $(PARAMS)
+
+# The venv: created once, reinstalled when the project's metadata changes.
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || \
+	  { echo "python3 -m venv failed: install the venv module (Debian: apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+# The Jupyter kernel the notebooks name, pointing at this venv.
+kernel: $(VENV)/.installed
+	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "homelab-notebooks" >/dev/null
+
+# System tools the tests use: OpenSSH's client, and real kubectl + helm (1.32/helm 3, 1.34/helm 4).
+tools:
+	@bash scripts/install-tools.sh $(TOOLS)
+
+clean-lab:
+	-$(VENV)/bin/labsim down --params $(PARAMS)
+	rm -rf .labsim
+
+clean: clean-lab
+	rm -rf $(VENV) $(TOOLS)

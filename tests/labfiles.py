@@ -1,0 +1,66 @@
+"""Lab files for tests: the sim lab on a loopback subnet and ports of its own, so that tests
+(and several test runs on one machine) never collide on 127.0.2.0/24:8006."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import socket
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SIM_YAML = REPO / "parameters" / "sim.yaml"
+_counter = itertools.count()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def unique_subnet() -> str:
+    """A /24 in 127.0.0.0/8 that no other test (or test process) of this run uses."""
+    n = (os.getpid() * 131 + next(_counter) * 7 + random.randrange(1 << 12)) % (250 * 250)
+    return f"127.{10 + n // 250}.{n % 250}"
+
+
+def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **overrides) -> dict:
+    """The sim lab document with fresh addresses; ``overrides`` replace top-level sections."""
+    doc = yaml.safe_load(SIM_YAML.read_text())
+    net = unique_subnet()
+    state = tmp_path / "labsim"
+    doc["embedded"] = {"state_dir": str(state), "time_scale": time_scale}
+    doc["proxmox"].update(
+        port=free_port(),
+        token_secret=f"file:{state}/secrets.yaml#pve_token_secret",
+        ca_file=str(state / "pve" / "ca.pem"),
+    )
+    doc["network"].update(subnet=f"{net}.0/24", gateway=f"{net}.1", dns=[f"{net}.1"])
+    names = ["k3s-master"] + [f"k3s-worker-{i:02d}" for i in range(1, workers + 1)]
+    doc["nodes"] = [
+        {"name": n, "role": "server" if i == 0 else "agent", "vmid": 120 + i, "ip": f"{net}.{20 + i}",
+         "cores": 2, "memory_mib": 4096, "disk_gib": 32, "tags": ["k3s", "server" if i == 0 else "agent"]}
+        for i, n in enumerate(names)
+    ]
+    doc["ssh"].update(
+        public_key=str(state / "ssh" / "id_ed25519.pub"),
+        private_key=f"file:{state}/ssh/id_ed25519",
+        port=free_port(),
+        known_hosts=str(state / "operator" / "known_hosts"),
+    )
+    doc["k3s"].update(token=f"file:{state}/secrets.yaml#k3s_token", tls_san=[f"{net}.20", "k3s-master"])
+    doc["metallb"] = {"addresses": f"{net}.100-{net}.149"}
+    doc["nfs"] = {"server": f"{net}.2", "path": "/volume1/k8s-data"}
+    doc["kubeconfig"] = str(state / "operator" / "kubeconfig")
+    doc.update(overrides)
+    return doc
+
+
+def write_lab(tmp_path: Path, doc: dict | None = None, name: str = "lab.yaml", **kw) -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc if doc is not None else sim_lab(tmp_path, **kw), sort_keys=False))
+    return path
