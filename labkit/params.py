@@ -1,0 +1,451 @@
+"""The lab file: pydantic models, validated before anything touches a machine.
+
+``load_lab(path)`` returns a ``Lab`` or raises ``ParamsError`` whose lines name the YAML path and
+the fix, e.g. ``nodes[1].ip: '192.168.2.300' is not an IPv4 address``. Unknown keys are errors,
+secrets are references only (``labkit.secrets``), relative paths resolve against the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from labkit import secrets
+from labkit.errors import ParamsError
+
+IPv4 = ipaddress.IPv4Address
+
+# -- field types -------------------------------------------------------------------------------------
+
+
+def _ipv4(value: Any) -> IPv4:
+    try:
+        return IPv4(str(value))
+    except ValueError:
+        raise ValueError(f"{str(value)!r} is not an IPv4 address") from None
+
+
+def _subnet(value: Any) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError:
+        raise ValueError(f"{str(value)!r} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
+
+
+def _secret_ref(value: Any) -> secrets.SecretRef:
+    # The message must never contain the value: it may be a secret pasted by mistake.
+    if not isinstance(value, str) or not secrets.is_reference(value):
+        raise ValueError("must be a secret reference (env:NAME or file:PATH#key), not a value; "
+                         "move the secret out of the lab file")
+    return secrets.parse(value)
+
+
+def _pattern(regex: str, hint: str):
+    compiled = re.compile(regex)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} {hint}")
+        return value
+
+    return check
+
+
+Address = Annotated[IPv4, BeforeValidator(_ipv4)]
+Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet)]
+SecretField = Annotated[secrets.SecretRef, BeforeValidator(_secret_ref)]
+PathField = Annotated[Path, BeforeValidator(lambda v: Path(str(v)).expanduser())]
+Hostname = Annotated[str, AfterValidator(_pattern(
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "is not a valid host name: lowercase letters, digits and '-', at most 63"))]
+DomainName = Annotated[str, AfterValidator(_pattern(
+    r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?",
+    "is not a valid DNS name: dot-separated labels of lowercase letters, digits and '-'"))]
+VmId = Annotated[int, Field(ge=100, le=999_999_999)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- sections -----------------------------------------------------------------------------------------
+
+
+class Embedded(Section):
+    state_dir: PathField = Path(".labsim")
+    time_scale: Annotated[float, Field(ge=0, le=10)] = 0.02
+
+
+class Proxmox(Section):
+    host: str
+    port: Port = 8006
+    node: Hostname
+    token_id: Annotated[str, AfterValidator(_pattern(
+        r"[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*", "is not an API token id like root@pam!labkit (user@realm!name)"))]
+    token_secret: SecretField
+    ca_file: PathField | None = None
+    fingerprint: Annotated[str, AfterValidator(_pattern(
+        r"([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}",
+        "is not a SHA-256 fingerprint (32 hex bytes separated by ':', as PVE shows it)"))] | None = None
+    template_vmid: VmId = 9000
+    storage: str = "local-lvm"
+    bridge: str = "vmbr0"
+
+    @model_validator(mode="after")
+    def _one_trust_anchor(self) -> Proxmox:
+        if (self.ca_file is None) == (self.fingerprint is None):
+            raise ValueError("give exactly one of ca_file (the PVE CA, PEM) or fingerprint "
+                             "(SHA-256 of the PVE certificate): TLS verification stays on")
+        return self
+
+
+class Network(Section):
+    subnet: Subnet
+    gateway: Address
+    dns: Annotated[list[Address], Field(min_length=1)]
+    search_domain: DomainName
+
+
+class Node(Section):
+    name: Hostname
+    role: Literal["server", "agent"]
+    vmid: VmId
+    ip: Address
+    cores: Annotated[int, Field(ge=1, le=64)] = 2
+    memory_mib: Annotated[int, Field(ge=512, le=1_048_576)] = 4096
+    disk_gib: Annotated[int, Field(ge=4, le=16_384)] = 32
+    tags: list[Annotated[str, AfterValidator(_pattern(
+        r"[a-z0-9_][a-z0-9_.+-]*", "is not a Proxmox tag: lowercase letters, digits, '_', '.', '+', '-'"))]] = []
+
+
+class Ssh(Section):
+    user: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_-]{0,31}", "is not a Linux user name"))] = "ubuntu"
+    public_key: PathField
+    private_key: SecretField
+    port: Port = 22
+    known_hosts: PathField
+
+
+class K3s(Section):
+    version: Annotated[str, AfterValidator(_pattern(
+        r"v\d+\.\d+\.\d+\+k3s\d+", "is not a k3s version like v1.34.3+k3s1"))]
+    token: SecretField
+    tls_san: list[str] = []
+    disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
+    cluster_init: bool = True
+
+    @property
+    def minor(self) -> tuple[int, int]:
+        major, minor = self.version[1:].split(".")[:2]
+        return int(major), int(minor)
+
+
+class MetalLB(Section):
+    addresses: str
+
+    @cached_property
+    def pool(self) -> tuple[IPv4, IPv4]:
+        """First and last address of the pool (``A-B`` or a CIDR)."""
+        text = self.addresses.strip()
+        if "-" in text:
+            first, last = (_ipv4(part.strip()) for part in text.split("-", 1))
+        else:
+            net = _subnet(text)
+            first, last = net.network_address, net.broadcast_address
+        return first, last
+
+    @model_validator(mode="after")
+    def _range(self) -> MetalLB:
+        first, last = self.pool
+        if first > last:
+            raise ValueError(f"addresses: {first} comes after {last}; write FIRST-LAST")
+        return self
+
+
+class Nfs(Section):
+    server: str
+    path: Annotated[str, AfterValidator(_pattern(r"/\S*", "is not an absolute export path like /volume1/k8s-data"))]
+
+
+class Ingress(Section):
+    domain: DomainName
+    issuer: str = "letsencrypt-prod"
+
+
+# -- the lab --------------------------------------------------------------------------------------
+
+
+class Lab(Section):
+    name: Annotated[str, AfterValidator(_pattern(
+        r"[a-z0-9][a-z0-9-]{0,30}", "is not a lab name: lowercase letters, digits and '-', at most 31"))]
+    kind: Literal["embedded", "real"]
+    embedded: Embedded | None = None
+    proxmox: Proxmox
+    network: Network
+    nodes: Annotated[list[Node], Field(min_length=1)]
+    ssh: Ssh
+    k3s: K3s
+    metallb: MetalLB
+    nfs: Nfs
+    ingress: Ingress
+    kubeconfig: PathField
+
+    # Set by load_lab: where the file lives, for relative paths and secrets.
+    _path: Path = PrivateAttr(default=Path("lab.yaml"))
+
+    @model_validator(mode="after")
+    def _resolve_paths(self, info: ValidationInfo) -> Lab:
+        base = (info.context or {}).get("base_dir")
+        if base is not None:
+            _absolutize(self, Path(base))
+        return self
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        return self._path.resolve().parent
+
+    @property
+    def servers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "server"]
+
+    @property
+    def agents(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "agent"]
+
+    @property
+    def master(self) -> Node:
+        """The first server: where k3s is installed first and the API is reached."""
+        return self.servers[0]
+
+    def secret(self, ref: secrets.SecretRef) -> str:
+        """Resolve one of this lab's secret references (and register it for redaction)."""
+        return secrets.resolve(ref, self.base_dir)
+
+    def secret_refs(self) -> dict[str, secrets.SecretRef]:
+        return {"proxmox.token_secret": self.proxmox.token_secret, "ssh.private_key": self.ssh.private_key,
+                "k3s.token": self.k3s.token}
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def _absolutize(lab: Lab, base: Path) -> None:
+    """Make path fields absolute against the lab file's folder (models are frozen, hence object.__setattr__)."""
+    for section, field in (("proxmox", "ca_file"), ("ssh", "public_key"), ("ssh", "known_hosts"),
+                           ("embedded", "state_dir")):
+        model = getattr(lab, section)
+        value = getattr(model, field, None) if model is not None else None
+        if value is not None:
+            object.__setattr__(model, field, secrets.resolve_path(value, base))
+    object.__setattr__(lab, "kubeconfig", secrets.resolve_path(lab.kubeconfig, base))
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
+    """Read, validate and cross-check a lab file. Raises ParamsError listing every problem."""
+    path = Path(path)
+    doc = _read_yaml(path)
+    try:
+        lab = Lab.model_validate(doc, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        raise ParamsError(_format_errors(exc, doc), source=str(path)) from None
+    lab._path = path
+    errors = cross_check(lab)
+    if check_files:
+        errors += missing_files(lab)
+    if errors:
+        raise ParamsError(errors, source=str(path))
+    return lab
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError([f"{path}: file not found"], source=str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ParamsError([f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"], source=str(path)) from None
+    if not isinstance(doc, dict):
+        raise ParamsError(["the lab file must be a YAML mapping (name:, kind:, proxmox:, ...)"], source=str(path))
+    return doc
+
+
+def _format_errors(exc: ValidationError, doc: dict) -> list[str]:
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+        where = _yaml_path(loc)
+        lines.append(f"{where}: {_message(err, loc, doc)}" if where else _message(err, loc, doc))
+    return lines
+
+
+def _yaml_path(loc: list) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: dict, loc: list, doc: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return _unknown_key(loc, doc)
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{_value_at(doc, loc)!r} is not allowed; {err['msg'].lower()}"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{_value_at(doc, loc)!r} is out of range: {err['msg'].lower()}"
+    if kind == "too_short":
+        return "must not be empty"
+    return f"{_value_at(doc, loc)!r}: {err['msg'].lower()}"
+
+
+def _unknown_key(loc: list, doc: dict) -> str:
+    parent = _value_at(doc, loc[:-1])
+    known = _known_keys(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+    return f"unknown key ({hint})" if isinstance(parent, dict) else "unknown key"
+
+
+def _known_keys(loc: list) -> list[str]:
+    model: Any = Lab
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), None)
+        if model is None:
+            nested = getattr(annotation, "__args__", ())
+            model = next((a for a in nested if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _value_at(doc: Any, loc: list) -> Any:
+    for part in loc:
+        try:
+            doc = doc[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return doc
+
+
+# -- cross-field rules -----------------------------------------------------------------------------
+
+
+def cross_check(lab: Lab) -> list[str]:
+    """Rules that span fields: addresses inside the subnet, uniqueness, pool, server count."""
+    net, errors = lab.network.subnet, []
+    usable = set(net.hosts()) if net.prefixlen < 31 else set(net)
+
+    def inside(where: str, ip: IPv4) -> None:
+        if ip not in usable:
+            errors.append(f"{where}: {ip} is not a usable address of network.subnet {net}")
+
+    inside("network.gateway", lab.network.gateway)
+    for i, node in enumerate(lab.nodes):
+        inside(f"nodes[{i}].ip", node.ip)
+        if node.ip == lab.network.gateway:
+            errors.append(f"nodes[{i}].ip: {node.ip} is the gateway; give the node its own address")
+        if node.vmid == lab.proxmox.template_vmid:
+            errors.append(f"nodes[{i}].vmid: {node.vmid} is the template (proxmox.template_vmid); pick another vmid")
+    for field in ("name", "vmid", "ip"):
+        errors += _duplicates(lab.nodes, field)
+
+    first, last = lab.metallb.pool
+    inside("metallb.addresses", first)
+    inside("metallb.addresses", last)
+    taken = {n.ip: f"nodes[{i}] ({n.name})" for i, n in enumerate(lab.nodes)} | {lab.network.gateway: "the gateway"}
+    for ip, owner in taken.items():
+        if first <= ip <= last:
+            errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
+                          "the pool must be disjoint from node IPs and the gateway")
+
+    servers = len(lab.servers)
+    if servers == 0:
+        errors.append("nodes: no node has role: server; k3s needs at least one server")
+    elif servers > 1 and not lab.k3s.cluster_init:
+        errors.append(f"k3s.cluster_init: {servers} servers need embedded etcd; set cluster_init: true")
+    elif servers > 1 and servers % 2 == 0:
+        errors.append(f"nodes: {servers} servers; embedded etcd HA needs an odd number (1, 3, 5) to keep quorum")
+
+    if lab.kind == "embedded":
+        errors += _embedded_rules(lab)
+    elif lab.embedded is not None:
+        errors.append("embedded: only for kind: embedded; remove the section or set kind: embedded")
+    return errors
+
+
+def _duplicates(nodes: list[Node], field: str) -> list[str]:
+    seen: dict[Any, int] = {}
+    errors = []
+    for i, node in enumerate(nodes):
+        value = getattr(node, field)
+        if value in seen:
+            errors.append(f"nodes[{i}].{field}: {str(value)!r} is already used by nodes[{seen[value]}]; "
+                          f"each node needs its own {field}")
+        seen.setdefault(value, i)
+    return errors
+
+
+def _embedded_rules(lab: Lab) -> list[str]:
+    errors = []
+    if lab.embedded is None:
+        errors.append("embedded: required for kind: embedded (state_dir, time_scale)")
+    loopback = ipaddress.IPv4Network("127.0.0.0/8")
+    if not lab.network.subnet.subnet_of(loopback):
+        errors.append(f"network.subnet: {lab.network.subnet} is not loopback; the embedded lab binds 127.0.0.0/8 only")
+    try:
+        if not IPv4(lab.proxmox.host).is_loopback:
+            raise ValueError
+    except ValueError:
+        errors.append(f"proxmox.host: {lab.proxmox.host!r} is not a loopback address; the embedded lab serves PVE on 127.0.0.1")
+    return errors
+
+
+def missing_files(lab: Lab) -> list[str]:
+    """Local files the lab needs. For an embedded lab, files inside its state folder are made
+    by labsim on first start, so they are not required yet."""
+    wanted = {"proxmox.ca_file": lab.proxmox.ca_file, "ssh.public_key": lab.ssh.public_key}
+    for where, ref in lab.secret_refs().items():
+        if ref.path:
+            wanted[where] = secrets.resolve_path(ref.path, lab.base_dir)
+    state = lab.embedded.state_dir if lab.kind == "embedded" and lab.embedded else None
+    errors = []
+    for where, path in wanted.items():
+        if path is None or path.exists() or (state is not None and path.is_relative_to(state)):
+            continue
+        errors.append(f"{where}: file {path} does not exist; create it or fix the path")
+    return errors
