@@ -1,0 +1,1 @@
+"""k3s on the simulated nodes."""
