@@ -1,0 +1,331 @@
+"""k3s on the lab's VMs over SSH (notebook 02): preflight, config.yaml, server, agents, kubeconfig.
+
+Settings live in ``/etc/rancher/k3s/config.yaml`` rather than installer flags, so a later
+upgrade (which re-runs the installer) cannot drop them. The installer is k3s' documented one
+(``curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION=... sh -s - server``) with the version
+pinned by the lab file. Agents join with ``K3S_URL`` and the node token read from the server;
+neither token is ever printed (both are registered for redaction).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from labkit import secrets
+from labkit.errors import K3sError, SshError
+from labkit.params import Lab, Node
+from labkit.report import Change
+from labkit.ssh import Session
+
+INSTALLER = "curl -sfL https://get.k3s.io"
+CONFIG = "/etc/rancher/k3s/config.yaml"
+NODE_TOKEN = "/var/lib/rancher/k3s/server/node-token"
+K3S_YAML = "/etc/rancher/k3s/k3s.yaml"
+LABEL_PREFIX = "homelab-notebooks"
+UPGRADE_HINT = "upgrades go through notebook 08-upgrade-k3s (drain, upgrade, uncordon), not a bootstrap re-run"
+
+
+def service(node: Node) -> str:
+    return "k3s" if node.role == "server" else "k3s-agent"
+
+
+# -- preflight ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    name: str
+    role: str
+    os: str
+    os_version: str
+    cloud_init: str
+    cpus: int
+    memory_bytes: int
+    disk_bytes: int
+    k3s_version: str | None  # None: not installed
+    k3s_active: bool
+
+
+PROBES = {
+    "os": "cat /etc/os-release",
+    "cloud_init": "cloud-init status",
+    "cpus": "nproc",
+    "memory": "free -b",
+    "disk": "df -B1 /",
+    "k3s": "k3s --version",
+}
+
+
+def gather_facts(ssh: Session, lab: Lab) -> list[NodeFacts]:
+    """Probe every node concurrently (one connection each, several short commands)."""
+    answers = {key: ssh.run_many(dict.fromkeys([n.name for n in lab.nodes], cmd), check=False)
+               for key, cmd in PROBES.items()}
+    active = ssh.run_many({n.name: f"systemctl is-active {service(n)}" for n in lab.nodes}, check=False)
+    facts = []
+    for node in lab.nodes:
+        out = {key: answers[key][node.name] for key in PROBES}
+        release = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', out["os"].stdout, re.M))
+        facts.append(NodeFacts(
+            name=node.name, role=node.role, os=release.get("ID", "unknown"),
+            os_version=release.get("VERSION_ID", "?"),
+            cloud_init=out["cloud_init"].stdout.strip().removeprefix("status:").strip() or "unknown",
+            cpus=int(out["cpus"].stdout.strip() or 0),
+            memory_bytes=_free_total(out["memory"].stdout), disk_bytes=_df_size(out["disk"].stdout),
+            k3s_version=parse_version(out["k3s"].stdout) if out["k3s"].ok else None,
+            k3s_active=active[node.name].stdout.strip() == "active"))
+    return facts
+
+
+def parse_version(text: str) -> str | None:
+    """``k3s version v1.34.3+k3s1 (48ffa7b6)`` -> ``v1.34.3+k3s1``."""
+    match = re.search(r"k3s version (v\d+\.\d+\.\d+\+k3s\d+)", text)
+    return match.group(1) if match else None
+
+
+def _free_total(text: str) -> int:
+    match = re.search(r"^Mem:\s+(\d+)", text, re.M)
+    return int(match.group(1)) if match else 0
+
+
+def _df_size(text: str) -> int:
+    lines = text.strip().splitlines()
+    fields = lines[-1].split() if len(lines) > 1 else []
+    return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else 0
+
+
+@dataclass(frozen=True)
+class Preflight:
+    facts: list[NodeFacts]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"node": f.name, "role": f.role, "os": f"{f.os} {f.os_version}", "cloud-init": f.cloud_init,
+                 "cpus": f.cpus, "memory_gib": round(f.memory_bytes / 1024**3, 1),
+                 "disk_gib": round(f.disk_bytes / 1024**3, 1),
+                 "k3s": (f"{f.k3s_version} ({'active' if f.k3s_active else 'inactive'})"
+                         if f.k3s_version else "not installed"),
+                 "problems": "; ".join(p.split(": ", 1)[1] for p in self.problems if p.startswith(f.name + ":"))}
+                for f in self.facts]
+        return pd.DataFrame(rows)
+
+
+def preflight(ssh: Session, lab: Lab) -> Preflight:
+    """What each node is, against what the lab file plans; nothing is changed."""
+    facts = gather_facts(ssh, lab)
+    problems = []
+    for f in facts:
+        node = lab.node(f.name)
+        if f.os not in ("ubuntu", "debian"):
+            problems.append(f"{f.name}: OS {f.os} {f.os_version} is not the Ubuntu/Debian the lab is built on")
+        if f.cloud_init != "done":
+            problems.append(f"{f.name}: cloud-init is '{f.cloud_init}', not done; wait for it or read "
+                            "/var/log/cloud-init-output.log")
+        if f.cpus != node.cores:
+            problems.append(f"{f.name}: {f.cpus} CPUs, the lab file plans {node.cores}")
+        if f.memory_bytes < node.memory_mib * 1024**2 * 0.85:  # the kernel keeps some memory for itself
+            problems.append(f"{f.name}: {f.memory_bytes / 1024**3:.1f} GiB memory, the lab file plans "
+                            f"{node.memory_mib / 1024:.1f} GiB")
+        if f.disk_bytes < node.disk_gib * 1024**3 * 0.9:  # file system overhead
+            problems.append(f"{f.name}: {f.disk_bytes / 1024**3:.1f} GiB root disk, the lab file plans "
+                            f"{node.disk_gib} GiB")
+        if f.k3s_version not in (None, lab.k3s.version):
+            problems.append(f"{f.name}: k3s {f.k3s_version} is installed, the lab pins {lab.k3s.version}; "
+                            + UPGRADE_HINT)
+    return Preflight(facts, problems)
+
+
+# -- plan --------------------------------------------------------------------------------------------
+
+
+def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
+    """Install the server, join agents; a node running the pinned version is left alone.
+    A node at another version stops the plan (see 08-upgrade-k3s)."""
+    changes = []
+    for f in facts:
+        node = lab.node(f.name)
+        if f.k3s_version not in (None, lab.k3s.version):
+            raise K3sError(f"{f.name} runs k3s {f.k3s_version}, the lab pins {lab.k3s.version}: " + UPGRADE_HINT)
+        if f.k3s_version == lab.k3s.version and f.k3s_active:
+            changes.append(Change(f.name, "unchanged", f"k3s {f.k3s_version} {node.role}, active"))
+        elif node.role == "server":
+            changes.append(Change(f.name, "install", f"k3s {lab.k3s.version} server (config.yaml, installer)"))
+        else:
+            changes.append(Change(f.name, "join", f"k3s {lab.k3s.version} agent -> https://{lab.master.ip}:6443"))
+    return changes
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+def server_config(lab: Lab, node: Node) -> dict:
+    """``/etc/rancher/k3s/config.yaml`` of a server. Holds the cluster token: write it 0600."""
+    config = {
+        "token": lab.secret(lab.k3s.token),
+        "tls-san": list(dict.fromkeys([str(node.ip), node.name, *lab.k3s.tls_san])),
+        "write-kubeconfig-mode": "0600",
+        "disable": list(lab.k3s.disable),
+        "node-label": _labels(lab, node),
+    }
+    if lab.k3s.cluster_init:
+        config["cluster-init"] = True
+    if node is not lab.master:
+        config["server"] = f"https://{lab.master.ip}:6443"
+    return config
+
+
+def agent_config(lab: Lab, node: Node) -> dict:
+    return {"node-label": _labels(lab, node)}
+
+
+def _labels(lab: Lab, node: Node) -> list[str]:
+    return [f"{LABEL_PREFIX}/lab={lab.name}", f"{LABEL_PREFIX}/role={node.role}"]
+
+
+def render(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def write_config(ssh: Session, node: Node, config: dict) -> None:
+    """Write config.yaml as root, mode 0600, without the content ever reaching a command line."""
+    ssh.run(node.name, f"mkdir -p {Path(CONFIG).parent} && umask 077 && tee {CONFIG} >/dev/null && chmod 600 {CONFIG}",
+            sudo=True, input=render(config))
+
+
+# -- install and join ------------------------------------------------------------------------------------
+
+
+def _installer(lab: Lab, role: str, env: dict[str, str] | None = None) -> str:
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"INSTALL_K3S_VERSION": lab.k3s.version,
+                                                             **(env or {})}.items())
+    return f"{INSTALLER} | {assigns} sh -s - {role}"
+
+
+def install_server(ssh: Session, lab: Lab, node: Node, timeout: float = 600) -> None:
+    """config.yaml, then the pinned installer; returns once the k3s service is active. Servers
+    after the first join it through ``server:`` in their config (embedded etcd)."""
+    write_config(ssh, node, server_config(lab, node))
+    ssh.run(node.name, _installer(lab, "server"), sudo=True, timeout=timeout)
+    wait_active(ssh, node, timeout=timeout)
+
+
+def node_token(ssh: Session, lab: Lab) -> str:
+    """The server's node token (registered for redaction, never shown)."""
+    token = ssh.run(lab.master.name, f"cat {NODE_TOKEN}", sudo=True).stdout.strip()
+    secrets.register(token)
+    check_token(lab, token)
+    return token
+
+
+def check_token(lab: Lab, token: str) -> None:
+    """The cluster's token must be the lab's (``K10<ca hash>::server:<token>``, or the bare token)."""
+    expected = lab.secret(lab.k3s.token)
+    if token.rsplit(":", 1)[-1] != expected:
+        raise K3sError(f"{lab.master.name}: the cluster's token is not the one k3s.token ({lab.k3s.token}) "
+                       "resolves to; the server was installed with another token. Restore the original "
+                       "secret, or reinstall the server (k3s-uninstall.sh) to start a new cluster")
+
+
+def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600) -> None:
+    """Join agents concurrently; each must end with an active k3s-agent service."""
+    if not names:
+        return
+    env = {"K3S_URL": f"https://{lab.master.ip}:6443", "K3S_TOKEN": node_token(ssh, lab)}
+    nodes = [lab.node(n) for n in names]
+    for node in nodes:
+        write_config(ssh, node, agent_config(lab, node))
+    ssh.run_many({n.name: _installer(lab, "agent", env) for n in nodes}, sudo=True, timeout=timeout)
+    for node in nodes:
+        wait_active(ssh, node, timeout=timeout)
+
+
+def wait_active(ssh: Session, node: Node, timeout: float = 120) -> None:
+    """Poll ``systemctl is-active`` (k3s reports readiness to systemd); a failed unit raises with
+    the journal's last lines, which say why (wrong token, server unreachable...)."""
+    unit, deadline, delay = service(node), time.monotonic() + timeout, 0.05
+    state = ""
+    while time.monotonic() < deadline:
+        state = ssh.run(node.name, f"systemctl is-active {unit}", check=False).stdout.strip()
+        if state == "active":
+            return
+        if state == "failed":
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+    journal = ssh.run(node.name, f"journalctl -u {unit} -n 8 --no-pager", sudo=True, check=False).stdout
+    raise K3sError(f"{node.name}: {unit} is {state or 'not active'} after the install; its journal says:\n"
+                   f"{secrets.redact(journal.strip())}")
+
+
+def versions(ssh: Session, lab: Lab) -> dict[str, str | None]:
+    """The k3s version installed on each node (None: not installed)."""
+    results = ssh.fan_out([n.name for n in lab.nodes], "k3s --version", check=False)
+    return {name: parse_version(r.stdout) if r.ok else None for name, r in results.items()}
+
+
+# -- kubeconfig ----------------------------------------------------------------------------------------
+
+
+def fetch_kubeconfig(ssh: Session, lab: Lab) -> Path:
+    """k3s.yaml from the server, its server rewritten from 127.0.0.1 to the master's address and
+    its names to the lab's, written to the lab's ``kubeconfig`` path with mode 0600."""
+    text = ssh.run(lab.master.name, f"cat {K3S_YAML}", sudo=True).stdout
+    config = rewrite_kubeconfig(yaml.safe_load(text), lab)
+    for user in config.get("users", []):
+        for value in (user.get("user") or {}).values():
+            secrets.register(str(value))
+    write_private(lab.kubeconfig, yaml.safe_dump(config, sort_keys=False))
+    return lab.kubeconfig
+
+
+def rewrite_kubeconfig(config: dict, lab: Lab) -> dict:
+    if not config or not config.get("clusters"):
+        raise K3sError(f"{lab.master.name}: {K3S_YAML} holds no cluster; is the k3s server running?")
+    server = f"https://{lab.master.ip}:6443"
+    for cluster in config["clusters"]:
+        cluster["name"] = lab.name
+        cluster["cluster"]["server"] = server
+    for user in config.get("users", []):
+        user["name"] = lab.name
+    for context in config.get("contexts", []):
+        context["name"] = lab.name
+        context["context"].update(cluster=lab.name, user=lab.name)
+    config["current-context"] = lab.name
+    return config
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create or replace a file readable by its owner only (never world-readable, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600) -> list[Change]:
+    """Apply a k3s plan: the server first, then the agents concurrently. Returns what was done."""
+    todo = {c.target: c for c in changes if c.is_change}
+    try:
+        if lab.master.name not in todo and todo:
+            node_token(ssh, lab)  # checks the running cluster's token before nodes join it
+        for server in lab.servers:  # one at a time: etcd members join one by one
+            if server.name in todo:
+                install_server(ssh, lab, server, timeout)
+        join_agents(ssh, lab, [n.name for n in lab.agents if n.name in todo], timeout)
+    except SshError as exc:
+        raise K3sError(f"k3s bootstrap stopped: {exc}") from None
+    return list(todo.values())

@@ -1,0 +1,169 @@
+"""The Kubernetes API of the lab, through the kubeconfig that notebook 02 writes.
+
+Waits use watches (the API tells us when something changes) with a timeout and a progress
+line per change, never sleep loops. Tables come back as DataFrames for the notebooks.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from cryptography import x509
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from labkit.errors import KubeError
+from labkit.progress import progress
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    """A client for the kubeconfig's current context (TLS verified against its CA)."""
+    if not Path(kubeconfig).exists():
+        raise KubeError(f"kubeconfig {kubeconfig} does not exist; run 02-bootstrap-k3s first")
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def _ready(node: client.V1Node) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 300,
+                     on_ready: Callable[[str, datetime], None] | None = None) -> dict[str, datetime]:
+    """Wait until every named node is Ready; returns when each was first seen Ready."""
+    core = client.CoreV1Api(api)
+    ready: dict[str, datetime] = {}
+    deadline = time.monotonic() + timeout
+
+    def see(node: client.V1Node, bar) -> None:
+        name = node.metadata.name
+        if name in names and name not in ready and _ready(node):
+            ready[name] = datetime.now(UTC)
+            bar.update(len(ready), f"{name} Ready")
+            if on_ready:
+                on_ready(name, ready[name])
+
+    with progress("nodes Ready", total=len(names)) as bar:
+        listing = _api("list nodes", lambda: core.list_node())
+        for node in listing.items:
+            see(node, bar)
+        version = listing.metadata.resource_version
+        while len(ready) < len(names):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(set(names) - set(ready))
+                raise KubeError(f"nodes not Ready after {timeout:.0f} s: {', '.join(missing)}; check "
+                                "`systemctl status k3s-agent` and `journalctl -u k3s-agent` on them")
+            stream = watch.Watch().stream(core.list_node, resource_version=version,
+                                          timeout_seconds=max(1, int(left)), allow_watch_bookmarks=True)
+            for event in _events(stream):
+                version = event["object"].metadata.resource_version or version
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    see(event["object"], bar)
+                if len(ready) == len(names):
+                    break
+    return ready
+
+
+def _events(stream) -> Any:
+    try:
+        yield from stream
+    except ApiException as exc:
+        if exc.status != 410:  # 410 Gone: our resourceVersion is too old; the caller re-watches
+            raise KubeError(f"watch failed: {exc.status} {exc.reason}") from None
+
+
+def wait_pods_running(api: client.ApiClient, namespace: str, timeout: float = 300) -> pd.DataFrame:
+    """Wait until every pod of the namespace is Running or Succeeded (and there is at least one)."""
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    with progress(f"pods in {namespace}") as bar:
+        while True:
+            pods = _api(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace))
+            pending = [p.metadata.name for p in pods.items if p.status.phase not in ("Running", "Succeeded")]
+            bar.update(note=f"{len(pods.items) - len(pending)}/{len(pods.items)} running")
+            if pods.items and not pending:
+                return pod_table(api, namespace)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise KubeError(f"pods in {namespace} not running after {timeout:.0f} s: {', '.join(pending)}")
+            # Wake on the next change of any pod, not on a timer.
+            stream = watch.Watch().stream(core.list_namespaced_pod, namespace,
+                                          resource_version=pods.metadata.resource_version,
+                                          timeout_seconds=max(1, int(left)))
+            for _ in _events(stream):
+                break
+
+
+def _api(what: str, request: Callable[[], Any]) -> Any:
+    try:
+        return request()
+    except ApiException as exc:
+        raise KubeError(f"{what}: API server answered {exc.status} {exc.reason}") from None
+    except HTTPError as exc:
+        raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
+
+
+def node_table(api: client.ApiClient) -> pd.DataFrame:
+    """Nodes: name, roles, Ready, kubelet version, internal IP, allocatable CPU and memory."""
+    rows = []
+    for node in _api("list nodes", lambda: client.CoreV1Api(api).list_node()).items:
+        labels = node.metadata.labels or {}
+        roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
+        alloc = node.status.allocatable or {}
+        ip = next((a.address for a in node.status.addresses or [] if a.type == "InternalIP"), "")
+        rows.append({"name": node.metadata.name, "roles": ",".join(roles) or "<none>", "ready": _ready(node),
+                     "version": node.status.node_info.kubelet_version, "internal_ip": ip,
+                     "cpu": cpu_cores(alloc.get("cpu", "0")), "memory_gib": round(memory_bytes(alloc.get("memory", "0")) / 1024**3, 2),
+                     "unschedulable": bool(node.spec.unschedulable)})
+    columns = ["name", "roles", "ready", "version", "internal_ip", "cpu", "memory_gib", "unschedulable"]
+    return pd.DataFrame(rows, columns=columns).sort_values("name").reset_index(drop=True)
+
+
+def pod_table(api: client.ApiClient, namespace: str | None = None) -> pd.DataFrame:
+    core = client.CoreV1Api(api)
+    pods = _api("list pods", lambda: core.list_namespaced_pod(namespace) if namespace else core.list_pod_for_all_namespaces())
+    rows = [{"namespace": p.metadata.namespace, "name": p.metadata.name, "phase": p.status.phase,
+             "ready": sum(1 for c in p.status.container_statuses or [] if c.ready),
+             "containers": len(p.spec.containers), "node": p.spec.node_name or "",
+             "restarts": sum(c.restart_count for c in p.status.container_statuses or [])} for p in pods.items]
+    columns = ["namespace", "name", "phase", "ready", "containers", "node", "restarts"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["namespace", "name"]).reset_index(drop=True)
+
+
+def cpu_cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def memory_bytes(quantity: str) -> int:
+    for suffix, factor in sorted(_UNITS.items(), key=lambda kv: -len(kv[0])):
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
+
+
+def server_certificate_sans(kubeconfig: Path, timeout: float = 10) -> list[str]:
+    """SANs of the API server's certificate, fetched over TLS verified against the kubeconfig's CA."""
+    doc = yaml.safe_load(Path(kubeconfig).read_text())
+    current = next(c for c in doc["contexts"] if c["name"] == doc["current-context"])["context"]
+    cluster = next(c for c in doc["clusters"] if c["name"] == current["cluster"])["cluster"]
+    host, port = cluster["server"].removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    context.check_hostname = False  # we are reading the SANs, not relying on them
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock, \
+            context.wrap_socket(sock, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    names = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return [str(n.value) for n in names]

@@ -1,0 +1,260 @@
+"""SSH to the lab's nodes with asyncssh: pinned host keys, timeouts, sudo, upload, fan-out.
+
+Host keys are pinned in the lab's own known_hosts file (``ssh.known_hosts``): the first contact
+with a node records its key (and is reported, so the notebook shows it), later contacts must
+present the same key, and a changed key is refused with an error that says what to do. Commands
+run with a timeout and captured output; a failure names the node and the command, with every
+registered secret redacted. All connections live on labkit's background loop
+(``labkit.eventloop``), so the sync methods here work the same in a notebook and a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+import pandas as pd
+
+from labkit import eventloop
+from labkit.errors import SshError
+from labkit.params import Lab
+from labkit.secrets import redact
+
+
+class HostKeyChanged(SshError):
+    """A node presented a host key other than the one pinned for it."""
+
+
+@dataclass(frozen=True)
+class Result:
+    node: str
+    command: str  # redacted
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class HostKeyEvent:
+    node: str
+    address: str
+    key_type: str
+    fingerprint: str
+    event: str  # "first contact: recorded" | "known: matches"
+
+
+# -- known_hosts -----------------------------------------------------------------------------------
+
+
+def _host_pattern(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+class KnownHosts:
+    """The lab's known_hosts file: one pinned key per ``host`` / ``[host]:port``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def pinned(self, host: str, port: int) -> list[str]:
+        """Pinned keys (``type base64``) for the address."""
+        if not self.path.exists():
+            return []
+        pattern, keys = _host_pattern(host, port), []
+        for line in self.path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and not line.startswith("#") and pattern in parts[0].split(","):
+                keys.append(f"{parts[1]} {parts[2]}")
+        return keys
+
+    def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as out:
+            out.write(f"{_host_pattern(host, port)} {_openssh(key)}\n")
+
+
+def _openssh(key: asyncssh.SSHKey) -> str:
+    """``type base64`` of a public key, as known_hosts holds it."""
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+class _PinningClient(asyncssh.SSHClient):
+    """Accepts exactly the pinned key, or records the key on first contact."""
+
+    def __init__(self, known: KnownHosts, node: str):
+        self.known, self.node = known, node
+        self.event: HostKeyEvent | None = None
+        self.mismatch: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        offered = _openssh(key)
+        pinned = self.known.pinned(addr, port)
+        fingerprint = key.get_fingerprint("sha256")
+        if not pinned:
+            self.known.record(addr, port, key)
+            self.event = HostKeyEvent(self.node, f"{addr}:{port}", key.get_algorithm(), fingerprint,
+                                      "first contact: recorded")
+            return True
+        if offered in pinned:
+            self.event = HostKeyEvent(self.node, f"{addr}:{port}", key.get_algorithm(), fingerprint, "known: matches")
+            return True
+        self.mismatch = fingerprint
+        return False
+
+
+# -- sessions --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """SSH connections to a lab's nodes, opened on demand and reused."""
+
+    lab: Lab
+    connect_timeout: float = 20
+    host_keys: list[HostKeyEvent] = field(default_factory=list)
+    _conns: dict[str, asyncssh.SSHClientConnection] = field(default_factory=dict)
+    _client_key: asyncssh.SSHKey | None = None
+
+    @property
+    def known_hosts(self) -> KnownHosts:
+        return KnownHosts(self.lab.ssh.known_hosts)
+
+    # sync API (notebooks, labkit modules) -------------------------------------------------------
+
+    def run(self, node: str, command: str, *, sudo: bool = False, input: str | None = None,
+            timeout: float = 120, check: bool = True) -> Result:
+        return eventloop.run(self.arun(node, command, sudo=sudo, input=input, timeout=timeout, check=check))
+
+    def run_many(self, commands: dict[str, str], *, sudo: bool = False, timeout: float = 120,
+                 check: bool = True) -> dict[str, Result]:
+        """Different commands on several nodes, concurrently (``{node: command}``)."""
+        return eventloop.run(self.arun_many(commands, sudo=sudo, timeout=timeout, check=check))
+
+    def fan_out(self, nodes: Iterable[str], command: str, **kwargs) -> dict[str, Result]:
+        """The same command on several nodes, concurrently."""
+        return self.run_many(dict.fromkeys(nodes, command), **kwargs)
+
+    def upload(self, node: str, data: str | bytes, path: str, mode: int = 0o644) -> None:
+        eventloop.run(self.aupload(node, data, path, mode))
+
+    def reachable(self, nodes: Iterable[str]) -> pd.DataFrame:
+        """Connect to each node (recording first-contact host keys) and wait for cloud-init to finish."""
+        results = self.fan_out(list(nodes), "cloud-init status --wait", timeout=600, check=False)
+        return pd.DataFrame([{"node": r.node, "ssh": "ok", "cloud-init": r.stdout.strip().split(":")[-1].strip()
+                              if r.ok else f"exit {r.exit_status}: {r.stderr.strip()[:80]}"}
+                             for r in results.values()])
+
+    def host_key_table(self) -> pd.DataFrame:
+        return pd.DataFrame([e.__dict__ for e in self.host_keys],
+                            columns=["node", "address", "key_type", "fingerprint", "event"])
+
+    def close(self) -> None:
+        eventloop.run(self.aclose())
+
+    # async implementation (runs on labkit's loop) ---------------------------------------------------
+
+    async def connection(self, node: str) -> asyncssh.SSHClientConnection:
+        conn = self._conns.get(node)
+        if conn is not None and not conn.is_closed():
+            return conn
+        self._conns[node] = conn = await self._connect(node)
+        return conn
+
+    async def _connect(self, node: str) -> asyncssh.SSHClientConnection:
+        host, port = str(self.lab.node(node).ip), self.lab.ssh.port
+        if self._client_key is None:
+            self._client_key = asyncssh.import_private_key(self.lab.secret(self.lab.ssh.private_key))
+        client = _PinningClient(self.known_hosts, node)
+        try:
+            conn, _ = await asyncssh.create_connection(
+                lambda: client, host, port, username=self.lab.ssh.user, client_keys=[self._client_key],
+                known_hosts=b"", agent_path=None, connect_timeout=self.connect_timeout)
+        except asyncssh.HostKeyNotVerifiable:
+            raise HostKeyChanged(
+                f"{node} ({host}:{port}): the host key changed (now {client.mismatch}); the pinned key in "
+                f"{self.lab.ssh.known_hosts} no longer matches. If the VM was re-created on purpose, remove "
+                f"its line ({_host_pattern(host, port)}) from that file and re-run; otherwise stop and "
+                "find out why.") from None
+        except asyncssh.PermissionDenied:
+            raise SshError(f"{node} ({host}:{port}): the operator key was refused for user {self.lab.ssh.user}; "
+                           "check sshkeys and ciuser of the VM (cloud-init)") from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise SshError(f"{node} ({host}:{port}): cannot connect: {exc or type(exc).__name__}") from None
+        if client.event is not None:
+            self.host_keys.append(client.event)
+        return conn
+
+    async def arun(self, node: str, command: str, *, sudo: bool = False, input: str | None = None,
+                   timeout: float = 120, check: bool = True, retries: int = 1) -> Result:
+        """Run a command; a connection lost mid-command is reopened and the command retried
+        ``retries`` times (labkit sends idempotent commands only)."""
+        line = f"sudo -n sh -c {shlex.quote(command)}" if sudo else command
+        for attempt in range(retries + 1):
+            start = time.monotonic()
+            try:
+                conn = await self.connection(node)
+                done = await conn.run(line, input=input, timeout=timeout, check=False)
+            except asyncssh.TimeoutError as exc:
+                raise SshError(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
+                               f"(output so far: {redact(str(exc.stdout or ''))[-200:]!r})") from None
+            except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError,
+                    BrokenPipeError, ConnectionResetError) as exc:
+                self._conns.pop(node, None)
+                if attempt < retries:
+                    continue
+                raise SshError(f"{node}: connection lost while running `{redact(command)}`: "
+                               f"{redact(str(exc)) or type(exc).__name__}") from None
+            result = Result(node, redact(command), int(done.exit_status or 0), _text(done.stdout),
+                            _text(done.stderr), time.monotonic() - start)
+            if check and not result.ok:
+                raise SshError(f"{node}: `{result.command}` exited {result.exit_status}: "
+                               f"{redact(result.stderr.strip() or result.stdout.strip())[-400:]}")
+            return result
+        raise AssertionError("unreachable")
+
+    async def arun_many(self, commands: dict[str, str], **kwargs) -> dict[str, Result]:
+        results = await asyncio.gather(*(self.arun(n, c, **kwargs) for n, c in commands.items()),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if len(errors) == 1:
+                raise errors[0]
+            raise SshError(f"{len(errors)} nodes failed:\n" + "\n".join(f"  {e}" for e in errors))
+        return dict(zip(commands, results, strict=True))  # type: ignore[arg-type]
+
+    async def aupload(self, node: str, data: str | bytes, path: str, mode: int = 0o644) -> None:
+        """Write a file with SFTP (as the SSH user: for root-owned paths, upload then ``sudo install``)."""
+        payload = data.encode() if isinstance(data, str) else data
+        try:
+            conn = await self.connection(node)
+            async with conn.start_sftp_client() as sftp, sftp.open(path, "wb") as out:
+                await out.write(payload)
+                await sftp.chmod(path, mode)
+        except (asyncssh.Error, OSError) as exc:
+            raise SshError(f"{node}: upload to {path} failed: {redact(str(exc))}") from None
+
+    async def aclose(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def connect(lab: Lab) -> Session:
+    """A session for the lab (connections open on first use)."""
+    return Session(lab)
