@@ -1,0 +1,32 @@
+"""The controllers that move a cluster forward, as kube-controller-manager, kube-scheduler, the
+kubelets and k3s' own controllers do. A Cluster runs each entry of ``CONTROLLERS`` as a task
+while its API is up: ``await run(cluster)`` until cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from labsim.kube.controllers.deployment import DeploymentController
+from labsim.kube.controllers.kubelet import Kubelet
+from labsim.kube.controllers.replicaset import ReplicaSetController
+from labsim.kube.controllers.scheduler import Scheduler
+from labsim.kube.controllers.workqueue import Controller
+
+_KINDS: tuple[type[Controller], ...] = (
+    Scheduler,
+    Kubelet,
+    ReplicaSetController,
+    DeploymentController,
+)
+
+
+def _runner(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
+    async def run(cluster: Any) -> None:
+        await kind(cluster).run()
+
+    run.__name__ = run.__qualname__ = kind.name
+    return run
+
+
+CONTROLLERS: list[Callable[[Any], Awaitable[None]]] = [_runner(kind) for kind in _KINDS]

@@ -1,0 +1,293 @@
+"""The kubelets of every node, as one controller: pods bound to a Ready node go Pending ->
+ContainerCreating -> Running (or, run to completion, Succeeded/Failed) with the status a real
+kubelet reports: conditions, complete container statuses, hostIP and a podIP from the node's
+podCIDR. A kubelet whose node is NotReady is down and reports nothing; when the node comes back
+with another version or boot ID (k3s upgraded or restarted) its pods' containers restart.
+
+Two annotations let tests and chart models shape a pod's run (modelled seconds, exit code):
+``sim.labsim.io/run-seconds`` and ``sim.labsim.io/exit-code``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import secrets
+
+from labsim.kube.controllers.events import WARNING, EventRecorder
+from labsim.kube.controllers.placement import node_ready
+from labsim.kube.controllers.pods import TERMINAL, is_terminating, set_condition
+from labsim.kube.controllers.times import rfc3339
+from labsim.kube.controllers.workqueue import Controller, Key
+
+RUN_SECONDS = "sim.labsim.io/run-seconds"
+EXIT_CODE = "sim.labsim.io/exit-code"
+PULL_SECONDS = 5.0  # an image's first pull on a node
+START_SECONDS = 1.0  # sandbox + container start when the image is present
+RUN_TO_COMPLETION_SECONDS = 5.0
+
+
+class Kubelet(Controller):
+    name = "kubelet"
+
+    def __init__(self, cluster) -> None:
+        super().__init__(cluster)
+        self.pods = self.res("v1", "Pod")
+        self.nodes = self.res("v1", "Node")
+        self.events = EventRecorder(self.store, self.clock, "kubelet")
+        self._on_node: dict[str, set[Key]] = {}
+        self._ips: dict[str, dict[str, Key]] = {}  # node -> pod IP -> pod
+        self._boots: dict[str, tuple] = {}  # node -> (bootID, kubeletVersion) last seen
+        self._restart: set[Key] = set()
+        self._images: dict[str, set[str]] = {}  # node -> images pulled
+
+    def watches(self):
+        return [(self.pods, self._pod_event), (self.nodes, self._node_event)]
+
+    def _pod_event(self, event_type: str, pod: dict) -> list[Key]:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node:
+            return []
+        self._forget_ip(node, key)
+        if event_type == "DELETED":
+            self._on_node.get(node, set()).discard(key)
+            self._restart.discard(key)
+            for token in (("start", pod["metadata"]["uid"]), ("run", pod["metadata"]["uid"])):
+                self.forget(token)
+            return []
+        self._on_node.setdefault(node, set()).add(key)
+        status = pod.get("status") or {}
+        if status.get("podIP") and status.get("phase") not in TERMINAL and not pod["spec"].get("hostNetwork"):
+            self._ips.setdefault(node, {})[status["podIP"]] = key
+        return [key]
+
+    def _node_event(self, event_type: str, node: dict) -> list[Key]:
+        name = node["metadata"]["name"]
+        info = (node.get("status") or {}).get("nodeInfo") or {}
+        boot = (info.get("bootID"), info.get("kubeletVersion"))
+        if self._boots.get(name, boot) != boot:
+            self._restart |= self._on_node.get(name, set())
+        self._boots[name] = boot
+        return list(self._on_node.get(name, ()))
+
+    def _forget_ip(self, node: str, key: Key) -> None:
+        ips = self._ips.get(node, {})
+        for ip in [ip for ip, owner in ips.items() if owner == key]:
+            del ips[ip]
+
+    async def reconcile(self, key: Key) -> None:
+        pod = self.store.get(self.pods, *key)
+        if pod is None or not pod["spec"].get("nodeName") or is_terminating(pod):
+            return
+        node = self.store.get(self.nodes, None, pod["spec"]["nodeName"])
+        if node is None:
+            self.store.delete(self.pods, *key)  # the pod garbage collector: its node is gone
+            return
+        status = pod.setdefault("status", {})
+        if not node_ready(node) or status.get("phase") in TERMINAL:
+            return
+        if not status.get("hostIP"):
+            self._accept(pod, node)
+        elif status.get("phase") == "Pending":
+            if self._volumes_ready(pod) and self.after(("start", pod["metadata"]["uid"]), key,
+                                                       self._start_seconds(pod, node)):
+                self._start(pod, node)
+        elif key in self._restart:
+            self._restart.discard(key)
+            self._restart_containers(pod, node)
+        elif _runs_to_completion(pod):
+            uid, restarts = pod["metadata"]["uid"], _restarts(pod)
+            if self.after(("run", uid, restarts), key, _run_seconds(pod)):
+                self._exit(pod)
+        else:
+            self._mark_ready(pod, True)
+            self.store.update(pod, subresource="status")
+
+    # -- the steps of a pod's life ------------------------------------------------------------
+    def _accept(self, pod: dict, node: dict) -> None:
+        """The kubelet admits the pod: hostIP, start time, containers waiting in ContainerCreating."""
+        status, now = pod["status"], self.clock.now()
+        host_ip = _internal_ip(node)
+        status.update(phase="Pending", hostIP=host_ip, hostIPs=[{"ip": host_ip}], startTime=rfc3339(now))
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        conditions = status.get("conditions") or []
+        for type_, value in (("PodReadyToStartContainers", "False"), ("Initialized", "True"),
+                             ("Ready", "False"), ("ContainersReady", "False"), ("PodScheduled", "True")):
+            reason = "ContainersNotReady" if type_ in ("Ready", "ContainersReady") else None
+            message = f"containers with unready status: [{' '.join(names)}]" if reason else None
+            conditions = set_condition(conditions, type_, value, now, reason, message, probe_time=True)
+        status["conditions"] = conditions
+        status["containerStatuses"] = [_waiting(c) for c in pod["spec"]["containers"]]
+        if pod["spec"].get("initContainers"):
+            status["initContainerStatuses"] = [_waiting(c, "PodInitializing") for c in pod["spec"]["initContainers"]]
+        self.store.update(pod, subresource="status")
+
+    def _volumes_ready(self, pod: dict) -> bool:
+        """Claims must be bound, and non-optional ConfigMaps/Secrets exist, or the pod waits."""
+        ns = pod["metadata"]["namespace"]
+        for vol in pod["spec"].get("volumes") or []:
+            missing = None
+            if claim := vol.get("persistentVolumeClaim"):
+                pvc = self.store.get(self.res("v1", "PersistentVolumeClaim"), ns, claim["claimName"])
+                if not pvc or (pvc.get("status") or {}).get("phase") != "Bound":
+                    return False
+            for source, kind, field in (("configMap", "ConfigMap", "name"), ("secret", "Secret", "secretName")):
+                ref = vol.get(source)
+                if ref and not ref.get("optional") and self.store.get(self.res("v1", kind), ns, ref.get(field)) is None:
+                    missing = f'{kind.lower()} "{ref.get(field)}" not found'
+            if missing:
+                self.events.record(pod, "FailedMount", f'MountVolume.SetUp failed for volume "{vol["name"]}" : '
+                                   f"{missing}", WARNING, pod["spec"]["nodeName"])
+                return False
+        return True
+
+    def _start_seconds(self, pod: dict, node: dict) -> float:
+        pulled = self._images.get(node["metadata"]["name"], set())
+        new = any(c["image"] not in pulled for c in pod["spec"]["containers"])
+        return PULL_SECONDS if new else START_SECONDS
+
+    def _start(self, pod: dict, node: dict) -> None:
+        node_name, status, now = node["metadata"]["name"], pod["status"], self.clock.now()
+        status["phase"] = "Running"
+        ip = status["hostIP"] if pod["spec"].get("hostNetwork") else self._allocate_ip(node, pod)
+        status.update(podIP=ip, podIPs=[{"ip": ip}])
+        if pod["spec"].get("initContainers"):
+            status["initContainerStatuses"] = [_completed(c, now) for c in pod["spec"]["initContainers"]]
+        status["containerStatuses"] = [_running(c, now, restarts=0) for c in pod["spec"]["containers"]]
+        status["conditions"] = set_condition(status["conditions"], "PodReadyToStartContainers", "True", now,
+                                             probe_time=True)
+        self._mark_ready(pod, True)
+        self.store.update(pod, subresource="status")
+        pulled = self._images.setdefault(node_name, set())
+        for container in pod["spec"]["containers"]:
+            self._container_events(pod, container, node_name, container["image"] in pulled)
+            pulled.add(container["image"])
+
+    def _container_events(self, pod: dict, container: dict, node: str, present: bool) -> None:
+        image, name = container["image"], container["name"]
+        if present:
+            self.events.record(pod, "Pulled", f'Container image "{image}" already present on machine', host=node)
+        else:
+            self.events.record(pod, "Pulling", f'Pulling image "{image}"', host=node)
+            self.events.record(pod, "Pulled", f'Successfully pulled image "{image}" in {PULL_SECONDS:.0f}s '
+                               f"({PULL_SECONDS:.0f}s including waiting)", host=node)
+        self.events.record(pod, "Created", f"Created container: {name}", host=node)
+        self.events.record(pod, "Started", f"Started container {name}", host=node)
+
+    def _allocate_ip(self, node: dict, pod: dict) -> str:
+        name = node["metadata"]["name"]
+        cidr = (node.get("spec") or {}).get("podCIDR") or "10.42.0.0/24"
+        used = self._ips.setdefault(name, {})
+        hosts = ipaddress.ip_network(cidr).hosts()
+        next(hosts)  # .1 is the node's cni0 bridge
+        ip = next(str(h) for h in hosts if str(h) not in used)
+        used[ip] = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        return ip
+
+    def _mark_ready(self, pod: dict, ready: bool) -> None:
+        """Readiness as probes would report it: ready while running (probes are not modelled).
+        Changes ``pod`` only; the caller writes it."""
+        status, now = pod["status"], self.clock.now()
+        value = "True" if ready else "False"
+        for container in status.get("containerStatuses") or []:
+            container["ready"] = ready and "running" in container.get("state", {})
+        for type_ in ("Ready", "ContainersReady"):
+            status["conditions"] = set_condition(status["conditions"], type_, value, now, probe_time=True)
+
+    def _exit(self, pod: dict) -> None:
+        """A run-to-completion container ends: the pod Succeeds or Fails, or (OnFailure) restarts."""
+        status, now = pod["status"], self.clock.now()
+        code = int((pod["metadata"].get("annotations") or {}).get(EXIT_CODE, "0"))
+        if code and pod["spec"].get("restartPolicy") == "OnFailure":
+            self._restart_containers(pod, None, exit_code=code)
+            return
+        status["phase"] = "Failed" if code else "Succeeded"
+        reason = "Error" if code else "Completed"
+        status["containerStatuses"] = [
+            {**cs, "ready": False, "started": False,
+             "state": {"terminated": {"exitCode": code, "reason": reason, "containerID": cs.get("containerID"),
+                                      "startedAt": cs["state"].get("running", {}).get("startedAt"),
+                                      "finishedAt": rfc3339(now)}}}
+            for cs in status.get("containerStatuses") or []]
+        for type_ in ("Ready", "ContainersReady"):
+            status["conditions"] = set_condition(status["conditions"], type_, "False", now, "PodCompleted",
+                                                 probe_time=True)
+        status["conditions"] = set_condition(status["conditions"], "PodReadyToStartContainers", "False", now,
+                                             probe_time=True)
+        self.store.update(pod, subresource="status")
+
+    def _restart_containers(self, pod: dict, node: dict | None, exit_code: int = 255) -> None:
+        """Every container restarts: its last state records the exit, a new container runs."""
+        status, now = pod["status"], self.clock.now()
+        if node is not None:
+            self.events.record(pod, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
+                               host=node["metadata"]["name"])
+        restarted = []
+        for spec, cs in zip(pod["spec"]["containers"], status.get("containerStatuses") or [], strict=False):
+            last = {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code != 255 else "Unknown",
+                                   "containerID": cs.get("containerID"), "finishedAt": rfc3339(now),
+                                   "startedAt": cs.get("state", {}).get("running", {}).get("startedAt")}}
+            restarted.append({**_running(spec, now, restarts=int(cs.get("restartCount", 0)) + 1),
+                              "lastState": last})
+        status["containerStatuses"] = restarted
+        self._mark_ready(pod, True)
+        self.store.update(pod, subresource="status")
+
+
+# -- container statuses ------------------------------------------------------------------------
+def _image_ref(image: str) -> str:
+    """The fully qualified name containerd reports: docker.io/library/nginx:1.25."""
+    name = image.split("@")[0]
+    first = name.split("/")[0]
+    if "/" not in name:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+def _image_id(image: str) -> str:
+    repo = _image_ref(image).rsplit(":", 1)[0]
+    return f"{repo}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
+def _base(container: dict, restarts: int) -> dict:
+    return {"name": container["name"], "image": _image_ref(container["image"]), "imageID": "",
+            "ready": False, "restartCount": restarts, "started": False, "lastState": {}}
+
+
+def _waiting(container: dict, reason: str = "ContainerCreating") -> dict:
+    return {**_base(container, 0), "state": {"waiting": {"reason": reason}}}
+
+
+def _running(container: dict, now: float, restarts: int) -> dict:
+    return {**_base(container, restarts), "imageID": _image_id(container["image"]),
+            "containerID": f"containerd://{secrets.token_hex(32)}", "started": True,
+            "state": {"running": {"startedAt": rfc3339(now)}}}
+
+
+def _completed(container: dict, now: float) -> dict:
+    container_id = f"containerd://{secrets.token_hex(32)}"
+    return {**_base(container, 0), "imageID": _image_id(container["image"]), "containerID": container_id,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "containerID": container_id,
+                                     "startedAt": rfc3339(now), "finishedAt": rfc3339(now)}}}
+
+
+def _internal_ip(node: dict) -> str:
+    addresses = (node.get("status") or {}).get("addresses") or []
+    return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "")
+
+
+def _runs_to_completion(pod: dict) -> bool:
+    return pod["spec"].get("restartPolicy", "Always") != "Always"
+
+
+def _run_seconds(pod: dict) -> float:
+    return float((pod["metadata"].get("annotations") or {}).get(RUN_SECONDS, RUN_TO_COMPLETION_SECONDS))
+
+
+def _restarts(pod: dict) -> int:
+    return sum(int(cs.get("restartCount", 0)) for cs in pod["status"].get("containerStatuses") or [])

@@ -1,0 +1,73 @@
+"""An in-process cluster for the controller tests: the real Store and Clock with the
+controllers running on the test's event loop, and nodes as k3s registers them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from labsim.clock import Clock
+from labsim.kube.controllers import CONTROLLERS
+from labsim.kube.store import Store
+
+
+@dataclass
+class InProcessCluster:
+    clock: Clock = field(default_factory=lambda: Clock(0))
+    store: Store = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.clock)
+        for ns in ("default", "kube-system"):
+            self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+
+    def add_node(self, name: str, index: int, *, cpu: str = "2", memory: str = "4Gi", ready: bool = True,
+                 labels: dict | None = None, taints: list | None = None) -> dict:
+        node = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                                  **(labels or {})}},
+            "spec": {"podCIDR": f"10.42.{index}.0/24", "podCIDRs": [f"10.42.{index}.0/24"],
+                     **({"taints": taints} if taints else {})},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": f"127.9.0.{20 + index}"},
+                              {"type": "Hostname", "address": name}],
+                "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+                "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                "reason": "KubeletReady", "message": "kubelet is posting ready status"}],
+                "nodeInfo": {"bootID": f"boot-{name}", "kubeletVersion": "v1.34.3+k3s1"},
+            },
+        }
+        return self.store.create(node)
+
+    def set_node(self, name: str, change: Callable[[dict], None]) -> None:
+        node = self.store.get(self.store.resource("v1", "Node"), None, name)
+        change(node)
+        self.store.update(node)
+        self.store.update(node, subresource="status")
+
+
+@contextlib.asynccontextmanager
+async def running(cluster: InProcessCluster):
+    tasks = [asyncio.create_task(run(cluster)) for run in CONTROLLERS]
+    try:
+        yield cluster
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float = 10.0):
+    """Poll ``predicate`` until truthy (the controllers run in between); its value is returned."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.01)
