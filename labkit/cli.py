@@ -1,0 +1,90 @@
+"""The ``labkit`` command: ``check`` a lab file, ``run`` the series.
+
+Exit codes: 0 success, 1 a notebook or the run failed, 2 invalid parameters or usage.
+Errors are messages, never tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from labkit.errors import LabError, ParamsError
+from labkit.params import Lab, load_lab, missing_files
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = Path("parameters/sim.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labkit", description="Operate a K3s home lab on Proxmox VE.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate a lab file without touching anything")
+    check.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
+    check.add_argument("--strict", action="store_true", help="also require the referenced local files to exist")
+    check.set_defaults(handler=cmd_check)
+
+    run = sub.add_parser("run", help="run the notebook series headless with papermill")
+    run.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
+    run.add_argument("--only", nargs="+", default=[], metavar="NN", help="run only these notebooks (e.g. 01 02)")
+    run.add_argument("--from", dest="start_from", metavar="NN", help="start at this notebook")
+    run.add_argument("--dry-run", action="store_true", help="show plans only; change nothing")
+    run.add_argument("--keep-lab", action="store_true", help="leave the embedded lab running afterwards")
+    run.add_argument("--no-html", action="store_true", help="skip rendering executed notebooks to HTML")
+    run.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help=argparse.SUPPRESS)
+    run.add_argument("--outputs", type=Path, default=Path("outputs"), help="where run folders go (default: %(default)s)")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    lab = load_lab(args.params, check_files=args.strict)
+    print(describe(lab))
+    if not args.strict:
+        for line in missing_files(lab):
+            print(f"  note: {line} (needed before running)")
+    return 0
+
+
+def describe(lab: Lab) -> str:
+    servers, agents = len(lab.servers), len(lab.agents)
+    mem = sum(n.memory_mib for n in lab.nodes) / 1024
+    disk = sum(n.disk_gib for n in lab.nodes)
+    return (f"{lab.path}: valid. Lab '{lab.name}' ({lab.kind}): {servers} server(s) + {agents} agent(s) on "
+            f"Proxmox node '{lab.proxmox.node}' at {lab.proxmox.host}:{lab.proxmox.port}, "
+            f"{sum(n.cores for n in lab.nodes)} vCPU, {mem:g} GiB memory, {disk} GiB disk; "
+            f"network {lab.network.subnet}, k3s {lab.k3s.version}, MetalLB {lab.metallb.addresses}.")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from labkit.runner import RunOptions, run_series
+
+    lab = load_lab(args.params)
+    options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
+                         only=args.only, start_from=args.start_from, dry_run=args.dry_run,
+                         keep_lab=args.keep_lab, html=not args.no_html)
+    run = run_series(lab, options)
+    print(f"{'passed' if run.ok else 'FAILED'}: {run.folder}/summary.md")
+    return 0 if run.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Figures for the notebooks (plotly), kept as data in executed notebooks.
+
+Importing this module selects the ``labkit`` renderer: a figure is stored once, as plotly's JSON
+MIME type (JupyterLab draws it), so an executed notebook holds no copy of plotly.js. The runner's
+HTML rendering turns each into a snippet drawn by one plotly.js per run folder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io._base_renderers import MimetypeRenderer
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+class DataOnlyRenderer(MimetypeRenderer):
+    """Figure JSON only: JupyterLab draws it; the runner's HTML rendering adds the drawing code."""
+
+    def to_mimebundle(self, fig_dict: dict) -> dict:
+        spec = json.loads(pio.to_json(fig_dict, validate=False, remove_uids=True))
+        title = (spec.get("layout", {}).get("title") or {}).get("text", "figure")
+        return {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}
+
+
+def figure_html(spec: dict, div_id: str) -> str:
+    """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``runner.render_html``)."""
+    return (f'<div id="{div_id}" class="labkit-figure"></div><script>Plotly.newPlot({json.dumps(div_id)}, '
+            f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true}});</script>")
+
+
+pio.renderers["labkit"] = DataOnlyRenderer()
+pio.renderers.default = "labkit"
+pio.templates.default = "plotly_white"
+
+
+def timeline(timings: pd.DataFrame, title: str = "Timeline") -> go.Figure:
+    """Gantt-style figure of step timings (columns step, target, start, end), one row per target."""
+    if timings.empty:
+        return go.Figure(layout={"title": f"{title} (nothing ran)"})
+    frame = timings.assign(target=timings["target"].replace("", "lab"))
+    fig = px.timeline(frame, x_start="start", x_end="end", y="target", color="step", title=title,
+                      hover_data={"seconds": ":.1f"})
+    fig.update_yaxes(autorange="reversed", title=None)
+    fig.update_layout(legend_title_text="step", height=160 + 40 * frame["target"].nunique())
+    return fig
+
+
+def capacity(usage: pd.DataFrame, title: str = "Capacity") -> go.Figure:
+    """Grouped bars of ``requested`` vs ``available`` per ``resource`` (same unit within a resource)."""
+    fig = go.Figure()
+    for column in ("requested", "available"):
+        fig.add_bar(name=column, x=usage["resource"], y=usage[column],
+                    text=usage[column].map(lambda v: f"{v:,.0f}"), textposition="auto")
+    fig.update_layout(title=title, barmode="group", yaxis_title=usage.attrs.get("unit", ""))
+    return fig
+
+
+def bars(frame: pd.DataFrame, x: str, y: str, title: str, color: str | None = None) -> go.Figure:
+    return px.bar(frame, x=x, y=y, color=color, title=title, barmode="group")

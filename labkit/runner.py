@@ -1,0 +1,301 @@
+"""``labkit run``: the series, headless, with an audit trail.
+
+Each selected notebook runs with papermill in the ``homelab-notebooks`` kernel, into a private
+temporary folder; once it ends, every known secret is scrubbed from it and only then is it written
+to ``outputs/<UTC timestamp>-<lab>/``. The run stops at the first failure, naming notebook and cell,
+writes ``summary.json`` and ``summary.md``, renders HTML, and points ``outputs/latest`` at itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+
+from labkit import __version__, secrets
+from labkit.embedded import EmbeddedLab
+from labkit.errors import LabError
+from labkit.params import Lab
+from labkit.report import records_in
+from labkit.scrub import scrub
+
+KERNEL = "homelab-notebooks"
+NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    status: str = "pending"  # passed | failed | skipped
+    duration_s: float = 0.0
+    checks_passed: int = 0
+    checks_failed: int = 0
+    failed_checks: list[str] = field(default_factory=list)
+    changes: int = 0
+    planned: int = 0
+    error: str | None = None
+    secrets_scrubbed: int = 0
+    output: str | None = None
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    lab: str
+    status: str
+    notebooks: list[NotebookResult]
+    started: str
+    duration_s: float
+    dry_run: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "passed"
+
+    @property
+    def changes(self) -> int:
+        return sum(n.changes for n in self.notebooks)
+
+
+@dataclass
+class RunOptions:
+    params: Path
+    notebooks_dir: Path
+    outputs_dir: Path
+    only: list[str] = field(default_factory=list)
+    start_from: str | None = None
+    dry_run: bool = False
+    keep_lab: bool = False
+    html: bool = True
+    timeout_s: int = 3600
+
+
+Reporter = Callable[[str], None]
+
+
+def select_notebooks(notebooks_dir: Path, only: list[str], start_from: str | None) -> list[Path]:
+    """Notebooks named ``NN-name.ipynb`` in order, filtered by ``--only`` / ``--from`` numbers."""
+    found = sorted(p for p in notebooks_dir.glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+    numbers = {p.name[:2] for p in found}
+    wanted = [n.zfill(2) for n in only]
+    unknown = [n for n in wanted + ([start_from.zfill(2)] if start_from else []) if n not in numbers]
+    if unknown:
+        raise LabError(f"no notebook numbered {', '.join(unknown)} in {notebooks_dir} "
+                       f"(have: {', '.join(sorted(numbers)) or 'none'})")
+    if wanted:
+        found = [p for p in found if p.name[:2] in wanted]
+    if start_from:
+        found = [p for p in found if p.name[:2] >= start_from.zfill(2)]
+    if not found:
+        raise LabError(f"no notebooks to run in {notebooks_dir}")
+    return found
+
+
+def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunResult:
+    """Run the selected notebooks against ``lab``; never raises for a notebook failure."""
+    notebooks = select_notebooks(options.notebooks_dir, options.only, options.start_from)
+    ensure_kernel()
+    started = datetime.now(UTC)
+    folder = _run_folder(options.outputs_dir, started, lab.name)
+    results = [NotebookResult(p.stem) for p in notebooks]
+    t0 = time.monotonic()
+    report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
+           f"{' (dry run: plans only)' if options.dry_run else ''}")
+    with EmbeddedLab(lab, keep=options.keep_lab, report=report):
+        known = _resolve_secrets(lab)
+        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
+            for path, result in zip(notebooks, results, strict=True):
+                _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
+                if result.status == "failed":
+                    break
+    for result in results:
+        if result.status == "pending":
+            result.status = "skipped"
+    status = "passed" if all(r.status == "passed" for r in results) else "failed"
+    run = RunResult(folder, lab.name, status, results, started.isoformat(), round(time.monotonic() - t0, 1),
+                    options.dry_run)
+    write_summary(run, lab, options)
+    if options.html:
+        render_html(folder)
+    _point_latest(options.outputs_dir, folder)
+    return run
+
+
+def _run_folder(outputs: Path, started: datetime, lab: str) -> Path:
+    folder = outputs / f"{started:%Y%m%dT%H%M%SZ}-{lab}"
+    suffix = 1
+    while folder.exists():  # two runs in one second
+        suffix += 1
+        folder = outputs / f"{started:%Y%m%dT%H%M%SZ}-{lab}-{suffix}"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _resolve_secrets(lab: Lab) -> frozenset[str]:
+    """Resolve the lab's secrets up front: a missing one stops the run before any notebook."""
+    for ref in lab.secret_refs().values():
+        lab.secret(ref)
+    return secrets.registered()
+
+
+def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOptions, scratch: Path,
+                  folder: Path, known: frozenset[str], report: Reporter) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from labkit.engine import ENGINE_NAME, describe_failure
+
+    report(f"▶ {path.name}")
+    executed = scratch / path.name
+    t0 = time.monotonic()
+    try:
+        papermill.execute_notebook(
+            str(path), str(executed), parameters={"lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
+            kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
+            execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
+        )
+        result.status = "passed"
+    except PapermillExecutionError as failure:
+        result.status, result.error = "failed", describe_failure(failure)
+    except Exception as exc:  # kernel died, timeout, papermill itself
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+    result.duration_s = round(time.monotonic() - t0, 1)
+    if executed.exists():
+        _store(executed, result, folder, known)
+    if result.error:
+        result.error = secrets.redact(result.error, known)
+    mark = "✔" if result.status == "passed" else "✘"
+    report(f"{mark} {path.name} {result.status} in {result.duration_s:.1f}s"
+           f"{': ' + result.error if result.error else ''}")
+
+
+def _store(executed: Path, result: NotebookResult, folder: Path, known: frozenset[str]) -> None:
+    """Scrub the executed notebook and write it into the run folder; read its records."""
+    clean, result.secrets_scrubbed = scrub(json.loads(executed.read_text()), known)
+    nb = nbformat.from_dict(clean)
+    target = folder / executed.name
+    nbformat.write(nb, target)
+    if scrub(json.loads(target.read_text()), known)[1]:  # belt and braces: never leave a known secret on disk
+        target.unlink()
+        raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
+    result.output = target.name
+    for rec in records_in(nb):
+        result.checks_passed += sum(c["passed"] for c in rec["checks"])
+        result.checks_failed += sum(not c["passed"] for c in rec["checks"])
+        result.failed_checks += [c["name"] for c in rec["checks"] if not c["passed"]]
+        result.changes += len(rec["changes"])
+        result.planned += len(rec["planned"])
+
+
+def _cell_reporter(report: Reporter) -> Callable[[int, int, dict], None]:
+    def on_cell(index: int, total: int, cell: dict) -> None:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") == "code" and cell.get("source", "").strip() and "injected-parameters" not in tags:
+            first = cell["source"].strip().splitlines()[0][:70]
+            report(f"    cell {index + 1}/{total}: {first}")
+
+    return on_cell
+
+
+def ensure_kernel() -> None:
+    """Register the kernel the notebooks name, for this interpreter, if it is missing."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        from ipykernel.kernelspec import install
+
+        install(user=True, kernel_name=KERNEL, display_name="homelab-notebooks")
+
+
+# -- summary and rendering --------------------------------------------------------------------------
+
+
+def write_summary(run: RunResult, lab: Lab, options: RunOptions) -> None:
+    data = {
+        "run": {
+            "folder": run.folder.name, "lab": run.lab, "status": run.status, "started": run.started,
+            "duration_s": run.duration_s, "dry_run": run.dry_run, "changes": run.changes,
+            "params_file": str(options.params), "params_sha256": _sha256(options.params),
+            "git_commit": _git_commit(options.notebooks_dir), "labkit_version": __version__,
+        },
+        "notebooks": [asdict(n) for n in run.notebooks],
+    }
+    (run.folder / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+    (run.folder / "summary.md").write_text(summary_markdown(data))
+
+
+def summary_markdown(data: dict) -> str:
+    run = data["run"]
+    lines = [
+        f"# Run {run['folder']}", "",
+        f"- lab: **{run['lab']}**, status: **{run['status']}**{' (dry run)' if run['dry_run'] else ''}",
+        f"- started {run['started']}, took {run['duration_s']:.1f} s",
+        f"- git {run['git_commit'] or 'unknown'}, labkit {run['labkit_version']}, "
+        f"parameters {Path(run['params_file']).name} (sha256 {run['params_sha256'][:12]})", "",
+        "| notebook | status | duration | checks passed | checks failed | changes | secrets scrubbed |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for nb in data["notebooks"]:
+        lines.append(f"| {nb['name']} | {nb['status']} | {nb['duration_s']:.1f} s | {nb['checks_passed']} | "
+                     f"{nb['checks_failed']} | {nb['changes']} | {nb['secrets_scrubbed']} |")
+    lines.append("")
+    for nb in data["notebooks"]:
+        if nb["error"]:
+            lines += [f"**{nb['name']} failed**: {nb['error']}", ""]
+        if nb["secrets_scrubbed"]:
+            lines += [f"**{nb['name']}**: {nb['secrets_scrubbed']} secret occurrence(s) were found and "
+                      "scrubbed from the executed notebook; find the cell that printed them.", ""]
+    if run["status"] == "passed":
+        lines.append("No changes were made: the lab was already converged." if run["changes"] == 0 and not run["dry_run"]
+                     else f"{run['changes']} change(s) made." if not run["dry_run"] else "Dry run: nothing was changed.")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(folder: Path) -> None:
+    """HTML of each executed notebook; figures drawn by one copy of plotly.js per run folder."""
+    from nbconvert import HTMLExporter
+
+    from labkit.plots import PLOTLY_MIME, figure_html
+
+    plotly_js = Path(__import__("plotly").__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copyfile(plotly_js, folder / "plotly.min.js")
+    for nb_path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        for n, output in enumerate(o for c in nb.cells for o in c.get("outputs", [])):
+            if PLOTLY_MIME in output.get("data", {}):
+                output["data"]["text/html"] = figure_html(output["data"][PLOTLY_MIME], f"figure-{n}")
+        body, _ = HTMLExporter().from_notebook_node(nb)
+        body = body.replace("</head>", '<script src="plotly.min.js"></script>\n</head>', 1)
+        nb_path.with_suffix(".html").write_text(body)
+
+
+def _point_latest(outputs: Path, folder: Path) -> None:
+    latest = outputs / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(folder.name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _git_commit(where: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None

@@ -1,0 +1,43 @@
+"""Fixtures for labkit's own tests: a valid real-lab file whose files and secrets exist locally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit import secrets
+from tests.labfiles import REPO
+
+HOMELAB = REPO / "parameters" / "homelab.yaml"
+PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"
+K3S_TOKEN = "k3s-canary-token-5d41402abc4b2a76"
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets():
+    secrets.forget_all()
+    yield
+    secrets.forget_all()
+
+
+@pytest.fixture
+def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """homelab.yaml with its local files made in tmp_path and its secrets in the environment."""
+    (tmp_path / "pve-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (tmp_path / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample operator\n")
+    (tmp_path / "id").write_text("not-a-real-key-but-a-file\n")
+    monkeypatch.setenv("LABKIT_PVE_TOKEN", PVE_TOKEN)
+    monkeypatch.setenv("LABKIT_K3S_TOKEN", K3S_TOKEN)
+    doc = yaml.safe_load(HOMELAB.read_text())
+    doc["proxmox"]["ca_file"] = "pve-ca.pem"
+    doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
+    doc["kubeconfig"] = "kubeconfig"
+    return doc
+
+
+def write(tmp_path: Path, doc: dict, name: str = "lab.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path

@@ -1,0 +1,177 @@
+"""Lab file validation: every bad input stops with the YAML path and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import ParamsError
+from labkit.params import load_lab
+from tests.labfiles import REPO
+from tests.labkit.conftest import PVE_TOKEN, write
+
+
+def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    assert [n.name for n in lab.nodes] == ["k3s-master", "k3s-worker-01", "k3s-worker-02"]
+    assert lab.master.name == "k3s-master" and len(lab.agents) == 2
+    assert lab.kubeconfig == tmp_path / "kubeconfig"  # relative paths resolve against the file's folder
+    sim = load_lab(REPO / "parameters" / "sim.yaml")
+    assert sim.kind == "embedded" and str(sim.nodes[0].ip) == "127.0.2.20"
+    assert sim.embedded.state_dir == REPO / ".labsim"
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    """A mutation setting a dotted path (``nodes.1.ip``) in the lab document."""
+
+    def apply(doc: dict) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        for part in parents:
+            doc = doc[part]
+        doc[last] = value
+
+    return apply
+
+
+def _delete(path: str) -> Callable[[dict], None]:
+    def apply(doc: dict) -> None:
+        *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+        for part in parents:
+            doc = doc[part]
+        del doc[last]
+
+    return apply
+
+
+def _both(*mutations):
+    def apply(doc):
+        for m in mutations:
+            m(doc)
+
+    return apply
+
+
+def _add_node(**fields):
+    def apply(doc):
+        node = dict(doc["nodes"][-1]) | fields
+        doc["nodes"].append(node)
+
+    return apply
+
+
+BAD = {
+    "ip not IPv4": (_set("nodes.1.ip", "192.168.2.300"), "nodes[1].ip: '192.168.2.300' is not an IPv4 address"),
+    "ip outside subnet": (_set("nodes.2.ip", "10.0.0.5"), "nodes[2].ip: 10.0.0.5 is not a usable address of network.subnet 192.168.2.0/24"),
+    "ip is broadcast": (_set("nodes.2.ip", "192.168.2.255"), "nodes[2].ip: 192.168.2.255 is not a usable address"),
+    "gateway outside": (_set("network.gateway", "192.168.3.1"), "network.gateway: 192.168.3.1 is not a usable address"),
+    "subnet host bits": (_set("network.subnet", "192.168.2.1/24"), "network.subnet: '192.168.2.1/24' is not an IPv4 subnet"),
+    "duplicate name": (_set("nodes.2.name", "k3s-worker-01"), "nodes[2].name: 'k3s-worker-01' is already used by nodes[1]"),
+    "duplicate vmid": (_set("nodes.2.vmid", 121), "nodes[2].vmid: '121' is already used by nodes[1]"),
+    "duplicate ip": (_set("nodes.2.ip", "192.168.2.21"), "nodes[2].ip: '192.168.2.21' is already used by nodes[1]"),
+    "vmid is template": (_set("nodes.1.vmid", 9000), "nodes[1].vmid: 9000 is the template"),
+    "vmid too small": (_set("nodes.0.vmid", 99), "nodes[0].vmid: 99 is out of range"),
+    "node ip is gateway": (_set("nodes.1.ip", "192.168.2.1"), "nodes[1].ip: 192.168.2.1 is the gateway"),
+    "pool outside subnet": (_set("metallb.addresses", "192.168.3.100-192.168.3.149"), "metallb.addresses: 192.168.3.100 is not a usable address"),
+    "pool overlaps node": (_set("metallb.addresses", "192.168.2.10-192.168.2.30"), "metallb.addresses: 192.168.2.10-192.168.2.30 contains 192.168.2.20, used by nodes[0] (k3s-master)"),
+    "pool overlaps gateway": (_set("metallb.addresses", "192.168.2.1-192.168.2.5"), "contains 192.168.2.1, used by the gateway"),
+    "pool reversed": (_set("metallb.addresses", "192.168.2.149-192.168.2.100"), "192.168.2.149 comes after 192.168.2.100"),
+    "no server": (_set("nodes.0.role", "agent"), "nodes: no node has role: server"),
+    "bad role": (_set("nodes.0.role", "master"), "nodes[0].role: 'master' is not allowed; input should be 'server' or 'agent'"),
+    "even servers": (_both(_set("nodes.1.role", "server")), "nodes: 2 servers; embedded etcd HA needs an odd number"),
+    "HA without etcd": (_both(_set("nodes.1.role", "server"), _set("nodes.2.role", "server"), _set("k3s.cluster_init", False)),
+                        "k3s.cluster_init: 3 servers need embedded etcd"),
+    "k3s version format": (_set("k3s.version", "1.34.3"), "k3s.version: '1.34.3' is not a k3s version like v1.34.3+k3s1"),
+    "cores zero": (_set("nodes.0.cores", 0), "nodes[0].cores: 0 is out of range: input should be greater than or equal to 1"),
+    "memory too small": (_set("nodes.1.memory_mib", 128), "nodes[1].memory_mib: 128 is out of range"),
+    "disk absurd": (_set("nodes.1.disk_gib", 10**6), "nodes[1].disk_gib: 1000000 is out of range"),
+    "unknown top key": (_set("kubeconfg", "x"), "kubeconfg: unknown key (did you mean 'kubeconfig'?)"),
+    "unknown nested key": (_set("proxmox.tokn_id", "x"), "proxmox.tokn_id: unknown key (did you mean 'token_id'?)"),
+    "unknown node key": (_set("nodes.0.memory", 4096), "nodes[0].memory: unknown key (did you mean 'memory_mib'?)"),
+    "missing section": (_delete("ssh"), "ssh: required key is missing"),
+    "missing field": (_delete("nodes.0.ip"), "nodes[0].ip: required key is missing"),
+    "empty nodes": (_set("nodes", []), "nodes: must not be empty"),
+    "bad token id": (_set("proxmox.token_id", "root-labkit"), "proxmox.token_id: 'root-labkit' is not an API token id"),
+    "bad hostname": (_set("nodes.0.name", "K3s_Master"), "nodes[0].name: 'K3s_Master' is not a valid host name"),
+    "bad tag": (_set("nodes.0.tags", ["K3S!"]), "nodes[0].tags[0]: 'K3S!' is not a Proxmox tag"),
+    "unknown k3s component": (_set("k3s.disable", ["servicelb", "trafik"]), "k3s.disable[1]: 'trafik' is not allowed"),
+    "both trust anchors": (_set("proxmox.fingerprint", ":".join(["AB"] * 32)), "proxmox: give exactly one of ca_file"),
+    "bad fingerprint": (_both(_delete("proxmox.ca_file"), _set("proxmox.fingerprint", "AB:CD")), "proxmox.fingerprint: 'AB:CD' is not a SHA-256 fingerprint"),
+    "port out of range": (_set("ssh.port", 70000), "ssh.port: 70000 is out of range"),
+    "bad kind": (_set("kind", "cloud"), "kind: 'cloud' is not allowed"),
+    "embedded on real": (_set("embedded", {"time_scale": 0}), "embedded: only for kind: embedded"),
+    "embedded off loopback": (_set("kind", "embedded"), "network.subnet: 192.168.2.0/24 is not loopback"),
+    "nfs path relative": (_set("nfs.path", "volume1"), "nfs.path: 'volume1' is not an absolute export path"),
+    "dns empty": (_set("network.dns", []), "network.dns: must not be empty"),
+    "missing CA file": (_set("proxmox.ca_file", "nope.pem"), "proxmox.ca_file: file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=sorted(BAD))
+def test_bad_parameters_name_the_path_and_the_fix(case, lab_doc, tmp_path):
+    mutate, expected = BAD[case]
+    doc = copy.deepcopy(lab_doc)
+    mutate(doc)
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, doc))
+    assert any(expected in line for line in err.value.errors), err.value.errors
+
+
+def test_enough_distinct_bad_cases():
+    assert len({msg for _, msg in BAD.values()}) >= 25
+
+
+def test_a_pasted_secret_is_refused_without_being_echoed(lab_doc, tmp_path):
+    lab_doc["proxmox"]["token_secret"] = PVE_TOKEN
+    lab_doc["k3s"]["token"] = "K10abcdef::server:hunter2hunter2"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    text = str(err.value)
+    assert "proxmox.token_secret: must be a secret reference (env:NAME or file:PATH#key), not a value" in text
+    assert "k3s.token: must be a secret reference" in text
+    assert PVE_TOKEN not in text and "hunter2" not in text
+
+
+def test_all_errors_are_reported_at_once(lab_doc, tmp_path):
+    lab_doc["nodes"][1]["ip"] = "192.168.2.300"
+    lab_doc["k3s"]["version"] = "latest"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert len(err.value.errors) == 2
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text("name: x\nnodes: [\n  - a: b\n")
+    with pytest.raises(ParamsError) as err:
+        load_lab(path)
+    assert "line " in err.value.errors[0] and "not valid YAML" in err.value.errors[0]
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "lab.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="must be a YAML mapping"):
+        load_lab(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_lab(tmp_path / "nope.yaml")
+
+
+def test_embedded_state_files_need_not_exist_yet(tmp_path):
+    """The embedded lab creates its CA, keys and secrets on first start."""
+    from tests.labfiles import write_lab
+
+    lab = load_lab(write_lab(tmp_path))
+    assert not lab.proxmox.ca_file.exists()
+
+
+def test_real_lab_files_must_exist(lab_doc, tmp_path):
+    (tmp_path / "id.pub").unlink()
+    with pytest.raises(ParamsError, match=r"ssh.public_key: file .*id.pub does not exist"):
+        load_lab(write(tmp_path, lab_doc))
+    assert load_lab(write(tmp_path, lab_doc), check_files=False).ssh.public_key == Path(tmp_path / "id.pub")

@@ -1,0 +1,172 @@
+"""`labkit run` on small notebooks made here: run folder, summary, latest, failures, secrets."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tests.labkit.conftest import K3S_TOKEN, write
+
+PARAMS = 'lab_file = ""\ndry_run = False'
+LOAD = "import labkit\nfrom labkit.params import load_lab\nfrom labkit.report import Change, Report\nlab = load_lab(lab_file)"
+
+
+def notebook(path: Path, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "homelab-notebooks", "display_name": "homelab-notebooks", "language": "python"}
+    params = nbformat.v4.new_code_cell(PARAMS)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), params, nbformat.v4.new_code_cell(LOAD)]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def passing(path: Path) -> Path:
+    return notebook(
+        path,
+        f'r = Report("{path.stem}")\nr.check("lab loaded", lab.name == "homelab")\n'
+        'if not dry_run:\n    r.applied([Change("vm 120", "create"), Change("vm 121", "unchanged")])',
+        "labkit.record(r, dry_run=dry_run)",
+    )
+
+
+@pytest.fixture
+def series(tmp_path: Path, lab_doc: dict) -> dict:
+    books = tmp_path / "notebooks"
+    books.mkdir()
+    return {"lab": write(tmp_path, lab_doc), "notebooks": books, "outputs": tmp_path / "outputs"}
+
+
+def labkit_run(series: dict, *args: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(series["lab"]), "--notebooks",
+            str(series["notebooks"]), "--outputs", str(series["outputs"]), "--no-html", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+
+
+def summary(series: dict) -> dict:
+    return json.loads((series["outputs"] / "latest" / "summary.json").read_text())
+
+
+def test_run_writes_folder_summary_and_latest(series):
+    passing(series["notebooks"] / "01-first.ipynb")
+    passing(series["notebooks"] / "02-second.ipynb")
+    done = labkit_run(series)
+    assert done.returncode == 0, done.stderr + done.stdout
+    run = summary(series)
+    assert run["run"]["status"] == "passed" and run["run"]["lab"] == "homelab"
+    assert run["run"]["folder"].endswith("Z-homelab") and len(run["run"]["params_sha256"]) == 64
+    assert [(n["name"], n["status"], n["checks_passed"], n["changes"]) for n in run["notebooks"]] == [
+        ("01-first", "passed", 1, 1), ("02-second", "passed", 1, 1)]
+    latest = series["outputs"] / "latest"
+    assert latest.is_symlink() and (latest / "01-first.ipynb").exists()
+    assert "| 01-first | passed |" in (latest / "summary.md").read_text()
+    assert re.search(r"cell \d/6: r = Report\(", done.stdout)  # progress names the current cell
+
+
+def test_failure_stops_the_run_naming_notebook_and_cell(series):
+    notebook(series["notebooks"] / "01-broken.ipynb", "x = 1", "raise RuntimeError('disk on fire')", "y = 2")
+    passing(series["notebooks"] / "02-never.ipynb")
+    done = labkit_run(series)
+    assert done.returncode == 1
+    nbs = summary(series)["notebooks"]
+    assert nbs[0]["status"] == "failed" and nbs[1]["status"] == "skipped"
+    assert "cell In [5] `raise RuntimeError('disk on fire')`: RuntimeError: disk on fire" in nbs[0]["error"]
+    assert "01-broken" in done.stdout and "disk on fire" in done.stdout
+
+
+def test_failed_checks_fail_the_notebook_by_name(series):
+    notebook(series["notebooks"] / "01-checks.ipynb",
+             'r = Report("01-checks")\nr.check("nodes Ready", False, "1/3 Ready")\nr.check("fine", True)',
+             "labkit.record(r)")
+    done = labkit_run(series)
+    assert done.returncode == 1
+    nb = summary(series)["notebooks"][0]
+    assert nb["failed_checks"] == ["nodes Ready"] and nb["checks_passed"] == 1
+    assert "ChecksFailed: 1 check(s) failed: nodes Ready (1/3 Ready)" in nb["error"]
+
+
+def test_parameters_are_injected_and_dry_run_passed_through(series):
+    passing(series["notebooks"] / "01-first.ipynb")
+    done = labkit_run(series, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    run = summary(series)
+    assert run["run"]["dry_run"] is True and run["notebooks"][0]["changes"] == 0
+    executed = nbformat.read(series["outputs"] / "latest" / "01-first.ipynb", as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "dry_run = True" in injected.source and str(series["lab"].resolve()) in injected.source
+    assert "Dry run: nothing was changed." in (series["outputs"] / "latest" / "summary.md").read_text()
+
+
+def test_only_and_from_select_notebooks(series):
+    for name in ("01-a", "02-b", "03-c"):
+        passing(series["notebooks"] / f"{name}.ipynb")
+    assert labkit_run(series, "--only", "02").returncode == 0
+    assert [n["name"] for n in summary(series)["notebooks"]] == ["02-b"]
+    assert labkit_run(series, "--from", "02").returncode == 0
+    assert [n["name"] for n in summary(series)["notebooks"]] == ["02-b", "03-c"]
+    bad = labkit_run(series, "--only", "09")
+    assert bad.returncode == 1 and "no notebook numbered 09" in bad.stderr
+
+
+def test_a_printed_secret_never_reaches_outputs(series):
+    notebook(series["notebooks"] / "01-leaky.ipynb",
+             "token = lab.secret(lab.k3s.token)\nprint('the token is', token)\ntoken",
+             'r = Report("01-leaky")\nr.check("ok", True)\nlabkit.record(r)')
+    done = labkit_run(series)
+    assert done.returncode == 0, done.stderr
+    folder = series["outputs"] / "latest"
+    for path in folder.iterdir():
+        assert K3S_TOKEN not in path.read_text(), path
+    assert summary(series)["notebooks"][0]["secrets_scrubbed"] >= 2
+    assert "the token is ***" in (folder / "01-leaky.ipynb").read_text()
+    assert "secret occurrence(s) were found and scrubbed" in (folder / "summary.md").read_text()
+
+
+def test_html_keeps_one_plotly_copy_per_run(series):
+    notebook(series["notebooks"] / "01-figs.ipynb",
+             "import pandas as pd\nfrom labkit import plots\n"
+             "df = pd.DataFrame({'resource': ['cpu', 'mem'], 'requested': [6, 12], 'available': [16, 64]})",
+             "plots.capacity(df, 'one')", "plots.capacity(df, 'two')", "plots.capacity(df, 'three')")
+    argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(series["lab"]), "--notebooks",
+            str(series["notebooks"]), "--outputs", str(series["outputs"])]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    folder = series["outputs"] / "latest"
+    executed = (folder / "01-figs.ipynb").read_text()
+    assert executed.count("application/vnd.plotly.v1+json") == 3
+    assert len(executed) < 100_000 and "Plotly.newPlot" not in executed  # data only: plotly.js is ~4.6 MB
+    assert (folder / "plotly.min.js").exists() and 'src="plotly.min.js"' in (folder / "01-figs.html").read_text()
+
+
+def test_embedded_lab_without_labsim_fails_clearly(tmp_path, monkeypatch):
+    from labkit import embedded
+    from labkit.errors import LabError
+    from labkit.params import load_lab
+    from tests.labfiles import write_lab
+
+    monkeypatch.setattr(embedded, "labsim_command", lambda: None)
+    with pytest.raises(LabError, match="the `labsim` command is not installed"), \
+            embedded.EmbeddedLab(load_lab(write_lab(tmp_path)), report=lambda _: None):
+        pass
+
+
+def test_check_exit_codes(tmp_path, lab_doc):
+    good = write(tmp_path, lab_doc)
+    ok = subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(good)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid. Lab 'homelab' (real): 1 server(s) + 2 agent(s)" in ok.stdout
+    lab_doc["nodes"][1]["ip"] = "192.168.2.300"
+    bad = subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(write(tmp_path, lab_doc))],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "nodes[1].ip: '192.168.2.300' is not an IPv4 address" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    bad_run = subprocess.run([sys.executable, "-m", "labkit.cli", "run", "--params", str(tmp_path / "lab.yaml")],
+                             capture_output=True, text=True)
+    assert bad_run.returncode == 2 and "Traceback" not in bad_run.stderr
