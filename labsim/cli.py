@@ -1,0 +1,205 @@
+"""``labsim up | down | status``: run the embedded lab in the foreground or detached.
+
+A detached lab is this same command (``labsim up``, foreground) started in its own session with
+its output in ``<state>/labsim.log``; it writes ``labsim.pid`` and ``status.json`` once every
+endpoint answers, and ``labsim down`` stops it by that pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from labsim.config import ConfigError, SimConfig
+from labsim.lab import Lab, static_status
+from labsim.state import StateFile
+
+DEFAULT_PARAMS = Path("parameters/sim.yaml")
+READY_TIMEOUT = 120
+STOP_TIMEOUT = 60
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = _config(args)
+    except (ConfigError, OSError, ValueError) as error:
+        print(f"labsim: {error}", file=sys.stderr)
+        return 2
+    return {"up": up, "down": down, "status": status}[args.command](config, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labsim", description="The embedded lab: a loopback twin of the home lab.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("up", "start the lab"), ("down", "stop a detached lab"), ("status", "is it running, where")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
+        sub.add_argument("--state", type=Path, help="state folder (default: the lab file's embedded.state_dir)")
+        if name == "up":
+            sub.add_argument("--detach", action="store_true", help="run in the background; return once it answers")
+        if name == "status":
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> SimConfig:
+    if args.params.exists():
+        return SimConfig.from_file(args.params, args.state)
+    if args.command != "up" and args.state is not None:  # down/status need only the state folder
+        saved = StateFile(args.state.resolve() / "status.json").load()
+        if saved and saved.get("params"):
+            return SimConfig.from_file(Path(saved["params"]), args.state)
+        return SimConfig.from_file(Path(os.devnull), args.state)
+    raise ConfigError(f"{args.params}: no such lab file")
+
+
+# ---------------------------------------------------------------- up
+
+def up(config: SimConfig, args: argparse.Namespace) -> int:
+    pid = running_pid(config.state_dir)
+    if pid is not None:
+        print(f"labsim: already running (pid {pid}), state in {config.state_dir}")
+        return 0 if args.detach else 1
+    if args.detach:
+        return _up_detached(config, args)
+    try:
+        asyncio.run(_serve(config, args.params.resolve()))
+    except OSError as error:
+        print(f"labsim: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(config: SimConfig, params: Path) -> None:
+    lab = Lab(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await lab.start()
+        _write_running(config.state_dir, params)
+        print(f"labsim: lab '{config.name}' up: PVE API at {lab.pve_url}, state in {config.state_dir}", flush=True)
+        await stopping.wait()
+    finally:
+        await lab.stop()
+        (config.state_dir / "labsim.pid").unlink(missing_ok=True)
+        StateFile(config.state_dir / "status.json").save({**static_status(config), "params": str(params)})
+        print("labsim: stopped", flush=True)
+
+
+def _write_running(state_dir: Path, params: Path) -> None:
+    (state_dir / "labsim.pid").write_text(f"{os.getpid()}\n")
+    StateFile(state_dir / "status.json").save({"running": True, "pid": os.getpid(), "params": str(params)})
+
+
+def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = config.state_dir / "labsim.log"
+    argv = [sys.executable, "-m", "labsim", "up", "--params", str(args.params.resolve()),
+            "--state", str(config.state_dir)]
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-10:])
+            print(f"labsim: the lab did not start (exit {child.returncode}); {log_path}:\n{tail}", file=sys.stderr)
+            return 1
+        if running_pid(config.state_dir) == child.pid and _live_status(config) is not None:
+            print(f"labsim: up (pid {child.pid}), PVE API at https://{config.pve_host}:{config.pve_port}, "
+                  f"state in {config.state_dir}")
+            return 0
+        time.sleep(0.1)
+    print(f"labsim: no answer within {READY_TIMEOUT} s; see {log_path}", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(child.pid, signal.SIGTERM)
+    return 1
+
+
+# ---------------------------------------------------------------- down, status
+
+def down(config: SimConfig, args: argparse.Namespace) -> int:
+    pid = running_pid(config.state_dir)
+    if pid is None:
+        print(f"labsim: not running (state in {config.state_dir})")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            print(f"labsim: stopped (pid {pid})")
+            return 0
+        time.sleep(0.1)
+    print(f"labsim: pid {pid} did not stop within {STOP_TIMEOUT} s", file=sys.stderr)
+    return 1
+
+
+def status(config: SimConfig, args: argparse.Namespace) -> int:
+    live = _live_status(config) if running_pid(config.state_dir) is not None else None
+    doc = live or static_status(config)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    if not doc["running"]:
+        print(f"labsim: not running (state in {config.state_dir})")
+        return 3
+    print(f"labsim: running (pid {doc.get('pid')}), state in {doc['state_dir']}")
+    print(f"  PVE API  {doc['pve']['url']}  node {doc['pve']['node']}  token {doc['pve']['token_id']}")
+    for vm in doc["vms"]:
+        where = f"{vm['ip']}:{vm['ssh_port']}" if vm["ip"] else "-"
+        print(f"  VM {vm['vmid']:<6} {vm['name']:<24} {vm['status']:<8} ssh {where}")
+    if doc.get("kube"):
+        print(f"  kube     {doc['kube']['server']}  kubeconfig {doc['kube']['kubeconfig']}")
+    return 0
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the lab serving this state folder, if that process still lives."""
+    try:
+        pid = int((state_dir / "labsim.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):  # a zombie child has exited
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _live_status(config: SimConfig) -> dict[str, Any] | None:
+    """Ask the running lab over its admin endpoint, as any client would."""
+    base = static_status(config)
+    if not base["pve"]["token_secret"]:
+        return None
+    try:
+        response = requests.get(
+            f"{base['pve']['url']}/labsim/status", timeout=5, verify=base["pve"]["ca_file"],
+            headers={"Authorization": f"PVEAPIToken={config.token_id}={base['pve']['token_secret']}"},
+        )
+        response.raise_for_status()
+    except (requests.RequestException, OSError):
+        return None
+    return response.json()["data"]

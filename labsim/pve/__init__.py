@@ -1,0 +1,1 @@
+"""The embedded lab's Proxmox VE: the hypervisor model and its HTTPS API."""

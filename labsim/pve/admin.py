@@ -1,0 +1,84 @@
+"""The lab's admin endpoint, outside PVE's namespace: ``/labsim/status``, ``/labsim/faults``
+(inject, list, clear) and ``/labsim/clock`` (advance lab time). Authenticated with the API token.
+
+POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qmclone"}``,
+``{"fault": "hold_lock", "vmid": 120, "lock": "backup"}``, ``{"fault": "slow_shutdown", "vmid": 120,
+"seconds": 600}``, ``{"fault": "agent_down", "vmid": 120}``, ``{"fault": "storage_full", "storage":
+"local-lvm"}``, ``{"fault": "drop_requests", "count": 2}``, ``{"fault": "request_delay", "seconds": 1.5}``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from labsim.pve.errors import PVEError
+from labsim.pve.model import ProxmoxVE
+
+
+def inject(pve: ProxmoxVE, fault: dict[str, Any]) -> None:
+    """Apply one fault description (the admin endpoint's JSON body)."""
+    kind = fault.get("fault")
+    try:
+        if kind == "fail_next_task":
+            pve.fail_next_task(str(fault["kind"]), fault.get("message"))
+        elif kind == "hold_lock":
+            pve.hold_lock(int(fault["vmid"]), str(fault.get("lock", "backup")))
+        elif kind == "release_lock":
+            pve.release_lock(int(fault["vmid"]))
+        elif kind == "slow_shutdown":
+            pve.faults.slow_shutdown[int(fault["vmid"])] = float(fault["seconds"])
+        elif kind == "agent_down":
+            pve.faults.agent_down.add(int(fault["vmid"]))
+        elif kind == "storage_full":
+            pve.storage(str(fault["storage"]))
+            pve.faults.storage_full.add(str(fault["storage"]))
+        elif kind == "drop_requests":
+            pve.faults.drop_requests = int(fault.get("count", 1))
+        elif kind == "request_delay":
+            pve.faults.request_delay = float(fault["seconds"])
+        else:
+            raise PVEError(400, f"unknown fault '{kind}'")
+    except (KeyError, ValueError) as error:
+        raise PVEError(400, f"fault '{kind}': missing or bad field {error}") from None
+
+
+def add_routes(app: web.Application, server: Any) -> None:
+    pve: ProxmoxVE = server.pve
+
+    def guarded(handler: Any) -> Any:
+        async def endpoint(request: web.Request) -> web.Response:
+            server.auth.authenticate_token(request)
+            return web.json_response({"data": await handler(request)})
+        return endpoint
+
+    async def status(request: web.Request) -> Any:
+        return server.status()
+
+    async def faults(request: web.Request) -> Any:
+        return {**pve.faults.view(), "task_failures": pve.tasks.failures}
+
+    async def add_fault(request: web.Request) -> Any:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            raise PVEError(400, "expected a JSON object") from None
+        inject(pve, body)
+        return await faults(request)
+
+    async def clear_faults(request: web.Request) -> Any:
+        pve.clear_faults()
+        return None
+
+    async def clock(request: web.Request) -> Any:
+        body = await request.json()
+        pve.clock.advance(float(body.get("advance", 0)))
+        return {"now": pve.clock.now()}
+
+    app.router.add_get("/labsim/status", guarded(status))
+    app.router.add_get("/labsim/faults", guarded(faults))
+    app.router.add_post("/labsim/faults", guarded(add_fault))
+    app.router.add_delete("/labsim/faults", guarded(clear_faults))
+    app.router.add_post("/labsim/clock", guarded(clock))

@@ -1,0 +1,564 @@
+"""The hypervisor: one PVE node with its VMs, storages, tasks and faults.
+
+Operations check what PVE checks before answering (locks, running state, existence) and run
+the rest as worker tasks taking modelled time from the lab clock. Booted VMs with cloud-init
+network and keys become SSH nodes through ``node_host`` (``labsim.node.host.NodeHost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from labsim.clock import Clock
+from labsim.config import SimConfig
+from labsim.pve import vms as v
+from labsim.pve.errors import PVEError, TaskError
+from labsim.pve.faults import DEFAULT_TASK_ERRORS, Faults
+from labsim.pve.storage import GIB, Storage, node_storages
+from labsim.pve.tasks import Task, TaskRunner
+from labsim.state import StateFile
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_NAME = "ubuntu-2204-cloudinit"
+# Modelled durations (seconds of lab time), after a small PVE host with LVM-thin storage.
+LINKED_CLONE_S, FULL_CLONE_S_PER_GIB, FULL_CLONE_MIN_S = 4.0, 9.0, 20.0
+QEMU_START_S, GUEST_BOOT_S, AGENT_AFTER_BOOT_S = 2.0, 25.0, 3.0
+GUEST_POWERDOWN_S, DEFAULT_SHUTDOWN_TIMEOUT_S = 6.0, 180
+STOP_S, RESIZE_S, DESTROY_S, SNAPSHOT_S, CONFIG_S = 1.0, 1.0, 2.0, 2.0, 0.5
+HOST_CPUS, HOST_MEMORY, HOST_ROOTFS = 16, 64 * GIB, 100 * GIB
+HOST_BASE_MEMORY = int(2.5 * GIB)  # what PVE itself uses on an idle host
+
+
+class ProxmoxVE:
+    def __init__(self, config: SimConfig, clock: Clock, node_host: Callable[[], Any]) -> None:
+        self.config = config
+        self.node = config.pve_node
+        self.clock = clock
+        self.node_host = node_host  # -> NodeHost | None, looked up at call time
+        self.vms: dict[int, v.VM] = {}
+        self.storages: dict[str, Storage] = node_storages(config.storage)
+        self.faults = Faults()
+        self.state = StateFile(config.state_dir / "pve" / "state.json")
+        self.tasks = TaskRunner(self.node, clock, self.save)
+        self.started_at = clock.now()
+        self._boots: dict[int, asyncio.Task] = {}
+
+    # ---------------------------------------------------------------- state
+
+    def load(self) -> None:
+        doc = self.state.load()
+        if doc is None:
+            template = v.template_config(TEMPLATE_NAME, self.config.storage, self.config.bridge,
+                                         self.config.template_vmid)
+            self.vms[self.config.template_vmid] = v.VM(self.config.template_vmid, template)
+            self.save()
+            return
+        self.vms = {int(k): v.VM.from_state(d) for k, d in doc["vms"].items()}
+        self.tasks.load(doc.get("tasks", []))
+        for vm in self.vms.values():
+            if vm.lock in ("clone", "create"):  # a worker the lab's stop interrupted
+                vm.config.pop("lock")
+
+    def save(self) -> None:
+        self.state.save({
+            "vms": {str(k): vm.to_state() for k, vm in self.vms.items()},
+            "tasks": self.tasks.to_state(),
+        })
+
+    async def resume(self) -> None:
+        """After a restart the VMs that ran before run again, as on a host that keeps them up."""
+        for vm in self.vms.values():
+            if vm.status == "running":
+                vm.booted = vm.agent_up = False
+                self._boot_later(vm)
+
+    async def close(self) -> None:
+        for boot in self._boots.values():
+            boot.cancel()
+        await asyncio.gather(*self._boots.values(), return_exceptions=True)
+        await self.tasks.close()
+        self.save()
+
+    # ---------------------------------------------------------------- lookups
+
+    def vm(self, vmid: int) -> v.VM:
+        vm = self.vms.get(vmid)
+        if vm is None:
+            raise PVEError(500, f"Configuration file 'nodes/{self.node}/qemu-server/{vmid}.conf' does not exist")
+        return vm
+
+    def check_node(self, node: str) -> None:
+        if node != self.node:
+            raise PVEError(500, f"hostname lookup '{node}' failed - failed to get address info for: {node}: "
+                                "Name or service not known")
+
+    def storage(self, name: str) -> Storage:
+        if name not in self.storages:
+            raise PVEError(500, f"storage '{name}' does not exist")
+        return self.storages[name]
+
+    def storage_used(self, name: str) -> int:
+        return sum(d.size for vm in self.vms.values() for d in vm.disks().values() if d.storage == name)
+
+    def storage_status(self, name: str) -> dict[str, Any]:
+        return self.storage(name).status(self.storage_used(name), name in self.faults.storage_full)
+
+    def next_id(self) -> int:
+        return next(i for i in range(100, 1_000_000_000) if i not in self.vms)
+
+    def memory_used(self) -> int:
+        running = (vm.memory_mib << 20 for vm in self.vms.values() if vm.status == "running")
+        return HOST_BASE_MEMORY + sum(running)
+
+    def guest(self, vm: v.VM) -> v.GuestNetwork:
+        return v.guest_network(vm, [str(self.config.subnet.network_address + 1)], None)
+
+    # ---------------------------------------------------------------- faults
+
+    def fail_next_task(self, kind: str, message: str | None = None) -> None:
+        """The next task of type ``kind`` (``qmclone``, ``qmstart``...) ends in TASK ERROR."""
+        text = message or DEFAULT_TASK_ERRORS.get(kind, f"{kind} failed")
+        self.tasks.failures.setdefault(kind, []).append(text)
+
+    def hold_lock(self, vmid: int, lock: str = "backup") -> None:
+        self.vm(vmid).config["lock"] = lock
+        self.save()
+
+    def release_lock(self, vmid: int) -> None:
+        self.vm(vmid).config.pop("lock", None)
+        self.save()
+
+    def clear_faults(self) -> None:
+        self.faults = Faults()
+        self.tasks.failures.clear()
+
+    # ---------------------------------------------------------------- create, clone, template
+
+    def create(self, vmid: int, options: dict[str, Any], user: str) -> Task:
+        if vmid in self.vms:
+            raise PVEError(500, f"unable to create VM {vmid} - VM {vmid} already exists on node '{self.node}'")
+        vm = v.VM(vmid, {"lock": "create", **_without_disks(options)})
+        self.vms[vmid] = vm
+
+        async def work(task: Task) -> None:
+            await self.clock.sleep(CONFIG_S)
+            for key, value in options.items():
+                if v.DISK_KEYS.match(key):
+                    vm.config[key] = self._allocate(vm, key, value, task)
+            vm.config.pop("lock", None)
+        return self._start_task("qmcreate", vmid, user, work, undo=lambda: self.vms.pop(vmid, None))
+
+    def clone(self, vmid: int, newid: int, opts: dict[str, Any], user: str) -> Task:
+        source = self.vm(vmid)
+        source.check_unlocked()
+        if newid in self.vms:
+            raise PVEError(500, f"unable to create VM {newid}: config file already exists")
+        full = bool(opts.get("full", not source.is_template))
+        if not full and not source.is_template:
+            raise PVEError(500, "Linked clone feature for non-template VMs is not implemented")  # PVE's wording
+        target_storage = opts.get("storage", self.config.storage)
+        if not full and "storage" in opts:
+            raise PVEError(400, "Parameter verification failed.", {"storage": "option is only allowed for full clones"})
+        self.storage(target_storage)
+        config = {k: val for k, val in source.config.items() if k not in ("template", "lock", "meta")}
+        config.update(name=opts.get("name", f"Copy-of-VM-{source.name}"), lock="clone")
+        if "description" in opts:
+            config["description"] = opts["description"]
+        clone = v.VM(newid, config)
+        self.vms[newid] = clone
+        self.save()
+
+        async def work(task: Task) -> None:
+            disks = source.disks()
+            size_gib = sum(d.size for d in disks.values()) / GIB
+            task.log(f"create {'full' if full else 'linked'} clone of drive scsi0 ({disks['scsi0'].volid})"
+                     if "scsi0" in disks else "clone without disks")
+            if full and target_storage in self.faults.storage_full:
+                await self.clock.sleep(1)
+                raise TaskError(f"clone failed: lvcreate 'pve/vm-{newid}-disk-0' error:   Volume group \"pve\" "
+                                "has insufficient free space (0 extents): 550 required.")
+            await self.clock.sleep(max(FULL_CLONE_MIN_S, size_gib * FULL_CLONE_S_PER_GIB) if full else LINKED_CLONE_S)
+            for n, (key, drive) in enumerate(disks.items()):
+                volume = f"vm-{newid}-disk-{n}"
+                volid = f"{target_storage}:{volume}" if full else f"{drive.storage}:{drive.volume}/{volume}"
+                clone.config[key] = v.Drive(key, volid, drive.options).with_options()
+                if full:
+                    task.log(f"transferred {drive.size} of {drive.size} bytes (100.00%)")
+            for key, value in list(clone.config.items()):
+                if v.DISK_KEYS.match(key) and v.Drive.parse(key, value).is_cdrom and "cloudinit" in value:
+                    clone.config[key] = f"{target_storage}:vm-{newid}-cloudinit,media=cdrom"
+            clone.config["net0"] = _new_mac(clone.config.get("net0", ""))
+            clone.config.pop("lock", None)
+        return self._start_task("qmclone", vmid, user, work, undo=lambda: self.vms.pop(newid, None))
+
+    def template(self, vmid: int, user: str) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked()
+        if vm.status == "running":
+            raise PVEError(500, "you can't convert a running VM to a template")
+
+        async def work(task: Task) -> None:
+            await self.clock.sleep(CONFIG_S)
+            for key, drive in vm.disks().items():
+                base = drive.volume.replace("vm-", "base-", 1)
+                vm.config[key] = v.Drive(key, f"{drive.storage}:{base}", drive.options).with_options()
+            vm.config["template"] = 1
+        return self._start_task("qmtemplate", vmid, user, work)
+
+    def _allocate(self, vm: v.VM, key: str, value: str, task: Task) -> str:
+        """``STORAGE:SIZE_GIB`` (or ``STORAGE:cloudinit``) allocates a volume as PVE does."""
+        drive = v.Drive.parse(key, value)
+        store, _, spec = drive.volid.partition(":")
+        if spec == "cloudinit":
+            return f"{store}:vm-{vm.vmid}-cloudinit,media=cdrom"
+        if not spec.replace(".", "", 1).isdigit():
+            return value
+        self.storage(store)
+        if store in self.faults.storage_full:
+            raise TaskError(f"unable to create VM {vm.vmid} - lvcreate 'pve/vm-{vm.vmid}-disk-0' error: "
+                            "Volume group \"pve\" has insufficient free space")
+        n = sum(1 for d in vm.disks().values() if d.storage == store)
+        size = int(float(spec) * GIB)
+        task.log(f"  Logical volume \"vm-{vm.vmid}-disk-{n}\" created.")
+        return v.Drive(key, f"{store}:vm-{vm.vmid}-disk-{n}", drive.options).with_options(size=v.format_size(size))
+
+    # ---------------------------------------------------------------- config
+
+    def update_config(self, vmid: int, values: dict[str, Any], user: str, background: bool) -> Task | None:
+        """PUT (``background=False``) applies at once; POST runs a ``qmconfig`` task."""
+        vm = self.vm(vmid)
+        vm.check_unlocked(bool(values.pop("skiplock", 0)))
+        digest = values.pop("digest", None)
+        if digest and digest != vm.digest():
+            raise PVEError(500, "detected modified configuration - file changed by other user? Try again.")
+        deletes = [k for k in _split(values.pop("delete", "")) if k]
+        reverts = [k for k in _split(values.pop("revert", "")) if k]
+        for key in values:
+            if v.DISK_KEYS.match(key) and key in vm.config and values[key] != vm.config[key]:
+                drive = v.Drive.parse(key, values[key])
+                if drive.volid != v.Drive.parse(key, vm.config[key]).volid and not drive.is_cdrom:
+                    raise PVEError(500, f"unable to change volume of {key}: use move_disk")
+        if background:
+            async def work(task: Task) -> None:
+                await self.clock.sleep(CONFIG_S)
+                self._apply_config(vm, values, deletes, reverts, task)
+            return self._start_task("qmconfig", vmid, user, work)
+        self._apply_config(vm, values, deletes, reverts, None)
+        self.save()
+        return None
+
+    def _apply_config(self, vm: v.VM, values: dict[str, Any], deletes: list[str], reverts: list[str],
+                      task: Task | None) -> None:
+        running = vm.status == "running"
+        for key in reverts:
+            vm.pending.pop(key, None)
+            if key in vm.pending_delete:
+                vm.pending_delete.remove(key)
+        for key, value in values.items():
+            if v.DISK_KEYS.match(key) and task is not None:
+                value = self._allocate(vm, key, value, task)
+            elif v.DISK_KEYS.match(key):
+                value = _allocate_spec_only(vm, key, value)
+            if running and key in v.NOT_HOTPLUGGED and vm.config.get(key) != value:
+                vm.pending[key] = value
+            else:
+                vm.config[key] = value
+            if key == "tags":
+                vm.config[key] = ";".join(v.p.split_tags(value))
+        for key in deletes:
+            if running and key in v.NOT_HOTPLUGGED:
+                vm.pending_delete.append(key)
+            else:
+                vm.config.pop(key, None)
+
+    def pending(self, vmid: int) -> list[dict[str, Any]]:
+        vm = self.vm(vmid)
+        keys = sorted(set(vm.config) | set(vm.pending) | set(vm.pending_delete))
+        out = []
+        for key in keys:
+            entry: dict[str, Any] = {"key": key}
+            if key in vm.config:
+                entry["value"] = vm.config[key]
+            if key in vm.pending:
+                entry["pending"] = vm.pending[key]
+            if key in vm.pending_delete:
+                entry["delete"] = 1
+            out.append(entry)
+        return out
+
+    def _apply_pending(self, vm: v.VM) -> None:
+        vm.config.update(vm.pending)
+        for key in vm.pending_delete:
+            vm.config.pop(key, None)
+        vm.pending, vm.pending_delete = {}, []
+
+    def resize(self, vmid: int, disk: str, size: str, user: str, skiplock: bool) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked(skiplock)
+        drive = vm.disks().get(disk)
+        if drive is None:
+            raise PVEError(500, f"disk '{disk}' does not exist")
+        new_size = drive.size + v.parse_size(size) if size.startswith("+") else v.parse_size(size)
+        if new_size < drive.size:
+            raise PVEError(500, "shrinking disks is not supported")
+
+        async def work(task: Task) -> None:
+            if drive.storage in self.faults.storage_full and new_size > drive.size:
+                raise TaskError(f"command '/sbin/lvextend -L {new_size // 1024}k pve/{drive.volume}' failed: "
+                                "exit code 5")
+            task.log(f"  Size of logical volume pve/{drive.volume} changed from {v.format_size(drive.size)} "
+                     f"to {v.format_size(new_size)}.")
+            await self.clock.sleep(RESIZE_S)
+            vm.config[disk] = drive.with_options(size=v.format_size(new_size))
+            if vm.booted:
+                await self._node_call("update_node", self.node_spec(vm))
+        return self._start_task("resize", vmid, user, work)
+
+    # ---------------------------------------------------------------- power
+
+    def start(self, vmid: int, user: str, skiplock: bool = False) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked(skiplock)
+        if vm.is_template:
+            raise PVEError(500, "you can't start a vm if it's a template")
+
+        async def work(task: Task) -> None:
+            if vm.status == "running":
+                raise TaskError(f"VM {vmid} already running")
+            await self.clock.sleep(QEMU_START_S)
+            self._power_on(vm)
+            task.log(f"generating cloud-init ISO\nstarted VM {vmid}")
+        return self._start_task("qmstart", vmid, user, work)
+
+    def _power_on(self, vm: v.VM) -> None:
+        self._apply_pending(vm)
+        vm.status, vm.started_at = "running", self.clock.now()
+        vm.booted = vm.agent_up = False
+        self._boot_later(vm)
+
+    def _boot_later(self, vm: v.VM) -> None:
+        boot = asyncio.get_running_loop().create_task(self._boot(vm))
+        self._boots[vm.vmid] = boot
+        boot.add_done_callback(lambda _: self._boots.pop(vm.vmid, None) if self._boots.get(vm.vmid) is boot else None)
+
+    async def _boot(self, vm: v.VM) -> None:
+        await self.clock.sleep(GUEST_BOOT_S)
+        spec = self.node_spec(vm)
+        if spec is not None:
+            try:
+                await self._node_call("start_node", spec)
+            except Exception:  # the VM runs even when its guest cannot serve SSH
+                log.exception("VM %s: SSH node did not start", vm.vmid)
+        vm.booted = True
+        self.save()
+        if vm.agent_enabled and vm.vmid not in self.faults.agent_down:
+            await self.clock.sleep(AGENT_AFTER_BOOT_S)
+            vm.agent_up = vm.vmid not in self.faults.agent_down
+
+    async def _power_off(self, vm: v.VM) -> None:
+        boot = self._boots.pop(vm.vmid, None)
+        if boot is not None:
+            boot.cancel()
+        was_booted = vm.booted
+        vm.status, vm.started_at, vm.booted, vm.agent_up = "stopped", None, False, False
+        if was_booted and self.node_spec(vm) is not None:
+            await self._node_call("stop_node", vm.vmid)
+
+    def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked(skiplock)
+
+        async def work(task: Task) -> None:
+            if vm.status != "running":
+                raise TaskError(f"VM {vmid} not running")
+            await self.clock.sleep(STOP_S)
+            await self._power_off(vm)
+        return self._start_task("qmstop", vmid, user, work)
+
+    def shutdown(self, vmid: int, user: str, timeout: int | None, force_stop: bool, skiplock: bool = False) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked(skiplock)
+
+        async def work(task: Task) -> None:
+            await self._guest_shutdown(vm, task, timeout, force_stop)
+        return self._start_task("qmshutdown", vmid, user, work)
+
+    async def _guest_shutdown(self, vm: v.VM, task: Task, timeout: int | None, force_stop: bool) -> None:
+        if vm.status != "running":
+            raise TaskError(f"VM {vm.vmid} not running")
+        limit = DEFAULT_SHUTDOWN_TIMEOUT_S if timeout is None else timeout
+        needed = self.faults.slow_shutdown.get(vm.vmid, GUEST_POWERDOWN_S if vm.booted else 0.5)
+        if needed <= limit:
+            await self.clock.sleep(needed)
+        else:
+            await self.clock.sleep(limit)
+            if not force_stop:
+                raise TaskError("VM quit/powerdown failed - got timeout")
+            task.log("VM still running - terminating now with SIGTERM")
+        await self._power_off(vm)
+
+    def reboot(self, vmid: int, user: str, timeout: int | None) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked()
+        if vm.status != "running":
+            raise PVEError(500, f"VM {vmid} not running")
+
+        async def work(task: Task) -> None:
+            await self._guest_shutdown(vm, task, timeout, force_stop=False)
+            await self.clock.sleep(QEMU_START_S)
+            self._power_on(vm)
+        return self._start_task("qmreboot", vmid, user, work)
+
+    # ---------------------------------------------------------------- destroy
+
+    def destroy(self, vmid: int, user: str, skiplock: bool = False) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked(skiplock)
+        if vm.status == "running":
+            raise PVEError(500, f"VM {vmid} is running - destroy failed")
+        if vm.config.get("protection"):
+            raise PVEError(500, f"can't remove VM {vmid} - protection mode enabled")
+        if vm.is_template and any(vmid_of_base(d.volid) == vmid for other in self.vms.values()
+                                  if other is not vm for d in other.disks().values()):
+            raise PVEError(500, f"base volume of VM {vmid} is still in use by linked clones")
+
+        async def work(task: Task) -> None:
+            await self.clock.sleep(DESTROY_S)
+            for drive in vm.disks().values():
+                task.log(f"  Logical volume \"{drive.volume}\" successfully removed.")
+            self.vms.pop(vmid, None)
+        return self._start_task("qmdestroy", vmid, user, work)
+
+    # ---------------------------------------------------------------- snapshots
+
+    def snapshot(self, vmid: int, name: str, description: str, user: str) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked()
+        if name in vm.snapshots or name == "current":
+            raise PVEError(500, f"snapshot name '{name}' already used")
+
+        async def work(task: Task) -> None:
+            vm.config["lock"] = "snapshot"
+            await self.clock.sleep(SNAPSHOT_S)
+            parent = vm.config.pop("parent", None)
+            config = {k: val for k, val in vm.config.items() if k != "lock"}
+            vm.snapshots[name] = {"config": config, "snaptime": int(self.clock.now()), "description": description,
+                                  "parent": parent, "vmstate": 0}
+            vm.config["parent"] = name
+            vm.config.pop("lock", None)
+        return self._start_task("qmsnapshot", vmid, user, work)
+
+    def snapshots(self, vmid: int) -> list[dict[str, Any]]:
+        vm = self.vm(vmid)
+        out = [{"name": n, "description": s["description"], "snaptime": s["snaptime"], "vmstate": 0,
+                **({"parent": s["parent"]} if s.get("parent") else {})} for n, s in vm.snapshots.items()]
+        current = {"name": "current", "description": "You are here!", "running": int(vm.status == "running")}
+        if vm.config.get("parent"):
+            current["parent"] = vm.config["parent"]
+        return [*out, current]
+
+    def rollback(self, vmid: int, name: str, user: str) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked()
+        snap = self._snap(vm, name)
+
+        async def work(task: Task) -> None:
+            if vm.status == "running":
+                await self._power_off(vm)
+            await self.clock.sleep(SNAPSHOT_S)
+            vm.config = {**snap["config"], "parent": name}
+        return self._start_task("qmrollback", vmid, user, work)
+
+    def delete_snapshot(self, vmid: int, name: str, user: str) -> Task:
+        vm = self.vm(vmid)
+        vm.check_unlocked()
+        snap = self._snap(vm, name)
+
+        async def work(task: Task) -> None:
+            await self.clock.sleep(SNAPSHOT_S / 2)
+            for other in vm.snapshots.values():
+                if other.get("parent") == name:
+                    other["parent"] = snap.get("parent")
+            if vm.config.get("parent") == name:
+                vm.config["parent"] = snap.get("parent")
+                if not snap.get("parent"):
+                    vm.config.pop("parent")
+            del vm.snapshots[name]
+        return self._start_task("qmdelsnapshot", vmid, user, work)
+
+    @staticmethod
+    def _snap(vm: v.VM, name: str) -> dict[str, Any]:
+        if name not in vm.snapshots:
+            raise PVEError(500, f"snapshot '{name}' does not exist")
+        return vm.snapshots[name]
+
+    # ---------------------------------------------------------------- nodes
+
+    def node_spec(self, vm: v.VM) -> Any | None:
+        """The SSH node a booted VM becomes, or None without a static IP and SSH keys."""
+        guest = self.guest(vm)
+        if guest.ip is None or not guest.authorized_keys:
+            return None
+        from labsim.node.spec import NodeSpec  # H2's model; imported late: labsim.node is optional here
+
+        return NodeSpec(vmid=vm.vmid, name=vm.name, ip=guest.ip, user=guest.user,
+                        authorized_keys=guest.authorized_keys, cores=vm.cpus, memory_mib=vm.memory_mib,
+                        disk_bytes=vm.disk_bytes(), searchdomain=guest.searchdomain,
+                        nameservers=guest.nameservers)
+
+    async def _node_call(self, method: str, arg: Any) -> None:
+        host = self.node_host()
+        if host is not None:
+            await getattr(host, method)(arg)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _start_task(self, kind: str, vmid: int, user: str, work: Callable[[Task], Any],
+                    undo: Callable[[], Any] | None = None) -> Task:
+        injected = self.tasks.take_failure(kind)
+
+        async def run(task: Task) -> None:
+            try:
+                if injected is not None:
+                    await self.clock.sleep(1)
+                    raise TaskError(injected.replace("{id}", str(vmid)))
+                await work(task)
+            except BaseException:
+                if undo is not None:
+                    undo()
+                raise
+            finally:
+                self.save()
+        return self.tasks.start(kind, str(vmid), user, run)
+
+
+def vmid_of_base(volid: str) -> int | None:
+    """The template a linked clone's volume ``local-lvm:base-9000-disk-0/vm-120-disk-0`` hangs off."""
+    volume = volid.split(":", 1)[-1]
+    if "/" not in volume or not volume.startswith("base-"):
+        return None
+    return int(volume.split("-")[1])
+
+
+def _split(text: str) -> list[str]:
+    return [k.strip() for k in text.replace(";", ",").replace(" ", ",").split(",")]
+
+
+def _without_disks(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: val for k, val in options.items() if not v.DISK_KEYS.match(k)}
+
+
+def _allocate_spec_only(vm: v.VM, key: str, value: str) -> str:
+    drive = v.Drive.parse(key, value)
+    store, _, spec = drive.volid.partition(":")
+    return f"{store}:vm-{vm.vmid}-cloudinit,media=cdrom" if spec == "cloudinit" else value
+
+
+def _new_mac(net: str) -> str:
+    model, _, rest = net.partition("=")
+    tail = rest.split(",", 1)[1] if "," in rest else ""
+    return f"{model}={v.new_mac()}" + (f",{tail}" if tail else "")
