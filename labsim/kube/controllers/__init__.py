@@ -11,6 +11,7 @@ from labsim.kube.controllers.deployment import DeploymentController
 from labsim.kube.controllers.kubelet import Kubelet
 from labsim.kube.controllers.replicaset import ReplicaSetController
 from labsim.kube.controllers.scheduler import Scheduler
+from labsim.kube.controllers.service import ServiceController
 from labsim.kube.controllers.workqueue import Controller
 
 _KINDS: tuple[type[Controller], ...] = (
@@ -18,6 +19,7 @@ _KINDS: tuple[type[Controller], ...] = (
     Kubelet,
     ReplicaSetController,
     DeploymentController,
+    ServiceController,
 )
 
 
