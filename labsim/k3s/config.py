@@ -61,9 +61,22 @@ _ALL_FLAGS = (
         egress-selector-mode:str advertise-address:str bind-address:str https-listen-port:str
         system-default-registry:str node-external-dns:list servicelb-namespace:str
         """)
+    + _flags("etcd-snapshot", """
+        token:str:t:K3S_TOKEN server:str:s:K3S_URL data-dir:str:d:K3S_DATA_DIR node-name:str::K3S_NODE_NAME
+        debug:bool name:str dir:str:etcd-snapshot-dir snapshot-retention:str:etcd-snapshot-retention
+        snapshot-compress:bool:etcd-snapshot-compress
+        """)
 )
-FLAGS: dict[str, Flag] = {f.name: f for f in _ALL_FLAGS}
-_BY_ALIAS: dict[str, Flag] = {a: f for f in _ALL_FLAGS for a in (f.name, *f.aliases)}
+# Per command (server, agent, etcd-snapshot): every name and alias -> its flag.
+_TABLES: dict[str, dict[str, Flag]] = {}
+for _flag in _ALL_FLAGS:
+    for _role in _flag.roles:
+        _TABLES.setdefault(_role, {}).update({a: _flag for a in (_flag.name, *_flag.aliases)})
+
+
+def flag(role: str, name: str) -> Flag | None:
+    return _TABLES[role].get(name)
+
 
 # Values of these list flags may also be comma-separated (`--disable=traefik,servicelb`).
 _COMMA_LISTS = {"disable", "tls-san", "node-ip", "node-external-ip", "cluster-cidr", "service-cidr",
@@ -154,18 +167,18 @@ def parse_args(args: list[str], role: str) -> list[tuple[str, Any]]:
         if not arg.startswith("-") or arg in ("-", "--"):
             raise ConfigError(f"Incorrect Usage: unexpected argument {arg!r} (k3s {role} takes only flags)")
         name, eq, value = arg.lstrip("-").partition("=")
-        flag = _BY_ALIAS.get(name)
-        if flag is None or role not in flag.roles:
+        found = flag(role, name)
+        if found is None:
             raise ConfigError(f"Incorrect Usage: flag provided but not defined: -{name}")
-        if flag.kind == "bool":
-            items.append((flag.name, _bool(value) if eq else True))
+        if found.kind == "bool":
+            items.append((found.name, _bool(value) if eq else True))
         else:
             if not eq:
                 i += 1
                 if i >= len(args):
                     raise ConfigError(f"Incorrect Usage: flag needs an argument: -{name}")
                 value = args[i]
-            items.append((flag.name, value))
+            items.append((found.name, value))
         i += 1
     return items
 
@@ -187,12 +200,12 @@ def parse_config_files(texts: list[tuple[str, str]], role: str) -> tuple[list[tu
                 merged[key.rstrip("+")] = value
     items: list[tuple[str, Any]] = []
     for key, value in merged.items():
-        flag = _BY_ALIAS.get(key)
-        if flag is None or role not in flag.roles:
+        found = flag(role, key)
+        if found is None:
             warnings.append(f"Unknown flag --{key} found in config.yaml, skipping")
             continue
-        values = _as_list(value) if flag.kind == "list" else [value]
-        items.extend((flag.name, v if flag.kind == "bool" else str(v)) for v in values)
+        values = _as_list(value) if found.kind == "list" else [value]
+        items.extend((found.name, v if found.kind == "bool" else str(v)) for v in values)
     return items, warnings
 
 
@@ -201,16 +214,17 @@ def merge(role: str, *, env: dict[str, str], file_items: list[tuple[str, Any]],
     """The effective configuration: file flags, then command-line flags, then env for what is unset."""
     values: dict[str, Any] = {}
     for name, value in [*file_items, *cli_items]:
-        if FLAGS[name].kind == "list":
+        kind = _TABLES[role][name].kind
+        if kind == "list":
             parts = value.split(",") if name in _COMMA_LISTS else [value]
             values.setdefault(name, []).extend(p.strip() for p in parts if p.strip())
-        elif FLAGS[name].kind == "bool":
+        elif kind == "bool":
             values[name] = _bool(value) if isinstance(value, str) else bool(value)
         else:
             values[name] = value
-    for flag in FLAGS.values():
-        if flag.env and role in flag.roles and flag.name not in values and env.get(flag.env):
-            values[flag.name] = _bool(env[flag.env]) if flag.kind == "bool" else env[flag.env]
+    for known in set(_TABLES[role].values()):
+        if known.env and known.name not in values and env.get(known.env):
+            values[known.name] = _bool(env[known.env]) if known.kind == "bool" else env[known.env]
     return K3sConfig(role, values, list(warnings or []))
 
 

@@ -1,0 +1,187 @@
+"""The k3s installer: `curl -sfL https://get.k3s.io` prints the script, and `sh -s - [server|agent]
+[flags]` fed that script installs k3s as get.k3s.io's script does.
+
+Environment it honours: INSTALL_K3S_VERSION / INSTALL_K3S_CHANNEL, INSTALL_K3S_EXEC (words put
+before the arguments), INSTALL_K3S_SKIP_ENABLE, INSTALL_K3S_SKIP_START, and every K3S_* variable
+(kept in the unit's environment file: K3S_URL, K3S_TOKEN, K3S_KUBECONFIG_MODE, ...). It writes
+the binary, the kubectl/crictl/ctr links, the killall and uninstall scripts and the systemd unit,
+then (re)starts the unit: re-running it with another version upgrades the node.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from labsim.k3s import service
+from labsim.k3s.versions import STABLE, K3sVersion, VersionError
+from labsim.node.registry import CommandContext, CommandResult, command, script
+
+INSTALL_URLS = ("https://get.k3s.io", "http://get.k3s.io")
+MARKER = "# k3s-install: labsim"
+RELEASES = "https://github.com/k3s-io/k3s/releases/download"
+BIN_DIR = "/usr/local/bin"
+LINKS = ("kubectl", "crictl", "ctr")
+KILLALL = f"{BIN_DIR}/k3s-killall.sh"
+# Modelled seconds to download and verify the binary.
+DOWNLOAD_SECONDS = 15.0
+
+SCRIPT = f"""#!/bin/sh
+set -e
+set -o noglob
+{MARKER}
+
+# Usage:
+#   curl -sfL https://get.k3s.io | ENV_VAR=... sh -s - [server|agent] [k3s flags]
+#
+# Examples:
+#   A server without traefik:
+#     curl -sfL https://get.k3s.io | INSTALL_K3S_EXEC="--disable=traefik" sh -
+#   An agent pointing at a server:
+#     curl -sfL https://get.k3s.io | K3S_URL=https://server:6443 K3S_TOKEN=xxx sh -
+#
+# Environment variables:
+#   - K3S_*                     kept for the systemd service (K3S_URL defaults the command to agent)
+#   - INSTALL_K3S_VERSION       the release to install (default: the stable channel's)
+#   - INSTALL_K3S_CHANNEL       stable or latest
+#   - INSTALL_K3S_EXEC          command and flags put before the script's arguments
+#   - INSTALL_K3S_SKIP_ENABLE   do not enable or start the service
+#   - INSTALL_K3S_SKIP_START    do not start the service
+#
+# On the embedded lab (labsim) this script is interpreted by the simulated node.
+"""
+
+
+class InstallError(Exception):
+    pass
+
+
+@command("curl")
+async def curl(ctx: CommandContext) -> CommandResult:
+    """Enough of curl for the installer: the sim has no Internet beyond get.k3s.io."""
+    urls = [a for a in ctx.argv[1:] if not a.startswith("-")]
+    output = next((ctx.argv[i + 1] for i, a in enumerate(ctx.argv[:-1]) if a == "-o"), None)
+    urls = [u for u in urls if u != output]
+    if not urls:
+        return CommandResult.fail("curl: try 'curl --help' or 'curl --manual' for more information\n", 2)
+    url = urls[0]
+    if url.rstrip("/") not in INSTALL_URLS:
+        host = url.split("://", 1)[-1].split("/", 1)[0]
+        silent = any(a.startswith("-") and not a.startswith("--") and "s" in a and "S" not in a for a in ctx.argv)
+        return CommandResult.fail("" if silent else f"curl: (6) Could not resolve host: {host}\n", 6)
+    if output:
+        ctx.node.write(output, SCRIPT.encode(), user=ctx.user)
+        return CommandResult.ok()
+    return CommandResult.ok(SCRIPT)
+
+
+@script(MARKER)
+async def install(ctx: CommandContext) -> CommandResult:
+    out: list[str] = []
+    try:
+        await _install(ctx, out)
+    except InstallError as e:
+        return CommandResult(stdout="".join(out).encode(), stderr=f"[ERROR]  {e}\n".encode(), exit_status=1)
+    except service.UnitStartFailed as e:
+        return CommandResult(stdout="".join(out).encode(), stderr=str(e).encode(), exit_status=1)
+    return CommandResult.ok("".join(out))
+
+
+async def _install(ctx: CommandContext, out: list[str]) -> None:
+    def info(msg: str) -> None:
+        out.append(f"[INFO]  {msg}\n")
+
+    env = ctx.env
+    role, args = _command(env, ctx.argv)
+    unit = service.SERVER_UNIT if role == "server" else service.AGENT_UNIT
+    version = _release(env, info)
+    node = ctx.node
+    await _install_binary(node, version, info)
+    info("Skipping installation of SELinux RPM")
+    for link in LINKS:
+        if node.exists(f"{BIN_DIR}/{link}"):
+            info(f"Skipping {BIN_DIR}/{link} symlink to k3s, already exists")
+        else:
+            info(f"Creating {BIN_DIR}/{link} symlink to k3s")
+            os.symlink("k3s", node.host_path(f"{BIN_DIR}/{link}"))
+    info(f"Creating killall script {KILLALL}")
+    node.write(KILLALL, _stub("k3s-killall.sh"), mode=0o755)
+    uninstall = f"{BIN_DIR}/{unit}-uninstall.sh"
+    info(f"Creating uninstall script {uninstall}")
+    node.write(uninstall, _stub(f"{unit}-uninstall.sh"), mode=0o755)
+    info(f"env: Creating environment file {service.env_path(unit)}")
+    node.write(service.env_path(unit), service.env_file(_kept_env(env)).encode(), mode=0o600)
+    info(f"systemd: Creating service file {service.unit_path(unit)}")
+    node.write(service.unit_path(unit), service.unit_file([role, *args]).encode(), mode=0o755)
+    service.attach(node)
+    if _true(env.get("INSTALL_K3S_SKIP_ENABLE")):
+        return
+    info(f"systemd: Enabling {unit} unit")
+    if not node.is_enabled(unit):
+        out.append(f"Created symlink /etc/systemd/system/multi-user.target.wants/{unit}.service "
+                   f"\u2192 /etc/systemd/system/{unit}.service.\n")
+        node.enable_service(unit)
+    if _true(env.get("INSTALL_K3S_SKIP_START")):
+        return
+    info(f"systemd: Starting {unit}")
+    await service.restart(node, unit)
+
+
+def _command(env: dict[str, str], argv: list[str]) -> tuple[str, list[str]]:
+    """The k3s command and its arguments: INSTALL_K3S_EXEC's words, then the script's."""
+    url = env.get("K3S_URL")
+    if url and not url.startswith("https://"):
+        raise InstallError(f"Only https:// URLs are supported for K3S_URL (have {url})")
+    words = shlex.split(env.get("INSTALL_K3S_EXEC", "")) + list(argv)
+    if words and not words[0].startswith("-"):
+        role, args = words[0], words[1:]
+    elif url:
+        if not env.get("K3S_TOKEN") and not env.get("K3S_TOKEN_FILE"):
+            raise InstallError("Defaulted k3s exec command to 'agent' because K3S_URL is defined, "
+                               "but K3S_TOKEN or K3S_TOKEN_FILE is not defined.")
+        role, args = "agent", words
+    else:
+        role, args = "server", words
+    if role not in ("server", "agent"):
+        raise InstallError(f"Unsupported k3s command {role!r}: the embedded lab installs 'server' or 'agent'")
+    if role == "server" and url:
+        raise InstallError("Joining a second server (K3S_URL with 'server') is not modelled by the embedded lab")
+    return role, args
+
+
+def _release(env: dict[str, str], info) -> K3sVersion:
+    text = env.get("INSTALL_K3S_VERSION")
+    if not text:
+        info(f"Finding release for channel {env.get('INSTALL_K3S_CHANNEL') or 'stable'}")
+        text = STABLE
+    info(f"Using {text} as release")
+    info(f"Downloading hash {RELEASES}/{text}/sha256sum-amd64.txt")
+    try:
+        return K3sVersion.parse(text)
+    except VersionError as e:
+        raise InstallError("Download failed") from e
+
+
+async def _install_binary(node, version: K3sVersion, info) -> None:
+    if service.installed_version(node) == version:
+        info("Skipping binary downloaded, installed k3s matches hash")
+        return
+    info(f"Downloading binary {RELEASES}/{version}/k3s")
+    await node.lab.clock.sleep(DOWNLOAD_SECONDS)
+    info("Verifying binary download")
+    info(f"Installing k3s to {service.BINARY}")
+    node.mkdir(BIN_DIR)
+    node.write(service.BINARY, service.binary_content(version), mode=0o755)
+
+
+def _kept_env(env: dict[str, str]) -> dict[str, str]:
+    """What the installer copies into the unit's environment file."""
+    return {k: v for k, v in env.items() if k.upper().startswith(("K3S_", "CONTAINERD_"))}
+
+
+def _stub(name: str) -> bytes:
+    return f"#!/bin/sh\n# {name}: written by the k3s installer (labsim runs it as a registered command)\n".encode()
+
+
+def _true(value: str | None) -> bool:
+    return (value or "").lower() == "true"

@@ -1,0 +1,354 @@
+"""The `k3s` (server) and `k3s-agent` systemd units of a node.
+
+The node's files are the truth, as on a real machine: the unit's ExecStart line and its
+`.service.env` file (written by the installer), `/etc/rancher/k3s/config.yaml` and the
+binary's version are read again at every start. Starting a server brings up its cluster's API
+and registers the Node; starting an agent checks the server URL, the token and the version
+skew first, and fails with k3s' own log line when one is wrong. Stopping either marks the Node
+NotReady. Every step writes k3s-style lines to the unit's journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import shlex
+from urllib.parse import urlsplit
+
+from labsim.k3s import addons, tokens
+from labsim.k3s.config import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    DATA_DIR,
+    ConfigError,
+    K3sConfig,
+    merge,
+    parse_args,
+    parse_config_files,
+)
+from labsim.k3s.logs import Logger
+from labsim.k3s.versions import K3sVersion, skew_error
+from labsim.node.registry import on_boot
+
+SERVER_UNIT = "k3s"
+AGENT_UNIT = "k3s-agent"
+UNITS = {SERVER_UNIT: "server", AGENT_UNIT: "agent"}
+BINARY = "/usr/local/bin/k3s"
+KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
+SERVER_DIR = f"{DATA_DIR}/server"
+TOKEN_FILE = f"{SERVER_DIR}/token"
+NODE_TOKEN_FILE = f"{SERVER_DIR}/node-token"
+API_PORT = 6443
+
+# Modelled seconds: a server from process start to "up and running", an agent to a Ready node.
+SERVER_START_SECONDS = 15.0
+AGENT_JOIN_SECONDS = 12.0
+
+
+class UnitError(Exception):
+    """The unit's process exits: k3s logged the reason as a fatal/error line."""
+
+
+class UnitStartFailed(Exception):
+    """`systemctl start|restart` of a k3s unit failed; the message is systemd's."""
+
+
+def unit_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.service"
+
+
+def env_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.service.env"
+
+
+# --- the binary ---------------------------------------------------------------------------------
+
+def binary_content(version: K3sVersion) -> bytes:
+    return f"#!/bin/sh\n# k3s version {version} ({version.commit}) -- labsim stand-in for the k3s binary\n".encode()
+
+
+def installed_version(node) -> K3sVersion | None:
+    if not node.is_file(BINARY):
+        return None
+    for text in node.read(BINARY).decode(errors="replace").splitlines():
+        if text.startswith("# k3s version "):
+            return K3sVersion.parse(text.split()[3])
+    return None
+
+
+# --- unit files ---------------------------------------------------------------------------------
+
+def unit_file(args: list[str]) -> str:
+    """The unit as k3s' installer writes it; ExecStart carries the quoted k3s arguments."""
+    exec_lines = " \\\n".join([BINARY, *(f"\t{shlex.quote(a)}" for a in args)])
+    return (
+        "[Unit]\nDescription=Lightweight Kubernetes\nDocumentation=https://k3s.io\n"
+        "Wants=network-online.target\nAfter=network-online.target\n\n"
+        "[Install]\nWantedBy=multi-user.target\n\n"
+        "[Service]\nType=notify\nEnvironmentFile=-/etc/default/%N\nEnvironmentFile=-/etc/sysconfig/%N\n"
+        "EnvironmentFile=-/etc/systemd/system/%N.service.env\nKillMode=process\nDelegate=yes\n"
+        "LimitNOFILE=1048576\nLimitNPROC=infinity\nLimitCORE=infinity\nTasksMax=infinity\n"
+        "TimeoutStartSec=0\nRestart=always\nRestartSec=5s\n"
+        "ExecStartPre=-/sbin/modprobe br_netfilter\nExecStartPre=-/sbin/modprobe overlay\n"
+        f"ExecStart={exec_lines}\n\n"
+    )
+
+
+def env_file(env: dict[str, str]) -> str:
+    return "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
+
+
+def read_exec_args(node, unit: str) -> list[str]:
+    """The k3s arguments of the unit's ExecStart (after the binary and the role)."""
+    text = node.read(unit_path(unit)).decode()
+    joined = text.replace("\\\n", " ")
+    for entry in joined.splitlines():
+        if entry.startswith("ExecStart="):
+            words = shlex.split(entry[len("ExecStart="):])
+            return words[2:] if len(words) > 1 and words[1] in ("server", "agent") else words[1:]
+    return []
+
+
+def read_env(node, unit: str) -> dict[str, str]:
+    if not node.is_file(env_path(unit)):
+        return {}
+    env = {}
+    for entry in node.read(env_path(unit)).decode().splitlines():
+        key, sep, value = entry.partition("=")
+        if sep and key.strip() and not key.startswith("#"):
+            words = shlex.split(value)
+            env[key.strip()] = words[0] if words else ""
+    return env
+
+
+def config_texts(node) -> list[tuple[str, str]]:
+    """config.yaml, then config.yaml.d/*.yaml in lexical order, as k3s reads them."""
+    texts = []
+    if node.is_file(CONFIG_FILE):
+        texts.append((CONFIG_FILE, node.read(CONFIG_FILE).decode()))
+    if node.is_dir(CONFIG_DIR):
+        for name in node.listdir(CONFIG_DIR):
+            if name.endswith((".yaml", ".yml")):
+                path = f"{CONFIG_DIR}/{name}"
+                texts.append((path, node.read(path).decode()))
+    return texts
+
+
+def effective_config(node, role: str, args: list[str], env: dict[str, str]) -> K3sConfig:
+    file_items, warnings = parse_config_files(config_texts(node), role)
+    return merge(role, env=env, file_items=file_items, cli_items=parse_args(args, role), warnings=warnings)
+
+
+def unit_config(node, unit: str) -> K3sConfig:
+    return effective_config(node, UNITS[unit], read_exec_args(node, unit), read_env(node, unit))
+
+
+def node_name(node, cfg: K3sConfig) -> str:
+    return (cfg.get("node-name") or node.hostname).lower()
+
+
+# --- hooks --------------------------------------------------------------------------------------
+
+@on_boot
+async def reattach(node) -> None:
+    """At boot, before systemd starts the enabled units: give them their hooks again."""
+    attach(node)
+
+
+def attach(node) -> None:
+    """Give the node's systemd what starting and stopping k3s does, for the units installed."""
+    for unit in UNITS:
+        if node.exists(unit_path(unit)):
+            node.register_service(unit, on_start=_starter(unit), on_stop=_stopper(unit))
+
+
+async def restart(node, unit: str) -> None:
+    """`systemctl restart UNIT` as the installer runs it."""
+    attach(node)
+    await node.stop_service(unit)
+    if not await node.start_service(unit):
+        raise UnitStartFailed(
+            f"Job for {unit}.service failed because the control process exited with error code.\n"
+            f'See "systemctl status {unit}.service" and "journalctl -xeu {unit}.service" for details.\n')
+
+
+def _starter(unit: str):
+    async def on_start(node) -> bool:
+        log = Logger(node.lab.clock, node, unit)
+        try:
+            await (start_server if unit == SERVER_UNIT else start_agent)(node, log)
+        except (ConfigError, UnitError) as e:
+            log.fatal(str(e) if str(e).startswith(("Error", "Failed", "Incorrect")) else f"Error: {e}")
+            return False
+        return True
+
+    return on_start
+
+
+def _stopper(unit: str):
+    async def on_stop(node) -> None:
+        await (stop_server if unit == SERVER_UNIT else stop_agent)(node, Logger(node.lab.clock, node, unit))
+
+    return on_stop
+
+
+# --- server -------------------------------------------------------------------------------------
+
+async def start_server(node, log: Logger) -> None:
+    version = _version(node)
+    log.info(f"Starting k3s {version} ({version.commit})")
+    cfg = unit_config(node, SERVER_UNIT)
+    for warning in cfg.warnings:
+        log.warn(warning)
+    name = node_name(node, cfg)
+    password = _server_password(node, cfg)
+    cluster = await node.lab.clusters.create_server(
+        node_name=name, ip=node.spec.ip, version=str(version), token=password,
+        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=cfg.embedded_etcd)
+    if cluster.token != password:
+        raise UnitError("starting kubernetes: preparing server: bootstrap data already found and encrypted "
+                        "with different token")
+    log.info("Managed etcd cluster initializing" if cfg.embedded_etcd else
+             "Configuring sqlite3 database connection pooling: maxIdleConns=2, maxOpenConns=0, connMaxLifetime=0s")
+    await node.lab.clock.sleep(SERVER_START_SECONDS)
+    cluster.version = str(version)  # /version reports the binary that serves it (after an upgrade too)
+    await cluster.start_api()
+    log.info(f"Running kube-apiserver --advertise-address={node.spec.ip} --secure-port={API_PORT} "
+             f"--tls-san={','.join(cfg.tls_san)}")
+    _write_server_files(node, cluster, cfg, password, log)
+    await addons.deploy(node, cluster, cfg.disable, log)
+    await register_node(node, cluster, cfg, "server", version)
+    log.info("k3s is up and running")
+
+
+async def stop_server(node, log: Logger) -> None:
+    cluster = node.lab.clusters.find(node.spec.ip)
+    if cluster is None:
+        return
+    name = node_name(node, unit_config(node, SERVER_UNIT))
+    await cluster.set_node_ready(name, False)
+    await cluster.stop_api()
+    log.info("Shutting down k3s server: received SIGTERM")
+
+
+def _server_password(node, cfg: K3sConfig) -> str:
+    """The cluster's token: configured, or the one this server made before, or a new one."""
+    given = cfg.token or (_read_text(node, cfg.get("token-file")) if cfg.get("token-file") else None)
+    if given:
+        return tokens.parse(given).password
+    if node.is_file(TOKEN_FILE):
+        return tokens.parse(node.read(TOKEN_FILE).decode()).password
+    return tokens.generate()
+
+
+def _write_server_files(node, cluster, cfg: K3sConfig, password: str, log: Logger) -> None:
+    kubeconfig = cluster.kubeconfig_yaml(f"https://127.0.0.1:{API_PORT}")
+    full_token = tokens.node_token(tokens.ca_pem_from_kubeconfig(kubeconfig), password)
+    node.mkdir(SERVER_DIR)
+    node.write(TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
+    node.write(NODE_TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
+    path = cfg.get("write-kubeconfig") or KUBECONFIG
+    node.mkdir(posixpath.dirname(path))
+    node.write(path, kubeconfig.encode(), mode=cfg.kubeconfig_mode)
+    log.info(f"Wrote kubeconfig {path}")
+    log.info("Run: k3s kubectl")
+
+
+# --- agent --------------------------------------------------------------------------------------
+
+async def start_agent(node, log: Logger) -> None:
+    version = _version(node)
+    log.info(f"Starting k3s agent {version} ({version.commit})")
+    cfg = unit_config(node, AGENT_UNIT)
+    for warning in cfg.warnings:
+        log.warn(warning)
+    url = cfg.server
+    given = cfg.token or (_read_text(node, cfg.get("token-file")) if cfg.get("token-file") else None)
+    if not url:
+        raise UnitError("Error: --server is required")
+    if not given:
+        raise UnitError("Error: --token is required")
+    cluster = await _reachable_cluster(node, url)
+    ca_pem = tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml())
+    problem = tokens.join_error(given, server_url=url, cluster_password=cluster.token, ca_pem=ca_pem)
+    if problem:
+        raise UnitError(problem)
+    skew = skew_error(version, K3sVersion.parse(cluster.version))
+    if skew:
+        raise UnitError(f"Error: {skew}")
+    await node.lab.clock.sleep(AGENT_JOIN_SECONDS)
+    await register_node(node, cluster, cfg, "agent", version)
+    log.info(f"Connecting to proxy url=\"wss://{urlsplit(url).hostname}:{API_PORT}/v1-k3s/connect\"")
+    log.info("k3s agent is up and running")
+
+
+async def stop_agent(node, log: Logger) -> None:
+    cfg = unit_config(node, AGENT_UNIT)
+    host = urlsplit(cfg.server or "").hostname
+    cluster = node.lab.clusters.find(host) if host else None
+    if cluster is not None:
+        await cluster.set_node_ready(node_name(node, cfg), False)
+    log.info("Shutting down k3s agent: received SIGTERM")
+
+
+async def _reachable_cluster(node, url: str):
+    """The cluster answering at ``url``: a TCP connection to it must succeed, as for k3s."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise UnitError(f"Error: invalid server url {url!r}: only https:// URLs are supported")
+    port = parts.port or 443
+    cacerts = f'Get "{url.rstrip("/")}/cacerts"'
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 5)
+    except (OSError, TimeoutError) as e:
+        reason = "connect: connection refused" if isinstance(e, ConnectionRefusedError) else "i/o timeout"
+        raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
+                        f"{cacerts}: dial tcp {parts.hostname}:{port}: {reason}") from e
+    writer.close()
+    cluster = node.lab.clusters.find(parts.hostname)
+    if cluster is None or port != API_PORT:
+        raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
+                        f"{cacerts}: 404 Not Found")
+    return cluster
+
+
+# --- the Node -----------------------------------------------------------------------------------
+
+def node_labels(role: str, cfg: K3sConfig, node) -> dict[str, str]:
+    """The labels k3s puts on its Node, then the configured node-label ones."""
+    labels = {"node.kubernetes.io/instance-type": "k3s", "k3s.io/hostname": node.hostname,
+              "k3s.io/internal-ip": node.spec.ip}
+    if role == "server":
+        labels |= {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}
+        if cfg.embedded_etcd:
+            labels["node-role.kubernetes.io/etcd"] = "true"
+    return labels | cfg.node_labels
+
+
+async def register_node(node, cluster, cfg: K3sConfig, role: str, version: K3sVersion) -> None:
+    """Create or refresh the Node; a changed version restarts its pods (the kubelet restarted)."""
+    name = node_name(node, cfg)
+    existing = cluster.store.get(cluster.store.resource("v1", "Node"), None, name)
+    before = (existing or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion")
+    if before and before != str(version):
+        await cluster.set_node_version(name, str(version))
+    await cluster.join_node(name=name, ip=node.spec.ip, role=role, version=str(version),
+                            labels=node_labels(role, cfg, node), taints=cfg.node_taints,
+                            cores=node.spec.cores, memory_mib=node.spec.memory_mib,
+                            disk_bytes=node.spec.disk_bytes)
+    await cluster.set_node_ready(name, True)
+    await addons.add_node_host(cluster, node.spec.ip, name)
+
+
+def _version(node) -> K3sVersion:
+    version = installed_version(node)
+    if version is None:
+        raise UnitError(f"Failed to execute command: {BINARY}: no such file or directory")
+    return version
+
+
+def _read_text(node, path: str) -> str:
+    try:
+        return node.read(path).decode().strip()
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise UnitError(f"Error: failed to read token file {path}: {e}") from e

@@ -1,0 +1,55 @@
+"""The scripts k3s' installer leaves in /usr/local/bin: `k3s-killall.sh` (stop k3s and its
+containers), `k3s-uninstall.sh` (a server) and `k3s-agent-uninstall.sh` (an agent), which stop
+the unit, disable it and remove what the installer and k3s wrote. Like the real scripts they
+re-run themselves with sudo, so the cloud-init user may call them directly.
+
+An uninstalled server takes its cluster with it; an uninstalled agent leaves its Node object
+behind, NotReady, as on k3s (delete it with kubectl).
+"""
+
+from __future__ import annotations
+
+from labsim.k3s import service
+from labsim.k3s.installer import BIN_DIR, KILLALL, LINKS
+from labsim.node.registry import CommandContext, CommandResult, command
+
+SERVER_SCRIPT = f"{BIN_DIR}/k3s-uninstall.sh"
+AGENT_SCRIPT = f"{BIN_DIR}/k3s-agent-uninstall.sh"
+# What k3s and its installer leave on a node, besides the units and scripts.
+DATA = ("/etc/rancher/k3s", "/run/k3s", "/var/lib/kubelet", "/var/lib/rancher/k3s", "/etc/rancher/node")
+
+
+@command("k3s-killall.sh", KILLALL, installed_at=KILLALL)
+async def killall(ctx: CommandContext) -> CommandResult:
+    for unit in service.UNITS:
+        await ctx.node.stop_service(unit)
+    return CommandResult.ok()
+
+
+@command("k3s-uninstall.sh", SERVER_SCRIPT, installed_at=SERVER_SCRIPT)
+async def uninstall_server(ctx: CommandContext) -> CommandResult:
+    return await _uninstall(ctx, service.SERVER_UNIT)
+
+
+@command("k3s-agent-uninstall.sh", AGENT_SCRIPT, installed_at=AGENT_SCRIPT)
+async def uninstall_agent(ctx: CommandContext) -> CommandResult:
+    return await _uninstall(ctx, service.AGENT_UNIT)
+
+
+async def _uninstall(ctx: CommandContext, unit: str) -> CommandResult:
+    node = ctx.node
+    await node.stop_service(unit)
+    messages = []
+    if node.is_enabled(unit):
+        node.enable_service(unit, False)
+        messages.append(f"Removed /etc/systemd/system/multi-user.target.wants/{unit}.service.\n")
+    if unit == service.SERVER_UNIT:
+        await node.lab.clusters.remove(node.spec.ip)
+    others = [u for u in service.UNITS if u != unit and node.exists(service.unit_path(u))]
+    paths = [service.unit_path(unit), service.env_path(unit), f"{BIN_DIR}/{unit}-uninstall.sh"]
+    if not others:  # the last k3s unit on the node: the binary and k3s' data go too
+        paths += [service.BINARY, KILLALL, *(f"{BIN_DIR}/{link}" for link in LINKS), *DATA]
+    for path in paths:
+        if node.exists(path) or node.host_path(path).is_symlink():
+            node.remove(path, recursive=True)
+    return CommandResult(stderr="".join(messages).encode())
