@@ -24,6 +24,7 @@ from labkit.errors import K3sError, SshError
 from labkit.params import Lab, Node
 from labkit.report import Change
 from labkit.ssh import Session
+from labkit.timing import StepTimer, untimed
 
 INSTALLER = "curl -sfL https://get.k3s.io"
 CONFIG = "/etc/rancher/k3s/config.yaml"
@@ -316,16 +317,21 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600) -> list[Change]:
-    """Apply a k3s plan: the server first, then the agents concurrently. Returns what was done."""
+def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600,
+              step: StepTimer = untimed) -> list[Change]:
+    """Apply a k3s plan: servers first, one at a time, then the agents concurrently. Returns what was done."""
     todo = {c.target: c for c in changes if c.is_change}
+    agents = [n.name for n in lab.agents if n.name in todo]
     try:
         if lab.master.name not in todo and todo:
             node_token(ssh, lab)  # checks the running cluster's token before nodes join it
         for server in lab.servers:  # one at a time: etcd members join one by one
             if server.name in todo:
-                install_server(ssh, lab, server, timeout)
-        join_agents(ssh, lab, [n.name for n in lab.agents if n.name in todo], timeout)
+                with step("install server", server.name):
+                    install_server(ssh, lab, server, timeout)
+        if agents:
+            with step("join agents", ", ".join(agents)):
+                join_agents(ssh, lab, agents, timeout)
     except SshError as exc:
         raise K3sError(f"k3s bootstrap stopped: {exc}") from None
     return list(todo.values())

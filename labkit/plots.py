@@ -62,3 +62,16 @@ def capacity(usage: pd.DataFrame, title: str = "Capacity") -> go.Figure:
 
 def bars(frame: pd.DataFrame, x: str, y: str, title: str, color: str | None = None) -> go.Figure:
     return px.bar(frame, x=x, y=y, color=color, title=title, barmode="group")
+
+
+# -- notebooks 01-02 (H5) ---------------------------------------------------------------------------
+
+
+def node_allocatable(nodes: pd.DataFrame, title: str = "Allocatable per node") -> go.Figure:
+    """CPU (cores) and memory (GiB) allocatable per Kubernetes node, side by side (``labkit.kube.node_table``)."""
+    fig = go.Figure()
+    fig.add_bar(name="CPU (cores)", x=nodes["name"], y=nodes["cpu"], offsetgroup=0)
+    fig.add_bar(name="memory (GiB)", x=nodes["name"], y=nodes["memory_gib"], offsetgroup=1, yaxis="y2")
+    fig.update_layout(title=title, barmode="group", yaxis={"title": "cores"},
+                      yaxis2={"title": "GiB", "overlaying": "y", "side": "right"})
+    return fig

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -28,18 +28,13 @@ from labkit import cloudinit
 from labkit.errors import ProxmoxError
 from labkit.params import Lab, Node
 from labkit.report import Change
+from labkit.timing import StepTimer, untimed
 
 GIB = 1024**3
 MIB = 1024**2
 # Settings that only take effect when the VM restarts (PVE hot-plugs disk, network and usb by
 # default; cloud-init settings are read from the cloud-init drive at boot).
 REBOOT_FIELDS = {"cores", "memory", "agent", "ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain"}
-StepTimer = Callable[[str, str], AbstractContextManager[Any]]
-
-
-@contextmanager
-def _untimed(name: str, target: str = "") -> Iterator[None]:
-    yield
 
 
 # -- connection ----------------------------------------------------------------------------------
@@ -235,6 +230,12 @@ def disk_bytes(spec: str) -> int:
     return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " "))
 
 
+def memory_mib(value: Any) -> int:
+    """PVE 8+ types ``memory`` as a property string (``4096`` or ``current=4096``)."""
+    match = re.search(r"(\d+)", str(value or ""))
+    return int(match.group(1)) if match else 0
+
+
 def _normalize(key: str, value: Any) -> Any:
     """PVE's stored form of a setting, made comparable with the desired one."""
     text = str(value if value is not None else "")
@@ -246,6 +247,8 @@ def _normalize(key: str, value: Any) -> Any:
         return "1" if re.match(r"(enabled=)?1", text) else "0"
     if key == "nameserver":
         return text.split()
+    if key == "memory":
+        return memory_mib(value)
     return text
 
 
@@ -380,7 +383,7 @@ def check_capacity(plan_: Plan, lab: Lab, cap: Capacity, *, memory_overcommit: f
             adds_memory += node.memory_mib * MIB
             adds_disk += node.disk_gib * GIB
         elif "memory" in vm.drift:
-            adds_memory += (node.memory_mib - int(vm.drift["memory"][0] or 0)) * MIB
+            adds_memory += (node.memory_mib - memory_mib(vm.drift["memory"][0])) * MIB
     memory_want = cap.committed_memory + adds_memory
     memory_limit = cap.memory_total * memory_overcommit
     storage_limit = cap.storage_avail * storage_overcommit
@@ -413,7 +416,7 @@ class Applied:
 
 
 def apply(api: ProxmoxAPI, lab: Lab, plan_: Plan, *, reconcile: bool = False, confirm_destroy: bool = False,
-          task_timeout: float = 600, lock_timeout: float = 60, step: StepTimer = _untimed) -> Applied:
+          task_timeout: float = 600, lock_timeout: float = 60, step: StepTimer = untimed) -> Applied:
     """Make exactly the planned changes. Drift is fixed only with ``reconcile``; VMs are destroyed
     only with ``confirm_destroy``. Clones run one after another (PVE's clone lock); each cloned VM
     is started right away so that boots overlap with the next clone."""
@@ -475,8 +478,16 @@ class _Ops:
             newid=node.vmid, name=node.name, full=1, storage=self.lab.proxmox.storage, target=self.node))
 
     def configure(self, node: Node) -> None:
+        """Write the desired config. A pending change (made on the running VM, waiting for a
+        reboot) whose current value is already the desired one is reverted rather than rewritten."""
         config = desired_config(self.lab, node)
-        net0 = str(_call(f"config of {node.name}", lambda: self._vm(node.vmid).config.get()).get("net0", ""))
+        pending = _call(f"pending config of {node.name}", lambda: self._vm(node.vmid).pending.get())
+        revert = [e["key"] for e in pending if "pending" in e and e["key"] in config
+                  and _normalize(e["key"], e.get("value")) == _normalize(e["key"], config[e["key"]])]
+        config = {k: v for k, v in config.items() if k not in revert}
+        if revert:
+            config["revert"] = ",".join(revert)
+        net0 = next((str(e.get("value", "")) for e in pending if e["key"] == "net0"), "")
         if net0:
             config["net0"] = re.sub(r"bridge=[^,]+", f"bridge={self.lab.proxmox.bridge}", net0)
         with_lock_retry(f"configure {node.name} ({node.vmid})", lambda: self._vm(node.vmid).config.put(**config),
@@ -511,7 +522,12 @@ class AgentReport:
     name: str
     vmid: int
     ip: str
-    seconds: float
+    started: datetime
+    answered: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.answered - self.started).total_seconds()
 
 
 def agent_addresses(api: ProxmoxAPI, node: str, vmid: int) -> list[str]:
@@ -525,6 +541,7 @@ def agent_addresses(api: ProxmoxAPI, node: str, vmid: int) -> list[str]:
 def wait_agent(api: ProxmoxAPI, lab: Lab, node: Node, timeout: float = 300) -> AgentReport:
     """Poll the guest agent until it reports the node's address. PVE has no event for this."""
     start, delay, last = time.monotonic(), 0.05, "no answer yet"
+    started = datetime.now(UTC)
     while time.monotonic() - start < timeout:
         try:
             addresses = agent_addresses(api, lab.proxmox.node, node.vmid)
@@ -532,7 +549,7 @@ def wait_agent(api: ProxmoxAPI, lab: Lab, node: Node, timeout: float = 300) -> A
             last = _pve_message(exc)
         else:
             if str(node.ip) in addresses:
-                return AgentReport(node.name, node.vmid, str(node.ip), time.monotonic() - start)
+                return AgentReport(node.name, node.vmid, str(node.ip), started, datetime.now(UTC))
             last = f"agent reports {', '.join(addresses) or 'no IPv4 address'}, expected {node.ip}"
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
@@ -570,7 +587,7 @@ def vm_table(api: ProxmoxAPI, lab: Lab) -> pd.DataFrame:
         disk = boot_disk(vm.config)
         ip = re.search(r"ip=([\d.]+)", str(vm.config.get("ipconfig0", "")))
         rows.append({"vmid": vm.vmid, "name": vm.name, "node": vm.node, "cores": int(vm.config.get("cores", 1)),
-                     "memory_mib": int(vm.config.get("memory", 0)),
+                     "memory_mib": memory_mib(vm.config.get("memory")),
                      "disk_gib": round(disk_bytes(str(vm.config.get(disk, ""))) / GIB, 1),
                      "ip": ip.group(1) if ip else "", "status": vm.status, "uptime_s": vm.uptime,
                      "tags": str(vm.config.get("tags", ""))})
@@ -578,7 +595,7 @@ def vm_table(api: ProxmoxAPI, lab: Lab) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values("vmid").reset_index(drop=True)
 
 
-def tasks_since(api: ProxmoxAPI, lab: Lab, since: float) -> list[dict[str, Any]]:
-    """Tasks started on the PVE node at or after ``since`` (epoch seconds): what really changed."""
-    rows = _call("task list", lambda: api.nodes(lab.proxmox.node).tasks.get(limit=500))
-    return [t for t in rows if int(t.get("starttime", 0)) >= int(since)]
+def task_ids(api: ProxmoxAPI, lab: Lab) -> set[str]:
+    """UPIDs of the PVE node's recent tasks: compare two sets to see what really ran in between."""
+    rows = _call("task list", lambda: api.nodes(lab.proxmox.node).tasks.get(limit=1000))
+    return {str(t["upid"]) for t in rows}

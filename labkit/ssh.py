@@ -15,6 +15,7 @@ import shlex
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
@@ -147,12 +148,21 @@ class Session:
     def upload(self, node: str, data: str | bytes, path: str, mode: int = 0o644) -> None:
         eventloop.run(self.aupload(node, data, path, mode))
 
-    def reachable(self, nodes: Iterable[str]) -> pd.DataFrame:
-        """Connect to each node (recording first-contact host keys) and wait for cloud-init to finish."""
-        results = self.fan_out(list(nodes), "cloud-init status --wait", timeout=600, check=False)
-        return pd.DataFrame([{"node": r.node, "ssh": "ok", "cloud-init": r.stdout.strip().split(":")[-1].strip()
-                              if r.ok else f"exit {r.exit_status}: {r.stderr.strip()[:80]}"}
-                             for r in results.values()])
+    def reachable(self, nodes: Iterable[str], timeout: float = 600) -> pd.DataFrame:
+        """Connect to each node (recording first-contact host keys) and wait for cloud-init to
+        finish; one row per node with when the wait started and ended (for timelines)."""
+        return eventloop.run(self._reachable(list(nodes), timeout))
+
+    async def _reachable(self, nodes: list[str], timeout: float) -> pd.DataFrame:
+        async def one(node: str) -> dict:
+            start = datetime.now(UTC)
+            done = await self.arun(node, "cloud-init status --wait", timeout=timeout, check=False)
+            status = done.stdout.strip().rsplit(":", 1)[-1].strip() if done.ok else \
+                f"exit {done.exit_status}: {done.stderr.strip()[:120]}"
+            return {"node": node, "ssh": "ok", "cloud_init": status, "start": start, "end": datetime.now(UTC)}
+
+        rows = await asyncio.gather(*(one(n) for n in nodes))
+        return pd.DataFrame(list(rows), columns=["node", "ssh", "cloud_init", "start", "end"])
 
     def host_key_table(self) -> pd.DataFrame:
         return pd.DataFrame([e.__dict__ for e in self.host_keys],
