@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "start the lab"), ("down", "stop a detached lab"), ("status", "is it running, where")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
+        sub.add_argument("--params", type=Path, help=f"lab file (default: {DEFAULT_PARAMS})")
         sub.add_argument("--state", type=Path, help="state folder (default: the lab file's embedded.state_dir)")
         if name == "up":
             sub.add_argument("--detach", action="store_true", help="run in the background; return once it answers")
@@ -55,14 +55,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> SimConfig:
-    if args.params.exists():
-        return SimConfig.from_file(args.params, args.state)
-    if args.command != "up" and args.state is not None:  # down/status need only the state folder
-        saved = StateFile(args.state.resolve() / "status.json").load()
-        if saved and saved.get("params"):
-            return SimConfig.from_file(Path(saved["params"]), args.state)
-        return SimConfig.from_file(Path(os.devnull), args.state)
-    raise ConfigError(f"{args.params}: no such lab file")
+    """The lab file named, else the one a lab in ``--state`` was started with, else the default.
+    Sets ``args.params`` to the file used (resolved)."""
+    if args.params is None and args.state is not None:
+        saved = StateFile(args.state.resolve() / "status.json").load() or {}
+        if saved.get("params") and Path(saved["params"]).exists():
+            args.params = Path(saved["params"])
+    if args.params is None and DEFAULT_PARAMS.exists():
+        args.params = DEFAULT_PARAMS
+    if args.params is None and args.command != "up" and args.state is not None:
+        return SimConfig.from_file(Path(os.devnull), args.state)  # down/status need only the state folder
+    if args.params is None or not args.params.exists():
+        raise ConfigError(f"{args.params or DEFAULT_PARAMS}: no such lab file; name one with --params")
+    args.params = args.params.resolve()
+    return SimConfig.from_file(args.params, args.state)
 
 
 # ---------------------------------------------------------------- up
@@ -75,7 +81,7 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(config, args)
     try:
-        asyncio.run(_serve(config, args.params.resolve()))
+        asyncio.run(_serve(config, args.params))
     except OSError as error:
         print(f"labsim: cannot start: {error}", file=sys.stderr)
         return 1
@@ -108,7 +114,7 @@ def _write_running(state_dir: Path, params: Path) -> None:
 def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir / "labsim.log"
-    argv = [sys.executable, "-m", "labsim", "up", "--params", str(args.params.resolve()),
+    argv = [sys.executable, "-m", "labsim", "up", "--params", str(args.params),
             "--state", str(config.state_dir)]
     with log_path.open("ab") as log:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -1,0 +1,129 @@
+"""The lab's lifecycle: what the first start generates, restart resuming state, loopback only,
+the lab clock, and the ``labsim`` command (up --detach, status --json, down) as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labsim.clock import Clock
+from labsim.config import ConfigError, SimConfig
+from labsim.lab import running_lab
+from tests.labfiles import sim_lab, write_lab
+from tests.labsim.pveclient import token_client, wait_for, wait_task
+
+STATUS_KEYS = {"running", "state_dir", "pve", "vms", "ssh", "kube"}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_first_start_generates_what_a_real_lab_has(lab_file: Path) -> None:
+    with running_lab(lab_file) as lab:
+        state = lab.lab.state_dir
+        secrets = yaml.safe_load((state / "secrets.yaml").read_text())
+        assert _mode(state / "secrets.yaml") == 0o600
+        assert set(secrets) >= {"pve_token_secret", "k3s_token"}
+        assert (state / "pve" / "ca.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+        assert _mode(state / "ssh" / "id_ed25519") == 0o600
+        assert (state / "ssh" / "id_ed25519.pub").read_text().startswith("ssh-ed25519 ")
+        assert (state / "operator").is_dir()
+        status = lab.status()
+        assert set(status) >= STATUS_KEYS and status["running"] is True
+        assert status["pve"]["token_secret"] == secrets["pve_token_secret"]
+        assert status["ssh"]["private_key"] == str(state / "ssh" / "id_ed25519")
+        assert status["kube"] is None  # no cluster yet
+
+
+def test_restart_resumes_state(lab_file: Path) -> None:
+    with running_lab(lab_file) as lab:
+        api = token_client(lab.status())
+        wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=120, name="k3s-master"))
+        wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=121, name="k3s-worker-01"))
+        api.nodes("pve").qemu(120).config.put(cores=4, tags="k3s")
+        wait_task(api, api.nodes("pve").qemu(120).status.start.post())
+        upid = api.nodes("pve").qemu(121).status.start.post()
+        wait_task(api, upid)
+        wait_task(api, api.nodes("pve").qemu(121).status.stop.post())
+        ca = Path(lab.status()["pve"]["ca_file"]).read_bytes()
+        secret = lab.status()["pve"]["token_secret"]
+    with running_lab(lab_file) as lab:
+        status = lab.status()
+        assert Path(status["pve"]["ca_file"]).read_bytes() == ca and status["pve"]["token_secret"] == secret
+        api = token_client(status)
+        vms = {vm["vmid"]: vm for vm in api.nodes("pve").qemu.get()}
+        assert set(vms) == {120, 121, 9000}
+        assert vms[120]["status"] == "running" and vms[121]["status"] == "stopped"
+        assert api.nodes("pve").qemu(120).config.get()["cores"] == 4
+        assert api.nodes("pve").tasks(upid).status.get()["exitstatus"] == "OK"  # old UPIDs still answer
+        assert wait_for(lambda: api.nodes("pve").qemu(120).agent.ping.post())  # booted again
+
+
+def test_refuses_non_loopback_addresses(tmp_path: Path) -> None:
+    doc = sim_lab(tmp_path)
+    doc["proxmox"]["host"] = "192.168.2.10"
+    with pytest.raises(ConfigError, match="not a loopback address"):
+        SimConfig.from_file(write_lab(tmp_path, doc))
+    doc = sim_lab(tmp_path)
+    doc["network"]["subnet"] = "192.168.2.0/24"
+    with pytest.raises(ConfigError, match="loopback only"):
+        SimConfig.from_file(write_lab(tmp_path, doc))
+
+
+async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
+    instant = Clock(0)
+    await asyncio.wait_for(instant.sleep(3600), 5)  # time_scale 0: an hour of lab time is instant
+    slow = Clock(1.0)
+    before = slow.now()
+    sleeper = asyncio.create_task(slow.sleep(3600))
+    await asyncio.sleep(0)
+    slow.advance(1800)
+    await asyncio.sleep(0)
+    assert not sleeper.done()  # half of its modelled hour is still ahead
+    slow.advance(1800)
+    await asyncio.wait_for(sleeper, 5)
+    assert slow.now() - before >= 3600
+
+
+def _labsim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labsim", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_up_detach_status_down(tmp_path: Path) -> None:
+    params = write_lab(tmp_path)
+    state = SimConfig.from_file(params).state_dir
+    up = _labsim("up", "--params", str(params), "--detach")
+    try:
+        assert up.returncode == 0, up.stderr
+        status = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
+        assert set(status) >= STATUS_KEYS and status["running"] is True
+        assert status["state_dir"] == str(state)
+        api = token_client(status)
+        assert [vm["vmid"] for vm in api.nodes("pve").qemu.get()] == [9000]
+        assert (state / "labsim.pid").read_text().strip() == str(status["pid"])
+        again = _labsim("up", "--params", str(params), "--detach")
+        assert again.returncode == 0 and "already running" in again.stdout
+        human = _labsim("status", "--state", str(state))  # the state folder alone finds the lab
+        assert human.returncode == 0 and "ubuntu-2204-cloudinit" in human.stdout
+    finally:
+        down = _labsim("down", "--params", str(params))
+    assert down.returncode == 0, down.stderr
+    assert not (state / "labsim.pid").exists()
+    stopped = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
+    assert stopped["running"] is False and stopped["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
+    assert _labsim("status", "--params", str(params)).returncode == 3
+
+
+def test_cli_up_reports_a_taken_port(tmp_path: Path) -> None:
+    params = write_lab(tmp_path)
+    with running_lab(params):
+        up = _labsim("up", "--params", str(params), "--state", str(tmp_path / "other"), "--detach")
+    assert up.returncode == 1 and "address already in use" in up.stderr.lower()
