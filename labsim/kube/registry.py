@@ -1,0 +1,63 @@
+"""lab.clusters: the k3s clusters of one embedded lab, one per server node, persisted under
+<state_dir>/kube/<node>/ and resumed when the lab restarts."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from labsim.kube.cluster import Cluster
+
+log = logging.getLogger("labsim.kube.registry")
+
+
+class ClusterRegistry:
+    def __init__(self, lab) -> None:
+        self.lab = lab
+        self.root = Path(lab.state_dir) / "kube"
+        self.clusters: dict[str, Cluster] = {}
+
+    async def start(self) -> None:
+        """Resume the clusters a previous run of the lab left in the state folder."""
+        if not self.root.is_dir():
+            return
+        for meta in sorted(self.root.glob("*/cluster.json")):
+            name = meta.parent.name
+            if name in self.clusters:
+                continue
+            try:
+                cluster = Cluster.load(meta.parent, self.lab.clock)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("cannot resume the cluster in %s: %s", meta.parent, exc)
+                continue
+            self.clusters[name] = cluster
+            await cluster.start_api()
+
+    async def close(self) -> None:
+        for cluster in self.clusters.values():
+            await cluster.stop_api()
+
+    async def create_server(self, *, node_name: str, ip: str, version: str, token: str, tls_san: list[str],
+                            disable: list[str], cluster_init: bool) -> Cluster:
+        """The cluster whose server runs on ``node_name`` (created, persisted and started once)."""
+        cluster = self.clusters.get(node_name)
+        if cluster is None:
+            cluster = Cluster(self.root / node_name, self.lab.clock, name=node_name, version=version, token=token,
+                              server_ip=ip, embedded_etcd=cluster_init, disable=disable, tls_san=tls_san)
+            self.clusters[node_name] = cluster
+            cluster.save()
+        await cluster.start_api()
+        return cluster
+
+    def remove(self, node_name: str) -> Cluster | None:
+        """Forget a cluster (k3s-uninstall.sh); its API must be stopped first."""
+        return self.clusters.pop(node_name, None)
+
+    def find(self, ip: str) -> Cluster | None:
+        return next((c for c in self.clusters.values() if c.server_ip == ip), None)
+
+    def status(self) -> dict | None:
+        for name, cluster in self.clusters.items():
+            return {"server": f"https://{cluster.server_ip}:{cluster.port}",
+                    "kubeconfig": str(self.root / name / "kubeconfig")}
+        return None

@@ -1,0 +1,307 @@
+"""REST handlers of the Kubernetes API: paths to resources, verbs to store operations.
+
+/api/v1/[namespaces/NS/]PLURAL[/NAME[/SUBRESOURCE]] and /apis/GROUP/VERSION/... are parsed into
+a Target; GET/POST/PUT/PATCH/DELETE on collections and items map to the store, with content
+negotiation (JSON, Table, protobuf for what helm sends), dry runs, field managers and patches.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import yaml
+from aiohttp import web
+
+from labsim.kube import apply, patch, protobuf, subresources, tables, watch
+from labsim.kube.resources import Resource
+from labsim.kube.store import StoreError
+
+if TYPE_CHECKING:
+    from labsim.kube.cluster import Cluster
+
+JSON = "application/json"
+
+
+@dataclass
+class Target:
+    res: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def json_response(obj: object, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type=JSON)
+
+
+def status_response(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
+    return json_response(StoreError(code, reason, message, details=details).status(), code)
+
+
+def parse_target(cluster: Cluster, parts: list[str]) -> tuple[str, str, list[str]]:
+    """Split /api/v1/... or /apis/G/V/... into (group, version, rest)."""
+    if parts[0] == "api" and len(parts) >= 2:
+        return "", parts[1], parts[2:]
+    if parts[0] == "apis" and len(parts) >= 3:
+        return parts[1], parts[2], parts[3:]
+    raise StoreError(404, "NotFound", "the server could not find the requested resource")
+
+
+def resolve(cluster: Cluster, group: str, version: str, rest: list[str]) -> Target:
+    catalog = cluster.store.catalog
+    namespace = None
+    if rest[0] == "namespaces" and len(rest) >= 3:
+        inner = catalog.by_plural(group, version, rest[2])
+        if inner is not None and inner.namespaced:
+            namespace, rest = rest[1], rest[2:]
+    res = catalog.by_plural(group, version, rest[0])
+    if res is None:
+        raise StoreError(404, "NotFound", "the server could not find the requested resource")
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else None
+    if sub and sub not in res.subresources:
+        raise StoreError(404, "NotFound", "the server could not find the requested resource")
+    return Target(res, namespace, name, sub)
+
+
+class RestHandler:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.store = cluster.store
+
+    async def handle(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+        target = resolve(self.cluster, group, version, rest)
+        method = request.method
+        if target.subresource and target.subresource not in ("status", "finalize"):
+            return await subresources.handle(self, request, target)
+        if target.name is None:
+            if method == "GET":
+                if request.query.get("watch") in ("1", "true"):
+                    return await watch.serve(self, request, target)
+                return self.list(request, target)
+            if method == "POST":
+                return self.create(request, target, await self.body(request))
+            if method == "DELETE":
+                return self.delete_collection(request, target)
+        else:
+            if method == "GET":
+                return self.get(request, target)
+            if method == "PUT":
+                return self.update(request, target, await self.body(request))
+            if method == "PATCH":
+                return await self.patch(request, target)
+            if method == "DELETE":
+                return self.delete(request, target, await self.body(request, optional=True))
+        return status_response(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+    # -- bodies and representations ---------------------------------------------------------------
+    async def body(self, request: web.Request, *, optional: bool = False) -> dict:
+        raw = await request.read()
+        if not raw:
+            if optional:
+                return {}
+            raise StoreError(400, "BadRequest", "the request body is empty")
+        ctype = request.content_type
+        try:
+            if ctype == protobuf.CONTENT_TYPE:
+                return protobuf.decode(raw)
+            if "yaml" in ctype:
+                return yaml.safe_load(raw) or {}
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError, protobuf.ProtobufError) as exc:
+            raise StoreError(400, "BadRequest", f"the body of the request could not be decoded: {exc}") from exc
+
+    def respond(self, request: web.Request, obj: dict, target: Target, status: int = 200) -> web.StreamResponse:
+        obj = self.versioned(obj, target.res)
+        if tables.wanted(request):
+            return json_response(tables.table(self.cluster, target.res, [obj], request), status)
+        if protobuf.wanted(request) and protobuf.can_encode(obj):
+            return web.Response(body=protobuf.encode(obj), status=status, content_type=protobuf.CONTENT_TYPE)
+        return json_response(obj, status)
+
+    @staticmethod
+    def versioned(obj: dict, res: Resource) -> dict:
+        """The object as the requested version (CRD versions share one storage)."""
+        if obj.get("apiVersion") != res.api_version and res.group:
+            obj["apiVersion"] = res.api_version
+        return obj
+
+    @staticmethod
+    def manager(request: web.Request) -> str:
+        name = request.query.get("fieldManager")
+        if name:
+            return name
+        agent = request.headers.get("User-Agent", "unknown")
+        return agent.split("/", 1)[0][:128] or "unknown"
+
+    @staticmethod
+    def dry_run(request: web.Request) -> bool:
+        return "All" in request.query.getall("dryRun", [])
+
+    def check_body(self, target: Target, obj: dict, *, name: str | None = None) -> dict:
+        if not isinstance(obj, dict):
+            raise StoreError(400, "BadRequest", "the object provided is not a JSON object")
+        obj.setdefault("apiVersion", target.res.api_version)
+        obj.setdefault("kind", target.res.kind)
+        if obj["kind"] != target.res.kind:
+            raise StoreError(400, "BadRequest", f"the kind {obj['kind']!r} does not match the resource "
+                             f"{target.res.plural} ({target.res.kind})")
+        obj["apiVersion"] = self.stored_api_version(target.res)
+        meta = obj.setdefault("metadata", {})
+        if target.namespace:
+            if meta.get("namespace") and meta["namespace"] != target.namespace:
+                raise StoreError(400, "BadRequest", "the namespace of the provided object does not match "
+                                 "the namespace sent on the request")
+            meta["namespace"] = target.namespace
+        if name and meta.get("name") and meta["name"] != name:
+            raise StoreError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        if name:
+            meta.setdefault("name", name)
+        return obj
+
+    def stored_api_version(self, res: Resource) -> str:
+        stored = self.store.catalog.by_plural(res.group, None, res.plural)
+        return (stored or res).api_version
+
+    # -- verbs --------------------------------------------------------------------------------
+    def list(self, request: web.Request, target: Target) -> web.StreamResponse:
+        q = request.query
+        items = self.store.list(target.res, target.namespace, labels=q.get("labelSelector") or None,
+                                fields=q.get("fieldSelector") or None)
+        rv = str(self.store.resource_version)
+        start = 0
+        if q.get("continue"):
+            try:
+                token = json.loads(base64.urlsafe_b64decode(q["continue"]))
+                start, rv = int(token["start"]), token["rv"]
+            except (ValueError, KeyError) as exc:
+                raise StoreError(400, "BadRequest", "invalid continue token") from exc
+        limit = int(q.get("limit") or 0)
+        page = items[start:start + limit] if limit else items[start:]
+        meta: dict = {"resourceVersion": rv}
+        if limit and start + limit < len(items):
+            token = {"start": start + limit, "rv": rv}
+            meta["continue"] = base64.urlsafe_b64encode(dumps(token)).decode()
+            meta["remainingItemCount"] = len(items) - start - limit
+        page = [self.versioned(obj, target.res) for obj in page]
+        if tables.wanted(request):
+            out = tables.table(self.cluster, target.res, page, request)
+            out["metadata"] = meta
+            return json_response(out)
+        body = {"kind": target.res.list_kind, "apiVersion": target.res.api_version, "metadata": meta,
+                "items": page}
+        if protobuf.wanted(request) and protobuf.can_encode(body):
+            return web.Response(body=protobuf.encode(body), content_type=protobuf.CONTENT_TYPE)
+        return json_response(body)
+
+    def get(self, request: web.Request, target: Target) -> web.StreamResponse:
+        obj = self.store.get(target.res, target.namespace, target.name)
+        if obj is None:
+            raise StoreError.not_found(target.res, target.name or "")
+        return self.respond(request, obj, target)
+
+    def create(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:
+        obj = self.check_body(target, obj)
+        apply.record_update(None, obj, manager=self.manager(request), group=target.res.group,
+                            kind=target.res.kind, now=self.store.now())
+        if self.dry_run(request):
+            return self.respond(request, obj, target, 201)
+        return self.respond(request, self.store.create(obj), target, 201)
+
+    def update(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:
+        obj = self.check_body(target, obj, name=target.name)
+        old = self.store.get(target.res, target.namespace, target.name)
+        if old is None:
+            raise StoreError.not_found(target.res, target.name or "")
+        apply.record_update(old, obj, manager=self.manager(request), group=target.res.group,
+                            kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
+        if self.dry_run(request):
+            return self.respond(request, obj, target)
+        return self.respond(request, self.store.update(obj, subresource=target.subresource), target)
+
+    async def patch(self, request: web.Request, target: Target) -> web.StreamResponse:
+        current = self.store.get(target.res, target.namespace, target.name)
+        raw = await request.read()
+        ctype = request.content_type
+        if ctype in (patch.APPLY_PATCH, patch.APPLY_PATCH_CBOR):
+            return self.server_side_apply(request, target, current, raw)
+        if current is None:
+            raise StoreError.not_found(target.res, target.name or "")
+        updated = self.patched(target, current, raw, ctype)
+        updated = self.check_body(target, updated, name=target.name)
+        apply.record_update(current, updated, manager=self.manager(request), group=target.res.group,
+                            kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
+        if self.dry_run(request):
+            return self.respond(request, updated, target)
+        return self.respond(request, self.store.update(updated, subresource=target.subresource), target)
+
+    def patched(self, target: Target, current: dict, raw: bytes, ctype: str) -> dict:
+        try:
+            body = json.loads(raw) if raw else {}
+            if ctype == patch.JSON_PATCH:
+                return patch.json_patch(current, body)
+            if ctype == patch.MERGE_PATCH:
+                return patch.merge_patch(current, body)
+            if ctype == patch.STRATEGIC_PATCH:
+                if target.res.schema is not None:
+                    raise StoreError(415, "UnsupportedMediaType", "strategic merge patch is not supported for "
+                                     "custom resources; use a JSON merge patch")
+                return patch.strategic_merge(current, body, target.res.group, target.res.kind)
+        except (ValueError, patch.PatchError) as exc:
+            raise StoreError(422, "Invalid", f"the patch could not be applied: {exc}") from exc
+        raise StoreError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {ctype}")
+
+    def server_side_apply(self, request: web.Request, target: Target, current: dict | None,
+                          raw: bytes) -> web.StreamResponse:
+        if not request.query.get("fieldManager"):
+            raise StoreError(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required "
+                             "value: is required for apply patch")
+        try:
+            applied = yaml.safe_load(raw) or {}
+        except yaml.YAMLError as exc:
+            raise StoreError(400, "BadRequest", f"error decoding YAML: {exc}") from exc
+        applied = self.check_body(target, applied, name=target.name)
+        force = request.query.get("force") in ("true", "1")
+        try:
+            result = apply.server_side_apply(current or {}, applied, manager=self.manager(request),
+                                             group=target.res.group, kind=target.res.kind, force=force,
+                                             now=self.store.now())
+        except apply.ApplyConflict as exc:
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{m}"', "field": p}
+                      for m, p in exc.conflicts]
+            raise StoreError(409, "Conflict", str(exc), details={"causes": causes}) from exc
+        result["metadata"].pop("resourceVersion", None)
+        if self.dry_run(request):
+            return self.respond(request, result, target, 200 if current else 201)
+        if current is None:
+            return self.respond(request, self.store.create(result), target, 201)
+        return self.respond(request, self.store.update(result, subresource=target.subresource), target)
+
+    def delete(self, request: web.Request, target: Target, options: dict) -> web.StreamResponse:
+        propagation = (options.get("propagationPolicy") or request.query.get("propagationPolicy")
+                       or ("Orphan" if options.get("orphanDependents") is True else "Background"))
+        if self.dry_run(request) or "All" in (options.get("dryRun") or []):
+            return self.get(request, target)
+        deleted = self.store.delete(target.res, target.namespace, target.name or "", propagation=propagation,
+                                    preconditions=options.get("preconditions"))
+        if deleted is None:
+            raise StoreError.not_found(target.res, target.name or "")
+        return self.respond(request, deleted, target)
+
+    def delete_collection(self, request: web.Request, target: Target) -> web.StreamResponse:
+        q = request.query
+        items = self.store.list(target.res, target.namespace, labels=q.get("labelSelector") or None,
+                                fields=q.get("fieldSelector") or None)
+        for obj in items:
+            meta = obj["metadata"]
+            self.store.delete(target.res, meta.get("namespace"), meta["name"],
+                              propagation=q.get("propagationPolicy") or "Background")
+        return json_response({"kind": target.res.list_kind, "apiVersion": target.res.api_version,
+                              "metadata": {"resourceVersion": str(self.store.resource_version)}, "items": items})

@@ -1,0 +1,177 @@
+"""Subresources other than status: scale, pods/eviction (with PodDisruptionBudgets), pods/log,
+pods/binding."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from labsim.kube import patch
+from labsim.kube.selectors import match_label_selector, selector_string
+from labsim.kube.store import StoreError
+
+if TYPE_CHECKING:
+    from labsim.kube.resources import Resource
+    from labsim.kube.rest import RestHandler, Target
+
+
+async def handle(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+    from labsim.kube.rest import json_response
+
+    store = handler.store
+    obj = store.get(target.res, target.namespace, target.name or "")
+    if obj is None:
+        raise StoreError.not_found(target.res, target.name or "")
+    sub, method = target.subresource, request.method
+    if sub == "scale" and method == "GET":
+        return json_response(scale_of(target.res, obj))
+    if sub == "scale" and method in ("PUT", "PATCH"):
+        return json_response(await _write_scale(handler, request, target, obj))
+    if sub == "eviction" and method == "POST":
+        evict(handler, obj, await handler.body(request, optional=True))
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+    if sub == "binding" and method == "POST":
+        body = await handler.body(request)
+        obj["spec"]["nodeName"] = (body.get("target") or {}).get("name")
+        store.update(obj)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+    if sub == "log" and method == "GET":
+        return _log(handler, request, obj)
+    raise StoreError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+
+
+# -- scale ---------------------------------------------------------------------------------------
+def _path(path: str) -> list[str]:
+    return [p for p in path.strip(".").split(".") if p]
+
+
+def _dig(obj: dict, path: str):
+    node = obj
+    for part in _path(path):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _paths(res: Resource) -> tuple[str, str, str]:
+    return res.scale_paths or (".spec.replicas", ".status.replicas", "")
+
+
+def scale_of(res: Resource, obj: dict) -> dict:
+    spec_path, status_path, selector_path = _paths(res)
+    meta = obj["metadata"]
+    if selector_path:
+        selector = _dig(obj, selector_path) or ""
+    else:
+        selector = selector_string((obj.get("spec") or {}).get("selector"))
+    status = {"replicas": _dig(obj, status_path) or 0}
+    if selector:
+        status["selector"] = selector
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                         if k in meta},
+            "spec": {"replicas": _dig(obj, spec_path) or 0}, "status": status}
+
+
+async def _write_scale(handler: RestHandler, request: web.Request, target: Target, obj: dict) -> dict:
+    current = scale_of(target.res, obj)
+    if request.method == "PUT":
+        wanted = await handler.body(request)
+    else:
+        raw = await request.read()
+        ctype = request.content_type
+        if ctype == patch.JSON_PATCH:
+            wanted = patch.json_patch(current, json.loads(raw))
+        else:
+            wanted = patch.merge_patch(current, json.loads(raw))
+    rv = (wanted.get("metadata") or {}).get("resourceVersion")
+    if rv and rv != obj["metadata"]["resourceVersion"]:
+        raise StoreError.conflict(target.res, obj["metadata"]["name"])
+    replicas = (wanted.get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or replicas < 0:
+        raise StoreError.invalid(target.res, obj["metadata"]["name"],
+                                 [("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")])
+    node = obj
+    parts = _path(_paths(target.res)[0])
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = replicas
+    return scale_of(target.res, handler.store.update(obj))
+
+
+# -- eviction ------------------------------------------------------------------------------------
+def _healthy(pod: dict) -> bool:
+    if pod["metadata"].get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _desired_healthy(pdb: dict, expected: int) -> int:
+    spec = pdb.get("spec") or {}
+
+    def count(value, up: bool) -> int:
+        if isinstance(value, str) and value.endswith("%"):
+            share = expected * int(value[:-1]) / 100
+            return math.ceil(share) if up else math.floor(share)
+        return int(value)
+
+    if "minAvailable" in spec:
+        return count(spec["minAvailable"], up=True)
+    if "maxUnavailable" in spec:
+        return expected - count(spec["maxUnavailable"], up=True)
+    return 0
+
+
+def evict(handler: RestHandler, pod: dict, options: dict) -> None:
+    """Delete the pod unless a PodDisruptionBudget covering it allows no disruption (429)."""
+    store = handler.store
+    meta = pod["metadata"]
+    pods_res = store.resource("v1", "Pod")
+    if not meta.get("deletionTimestamp") and _healthy(pod):
+        pdbs = store.list(store.resource("policy/v1", "PodDisruptionBudget"), meta["namespace"])
+        labels = meta.get("labels") or {}
+        for pdb in pdbs:
+            if not match_label_selector((pdb.get("spec") or {}).get("selector"), labels):
+                continue
+            covered = [p for p in store.list(pods_res, meta["namespace"])
+                       if match_label_selector(pdb["spec"]["selector"], p["metadata"].get("labels") or {})]
+            healthy = sum(_healthy(p) for p in covered)
+            if healthy - _desired_healthy(pdb, len(covered)) < 1:
+                name = pdb["metadata"]["name"]
+                raise StoreError(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's "
+                                 "disruption budget.", details={"causes": [{
+                                     "reason": "DisruptionBudget", "message": f"The disruption budget {name} needs "
+                                     f"{_desired_healthy(pdb, len(covered))} healthy pods and has {healthy} currently"}]})
+    delete_options = options.get("deleteOptions") or {}
+    store.delete(pods_res, meta["namespace"], meta["name"], preconditions=delete_options.get("preconditions"))
+
+
+# -- logs ---------------------------------------------------------------------------------------
+def _log(handler: RestHandler, request: web.Request, pod: dict) -> web.StreamResponse:
+    q = request.query
+    names = [c["name"] for c in pod["spec"].get("containers") or []]
+    every = names + [c["name"] for c in pod["spec"].get("initContainers") or []]
+    container = q.get("container") or (names[0] if len(names) == 1 else None)
+    pod_name = pod["metadata"]["name"]
+    if container is None:
+        raise StoreError(400, "BadRequest", f"a container name must be specified for pod {pod_name}, choose one "
+                         f"of: [{' '.join(names)}]")
+    if container not in every:
+        raise StoreError(400, "BadRequest", f"container {container} is not valid for pod {pod_name}")
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    state = next((s.get("state") or {} for s in statuses if s.get("name") == container), {})
+    if "waiting" in state or not state:
+        reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
+        raise StoreError(400, "BadRequest", f'container "{container}" in pod "{pod_name}" is waiting to start: '
+                         f"{reason}")
+    tail = int(q["tailLines"]) if q.get("tailLines", "").isdigit() else None
+    lines = handler.cluster.logs.read(pod, container, previous=q.get("previous") == "true")
+    if tail is not None:
+        lines = lines[-tail:] if tail else []
+    text = "".join((f"{ts} {line}" if q.get("timestamps") == "true" else line) + "\n" for ts, line in lines)
+    return web.Response(body=text.encode(), content_type="text/plain")

@@ -1,0 +1,98 @@
+"""Watches: a JSON stream of {"type", "object"} lines, as the real API server sends them.
+
+resourceVersion says where to start (unset or "0": synthetic ADDED events for what exists now;
+older than the kept history: an ERROR event with 410 Expired), timeoutSeconds ends the stream,
+allowWatchBookmarks adds BOOKMARKs, and sendInitialEvents=true (the watch-list protocol helm 4
+and client-go use) sends the current state then a BOOKMARK annotated k8s.io/initial-events-end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from labsim.kube.selectors import parse_fields, parse_labels
+from labsim.kube.store import StoreError
+
+if TYPE_CHECKING:
+    from labsim.kube.rest import RestHandler, Target
+
+CONTENT_TYPE = "application/json;stream=watch"
+DEFAULT_TIMEOUT = 1800.0
+BOOKMARK_EVERY = 60.0
+
+
+def _line(kind: str, obj: dict) -> bytes:
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+def _bookmark(target: Target, rv: int, *, initial_end: bool = False) -> bytes:
+    meta: dict = {"resourceVersion": str(rv)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return _line("BOOKMARK", {"kind": target.res.kind, "apiVersion": target.res.api_version, "metadata": meta})
+
+
+async def serve(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+    q = request.query
+    store = handler.store
+    label_ok, field_ok = parse_labels(q.get("labelSelector") or None), parse_fields(q.get("fieldSelector") or None)
+    initial_events = q.get("sendInitialEvents") == "true"
+    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+    rv_text = q.get("resourceVersion") or ""
+    since = int(rv_text) if rv_text.isdigit() and rv_text != "0" and not initial_events else None
+    response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        sub = store.subscribe(target.res, namespace=target.namespace, since=since)
+    except StoreError as exc:
+        await response.write(_line("ERROR", exc.status()))
+        return response
+    try:
+        if since is None:
+            # The state now, as ADDED events; the subscription (made above, synchronously) follows on.
+            for obj in store.list(target.res, target.namespace):
+                if label_ok(obj) and field_ok(obj):
+                    await response.write(_line("ADDED", handler.versioned(obj, target.res)))
+            if initial_events:
+                await response.write(_bookmark(target, store.resource_version, initial_end=True))
+        await _stream(handler, response, target, sub, label_ok, field_ok, _timeout(q), bookmarks)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        sub.close()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+def _timeout(query) -> float:
+    try:
+        return float(query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+async def _stream(handler, response, target, sub, label_ok, field_ok, timeout: float, bookmarks: bool) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_rv = handler.store.resource_version
+    while (left := deadline - loop.time()) > 0:
+        try:
+            event = await asyncio.wait_for(sub.next_event(), min(left, BOOKMARK_EVERY))
+        except TimeoutError:
+            if bookmarks:
+                await response.write(_bookmark(target, last_rv))
+            continue
+        if event is None:
+            return
+        last_rv = event.rv
+        if label_ok(event.object) and field_ok(event.object):
+            obj = handler.versioned(dict(event.object), target.res)
+            await response.write(_line(event.type, obj))
+    if bookmarks:
+        await response.write(_bookmark(target, handler.store.resource_version))

@@ -1,0 +1,108 @@
+"""A running Cluster for tests, without SSH or k3s: the API server on a unique loopback IP (its
+event loop in a background thread), nodes registered as k3s would, and a kubeconfig file.
+
+Use the ``kube`` fixture (``from tests.labsim.kube_fixtures import kube``), or
+``running_cluster(tmp_path, nodes=3)`` as a context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labsim.clock import Clock
+from labsim.kube.cluster import Cluster
+from tests.labfiles import REPO, unique_subnet
+
+VERSION = "v1.34.3+k3s1"
+TOOLS = REPO / ".tools" / "bin"
+
+
+@dataclass
+class RunningCluster:
+    cluster: Cluster
+    loop: asyncio.AbstractEventLoop
+    kubeconfig: Path
+    server: str
+    home: Path
+
+    def call(self, fn: Callable, *args, timeout: float = 30, **kwargs):
+        """Run ``fn`` (plain or async) on the cluster's event loop thread and return its result."""
+
+        async def run():
+            result = fn(*args, **kwargs)
+            return await result if asyncio.iscoroutine(result) else result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def api_client(self):
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(str(self.kubeconfig), client_configuration=configuration)
+        return client.ApiClient(configuration)
+
+    def tool(self, binary: str, *args: str, check: bool = True, input: str | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a real kubectl/helm (from .tools/bin) against this cluster."""
+        path = TOOLS / binary
+        if not path.exists():
+            pytest.skip(f"{path} is not installed (make tools)")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home),
+               "HELM_CACHE_HOME": str(self.home / "helm-cache"), "HELM_CONFIG_HOME": str(self.home / "helm-config"),
+               "HELM_DATA_HOME": str(self.home / "helm-data")}
+        done = subprocess.run([str(path), *args], env=env, input=input, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{binary} {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def kubectl(self, *args: str, version: str = "1.34", **kw) -> subprocess.CompletedProcess:
+        return self.tool(f"kubectl-{version}", *args, **kw)
+
+
+async def _join(cluster: Cluster, nodes: int, net: str) -> None:
+    for i in range(nodes):
+        await cluster.join_node(name="k3s-master" if i == 0 else f"k3s-worker-{i:02d}", ip=f"{net}.{20 + i}",
+                                role="server" if i == 0 else "agent", version=VERSION, labels={}, taints=[],
+                                cores=2, memory_mib=4096, disk_bytes=32 << 30)
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
+                    time_scale: float = 0.0) -> Iterator[RunningCluster]:
+    net = unique_subnet()
+    ip = f"{net}.20"
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="kube-test-loop", daemon=True)
+    thread.start()
+    state = tmp_path / "kube" / "k3s-master"
+    cluster = Cluster(state, Clock(time_scale), name="k3s-master", version=VERSION, token="K10test::server:secret",
+                      server_ip=ip, embedded_etcd=True, tls_san=[ip], run_controllers=controllers)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    running = RunningCluster(cluster, loop, state / "kubeconfig", f"https://{ip}:6443", home)
+    try:
+        running.call(cluster.start_api)
+        running.call(_join, cluster, nodes, net)
+        yield running
+    finally:
+        with contextlib.suppress(Exception):
+            running.call(cluster.stop_api)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path, nodes=3) as running:
+        yield running
