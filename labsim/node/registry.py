@@ -38,8 +38,10 @@ class CommandContext:
     env: dict[str, str] = field(default_factory=dict)
     stdin: bytes = b""
     user: str = "ubuntu"
-    # Runs a nested command line on the same node (for sh -c, sudo, scripts).
+    # Runs a nested command line on the same node (for sh -c, sudo, scripts); it also takes an
+    # optional ``env=`` (the nested shell's whole environment; default: this command's).
     run: Callable[[str, bytes, str], Awaitable[CommandResult]] | None = None
+    cwd: str = "/"  # the shell's working directory, for relative paths
 
     @property
     def is_root(self) -> bool:
@@ -51,15 +53,38 @@ COMMANDS: dict[str, Handler] = {}
 SCRIPTS: dict[str, Handler] = {}
 
 
-def command(*names: str) -> Callable[[Handler], Handler]:
-    """Register a handler under one or more program names (``"k3s"``, ``"/usr/local/bin/k3s"``)."""
+# Programs that exist on a node only once installed there: name -> the file that must exist.
+INSTALLED_AT: dict[str, str] = {}
+# Programs that read their standard input (``kubectl apply -f -``): an SSH session waits for the
+# client's end of input before running a line that starts with one of them, and only then.
+READS_STDIN: set[str] = set()
+# Called with each NodeModel as it boots, before its enabled services start: the place for a
+# module to register its services' hooks (``node.register_service``) again after a restart.
+BOOT_HOOKS: list[Callable[[Any], Awaitable[None]]] = []
+
+
+def command(*names: str, installed_at: str | None = None, reads_stdin: bool = False
+            ) -> Callable[[Handler], Handler]:
+    """Register a handler under one or more program names (``"k3s"``, ``"/usr/local/bin/k3s"``).
+    With ``installed_at``, the program is found only on nodes where that file exists (the shell
+    answers ``command not found`` elsewhere, as before an install)."""
 
     def register(handler: Handler) -> Handler:
         for name in names:
             COMMANDS[name] = handler
+            if installed_at:
+                INSTALLED_AT[name] = installed_at
+            if reads_stdin:
+                READS_STDIN.add(name)
         return handler
 
     return register
+
+
+def on_boot(hook: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """Register ``hook(node)`` to run at every node boot."""
+    BOOT_HOOKS.append(hook)
+    return hook
 
 
 def script(marker: str) -> Callable[[Handler], Handler]:

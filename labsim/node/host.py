@@ -1,0 +1,262 @@
+"""The nodes' SSH service: one asyncssh server per running VM, on the VM's IP and the lab's SSH
+port, with a host key generated once per node. It accepts exactly the cloud-init keys for the
+cloud-init user, runs exec requests through the node's shell, serves SFTP and a plain
+interactive shell, and stops with the VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+# The base system's programs register themselves in the command registry on import.
+from labsim.node import coreutils, registry, system  # noqa: F401
+from labsim.node.faults import NodeFaults
+from labsim.node.model import NodeModel
+from labsim.node.registry import CommandResult
+from labsim.node.sftp import NodeSFTPServer
+from labsim.node.shell import Shell, reads_stdin
+from labsim.node.spec import NodeSpec
+
+__all__ = ["NodeHost", "NodeSpec", "NodeFaults"]
+
+log = logging.getLogger(__name__)
+HOST_KEY = "ssh_host_ed25519_key"
+KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+
+
+class NodeHost:
+    """Every running node of a lab, and its SSH server."""
+
+    def __init__(self, lab: Any) -> None:
+        self.lab = lab
+        self.faults = NodeFaults()
+        self.faults.on_refuse = self._on_refuse
+        self._nodes: dict[int, NodeModel] = {}
+        self._servers: dict[int, asyncssh.SSHAcceptor] = {}
+        self._connections: dict[int, set[asyncssh.SSHServerConnection]] = {}
+        self._relisten: set[asyncio.Task[None]] = set()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.lab.state_dir) / "nodes"
+
+    async def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    async def close(self) -> None:
+        for vmid in list(self._nodes):
+            await self.stop_node(vmid)
+
+    # --- VM power ---------------------------------------------------------------------------------
+
+    async def start_node(self, spec: NodeSpec) -> None:
+        """Boot: the image and cloud-init on the node's files, SSH listening on spec.ip, then the
+        enabled services (after the boot hooks of other modules have registered theirs)."""
+        if spec.vmid in self._nodes:
+            await self.update_node(spec)
+            return
+        node = NodeModel(spec, self.lab, self.folder / str(spec.vmid))
+        node.boot()
+        self._nodes[spec.vmid] = node
+        for hook in registry.BOOT_HOOKS:
+            await hook(node)
+        if not self.faults.refused(spec.vmid):
+            await self._listen(spec.vmid)
+        for name in node.enabled_services():
+            await node.start_service(name)
+
+    async def stop_node(self, vmid: int) -> None:
+        """Power-off: the SSH port closes, open sessions drop, services stop."""
+        node = self._nodes.pop(vmid, None)
+        self._unlisten(vmid)
+        for conn in self._connections.pop(vmid, set()):
+            conn.abort()
+        if node is not None:
+            node.halt()
+            await node.stop_all_services()
+
+    async def update_node(self, spec: NodeSpec) -> None:
+        """A running VM reconfigured (resized, new keys, new address): sizes and keys follow at
+        once; a new address or user moves the SSH server."""
+        node = self._nodes.get(spec.vmid)
+        if node is None:
+            return
+        moved = (node.spec.ip, node.spec.user) != (spec.ip, spec.user)
+        node.spec = spec
+        if moved and spec.vmid in self._servers:
+            self._unlisten(spec.vmid)
+            await self._listen(spec.vmid)
+
+    async def delete_node(self, vmid: int) -> None:
+        """The VM is destroyed: its files and host key go with it."""
+        await self.stop_node(vmid)
+        shutil.rmtree(self.folder / str(vmid), ignore_errors=True)
+
+    def get(self, vmid: int) -> NodeModel | None:
+        return self._nodes.get(vmid)
+
+    def find(self, name: str) -> NodeModel | None:
+        return next((n for n in self._nodes.values() if n.hostname == name), None)
+
+    def host_public_key(self, vmid: int) -> str:
+        """The node's host key as a known_hosts entry's key part (``ssh-ed25519 AAAA...``)."""
+        return self._host_key(vmid).export_public_key().decode().strip()
+
+    # --- SSH server -------------------------------------------------------------------------------------
+
+    def _host_key(self, vmid: int) -> asyncssh.SSHKey:
+        path = self.folder / str(vmid) / HOST_KEY
+        if path.exists():
+            return asyncssh.read_private_key(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"root@vm{vmid}")
+        key.write_private_key(path)
+        os.chmod(path, 0o600)
+        key.write_public_key(path.with_suffix(".pub"))
+        return key
+
+    async def _listen(self, vmid: int) -> None:
+        node = self._nodes[vmid]
+        self._servers[vmid] = await asyncssh.create_server(
+            functools.partial(NodeSSHServer, self, vmid), node.spec.ip, self.lab.config.ssh_port,
+            server_host_keys=[self._host_key(vmid)], process_factory=functools.partial(self._session, vmid),
+            sftp_factory=functools.partial(_sftp, node), allow_scp=True, encoding=None,
+            reuse_address=True, server_version="OpenSSH_8.9p1 Ubuntu-3ubuntu0.10",
+        )
+
+    def _unlisten(self, vmid: int) -> None:
+        server = self._servers.pop(vmid, None)
+        if server is not None:
+            server.close()
+
+    def _on_refuse(self, vmid: int, refuse: bool) -> None:
+        if refuse:
+            self._unlisten(vmid)
+        elif vmid in self._nodes and vmid not in self._servers:
+            task = asyncio.get_running_loop().create_task(self._listen(vmid))
+            self._relisten.add(task)
+            task.add_done_callback(self._relisten.discard)
+
+    def _connected(self, vmid: int, conn: asyncssh.SSHServerConnection, up: bool) -> None:
+        conns = self._connections.setdefault(vmid, set())
+        if up:
+            conns.add(conn)
+        else:
+            conns.discard(conn)
+
+    def _allows(self, vmid: int, username: str, key: asyncssh.SSHKey) -> bool:
+        node = self._nodes.get(vmid)
+        if node is None or username != node.spec.user:
+            return False
+        return key.public_data in _public_keys(tuple(node.spec.authorized_keys))
+
+    async def _session(self, vmid: int, process: asyncssh.SSHServerProcess) -> None:
+        node = self._nodes.get(vmid)
+        if node is None:
+            process.exit(255)
+            return
+        user = process.get_extra_info("username")
+        if process.command is None:
+            await self._interactive(node, user, process)
+            return
+        line = process.command.decode(errors="replace") if isinstance(process.command, bytes) else process.command
+        if self.faults.delay(vmid):
+            await asyncio.sleep(self.faults.delay(vmid))
+        stdin = await process.stdin.read() if reads_stdin(line) else b""
+        result = self.faults.take_failure(vmid, line) or await _run(Shell(node, user), line, stdin)
+        if self.faults.take_drop(vmid, line):
+            process.stdout.write(result.stdout[: len(result.stdout) // 2])
+            process.channel.get_connection().abort()
+            return
+        process.stdout.write(result.stdout)
+        process.stderr.write(result.stderr)
+        process.exit(result.exit_status)
+
+    async def _interactive(self, node: NodeModel, user: str, process: asyncssh.SSHServerProcess) -> None:
+        """A login shell without job control: one command line at a time, with a prompt on a PTY."""
+        shell = Shell(node, user)
+        sign = "#" if user == "root" else "$"
+        while True:
+            if process.get_terminal_type():
+                home = shell.vars.get("HOME", "/")
+                where = "~" + shell.cwd[len(home):] if shell.cwd.startswith(home) else shell.cwd
+                process.stdout.write(f"{user}@{node.hostname}:{where}{sign} ".encode())
+            try:
+                line = await process.stdin.readline()
+            except asyncssh.BreakReceived:
+                continue
+            if not line:
+                break
+            result = await _run(shell, line.decode(errors="replace") if isinstance(line, bytes) else line, b"")
+            process.stdout.write(result.stdout)
+            process.stderr.write(result.stderr)
+            if shell.exited:
+                break
+        process.exit(shell.status)
+
+
+class NodeSSHServer(asyncssh.SSHServer):
+    """Public-key authentication only, for the cloud-init user only."""
+
+    def __init__(self, host: NodeHost, vmid: int) -> None:
+        self.host, self.vmid = host, vmid
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        self.host._connected(self.vmid, conn, True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.host._connected(self.vmid, self.conn, False)
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self.host._allows(self.vmid, username, key)
+
+
+def _sftp(node: NodeModel, chan: asyncssh.SSHServerChannel) -> NodeSFTPServer:
+    return NodeSFTPServer(chan, node)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_keys(lines: tuple[str, ...]) -> frozenset[bytes]:
+    """The keys of authorized_keys lines (options and comments aside; bad lines ignored, as sshd)."""
+    keys = set()
+    for line in lines:
+        words = line.split()
+        start = next((i for i, w in enumerate(words) if w.startswith(KEY_TYPES)), None)
+        if start is None:
+            continue
+        try:
+            keys.add(asyncssh.import_public_key(" ".join(words[start:start + 2])).public_data)
+        except (asyncssh.KeyImportError, ValueError):
+            continue
+    return frozenset(keys)
+
+
+async def _run(shell: Shell, line: str, stdin: bytes) -> CommandResult:
+    try:
+        return await shell.run(line, stdin)
+    except Exception:  # a bug in a command must not hang the client: fail the command, log it
+        log.exception("command failed on %s: %r", shell.node.hostname, line)
+        return CommandResult.fail(f"{line.split()[0] if line.split() else 'bash'}: internal error in the simulated node\n")

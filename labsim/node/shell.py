@@ -1,0 +1,393 @@
+"""Running command lines on a node as bash runs them: lists, ``&&``/``||``, pipes, prefix
+assignments, expansions (``$VAR``, ``$(...)``, ``~``, globs), redirections, and each program
+looked up in the command registry. Output is buffered: commands run to completion in turn.
+"""
+
+from __future__ import annotations
+
+import glob
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+from labsim.node import image, registry
+from labsim.node.model import NodeModel, normpath
+from labsim.node.registry import CommandContext, CommandResult
+from labsim.node.syntax import (
+    AndOr,
+    Command,
+    HereDoc,
+    Part,
+    Pipeline,
+    Redirect,
+    ShellSyntaxError,
+    Word,
+    heredoc_word,
+    parse,
+)
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+GLOB_CHARS = set("*?[")
+# Programs that read their standard input when given no file arguments.
+STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "sha256sum", "wc", "sort"}
+
+
+class ExitShell(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def login_env(node: NodeModel, user: str) -> dict[str, str]:
+    """The environment sshd gives a login (and sudo gives root)."""
+    home = image.home(node, user)
+    return {"HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash", "PATH": PATH,
+            "LANG": "C.UTF-8", "PWD": home}
+
+
+@dataclass
+class Output:
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+
+    def add(self, result: CommandResult) -> None:
+        self.stdout += result.stdout
+        self.stderr += result.stderr
+
+
+class Shell:
+    """One bash process: its user, variables, working directory and last exit status."""
+
+    def __init__(self, node: NodeModel, user: str, env: dict[str, str] | None = None,
+                 cwd: str | None = None, args: list[str] | None = None, name: str = "bash") -> None:
+        self.node = node
+        self.user = user
+        self.vars = dict(env if env is not None else login_env(node, user))
+        self.exported = set(self.vars)
+        self.cwd = cwd or self.vars.get("HOME", "/")
+        self.args = args or []
+        self.name = name
+        self.status = 0
+        self.errexit = False
+        self.exited = False
+
+    async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
+        """Run a command line or script; stdout, stderr and the exit status of its last command."""
+        out = Output()
+        try:
+            lists = parse(text)
+        except ShellSyntaxError as exc:
+            return CommandResult(stderr=f"{self.name}: -c: line 1: {exc}\n".encode(), exit_status=2)
+        try:
+            for chain in lists:
+                await self._and_or(chain, stdin, out)
+                if self.errexit and self.status:
+                    break
+        except ExitShell as exc:
+            self.status, self.exited = exc.status, True
+        return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
+
+    async def _and_or(self, chain: AndOr, stdin: bytes, out: Output) -> None:
+        await self._pipeline(chain.first, stdin, out)
+        for op, pipeline in chain.rest:
+            if (op == "&&") == (self.status == 0):
+                await self._pipeline(pipeline, stdin, out)
+
+    async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
+        data = stdin
+        for i, cmd in enumerate(pipeline.commands):
+            result = await self._command(cmd, data)
+            out.stderr += result.stderr
+            if i == len(pipeline.commands) - 1:
+                out.stdout += result.stdout
+            data = result.stdout
+        if pipeline.negate:
+            self.status = int(self.status == 0)
+
+    # --- simple commands ------------------------------------------------------------------------
+
+    async def _command(self, cmd: Command, stdin: bytes) -> CommandResult:
+        assignments: dict[str, str] = {}
+        words = list(cmd.words)
+        while words and (pair := words[0].assignment()):
+            assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
+            words.pop(0)
+        argv: list[str] = []
+        for word in words:
+            argv += await self.expand(word)
+        try:
+            stdin, sinks = await self._redirections(cmd.redirects, stdin)
+        except OSError as exc:
+            self.status = 1
+            return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
+        if not argv:
+            self.vars.update(assignments)
+            result = CommandResult(exit_status=self.status if cmd.words else 0)
+        else:
+            result = await self.execute(argv, assignments, stdin)
+        self.status = result.exit_status
+        return self._route(result, sinks)
+
+    async def execute(self, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
+        """Run one expanded command: a builtin of this shell, or a program of the registry."""
+        builtin = BUILTINS.get(argv[0])
+        if builtin is not None:
+            return await builtin(self, argv, assignments)
+        handler = self.find(argv[0])
+        if handler is None:
+            if "/" in argv[0] and not self.node.exists(normpath(argv[0], self.cwd)):
+                return CommandResult.fail(f"{self.name}: {argv[0]}: No such file or directory\n", 127)
+            return CommandResult.fail(f"{self.name}: {argv[0]}: command not found\n", 127)
+        env = {name: value for name, value in self.vars.items() if name in self.exported}
+        env.update(assignments)
+        ctx = CommandContext(node=self.node, argv=argv, env=env, stdin=stdin, user=self.user,
+                             run=self._nested, cwd=self.cwd)
+        return await handler(ctx)
+
+    def find(self, program: str) -> registry.Handler | None:
+        """The registry's handler, if the program exists on this node."""
+        handler = registry.lookup(program)
+        return handler if handler is not None and locate(self.node, program) else None
+
+    async def _nested(self, line: str, stdin: bytes = b"", user: str | None = None,
+                      env: dict[str, str] | None = None) -> CommandResult:
+        user = user or self.user
+        if env is None:
+            env = {n: v for n, v in self.vars.items() if n in self.exported}
+        child = Shell(self.node, user, env=env, cwd=self.cwd, name=self.name)
+        return await child.run(line, stdin)
+
+    # --- expansion ---------------------------------------------------------------------------------
+
+    async def expand(self, word: Word, split: bool = True) -> list[str]:
+        """A word into fields: parameters and command substitutions expanded, unquoted results
+        split on blanks, tildes and globs resolved against the node's files."""
+        fields: list[list[tuple[str, bool]]] = []
+        current: list[tuple[str, bool]] | None = None
+        for i, part in enumerate(word.parts):
+            text = await self._part(part, tilde=i == 0)
+            if part.kind == "lit" or part.quoted or not split:
+                current = (current if current is not None else [])
+                current.append((text, part.quoted or part.kind != "lit"))
+                continue
+            pieces = text.split()
+            if not pieces:
+                continue
+            if text[0].isspace() and current is not None:
+                fields.append(current)
+                current = None
+            for j, piece in enumerate(pieces):
+                if j > 0 and current is not None:
+                    fields.append(current)
+                    current = None
+                current = (current if current is not None else []) + [(piece, True)]
+            if text[-1].isspace():
+                fields.append(current)
+                current = None
+        if current is not None:
+            fields.append(current)
+        return [name for f in fields for name in self._glob(f)]
+
+    async def _part(self, part: Part, tilde: bool) -> str:
+        if part.kind == "lit":
+            if tilde and not part.quoted and (part.text == "~" or part.text.startswith("~/")):
+                return self.vars.get("HOME", "/") + part.text[1:]
+            return part.text
+        if part.kind == "sub":
+            result = await self._nested(part.text)
+            return result.stdout.decode(errors="replace").rstrip("\n")
+        return self._parameter(part.text)
+
+    def _parameter(self, spec: str) -> str:
+        name, _, default = spec.partition(":-")
+        special = {"?": str(self.status), "$": "4242", "#": str(len(self.args)), "0": self.name,
+                   "@": " ".join(self.args), "*": " ".join(self.args)}
+        if name in special:
+            value = special[name]
+        elif name.isdigit():
+            value = self.args[int(name) - 1] if 0 < int(name) <= len(self.args) else ""
+        else:
+            value = self.vars.get(name, "")
+        return value or default
+
+    def _glob(self, parts: list[tuple[str, bool]]) -> list[str]:
+        text = "".join(t for t, _ in parts)
+        if not any(GLOB_CHARS & set(t) for t, quoted in parts if not quoted):
+            return [text]
+        pattern = "".join(glob.escape(t) if quoted else t for t, quoted in parts)
+        absolute = normpath(pattern, self.cwd) if not pattern.startswith("/") else pattern
+        root = str(self.node.root)
+        matches = sorted(m[len(root):] for m in glob.glob(glob.escape(root) + absolute))
+        if not matches:
+            return [text]
+        if pattern.startswith("/"):
+            return matches
+        return [posixpath.relpath(m, self.cwd) for m in matches]
+
+    # --- redirections ------------------------------------------------------------------------------
+
+    async def _redirections(self, redirects: list[Redirect], stdin: bytes) -> tuple[bytes, dict[int, Any]]:
+        """Apply redirections in order: the command's stdin, and where fds 1 and 2 go
+        ("out", "err", or a path opened for writing)."""
+        sinks: dict[int, Any] = {1: "out", 2: "err"}
+        for r in redirects:
+            if isinstance(r.target, int):
+                if r.op == ">&":
+                    sinks[r.fd] = sinks.get(r.target, "out" if r.target == 1 else "err")
+                continue
+            if isinstance(r.target, HereDoc):
+                body = r.target.body
+                if r.target.expand:
+                    body = "".join(await self.expand(heredoc_word(body), split=False))
+                stdin = body.encode()
+                continue
+            target = " ".join(await self.expand(r.target, split=False))
+            path = normpath(target, self.cwd)
+            if r.op == "<":
+                stdin = self.node.read(path, self.user)
+            elif r.op == "<<<":
+                stdin = (target + "\n").encode()
+            else:
+                append = r.op in (">>", "&>>")
+                self.node.write(path, b"", user=self.user, append=append)  # create/truncate, or refuse
+                for fd in ((1, 2) if r.op.startswith("&") else (r.fd,)):
+                    sinks[fd] = path
+        return stdin, sinks
+
+    def _route(self, result: CommandResult, sinks: dict[int, Any]) -> CommandResult:
+        out, err = bytearray(), bytearray()
+        files: dict[str, bytearray] = {}
+        for fd, data in ((1, result.stdout), (2, result.stderr)):
+            sink = sinks.get(fd, "out")
+            if sink == "out":
+                out += data
+            elif sink == "err":
+                err += data
+            else:
+                files.setdefault(sink, bytearray()).extend(data)
+        for path, data in files.items():
+            self.node.write(path, bytes(data), user=self.user, append=True)
+        return CommandResult(bytes(out), bytes(err), result.exit_status)
+
+
+def _describe(exc: OSError) -> str:
+    reason = {FileNotFoundError: "No such file or directory", PermissionError: "Permission denied",
+              IsADirectoryError: "Is a directory", NotADirectoryError: "Not a directory"}
+    return f"{exc.filename}: {reason.get(type(exc), exc.strerror or str(exc))}"
+
+
+def reads_stdin(line: str) -> bool:
+    """Whether running ``line`` would read the session's stdin: an SSH server waits for the
+    client's EOF only then, so a command that doesn't read returns at once, as under sshd."""
+    try:
+        lists = parse(line)
+    except ShellSyntaxError:
+        return False
+    for chain in lists:
+        for pipeline in [chain.first] + [p for _, p in chain.rest]:
+            first = pipeline.commands[0]
+            if any(r.fd == 0 for r in first.redirects):
+                continue
+            argv = [w.literal() for w in first.words if w.assignment() is None]
+            if _argv_reads_stdin(argv):
+                return True
+    return False
+
+
+def _argv_reads_stdin(argv: list[str]) -> bool:
+    while argv and argv[0] in ("sudo", "env", "exec", "nohup", "time"):
+        argv = argv[1:]
+        while argv and (argv[0].startswith("-") or "=" in argv[0]):
+            argv = argv[1:]
+    if not argv:
+        return False
+    program, args = argv[0].rsplit("/", 1)[-1], argv[1:]
+    if program in ("sh", "bash"):
+        if "-c" in args:
+            index = args.index("-c")
+            return index + 1 < len(args) and reads_stdin(args[index + 1])
+        return "-s" in args or not [a for a in args if not a.startswith("-")]
+    if program in STDIN_READERS:
+        operands = [a for a in args if not a.startswith("-") or a == "-"]
+        if program == "grep":
+            operands = operands[1:]
+        if program == "tee":
+            return True
+        return not operands or "-" in operands
+    return program in registry.READS_STDIN
+
+
+# --- builtins ------------------------------------------------------------------------------------
+
+async def _cd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    target = normpath(argv[1] if len(argv) > 1 else shell.vars.get("HOME", "/"), shell.cwd)
+    if not shell.node.is_dir(target):
+        return CommandResult.fail(f"{shell.name}: cd: {argv[1]}: No such file or directory\n")
+    if not shell.node.can(target, shell.user, "x"):
+        return CommandResult.fail(f"{shell.name}: cd: {argv[1]}: Permission denied\n")
+    shell.cwd = shell.vars["PWD"] = target
+    return CommandResult()
+
+
+async def _export(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    for arg in argv[1:]:
+        name, eq, value = arg.partition("=")
+        if eq:
+            shell.vars[name] = value
+        shell.exported.add(name)
+    return CommandResult()
+
+
+async def _unset(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    for name in argv[1:]:
+        shell.vars.pop(name, None)
+        shell.exported.discard(name)
+    return CommandResult()
+
+
+async def _set(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    for arg in argv[1:]:
+        if arg.startswith(("-", "+")) and "e" in arg:
+            shell.errexit = arg.startswith("-")
+    return CommandResult()
+
+
+async def _exit(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    raise ExitShell(int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else shell.status)
+
+
+async def _command(shell: Shell, argv: list[str], assignments: dict[str, str]) -> CommandResult:
+    """``command -v NAME``: where a program is; ``command NAME ...`` runs it past builtins."""
+    if len(argv) > 2 and argv[1] in ("-v", "-V"):
+        found = [_where(shell, name) for name in argv[2:]]
+        lines = "".join(f"{path}\n" for path in found if path)
+        return CommandResult(stdout=lines.encode(), exit_status=0 if all(found) else 1)
+    if len(argv) < 2:
+        return CommandResult()
+    return await shell.execute(argv[1:], assignments, b"")
+
+
+def _where(shell: Shell, name: str) -> str | None:
+    return name if name in BUILTINS else locate(shell.node, name)
+
+
+def locate(node: NodeModel, name: str) -> str | None:
+    """Where a program lives on the node (``which``): its install path, else /usr/bin."""
+    handler = registry.lookup(name)
+    if handler is None:
+        path = normpath(name) if "/" in name else None
+        return path if path and node.is_file(path) and node.mode(path) & 0o111 else None
+    key = name if name in registry.INSTALLED_AT else name.rsplit("/", 1)[-1]
+    installed = registry.INSTALLED_AT.get(key)
+    if installed is not None:
+        return installed if node.is_file(installed) else None
+    return name if name.startswith("/") else f"/usr/bin/{name}"
+
+
+async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    return CommandResult()
+
+
+BUILTINS = {
+    "cd": _cd, "export": _export, "unset": _unset, "set": _set, "exit": _exit, "command": _command,
+    ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
+}
