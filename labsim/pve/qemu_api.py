@@ -19,12 +19,10 @@ RESIZE_DISKS = tuple([f"ide{n}" for n in range(4)] + [f"scsi{n}" for n in range(
                      + [f"virtio{n}" for n in range(16)] + [f"sata{n}" for n in range(6)] + ["efidisk0", "tpmstate0"])
 
 
-@route("GET", "/nodes/{node}/qemu", full=p.boolean(), running=p.boolean())
+@route("GET", "/nodes/{node}/qemu", full=p.boolean())
 async def vm_list(pve: ProxmoxVE, call: Call) -> list[dict[str, Any]]:
     out = []
     for vm in sorted(pve.vms.values(), key=lambda vm: vm.vmid):
-        if call.args.get("running") and vm.status != "running":
-            continue
         entry = vm_resource(pve, vm)
         for key in ("id", "type", "node", "template", "maxcpu"):
             entry.pop(key)
