@@ -207,7 +207,7 @@ def write_config(ssh: Session, node: Node, config: dict) -> None:
 # -- install and join ------------------------------------------------------------------------------------
 
 
-def _installer(lab: Lab, role: str, env: dict[str, str] | None = None) -> str:
+def installer_command(lab: Lab, role: str, env: dict[str, str] | None = None) -> str:
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"INSTALL_K3S_VERSION": lab.k3s.version,
                                                              **(env or {})}.items())
     return f"{INSTALLER} | {assigns} sh -s - {role}"
@@ -217,7 +217,7 @@ def install_server(ssh: Session, lab: Lab, node: Node, timeout: float = 600) -> 
     """config.yaml, then the pinned installer; returns once the k3s service is active. Servers
     after the first join it through ``server:`` in their config (embedded etcd)."""
     write_config(ssh, node, server_config(lab, node))
-    ssh.run(node.name, _installer(lab, "server"), sudo=True, timeout=timeout)
+    ssh.run(node.name, installer_command(lab, "server"), sudo=True, timeout=timeout)
     wait_active(ssh, node, timeout=timeout)
 
 
@@ -246,7 +246,7 @@ def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600) 
     nodes = [lab.node(n) for n in names]
     for node in nodes:
         write_config(ssh, node, agent_config(lab, node))
-    ssh.run_many({n.name: _installer(lab, "agent", env) for n in nodes}, sudo=True, timeout=timeout)
+    ssh.run_many({n.name: installer_command(lab, "agent", env) for n in nodes}, sudo=True, timeout=timeout)
     for node in nodes:
         wait_active(ssh, node, timeout=timeout)
 

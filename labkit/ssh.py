@@ -214,18 +214,22 @@ class Session:
             try:
                 conn = await self.connection(node)
                 done = await conn.run(line, input=input, timeout=timeout, check=False)
+                if done.exit_status is None and done.exit_signal is None:
+                    # The channel closed without an exit status: the connection went away mid-command.
+                    raise asyncssh.ConnectionLost("the channel closed before the command exited")
             except asyncssh.TimeoutError as exc:
                 raise SshError(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
                                f"(output so far: {redact(str(exc.stdout or ''))[-200:]!r})") from None
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError,
                     BrokenPipeError, ConnectionResetError) as exc:
-                self._conns.pop(node, None)
+                self._drop(node)
                 if attempt < retries:
                     continue
                 raise SshError(f"{node}: connection lost while running `{redact(command)}`: "
                                f"{redact(str(exc)) or type(exc).__name__}") from None
-            result = Result(node, redact(command), int(done.exit_status or 0), _text(done.stdout),
-                            _text(done.stderr), time.monotonic() - start)
+            status = done.exit_status if done.exit_status is not None else 128 + 9  # killed by a signal
+            result = Result(node, redact(command), status, _text(done.stdout), _text(done.stderr),
+                            time.monotonic() - start)
             if check and not result.ok:
                 raise SshError(f"{node}: `{result.command}` exited {result.exit_status}: "
                                f"{redact(result.stderr.strip() or result.stdout.strip())[-400:]}")
@@ -252,6 +256,11 @@ class Session:
                 await sftp.chmod(path, mode)
         except (asyncssh.Error, OSError) as exc:
             raise SshError(f"{node}: upload to {path} failed: {redact(str(exc))}") from None
+
+    def _drop(self, node: str) -> None:
+        conn = self._conns.pop(node, None)
+        if conn is not None:
+            conn.abort()
 
     async def aclose(self) -> None:
         for conn in self._conns.values():

@@ -1,0 +1,144 @@
+"""labkit.k3s and labkit.kube against the embedded lab: k3s installed over SSH exactly as an
+operator would, the kubeconfig fetched and used, and the faults of a bootstrap."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from labkit import k3s, kube, proxmox, ssh
+from labkit.errors import K3sError
+from tests.labkit.embedded import EmbeddedLab, embedded_lab
+
+OTHER_VERSION = "v1.33.6+k3s1"
+
+
+@pytest.fixture
+def sim(tmp_path):
+    with embedded_lab(tmp_path) as lab:
+        api = proxmox.connect(lab.lab)
+        proxmox.apply(api, lab.lab, proxmox.plan(api, lab.lab))
+        proxmox.wait_agents(api, lab.lab, [n.name for n in lab.lab.nodes], timeout=10)
+        yield lab
+
+
+@pytest.fixture
+def session(sim):
+    s = ssh.connect(sim.lab)
+    yield s
+    s.close()
+
+
+def bootstrap(sim: EmbeddedLab, session: ssh.Session) -> list:
+    pre = k3s.preflight(session, sim.lab)
+    assert pre.ok, pre.problems
+    return k3s.bootstrap(session, sim.lab, k3s.plan(sim.lab, pre.facts), timeout=60)
+
+
+def node_state(sim: EmbeddedLab) -> dict[str, tuple]:
+    """What a re-install would change: each Node's uid, boot id and kubelet version."""
+    api = kube.api_client(sim.lab.kubeconfig)
+    nodes = kube.client.CoreV1Api(api).list_node().items
+    return {n.metadata.name: (n.metadata.uid, n.status.node_info.boot_id, n.status.node_info.kubelet_version)
+            for n in nodes}
+
+
+def test_preflight_reads_every_node(sim, session):
+    pre = k3s.preflight(session, sim.lab)
+    assert pre.ok, pre.problems
+    table = pre.table()
+    assert list(table["node"]) == [n.name for n in sim.lab.nodes]
+    assert set(table["os"]) == {"ubuntu 22.04"} and set(table["k3s"]) == {"not installed"}
+    assert set(table["cpus"]) == {2} and set(table["cloud-init"]) == {"done"}
+    changes = k3s.plan(sim.lab, pre.facts)
+    assert [c.action for c in changes] == ["install", "join", "join"]
+
+
+def test_bootstrap_gives_a_ready_cluster_at_the_pinned_version(sim, session):
+    done = bootstrap(sim, session)
+    assert len(done) == 3
+
+    config = yaml.safe_load(session.run(sim.lab.master.name, f"cat {k3s.CONFIG}", sudo=True).stdout)
+    assert config["write-kubeconfig-mode"] == "0600" and config["disable"] == ["servicelb"]
+    assert config["cluster-init"] is True and str(sim.lab.master.ip) in config["tls-san"]
+    assert not session.run(sim.lab.master.name, f"cat {k3s.CONFIG}", check=False).ok  # root only
+
+    path = k3s.fetch_kubeconfig(session, sim.lab)
+    assert path.stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(path.read_text())
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://{sim.lab.master.ip}:6443"
+    assert doc["current-context"] == sim.lab.name
+
+    api = kube.api_client(path)
+    ready = kube.wait_nodes_ready(api, [n.name for n in sim.lab.nodes], timeout=60)
+    assert set(ready) == {n.name for n in sim.lab.nodes}
+    nodes = kube.node_table(api)
+    assert set(nodes["version"]) == {sim.lab.k3s.version} and nodes["ready"].all()
+    assert set(nodes["internal_ip"]) == {str(n.ip) for n in sim.lab.nodes}
+    assert "control-plane" in nodes.set_index("name").loc[sim.lab.master.name, "roles"]
+    pods = kube.wait_pods_running(api, "kube-system", timeout=60)
+    assert not pods.empty and set(pods["phase"]) <= {"Running", "Succeeded"}
+    assert str(sim.lab.master.ip) in kube.server_certificate_sans(path)
+    assert k3s.versions(session, sim.lab) == {n.name: sim.lab.k3s.version for n in sim.lab.nodes}
+
+
+def test_second_run_changes_nothing(sim, session):
+    bootstrap(sim, session)
+    k3s.fetch_kubeconfig(session, sim.lab)
+    kube.wait_nodes_ready(kube.api_client(sim.lab.kubeconfig), [n.name for n in sim.lab.nodes], timeout=60)
+    before = node_state(sim)
+    pre = k3s.preflight(session, sim.lab)
+    changes = k3s.plan(sim.lab, pre.facts)
+    assert [c.action for c in changes] == ["unchanged"] * 3
+    assert k3s.bootstrap(session, sim.lab, changes) == []
+    assert node_state(sim) == before  # no node re-registered or restarted, counted from the API
+
+
+def test_a_partly_joined_cluster_is_completed_by_a_rerun(sim, session):
+    last = sim.lab.agents[-1]
+    faults = sim.handle.lab.nodes.faults
+    for _ in range(2):  # the install's connection drops, and again on labkit's retry
+        faults.drop_next(last.vmid, "get.k3s.io")
+    with pytest.raises(K3sError, match=rf"{last.name}: connection lost while running"):
+        bootstrap(sim, session)
+
+    changes = k3s.plan(sim.lab, k3s.preflight(session, sim.lab).facts)
+    assert [(c.target, c.action) for c in changes if c.is_change] == [(last.name, "join")]
+    assert k3s.bootstrap(session, sim.lab, changes, timeout=60) == [c for c in changes if c.is_change]
+    k3s.fetch_kubeconfig(session, sim.lab)
+    kube.wait_nodes_ready(kube.api_client(sim.lab.kubeconfig), [n.name for n in sim.lab.nodes], timeout=60)
+
+
+def test_an_agent_at_another_version_stops_and_points_to_the_upgrade_notebook(sim, session):
+    bootstrap(sim, session)
+    worker = sim.lab.agents[0]
+    session.run(worker.name, f"{k3s.INSTALLER} | INSTALL_K3S_VERSION={OTHER_VERSION} sh -s - agent",
+                sudo=True, timeout=60)
+    pre = k3s.preflight(session, sim.lab)
+    assert not pre.ok
+    assert any(worker.name in p and OTHER_VERSION in p and "08-upgrade-k3s" in p for p in pre.problems)
+    with pytest.raises(K3sError, match="08-upgrade-k3s"):
+        k3s.plan(sim.lab, pre.facts)
+
+
+def test_a_wrong_cluster_token_is_refused_before_any_node_joins(sim, session):
+    k3s.install_server(session, sim.lab, sim.lab.master, timeout=60)
+    secrets_file = sim.lab.base_dir / "labsim" / "secrets.yaml"
+    doc = yaml.safe_load(secrets_file.read_text())
+    doc["k3s_token"] = "a-token-the-cluster-never-saw-0123456789"
+    secrets_file.write_text(yaml.safe_dump(doc))
+    changes = k3s.plan(sim.lab, k3s.preflight(session, sim.lab).facts)
+    with pytest.raises(K3sError, match="the cluster's token is not the one k3s.token") as err:
+        k3s.bootstrap(session, sim.lab, changes, timeout=60)
+    assert "a-token-the-cluster-never-saw" not in str(err.value)
+    assert k3s.versions(session, sim.lab)[sim.lab.agents[0].name] is None  # no agent was touched
+
+
+def test_an_agent_that_cannot_join_fails_with_its_journal(sim, session):
+    bootstrap_server_only = k3s.plan(sim.lab, k3s.preflight(session, sim.lab).facts)[:1]
+    k3s.bootstrap(session, sim.lab, bootstrap_server_only, timeout=60)
+    worker = sim.lab.agents[0]
+    bad = {"K3S_URL": f"https://{sim.lab.master.ip}:6443", "K3S_TOKEN": "K10bad::server:not-the-token"}
+    session.run(worker.name, k3s.installer_command(sim.lab, "agent", bad), sudo=True, timeout=60, check=False)
+    with pytest.raises(K3sError, match=rf"{worker.name}: k3s-agent is .* its journal says"):
+        k3s.wait_active(session, worker, timeout=5)
