@@ -46,7 +46,7 @@ class InProcessCluster:
     def set_node(self, name: str, change: Callable[[dict], None]) -> None:
         node = self.store.get(self.store.resource("v1", "Node"), None, name)
         change(node)
-        self.store.update(node)
+        node["metadata"]["resourceVersion"] = self.store.update(node)["metadata"]["resourceVersion"]
         self.store.update(node, subresource="status")
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from labsim.kube.controllers.cronjob import CronJobController
+from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
+from labsim.kube.controllers.job import JobController
 from labsim.kube.controllers.kubelet import Kubelet
 from labsim.kube.controllers.replicaset import ReplicaSetController
 from labsim.kube.controllers.scheduler import Scheduler
@@ -20,6 +23,9 @@ _KINDS: tuple[type[Controller], ...] = (
     ReplicaSetController,
     DeploymentController,
     ServiceController,
+    DaemonSetController,
+    JobController,
+    CronJobController,
 )
 
 
