@@ -386,12 +386,14 @@ async def ls(ctx: CommandContext) -> CommandResult:
         except PermissionError:
             errors.append(f"ls: cannot open directory '{path}': Permission denied\n")
             continue
-        if "-a" not in flags and "-A" not in flags:
+        if "-a" in flags:
+            names = [".", ".."] + names
+        elif "-A" not in flags:
             names = [n for n in names if not n.startswith(".")]
         if len(paths) > 1:
             out.append(f"{path}:\n")
         for name in names:
-            full = posixpath.join(target, name)
+            full = normpath(name, target)
             out.append(_long_entry(ctx, full, name) if "-l" in flags else f"{name}\n")
     return CommandResult("".join(out).encode(), "".join(errors).encode(), 2 if errors else 0)
 

@@ -52,8 +52,13 @@ class NodeHost:
         self.folder.mkdir(parents=True, exist_ok=True)
 
     async def close(self) -> None:
+        """The lab process ends: SSH servers close, but the VMs are not powered off (their
+        services stay as they are, to resume when the lab starts again)."""
         for vmid in list(self._nodes):
-            await self.stop_node(vmid)
+            self._unlisten(vmid)
+            for conn in self._connections.pop(vmid, set()):
+                conn.abort()
+            self._nodes.pop(vmid).halt()
 
     # --- VM power ---------------------------------------------------------------------------------
 

@@ -45,6 +45,12 @@ DISTRIB_RELEASE=22.04
 DISTRIB_CODENAME=jammy
 DISTRIB_DESCRIPTION="Ubuntu 22.04.5 LTS"
 """
+# /etc/skel: what a new user's home holds.
+SKELETON = {
+    ".bash_logout": "# ~/.bash_logout: executed by bash(1) when login shell exits.\n",
+    ".bashrc": "# ~/.bashrc: executed by bash(1) for non-login shells.\n[ -z \"$PS1\" ] && return\n",
+    ".profile": "# ~/.profile: executed by the command interpreter for login shells.\n",
+}
 DIRECTORIES = {
     "/": 0o755, "/etc": 0o755, "/etc/systemd": 0o755, "/etc/systemd/system": 0o755,
     "/etc/sudoers.d": 0o750, "/etc/ssh": 0o755, "/home": 0o755, "/root": 0o700, "/tmp": 0o1777,
@@ -89,6 +95,10 @@ def _apply_cloud_init(model: NodeModel) -> None:
     if not model.is_dir(user_home):
         model.mkdir(user_home, mode=0o750)
         model.chown(user_home, user)
+    for name, text in SKELETON.items():
+        if not model.exists(f"{user_home}/{name}"):
+            model.write(f"{user_home}/{name}", text.encode(), mode=0o644)
+            model.chown(f"{user_home}/{name}", user)
     if not model.is_dir(f"{user_home}/.ssh"):
         model.mkdir(f"{user_home}/.ssh", mode=0o700)
         model.chown(f"{user_home}/.ssh", user)

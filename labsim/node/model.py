@@ -257,7 +257,10 @@ class NodeModel:
         parent = posixpath.dirname(path)
         if not self.is_dir(parent):
             raise os_error(FileNotFoundError, path)
-        self._check(parent, user, 0o2)
+        try:
+            self._check(parent, user, 0o2)
+        except PermissionError:
+            raise os_error(PermissionError, path) from None
 
     @staticmethod
     def _default_mode(user: str, directory: bool) -> int:

@@ -136,6 +136,8 @@ class Shell:
         if handler is None:
             if "/" in argv[0] and not self.node.exists(normpath(argv[0], self.cwd)):
                 return CommandResult.fail(f"{self.name}: {argv[0]}: No such file or directory\n", 127)
+            if self.name == "sh":  # /bin/sh is dash on Ubuntu, which words it so
+                return CommandResult.fail(f"sh: 1: {argv[0]}: not found\n", 127)
             return CommandResult.fail(f"{self.name}: {argv[0]}: command not found\n", 127)
         env = {name: value for name, value in self.vars.items() if name in self.exported}
         env.update(assignments)
@@ -383,11 +385,15 @@ def locate(node: NodeModel, name: str) -> str | None:
     return name if name.startswith("/") else f"/usr/bin/{name}"
 
 
+async def _pwd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    return CommandResult.ok(shell.cwd + "\n")
+
+
 async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
     return CommandResult()
 
 
 BUILTINS = {
     "cd": _cd, "export": _export, "unset": _unset, "set": _set, "exit": _exit, "command": _command,
-    ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
+    "pwd": _pwd,     ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
 }
