@@ -297,16 +297,17 @@ class ProxmoxVE:
         vm.pending, vm.pending_delete = {}, []
 
     def resize(self, vmid: int, disk: str, size: str, user: str, skiplock: bool) -> Task:
+        """As PVE 8+: a ``resize`` task that checks the disk and refuses to shrink it."""
         vm = self.vm(vmid)
         vm.check_unlocked(skiplock)
-        drive = vm.disks().get(disk)
-        if drive is None:
-            raise PVEError(500, f"disk '{disk}' does not exist")
-        new_size = drive.size + v.parse_size(size) if size.startswith("+") else v.parse_size(size)
-        if new_size < drive.size:
-            raise PVEError(500, "shrinking disks is not supported")
 
         async def work(task: Task) -> None:
+            drive = vm.disks().get(disk)
+            if drive is None:
+                raise TaskError(f"disk '{disk}' does not exist")
+            new_size = drive.size + v.parse_size(size) if size.startswith("+") else v.parse_size(size)
+            if new_size < drive.size:
+                raise TaskError("shrinking disks is not supported")
             if drive.storage in self.faults.storage_full and new_size > drive.size:
                 raise TaskError(f"command '/sbin/lvextend -L {new_size // 1024}k pve/{drive.volume}' failed: "
                                 "exit code 5")

@@ -47,7 +47,7 @@ def string(fmt: str | None = None, *, required: bool = False, max_length: int | 
     return Param("string", required, enum=enum, max_length=max_length, pattern=pattern, format=fmt)
 
 
-VMID = integer(100, 999999999, required=True)
+VMID = Param("integer", True, 100, 999999999, format="pve-vmid")
 
 
 def validate(spec: Mapping[str, Param], raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,44 +72,47 @@ def validate(spec: Mapping[str, Param], raw: Mapping[str, Any]) -> dict[str, Any
 
 
 def _check(param: Param, value: Any) -> Any:
+    """In PVE's order: type, format, length and pattern, bounds, enumeration."""
     text = str(value).strip() if not isinstance(value, bool) else str(int(value))
+    typed = _typed(param, text)
+    if param.format in FORMATS:
+        try:
+            FORMATS[param.format](text)
+        except ValueError as error:  # PVE's format checks die with a line of their own
+            raise ValueError(f"invalid format - {error}\n") from None
+    if param.max_length is not None and len(text) > param.max_length:
+        raise ValueError(f"value may only be {param.max_length} characters long")
+    if param.pattern is not None and not re.fullmatch(param.pattern, text):
+        raise ValueError("value does not match the regex pattern")
+    if param.minimum is not None and typed < param.minimum:
+        raise ValueError(f"value must have a minimum value of {_plain(param.minimum)}")
+    if param.maximum is not None and typed > param.maximum:
+        raise ValueError(f"value must have a maximum value of {_plain(param.maximum)}")
+    if param.enum is not None and text not in param.enum:
+        raise ValueError(f"value '{text}' does not have a value in the enumeration '{', '.join(param.enum)}'")
+    return typed
+
+
+def _typed(param: Param, text: str) -> Any:
     if param.type == "boolean":
-        if text.lower() in _TRUE:
-            return 1
-        if text.lower() in _FALSE:
-            return 0
+        if text.lower() in _TRUE | _FALSE:
+            return int(text.lower() in _TRUE)
         raise ValueError(f"type check ('boolean') failed - got '{text}'")
     if param.type in ("integer", "number"):
-        return _check_number(param, text)
-    return _check_string(param, text)
-
-
-def _check_number(param: Param, text: str) -> int | float:
-    try:
-        number: int | float = int(text) if param.type == "integer" else float(text)
-    except ValueError:
-        raise ValueError(f"type check ('{param.type}') failed - got '{text}'") from None
-    if param.minimum is not None and number < param.minimum:
-        raise ValueError(f"value must have a minimum value of {_plain(param.minimum)}")
-    if param.maximum is not None and number > param.maximum:
-        raise ValueError(f"value must have a maximum value of {_plain(param.maximum)}")
-    return number
+        try:
+            return int(text) if param.type == "integer" else float(text)
+        except ValueError:
+            raise ValueError(f"type check ('{param.type}') failed - got '{text}'") from None
+    return text
 
 
 def _plain(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
-def _check_string(param: Param, text: str) -> str:
-    if param.enum is not None and text not in param.enum:
-        raise ValueError(f"value '{text}' does not have a value in the enumeration '{', '.join(param.enum)}'")
-    if param.max_length is not None and len(text) > param.max_length:
-        raise ValueError(f"value may only be {param.max_length} characters long")
-    if param.pattern is not None and not re.fullmatch(param.pattern, text):
-        raise ValueError("value does not match the regex pattern")
-    if param.format in FORMATS:
-        FORMATS[param.format](text)
-    return text
+def _vmid(text: str) -> None:
+    if not re.fullmatch(r"[1-9][0-9]{2,8}", text):
+        raise ValueError("value does not look like a valid VM ID")
 
 
 def _dns_name(text: str) -> None:
@@ -120,7 +123,7 @@ def _dns_name(text: str) -> None:
 def _tag_list(text: str) -> None:
     for tag in split_tags(text):
         if not _TAG.match(tag):
-            raise ValueError(f"invalid format - value '{tag}' does not look like a valid tag")
+            raise ValueError(f"invalid tag '{tag}'")
 
 
 def split_tags(text: str) -> list[str]:
@@ -148,22 +151,22 @@ def _ipconfig(text: str) -> None:
         elif key == "gw":
             _address_list(value)
         elif key not in ("ip", "gw", "ip6", "gw6"):
-            raise ValueError(f"invalid format - {key}: property is not defined in schema")
+            raise ValueError(f"{key}: property is not defined in schema")
 
 
 def _cidr(value: str, key: str) -> None:
     try:
         ipaddress.IPv4Interface(value)
     except ValueError:
-        raise ValueError(f"invalid format - {key}: value does not look like a valid IPv4 network configuration") from None
+        raise ValueError(f"{key}: value does not look like a valid IPv4 network configuration") from None
     if "/" not in value:
-        raise ValueError(f"invalid format - {key}: value does not look like a valid IPv4 network configuration")
+        raise ValueError(f"{key}: value does not look like a valid IPv4 network configuration")
 
 
 def _config_id_list(text: str) -> None:
     for key in re.split(r"[,; ]+", text):
         if key and not _CONFIG_ID.match(key):
-            raise ValueError(f"invalid format - invalid configuration ID '{key}'")
+            raise ValueError(f"invalid configuration ID '{key}'")
 
 
 FORMATS = {
@@ -173,4 +176,5 @@ FORMATS = {
     "address-list": _address_list,
     "pve-qm-ipconfig": _ipconfig,
     "pve-configid-list": _config_id_list,
+    "pve-vmid": _vmid,
 }
