@@ -52,6 +52,8 @@ class ApiServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        log.debug("%s %s accept=%s content-type=%s", request.method, request.path_qs,
+                  request.headers.get("Accept"), request.headers.get("Content-Type"))
         if path not in _ANONYMOUS and not request.transport.get_extra_info("peercert"):
             return status_response(401, "Unauthorized", "Unauthorized")
         try:
@@ -96,8 +98,6 @@ class ApiServer:
 
     def openapi(self, path: str) -> web.Response:
         catalog, version = self.cluster.store.catalog, self.cluster.version
-        if path == "/openapi/v2":
-            return json_response(openapi.swagger_v2(version))
         if path == "/openapi/v3":
             return json_response(openapi.index(catalog, version))
         gv = path.removeprefix("/openapi/v3/").split("/")

@@ -1,4 +1,4 @@
-"""OpenAPI documents: /openapi/v3 (per group/version) and a minimal /openapi/v2.
+"""OpenAPI documents: /openapi/v3, one per group/version (/openapi/v2 is not served).
 
 kubectl downloads /openapi/v3 for `apply` (default validation): each group/version document's
 PATCH operations carry x-kubernetes-group-version-kind and a fieldValidation parameter, which
@@ -62,8 +62,3 @@ def index(catalog: Catalog, server_version: str) -> dict:
             path = _gv_path(group, version)
             paths[path] = {"serverRelativeURL": f"/openapi/v3/{path}?hash={_hash(doc)}"}
     return {"paths": paths}
-
-
-def swagger_v2(server_version: str) -> dict:
-    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": server_version}, "paths": {},
-            "definitions": {}}

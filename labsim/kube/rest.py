@@ -122,8 +122,6 @@ class RestHandler:
         obj = self.versioned(obj, target.res)
         if tables.wanted(request):
             return json_response(tables.table(self.cluster, target.res, [obj], request), status)
-        if protobuf.wanted(request) and protobuf.can_encode(obj):
-            return web.Response(body=protobuf.encode(obj), status=status, content_type=protobuf.CONTENT_TYPE)
         return json_response(obj, status)
 
     @staticmethod
@@ -197,8 +195,6 @@ class RestHandler:
             return json_response(out)
         body = {"kind": target.res.list_kind, "apiVersion": target.res.api_version, "metadata": meta,
                 "items": page}
-        if protobuf.wanted(request) and protobuf.can_encode(body):
-            return web.Response(body=protobuf.encode(body), content_type=protobuf.CONTENT_TYPE)
         return json_response(body)
 
     def get(self, request: web.Request, target: Target) -> web.StreamResponse:

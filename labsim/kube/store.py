@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import random
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from labsim.kube.resources import Catalog, Resource, split_api_version
 from labsim.kube.selectors import parse_fields, parse_labels
 
 HISTORY = 10_000
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String: no vowels, no look-alikes
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
 
@@ -190,7 +192,7 @@ class Store:
         obj = _clone(obj)
         meta = _meta(obj)
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_ALPHABET, k=5))
         name = meta.get("name") or ""
         ns = self._namespace_for_create(res, meta)
         if (ns, name) in self._data.get(res.key, {}):
@@ -204,7 +206,7 @@ class Store:
         self._check_valid(res, obj)
         self._write(res, ns, name, obj, "ADDED")
         self._after_write(res, obj)
-        return _clone(obj)
+        return _clone(self._data[res.key][(ns, name)])
 
     def _namespace_for_create(self, res: Resource, meta: dict) -> str:
         if not res.namespaced:
@@ -246,7 +248,7 @@ class Store:
         self._check_valid(res, new)
         self._write(res, ns, name, new, "MODIFIED")
         self._after_write(res, new)
-        return _clone(new)
+        return _clone(self._data[res.key][(ns, name)])
 
     def _merge_update(self, res: Resource, old: dict, new: dict, subresource: str | None) -> dict:
         """The object an update stores: which parts the caller may change depends on the subresource."""
@@ -413,7 +415,7 @@ class Store:
         if crd.get("status", {}).get("acceptedNames") != accepted or not crd.get("status", {}).get("conditions"):
             done = _clone(crd)
             done["status"] = status
-            self._write(self.catalog.by_plural(*CRD_KEY, None), "", crd["metadata"]["name"], done, "MODIFIED")
+            self._write(self.catalog.by_plural(CRD_KEY[0], None, CRD_KEY[1]), "", crd["metadata"]["name"], done, "MODIFIED")
 
     def _drop_crd(self, crd: dict) -> None:
         spec = crd.get("spec") or {}
