@@ -394,6 +394,6 @@ async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResu
 
 
 BUILTINS = {
-    "cd": _cd, "export": _export, "unset": _unset, "set": _set, "exit": _exit, "command": _command,
-    "pwd": _pwd,     ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
+    "cd": _cd, "pwd": _pwd, "export": _export, "unset": _unset, "set": _set, "exit": _exit,
+    "command": _command, ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
 }

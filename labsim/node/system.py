@@ -212,7 +212,8 @@ def _mac(ctx: CommandContext) -> str:
 
 @command("ip")
 async def ip(ctx: CommandContext) -> CommandResult:
-    flags, _, operands = parse_flags(ctx.argv[1:])
+    brief = bool({"-br", "-brief"} & set(ctx.argv))
+    flags, _, operands = parse_flags([a for a in ctx.argv[1:] if a not in ("-br", "-brief")])
     obj = operands[0] if operands else "help"
     spec, mac = ctx.node.spec, _mac(ctx)
     gateway = spec.ip.rsplit(".", 1)[0] + ".1"
@@ -244,7 +245,7 @@ async def ip(ctx: CommandContext) -> CommandResult:
     out = []
     for n, name, addr, plen, scope, fl, mtu, q, st, hw, lt in links:
         brd = f" brd {addr.rsplit('.', 1)[0]}.255" if name != "lo" else ""
-        if "-br" in flags:
+        if brief:
             out.append(f"{name:<16} {st:<14} {addr}/{plen} \n")
         elif "-o" in flags:
             out.append(f"{n}: {name}    inet {addr}/{plen}{brd} scope {scope} {name}\\       "

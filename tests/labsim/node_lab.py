@@ -47,6 +47,11 @@ class NodeLab:
         async with self.connect() as conn:
             return await conn.run(command, input=input)
 
+    async def sh(self, command: str, input: str | None = None) -> tuple[str, str, int]:
+        """(stdout, stderr, exit status) of one command line over SSH."""
+        result = await self.run(command, input=input)
+        return result.stdout, result.stderr, result.exit_status
+
     async def openssh(self, command: str, user: str | None = None, key_file: Path | None = None,
                       stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
         """OpenSSH's ssh client, run beside the lab's event loop; (exit status, stdout, stderr)."""
@@ -81,10 +86,11 @@ def write_key(path: Path) -> asyncssh.SSHKey:
 
 
 @asynccontextmanager
-async def node_lab(tmp: Path, vmid: int = 120, name: str = "k3s-master", **spec_changes):
+async def node_lab(tmp: Path, vmid: int = 120, name: str = "k3s-master", time_scale: float = 0.0,
+                   **spec_changes):
     """One running node (more with ``lab.host.start_node``), torn down at the end."""
     lab = SimpleNamespace(state_dir=tmp / "labsim", config=SimpleNamespace(ssh_port=free_port()),
-                          clock=Clock(0), clusters=None)
+                          clock=Clock(time_scale), clusters=None)
     key = write_key(tmp / "id_ed25519")
     net = unique_subnet()
     spec = NodeSpec(vmid=vmid, name=name, ip=f"{net}.20", user="ubuntu",

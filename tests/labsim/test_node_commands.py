@@ -1,0 +1,231 @@
+"""The base Ubuntu 22.04 command set, over SSH: what a provisioning tool reads from a fresh
+cloud image, sizes that follow the VM's config, and the shell's syntax."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.labsim.node_lab import GIB, node_lab
+
+MIB = 1024 ** 2
+
+
+async def test_identity_of_a_fresh_cloud_image(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        ip = lab.spec.ip
+        cases = [
+            ("cat /etc/os-release | head -n 1", 'PRETTY_NAME="Ubuntu 22.04.5 LTS"\n'),
+            ("grep VERSION_CODENAME /etc/os-release", "VERSION_CODENAME=jammy\n"),
+            ("hostname", "k3s-master\n"),
+            ("hostname -f", "k3s-master.home.example.com\n"),
+            ("hostname -I", f"{ip} \n"),
+            ("cat /etc/hostname", "k3s-master\n"),
+            ("uname", "Linux\n"),
+            ("uname -r", "5.15.0-126-generic\n"),
+            ("uname -m", "x86_64\n"),
+            ("uname -s -r -m", "Linux 5.15.0-126-generic x86_64\n"),
+            ("id -u", "1000\n"),
+            ("id -un", "ubuntu\n"),
+            ("sudo id -u", "0\n"),
+            ("whoami", "ubuntu\n"),
+            ("sudo whoami", "root\n"),
+            ("echo $HOME", "/home/ubuntu\n"),
+            ("pwd", "/home/ubuntu\n"),
+            ("grep nameserver /etc/resolv.conf", f"nameserver {lab.spec.nameservers[0]}\n"),
+            ("cloud-init status", "status: done\n"),
+            ("cloud-init status --wait", "status: done\n"),
+            ("systemctl is-active ssh qemu-guest-agent", "active\nactive\n"),
+            ("which hostname", "/usr/bin/hostname\n"),
+            ("command -v tee", "/usr/bin/tee\n"),
+        ]
+        for command, expected in cases:
+            assert await lab.sh(command) == (expected, "", 0), command
+        out, _, status = await lab.sh("uname -a")
+        assert status == 0 and out.startswith("Linux k3s-master 5.15.0-126-generic ") and "x86_64 GNU/Linux" in out
+
+
+async def test_ip_shows_the_cloud_init_address(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        out, _, status = await lab.sh("ip -4 addr show")
+        assert status == 0
+        assert f"    inet {lab.spec.ip}/24 brd {lab.spec.ip.rsplit('.', 1)[0]}.255 scope global eth0\n" in out
+        assert "    inet 127.0.0.1/8 scope host lo\n" in out
+        out, _, _ = await lab.sh("ip -4 -o addr show eth0")
+        assert out.startswith(f"2: eth0    inet {lab.spec.ip}/24 ")
+        out, _, _ = await lab.sh("ip -4 -br addr show scope global")
+        assert out.split() == ["eth0", "UP", f"{lab.spec.ip}/24"]
+
+
+def _free(out: str) -> dict[str, int]:
+    header, mem, swap = out.splitlines()
+    assert header.split() == ["total", "used", "free", "shared", "buff/cache", "available"]
+    return dict(zip(header.split(), map(int, mem.split()[1:]), strict=True)) | {"swap": int(swap.split()[1])}
+
+
+def _df(out: str) -> dict[str, int | str]:
+    header, row = out.splitlines()
+    assert header.split() == ["Filesystem", "1B-blocks", "Used", "Available", "Use%", "Mounted", "on"]
+    source, size, used, avail, pcent, target = row.split()
+    return {"source": source, "size": int(size), "used": int(used), "avail": int(avail), "target": target}
+
+
+async def test_sizes_follow_the_vm_config_and_its_changes(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        assert await lab.sh("nproc") == ("2\n", "", 0)
+        free = _free((await lab.sh("free -b"))[0])
+        assert 0.95 * 4096 * MIB < free["total"] <= 4096 * MIB
+        assert free["used"] + free["free"] + free["buff/cache"] == free["total"]
+        assert free["swap"] == 0
+        assert _free((await lab.sh("free -m"))[0])["total"] == free["total"] // MIB
+        df = _df((await lab.sh("df -B1 /"))[0])
+        assert df["source"] == "/dev/sda1" and df["target"] == "/"
+        assert 0.95 * 32 * GIB < df["size"] < 32 * GIB
+        assert 0 < df["used"] < df["size"] and df["avail"] < df["size"] - df["used"]
+
+        await lab.resize(cores=4, memory_mib=8192, disk_bytes=64 * GIB)
+        assert await lab.sh("nproc") == ("4\n", "", 0)
+        assert _free((await lab.sh("free -b"))[0])["total"] == 2 * free["total"]
+        assert _df((await lab.sh("df -B1 /"))[0])["size"] > 1.9 * df["size"]
+        out, _, _ = await lab.sh("grep -c processor /proc/cpuinfo; grep MemTotal /proc/meminfo")
+        assert out.split() == ["4", "MemTotal:", str(2 * free["total"] // 1024), "kB"]
+
+
+async def test_disk_use_grows_with_the_files_written(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        before = _df((await lab.sh("df -B1 /var"))[0])["used"]
+        await lab.sh("sudo tee /var/blob >/dev/null", input="x" * 1_000_000)
+        assert _df((await lab.sh("df -B1 /var"))[0])["used"] - before == 1_000_000
+        out, err, status = await lab.sh("df /nowhere")
+        assert (status, err) == (1, "df: /nowhere: No such file or directory\n")
+
+
+async def test_cloud_init_runs_on_the_lab_clock_after_boot(tmp_path):
+    async with node_lab(tmp_path, time_scale=1.0) as lab, lab.connect() as conn:
+        assert (await conn.run("cloud-init status")).stdout == "status: running\n"
+        waiting = await conn.create_process("cloud-init status --wait")
+        lab.lab.clock.advance(30)  # the modelled boot time passes
+        result = await waiting.wait(timeout=20)
+        assert result.stdout.endswith("status: done\n") and result.exit_status == 0
+        assert (await conn.run("cloud-init status")).stdout == "status: done\n"
+
+
+async def test_pipes_lists_redirections_and_expansions(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        cases = [
+            ("echo one two | tr -d o", "", "bash: tr: command not found\n", 127),
+            ("echo hello | grep -c ell", "1\n", "", 0),
+            ("true && echo yes || echo no", "yes\n", "", 0),
+            ("false && echo yes || echo no", "no\n", "", 0),
+            ("false; echo $?", "1\n", "", 0),
+            ("! false", "", "", 0),
+            ("A=1 B='two words' env | grep -E '^(A|B)='", "A=1\nB=two words\n", "", 0),
+            ("X=5; echo ${X} \"$X\" '$X' ${MISSING:-fallback}", "5 5 $X fallback\n", "", 0),
+            ("echo \"$(hostname)-$(echo a b)\"", "k3s-master-a b\n", "", 0),
+            ("echo a > f && echo b >> f && cat f && wc -l < f", "a\nb\n2\n", "", 0),
+            ("cat missing 2>/dev/null; echo $?", "1\n", "", 0),
+            ("cat missing 2>&1 | head -n 1", "cat: missing: No such file or directory\n", "", 0),
+            ("(echo sub)", "", "bash: -c: line 1: syntax error near unexpected token `('\n", 2),
+            ("echo 'a;b' \"c|d\" e\\&f", "a;b c|d e&f\n", "", 0),
+            ("printf '%s=%d\\n' a 1 b 2", "a=1\nb=2\n", "", 0),
+            ("echo -n x; echo -e 'y\\tz'", "xy\tz\n", "", 0),
+            ("mkdir -p d/e && touch d/e/1.yaml d/e/2.yaml d/e/3.txt && ls d/e/*.yaml", "d/e/1.yaml\nd/e/2.yaml\n", "", 0),
+            ("cat <<EOF\nuser=$USER\nEOF", "user=ubuntu\n", "", 0),
+            ("cat <<'EOF'\nuser=$USER\nEOF", "user=$USER\n", "", 0),
+            ("cd /etc && pwd; pwd", "/etc\n/etc\n", "", 0),
+            ("sh -c 'echo $0 $1' first second", "first second\n", "", 0),
+            ("bash -c 'exit 7'", "", "", 7),
+            ("sh -c 'missing-tool'", "", "sh: 1: missing-tool: not found\n", 127),
+            ("set -e; false; echo not reached", "", "", 1),
+            ("echo a 1>&2 2>/dev/null", "", "a\n", 0),
+        ]
+        for command, out, err, status in cases:
+            assert await lab.sh(command) == (out, err, status), command
+
+
+async def test_file_and_text_tools(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        cases = [
+            ("printf 'a\\nb\\nc\\n' > l && head -n 2 l && tail -n 1 l && tail -n +2 l", "a\nb\nc\nb\nc\n"),
+            ("grep -v b l; grep -q zz l || echo none; grep -n c l", "a\nc\nnone\n3:c\n"),
+            ("grep -E 'a|c' l | wc -l; grep 'a\\|b' l | wc -l", "2\n2\n"),
+            ("echo x | tee t1 t2 >/dev/null && cat t1 t2 && echo y | tee -a t1 && cat t1", "x\nx\ny\nx\ny\n"),
+            ("mkdir -p a/b/c && test -d a/b/c && test ! -f a/b && [ -e a ] && echo ok", "ok\n"),
+            ("touch e && test -s e || echo empty; test -x e || echo noexec", "empty\nnoexec\n"),
+            ("chmod 755 e && stat -c %a e && chmod go-rx e && stat -c %a e && chmod +x e && test -x e && echo x",
+             "755\n700\nx\n"),
+            ("rm -rf a && ls; rm -f nothing; echo $?", "e\nl\nt1\nt2\n0\n"),
+            ("ls -A | head -n 2", ".bash_logout\n.bashrc\n"),
+            ("[ 3 -gt 2 ] && [ a != b ] && [ -n x ] && [ -z '' ] && echo cmp", "cmp\n"),
+            ("sleep 1 && echo slept", "slept\n"),
+            ("echo c2VjcmV0 | base64 -d; echo", "secret\n"),
+            ("echo -n abc | sha256sum", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  -\n"),
+            ("cp l l2 && mv l2 l3 && cat l3 | wc -l && test ! -e l2 && echo moved", "3\nmoved\n"),
+            ("basename /etc/rancher/k3s/config.yaml .yaml; dirname /etc/rancher/k3s/config.yaml",
+             "config\n/etc/rancher/k3s\n"),
+        ]
+        for command, expected in cases:
+            assert await lab.sh(command) == (expected, "", 0), command
+        assert await lab.sh("rm missing") == ("", "rm: cannot remove 'missing': No such file or directory\n", 1)
+        assert await lab.sh("mkdir x/y") == ("", "mkdir: cannot create directory 'x/y': No such file or directory\n", 1)
+        assert await lab.sh("test") == ("", "", 1)
+        assert await lab.sh("which k3s nosuch") == ("", "", 1)
+
+
+async def test_unknown_commands_fail_as_bash_does(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        assert await lab.sh("k3s --version") == ("", "bash: k3s: command not found\n", 127)
+        assert await lab.sh("/usr/local/bin/k3s --version") == (
+            "", "bash: /usr/local/bin/k3s: No such file or directory\n", 127)
+        assert await lab.sh("sudo kubectl get nodes") == ("", "sudo: kubectl: command not found\n", 1)
+        assert await lab.sh("nosuch && echo never") == ("", "bash: nosuch: command not found\n", 127)
+
+
+@pytest.mark.parametrize("command, message", [
+    ("echo x > /etc/x.conf", "bash: /etc/x.conf: Permission denied\n"),
+    ("tee /usr/local/bin/tool < /dev/null", "tee: /usr/local/bin/tool: Permission denied\n"),
+    ("mkdir -p /var/lib/rancher", "mkdir: cannot create directory '/var/lib/rancher': Permission denied\n"),
+    ("touch /etc/hostname", "touch: cannot touch '/etc/hostname': Permission denied\n"),
+    ("rm /etc/hostname", "rm: cannot remove '/etc/hostname': Permission denied\n"),
+    ("chmod 777 /etc/hostname", "chmod: changing permissions of '/etc/hostname': Operation not permitted\n"),
+    ("cat /etc/shadow", "cat: /etc/shadow: Permission denied\n"),
+    ("ls /root", "ls: cannot open directory '/root': Permission denied\n"),
+    ("systemctl restart ssh", "Failed to restart ssh.service: Interactive authentication required.\n"
+                              "See system logs and 'systemctl status ssh.service' for details.\n"),
+])
+async def test_root_owned_paths_need_sudo(tmp_path, command, message):
+    async with node_lab(tmp_path) as lab:
+        out, err, status = await lab.sh(command)
+        assert (err, status != 0) == (message, True)
+        out, err, status = await lab.sh(f"sudo {command}" if "<" not in command and ">" not in command
+                                        else f"sudo sh -c '{command}'")
+        assert status == 0, err
+
+
+async def test_sudo_runs_as_root_with_the_environment_it_is_given(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        cases = [
+            ("sudo -n true && echo ok", "ok\n"),
+            ("sudo sh -c 'echo $HOME $USER'", "/root root\n"),
+            ("FOO=1 sudo sh -c 'echo ${FOO:-unset}'", "unset\n"),
+            ("export FOO=1; sudo -E sh -c 'echo ${FOO:-unset}'", "1\n"),
+            ("sudo FOO=2 sh -c 'echo $FOO'", "2\n"),
+            ("sudo -u ubuntu id -u", "1000\n"),
+            ("sudo mkdir -p /etc/rancher/k3s && echo 'a: 1' | sudo tee /etc/rancher/k3s/config.yaml >/dev/null"
+             " && cat /etc/rancher/k3s/config.yaml && stat -c '%U %a' /etc/rancher/k3s/config.yaml",
+             "a: 1\nroot 644\n"),
+            ("sudo chmod 600 /etc/rancher/k3s/config.yaml; cat /etc/rancher/k3s/config.yaml 2>&1; "
+             "sudo cat /etc/rancher/k3s/config.yaml", "cat: /etc/rancher/k3s/config.yaml: Permission denied\na: 1\n"),
+            ("echo mine > ~/note && stat -c %U ~/note && sudo chown root ~/note && stat -c %U ~/note", "ubuntu\nroot\n"),
+        ]
+        for command, expected in cases:
+            assert await lab.sh(command) == (expected, "", 0), command
+        assert await lab.sh("sudo") == ("", "usage: sudo -h | -K | -k | -V\n"
+                                            "usage: sudo [-AbEHknPS] [-u user] [VAR=value] [-i|-s] [<command>]\n", 1)
+
+
+async def test_files_persist_in_the_state_folder_across_a_restart(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        await lab.sh("sudo mkdir -p /opt/app && echo v1 | sudo tee /opt/app/version && echo note > ~/n")
+        assert (lab.node.host_path("/opt/app/version")).read_text() == "v1\n"
+        await lab.restart()
+        assert await lab.sh("cat /opt/app/version ~/n && stat -c %U ~/n") == ("v1\nnote\nubuntu\n", "", 0)
