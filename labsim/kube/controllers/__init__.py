@@ -12,9 +12,11 @@ from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
 from labsim.kube.controllers.job import JobController
 from labsim.kube.controllers.kubelet import Kubelet
+from labsim.kube.controllers.pvc import VolumeController
 from labsim.kube.controllers.replicaset import ReplicaSetController
 from labsim.kube.controllers.scheduler import Scheduler
 from labsim.kube.controllers.service import ServiceController
+from labsim.kube.controllers.statefulset import StatefulSetController
 from labsim.kube.controllers.workqueue import Controller
 
 _KINDS: tuple[type[Controller], ...] = (
@@ -23,6 +25,8 @@ _KINDS: tuple[type[Controller], ...] = (
     ReplicaSetController,
     DeploymentController,
     ServiceController,
+    StatefulSetController,
+    VolumeController,
     DaemonSetController,
     JobController,
     CronJobController,

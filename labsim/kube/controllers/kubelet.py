@@ -40,9 +40,15 @@ class Kubelet(Controller):
         self._boots: dict[str, tuple] = {}  # node -> (bootID, kubeletVersion) last seen
         self._restart: set[Key] = set()
         self._images: dict[str, set[str]] = {}  # node -> images pulled
+        self._waiting: dict[str, set[Key]] = {}  # namespace -> pods waiting for their volumes
 
     def watches(self):
-        return [(self.pods, self._pod_event), (self.nodes, self._node_event)]
+        volume_sources = [self.res("v1", kind) for kind in ("PersistentVolumeClaim", "ConfigMap", "Secret")]
+        return [(self.pods, self._pod_event), (self.nodes, self._node_event),
+                *((res, self._volume_event) for res in volume_sources)]
+
+    def _volume_event(self, event_type: str, obj: dict) -> list[Key]:
+        return list(self._waiting.get(obj["metadata"].get("namespace", ""), ()))
 
     def _pod_event(self, event_type: str, pod: dict) -> list[Key]:
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -53,6 +59,7 @@ class Kubelet(Controller):
         if event_type == "DELETED":
             self._on_node.get(node, set()).discard(key)
             self._restart.discard(key)
+            self._waiting.get(key[0], set()).discard(key)
             for token in (("start", pod["metadata"]["uid"]), ("run", pod["metadata"]["uid"])):
                 self.forget(token)
             return []
@@ -90,8 +97,12 @@ class Kubelet(Controller):
         if not status.get("hostIP"):
             self._accept(pod, node)
         elif status.get("phase") == "Pending":
-            if self._volumes_ready(pod) and self.after(("start", pod["metadata"]["uid"]), key,
-                                                       self._start_seconds(pod, node)):
+            waiting = self._waiting.setdefault(key[0], set())
+            waiting.add(key)
+            if not self._volumes_ready(pod):
+                return
+            waiting.discard(key)
+            if self.after(("start", pod["metadata"]["uid"]), key, self._start_seconds(pod, node)):
                 self._start(pod, node)
         elif key in self._restart:
             self._restart.discard(key)

@@ -1,0 +1,189 @@
+"""Volume binding and dynamic provisioning: the PV controller's claim binding (static PVs first,
+the default StorageClass for claims without one) and the provisioners' side, with k3s'
+local-path provisioner modelled: WaitForFirstConsumer claims get a volume on the node their
+first pod was scheduled to (a hostPath PV pinned there by node affinity). Deleting a claim
+reclaims its volume by the PV's policy. ``PROVISIONERS`` maps a StorageClass provisioner to
+its model; later notebooks add theirs (the NFS provisioner...)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from labsim.kube.controllers.events import WARNING, EventRecorder
+from labsim.kube.controllers.quantity import parse_quantity
+from labsim.kube.controllers.scheduler import SELECTED_NODE
+from labsim.kube.controllers.workqueue import Controller, Key
+
+DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+PROVISIONER_ANNOTATIONS = ("volume.beta.kubernetes.io/storage-provisioner", "volume.kubernetes.io/storage-provisioner")
+PROVISION_SECONDS = 1.0
+
+# provisioner name -> (claim, storage class, selected node or None) -> the PV's source and node affinity
+Provisioner = Callable[[dict, dict, str | None], dict]
+
+
+def local_path_volume(pvc: dict, sc: dict, node: str | None) -> dict:
+    """rancher.io/local-path: a directory on the node, as k3s' local-path-provisioner makes it."""
+    meta = pvc["metadata"]
+    path = f"/var/lib/rancher/k3s/storage/pvc-{meta['uid']}_{meta['namespace']}_{meta['name']}"
+    spec: dict = {"hostPath": {"path": path, "type": "DirectoryOrCreate"}}
+    if node:
+        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}
+    return spec
+
+
+PROVISIONERS: dict[str, Provisioner] = {"rancher.io/local-path": local_path_volume}
+
+
+class VolumeController(Controller):
+    name = "persistentvolume-binder-controller"
+
+    def __init__(self, cluster) -> None:
+        super().__init__(cluster)
+        self.claims = self.res("v1", "PersistentVolumeClaim")
+        self.volumes = self.res("v1", "PersistentVolume")
+        self.classes = self.res("storage.k8s.io/v1", "StorageClass")
+        self.events = EventRecorder(self.store, self.clock, self.name)
+        self._pending: set[Key] = set()
+
+    def watches(self):
+        return [(self.claims, self._claim_event), (self.volumes, self._volume_event),
+                (self.classes, lambda event_type, sc: list(self._pending))]
+
+    def _claim_event(self, event_type: str, pvc: dict) -> list[Key]:
+        key = (pvc["metadata"]["namespace"], pvc["metadata"]["name"])
+        if event_type != "DELETED" and (pvc.get("status") or {}).get("phase") != "Bound":
+            self._pending.add(key)
+        else:
+            self._pending.discard(key)
+        return [key]
+
+    def _volume_event(self, event_type: str, pv: dict) -> list[Key]:
+        ref = (pv.get("spec") or {}).get("claimRef")
+        return [(ref.get("namespace"), ref.get("name"))] if ref else list(self._pending)
+
+    async def reconcile(self, key: Key) -> None:
+        pvc = self.store.get(self.claims, *key)
+        self._reclaim(key, pvc)
+        if pvc is None or pvc["metadata"].get("deletionTimestamp"):
+            return
+        if pvc["spec"].get("volumeName"):
+            pv = self.store.get(self.volumes, None, pvc["spec"]["volumeName"])
+            if pv is not None:
+                self._bind(pvc, pv)
+            return
+        if pvc["spec"].get("storageClassName") is None:
+            default = self._default_class()
+            if default is None:
+                return
+            pvc["spec"]["storageClassName"] = default  # retroactive default StorageClass assignment
+            pvc = self.store.update(pvc)
+        pv = self._find_static(pvc)
+        if pv is not None:
+            self._bind(pvc, pv)
+            return
+        if pvc["spec"]["storageClassName"]:
+            self._provision(pvc, key)
+
+    # -- dynamic provisioning -------------------------------------------------------------------
+    def _default_class(self) -> str | None:
+        defaults = [sc for sc in self.store.list(self.classes)
+                    if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS) == "true"]
+        return defaults[-1]["metadata"]["name"] if defaults else None
+
+    def _provision(self, pvc: dict, key: Key) -> None:
+        class_name = pvc["spec"]["storageClassName"]
+        sc = self.store.get(self.classes, None, class_name)
+        if sc is None:
+            self.events.record(pvc, "ProvisioningFailed",
+                               f'storageclass.storage.k8s.io "{class_name}" not found', WARNING)
+            return
+        node = (pvc["metadata"].get("annotations") or {}).get(SELECTED_NODE)
+        if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and not node:
+            self.events.record(pvc, "WaitForFirstConsumer",
+                               "waiting for first consumer to be created before binding")
+            return
+        provisioner = sc.get("provisioner", "")
+        model = PROVISIONERS.get(provisioner)
+        if model is None:
+            self.events.record(pvc, "ExternalProvisioning",
+                               f'Waiting for a volume to be created either by the external provisioner '
+                               f'"{provisioner}" or manually by the system administrator. If volume creation is '
+                               "delayed, please verify that the provisioner is running and correctly registered.")
+            return
+        annotations = pvc["metadata"].setdefault("annotations", {})
+        if any(annotations.get(a) != provisioner for a in PROVISIONER_ANNOTATIONS):
+            annotations.update(dict.fromkeys(PROVISIONER_ANNOTATIONS, provisioner))
+            pvc = self.store.update(pvc)
+            self.events.record(pvc, "Provisioning",
+                               f'External provisioner is provisioning volume for claim "{key[0]}/{key[1]}"')
+        if not self.after(("provision", pvc["metadata"]["uid"]), key, PROVISION_SECONDS):
+            return
+        self.forget(("provision", pvc["metadata"]["uid"]))
+        pv = self.store.create(self._volume(pvc, sc, model(pvc, sc, node)))
+        self.events.record(pvc, "ProvisioningSucceeded", f"Successfully provisioned volume {pv['metadata']['name']}")
+        self._bind(pvc, pv)
+
+    def _volume(self, pvc: dict, sc: dict, source: dict) -> dict:
+        return {
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": f"pvc-{pvc['metadata']['uid']}",
+                         "annotations": {"pv.kubernetes.io/provisioned-by": sc["provisioner"]}},
+            "spec": {"capacity": {"storage": ((pvc["spec"].get("resources") or {}).get("requests") or {})
+                                  .get("storage", "1Gi")},
+                     "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
+                     "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                     "storageClassName": sc["metadata"]["name"],
+                     "volumeMode": pvc["spec"].get("volumeMode", "Filesystem"),
+                     "claimRef": _claim_ref(pvc), **source},
+        }
+
+    # -- binding ----------------------------------------------------------------------------------
+    def _find_static(self, pvc: dict) -> dict | None:
+        """An Available PV of the claim's class that is big enough and offers its access modes."""
+        wanted = parse_quantity(((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "0"))
+        modes = set(pvc["spec"].get("accessModes") or [])
+        fits = [pv for pv in self.store.list(self.volumes)
+                if (pv.get("status") or {}).get("phase") in ("Available", "Pending")
+                and not pv["spec"].get("claimRef")
+                and (pv["spec"].get("storageClassName") or "") == pvc["spec"]["storageClassName"]
+                and modes <= set(pv["spec"].get("accessModes") or [])
+                and parse_quantity((pv["spec"].get("capacity") or {}).get("storage", "0")) >= wanted]
+        return min(fits, key=lambda pv: parse_quantity(pv["spec"]["capacity"]["storage"]), default=None)
+
+    def _bind(self, pvc: dict, pv: dict) -> None:
+        if pv["spec"].get("claimRef", {}).get("uid") != pvc["metadata"]["uid"]:
+            pv["spec"]["claimRef"] = _claim_ref(pvc)
+            pv = self.store.update(pv)
+        if (pv.get("status") or {}).get("phase") != "Bound":
+            pv["status"] = {"phase": "Bound"}
+            self.store.update(pv, subresource="status")
+        if pvc["spec"].get("volumeName") != pv["metadata"]["name"]:
+            pvc["spec"]["volumeName"] = pv["metadata"]["name"]
+            pvc["metadata"].setdefault("annotations", {}).update({"pv.kubernetes.io/bind-completed": "yes",
+                                                                  "pv.kubernetes.io/bound-by-controller": "yes"})
+            pvc = self.store.update(pvc)
+        pvc["status"] = {"phase": "Bound", "accessModes": pv["spec"].get("accessModes") or [],
+                         "capacity": dict(pv["spec"].get("capacity") or {})}
+        self.store.update(pvc, subresource="status")
+
+    def _reclaim(self, key: Key, pvc: dict | None) -> None:
+        """Volumes whose claim is gone are deleted (policy Delete) or Released (Retain)."""
+        uid = pvc["metadata"]["uid"] if pvc else None
+        for pv in self.store.list(self.volumes):
+            ref = pv["spec"].get("claimRef") or {}
+            if (ref.get("namespace"), ref.get("name")) != key or ref.get("uid") == uid \
+                    or (pv.get("status") or {}).get("phase") != "Bound":
+                continue
+            if pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
+                self.store.delete(self.volumes, None, pv["metadata"]["name"])
+            else:
+                pv["status"] = {"phase": "Released"}
+                self.store.update(pv, subresource="status")
+
+
+def _claim_ref(pvc: dict) -> dict:
+    meta = pvc["metadata"]
+    return {"kind": "PersistentVolumeClaim", "namespace": meta["namespace"], "name": meta["name"],
+            "uid": meta["uid"], "apiVersion": "v1", "resourceVersion": meta.get("resourceVersion")}
