@@ -15,6 +15,7 @@ import yaml
 
 from labsim.k3s.config import DATA_DIR
 from labsim.k3s.logs import Logger
+from labsim.kube.store import StoreError
 
 MANIFESTS_DIR = f"{DATA_DIR}/server/manifests"
 CLUSTER_DNS = "10.43.0.10"
@@ -371,7 +372,15 @@ async def _undeploy(node, cluster, path: str, relative: str, objects: list[dict]
     text = node.read(path).decode()
     node.remove(path)
     for obj in [addon(relative, text), *objects]:
+        await delete_if_present(cluster, obj)
+
+
+async def delete_if_present(cluster, obj: dict) -> None:
+    try:
         await cluster.delete_manifest(obj)
+    except StoreError as e:
+        if e.code != 404:
+            raise
 
 
 def _node_hosts(cluster, ip: str, name: str) -> str:

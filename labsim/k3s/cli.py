@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from labsim.k3s import kubectl, service, snapshots
+from labsim.k3s import addons, kubectl, service, snapshots
 from labsim.k3s.config import ConfigError, K3sConfig, merge, parse_args, parse_config_files
 from labsim.k3s.logs import Logger, rfc3339
 from labsim.node.registry import CommandContext, CommandResult, command
@@ -164,7 +164,7 @@ async def _delete(ctx: CommandContext, cluster, folder: str, names: list[str], l
             raise Fatal(f"snapshot {name} not found")
         log.info(f"Removing local snapshot {path}")
         ctx.node.remove(path)
-        await cluster.delete_manifest(_record_stub(name))
+        await addons.delete_if_present(cluster, _record_stub(name))
         log.info(f"Snapshot {name} deleted.")
 
 
@@ -174,7 +174,7 @@ async def _prune(ctx: CommandContext, cluster, folder: str, prefix: str, node_na
     for old in snapshots.to_prune(snapshots.list_files(ctx.node, folder), prefix, node_name, retention):
         log.info(f"Removing local snapshot {old.path}")
         ctx.node.remove(old.path)
-        await cluster.delete_manifest(_record_stub(old.name))
+        await addons.delete_if_present(cluster, _record_stub(old.name))
 
 
 def _record_stub(name: str) -> dict:

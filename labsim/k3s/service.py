@@ -208,10 +208,10 @@ async def start_server(node, log: Logger) -> None:
     if cluster.token != password:
         raise UnitError("starting kubernetes: preparing server: bootstrap data already found and encrypted "
                         "with different token")
+    cluster.version = str(version)  # /version reports the binary that serves it (after an upgrade too)
     log.info("Managed etcd cluster initializing" if cfg.embedded_etcd else
              "Configuring sqlite3 database connection pooling: maxIdleConns=2, maxOpenConns=0, connMaxLifetime=0s")
     await node.lab.clock.sleep(SERVER_START_SECONDS)
-    cluster.version = str(version)  # /version reports the binary that serves it (after an upgrade too)
     await cluster.start_api()
     log.info(f"Running kube-apiserver --advertise-address={node.spec.ip} --secure-port={API_PORT} "
              f"--tls-san={','.join(cfg.tls_san)}")
@@ -314,26 +314,16 @@ async def _reachable_cluster(node, url: str):
 
 # --- the Node -----------------------------------------------------------------------------------
 
-def node_labels(role: str, cfg: K3sConfig, node) -> dict[str, str]:
-    """The labels k3s puts on its Node, then the configured node-label ones."""
-    labels = {"node.kubernetes.io/instance-type": "k3s", "k3s.io/hostname": node.hostname,
-              "k3s.io/internal-ip": node.spec.ip}
-    if role == "server":
-        labels |= {"node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true"}
-        if cfg.embedded_etcd:
-            labels["node-role.kubernetes.io/etcd"] = "true"
-    return labels | cfg.node_labels
-
-
 async def register_node(node, cluster, cfg: K3sConfig, role: str, version: K3sVersion) -> None:
-    """Create or refresh the Node; a changed version restarts its pods (the kubelet restarted)."""
+    """Create or refresh the Node (the cluster adds the labels k3s gives its roles); a changed
+    version restarts its pods, as a restarted kubelet of another version does."""
     name = node_name(node, cfg)
     existing = cluster.store.get(cluster.store.resource("v1", "Node"), None, name)
     before = (existing or {}).get("status", {}).get("nodeInfo", {}).get("kubeletVersion")
     if before and before != str(version):
         await cluster.set_node_version(name, str(version))
     await cluster.join_node(name=name, ip=node.spec.ip, role=role, version=str(version),
-                            labels=node_labels(role, cfg, node), taints=cfg.node_taints,
+                            labels=cfg.node_labels, taints=cfg.node_taints,
                             cores=node.spec.cores, memory_mib=node.spec.memory_mib,
                             disk_bytes=node.spec.disk_bytes)
     await cluster.set_node_ready(name, True)

@@ -38,13 +38,14 @@ async def uninstall_agent(ctx: CommandContext) -> CommandResult:
 
 async def _uninstall(ctx: CommandContext, unit: str) -> CommandResult:
     node = ctx.node
+    name = service.node_name(node, service.unit_config(node, unit)) if node.exists(service.unit_path(unit)) else None
     await node.stop_service(unit)
     messages = []
     if node.is_enabled(unit):
         node.enable_service(unit, False)
         messages.append(f"Removed /etc/systemd/system/multi-user.target.wants/{unit}.service.\n")
-    if unit == service.SERVER_UNIT:
-        await node.lab.clusters.remove(node.spec.ip)
+    if unit == service.SERVER_UNIT and name:
+        node.lab.clusters.remove(name)
     others = [u for u in service.UNITS if u != unit and node.exists(service.unit_path(u))]
     paths = [service.unit_path(unit), service.env_path(unit), f"{BIN_DIR}/{unit}-uninstall.sh"]
     if not others:  # the last k3s unit on the node: the binary and k3s' data go too

@@ -1,0 +1,239 @@
+"""k3s installed over SSH on simulated VMs exactly as a user installs it, then checked over the
+wire: files and modes on the nodes, the API with the fetched kubeconfig (TLS verified), Nodes,
+what k3s deploys by itself, failing agents, stop/start, etcd snapshot and restore, upgrade,
+uninstall. The tests share one lab and run in order, each leaving the cluster usable."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from cryptography import x509
+from kubernetes import client
+
+from labsim.lab import running_lab
+from tests.labfiles import write_lab
+from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
+
+TOKEN = "lab-test-token-5f1e"
+CONFIG = f"""token: {TOKEN}
+tls-san: [k3s-master, k3s-master.home.example.com]
+disable: servicelb
+write-kubeconfig-mode: "0644"
+cluster-init: true
+"""
+
+
+@pytest.fixture(scope="module")
+def k3s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sLab]:
+    tmp = tmp_path_factory.mktemp("k3s")
+    lab_file = write_lab(tmp)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        lab.ok(0, f"sudo mkdir -p /etc/rancher/k3s && printf '%s' '{CONFIG}' | sudo tee /etc/rancher/k3s/config.yaml")
+        lab.server_install = lab.install_server(flags="--disable=metrics-server --node-label tier=control",
+                                                env="K3S_KUBECONFIG_MODE=0600")
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def kube(k3s: K3sLab, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
+    return k3s.kube(tmp_path_factory.mktemp("kubeconfig"))
+
+
+def node_token(k3s: K3sLab) -> str:
+    return k3s.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
+
+
+def test_server_install_prints_the_installer_steps_and_starts_k3s(k3s: K3sLab) -> None:
+    result = k3s.server_install
+    assert result.exit_status == 0, result
+    for line in (f"[INFO]  Using {VERSION} as release", "[INFO]  Installing k3s to /usr/local/bin/k3s",
+                 "[INFO]  Creating uninstall script /usr/local/bin/k3s-uninstall.sh",
+                 "[INFO]  systemd: Starting k3s"):
+        assert line in result.stdout
+    assert k3s.ok(0, "systemctl is-active k3s") == "active\n"
+    assert k3s.ok(0, "k3s --version") == f"{VERSION.join(['k3s version ', ' (48ffa7b6)'])}\ngo version go1.24.11\n"
+    assert "k3s is up and running" in k3s.ok(0, "journalctl -u k3s --no-pager")
+
+
+def test_server_writes_kubeconfig_and_node_token_as_k3s(k3s: K3sLab) -> None:
+    # config.yaml's write-kubeconfig-mode beats K3S_KUBECONFIG_MODE from the environment
+    assert k3s.ok(0, "stat -c %a /etc/rancher/k3s/k3s.yaml").strip() == "644"
+    assert k3s.ok(0, "sudo stat -c %a /var/lib/rancher/k3s/server/node-token").strip() == "600"
+    kubeconfig = yaml.safe_load(k3s.ok(0, "cat /etc/rancher/k3s/k3s.yaml"))
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == "https://127.0.0.1:6443"
+    token = node_token(k3s)
+    prefix, _, creds = token.partition("::")
+    assert prefix.startswith("K10") and len(prefix) == 3 + 64 and creds == f"server:{TOKEN}"
+
+
+def test_api_certificate_covers_the_node_ip_loopback_and_tls_sans(k3s: K3sLab) -> None:
+    pem = ssl.get_server_certificate((k3s.ip(0), 6443))
+    sans = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    names = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} | set(sans.get_values_for_type(x509.DNSName))
+    assert {k3s.ip(0), "127.0.0.1", "k3s-master", "k3s-master.home.example.com"} <= names
+
+
+def test_agent_joins_and_nodes_are_ready_with_the_pinned_version(k3s: K3sLab, kube: client.ApiClient) -> None:
+    result = k3s.install_agent(1, node_token(k3s), flags="--node-label tier=worker --node-taint dedicated=apps:NoSchedule")
+    assert result.exit_status == 0, result
+    assert "[INFO]  systemd: Starting k3s-agent" in result.stdout
+    found = nodes(kube)
+    assert set(found) == {k3s.name(0), k3s.name(1)}
+    assert all(n["ready"] and n["version"] == VERSION for n in found.values())
+    server, agent = found[k3s.name(0)]["labels"], found[k3s.name(1)]["labels"]
+    assert server["node-role.kubernetes.io/control-plane"] == "true"
+    assert server["node-role.kubernetes.io/etcd"] == "true" and server["tier"] == "control"
+    assert agent["tier"] == "worker" and "node-role.kubernetes.io/control-plane" not in agent
+    taints = client.CoreV1Api(kube).read_node(k3s.name(1)).spec.taints
+    assert [(t.key, t.value, t.effect) for t in taints] == [("dedicated", "apps", "NoSchedule")]
+    assert client.VersionApi(kube).get_code().git_version == VERSION
+
+
+def test_k3s_kubectl_on_the_server(k3s: K3sLab) -> None:
+    lines = k3s.ok(0, "sudo k3s kubectl get nodes").splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows[k3s.name(0)][1:3] == ["Ready", "control-plane,etcd,master"]
+    assert rows[k3s.name(1)][1:3] == ["Ready", "<none>"] and rows[k3s.name(1)][-1] == VERSION
+    wide = k3s.ok(0, "kubectl get nodes -o wide")  # the kubectl link, k3s.yaml readable (0644)
+    assert k3s.ip(1) in wide and "INTERNAL-IP" in wide
+    agent = k3s.ssh(1, "sudo k3s kubectl get nodes")
+    assert agent.exit_status == 1 and "localhost:8080 was refused" in agent.stderr
+
+
+def test_packaged_components_are_deployed_and_disabled_ones_are_not(k3s: K3sLab, kube: client.ApiClient) -> None:
+    apps = client.AppsV1Api(kube)
+    deployments = {d.metadata.name for d in apps.list_namespaced_deployment("kube-system").items}
+    assert {"coredns", "local-path-provisioner"} <= deployments and "metrics-server" not in deployments
+    classes = client.StorageV1Api(kube).list_storage_class().items
+    default = [c.metadata.name for c in classes
+               if (c.metadata.annotations or {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+    assert default == ["local-path"]
+    charts = client.CustomObjectsApi(kube).list_namespaced_custom_object("helm.cattle.io", "v1", "kube-system",
+                                                                         "helmcharts")
+    assert {c["metadata"]["name"] for c in charts["items"]} == {"traefik", "traefik-crd"}
+    assert client.CoreV1Api(kube).read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip == "10.43.0.10"
+    manifests = k3s.ok(0, "sudo ls /var/lib/rancher/k3s/server/manifests").split()
+    assert {"coredns.yaml", "local-storage.yaml", "traefik.yaml"} <= set(manifests)
+    assert "metrics-server" not in manifests
+
+
+def test_agent_with_a_wrong_token_fails_and_the_journal_says_why(k3s: K3sLab) -> None:
+    result = k3s.install_agent(2, "not-the-token")
+    assert result.exit_status == 1
+    assert "Job for k3s-agent.service failed" in result.stderr
+    assert k3s.ssh(2, "systemctl is-active k3s-agent").stdout == "failed\n"
+    assert "401 Unauthorized" in k3s.ok(2, "journalctl -u k3s-agent --no-pager")
+    wrong_ca = "K10" + "0" * 64 + "::server:" + TOKEN
+    assert k3s.install_agent(2, wrong_ca).exit_status == 1
+    assert "token CA hash does not match" in k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
+
+
+def test_agent_with_an_unreachable_url_or_a_newer_version_fails(k3s: K3sLab) -> None:
+    token = node_token(k3s)
+    assert k3s.install_agent(2, token, url=f"https://{k3s.ip(2)}:6443").exit_status == 1
+    assert "connection refused" in k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
+    assert k3s.install_agent(2, token, version="v1.35.0+k3s1").exit_status == 1
+    assert "newer than the API server" in k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
+    assert k3s.ssh(2, "systemctl is-active k3s-agent").exit_status == 3
+
+
+def test_third_node_joins_after_fixing_the_token(k3s: K3sLab, kube: client.ApiClient) -> None:
+    assert k3s.install_agent(2, node_token(k3s)).exit_status == 0
+    assert all(n["ready"] for n in nodes(kube).values()) and len(nodes(kube)) == 3
+
+
+def test_stopping_k3s_agent_marks_the_node_not_ready(k3s: K3sLab, kube: client.ApiClient) -> None:
+    k3s.ok(2, "sudo systemctl stop k3s-agent")
+    assert not nodes(kube)[k3s.name(2)]["ready"]
+    k3s.ok(2, "sudo systemctl start k3s-agent")
+    assert nodes(kube)[k3s.name(2)]["ready"]
+
+
+def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="precious")))
+    saved = k3s.ssh(0, "sudo k3s etcd-snapshot save --name before-drill")
+    assert saved.exit_status == 0 and "saved." in saved.stderr
+    listing = k3s.ok(0, "sudo k3s etcd-snapshot ls").splitlines()
+    assert listing[0].split() == ["Name", "Location", "Size", "Created"]
+    name = next(line.split()[0] for line in listing[1:] if line.startswith(f"before-drill-{k3s.name(0)}-"))
+    path = f"/var/lib/rancher/k3s/server/db/snapshots/{name}"
+    core.delete_namespace("precious")
+    _wait(lambda: "precious" not in {n.metadata.name for n in core.list_namespace().items})
+    refused = k3s.ssh(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
+    assert refused.exit_status == 1 and "address already in use" in refused.stderr  # k3s still running
+    k3s.ok(0, "sudo systemctl stop k3s")
+    reset = k3s.ssh(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
+    assert reset.exit_status == 0 and "restart without --cluster-reset flag now" in reset.stderr
+    k3s.ok(0, "sudo systemctl start k3s")
+    assert "precious" in {n.metadata.name for n in core.list_namespace().items}
+
+
+def test_snapshot_delete_and_prune_keep_the_newest(k3s: K3sLab) -> None:
+    for _ in range(3):
+        k3s.ok(0, "sudo k3s etcd-snapshot save --name nightly")
+        k3s.handle.advance(61)
+    names = [line.split()[0] for line in k3s.ok(0, "sudo k3s etcd-snapshot list").splitlines()[1:]]
+    nightly = sorted(n for n in names if n.startswith("nightly-"))
+    assert len(nightly) == 3
+    pruned = k3s.ssh(0, "sudo k3s etcd-snapshot prune --name nightly --snapshot-retention 1")
+    assert pruned.exit_status == 0
+    left = k3s.ok(0, "sudo k3s etcd-snapshot ls")
+    assert nightly[-1] in left and nightly[0] not in left and nightly[1] not in left
+    k3s.ok(0, f"sudo k3s etcd-snapshot delete {nightly[-1]}")
+    assert nightly[-1] not in k3s.ok(0, "sudo k3s etcd-snapshot ls")
+    assert "no such file or directory" in k3s.ssh(0, "k3s etcd-snapshot save").stderr  # needs root, as k3s
+
+
+def test_upgrading_a_node_changes_its_version_and_restarts_its_pods(k3s: K3sLab, kube: client.ApiClient) -> None:
+    core = client.CoreV1Api(kube)
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="probe"), spec=client.V1PodSpec(
+        node_name=k3s.name(1), tolerations=[client.V1Toleration(key="dedicated", operator="Exists")],
+        containers=[client.V1Container(name="probe", image="nginx:1.27")]))
+    core.create_namespaced_pod("default", pod)
+    before = _wait(lambda: _running(core, "probe"))
+    newer = "v1.34.4+k3s1"
+    k3s.ok(0, f"curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={newer} sh -s - server")
+    result = k3s.install_agent(1, node_token(k3s), version=newer)
+    assert result.exit_status == 0, result
+    assert nodes(kube)[k3s.name(1)] | {"labels": {}} == {"ready": True, "version": newer, "labels": {}}
+    assert client.VersionApi(kube).get_code().git_version == newer
+    after = _wait(lambda: _running(core, "probe", not_before=before))
+    assert after != before
+
+
+def test_sqlite_server_refuses_etcd_snapshots(k3s: K3sLab) -> None:
+    k3s.ok(2, "sudo /usr/local/bin/k3s-agent-uninstall.sh")
+    assert k3s.ssh(2, "test -e /usr/local/bin/k3s").exit_status == 1
+    assert k3s.ssh(2, "k3s --version").exit_status == 127
+    assert k3s.install_server(2).exit_status == 0
+    refused = k3s.ssh(2, "sudo k3s etcd-snapshot save")
+    assert refused.exit_status == 1 and "etcd datastore disabled" in refused.stderr
+
+
+def _running(core: client.CoreV1Api, name: str, not_before: tuple | None = None) -> tuple | None:
+    """(uid, restarts, startedAt) of a Running pod, once it differs from ``not_before``."""
+    pod = core.read_namespaced_pod(name, "default")
+    if pod.status.phase != "Running" or not pod.status.container_statuses:
+        return None
+    status = pod.status.container_statuses[0]
+    started = status.state.running.started_at if status.state and status.state.running else None
+    seen = (pod.metadata.uid, status.restart_count, started)
+    return seen if seen != not_before else None
+
+
+def _wait(probe, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
