@@ -31,6 +31,7 @@ GUEST_POWERDOWN_S, DEFAULT_SHUTDOWN_TIMEOUT_S = 6.0, 180
 STOP_S, RESIZE_S, DESTROY_S, SNAPSHOT_S, CONFIG_S = 1.0, 1.0, 2.0, 2.0, 0.5
 HOST_CPUS, HOST_MEMORY, HOST_ROOTFS = 16, 64 * GIB, 100 * GIB
 HOST_BASE_MEMORY = int(2.5 * GIB)  # what PVE itself uses on an idle host
+SAVE_DELAY_S = 0.05  # real seconds: how long a change may wait to reach the state file
 
 
 class ProxmoxVE:
@@ -46,6 +47,7 @@ class ProxmoxVE:
         self.tasks = TaskRunner(self.node, clock, self.save)
         self.started_at = clock.now()
         self._boots: dict[int, asyncio.Task] = {}
+        self._save_pending: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- state
 
@@ -64,6 +66,19 @@ class ProxmoxVE:
                 vm.config.pop("lock")
 
     def save(self) -> None:
+        """Persist soon: changes within SAVE_DELAY share one write (a burst of 24 clones is one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if self._save_pending is None:
+            self._save_pending = loop.call_later(SAVE_DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        if self._save_pending is not None:
+            self._save_pending.cancel()
+            self._save_pending = None
         self.state.save({
             "vms": {str(k): vm.to_state() for k, vm in self.vms.items()},
             "tasks": self.tasks.to_state(),
@@ -81,7 +96,7 @@ class ProxmoxVE:
             boot.cancel()
         await asyncio.gather(*self._boots.values(), return_exceptions=True)
         await self.tasks.close()
-        self.save()
+        self.flush()
 
     # ---------------------------------------------------------------- lookups
 
@@ -366,7 +381,7 @@ class ProxmoxVE:
             boot.cancel()
         was_booted = vm.booted
         vm.status, vm.started_at, vm.booted, vm.agent_up = "stopped", None, False, False
-        if was_booted and self.node_spec(vm) is not None:
+        if was_booted:
             await self._node_call("stop_node", vm.vmid)
 
     def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:
@@ -432,6 +447,7 @@ class ProxmoxVE:
             for drive in vm.disks().values():
                 task.log(f"  Logical volume \"{drive.volume}\" successfully removed.")
             self.vms.pop(vmid, None)
+            await self._node_call("delete_node", vmid)  # the guest's disk, files and host key go
         return self._start_task("qmdestroy", vmid, user, work)
 
     # ---------------------------------------------------------------- snapshots
