@@ -91,7 +91,17 @@ def from_leaves(paths: set[Path]) -> dict:
 
 
 def path_text(path: Path) -> str:
-    return "".join(f".{t[2:]}" if t.startswith("f:") else f"[{t[2:]}]" for t in path)
+    """A field path as the API server prints it in conflicts: .spec.containers[name="web"].image"""
+    out = []
+    for token in path:
+        if token.startswith("f:"):
+            out.append(f".{token[2:]}")
+        elif token.startswith("k:"):
+            keys = json.loads(token[2:])
+            out.append("[" + ",".join(f"{k}={json.dumps(v)}" for k, v in keys.items()) + "]")
+        else:
+            out.append(f"[={token[2:]}]")
+    return "".join(out)
 
 
 _MISSING = object()

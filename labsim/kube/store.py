@@ -440,6 +440,10 @@ class Store:
         self._subs.add(sub)
         return sub
 
+    def compact(self) -> None:
+        """Forget the event history up to now, as etcd compaction does: older watches get 410 Gone."""
+        self._history.clear()
+
     # -- etcd snapshots -----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         objects = [obj for _, obj in self.all_objects()]

@@ -3,13 +3,14 @@ pods/binding."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from labsim.kube import patch
+from labsim.kube import apply, patch
 from labsim.kube.selectors import match_label_selector, selector_string
 from labsim.kube.store import StoreError
 
@@ -95,11 +96,14 @@ async def _write_scale(handler: RestHandler, request: web.Request, target: Targe
     if not isinstance(replicas, int) or replicas < 0:
         raise StoreError.invalid(target.res, obj["metadata"]["name"],
                                  [("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")])
+    before = copy.deepcopy(obj)
     node = obj
     parts = _path(_paths(target.res)[0])
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = replicas
+    apply.record_update(before, obj, manager=handler.manager(request), group=target.res.group,
+                        kind=target.res.kind, now=handler.store.now(), subresource="scale")
     return scale_of(target.res, handler.store.update(obj))
 
 

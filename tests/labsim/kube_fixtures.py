@@ -104,5 +104,13 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
 
 @pytest.fixture
 def kube(tmp_path: Path) -> Iterator[RunningCluster]:
+    """A cluster of three Ready nodes with the controllers, for one test."""
     with running_cluster(tmp_path, nodes=3) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """One such cluster for a whole test module (tests keep to namespaces of their own)."""
+    with running_cluster(tmp_path_factory.mktemp("kube"), nodes=3) as running:
         yield running
