@@ -85,10 +85,15 @@ class ProxmoxVE:
         })
 
     async def resume(self) -> None:
-        """After a restart the VMs that ran before run again, as on a host that keeps them up."""
+        """After a restart the VMs run on as on a host that kept them up: booted guests get their
+        SSH nodes back before the lab reports ready; guests that were mid-boot finish booting."""
         for vm in self.vms.values():
-            if vm.status == "running":
-                vm.booted = vm.agent_up = False
+            if vm.status != "running":
+                continue
+            spec = self.node_spec(vm) if vm.booted else None
+            if spec is not None:
+                await self._node_call("start_node", spec)
+            elif not vm.booted:
                 self._boot_later(vm)
 
     async def close(self) -> None:
