@@ -75,3 +75,7 @@ class NodeSFTPServer(asyncssh.SFTPServer):
 
     def link(self, oldpath: bytes, newpath: bytes) -> None:
         raise asyncssh.SFTPOpUnsupported("hard links are not modelled on simulated nodes")
+
+    def exit(self) -> None:
+        # sshd reports the sftp-server's exit status; OpenSSH's scp fails without one.
+        self.channel.exit(0)
