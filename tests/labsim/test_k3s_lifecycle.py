@@ -1,0 +1,55 @@
+"""k3s across the lab's life: a lab restart resumes the server (the enabled unit starts at boot
+and serves the same cluster), and k3s-uninstall.sh takes the cluster away so that a new install
+starts a fresh one."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from labsim.lab import running_lab
+from tests.labfiles import write_lab
+from tests.labsim.k3s_lab import K3sLab, nodes
+
+
+def _configmaps(kube: client.ApiClient) -> set[str]:
+    return {c.metadata.name for c in client.CoreV1Api(kube).list_namespaced_config_map("default").items}
+
+
+def test_lab_restart_resumes_the_k3s_server(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server(flags="--cluster-init").exit_status == 0
+        kube = lab.kube(tmp_path)
+        client.CoreV1Api(kube).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="survivor"), data={"k": "v"}))
+    with running_lab(lab_file) as handle:
+        lab = K3sLab(handle, lab.doc, handle.status())
+        assert lab.ok(0, "systemctl is-active k3s") == "active\n"
+        assert lab.ok(0, "journalctl -u k3s --no-pager").count("Starting k3s v") == 2
+        kube = lab.kube(tmp_path)
+        assert "survivor" in _configmaps(kube)
+        assert nodes(kube)[lab.name(0)]["ready"]
+
+
+def test_uninstalling_the_server_removes_k3s_and_its_cluster(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server().exit_status == 0
+        client.CoreV1Api(lab.kube(tmp_path)).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="old-cluster")))
+        removed = lab.ssh(0, "k3s-uninstall.sh")  # re-runs itself with sudo, as k3s' script does
+        assert removed.exit_status == 0
+        assert "Removed /etc/systemd/system/multi-user.target.wants/k3s.service." in removed.stderr
+        for path in ("/usr/local/bin/k3s", "/usr/local/bin/kubectl", "/etc/rancher/k3s", "/var/lib/rancher/k3s",
+                     "/etc/systemd/system/k3s.service"):
+            assert lab.ssh(0, f"test -e {path}").exit_status == 1, path
+        with pytest.raises(OSError):
+            ssl.get_server_certificate((lab.ip(0), 6443), timeout=2)
+        assert lab.install_server().exit_status == 0
+        assert "old-cluster" not in _configmaps(lab.kube(tmp_path))
