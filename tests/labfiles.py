@@ -24,7 +24,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def unique_subnet() -> str:
     """A /24 in 127.0.0.0/8 that no other test (or test process) of this run uses."""
-    n = (os.getpid() * 131 + next(_counter) * 7 + random.randrange(1 << 12)) % (250 * 250)
+    n = (os.getpid() * 131 + next(_counter) * 7 + random.randrange(1 << 12)) % (240 * 250)  # second octet <= 249
     return f"127.{10 + n // 250}.{n % 250}"
 
 
