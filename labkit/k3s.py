@@ -23,7 +23,7 @@ from labkit import secrets
 from labkit.errors import K3sError, SshError
 from labkit.params import Lab, Node
 from labkit.report import Change
-from labkit.ssh import Session
+from labkit.ssh import Result, Session
 from labkit.timing import StepTimer, untimed
 
 INSTALLER = "curl -sfL https://get.k3s.io"
@@ -217,8 +217,8 @@ def install_server(ssh: Session, lab: Lab, node: Node, timeout: float = 600) -> 
     """config.yaml, then the pinned installer; returns once the k3s service is active. Servers
     after the first join it through ``server:`` in their config (embedded etcd)."""
     write_config(ssh, node, server_config(lab, node))
-    ssh.run(node.name, installer_command(lab, "server"), sudo=True, timeout=timeout)
-    wait_active(ssh, node, timeout=timeout)
+    installed = ssh.run(node.name, installer_command(lab, "server"), sudo=True, timeout=timeout, check=False)
+    wait_active(ssh, node, timeout=timeout, installer=installed)
 
 
 def node_token(ssh: Session, lab: Lab) -> str:
@@ -246,16 +246,20 @@ def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600) 
     nodes = [lab.node(n) for n in names]
     for node in nodes:
         write_config(ssh, node, agent_config(lab, node))
-    ssh.run_many({n.name: installer_command(lab, "agent", env) for n in nodes}, sudo=True, timeout=timeout)
+    installed = ssh.run_many({n.name: installer_command(lab, "agent", env) for n in nodes}, sudo=True,
+                             timeout=timeout, check=False)
     for node in nodes:
-        wait_active(ssh, node, timeout=timeout)
+        wait_active(ssh, node, timeout=timeout, installer=installed[node.name])
 
 
-def wait_active(ssh: Session, node: Node, timeout: float = 120) -> None:
+def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Result | None = None) -> None:
     """Poll ``systemctl is-active`` (k3s reports readiness to systemd); a failed unit raises with
-    the journal's last lines, which say why (wrong token, server unreachable...)."""
+    the journal's last lines, which say why (wrong token, server unreachable...), and the
+    installer's own errors (``curl | sh`` has no pipefail in dash: the pipe's status is sh's)."""
     unit, deadline, delay = service(node), time.monotonic() + timeout, 0.05
     state = ""
+    if installer is not None and not installer.ok:
+        deadline = 0  # the installer itself failed: say so now rather than wait for the unit
     while time.monotonic() < deadline:
         state = ssh.run(node.name, f"systemctl is-active {unit}", check=False).stdout.strip()
         if state == "active":
@@ -265,8 +269,10 @@ def wait_active(ssh: Session, node: Node, timeout: float = 120) -> None:
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
     journal = ssh.run(node.name, f"journalctl -u {unit} -n 8 --no-pager", sudo=True, check=False).stdout
+    said = f"\nthe installer said (exit {installer.exit_status}):\n{installer.stderr.strip()[-600:]}" \
+        if installer is not None and installer.stderr.strip() else ""
     raise K3sError(f"{node.name}: {unit} is {state or 'not active'} after the install; its journal says:\n"
-                   f"{secrets.redact(journal.strip())}")
+                   f"{secrets.redact(journal.strip())}{secrets.redact(said)}")
 
 
 def versions(ssh: Session, lab: Lab) -> dict[str, str | None]:

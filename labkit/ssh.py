@@ -165,8 +165,8 @@ class Session:
         return pd.DataFrame(list(rows), columns=["node", "ssh", "cloud_init", "start", "end"])
 
     def host_key_table(self) -> pd.DataFrame:
-        return pd.DataFrame([e.__dict__ for e in self.host_keys],
-                            columns=["node", "address", "key_type", "fingerprint", "event"])
+        rows = sorted((e.__dict__ for e in self.host_keys), key=lambda e: e["node"])
+        return pd.DataFrame(rows, columns=["node", "address", "key_type", "fingerprint", "event"])
 
     def close(self) -> None:
         eventloop.run(self.aclose())
