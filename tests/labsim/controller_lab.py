@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from labsim.clock import Clock
 from labsim.kube.controllers import CONTROLLERS
 from labsim.kube.store import Store
+from labsim.pki import make_ca
 
 
 @dataclass
@@ -20,8 +21,12 @@ class InProcessCluster:
 
     def __post_init__(self) -> None:
         self.store = Store(self.clock)
+        self._ca = make_ca("k3s-server-ca")
         for ns in ("default", "kube-system"):
             self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+
+    def ca_pem(self) -> bytes:
+        return self._ca.cert_pem
 
     def add_node(self, name: str, index: int, *, cpu: str = "2", memory: str = "4Gi", ready: bool = True,
                  labels: dict | None = None, taints: list | None = None) -> dict:

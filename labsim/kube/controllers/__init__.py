@@ -10,12 +10,17 @@ from typing import Any
 from labsim.kube.controllers.cronjob import CronJobController
 from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
+from labsim.kube.controllers.disruption import DisruptionController
+from labsim.kube.controllers.garbage import GarbageCollector
 from labsim.kube.controllers.job import JobController
 from labsim.kube.controllers.kubelet import Kubelet
+from labsim.kube.controllers.namespace import NamespaceController
+from labsim.kube.controllers.nodelifecycle import NodeLifecycleController
 from labsim.kube.controllers.pvc import VolumeController
 from labsim.kube.controllers.replicaset import ReplicaSetController
 from labsim.kube.controllers.scheduler import Scheduler
 from labsim.kube.controllers.service import ServiceController
+from labsim.kube.controllers.serviceaccount import ServiceAccountController
 from labsim.kube.controllers.statefulset import StatefulSetController
 from labsim.kube.controllers.workqueue import Controller
 
@@ -30,6 +35,11 @@ _KINDS: tuple[type[Controller], ...] = (
     DaemonSetController,
     JobController,
     CronJobController,
+    NodeLifecycleController,
+    DisruptionController,
+    NamespaceController,
+    GarbageCollector,
+    ServiceAccountController,
 )
 
 

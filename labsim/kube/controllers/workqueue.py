@@ -67,7 +67,8 @@ class Controller:
         self._tasks: list[asyncio.Task] = []
 
     # -- what subclasses provide ---------------------------------------------------------
-    def watches(self) -> list[tuple[Resource, Mapper]]:
+    def watches(self) -> list[tuple[Resource | None, Mapper]]:
+        """What to subscribe to (None: every resource) and how its events map to keys."""
         raise NotImplementedError
 
     async def reconcile(self, key: Key) -> None:
@@ -110,7 +111,8 @@ class Controller:
             self._tasks = [asyncio.create_task(self._feed(sub, mapper)) for sub, mapper in subscriptions]
             self._tasks.append(asyncio.create_task(self._deadline_loop()))
             for res, mapper in watches:  # the initial sync: everything already stored
-                for obj in self.store.list(res):
+                objects = self.store.list(res) if res else [obj for _, obj in self.store.all_objects()]
+                for obj in objects:
                     self._enqueue(mapper, "ADDED", obj)
             await self._work()
         finally:
