@@ -695,3 +695,105 @@ async def stat_(ctx: CommandContext) -> CommandResult:
                   "F": "directory" if ctx.node.is_dir(target) else "regular file", "%": "%"}
         out.append(re.sub(r"%(.)", lambda m, f=fields: f.get(m.group(1), m.group()), fmt) + "\n")
     return CommandResult("".join(out).encode(), "".join(errors).encode(), 1 if errors else 0)
+
+
+@command("install")
+async def install(ctx: CommandContext) -> CommandResult:
+    """``install [-D] [-m MODE] [-o OWNER] [-g GROUP] SRC DEST`` and ``install -d DIR...``."""
+    flags, values, operands = parse_flags(ctx.argv[1:], valued="mog")
+    mode = int(values.get("-m", "755"), 8)
+    owner = values.get("-o")
+    try:
+        if "-d" in flags:
+            for path in operands:
+                ctx.node.mkdir(normpath(path, ctx.cwd), mode=mode, user=ctx.user)
+            return CommandResult()
+        if len(operands) < 2:
+            return CommandResult.fail("install: missing destination file operand\n")
+        source, target = normpath(operands[0], ctx.cwd), _into(ctx, operands[0], operands[1])
+        if "-D" in flags:
+            ctx.node.mkdir(posixpath.dirname(target), user=ctx.user)
+        data = ctx.node.read(source, ctx.user)
+        if ctx.node.exists(target):
+            ctx.node.remove(target, user=ctx.user)  # install replaces the file, as unlink + create
+        ctx.node.write(target, data, mode=mode, user=ctx.user)
+        if owner:
+            ctx.node.chown(target, owner, user=ctx.user)
+    except OSError as exc:
+        return CommandResult.fail(f"install: cannot create '{exc.filename}': {reason(exc)}\n")
+    return CommandResult()
+
+
+def _leading_number(line: str) -> float:
+    match = re.match(r"\s*(-?\d+(?:\.\d+)?)", line)
+    return float(match.group(1)) if match else 0.0
+
+
+@command("sort")
+async def sort(ctx: CommandContext) -> CommandResult:
+    flags, _, paths = parse_flags(ctx.argv[1:])
+    found, errors, status = read_inputs(ctx, "sort", paths)
+    lines = [line for _, data in found for line in data.decode(errors="replace").splitlines()]
+    lines = sorted(lines, key=_leading_number if "-n" in flags else None, reverse="-r" in flags)
+    if "-u" in flags:
+        lines = list(dict.fromkeys(lines))
+    return CommandResult("".join(f"{line}\n" for line in lines).encode(), errors.encode(), status)
+
+
+@command("uniq")
+async def uniq(ctx: CommandContext) -> CommandResult:
+    flags, _, paths = parse_flags(ctx.argv[1:])
+    found, errors, status = read_inputs(ctx, "uniq", paths[:1])
+    runs: list[list] = []
+    for line in (line for _, data in found for line in data.decode(errors="replace").splitlines()):
+        if runs and runs[-1][0] == line:
+            runs[-1][1] += 1
+        else:
+            runs.append([line, 1])
+    out = "".join(f"{count:>7} {line}\n" if "-c" in flags else f"{line}\n" for line, count in runs)
+    return CommandResult(out.encode(), errors.encode(), status)
+
+
+@command("cut")
+async def cut(ctx: CommandContext) -> CommandResult:
+    _, values, paths = parse_flags(ctx.argv[1:], valued="dfc")
+    delimiter = values.get("-d", "\t")
+    wanted: list[int] = []
+    for part in (values.get("-f") or values.get("-c") or "").split(","):
+        low, _, high = part.partition("-")
+        if part:
+            wanted += range(int(low or 1), int(high or 999) + 1) if "-" in part else [int(part)]
+    found, errors, status = read_inputs(ctx, "cut", paths)
+    out = []
+    for line in (line for _, data in found for line in data.decode(errors="replace").splitlines()):
+        if "-c" in values:
+            out.append("".join(line[i - 1] for i in wanted if i <= len(line)))
+        else:
+            fields = line.split(delimiter)
+            out.append(delimiter.join(fields[i - 1] for i in wanted if i <= len(fields)) if len(fields) > 1 else line)
+    return CommandResult("".join(f"{line}\n" for line in out).encode(), errors.encode(), status)
+
+
+def _tr_set(spec: str) -> str:
+    spec = unescape(spec)[0]
+    classes = {"[:upper:]": "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "[:lower:]": "abcdefghijklmnopqrstuvwxyz",
+               "[:digit:]": "0123456789", "[:space:]": " \t\n\r\f\v"}
+    for name, chars in classes.items():
+        spec = spec.replace(name, chars)
+    return re.sub(r"(.)-(.)", lambda m: "".join(chr(c) for c in range(ord(m.group(1)), ord(m.group(2)) + 1)), spec)
+
+
+@command("tr")
+async def tr(ctx: CommandContext) -> CommandResult:
+    flags, _, sets = parse_flags(ctx.argv[1:])
+    text = ctx.stdin.decode(errors="replace")
+    if not sets:
+        return CommandResult.fail("tr: missing operand\n")
+    source = _tr_set(sets[0])
+    if "-d" in flags:
+        return CommandResult.ok("".join(c for c in text if c not in source))
+    target = _tr_set(sets[1]) if len(sets) > 1 else ""
+    if not target:
+        return CommandResult.fail(f"tr: missing operand after '{sets[0]}'\n")
+    target = target + target[-1] * (len(source) - len(target))
+    return CommandResult.ok(text.translate(str.maketrans(source, target[:len(source)])))

@@ -29,7 +29,8 @@ from labsim.node.syntax import (
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GLOB_CHARS = set("*?[")
 # Programs that read their standard input when given no file arguments.
-STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "sha256sum", "wc", "sort"}
+STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "sha256sum", "wc", "sort",
+                 "uniq", "cut", "tr"}
 
 
 class ExitShell(Exception):
@@ -303,6 +304,8 @@ def _argv_reads_stdin(argv: list[str]) -> bool:
     if not argv:
         return False
     program, args = argv[0].rsplit("/", 1)[-1], argv[1:]
+    if "-" in args or program == "tr":  # `kubectl apply -f -`, `tar xf -`: "-" names stdin
+        return True
     if program in ("sh", "bash"):
         if "-c" in args:
             index = args.index("-c")

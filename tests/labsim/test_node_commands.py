@@ -99,6 +99,14 @@ async def test_disk_use_grows_with_the_files_written(tmp_path):
         assert (status, err) == (1, "df: /nowhere: No such file or directory\n")
 
 
+async def test_stdin_reaches_commands_that_read_it(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        assert await lab.sh("cat - | wc -c", input="12345") == ("5\n", "", 0)
+        assert await lab.sh("sudo -n sh -c 'mkdir -p /etc/app && tee /etc/app/c.yaml >/dev/null'", input="a: 1\n") == (
+            "", "", 0)
+        assert await lab.sh("cat /etc/app/c.yaml") == ("a: 1\n", "", 0)
+
+
 async def test_cloud_init_runs_on_the_lab_clock_after_boot(tmp_path):
     async with node_lab(tmp_path, time_scale=1.0) as lab, lab.connect() as conn:
         assert (await conn.run("cloud-init status")).stdout == "status: running\n"
@@ -112,7 +120,8 @@ async def test_cloud_init_runs_on_the_lab_clock_after_boot(tmp_path):
 async def test_pipes_lists_redirections_and_expansions(tmp_path):
     async with node_lab(tmp_path) as lab:
         cases = [
-            ("echo one two | tr -d o", "", "bash: tr: command not found\n", 127),
+            ("echo one two | tr -d o", "ne tw\n", "", 0),
+            ("echo one | awk '{print $1}'", "", "bash: awk: command not found\n", 127),
             ("echo hello | grep -c ell", "1\n", "", 0),
             ("true && echo yes || echo no", "yes\n", "", 0),
             ("false && echo yes || echo no", "no\n", "", 0),
@@ -162,6 +171,11 @@ async def test_file_and_text_tools(tmp_path):
             ("cp l l2 && mv l2 l3 && cat l3 | wc -l && test ! -e l2 && echo moved", "3\nmoved\n"),
             ("basename /etc/rancher/k3s/config.yaml .yaml; dirname /etc/rancher/k3s/config.yaml",
              "config\n/etc/rancher/k3s\n"),
+            ("printf '10\\n9\\nb\\nb\\n' | sort -n | uniq -c", "      2 b\n      1 9\n      1 10\n"),
+            ("printf 'b\\na\\nb\\n' | sort -u; echo k3s-master:6443 | cut -d: -f2; echo abc | tr a-c A-C",
+             "a\nb\n6443\nABC\n"),
+            ("echo v > f1 && sudo install -D -m 600 f1 /opt/tool/f1 && sudo stat -c '%a %U' /opt/tool/f1",
+             "600 root\n"),
         ]
         for command, expected in cases:
             assert await lab.sh(command) == (expected, "", 0), command
