@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -46,16 +45,17 @@ class Lab:
         self._server: Any = None
 
     async def start(self) -> None:
-        from labsim.pve.server import PVEServer  # imports aiohttp's app machinery only when serving
+        # Imported here so that `labsim status` and `down` stay quick to start.
+        from labsim.kube.registry import ClusterRegistry
+        from labsim.node.host import NodeHost
+        from labsim.pve.server import PVEServer
 
         self.secrets = ensure_secrets(self.state_dir, [self.config.pve_host, "localhost", self.config.pve_node])
         self.pve.load()
-        self.nodes = _component("labsim.node.host", "NodeHost", self)
-        if self.nodes is not None:
-            await self.nodes.start()
-        self.clusters = _component("labsim.kube.registry", "ClusterRegistry", self)
-        if self.clusters is not None:
-            await self.clusters.start()
+        self.nodes = NodeHost(self)
+        await self.nodes.start()
+        self.clusters = ClusterRegistry(self)
+        await self.clusters.start()
         self._server = PVEServer(self.pve, self.secrets, self.status)
         await self._server.start()
         await self.pve.resume()
@@ -102,17 +102,6 @@ def static_status(config: SimConfig) -> dict[str, Any]:
         "ssh": {"user": config.ssh_user, "private_key": str(config.state_dir / "ssh" / "id_ed25519")},
         "kube": None,
     }
-
-
-def _component(module: str, name: str, lab: Lab) -> Any:
-    """Another engineer's part of the lab, or None while it does not exist yet."""
-    try:
-        factory = getattr(importlib.import_module(module), name)
-    except ImportError as error:
-        if error.name is not None and module.startswith(error.name):
-            return None
-        raise
-    return factory(lab)
 
 
 class LabHandle:
