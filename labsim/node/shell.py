@@ -50,10 +50,6 @@ class Output:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
 
-    def add(self, result: CommandResult) -> None:
-        self.stdout += result.stdout
-        self.stderr += result.stderr
-
 
 class Shell:
     """One bash process: its user, variables, working directory and last exit status."""
@@ -80,18 +76,22 @@ class Shell:
             return CommandResult(stderr=f"{self.name}: -c: line 1: {exc}\n".encode(), exit_status=2)
         try:
             for chain in lists:
-                await self._and_or(chain, stdin, out)
-                if self.errexit and self.status:
+                last_ran = await self._and_or(chain, stdin, out)
+                if self.errexit and self.status and last_ran:
                     break
         except ExitShell as exc:
             self.status, self.exited = exc.status, True
         return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
 
-    async def _and_or(self, chain: AndOr, stdin: bytes, out: Output) -> None:
+    async def _and_or(self, chain: AndOr, stdin: bytes, out: Output) -> bool:
+        """Run an and-or list; whether its last pipeline ran (only its failure trips ``set -e``)."""
         await self._pipeline(chain.first, stdin, out)
-        for op, pipeline in chain.rest:
+        ran_last = not chain.rest
+        for i, (op, pipeline) in enumerate(chain.rest):
             if (op == "&&") == (self.status == 0):
                 await self._pipeline(pipeline, stdin, out)
+                ran_last = i == len(chain.rest) - 1
+        return ran_last and not chain.first.negate
 
     async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
         data = stdin

@@ -42,7 +42,7 @@ async def sudo(ctx: CommandContext) -> CommandResult:
         return CommandResult.fail(SUDO_USAGE)
     if ctx.user != "root" and not (ctx.user == ctx.node.spec.user and ctx.node.exists(SUDOERS)):
         return CommandResult.fail("sudo: a password is required\n")
-    if not locate(ctx.node, args[0]) and args[0] not in ("cd", "export"):
+    if not locate(ctx.node, args[0]):
         return CommandResult.fail(f"sudo: {args[0]}: command not found\n")
     env = login_env(ctx.node, target)
     if keep_env:

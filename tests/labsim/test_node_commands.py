@@ -145,6 +145,7 @@ async def test_pipes_lists_redirections_and_expansions(tmp_path):
             ("bash -c 'exit 7'", "", "", 7),
             ("sh -c 'missing-tool'", "", "sh: 1: missing-tool: not found\n", 127),
             ("set -e; false; echo not reached", "", "", 1),
+            ("set -e; false && echo no; false || echo recovered", "recovered\n", "", 0),
             ("echo a 1>&2 2>/dev/null", "", "a\n", 0),
         ]
         for command, out, err, status in cases:
