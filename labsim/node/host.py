@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
 import os
 import shutil
@@ -65,6 +66,8 @@ class NodeHost:
     async def start_node(self, spec: NodeSpec) -> None:
         """Boot: the image and cloud-init on the node's files, SSH listening on spec.ip, then the
         enabled services (after the boot hooks of other modules have registered theirs)."""
+        if not ipaddress.ip_address(spec.ip).is_loopback:
+            raise ValueError(f"node {spec.name}: {spec.ip} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if spec.vmid in self._nodes:
             await self.update_node(spec)
             return

@@ -115,3 +115,9 @@ async def test_interactive_shell_keeps_its_working_directory(tmp_path):
         result = await conn.run(input="cd /etc\npwd\nls hostname\nexit 4\n")
         assert result.stdout == "/etc\nhostname\n"
         assert result.exit_status == 4
+
+
+async def test_a_node_outside_loopback_is_refused(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        with pytest.raises(ValueError, match="not a loopback address"):
+            await lab.host.start_node(lab.spec.__class__(**{**lab.spec.__dict__, "vmid": 130, "ip": "192.168.2.30"}))
