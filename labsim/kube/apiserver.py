@@ -41,11 +41,13 @@ class ApiServer:
         return app
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # Open watches end when the server stops, so shutdown need not wait for them.
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port, ssl_context=tls, reuse_address=True).start()
 
     async def stop(self) -> None:
+        self.rest.close_watches()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

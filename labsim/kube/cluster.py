@@ -103,7 +103,6 @@ class Cluster:
                 self.save()
 
     # -- identity -------------------------------------------------------------------------------
-    @property
     def ca_pem(self) -> bytes:
         return self._ca.cert_pem
 

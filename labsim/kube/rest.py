@@ -75,6 +75,11 @@ class RestHandler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.store = cluster.store
+        self.watches: set = set()  # open watch subscriptions, ended when the server stops
+
+    def close_watches(self) -> None:
+        for sub in list(self.watches):
+            sub.close()
 
     async def handle(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
         target = resolve(self.cluster, group, version, rest)

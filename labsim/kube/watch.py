@@ -52,6 +52,7 @@ async def serve(handler: RestHandler, request: web.Request, target: Target) -> w
     except StoreError as exc:
         await response.write(_line("ERROR", exc.status()))
         return response
+    handler.watches.add(sub)
     try:
         if since is None:
             # The state now, as ADDED events; the subscription (made above, synchronously) follows on.
@@ -65,6 +66,7 @@ async def serve(handler: RestHandler, request: web.Request, target: Target) -> w
         pass
     finally:
         sub.close()
+        handler.watches.discard(sub)
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response

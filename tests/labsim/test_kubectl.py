@@ -1,0 +1,145 @@
+"""Real kubectl (1.34 and 1.32) against the embedded lab's API: the commands an operator runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.labsim.kube_fixtures import RunningCluster, kube  # noqa: F401 (fixture)
+
+VERSIONS = ["1.34", "1.32"]
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web, team: blue}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: web}}
+"""
+
+CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, default: 3}
+"""
+
+
+def _json(kube: RunningCluster, version: str, *args: str) -> dict:  # noqa: F811
+    return json.loads(kube.kubectl(*args, "-o", "json", version=version).stdout)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_get_nodes_wide(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    out = kube.kubectl("get", "nodes", "-o", "wide", version=version).stdout.splitlines()
+    assert out[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    master = out[1].split()
+    assert master[:2] == ["k3s-master", "Ready"] and "control-plane" in master[2] and master[4] == "v1.34.3+k3s1"
+    assert len(out) == 4
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_operator_workflow(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    k = kube.kubectl
+    assert "deployment.apps/web created" in k("apply", "-f", "-", input=APP, version=version).stdout
+    assert "deployment.apps/web unchanged" in k("apply", "-f", "-", input=APP, version=version).stdout
+    # a label dropped from the manifest is removed by the next apply (last-applied three-way merge)
+    k("apply", "-f", "-", input=APP.replace(", team: blue", ""), version=version)
+    assert "team" not in _json(kube, version, "get", "deploy", "web")["metadata"]["labels"]
+    k("rollout", "status", "deploy/web", "--timeout=30s", version=version)
+    k("wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=30s", version=version)
+    pods = k("get", "pods", "-A", "-o", "wide", version=version).stdout
+    assert pods.count("Running") == 2 and "k3s-" in pods
+    k("scale", "deploy/web", "--replicas=3", version=version)
+    k("set", "image", "deploy/web", "nginx=nginx:1.28", version=version)
+    k("rollout", "status", "deploy/web", "--timeout=30s", version=version)
+    dep = _json(kube, version, "get", "deploy", "web")
+    assert dep["status"]["updatedReplicas"] == 3
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
+    k("label", "deploy", "web", "tier=front", version=version)
+    assert "tier=front" in k("get", "deploy", "web", "--show-labels", version=version).stdout
+    applied = k("apply", "--server-side", "--force-conflicts", "-f", "-", input=APP, version=version).stdout
+    assert "deployment.apps/web serverside-applied" in applied
+    pod = k("get", "pods", "-l", "app=web", "-o", "name", version=version).stdout.split()[0]
+    assert "nginx:1.27" in k("logs", pod, version=version).stdout
+    assert k("delete", "-f", "-", input=APP, version=version).returncode == 0
+    assert "No resources found" in k("get", "deploy", version=version).stderr
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cordon_and_drain_wait_for_the_disruption_budget(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    k = kube.kubectl
+    k("apply", "-f", "-", input=APP, version=version)
+    k("rollout", "status", "deploy/web", "--timeout=30s", version=version)
+    node = _json(kube, version, "get", "pods", "-l", "app=web")["items"][0]["spec"]["nodeName"]
+    k("cordon", node, version=version)
+    assert "SchedulingDisabled" in k("get", "node", node, version=version).stdout
+    blocked = k("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=3s", check=False,
+                version=version)
+    assert blocked.returncode != 0 and "disruption budget" in blocked.stderr
+    k("scale", "deploy/web", "--replicas=3", version=version)
+    k("rollout", "status", "deploy/web", "--timeout=30s", version=version)
+    k("drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=30s", version=version)
+    pods = _json(kube, version, "get", "pods", "-l", "app=web")["items"]
+    assert node not in [p["spec"].get("nodeName") for p in pods]
+    k("uncordon", node, version=version)
+    assert "SchedulingDisabled" not in k("get", "node", node, version=version).stdout
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_custom_resources(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    k = kube.kubectl
+    k("apply", "-f", "-", input=CRD, version=version)
+    k("wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=10s", version=version)
+    widget = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {color: red}\n"
+    k("apply", "-f", "-", input=widget, version=version)
+    k("apply", "-f", "-", input=widget.replace("red", "blue"), version=version)
+    table = k("get", "wd", version=version).stdout.split()
+    assert table[:3] == ["NAME", "SIZE", "AGE"] and table[3:5] == ["w1", "3"]
+    assert _json(kube, version, "get", "widget", "w1")["spec"] == {"color": "blue", "size": 3}
+    k("apply", "--server-side", "-f", "-", input=widget.replace("red", "blue"), version=version)
+    k("delete", "crd", "widgets.example.com", version=version)
