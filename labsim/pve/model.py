@@ -1,14 +1,14 @@
 """The hypervisor: one PVE node with its VMs, storages, tasks and faults.
 
 Operations check what PVE checks before answering (locks, running state, existence) and run
-the rest as worker tasks taking modelled time from the lab clock. Booted VMs with cloud-init
-network and keys become SSH nodes through ``node_host`` (``labsim.node.host.NodeHost``).
+the rest as worker tasks taking modelled time from the lab clock. Power (power.py) and
+snapshots (snapshots.py) are mixed in; booted VMs with cloud-init network and keys become SSH
+nodes through ``node_host`` (``labsim.node.host.NodeHost``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,24 +17,22 @@ from labsim.config import SimConfig
 from labsim.pve import vms as v
 from labsim.pve.errors import PVEError, TaskError
 from labsim.pve.faults import DEFAULT_TASK_ERRORS, Faults
+from labsim.pve.power import PowerMixin
+from labsim.pve.snapshots import SnapshotMixin
 from labsim.pve.storage import GIB, Storage, node_storages
 from labsim.pve.tasks import Task, TaskRunner
 from labsim.state import StateFile
 
-log = logging.getLogger(__name__)
-
 TEMPLATE_NAME = "ubuntu-2204-cloudinit"
 # Modelled durations (seconds of lab time), after a small PVE host with LVM-thin storage.
 LINKED_CLONE_S, FULL_CLONE_S_PER_GIB, FULL_CLONE_MIN_S = 4.0, 9.0, 20.0
-QEMU_START_S, GUEST_BOOT_S, AGENT_AFTER_BOOT_S = 2.0, 25.0, 3.0
-GUEST_POWERDOWN_S, DEFAULT_SHUTDOWN_TIMEOUT_S = 6.0, 180
-STOP_S, RESIZE_S, DESTROY_S, SNAPSHOT_S, CONFIG_S = 1.0, 1.0, 2.0, 2.0, 0.5
+RESIZE_S, DESTROY_S, CONFIG_S = 1.0, 2.0, 0.5
 HOST_CPUS, HOST_MEMORY, HOST_ROOTFS = 16, 64 * GIB, 100 * GIB
 HOST_BASE_MEMORY = int(2.5 * GIB)  # what PVE itself uses on an idle host
 SAVE_DELAY_S = 0.05  # real seconds: how long a change may wait to reach the state file
 
 
-class ProxmoxVE:
+class ProxmoxVE(PowerMixin, SnapshotMixin):
     def __init__(self, config: SimConfig, clock: Clock, node_host: Callable[[], Any]) -> None:
         self.config = config
         self.node = config.pve_node
@@ -83,18 +81,6 @@ class ProxmoxVE:
             "vms": {str(k): vm.to_state() for k, vm in self.vms.items()},
             "tasks": self.tasks.to_state(),
         })
-
-    async def resume(self) -> None:
-        """After a restart the VMs run on as on a host that kept them up: booted guests get their
-        SSH nodes back before the lab reports ready; guests that were mid-boot finish booting."""
-        for vm in self.vms.values():
-            if vm.status != "running":
-                continue
-            spec = self.node_spec(vm) if vm.booted else None
-            if spec is not None:
-                await self._node_call("start_node", spec)
-            elif not vm.booted:
-                self._boot_later(vm)
 
     async def close(self) -> None:
         for boot in self._boots.values():
@@ -339,101 +325,6 @@ class ProxmoxVE:
                 await self._node_call("update_node", self.node_spec(vm))
         return self._start_task("resize", vmid, user, work)
 
-    # ---------------------------------------------------------------- power
-
-    def start(self, vmid: int, user: str, skiplock: bool = False) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
-        if vm.is_template:
-            raise PVEError(500, "you can't start a vm if it's a template")
-
-        async def work(task: Task) -> None:
-            if vm.status == "running":
-                raise TaskError(f"VM {vmid} already running")
-            await self.clock.sleep(QEMU_START_S)
-            self._power_on(vm)
-            task.log(f"generating cloud-init ISO\nstarted VM {vmid}")
-        return self._start_task("qmstart", vmid, user, work)
-
-    def _power_on(self, vm: v.VM) -> None:
-        self._apply_pending(vm)
-        vm.status, vm.started_at = "running", self.clock.now()
-        vm.booted = vm.agent_up = False
-        self._boot_later(vm)
-
-    def _boot_later(self, vm: v.VM) -> None:
-        boot = asyncio.get_running_loop().create_task(self._boot(vm))
-        self._boots[vm.vmid] = boot
-        boot.add_done_callback(lambda _: self._boots.pop(vm.vmid, None) if self._boots.get(vm.vmid) is boot else None)
-
-    async def _boot(self, vm: v.VM) -> None:
-        await self.clock.sleep(GUEST_BOOT_S)
-        spec = self.node_spec(vm)
-        if spec is not None:
-            try:
-                await self._node_call("start_node", spec)
-            except Exception:  # the VM runs even when its guest cannot serve SSH
-                log.exception("VM %s: SSH node did not start", vm.vmid)
-        vm.booted = True
-        self.save()
-        if vm.agent_enabled and vm.vmid not in self.faults.agent_down:
-            await self.clock.sleep(AGENT_AFTER_BOOT_S)
-            vm.agent_up = vm.vmid not in self.faults.agent_down
-
-    async def _power_off(self, vm: v.VM) -> None:
-        boot = self._boots.pop(vm.vmid, None)
-        if boot is not None:
-            boot.cancel()
-        was_booted = vm.booted
-        vm.status, vm.started_at, vm.booted, vm.agent_up = "stopped", None, False, False
-        if was_booted:
-            await self._node_call("stop_node", vm.vmid)
-
-    def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
-
-        async def work(task: Task) -> None:
-            if vm.status != "running":
-                raise TaskError(f"VM {vmid} not running")
-            await self.clock.sleep(STOP_S)
-            await self._power_off(vm)
-        return self._start_task("qmstop", vmid, user, work)
-
-    def shutdown(self, vmid: int, user: str, timeout: int | None, force_stop: bool, skiplock: bool = False) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
-
-        async def work(task: Task) -> None:
-            await self._guest_shutdown(vm, task, timeout, force_stop)
-        return self._start_task("qmshutdown", vmid, user, work)
-
-    async def _guest_shutdown(self, vm: v.VM, task: Task, timeout: int | None, force_stop: bool) -> None:
-        if vm.status != "running":
-            raise TaskError(f"VM {vm.vmid} not running")
-        limit = DEFAULT_SHUTDOWN_TIMEOUT_S if timeout is None else timeout
-        needed = self.faults.slow_shutdown.get(vm.vmid, GUEST_POWERDOWN_S if vm.booted else 0.5)
-        if needed <= limit:
-            await self.clock.sleep(needed)
-        else:
-            await self.clock.sleep(limit)
-            if not force_stop:
-                raise TaskError("VM quit/powerdown failed - got timeout")
-            task.log("VM still running - terminating now with SIGTERM")
-        await self._power_off(vm)
-
-    def reboot(self, vmid: int, user: str, timeout: int | None) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked()
-        if vm.status != "running":
-            raise PVEError(500, f"VM {vmid} not running")
-
-        async def work(task: Task) -> None:
-            await self._guest_shutdown(vm, task, timeout, force_stop=False)
-            await self.clock.sleep(QEMU_START_S)
-            self._power_on(vm)
-        return self._start_task("qmreboot", vmid, user, work)
-
     # ---------------------------------------------------------------- destroy
 
     def destroy(self, vmid: int, user: str, skiplock: bool = False) -> Task:
@@ -454,88 +345,6 @@ class ProxmoxVE:
             self.vms.pop(vmid, None)
             await self._node_call("delete_node", vmid)  # the guest's disk, files and host key go
         return self._start_task("qmdestroy", vmid, user, work)
-
-    # ---------------------------------------------------------------- snapshots
-
-    def snapshot(self, vmid: int, name: str, description: str, user: str) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked()
-        if name in vm.snapshots or name == "current":
-            raise PVEError(500, f"snapshot name '{name}' already used")
-
-        async def work(task: Task) -> None:
-            vm.config["lock"] = "snapshot"
-            await self.clock.sleep(SNAPSHOT_S)
-            parent = vm.config.pop("parent", None)
-            config = {k: val for k, val in vm.config.items() if k != "lock"}
-            vm.snapshots[name] = {"config": config, "snaptime": int(self.clock.now()), "description": description,
-                                  "parent": parent, "vmstate": 0}
-            vm.config["parent"] = name
-            vm.config.pop("lock", None)
-        return self._start_task("qmsnapshot", vmid, user, work)
-
-    def snapshots(self, vmid: int) -> list[dict[str, Any]]:
-        vm = self.vm(vmid)
-        out = [{"name": n, "description": s["description"], "snaptime": s["snaptime"], "vmstate": 0,
-                **({"parent": s["parent"]} if s.get("parent") else {})} for n, s in vm.snapshots.items()]
-        current = {"name": "current", "description": "You are here!", "running": int(vm.status == "running")}
-        if vm.config.get("parent"):
-            current["parent"] = vm.config["parent"]
-        return [*out, current]
-
-    def rollback(self, vmid: int, name: str, user: str) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked()
-        snap = self._snap(vm, name)
-
-        async def work(task: Task) -> None:
-            if vm.status == "running":
-                await self._power_off(vm)
-            await self.clock.sleep(SNAPSHOT_S)
-            vm.config = {**snap["config"], "parent": name}
-        return self._start_task("qmrollback", vmid, user, work)
-
-    def delete_snapshot(self, vmid: int, name: str, user: str) -> Task:
-        vm = self.vm(vmid)
-        vm.check_unlocked()
-        snap = self._snap(vm, name)
-
-        async def work(task: Task) -> None:
-            await self.clock.sleep(SNAPSHOT_S / 2)
-            for other in vm.snapshots.values():
-                if other.get("parent") == name:
-                    other["parent"] = snap.get("parent")
-            if vm.config.get("parent") == name:
-                vm.config["parent"] = snap.get("parent")
-                if not snap.get("parent"):
-                    vm.config.pop("parent")
-            del vm.snapshots[name]
-        return self._start_task("qmdelsnapshot", vmid, user, work)
-
-    @staticmethod
-    def _snap(vm: v.VM, name: str) -> dict[str, Any]:
-        if name not in vm.snapshots:
-            raise PVEError(500, f"snapshot '{name}' does not exist")
-        return vm.snapshots[name]
-
-    # ---------------------------------------------------------------- nodes
-
-    def node_spec(self, vm: v.VM) -> Any | None:
-        """The SSH node a booted VM becomes, or None without a static IP and SSH keys."""
-        guest = self.guest(vm)
-        if guest.ip is None or not guest.authorized_keys:
-            return None
-        from labsim.node.spec import NodeSpec  # H2's model; imported late: labsim.node is optional here
-
-        return NodeSpec(vmid=vm.vmid, name=vm.name, ip=guest.ip, user=guest.user,
-                        authorized_keys=guest.authorized_keys, cores=vm.cpus, memory_mib=vm.memory_mib,
-                        disk_bytes=vm.disk_bytes(), searchdomain=guest.searchdomain,
-                        nameservers=guest.nameservers)
-
-    async def _node_call(self, method: str, arg: Any) -> None:
-        host = self.node_host()
-        if host is not None:
-            await getattr(host, method)(arg)
 
     # ---------------------------------------------------------------- helpers
 

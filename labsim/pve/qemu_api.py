@@ -176,7 +176,7 @@ async def snapshot_create(pve: ProxmoxVE, call: Call) -> str:
 
 @route("GET", VM_PATH + "/snapshot/{snapname}")
 async def snapshot_index(pve: ProxmoxVE, call: Call) -> list[dict[str, str]]:
-    pve._snap(pve.vm(call.args["vmid"]), call.args["snapname"])
+    pve.snapshot_of(pve.vm(call.args["vmid"]), call.args["snapname"])
     return [{"subdir": "rollback"}, {"subdir": "config"}]
 
 
