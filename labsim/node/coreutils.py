@@ -181,7 +181,7 @@ async def tee(ctx: CommandContext) -> CommandResult:
     errors, status = [], 0
     for path in paths:
         try:
-            ctx.node.write(normpath(path, ctx.cwd), ctx.stdin, user=ctx.user, append="-a" in flags)
+            ctx.node.write(normpath(path, ctx.cwd), ctx.stdin, user=ctx.user, append="-a" in flags, umask=ctx.umask)
         except OSError as exc:
             errors.append(f"tee: {path}: {reason(exc)}\n")
             status = 1
@@ -195,7 +195,7 @@ async def mkdir(ctx: CommandContext) -> CommandResult:
     errors = []
     for path in paths:
         try:
-            ctx.node.mkdir(normpath(path, ctx.cwd), parents="-p" in flags, mode=mode, user=ctx.user)
+            ctx.node.mkdir(normpath(path, ctx.cwd), parents="-p" in flags, mode=mode, user=ctx.user, umask=ctx.umask)
         except OSError as exc:
             errors.append(f"mkdir: cannot create directory '{path}': {reason(exc)}\n")
     if not paths:
@@ -302,7 +302,7 @@ async def touch(ctx: CommandContext) -> CommandResult:
     errors = []
     for path in paths:
         try:
-            ctx.node.write(normpath(path, ctx.cwd), b"", user=ctx.user, append=True)
+            ctx.node.write(normpath(path, ctx.cwd), b"", user=ctx.user, append=True, umask=ctx.umask)
         except OSError as exc:
             errors.append(f"touch: cannot touch '{path}': {reason(exc)}\n")
     return CommandResult(stderr="".join(errors).encode(), exit_status=1 if errors else 0)
@@ -333,12 +333,12 @@ async def cp(ctx: CommandContext) -> CommandResult:
 
 def _copy(ctx: CommandContext, src: str, dst: str, keep_mode: bool) -> None:
     if ctx.node.is_dir(src):
-        ctx.node.mkdir(dst, user=ctx.user)
+        ctx.node.mkdir(dst, user=ctx.user, umask=ctx.umask)
         for name in ctx.node.listdir(src, ctx.user):
             _copy(ctx, posixpath.join(src, name), posixpath.join(dst, name), keep_mode)
         return
     data = ctx.node.read(src, ctx.user)
-    ctx.node.write(dst, data, mode=ctx.node.mode(src) if keep_mode else None, user=ctx.user)
+    ctx.node.write(dst, data, mode=ctx.node.mode(src) if keep_mode else None, user=ctx.user, umask=ctx.umask)
 
 
 @command("mv")
@@ -712,7 +712,7 @@ async def install(ctx: CommandContext) -> CommandResult:
             return CommandResult.fail("install: missing destination file operand\n")
         source, target = normpath(operands[0], ctx.cwd), _into(ctx, operands[0], operands[1])
         if "-D" in flags:
-            ctx.node.mkdir(posixpath.dirname(target), user=ctx.user)
+            ctx.node.mkdir(posixpath.dirname(target), user=ctx.user, umask=ctx.umask)
         data = ctx.node.read(source, ctx.user)
         if ctx.node.exists(target):
             ctx.node.remove(target, user=ctx.user)  # install replaces the file, as unlink + create

@@ -46,6 +46,11 @@ def os_error(kind: type[OSError], path: str) -> OSError:
     return kind(code, os.strerror(code), path)
 
 
+def default_umask(user: str) -> int:
+    """Ubuntu's umask: 022 for root, 002 for users with a group of their own."""
+    return 0o022 if user == "root" else 0o002
+
+
 def unit_name(name: str) -> str:
     return name.removesuffix(".service")
 
@@ -139,7 +144,9 @@ class NodeModel:
         return real.read_bytes()
 
     def write(self, path: str, data: bytes, mode: int | None = None, user: str = "root",
-              append: bool = False) -> None:
+              append: bool = False, umask: int | None = None) -> None:
+        """Write (or append to) a file; a new file gets ``mode``, else 0666 less the umask (the
+        user's default when not given); an existing file keeps its mode unless ``mode`` is given."""
         path = normpath(path)
         if path == "/dev/null":
             return
@@ -154,11 +161,12 @@ class NodeModel:
         with open(real, "ab" if append else "wb") as out:
             out.write(data)
         if mode is not None or created:
-            os.chmod(real, mode if mode is not None else self._default_mode(user, False))
+            os.chmod(real, mode if mode is not None else self._default_mode(user, False, umask))
         if created and user != "root":
             self._set_owner(path, user)
 
-    def mkdir(self, path: str, parents: bool = True, mode: int | None = None, user: str = "root") -> None:
+    def mkdir(self, path: str, parents: bool = True, mode: int | None = None, user: str = "root",
+              umask: int | None = None) -> None:
         path = normpath(path)
         if self.is_dir(path):
             if parents:
@@ -170,11 +178,11 @@ class NodeModel:
         if not self.is_dir(parent):
             if not parents:
                 raise os_error(FileNotFoundError, parent)
-            self.mkdir(parent, parents=True, user=user)
+            self.mkdir(parent, parents=True, user=user, umask=umask)
         self._check_parent(path, user)
         real = self.host_path(path)
         real.mkdir()
-        os.chmod(real, mode if mode is not None else self._default_mode(user, True))
+        os.chmod(real, mode if mode is not None else self._default_mode(user, True, umask))
         if user != "root":
             self._set_owner(path, user)
 
@@ -263,11 +271,10 @@ class NodeModel:
             raise os_error(PermissionError, path) from None
 
     @staticmethod
-    def _default_mode(user: str, directory: bool) -> int:
-        # Ubuntu's umask: 022 for root, 002 for users with their own group.
-        if directory:
-            return 0o755 if user == "root" else 0o775
-        return 0o644 if user == "root" else 0o664
+    def _default_mode(user: str, directory: bool, umask: int | None) -> int:
+        if umask is None:
+            umask = default_umask(user)
+        return (0o777 if directory else 0o666) & ~umask
 
     def _set_owner(self, path: str, owner: str) -> None:
         if owner == "root":

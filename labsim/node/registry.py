@@ -42,6 +42,7 @@ class CommandContext:
     # optional ``env=`` (the nested shell's whole environment; default: this command's).
     run: Callable[[str, bytes, str], Awaitable[CommandResult]] | None = None
     cwd: str = "/"  # the shell's working directory, for relative paths
+    umask: int = 0o022  # the shell's umask, for the files a command creates
 
     @property
     def is_root(self) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labsim.node import image, registry
-from labsim.node.model import NodeModel, normpath
+from labsim.node.model import NodeModel, default_umask, normpath
 from labsim.node.registry import CommandContext, CommandResult
 from labsim.node.syntax import (
     AndOr,
@@ -55,7 +55,8 @@ class Shell:
     """One bash process: its user, variables, working directory and last exit status."""
 
     def __init__(self, node: NodeModel, user: str, env: dict[str, str] | None = None,
-                 cwd: str | None = None, args: list[str] | None = None, name: str = "bash") -> None:
+                 cwd: str | None = None, args: list[str] | None = None, name: str = "bash",
+                 umask: int | None = None) -> None:
         self.node = node
         self.user = user
         self.vars = dict(env if env is not None else login_env(node, user))
@@ -66,6 +67,7 @@ class Shell:
         self.status = 0
         self.errexit = False
         self.exited = False
+        self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
         """Run a command line or script; stdout, stderr and the exit status of its last command."""
@@ -143,7 +145,7 @@ class Shell:
         env = {name: value for name, value in self.vars.items() if name in self.exported}
         env.update(assignments)
         ctx = CommandContext(node=self.node, argv=argv, env=env, stdin=stdin, user=self.user,
-                             run=self._nested, cwd=self.cwd)
+                             run=self._nested, cwd=self.cwd, umask=self.umask)
         return await handler(ctx)
 
     def find(self, program: str) -> registry.Handler | None:
@@ -156,7 +158,8 @@ class Shell:
         user = user or self.user
         if env is None:
             env = {n: v for n, v in self.vars.items() if n in self.exported}
-        child = Shell(self.node, user, env=env, cwd=self.cwd, name=self.name)
+        umask = self.umask if user == self.user else self.umask | 0o022
+        child = Shell(self.node, user, env=env, cwd=self.cwd, name=self.name, umask=umask)
         return await child.run(line, stdin)
 
     # --- expansion ---------------------------------------------------------------------------------
@@ -251,7 +254,8 @@ class Shell:
                 stdin = (target + "\n").encode()
             else:
                 append = r.op in (">>", "&>>")
-                self.node.write(path, b"", user=self.user, append=append)  # create/truncate, or refuse
+                # create (with the umask) or truncate now, or refuse before the command runs
+                self.node.write(path, b"", user=self.user, append=append, umask=self.umask)
                 for fd in ((1, 2) if r.op.startswith("&") else (r.fd,)):
                     sinks[fd] = path
         return stdin, sinks
@@ -392,11 +396,21 @@ async def _pwd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResul
     return CommandResult.ok(shell.cwd + "\n")
 
 
+async def _umask(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    if len(argv) < 2:
+        return CommandResult.ok(f"{shell.umask:04o}\n")
+    try:
+        shell.umask = int(argv[1], 8) & 0o777
+    except ValueError:
+        return CommandResult.fail(f"{shell.name}: umask: {argv[1]}: octal number out of range\n")
+    return CommandResult()
+
+
 async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
     return CommandResult()
 
 
 BUILTINS = {
     "cd": _cd, "pwd": _pwd, "export": _export, "unset": _unset, "set": _set, "exit": _exit,
-    "command": _command, ":": _noop, "shopt": _noop, "umask": _noop, "hash": _noop,
+    "command": _command, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
 }

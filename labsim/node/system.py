@@ -48,7 +48,8 @@ async def sudo(ctx: CommandContext) -> CommandResult:
     if keep_env:
         env.update({k: v for k, v in ctx.env.items() if k not in ("HOME", "USER", "LOGNAME", "PATH")})
     env.update(assignments, SUDO_USER=ctx.user)
-    shell = Shell(ctx.node, target, env=env, cwd=ctx.cwd)
+    # sudo's umask: the caller's, and at least 022 (sudoers' default umask)
+    shell = Shell(ctx.node, target, env=env, cwd=ctx.cwd, umask=ctx.umask | 0o022)
     return await shell.execute(args, {}, ctx.stdin)
 
 
@@ -63,7 +64,7 @@ async def sh(ctx: CommandContext) -> CommandResult:
                 return CommandResult.fail(f"{name}: -c: option requires an argument\n", 2)
             script, rest = args[0], args[1:]
             shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=rest[1:],
-                          name=rest[0] if rest else name)
+                          name=rest[0] if rest else name, umask=ctx.umask)
             shell.errexit = errexit
             return await shell.run(script, ctx.stdin)
         if option == "-o" and args:
@@ -76,7 +77,7 @@ async def sh(ctx: CommandContext) -> CommandResult:
         handler = registry.lookup_script(ctx.stdin)
         if handler is not None:
             return await handler(CommandContext(node=ctx.node, argv=args, env=dict(ctx.env), stdin=ctx.stdin,
-                                                user=ctx.user, run=ctx.run, cwd=ctx.cwd))
+                                                user=ctx.user, run=ctx.run, cwd=ctx.cwd, umask=ctx.umask))
         script = ctx.stdin.decode(errors="replace")
     else:
         try:
@@ -84,7 +85,7 @@ async def sh(ctx: CommandContext) -> CommandResult:
         except OSError:
             return CommandResult.fail(f"{name}: {args[0]}: No such file or directory\n", 127)
         args = args[1:]
-    shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=args, name=name)
+    shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=args, name=name, umask=ctx.umask)
     shell.errexit = errexit
     return await shell.run(script)
 

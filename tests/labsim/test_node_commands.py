@@ -231,6 +231,10 @@ async def test_sudo_runs_as_root_with_the_environment_it_is_given(tmp_path):
             ("sudo chmod 600 /etc/rancher/k3s/config.yaml; cat /etc/rancher/k3s/config.yaml 2>&1; "
              "sudo cat /etc/rancher/k3s/config.yaml", "cat: /etc/rancher/k3s/config.yaml: Permission denied\na: 1\n"),
             ("echo mine > ~/note && stat -c %U ~/note && sudo chown root ~/note && stat -c %U ~/note", "ubuntu\nroot\n"),
+            ("touch u1 && stat -c %a u1 && umask && umask 077 && touch u2 && mkdir d2 && stat -c %a u2 d2",
+             "664\n0002\n600\n700\n"),
+            ("sudo -n sh -c 'umask 077 && tee /etc/secret.yaml >/dev/null' < /dev/null && "
+             "stat -c %a /etc/secret.yaml && sudo touch /etc/plain && stat -c %a /etc/plain", "600\n644\n"),
         ]
         for command, expected in cases:
             assert await lab.sh(command) == (expected, "", 0), command
