@@ -12,6 +12,7 @@ from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
 from labsim.kube.controllers.disruption import DisruptionController
 from labsim.kube.controllers.garbage import GarbageCollector
+from labsim.kube.controllers.helmchart import HelmChartController
 from labsim.kube.controllers.job import JobController
 from labsim.kube.controllers.kubelet import Kubelet
 from labsim.kube.controllers.namespace import NamespaceController
@@ -40,6 +41,7 @@ _KINDS: tuple[type[Controller], ...] = (
     NamespaceController,
     GarbageCollector,
     ServiceAccountController,
+    HelmChartController,
 )
 
 
