@@ -8,11 +8,9 @@ server; without etcd k3s answers "etcd datastore disabled".
 
 from __future__ import annotations
 
-import hashlib
-
-from labsim.k3s import addons, kubectl, service, snapshots
+from labsim.k3s import kubectl, service, snapshots
 from labsim.k3s.config import ConfigError, K3sConfig, merge, parse_args, parse_config_files
-from labsim.k3s.logs import Logger, rfc3339
+from labsim.k3s.logs import Logger
 from labsim.node.registry import CommandContext, CommandResult, command
 
 KUBECTL_LINK = "/usr/local/bin/kubectl"
@@ -81,17 +79,22 @@ async def etcd_snapshot(ctx: CommandContext, args: list[str], log: Logger) -> st
     folder = cfg.get("dir") or snapshots.SNAPSHOT_DIR
     node_name = (cfg.get("node-name") or ctx.node.hostname).lower()
     if sub == "save":
-        await save(ctx, cluster, folder, cfg.get("name") or snapshots.DEFAULT_NAME, node_name, log)
-        await _prune(ctx, cluster, folder, snapshots.DEFAULT_NAME, node_name, _retention(cfg), log)
+        await snapshots.save(ctx.node, cluster, folder, cfg.get("name") or snapshots.DEFAULT_NAME, node_name, log)
+        await snapshots.prune(ctx.node, cluster, folder, snapshots.DEFAULT_NAME, node_name, _retention(cfg), log)
         return ""
     if sub in ("ls", "list"):
         return snapshots.format_table(snapshots.list_files(ctx.node, folder))
     if sub == "delete":
-        await _delete(ctx, cluster, folder, names, log)
+        if not names:
+            raise Fatal("no snapshots given for removal")
+        missing = [n for n in names if not ctx.node.is_file(f"{folder}/{n}")]
+        if missing:
+            raise Fatal(f"snapshot {missing[0]} not found")
+        await snapshots.delete(ctx.node, cluster, folder, names, log)
         return ""
     if sub == "prune":
         prefix = cfg.get("name") or snapshots.DEFAULT_NAME
-        await _prune(ctx, cluster, folder, prefix, node_name, _retention(cfg), log)
+        await snapshots.prune(ctx.node, cluster, folder, prefix, node_name, _retention(cfg), log)
         return ""
     raise Fatal(f"No help topic for '{sub}'")
 
@@ -123,62 +126,6 @@ def _retention(cfg: K3sConfig) -> int:
         return int(value)
     except ValueError as e:
         raise Fatal(f'invalid value "{value}" for flag -snapshot-retention: parse error') from e
-
-
-async def save(ctx: CommandContext, cluster, folder: str, prefix: str, node_name: str, log: Logger) -> str:
-    """Write the cluster's state to a new snapshot file; returns its name."""
-    node = ctx.node
-    name = snapshots.snapshot_name(prefix, node_name, node.lab.clock.now())
-    path = f"{folder}/{name}"
-    node.mkdir(folder, mode=0o700)
-    node.write(path, cluster.snapshot(), mode=0o600)
-    log.info(f"Saving etcd snapshot to {path}")
-    log.info(f"Saving snapshot metadata to {folder.rsplit('/', 1)[0]}/.metadata/{name}")
-    await cluster.apply_manifest(snapshot_record(snapshots.list_files(node, folder), name, node_name))
-    log.info("Reconciling ETCDSnapshotFile resources")
-    log.info("Reconciliation of ETCDSnapshotFile resources complete")
-    log.info(f"Snapshot {name} saved.")
-    return name
-
-
-def snapshot_record(files: list[snapshots.SnapshotFile], name: str, node_name: str) -> dict:
-    """The ETCDSnapshotFile k3s keeps for a local snapshot."""
-    entry = next(f for f in files if f.name == name)
-    return {"apiVersion": "k3s.cattle.io/v1", "kind": "ETCDSnapshotFile",
-            "metadata": {"name": _record_name(name)},
-            "spec": {"snapshotName": name, "nodeName": node_name, "location": entry.location},
-            "status": {"readyToUse": True, "size": str(entry.size),
-                       "creationTime": rfc3339(entry.created)}}
-
-
-def _record_name(name: str) -> str:
-    return f"local-{name}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
-
-
-async def _delete(ctx: CommandContext, cluster, folder: str, names: list[str], log: Logger) -> None:
-    if not names:
-        raise Fatal("no snapshots given for removal")
-    for name in names:
-        path = f"{folder}/{name}"
-        if not ctx.node.is_file(path):
-            raise Fatal(f"snapshot {name} not found")
-        log.info(f"Removing local snapshot {path}")
-        ctx.node.remove(path)
-        await addons.delete_if_present(cluster, _record_stub(name))
-        log.info(f"Snapshot {name} deleted.")
-
-
-async def _prune(ctx: CommandContext, cluster, folder: str, prefix: str, node_name: str, retention: int,
-                 log: Logger) -> None:
-    log.info(f"Applying snapshot retention={retention} to local snapshots with prefix {prefix} in {folder}")
-    for old in snapshots.to_prune(snapshots.list_files(ctx.node, folder), prefix, node_name, retention):
-        log.info(f"Removing local snapshot {old.path}")
-        ctx.node.remove(old.path)
-        await addons.delete_if_present(cluster, _record_stub(old.name))
-
-
-def _record_stub(name: str) -> dict:
-    return {"apiVersion": "k3s.cattle.io/v1", "kind": "ETCDSnapshotFile", "metadata": {"name": _record_name(name)}}
 
 
 # --- cluster reset ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import posixpath
 import shlex
 from urllib.parse import urlsplit
 
-from labsim.k3s import addons, tokens
+from labsim.k3s import addons, snapshots, tokens
 from labsim.k3s.config import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -27,7 +27,10 @@ from labsim.k3s.config import (
     parse_config_files,
 )
 from labsim.k3s.logs import Logger
+from labsim.k3s.servicelb import ServiceLB
 from labsim.k3s.versions import K3sVersion, skew_error
+from labsim.kube.controllers.schedule import Schedule, ScheduleError
+from labsim.kube.controllers.workqueue import Controller
 from labsim.node.registry import on_boot
 
 SERVER_UNIT = "k3s"
@@ -200,6 +203,7 @@ async def start_server(node, log: Logger) -> None:
     cfg = unit_config(node, SERVER_UNIT)
     for warning in cfg.warnings:
         log.warn(warning)
+    schedule = _snapshot_schedule(cfg)
     name = node_name(node, cfg)
     password = _server_password(node, cfg)
     cluster = await node.lab.clusters.create_server(
@@ -218,6 +222,7 @@ async def start_server(node, log: Logger) -> None:
     _write_server_files(node, cluster, cfg, password, log)
     await addons.deploy(node, cluster, cfg.disable, log)
     await register_node(node, cluster, cfg, "server", version)
+    _start_controllers(node, cluster, cfg, name, schedule)
     log.info("k3s is up and running")
 
 
@@ -229,6 +234,32 @@ async def stop_server(node, log: Logger) -> None:
     await cluster.set_node_ready(name, False)
     await cluster.stop_api()
     log.info("Shutting down k3s server: received SIGTERM")
+
+
+def _snapshot_schedule(cfg: K3sConfig) -> Schedule | None:
+    """The cron schedule of automatic etcd snapshots (none without etcd or when disabled)."""
+    if not cfg.embedded_etcd or cfg.get("etcd-disable-snapshots"):
+        return None
+    cron = cfg.get("etcd-snapshot-schedule-cron") or snapshots.DEFAULT_SCHEDULE
+    try:
+        return Schedule.parse(cron)
+    except ScheduleError as e:
+        raise UnitError(f"Error: invalid etcd-snapshot-schedule-cron {cron!r}: {e}") from e
+
+
+def _start_controllers(node, cluster, cfg: K3sConfig, name: str, schedule: Schedule | None) -> None:
+    """k3s' own controllers (ServiceLB, scheduled snapshots) run while this server serves."""
+    controllers: list[Controller] = []
+    if "servicelb" not in cfg.disable:
+        controllers.append(ServiceLB(cluster))
+    if schedule is not None:
+        retention = int(cfg.get("etcd-snapshot-retention") or snapshots.DEFAULT_RETENTION)
+        controllers.append(snapshots.SnapshotSchedule(
+            cluster, node, schedule=schedule, retention=retention, node_name=name,
+            folder=cfg.get("etcd-snapshot-dir") or snapshots.SNAPSHOT_DIR))
+    # They live exactly as long as the API: Cluster.stop_api (k3s stopping, the lab closing)
+    # cancels and awaits the tasks it serves with. (Asked of the kube side: a public hook for this.)
+    cluster._tasks.extend(asyncio.create_task(c.run(), name=f"k3s-{c.name}") for c in controllers)
 
 
 def _server_password(node, cfg: K3sConfig) -> str:

@@ -24,6 +24,8 @@ tls-san: [k3s-master, k3s-master.home.example.com]
 disable: servicelb
 write-kubeconfig-mode: "0644"
 cluster-init: true
+etcd-snapshot-schedule-cron: "0 */6 * * *"
+etcd-snapshot-retention: 2
 """
 
 
@@ -190,6 +192,31 @@ def test_snapshot_delete_and_prune_keep_the_newest(k3s: K3sLab) -> None:
     k3s.ok(0, f"sudo k3s etcd-snapshot delete {nightly[-1]}")
     assert nightly[-1] not in k3s.ok(0, "sudo k3s etcd-snapshot ls")
     assert "no such file or directory" in k3s.ssh(0, "k3s etcd-snapshot save").stderr  # needs root, as k3s
+
+
+def test_scheduled_snapshots_follow_the_cron_schedule_and_retention(k3s: K3sLab) -> None:
+    def scheduled() -> list[str]:
+        listing = k3s.ok(0, "sudo k3s etcd-snapshot ls").splitlines()[1:]
+        return sorted(line.split()[0] for line in listing if line.startswith(f"etcd-snapshot-{k3s.name(0)}-"))
+
+    assert scheduled() == []
+    for count in (1, 2, 2):
+        k3s.handle.advance(6 * 3600)
+        _wait(lambda count=count: len(scheduled()) == count)
+    assert "etcd-snapshot-" in k3s.ok(0, "journalctl -u k3s -n 20 --no-pager")
+
+
+def test_no_servicelb_when_disabled(k3s: K3sLab, kube: client.ApiClient) -> None:
+    _load_balancer(kube, "web")
+    time.sleep(0.5)
+    daemonsets = client.AppsV1Api(kube).list_namespaced_daemon_set("kube-system").items
+    assert not [d for d in daemonsets if d.metadata.name.startswith("svclb-")]
+
+
+def _load_balancer(kube: client.ApiClient, name: str) -> None:
+    client.CoreV1Api(kube).create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name=name), spec=client.V1ServiceSpec(
+            type="LoadBalancer", selector={"app": name}, ports=[client.V1ServicePort(port=8080, target_port=80)])))
 
 
 def test_upgrading_a_node_changes_its_version_and_restarts_its_pods(k3s: K3sLab, kube: client.ApiClient) -> None:

@@ -13,6 +13,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import write_lab
 from tests.labsim.k3s_lab import K3sLab, nodes
+from tests.labsim.test_k3s_cluster import _load_balancer, _wait
 
 
 def _configmaps(kube: client.ApiClient) -> set[str]:
@@ -53,3 +54,24 @@ def test_uninstalling_the_server_removes_k3s_and_its_cluster(tmp_path: Path) -> 
             ssl.get_server_certificate((lab.ip(0), 6443), timeout=2)
         assert lab.install_server().exit_status == 0
         assert "old-cluster" not in _configmaps(lab.kube(tmp_path))
+
+
+def test_servicelb_gives_load_balancers_the_node_addresses(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server().exit_status == 0
+        kube = lab.kube(tmp_path)
+        _load_balancer(kube, "web")
+        core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+        uid = core.read_namespaced_service("web", "default").metadata.uid
+        daemonset = _wait(lambda: apps.list_namespaced_daemon_set(
+            "kube-system", label_selector="svccontroller.k3s.cattle.io/svcname=web").items)[0]
+        assert daemonset.metadata.name == f"svclb-web-{uid[:8]}"
+        ports = daemonset.spec.template.spec.containers[0].ports
+        assert [(p.container_port, p.host_port) for p in ports] == [(8080, 8080)]
+        ingress = _wait(lambda: core.read_namespaced_service("web", "default").status.load_balancer.ingress)
+        assert [i.ip for i in ingress] == [lab.ip(0)]
+        core.delete_namespaced_service("web", "default")
+        _wait(lambda: not apps.list_namespaced_daemon_set(
+            "kube-system", label_selector="svccontroller.k3s.cattle.io/svcname=web").items)
