@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from labsim.kube.cluster import Cluster
@@ -18,7 +19,8 @@ class ClusterRegistry:
         self.clusters: dict[str, Cluster] = {}
 
     async def start(self) -> None:
-        """Resume the clusters a previous run of the lab left in the state folder."""
+        """Load the clusters a previous run of the lab left in the state folder. Their API servers
+        start when the k3s service of their server node starts again (``start_api``)."""
         if not self.root.is_dir():
             return
         for meta in sorted(self.root.glob("*/cluster.json")):
@@ -31,7 +33,6 @@ class ClusterRegistry:
                 log.warning("cannot resume the cluster in %s: %s", meta.parent, exc)
                 continue
             self.clusters[name] = cluster
-            await cluster.start_api()
 
     async def close(self) -> None:
         for cluster in self.clusters.values():
@@ -39,18 +40,19 @@ class ClusterRegistry:
 
     async def create_server(self, *, node_name: str, ip: str, version: str, token: str, tls_san: list[str],
                             disable: list[str], cluster_init: bool) -> Cluster:
-        """The cluster whose server runs on ``node_name`` (created, persisted and started once)."""
+        """The cluster whose server runs on ``node_name`` (created and persisted once; the caller
+        starts its API with ``start_api``)."""
         cluster = self.clusters.get(node_name)
         if cluster is None:
             cluster = Cluster(self.root / node_name, self.lab.clock, name=node_name, version=version, token=token,
                               server_ip=ip, embedded_etcd=cluster_init, disable=disable, tls_san=tls_san)
             self.clusters[node_name] = cluster
             cluster.save()
-        await cluster.start_api()
         return cluster
 
     def remove(self, node_name: str) -> Cluster | None:
-        """Forget a cluster (k3s-uninstall.sh); its API must be stopped first."""
+        """Forget a cluster and its state (k3s-uninstall.sh); its API must be stopped first."""
+        shutil.rmtree(self.root / node_name, ignore_errors=True)
         return self.clusters.pop(node_name, None)
 
     def find(self, ip: str) -> Cluster | None:
