@@ -49,7 +49,12 @@ AGENT_JOIN_SECONDS = 12.0
 
 
 class UnitError(Exception):
-    """The unit's process exits: k3s logged the reason as a fatal/error line."""
+    """The unit's process gives up; the message is the line k3s logs, at ``level`` ("fatal" for
+    what k3s exits on, "error" for what it would retry for ever: the unit never gets ready)."""
+
+    def __init__(self, message: str, level: str = "fatal") -> None:
+        super().__init__(message)
+        self.level = level
 
 
 class UnitStartFailed(Exception):
@@ -180,8 +185,11 @@ def _starter(unit: str):
         log = Logger(node.lab.clock, node, unit)
         try:
             await (start_server if unit == SERVER_UNIT else start_agent)(node, log)
-        except (ConfigError, UnitError) as e:
-            log.fatal(str(e) if str(e).startswith(("Error", "Failed", "Incorrect")) else f"Error: {e}")
+        except ConfigError as e:
+            log.fatal(str(e))
+            return False
+        except UnitError as e:
+            log.log(e.level, str(e))
             return False
         return True
 
@@ -303,7 +311,7 @@ async def start_agent(node, log: Logger) -> None:
     ca_pem = tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml())
     problem = tokens.join_error(given, server_url=url, cluster_password=cluster.token, ca_pem=ca_pem)
     if problem:
-        raise UnitError(problem)
+        raise UnitError(*problem)
     skew = skew_error(version, K3sVersion.parse(cluster.version))
     if skew:
         raise UnitError(f"Error: {skew}")
@@ -334,12 +342,12 @@ async def _reachable_cluster(node, url: str):
     except (OSError, TimeoutError) as e:
         reason = "connect: connection refused" if isinstance(e, ConnectionRefusedError) else "i/o timeout"
         raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
-                        f"{cacerts}: dial tcp {parts.hostname}:{port}: {reason}") from e
+                        f"{cacerts}: dial tcp {parts.hostname}:{port}: {reason}", "error") from e
     writer.close()
     cluster = node.lab.clusters.find(parts.hostname)
     if cluster is None or port != API_PORT:
         raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
-                        f"{cacerts}: 404 Not Found")
+                        f"{cacerts}: 404 Not Found", "error")
     return cluster
 
 
@@ -372,4 +380,4 @@ def _read_text(node, path: str) -> str:
     try:
         return node.read(path).decode().strip()
     except (FileNotFoundError, IsADirectoryError) as e:
-        raise UnitError(f"Error: failed to read token file {path}: {e}") from e
+        raise UnitError(f"Error: failed to read token file {path}: {e.strerror or e}") from e

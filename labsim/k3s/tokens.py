@@ -62,15 +62,17 @@ def parse(text: str) -> JoinToken:
     return JoinToken(password=password, ca_hash=digest, username=username)
 
 
-def join_error(given: str, *, server_url: str, cluster_password: str, ca_pem: bytes) -> str | None:
-    """What a joining k3s logs when ``given`` does not open the cluster, or None when it does."""
+def join_error(given: str, *, server_url: str, cluster_password: str, ca_pem: bytes) -> tuple[str, str] | None:
+    """(log level, line) a joining k3s logs when ``given`` does not open the cluster, or None
+    when it does. A bad format or CA hash is fatal; a wrong password k3s retries for ever."""
     try:
         token = parse(given)
     except TokenError as e:
-        return f"Error: {e}"
+        return "fatal", f"Error: {e}"
     actual = ca_hash(ca_pem)
     if token.ca_hash is not None and token.ca_hash != actual:
-        return f"Error: token CA hash does not match the Cluster CA certificate hash: {token.ca_hash} != {actual}"
+        return "fatal", f"Error: token CA hash does not match the Cluster CA certificate hash: {token.ca_hash} != {actual}"
     if not secrets.compare_digest(token.password, cluster_password):
-        return f"Failed to validate connection to cluster at {server_url}: token is not valid: {server_url}/apis: 401 Unauthorized"
+        return "error", (f"Failed to validate connection to cluster at {server_url}: "
+                         f"token is not valid: {server_url}/apis: 401 Unauthorized")
     return None

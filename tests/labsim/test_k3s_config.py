@@ -82,12 +82,13 @@ def test_node_token_format_and_join_checks():
     url = "https://10.0.0.1:6443"
     assert tokens.join_error(full, server_url=url, cluster_password="s3cret", ca_pem=ca) is None
     assert tokens.join_error("s3cret", server_url=url, cluster_password="s3cret", ca_pem=ca) is None
-    assert "401 Unauthorized" in tokens.join_error("wrong", server_url=url, cluster_password="s3cret", ca_pem=ca)
+    level, line = tokens.join_error("wrong", server_url=url, cluster_password="s3cret", ca_pem=ca)
+    assert level == "error" and line.endswith("/apis: 401 Unauthorized")
     other_ca = tokens.node_token(b"other", "s3cret")
-    assert "token CA hash does not match" in tokens.join_error(
-        other_ca, server_url=url, cluster_password="s3cret", ca_pem=ca)
-    assert "failed to normalize server token" in tokens.join_error(
-        "K10abc::server:", server_url=url, cluster_password="s3cret", ca_pem=ca)
+    level, line = tokens.join_error(other_ca, server_url=url, cluster_password="s3cret", ca_pem=ca)
+    assert level == "fatal" and "token CA hash does not match" in line
+    level, line = tokens.join_error("K10abc::server:", server_url=url, cluster_password="s3cret", ca_pem=ca)
+    assert level == "fatal" and "failed to normalize server token" in line
 
 
 def test_versions_print_as_k3s_and_follow_the_skew_policy():
