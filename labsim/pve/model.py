@@ -165,10 +165,10 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
             raise PVEError(500, f"unable to create VM {newid}: config file already exists")
         full = bool(opts.get("full", not source.is_template))
         if not full and not source.is_template:
-            raise PVEError(500, "Linked clone feature for non-template VMs is not implemented")  # PVE's wording
+            raise PVEError(500, "Linked clone feature is not supported for drive 'scsi0'")
         target_storage = opts.get("storage", self.config.storage)
         if not full and "storage" in opts:
-            raise PVEError(400, "Parameter verification failed.", {"storage": "option is only allowed for full clones"})
+            raise PVEError(500, "parameter 'storage' not allowed for linked clones")
         self.storage(target_storage)
         config = {k: val for k, val in source.config.items() if k not in ("template", "lock", "meta")}
         config.update(name=opts.get("name", f"Copy-of-VM-{source.name}"), lock="clone")
@@ -204,8 +204,12 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
     def template(self, vmid: int, user: str) -> Task:
         vm = self.vm(vmid)
         vm.check_unlocked()
+        if vm.is_template:
+            raise PVEError(500, "you can't convert a template to a template")
         if vm.status == "running":
-            raise PVEError(500, "you can't convert a running VM to a template")
+            raise PVEError(500, "you can't convert a VM to template if VM is running")
+        if vm.snapshots:
+            raise PVEError(500, "unable to create template, because VM contains snapshots")
 
         async def work(task: Task) -> None:
             await self.clock.sleep(CONFIG_S)
@@ -238,9 +242,11 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         """PUT (``background=False``) applies at once; POST runs a ``qmconfig`` task."""
         vm = self.vm(vmid)
         vm.check_unlocked(bool(values.pop("skiplock", 0)))
+        if not values:
+            raise PVEError(500, "no options specified")
         digest = values.pop("digest", None)
         if digest and digest != vm.digest():
-            raise PVEError(500, "detected modified configuration - file changed by other user? Try again.")
+            raise PVEError(500, "checksum mismatch (file change by other user?)")
         deletes = [k for k in _split(values.pop("delete", "")) if k]
         reverts = [k for k in _split(values.pop("revert", "")) if k]
         for key in values:
@@ -305,9 +311,9 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
     def resize(self, vmid: int, disk: str, size: str, user: str, skiplock: bool) -> Task:
         """As PVE 8+: a ``resize`` task that checks the disk and refuses to shrink it."""
         vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
 
         async def work(task: Task) -> None:
+            vm.check_unlocked(skiplock)
             drive = vm.disks().get(disk)
             if drive is None:
                 raise TaskError(f"disk '{disk}' does not exist")
@@ -329,16 +335,17 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
 
     def destroy(self, vmid: int, user: str, skiplock: bool = False) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
         if vm.status == "running":
             raise PVEError(500, f"VM {vmid} is running - destroy failed")
         if vm.config.get("protection"):
             raise PVEError(500, f"can't remove VM {vmid} - protection mode enabled")
-        if vm.is_template and any(vmid_of_base(d.volid) == vmid for other in self.vms.values()
-                                  if other is not vm for d in other.disks().values()):
-            raise PVEError(500, f"base volume of VM {vmid} is still in use by linked clones")
 
         async def work(task: Task) -> None:
+            vm.check_unlocked(skiplock)
+            for drive in vm.disks().values():
+                if any(vmid_of_base(d.volid) == vmid for other in self.vms.values() if other is not vm
+                       for d in other.disks().values()):
+                    raise TaskError(f"base volume '{drive.volid}' is still in use by linked cloned")
             await self.clock.sleep(DESTROY_S)
             for drive in vm.disks().values():
                 task.log(f"  Logical volume \"{drive.volume}\" successfully removed.")

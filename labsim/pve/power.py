@@ -34,13 +34,16 @@ class PowerMixin:
             elif not vm.booted:
                 self._boot_later(vm)
 
+    # As qemu-server: start, stop and shutdown check locks and state in their worker, so a
+    # locked VM gives a UPID whose task ends in "VM 120 is locked (...)".
+
     def start(self, vmid: int, user: str, skiplock: bool = False) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
-        if vm.is_template:
-            raise PVEError(500, "you can't start a vm if it's a template")
 
         async def work(task: Task) -> None:
+            vm.check_unlocked(skiplock)
+            if vm.is_template:
+                raise TaskError("you can't start a vm if it's a template")
             if vm.status == "running":
                 raise TaskError(f"VM {vmid} already running")
             await self.clock.sleep(QEMU_START_S)
@@ -84,9 +87,9 @@ class PowerMixin:
 
     def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
 
         async def work(task: Task) -> None:
+            vm.check_unlocked(skiplock)
             if vm.status != "running":
                 raise TaskError(f"VM {vmid} not running")
             await self.clock.sleep(STOP_S)
@@ -95,9 +98,9 @@ class PowerMixin:
 
     def shutdown(self, vmid: int, user: str, timeout: int | None, force_stop: bool, skiplock: bool = False) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked(skiplock)
 
         async def work(task: Task) -> None:
+            vm.check_unlocked(skiplock)
             await self._guest_shutdown(vm, task, timeout, force_stop)
         return self._start_task("qmshutdown", vmid, user, work)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from labsim.pve import vms as v
-from labsim.pve.errors import PVEError
+from labsim.pve.errors import PVEError, TaskError
 from labsim.pve.tasks import Task
 
 SNAPSHOT_S = 2.0  # modelled seconds of an LVM-thin snapshot
@@ -18,11 +18,15 @@ SNAPSHOT_S = 2.0  # modelled seconds of an LVM-thin snapshot
 class SnapshotMixin:
     def snapshot(self, vmid: int, name: str, description: str, user: str) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked()
-        if name in vm.snapshots or name == "current":
-            raise PVEError(500, f"snapshot name '{name}' already used")
+        if name.lower() in ("current", "pending"):
+            raise PVEError(500, f"unable to use snapshot name '{name}' (reserved name)")
 
         async def work(task: Task) -> None:
+            vm.check_unlocked()
+            if vm.is_template:
+                raise TaskError("you can't take a snapshot if it's a template")
+            if name in vm.snapshots:
+                raise TaskError(f"snapshot name '{name}' already used")
             vm.config["lock"] = "snapshot"
             await self.clock.sleep(SNAPSHOT_S)
             parent = vm.config.pop("parent", None)
@@ -44,10 +48,10 @@ class SnapshotMixin:
 
     def rollback(self, vmid: int, name: str, user: str) -> Task:
         vm = self.vm(vmid)
-        vm.check_unlocked()
-        snap = self.snapshot_of(vm, name)
 
         async def work(task: Task) -> None:
+            vm.check_unlocked()
+            snap = self.snapshot_of(vm, name)
             if vm.status == "running":
                 await self._power_off(vm)
             await self.clock.sleep(SNAPSHOT_S)

@@ -91,9 +91,11 @@ def test_linked_clone_holds_a_clone_lock_while_it_runs(tmp_path) -> None:
         assert api.nodes("pve").tasks(upid).status.get()["status"] == "running"
         assert api.nodes("pve").qemu(120).config.get()["lock"] == "clone"
         with pytest.raises(ResourceException) as locked:
-            api.nodes("pve").qemu(120).status.start.post()
+            api.nodes("pve").qemu(120).config.put(cores=4)
         assert locked.value.status_code == 500 and locked.value.content == "VM 120 is locked (clone)"
+        start = api.nodes("pve").qemu(120).status.start.post()  # qemu-server checks the lock in the worker
         lab.advance(60)
+        assert wait_task(api, start)["exitstatus"] == "VM 120 is locked (clone)"
         assert wait_task(api, upid)["exitstatus"] == "OK"
         config = api.nodes("pve").qemu(120).config.get()
         assert "lock" not in config
@@ -150,9 +152,8 @@ def test_resize_grows_and_refuses_to_shrink(api: ProxmoxAPI) -> None:
 def test_power_and_delete_rules(api: ProxmoxAPI) -> None:
     _clone(api, 120)
     vm = api.nodes("pve").qemu(120)
-    with pytest.raises(ResourceException) as template:
-        api.nodes("pve").qemu(9000).status.start.post()
-    assert template.value.content == "you can't start a vm if it's a template"
+    template = wait_task(api, api.nodes("pve").qemu(9000).status.start.post())
+    assert template["exitstatus"] == "you can't start a vm if it's a template"
     wait_task(api, vm.status.start.post())
     again = wait_task(api, vm.status.start.post())
     assert again["exitstatus"] == "VM 120 already running"
@@ -181,9 +182,10 @@ def test_snapshots_create_list_rollback_delete(api: ProxmoxAPI) -> None:
     assert vm.config.get()["cores"] == 2
     assert wait_task(api, vm.snapshot("before").delete())["exitstatus"] == "OK"
     assert [s["name"] for s in vm.snapshot.get()] == ["current"]
-    with pytest.raises(ResourceException) as missing:
-        vm.snapshot("before").rollback.post()
-    assert missing.value.content == "snapshot 'before' does not exist"
+    assert wait_task(api, vm.snapshot("before").rollback.post())["exitstatus"] == "snapshot 'before' does not exist"
+    with pytest.raises(ResourceException) as reserved:
+        vm.snapshot.post(snapname="current")
+    assert reserved.value.content == "unable to use snapshot name 'current' (reserved name)"
 
 
 def test_agent_answers_only_when_enabled_and_booted(api: ProxmoxAPI) -> None:
