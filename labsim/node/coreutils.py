@@ -792,6 +792,8 @@ async def tr(ctx: CommandContext) -> CommandResult:
     source = _tr_set(sets[0])
     if "-d" in flags:
         return CommandResult.ok("".join(c for c in text if c not in source))
+    if "-s" in flags and len(sets) == 1:
+        return CommandResult.ok(re.sub(f"([{re.escape(source)}])\\1+", r"\1", text))
     target = _tr_set(sets[1]) if len(sets) > 1 else ""
     if not target:
         return CommandResult.fail(f"tr: missing operand after '{sets[0]}'\n")

@@ -53,7 +53,8 @@ SKELETON = {
 }
 DIRECTORIES = {
     "/": 0o755, "/etc": 0o755, "/etc/systemd": 0o755, "/etc/systemd/system": 0o755,
-    "/etc/sudoers.d": 0o750, "/etc/ssh": 0o755, "/home": 0o755, "/root": 0o700, "/tmp": 0o1777,
+    "/etc/sudoers.d": 0o750, "/etc/ssh": 0o755, "/etc/sysctl.d": 0o755, "/etc/modules-load.d": 0o755,
+    "/etc/apt": 0o755, "/var/lib/dpkg": 0o755, "/home": 0o755, "/root": 0o700, "/tmp": 0o1777,
     "/usr": 0o755, "/usr/bin": 0o755, "/usr/sbin": 0o755, "/usr/local": 0o755,
     "/usr/local/bin": 0o755, "/var": 0o755, "/var/lib": 0o755, "/var/log": 0o755,
     "/var/tmp": 0o1777, "/run": 0o755, "/opt": 0o755, "/srv": 0o755, "/mnt": 0o755, "/dev": 0o755,

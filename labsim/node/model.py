@@ -67,6 +67,9 @@ class NodeModel:
         self._services: dict[str, dict[str, Any]] = {}
         self._hooks: dict[str, tuple[ServiceHook | None, ServiceHook | None]] = {}
         self.booted_at = 0.0
+        # Kernel state: gone at power-off, set up again at boot (labsim.node.kernel).
+        self.sysctl: dict[str, str] = {}
+        self.kernel_modules: set[str] = set()
         self._cloud_init: asyncio.Task[None] | None = None
 
     # --- identity and boot -------------------------------------------------------------------
