@@ -13,6 +13,7 @@ from labsim.kube.controllers.events import EventRecorder
 from labsim.kube.controllers.pods import controlled_by, controller_ref, int_or_percent, set_condition
 from labsim.kube.controllers.times import parse_rfc3339
 from labsim.kube.controllers.workqueue import Controller, Key, by_controller, by_name
+from labsim.kube.selectors import match_label_selector
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -38,7 +39,7 @@ class DeploymentController(Controller):
         deploy = self.store.get(self.deployments, *key)
         if deploy is None or deploy["metadata"].get("deletionTimestamp"):
             return
-        owned = [rs for rs in self.store.list(self.replicasets, key[0]) if controlled_by(rs, deploy)]
+        owned = self._claim_replicasets(deploy)
         new = next((rs for rs in owned if _same_template(rs, deploy)), None)
         old = [rs for rs in owned if rs is not new]
         if not deploy["spec"].get("paused"):
@@ -49,6 +50,20 @@ class DeploymentController(Controller):
                 self._roll(deploy, new, old)
             self._prune(deploy, old)
         self._sync_status(deploy, key, new, old)
+
+    def _claim_replicasets(self, deploy: dict) -> list[dict]:
+        """ReplicaSets this Deployment controls, after adopting orphans its selector matches (as
+        after ``kubectl delete deploy --cascade=orphan`` and re-create)."""
+        owned = []
+        for rs in self.store.list(self.replicasets, deploy["metadata"]["namespace"]):
+            if controlled_by(rs, deploy):
+                owned.append(rs)
+            elif not any(r.get("controller") for r in rs["metadata"].get("ownerReferences") or ()) and \
+                    match_label_selector(deploy["spec"]["selector"], rs["metadata"].get("labels") or {}):
+                rs["metadata"]["ownerReferences"] = [*(rs["metadata"].get("ownerReferences") or []),
+                                                     controller_ref(deploy)]
+                owned.append(self.store.update(rs))
+        return owned
 
     # -- the new ReplicaSet ---------------------------------------------------------------------
     def _ensure_new(self, deploy: dict, new: dict | None, old: list[dict]) -> dict:
