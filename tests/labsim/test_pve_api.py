@@ -232,3 +232,27 @@ def test_cloudinit_dump_network(api: ProxmoxAPI) -> None:
     network = api.nodes("pve").qemu(120).cloudinit.dump.get(type="network")
     assert "address: '127.0.2.20'" in network and "netmask: '255.255.255.0'" in network
     assert "gateway: '127.0.2.1'" in network and "- 'home.example.com'" in network
+
+
+def test_create_template_and_linked_clones(api: ProxmoxAPI) -> None:
+    node = api.nodes("pve")
+    created = wait_task(api, node.qemu.post(vmid=8000, name="base", cores=1, memory="1024", scsi0="local-lvm:4",
+                                            ide2="local-lvm:cloudinit", scsihw="virtio-scsi-pci", boot="order=scsi0"))
+    assert created["type"] == "qmcreate" and created["exitstatus"] == "OK"
+    config = node.qemu(8000).config.get()
+    assert config["scsi0"] == "local-lvm:vm-8000-disk-0,size=4G"
+    assert config["ide2"] == "local-lvm:vm-8000-cloudinit,media=cdrom"
+    assert wait_task(api, node.qemu(8000).template.post())["exitstatus"] == "OK"
+    assert node.qemu(8000).config.get()["scsi0"] == "local-lvm:base-8000-disk-0,size=4G"
+    with pytest.raises(ResourceException) as twice:
+        node.qemu(8000).template.post()
+    assert twice.value.content == "you can't convert a template to a template"
+    wait_task(api, node.qemu(8000).clone.post(newid=130, name="linked"))
+    assert node.qemu(130).config.get()["scsi0"].startswith("local-lvm:base-8000-disk-0/vm-130-disk-0,")
+    in_use = wait_task(api, node.qemu(8000).delete())
+    assert in_use["exitstatus"] == "base volume 'local-lvm:base-8000-disk-0' is still in use by linked cloned"
+    wait_task(api, node.qemu(130).delete())
+    assert wait_task(api, node.qemu(8000).delete())["exitstatus"] == "OK"
+    with pytest.raises(ResourceException) as exists:
+        node.qemu.post(vmid=9000)
+    assert exists.value.content == "unable to create VM 9000 - VM 9000 already exists on node 'pve'"
