@@ -11,6 +11,7 @@ then (re)starts the unit: re-running it with another version upgrades the node.
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 
 from labsim.k3s import service
@@ -19,6 +20,7 @@ from labsim.node.registry import CommandContext, CommandResult, command, script
 
 INSTALL_URLS = ("https://get.k3s.io", "http://get.k3s.io")
 MARKER = "# k3s-install: labsim"
+INTERPRETER = "labsim-k3s-install"  # what the script's body calls when a shell runs it from a file
 RELEASES = "https://github.com/k3s-io/k3s/releases/download"
 BIN_DIR = "/usr/local/bin"
 LINKS = ("kubectl", "crictl", "ctr")
@@ -26,6 +28,7 @@ KILLALL = f"{BIN_DIR}/k3s-killall.sh"
 # Modelled seconds to download and verify the binary.
 DOWNLOAD_SECONDS = 15.0
 
+# The last line hands the arguments over as unquoted $@: the node's shell joins "$@" into one word.
 SCRIPT = f"""#!/bin/sh
 set -e
 set -o noglob
@@ -48,7 +51,8 @@ set -o noglob
 #   - INSTALL_K3S_SKIP_ENABLE   do not enable or start the service
 #   - INSTALL_K3S_SKIP_START    do not start the service
 #
-# On the embedded lab (labsim) this script is interpreted by the simulated node.
+# On the embedded lab (labsim) the simulated node performs the installation itself:
+{INTERPRETER} $@
 """
 
 
@@ -70,16 +74,27 @@ async def curl(ctx: CommandContext) -> CommandResult:
         silent = any(a.startswith("-") and not a.startswith("--") and "s" in a and "S" not in a for a in ctx.argv)
         return CommandResult.fail("" if silent else f"curl: (6) Could not resolve host: {host}\n", 6)
     if output:
-        ctx.node.write(output, SCRIPT.encode(), user=ctx.user)
+        ctx.node.write(posixpath.join(ctx.cwd, output), SCRIPT.encode(), user=ctx.user)
         return CommandResult.ok()
     return CommandResult.ok(SCRIPT)
 
 
 @script(MARKER)
 async def install(ctx: CommandContext) -> CommandResult:
+    """`sh -s - ARGS` fed the script; ctx.argv holds ARGS."""
+    return await _run(ctx, ctx.argv)
+
+
+@command(INTERPRETER)
+async def install_from_file(ctx: CommandContext) -> CommandResult:
+    """`sh install.sh ARGS`: the script's last line hands ARGS here."""
+    return await _run(ctx, ctx.argv[1:])
+
+
+async def _run(ctx: CommandContext, args: list[str]) -> CommandResult:
     out: list[str] = []
     try:
-        await _install(ctx, out)
+        await _install(ctx, args, out)
     except InstallError as e:
         return CommandResult(stdout="".join(out).encode(), stderr=f"[ERROR]  {e}\n".encode(), exit_status=1)
     except service.UnitStartFailed as e:
@@ -87,12 +102,12 @@ async def install(ctx: CommandContext) -> CommandResult:
     return CommandResult.ok("".join(out))
 
 
-async def _install(ctx: CommandContext, out: list[str]) -> None:
+async def _install(ctx: CommandContext, args: list[str], out: list[str]) -> None:
     def info(msg: str) -> None:
         out.append(f"[INFO]  {msg}\n")
 
     env = ctx.env
-    role, args = _command(env, ctx.argv)
+    role, args = _command(env, args)
     unit = service.SERVER_UNIT if role == "server" else service.AGENT_UNIT
     version = _release(env, info)
     node = ctx.node

@@ -75,3 +75,22 @@ def test_servicelb_gives_load_balancers_the_node_addresses(tmp_path: Path) -> No
         core.delete_namespaced_service("web", "default")
         _wait(lambda: not apps.list_namespaced_daemon_set(
             "kube-system", label_selector="svccontroller.k3s.cattle.io/svcname=web").items)
+
+
+def test_installer_from_a_file_with_install_k3s_exec_and_its_refusals(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        no_token = lab.ssh(0, "curl -sfL https://get.k3s.io | K3S_URL=https://10.0.0.1:6443 sh -")
+        assert no_token.exit_status == 1 and "K3S_TOKEN or K3S_TOKEN_FILE is not defined" in no_token.stderr
+        plain = lab.ssh(0, "curl -sfL https://get.k3s.io | K3S_URL=http://10.0.0.1:6443 K3S_TOKEN=x sh -")
+        assert plain.exit_status == 1 and "Only https:// URLs are supported for K3S_URL" in plain.stderr
+        bad = lab.ssh(0, "curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION=v1.34 sh -")
+        assert bad.exit_status == 1 and "[ERROR]  Download failed" in bad.stderr
+        lab.ok(0, "curl -sfL https://get.k3s.io -o /tmp/k3s-install.sh")
+        done = lab.ssh(0, "INSTALL_K3S_EXEC='server --cluster-init' sudo -E sh /tmp/k3s-install.sh --disable traefik")
+        assert done.exit_status == 0, done
+        assert "ExecStart=/usr/local/bin/k3s \\\n\tserver \\\n\t--cluster-init \\\n\t--disable \\\n\ttraefik" in \
+            lab.ok(0, "cat /etc/systemd/system/k3s.service")
+        assert "traefik.yaml" not in lab.ok(0, "sudo ls /var/lib/rancher/k3s/server/manifests")
+        assert "saved." in lab.ssh(0, "sudo k3s etcd-snapshot save").stderr  # --cluster-init: embedded etcd
