@@ -31,6 +31,7 @@ __all__ = ["NodeHost", "NodeSpec", "NodeFaults"]
 log = logging.getLogger(__name__)
 HOST_KEY = "ssh_host_ed25519_key"
 KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
+DISK_PARTS = ("root", "owners.json", "services.json", "journal")
 
 
 class NodeHost:
@@ -107,6 +108,35 @@ class NodeHost:
         """The VM is destroyed: its files and host key go with it."""
         await self.stop_node(vmid)
         shutil.rmtree(self.folder / str(vmid), ignore_errors=True)
+
+    # --- the VM's disk, for PVE's snapshots and clones -------------------------------------------
+    # A node's disk is its folder: the file tree, file owners, units and journal (not the host
+    # key, which PVE's cloud-init regenerates per VM). PVE stops a VM before rolling it back.
+
+    def snapshot_disk(self, vmid: int, name: str) -> None:
+        folder = self.folder / str(vmid)
+        target = folder / "snapshots" / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for part in DISK_PARTS:
+            _copy(folder / part, target / part)
+
+    def rollback_disk(self, vmid: int, name: str) -> None:
+        if vmid in self._nodes:
+            raise RuntimeError(f"VM {vmid} is running: stop it before rolling its disk back")
+        folder = self.folder / str(vmid)
+        for part in DISK_PARTS:
+            _remove(folder / part)
+            _copy(folder / "snapshots" / name / part, folder / part)
+
+    def delete_disk_snapshot(self, vmid: int, name: str) -> None:
+        shutil.rmtree(self.folder / str(vmid) / "snapshots" / name, ignore_errors=True)
+
+    def clone_disk(self, source_vmid: int, new_vmid: int) -> None:
+        """A clone starts from its source's disk (a template without one: a fresh image)."""
+        source, target = self.folder / str(source_vmid), self.folder / str(new_vmid)
+        for part in DISK_PARTS:
+            _copy(source / part, target / part)
 
     def get(self, vmid: int) -> NodeModel | None:
         return self._nodes.get(vmid)
@@ -240,6 +270,21 @@ class NodeSSHServer(asyncssh.SSHServer):
 
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         return self.host._allows(self.vmid, username, key)
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.is_dir():
+        shutil.copytree(source, target, symlinks=True)
+    elif source.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _sftp(node: NodeModel, chan: asyncssh.SSHServerChannel) -> NodeSFTPServer:

@@ -121,3 +121,23 @@ async def test_a_node_outside_loopback_is_refused(tmp_path):
     async with node_lab(tmp_path) as lab:
         with pytest.raises(ValueError, match="not a loopback address"):
             await lab.host.start_node(lab.spec.__class__(**{**lab.spec.__dict__, "vmid": 130, "ip": "192.168.2.30"}))
+
+
+async def test_disk_snapshots_roll_files_back_and_clones_start_from_their_source(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        vmid = lab.spec.vmid
+        await lab.sh("echo v1 | sudo tee /etc/app.conf")
+        lab.host.snapshot_disk(vmid, "before")
+        await lab.sh("echo v2 | sudo tee /etc/app.conf && sudo touch /etc/extra")
+        await lab.host.stop_node(vmid)
+        lab.host.rollback_disk(vmid, "before")
+        await lab.host.start_node(lab.spec)
+        assert await lab.sh("cat /etc/app.conf; test -e /etc/extra || echo no-extra") == ("v1\nno-extra\n", "", 0)
+        lab.host.clone_disk(vmid, 131)
+        clone = lab.spec.__class__(**{**lab.spec.__dict__, "vmid": 131, "name": "k3s-clone",
+                                      "ip": lab.spec.ip.rsplit(".", 1)[0] + ".31"})
+        await lab.host.start_node(clone)
+        async with lab.connect(ip=clone.ip) as conn:
+            assert (await conn.run("cat /etc/app.conf; hostname")).stdout == "v1\nk3s-clone\n"
+            key = conn.get_server_host_key().export_public_key().decode().split()[1]
+            assert key == lab.host.host_public_key(131).split()[1] != lab.host.host_public_key(vmid).split()[1]
