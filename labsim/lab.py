@@ -144,11 +144,9 @@ def running_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[La
     try:
         try:
             handle.run(lab.start())
-        except BaseException:
+            yield handle
+        finally:
             handle.run(lab.stop())
-            raise
-        yield handle
-        handle.run(lab.stop())
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(START_TIMEOUT)
