@@ -11,10 +11,10 @@ import asyncssh
 import pytest
 import requests
 import yaml
-from proxmoxer import AuthenticationError, ProxmoxAPI
+from proxmoxer import AuthenticationError, ProxmoxAPI, ResourceException
 
 from labsim.lab import LabHandle
-from tests.labsim.pveclient import password_client, provision, teardown
+from tests.labsim.pveclient import agent_ipv4, password_client, provision, teardown, wait_for, wait_task
 
 
 def _vm_address(lab: LabHandle, host: int) -> tuple[str, str]:
@@ -114,7 +114,24 @@ async def test_ssh_into_the_booted_vm(lab: LabHandle, api: ProxmoxAPI) -> None:
          "cat /etc/os-release"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert 'VERSION_ID="22.04"' in done.stdout
+
+    api.nodes("pve").qemu(120).config.put(cores=4)  # pending while it runs: the guest still has 2 CPUs
+    wait_task(api, api.nodes("pve").qemu(120).status.reboot.post())
+    wait_for(lambda: agent_ipv4(api, 120))
+    async with asyncssh.connect(vm["ip"], port=vm["ssh_port"], username=status["ssh"]["user"],
+                                client_keys=[key], known_hosts=None) as conn:
+        assert (await conn.run("nproc", check=True)).stdout.strip() == "4"
     teardown(api, 120)
     with pytest.raises(OSError):  # powered off: nothing listens on the VM's address any more
         await asyncssh.connect(vm["ip"], port=vm["ssh_port"], username="ubuntu", client_keys=[key],
                                known_hosts=None, connect_timeout=5)
+
+
+def test_tickets_expire_after_two_hours_of_lab_time(lab: LabHandle) -> None:
+    secrets = yaml.safe_load((lab.lab.state_dir / "secrets.yaml").read_text())
+    api = password_client(lab.status(), secrets["pve_root_password"])
+    assert api.nodes.get()[0]["node"] == "pve"
+    lab.advance(2 * 3600 + 60)
+    with pytest.raises(ResourceException) as expired:
+        api.nodes.get()
+    assert expired.value.status_code == 401 and expired.value.content == "permission denied - invalid PVE ticket"
