@@ -156,17 +156,13 @@ def root_fs(model: NodeModel) -> dict[str, int]:
 # --- kernel files ----------------------------------------------------------------------------------
 
 def is_virtual(path: str) -> bool:
-    return path.startswith("/proc/") or path == "/dev/null"
+    return path in _VIRTUAL
 
 
 def virtual_file(model: NodeModel, path: str) -> bytes | None:
     """Files the kernel makes up on read; None for a path of the real tree."""
-    if not is_virtual(path):
-        return None
     render = _VIRTUAL.get(path)
-    if render is None:
-        raise FileNotFoundError(path)
-    return render(model).encode()
+    return None if render is None else render(model).encode()
 
 
 def _cpuinfo(model: NodeModel) -> str:

@@ -118,20 +118,20 @@ class NodeModel:
         return self.root / normpath(path).lstrip("/")
 
     def exists(self, path: str) -> bool:
-        return image.is_virtual(path) or self.host_path(path).exists()
+        return image.is_virtual(normpath(path)) or self.host_path(path).exists()
 
     def is_dir(self, path: str) -> bool:
         return self.host_path(path).is_dir()
 
     def is_file(self, path: str) -> bool:
-        return image.is_virtual(path) or self.host_path(path).is_file()
+        return image.is_virtual(normpath(path)) or self.host_path(path).is_file()
 
     def owner(self, path: str) -> str:
         return self._owners.get(normpath(path), "root")
 
     def mode(self, path: str) -> int:
         """Permission bits (with setuid/setgid/sticky) of an existing path."""
-        if image.is_virtual(path):
+        if image.is_virtual(normpath(path)):
             return 0o444
         return stat.S_IMODE(self.host_path(path).stat().st_mode)
 
