@@ -229,6 +229,9 @@ async def start_server(node, log: Logger) -> None:
              f"--tls-san={','.join(cfg.tls_san)}")
     _write_server_files(node, cluster, cfg, password, log)
     await addons.deploy(node, cluster, cfg.disable, log)
+    if cfg.embedded_etcd:
+        folder = cfg.get("etcd-snapshot-dir") or snapshots.SNAPSHOT_DIR
+        await snapshots.reconcile_records(node, cluster, folder, name, log)
     await register_node(node, cluster, cfg, "server", version)
     _start_controllers(node, cluster, cfg, name, schedule)
     log.info("k3s is up and running")

@@ -84,15 +84,20 @@ async def save(node, cluster, folder: str, prefix: str, node_name: str, log: Log
     node.write(path, cluster.snapshot(), mode=0o600)
     log.info(f"Saving etcd snapshot to {path}")
     log.info(f"Saving snapshot metadata to {folder.rsplit('/', 1)[0]}/.metadata/{name}")
-    record = snapshot_record(list_files(node, folder), name, node_name)
-    await cluster.apply_manifest(record)
-    stored = cluster.store.get(cluster.store.resource(record["apiVersion"], record["kind"]), None, record["metadata"]["name"])
-    stored["status"] = record["status"]
-    cluster.store.update(stored, subresource="status")
+    await _record(cluster, snapshot_record(list_files(node, folder), name, node_name))
     log.info("Reconciling ETCDSnapshotFile resources")
     log.info("Reconciliation of ETCDSnapshotFile resources complete")
     log.info(f"Snapshot {name} saved.")
     return name
+
+
+async def _record(cluster, record: dict) -> None:
+    """Create or update an ETCDSnapshotFile, its status too (a subresource)."""
+    await cluster.apply_manifest(record)
+    res = cluster.store.resource(record["apiVersion"], record["kind"])
+    stored = cluster.store.get(res, None, record["metadata"]["name"])
+    stored["status"] = record["status"]
+    cluster.store.update(stored, subresource="status")
 
 
 def snapshot_record(files: list[SnapshotFile], name: str, node_name: str) -> dict:
@@ -124,6 +129,22 @@ async def prune(node, cluster, folder: str, prefix: str, node_name: str, retenti
         log.info(f"Removing local snapshot {old.path}")
         node.remove(old.path)
         await delete_if_present(cluster, _record_stub(old.name))
+
+
+async def reconcile_records(node, cluster, folder: str, node_name: str, log: Logger) -> None:
+    """At server start, as k3s: an ETCDSnapshotFile for every local snapshot file, none for a
+    file that is gone (a restored cluster state knows nothing of later snapshots)."""
+    log.info("Reconciling ETCDSnapshotFile resources")
+    files = list_files(node, folder)
+    res = cluster.store.resource("k3s.cattle.io/v1", "ETCDSnapshotFile")
+    wanted = {_record_name(f.name): f for f in files}
+    for record in cluster.store.list(res):
+        if record["spec"].get("nodeName") == node_name and record["metadata"]["name"] not in wanted:
+            await delete_if_present(cluster, record)
+    for name, entry in wanted.items():
+        if cluster.store.get(res, None, name) is None:
+            await _record(cluster, snapshot_record(files, entry.name, node_name))
+    log.info("Reconciliation of ETCDSnapshotFile resources complete")
 
 
 def _record_stub(name: str) -> dict:

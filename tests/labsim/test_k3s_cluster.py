@@ -176,6 +176,8 @@ def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiCli
     assert reset.exit_status == 0 and "restart without --cluster-reset flag now" in reset.stderr
     k3s.ok(0, "sudo systemctl start k3s")
     assert "precious" in {n.metadata.name for n in core.list_namespace().items}
+    records = client.CustomObjectsApi(kube).list_cluster_custom_object("k3s.cattle.io", "v1", "etcdsnapshotfiles")
+    assert name in {r["spec"]["snapshotName"] for r in records["items"]}  # reconciled from the files at start
 
 
 def test_snapshot_delete_and_prune_keep_the_newest(k3s: K3sLab) -> None:

@@ -94,3 +94,20 @@ def test_installer_from_a_file_with_install_k3s_exec_and_its_refusals(tmp_path: 
             lab.ok(0, "cat /etc/systemd/system/k3s.service")
         assert "traefik.yaml" not in lab.ok(0, "sudo ls /var/lib/rancher/k3s/server/manifests")
         assert "saved." in lab.ssh(0, "sudo k3s etcd-snapshot save").stderr  # --cluster-init: embedded etcd
+
+
+def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server(env="K3S_KUBECONFIG_MODE=644").exit_status == 0
+        assert lab.ok(0, "stat -c %a /etc/rancher/k3s/k3s.yaml").strip() == "644"  # kept in k3s.service.env
+        lab.ok(0, "printf 'token: another-token\\nfoo-bar: 1\\n' | sudo tee /etc/rancher/k3s/config.yaml")
+        failed = lab.ssh(0, "sudo systemctl restart k3s")
+        assert failed.exit_status == 1 and "Job for k3s.service failed" in failed.stderr
+        journal = lab.ok(0, "journalctl -u k3s -n 20 --no-pager")
+        assert "Unknown flag --foo-bar found in config.yaml, skipping" in journal
+        assert "level=fatal" in journal and "bootstrap data already found and encrypted with different token" in journal
+        lab.ok(0, "sudo rm /etc/rancher/k3s/config.yaml")
+        lab.ok(0, "sudo systemctl restart k3s")  # the token k3s made at the first start is kept
+        assert nodes(lab.kube(tmp_path))[lab.name(0)]["ready"]
