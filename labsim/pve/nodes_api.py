@@ -171,7 +171,8 @@ async def task_list(pve: ProxmoxVE, call: Call) -> list[dict[str, Any]]:
              if call.args.get("vmid") in (None, int(t.id) if t.id.isdigit() else None)
              and call.args.get("typefilter") in (None, t.type)]
     start, limit = call.args.get("start", 0), call.args.get("limit", 50)
-    return [{**t.view(), "status": t.exitstatus or "running"} for t in tasks[start:start + limit]]
+    # Listed tasks carry their exit status as "status" once they end, as PVE's task index does.
+    return [{**t.view(), **({"status": t.exitstatus} if t.exitstatus else {})} for t in tasks[start:start + limit]]
 
 
 @route("GET", "/nodes/{node}/tasks/{upid}")

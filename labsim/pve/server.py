@@ -23,7 +23,6 @@ from labsim.pve.routes import ROUTES, Call, Route, check
 from labsim.secrets import LabSecrets
 
 API = "/api2/json"
-AUTH_KEY = web.AppKey("identity", str)
 Middleware = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

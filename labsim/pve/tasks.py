@@ -36,8 +36,7 @@ class Task:
         self.lines.append(line)
 
     def view(self) -> dict[str, Any]:
-        view = {k: v for k, v in asdict(self).items() if k != "lines" and v is not None}
-        return view
+        return {k: v for k, v in asdict(self).items() if k != "lines" and v is not None}
 
 
 Work = Callable[[Task], Awaitable[None]]
