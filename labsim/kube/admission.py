@@ -28,6 +28,7 @@ def admit(store: Store, res: Resource, obj: dict, old: dict | None) -> None:
     if defaulter:
         defaulter(obj)
     if res.schema:
+        prune(res.schema, obj)
         _schema_defaults(res.schema, obj)
     if old is None and res.kind in ("Pod",) and res.group == "":
         obj.setdefault("status", {}).setdefault("phase", "Pending")
@@ -272,6 +273,10 @@ def _pv(obj: dict) -> None:
 def _pdb(obj: dict) -> None:
     obj.setdefault("status", {}).update({k: obj.get("status", {}).get(k, 0) for k in (
         "disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods")})
+    # metav1.Condition has no omitempty on reason and message: the server always writes them
+    for cond in obj["status"].get("conditions") or []:
+        cond.setdefault("reason", "")
+        cond.setdefault("message", "")
 
 
 def _crd(obj: dict) -> None:
@@ -301,6 +306,44 @@ _DEFAULTS = {
     ("policy", "PodDisruptionBudget"): _pdb,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _crd,
 }
+
+
+_ROOT_FIELDS = {"apiVersion", "kind", "metadata"}
+
+
+def unknown_fields(schema: dict, value: object, path: str = "", root: bool = True) -> list[str]:
+    """Fields of ``value`` a structural schema does not declare (what fieldValidation=Strict refuses)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found: list[str] = []
+    if isinstance(value, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if root and key in _ROOT_FIELDS:
+                continue
+            if props is not None and key in props:
+                found += unknown_fields(props[key], item, where, False)
+            elif isinstance(extra, dict):
+                found += unknown_fields(extra, item, where, False)
+            elif props is not None or extra is False:
+                found.append(where)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found += unknown_fields(schema["items"], item, f"{path}[{i}]", False)
+    return found
+
+
+def prune(schema: dict, obj: dict) -> None:
+    """Drop undeclared fields, as the API server prunes custom resources with structural schemas."""
+    for path in unknown_fields(schema, obj):
+        parent: object = obj
+        parts = path.replace("[", ".[").split(".")
+        for part in parts[:-1]:
+            parent = parent[int(part[1:-1])] if part.startswith("[") else parent[part]
+        if isinstance(parent, dict):
+            parent.pop(parts[-1], None)
 
 
 def _schema_defaults(schema: dict, value: object) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import yaml
 from aiohttp import web
 
-from labsim.kube import apply, patch, protobuf, subresources, tables, watch
+from labsim.kube import admission, apply, patch, protobuf, subresources, tables, watch
 from labsim.kube.resources import Resource
 from labsim.kube.store import StoreError
 
@@ -71,6 +71,24 @@ def resolve(cluster: Cluster, group: str, version: str, rest: list[str]) -> Targ
     return Target(res, namespace, name, sub)
 
 
+def _verb(method: str, target: Target, watching: bool) -> str:
+    if target.name is None:
+        return {"GET": "watch" if watching else "list", "POST": "create",
+                "DELETE": "deletecollection"}.get(method, method.lower())
+    return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+
+
+def review(request: web.Request, obj: dict) -> dict:
+    """Access reviews: the kubeconfig's user is system:admin in system:masters, allowed everything."""
+    subject = dict(pair for rdn in (request.transport.get_extra_info("peercert") or {}).get("subject", ())
+                   for pair in rdn)
+    user = {"username": subject.get("commonName", "system:anonymous"),
+            "groups": [g for g in (subject.get("organizationName"), "system:authenticated") if g]}
+    if obj.get("kind") == "SelfSubjectReview":
+        return {**obj, "status": {"userInfo": user}}
+    return {**obj, "status": {"allowed": True, "reason": "system:masters may do anything"}}
+
+
 class RestHandler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -84,6 +102,10 @@ class RestHandler:
     async def handle(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
         target = resolve(self.cluster, group, version, rest)
         method = request.method
+        verb = _verb(method, target, request.query.get("watch") in ("1", "true"))
+        if not target.subresource and verb not in target.res.verbs:
+            return status_response(405, "MethodNotAllowed", f"the server does not allow this method on the "
+                                   f"requested resource ({verb} {target.res.plural})")
         if target.subresource and target.subresource not in ("status", "finalize"):
             return await subresources.handle(self, request, target)
         if target.name is None:
@@ -169,6 +191,16 @@ class RestHandler:
             meta.setdefault("name", name)
         return obj
 
+    @staticmethod
+    def check_fields(request: web.Request, target: Target, obj: dict) -> None:
+        """fieldValidation=Strict: undeclared fields of a custom resource are an error (else pruned)."""
+        if request.query.get("fieldValidation") != "Strict" or target.res.schema is None:
+            return
+        unknown = admission.unknown_fields(target.res.schema, obj)
+        if unknown:
+            text = ", ".join(f'unknown field "{f}"' for f in unknown)
+            raise StoreError(400, "BadRequest", f"strict decoding error: {text}")
+
     def stored_api_version(self, res: Resource) -> str:
         stored = self.store.catalog.by_plural(res.group, None, res.plural)
         return (stored or res).api_version
@@ -210,22 +242,23 @@ class RestHandler:
 
     def create(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:
         obj = self.check_body(target, obj)
+        self.check_fields(request, target, obj)
         apply.record_update(None, obj, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now())
-        if self.dry_run(request):
-            return self.respond(request, obj, target, 201)
-        return self.respond(request, self.store.create(obj), target, 201)
+        if target.res.group in ("authorization.k8s.io", "authentication.k8s.io"):
+            return json_response(review(request, obj), 201)
+        return self.respond(request, self.store.create(obj, dry_run=self.dry_run(request)), target, 201)
 
     def update(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:
         obj = self.check_body(target, obj, name=target.name)
+        self.check_fields(request, target, obj)
         old = self.store.get(target.res, target.namespace, target.name)
         if old is None:
             raise StoreError.not_found(target.res, target.name or "")
         apply.record_update(old, obj, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
-        if self.dry_run(request):
-            return self.respond(request, obj, target)
-        return self.respond(request, self.store.update(obj, subresource=target.subresource), target)
+        stored = self.store.update(obj, subresource=target.subresource, dry_run=self.dry_run(request))
+        return self.respond(request, stored, target)
 
     async def patch(self, request: web.Request, target: Target) -> web.StreamResponse:
         current = self.store.get(target.res, target.namespace, target.name)
@@ -237,11 +270,11 @@ class RestHandler:
             raise StoreError.not_found(target.res, target.name or "")
         updated = self.patched(target, current, raw, ctype)
         updated = self.check_body(target, updated, name=target.name)
+        self.check_fields(request, target, updated)
         apply.record_update(current, updated, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
-        if self.dry_run(request):
-            return self.respond(request, updated, target)
-        return self.respond(request, self.store.update(updated, subresource=target.subresource), target)
+        stored = self.store.update(updated, subresource=target.subresource, dry_run=self.dry_run(request))
+        return self.respond(request, stored, target)
 
     def patched(self, target: Target, current: dict, raw: bytes, ctype: str) -> dict:
         try:
@@ -269,6 +302,7 @@ class RestHandler:
         except yaml.YAMLError as exc:
             raise StoreError(400, "BadRequest", f"error decoding YAML: {exc}") from exc
         applied = self.check_body(target, applied, name=target.name)
+        self.check_fields(request, target, applied)
         force = request.query.get("force") in ("true", "1")
         try:
             result = apply.server_side_apply(current or {}, applied, manager=self.manager(request),
@@ -279,11 +313,10 @@ class RestHandler:
                       for m, p in exc.conflicts]
             raise StoreError(409, "Conflict", str(exc), details={"causes": causes}) from exc
         result["metadata"].pop("resourceVersion", None)
-        if self.dry_run(request):
-            return self.respond(request, result, target, 200 if current else 201)
+        dry = self.dry_run(request)
         if current is None:
-            return self.respond(request, self.store.create(result), target, 201)
-        return self.respond(request, self.store.update(result, subresource=target.subresource), target)
+            return self.respond(request, self.store.create(result, dry_run=dry), target, 201)
+        return self.respond(request, self.store.update(result, subresource=target.subresource, dry_run=dry), target)
 
     def delete(self, request: web.Request, target: Target, options: dict) -> web.StreamResponse:
         propagation = (options.get("propagationPolicy") or request.query.get("propagationPolicy")

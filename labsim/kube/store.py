@@ -78,6 +78,7 @@ class Event:
     key: tuple[str, str]
     namespace: str
     object: dict
+    previous: dict | None = None  # the object before a MODIFIED event (watches with selectors need it)
 
 
 class Subscription:
@@ -187,7 +188,8 @@ class Store:
                 yield key, obj
 
     # -- writes -------------------------------------------------------------------------------
-    def create(self, obj: dict) -> dict:
+    def create(self, obj: dict, *, dry_run: bool = False) -> dict:
+        """Store a new object (admission first); ``dry_run`` returns what would be stored."""
         res = self.resource(obj.get("apiVersion", ""), obj.get("kind", ""))
         obj = _clone(obj)
         meta = _meta(obj)
@@ -204,6 +206,8 @@ class Store:
             meta["generation"] = 1
         admission.admit(self, res, obj, None)
         self._check_valid(res, obj)
+        if dry_run:
+            return obj
         self._write(res, ns, name, obj, "ADDED")
         self._after_write(res, obj)
         return _clone(self._data[res.key][(ns, name)])
@@ -228,7 +232,7 @@ class Store:
         if causes:
             raise StoreError.invalid(res, name, causes)
 
-    def update(self, obj: dict, *, subresource: str | None = None) -> dict:
+    def update(self, obj: dict, *, subresource: str | None = None, dry_run: bool = False) -> dict:
         res = self.resource(obj.get("apiVersion", ""), obj.get("kind", ""))
         new = _clone(obj)
         meta = _meta(new)
@@ -243,6 +247,9 @@ class Store:
         new = self._merge_update(res, old, new, subresource)
         if new == old:
             return _clone(old)  # a no-op write keeps the resourceVersion, as the real server does
+        if dry_run:
+            self._check_valid(res, new)
+            return new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             return self._remove(res, ns, name, new)
         self._check_valid(res, new)
@@ -255,6 +262,7 @@ class Store:
         if subresource == "status":
             merged = _clone(old)
             merged["status"] = new.get("status", {})
+            admission.admit(self, res, merged, old)
             return merged
         if subresource == "finalize":
             merged = _clone(old)
@@ -384,8 +392,10 @@ class Store:
     def _write(self, res: Resource, ns: str, name: str, obj: dict, kind: str) -> None:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
-        self._data.setdefault(res.key, {})[(ns, name)] = obj
-        self._publish(Event(self._rv, kind, res.key, ns, obj))
+        items = self._data.setdefault(res.key, {})
+        previous = items.get((ns, name))
+        items[(ns, name)] = obj
+        self._publish(Event(self._rv, kind, res.key, ns, obj, previous))
 
     def _publish(self, event: Event) -> None:
         self._history.append(event)

@@ -72,6 +72,18 @@ async def serve(handler: RestHandler, request: web.Request, target: Target) -> w
     return response
 
 
+def _seen_as(event, matches) -> str | None:
+    """The event a selector-filtered watch sees: an object entering the selection is ADDED,
+    one leaving it DELETED, as the real watch cache reports them."""
+    now = matches(event.object)
+    if event.type != "MODIFIED" or event.previous is None:
+        return event.type if now else None
+    before = matches(event.previous)
+    if now:
+        return "MODIFIED" if before else "ADDED"
+    return "DELETED" if before else None
+
+
 def _timeout(query) -> float:
     try:
         return float(query.get("timeoutSeconds") or DEFAULT_TIMEOUT)
@@ -93,8 +105,9 @@ async def _stream(handler, response, target, sub, label_ok, field_ok, timeout: f
         if event is None:
             return
         last_rv = event.rv
-        if label_ok(event.object) and field_ok(event.object):
+        kind = _seen_as(event, lambda obj: label_ok(obj) and field_ok(obj))
+        if kind:
             obj = handler.versioned(dict(event.object), target.res)
-            await response.write(_line(event.type, obj))
+            await response.write(_line(kind, obj))
     if bookmarks:
         await response.write(_bookmark(target, handler.store.resource_version))

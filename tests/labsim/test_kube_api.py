@@ -78,10 +78,10 @@ def test_create_defaults_get_and_list_with_selectors_and_pages(api, ns):
     assert len(core.list_namespaced_config_map(ns, label_selector="tier in (a,b),tier!=a").items) == 3
     by_name = core.list_namespaced_config_map(ns, field_selector=f"metadata.name={first.metadata.name}")
     assert [c.metadata.name for c in by_name.items] == [first.metadata.name]
-    page = core.list_namespaced_config_map(ns, limit=2)
+    page = core.list_namespaced_config_map(ns, limit=2, label_selector="tier")
     names = [c.metadata.name for c in page.items]
     while page.metadata._continue:
-        page = core.list_namespaced_config_map(ns, limit=2, _continue=page.metadata._continue)
+        page = core.list_namespaced_config_map(ns, limit=2, label_selector="tier", _continue=page.metadata._continue)
         names += [c.metadata.name for c in page.items]
     assert sorted(names) == sorted(c.metadata.name for c in created)
     pod = core.create_namespaced_pod(ns, {"metadata": {"name": "p"}, "spec": {"containers": [
@@ -185,8 +185,8 @@ def test_watch_from_resource_version_timeout_and_gone(shared_kube, api, ns):  # 
 def test_watch_list_ends_initial_events_with_a_bookmark(api, ns):
     core = client.CoreV1Api(api)
     for name in ("a", "b"):
-        core.create_namespaced_config_map(ns, {"metadata": {"name": name}})
-    stream = watch.Watch().stream(core.list_namespaced_config_map, ns, send_initial_events=True,
+        core.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": {"watched": "yes"}}})
+    stream = watch.Watch().stream(core.list_namespaced_config_map, ns, label_selector="watched", send_initial_events=True,
                                   resource_version_match="NotOlderThan", allow_watch_bookmarks=True,
                                   timeout_seconds=1)
     events = [(e["type"], e["raw_object"]["metadata"]) for e in stream]
@@ -270,13 +270,19 @@ def test_custom_resources(api, ns):
         "group": "example.com", "scope": "Namespaced",
         "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
         "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                      "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
-                          "type": "object", "properties": {"size": {"type": "integer", "default": 3},
-                                                           "color": {"type": "string"}}}}}}}]}})
+                      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                          "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 3},
+                                                                    "color": {"type": "string"}}},
+                          "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}})
     crd = ext.read_custom_resource_definition("widgets.example.com")
     assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
-    widget = custom.create_namespaced_custom_object("example.com", "v1", ns, "widgets", {
-        "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"color": "red"}})
+    body = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"},
+            "spec": {"color": "red", "shape": "round"}}
+    with pytest.raises(ApiException) as err:
+        custom.create_namespaced_custom_object("example.com", "v1", ns, "widgets", body, field_validation="Strict")
+    assert err.value.status == 400 and 'unknown field "spec.shape"' in _status(err.value)["message"]
+    widget = custom.create_namespaced_custom_object("example.com", "v1", ns, "widgets", body)
+    # undeclared fields are pruned, schema defaults applied
     assert widget["spec"] == {"color": "red", "size": 3} and widget["metadata"]["generation"] == 1
     custom.patch_namespaced_custom_object_status("example.com", "v1", ns, "widgets", "w", {"status": {"ok": True}})
     listed = custom.list_namespaced_custom_object("example.com", "v1", ns, "widgets")
@@ -343,3 +349,25 @@ def test_requests_without_a_client_certificate_are_refused(shared_kube):  # noqa
     cfg = shared_kube.api_client().configuration
     anonymous = requests.get(shared_kube.server + "/api/v1/pods", verify=cfg.ssl_ca_cert, timeout=10)
     assert anonymous.status_code == 401
+
+
+def test_filtered_watch_sees_objects_enter_and_leave_the_selection(api, ns):
+    core = client.CoreV1Api(api)
+    start = core.create_namespaced_config_map(ns, {"metadata": {"name": "m"}}).metadata.resource_version
+    core.patch_namespaced_config_map("m", ns, {"metadata": {"labels": {"pick": "me"}}})
+    core.patch_namespaced_config_map("m", ns, {"data": {"x": "1"}})
+    core.patch_namespaced_config_map("m", ns, {"metadata": {"labels": {"pick": None}}})
+    events = [e["type"] for e in watch.Watch().stream(core.list_namespaced_config_map, ns, label_selector="pick=me",
+                                                      resource_version=start, timeout_seconds=1)]
+    assert events == ["ADDED", "MODIFIED", "DELETED"]
+
+
+def test_dry_run_and_access_reviews(api, ns):
+    core = client.CoreV1Api(api)
+    dry = core.create_namespaced_pod(ns, {"metadata": {"name": "dry"}, "spec": {"containers": [
+        {"name": "c", "image": "nginx:1.27"}]}}, dry_run="All")
+    assert dry.spec.containers[0].image_pull_policy == "IfNotPresent"
+    assert "dry" not in [p.metadata.name for p in core.list_namespaced_pod(ns).items]
+    review = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        {"spec": {"resourceAttributes": {"verb": "delete", "resource": "nodes"}}})
+    assert review.status.allowed is True

@@ -66,6 +66,7 @@ spec:
             type: object
             properties:
               size: {type: integer, default: 3}
+              color: {type: string}
 """
 
 
@@ -142,4 +143,7 @@ def test_custom_resources(kube: RunningCluster, version: str) -> None:  # noqa: 
     assert table[:3] == ["NAME", "SIZE", "AGE"] and table[3:5] == ["w1", "3"]
     assert _json(kube, version, "get", "widget", "w1")["spec"] == {"color": "blue", "size": 3}
     k("apply", "--server-side", "-f", "-", input=widget.replace("red", "blue"), version=version)
+    strict = k("apply", "-f", "-", input=widget.replace("{color: red}", "{size: 4, shape: round}"), check=False,
+               version=version)
+    assert strict.returncode != 0 and 'unknown field "spec.shape"' in strict.stderr
     k("delete", "crd", "widgets.example.com", version=version)
