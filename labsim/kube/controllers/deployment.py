@@ -55,7 +55,8 @@ class DeploymentController(Controller):
         """ReplicaSets this Deployment controls, after adopting orphans its selector matches (as
         after ``kubectl delete deploy --cascade=orphan`` and re-create)."""
         owned = []
-        for rs in self.store.list(self.replicasets, deploy["metadata"]["namespace"]):
+        for rs in self.store.list(self.replicasets, deploy["metadata"]["namespace"],
+                                  labels=deploy["spec"]["selector"].get("matchLabels")):
             if controlled_by(rs, deploy):
                 owned.append(rs)
             elif not any(r.get("controller") for r in rs["metadata"].get("ownerReferences") or ()) and \
