@@ -73,8 +73,8 @@ async def _subcommand(ctx: CommandContext, args: list[str], log: Logger) -> str:
 async def etcd_snapshot(ctx: CommandContext, args: list[str], log: Logger) -> str:
     sub = args[0] if args and not args[0].startswith("-") else "save"
     rest = args[1:] if args and not args[0].startswith("-") else args
-    names = [a for a in rest if not a.startswith("-")] if sub == "delete" else []
-    cfg = _snapshot_config(ctx, [a for a in rest if a not in names], log)
+    names: list[str] = []
+    cfg = _snapshot_config(ctx, rest, names if sub == "delete" else None, log)
     cluster = _etcd_cluster(ctx)
     folder = cfg.get("dir") or snapshots.SNAPSHOT_DIR
     node_name = (cfg.get("node-name") or ctx.node.hostname).lower()
@@ -99,13 +99,14 @@ async def etcd_snapshot(ctx: CommandContext, args: list[str], log: Logger) -> st
     raise Fatal(f"No help topic for '{sub}'")
 
 
-def _snapshot_config(ctx: CommandContext, args: list[str], log: Logger) -> K3sConfig:
+def _snapshot_config(ctx: CommandContext, args: list[str], names: list[str] | None, log: Logger) -> K3sConfig:
     if not ctx.is_root:
         raise Fatal(f"open /home/{ctx.user}/.rancher/k3s/server/token: no such file or directory")
     file_items, warnings = parse_config_files(service.config_texts(ctx.node), "etcd-snapshot")
     for warning in warnings:
         log.warn(warning)
-    return merge("etcd-snapshot", env=ctx.env, file_items=file_items, cli_items=parse_args(args, "etcd-snapshot"))
+    cli_items = parse_args(args, "etcd-snapshot", names)
+    return merge("etcd-snapshot", env=ctx.env, file_items=file_items, cli_items=cli_items)
 
 
 def _etcd_cluster(ctx: CommandContext):

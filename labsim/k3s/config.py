@@ -158,14 +158,19 @@ def parse_taint(text: str) -> dict[str, str]:
     return taint
 
 
-def parse_args(args: list[str], role: str) -> list[tuple[str, Any]]:
-    """Command-line flags of ``k3s server|agent`` as (flag name, value) in order of appearance."""
+def parse_args(args: list[str], role: str, positionals: list[str] | None = None) -> list[tuple[str, Any]]:
+    """Command-line flags of ``k3s ROLE`` as (flag name, value) in order of appearance; other
+    arguments go to ``positionals`` when the command takes some (`etcd-snapshot delete NAME`)."""
     items: list[tuple[str, Any]] = []
     i = 0
     while i < len(args):
         arg = args[i]
         if not arg.startswith("-") or arg in ("-", "--"):
-            raise ConfigError(f"Incorrect Usage: unexpected argument {arg!r} (k3s {role} takes only flags)")
+            if positionals is None:
+                raise ConfigError(f"Incorrect Usage: unexpected argument {arg!r} (k3s {role} takes only flags)")
+            positionals.append(arg)
+            i += 1
+            continue
         name, eq, value = arg.lstrip("-").partition("=")
         found = flag(role, name)
         if found is None:
