@@ -256,3 +256,29 @@ def test_create_template_and_linked_clones(api: ProxmoxAPI) -> None:
     with pytest.raises(ResourceException) as exists:
         node.qemu.post(vmid=9000)
     assert exists.value.content == "unable to create VM 9000 - VM 9000 already exists on node 'pve'"
+
+
+def test_refusals_in_pves_words(api: ProxmoxAPI) -> None:
+    _clone(api, 120)
+    vm = api.nodes("pve").qemu(120)
+    assert _error(lambda: vm.config.put(cores=2, digest="0" * 40)) == "checksum mismatch (file change by other user?)"
+    assert _error(lambda: vm.config.put()) == "no options specified"
+    assert wait_task(api, vm.resize.put(disk="scsi5", size="1G"))["exitstatus"] == "disk 'scsi5' does not exist"
+    wait_task(api, vm.snapshot.post(snapname="before"))
+    assert wait_task(api, vm.snapshot.post(snapname="before"))["exitstatus"] == "snapshot name 'before' already used"
+    wait_task(api, vm.status.start.post())
+    assert _error(lambda: vm.template.post()) == "you can't convert a VM to template if VM is running"
+    assert _error(lambda: api.nodes("pve").qemu(9000).clone.post(newid=121, storage="local-lvm")) == \
+        "parameter 'storage' not allowed for linked clones"
+    assert _error(lambda: api.nodes("pve").qemu(9000).clone.post(newid=120)) == \
+        "unable to create VM 120: config file already exists"
+    with pytest.raises(ResourceException) as bad:
+        vm.config.put(cores=0)
+    assert bad.value.errors == {"cores": "value must have a minimum value of 1"}
+
+
+def _error(call) -> str:
+    with pytest.raises(ResourceException) as raised:
+        call()
+    assert raised.value.status_code == 500
+    return raised.value.content

@@ -17,6 +17,7 @@ difference, and this table says which one matches Proxmox VE:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -129,3 +130,40 @@ def test_unknown_paths_template_start_and_cloudinit(api: ProxmoxAPI, fake_api: P
     assert ours["exitstatus"] == theirs["exitstatus"] == "you can't start a vm if it's a template"  # both agree
     assert api.nodes("pve").qemu(9000).cloudinit.dump.get(type="user").startswith("#cloud-config\n")
     assert fake_api.nodes("pve1").qemu(9000).cloudinit.dump.get(type="user") == "fake"
+
+
+# Messages the twin answers (each asserted over the wire in test_pve_api or test_pve_faults), checked
+# against the error catalogue fakepve extracted from PVE's own sources (qemu-server, pve-manager...).
+WORDING = [
+    ("POST /nodes/{node}/qemu/{vmid}/clone", "unable to create VM 120: config file already exists"),
+    ("POST /nodes/{node}/qemu/{vmid}/clone", "VM 9000 is locked (backup)"),
+    ("POST /nodes/{node}/qemu/{vmid}/clone", "parameter 'storage' not allowed for linked clones"),
+    ("POST /nodes/{node}/qemu/{vmid}/status/start", "VM 120 already running"),
+    ("POST /nodes/{node}/qemu/{vmid}/status/start", "you can't start a vm if it's a template"),
+    ("POST /nodes/{node}/qemu/{vmid}/status/start", "VM 120 is locked (clone)"),
+    ("POST /nodes/{node}/qemu/{vmid}/status/shutdown", "VM quit/powerdown failed - got timeout"),
+    ("POST /nodes/{node}/qemu/{vmid}/status/reboot", "VM 120 not running"),
+    ("DELETE /nodes/{node}/qemu/{vmid}", "VM 120 is running - destroy failed"),
+    ("DELETE /nodes/{node}/qemu/{vmid}", "base volume 'local-lvm:base-8000-disk-0' is still in use by linked cloned"),
+    ("PUT /nodes/{node}/qemu/{vmid}/resize", "shrinking disks is not supported"),
+    ("PUT /nodes/{node}/qemu/{vmid}/resize", "disk 'scsi5' does not exist"),
+    ("PUT /nodes/{node}/qemu/{vmid}/config", "VM 120 is locked (clone)"),
+    ("PUT /nodes/{node}/qemu/{vmid}/config", "checksum mismatch (file change by other user?)"),
+    ("PUT /nodes/{node}/qemu/{vmid}/config", "no options specified"),
+    ("POST /nodes/{node}/qemu/{vmid}/template", "you can't convert a template to a template"),
+    ("POST /nodes/{node}/qemu/{vmid}/template", "you can't convert a VM to template if VM is running"),
+    ("POST /nodes/{node}/qemu/{vmid}/snapshot", "unable to use snapshot name 'current' (reserved name)"),
+    ("POST /nodes/{node}/qemu/{vmid}/snapshot", "snapshot name 'before' already used"),
+    ("POST /nodes/{node}/qemu/{vmid}/snapshot/{snapname}/rollback", "snapshot 'before' does not exist"),
+    ("GET /nodes/{node}/qemu/{vmid}/config", "Configuration file 'nodes/pve/qemu-server/120.conf' does not exist"),
+]
+
+
+@pytest.mark.parametrize(("method", "message"), WORDING, ids=[m for _, m in WORDING])
+def test_error_wording_is_pves(method: str, message: str) -> None:
+    from fakepve import errors
+
+    templates = [e["message"] for e in errors.catalogue().get(method, [])]
+    patterns = [re.escape(t).replace(r"\{", "{").replace(r"\}", "}") for t in templates]
+    patterns = [re.sub(r"\{[a-z_]+\}", ".+", p) for p in patterns]
+    assert any(re.fullmatch(p, message) for p in patterns), f"{method}: {message!r} not among {templates}"
