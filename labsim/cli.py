@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -89,6 +90,7 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
 
 
 async def _serve(config: SimConfig, params: Path) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lab = Lab(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
