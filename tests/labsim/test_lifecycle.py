@@ -15,7 +15,7 @@ import yaml
 
 from labsim.clock import Clock
 from labsim.config import ConfigError, SimConfig
-from labsim.lab import running_lab
+from labsim.lab import detached_lab, running_lab
 from tests.labfiles import sim_lab, write_lab
 from tests.labsim.pveclient import token_client, wait_for, wait_task
 
@@ -128,3 +128,12 @@ def test_cli_up_reports_a_taken_port(tmp_path: Path) -> None:
     with running_lab(params):
         up = _labsim("up", "--params", str(params), "--state", str(tmp_path / "other"), "--detach")
     assert up.returncode == 1 and "address already in use" in up.stderr.lower()
+
+
+def test_detached_lab_helper(tmp_path: Path) -> None:
+    params = write_lab(tmp_path)
+    with detached_lab(params) as status:
+        assert status["running"] is True
+        assert token_client(status).version.get()["release"]
+    after = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
+    assert after["running"] is False
