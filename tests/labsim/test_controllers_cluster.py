@@ -222,3 +222,18 @@ async def test_pod_disruption_budget_status():
         status = await wait_for(lambda: (s := lab.store.get(budgets, "default", "web")["status"])
                                 .get("currentHealthy") == 3 and s)
         assert (status["expectedPods"], status["desiredHealthy"], status["disruptionsAllowed"]) == (3, 2, 1)
+
+
+async def test_host_ports_are_not_shared_on_a_node():
+    cluster = InProcessCluster()
+    cluster.add_node("node-a", 1)
+    lab = Lab(cluster)
+    async with running(cluster):
+        for name in ("lb-1", "lb-2"):
+            holder = pod(name)
+            holder["spec"]["containers"][0]["ports"] = [{"containerPort": 80, "hostPort": 80, "protocol": "TCP"}]
+            lab.store.create(holder)
+        await wait_for(lambda: lab.phase("lb-1") == "Running" and lab.scheduled("lb-2").get("status") == "False")
+        assert "1 node(s) didn't have free ports for the requested pod ports" in lab.scheduled("lb-2")["message"]
+        lab.store.delete(lab.pods, "default", "lb-1")
+        await wait_for(lambda: lab.phase("lb-2") == "Running")

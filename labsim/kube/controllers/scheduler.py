@@ -31,8 +31,8 @@ class Scheduler(Controller):
         self.nodes = self.res("v1", "Node")
         self.events = EventRecorder(self.store, self.clock, SCHEDULER_NAME)
         self._pending: set[Key] = set()
-        # node -> pod key -> (requests, owner uid): what each node carries.
-        self._load: dict[str, dict[Key, tuple[dict[str, float], str]]] = {}
+        # node -> pod key -> what the pod takes there: requests, owner uid, host ports.
+        self._load: dict[str, dict[Key, tuple[dict[str, float], str, frozenset]]] = {}
         self._reported: dict[Key, str] = {}
 
     def watches(self):
@@ -45,7 +45,7 @@ class Scheduler(Controller):
             load.pop(key, None)
         gone = event_type == "DELETED" or phase in TERMINAL
         if spec.get("nodeName") and not gone:
-            self._load.setdefault(spec["nodeName"], {})[key] = (pod_requests(pod), _owner_uid(pod))
+            self._load.setdefault(spec["nodeName"], {})[key] = _footprint(pod)
         if not gone and not spec.get("nodeName") and not is_terminating(pod) \
                 and spec.get("schedulerName", SCHEDULER_NAME) == SCHEDULER_NAME:
             self._pending.add(key)
@@ -93,6 +93,9 @@ class Scheduler(Controller):
         if blocked:
             taint = blocked[0]
             return f"node(s) had untolerated taint {{{taint['key']}: {taint.get('value', '')}}}"
+        taken = {port for _, _, ports in self._load.get(node["metadata"]["name"], {}).values() for port in ports}
+        if _host_ports(pod) & taken:
+            return "node(s) didn't have free ports for the requested pod ports"
         if self._volume_conflict(pod, node):
             return "node(s) had volume node affinity conflict"
         return self._insufficient(pod, node)
@@ -103,7 +106,7 @@ class Scheduler(Controller):
         if len(load) + 1 > parse_quantity(allocatable.get("pods", "110")):
             return "Too many pods"
         used: Counter = Counter()
-        for requests, _ in load.values():
+        for requests, _, _ in load.values():
             used.update(requests)
         for resource, amount in pod_requests(pod).items():
             if resource in allocatable and used[resource] + amount > parse_quantity(allocatable[resource]):
@@ -128,10 +131,10 @@ class Scheduler(Controller):
         name = node["metadata"]["name"]
         load = self._load.get(name, {})
         owner = _owner_uid(pod)
-        same_owner = sum(1 for _, uid in load.values() if owner and uid == owner)
+        same_owner = sum(1 for _, uid, _ in load.values() if owner and uid == owner)
         allocatable = (node.get("status") or {}).get("allocatable") or {}
         used: Counter = Counter()
-        for requests, _ in load.values():
+        for requests, _, _ in load.values():
             used.update(requests)
         used.update(pod_requests(pod))
         share = sum(used[r] / parse_quantity(allocatable[r]) for r in ("cpu", "memory")
@@ -147,7 +150,7 @@ class Scheduler(Controller):
         status["conditions"] = set_condition(status.get("conditions") or [], "PodScheduled", "True",
                                              self.clock.now(), probe_time=True)
         self.store.update(bound, subresource="status")
-        self._load.setdefault(node_name, {})[key] = (pod_requests(pod), _owner_uid(pod))  # assumed
+        self._load.setdefault(node_name, {})[key] = _footprint(pod)  # assumed
         self._pending.discard(key)
         self._reported.pop(key, None)
         self._select_node_for_claims(pod, node_name)
@@ -176,6 +179,16 @@ class Scheduler(Controller):
         if self._reported.get(key) != message:
             self._reported[key] = message
             self.events.record(pod, "FailedScheduling", message, WARNING)
+
+
+def _footprint(pod: dict) -> tuple[dict[str, float], str, frozenset]:
+    return pod_requests(pod), _owner_uid(pod), _host_ports(pod)
+
+
+def _host_ports(pod: dict) -> frozenset:
+    return frozenset((port.get("hostIP", "0.0.0.0"), port.get("protocol", "TCP"), port["hostPort"])
+                     for container in (pod.get("spec") or {}).get("containers") or []
+                     for port in container.get("ports") or [] if port.get("hostPort"))
 
 
 def _owner_uid(pod: dict) -> str:
