@@ -143,15 +143,17 @@ async def cluster_reset(ctx: CommandContext, args: list[str], log: Logger) -> No
     if node.service_state(service.SERVER_UNIT) == "active":
         raise Fatal("starting kubernetes: preparing server: init cluster datastore and https: "
                     "listen tcp :6443: bind: address already in use")
+    restore = cfg.get("cluster-reset-restore-path")
+    if restore and not node.is_file(restore):
+        raise Fatal(f"starting kubernetes: preparing server: start managed database: "
+                    f"open {restore}: no such file or directory")
     cluster = node.lab.clusters.find(node.spec.ip)
+    if cluster is None and restore:  # a server that never ran: its datastore starts from the snapshot
+        cluster = await service.bootstrap_cluster(node, cfg)
     if cluster is None or not cluster.embedded_etcd:
         raise Fatal("starting kubernetes: preparing server: --cluster-reset requires an existing embedded etcd "
                     f"datastore in {service.SERVER_DIR}/db/etcd")
-    restore = cfg.get("cluster-reset-restore-path")
     if restore:
-        if not node.is_file(restore):
-            raise Fatal(f"starting kubernetes: preparing server: start managed database: "
-                        f"open {restore}: no such file or directory")
         old = f"{service.SERVER_DIR}/db/etcd-old-{int(node.lab.clock.now())}"
         log.info(f"Pre-restore etcd database moved to {old}")
         await cluster.restore(node.read(restore))

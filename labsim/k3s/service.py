@@ -283,12 +283,28 @@ def _server_password(node, cfg: K3sConfig) -> str:
     return tokens.generate()
 
 
-def _write_server_files(node, cluster, cfg: K3sConfig, password: str, log: Logger) -> None:
-    kubeconfig = cluster.kubeconfig_yaml(f"https://127.0.0.1:{API_PORT}")
-    full_token = tokens.node_token(tokens.ca_pem_from_kubeconfig(kubeconfig), password)
+async def bootstrap_cluster(node, cfg: K3sConfig):
+    """The embedded-etcd cluster of a server that never ran (`--cluster-reset` restoring a
+    snapshot onto a fresh node): created with this node's configuration, left stopped."""
+    name, password = node_name(node, cfg), _server_password(node, cfg)
+    cluster = await node.lab.clusters.create_server(
+        node_name=name, ip=node.spec.ip, version=str(_version(node)), token=password,
+        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=True)
+    await cluster.stop_api()
+    _write_tokens(node, cluster, password)
+    return cluster
+
+
+def _write_tokens(node, cluster, password: str) -> None:
+    full_token = tokens.node_token(tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml()), password)
     node.mkdir(SERVER_DIR)
     node.write(TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
     node.write(NODE_TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
+
+
+def _write_server_files(node, cluster, cfg: K3sConfig, password: str, log: Logger) -> None:
+    _write_tokens(node, cluster, password)
+    kubeconfig = cluster.kubeconfig_yaml(f"https://127.0.0.1:{API_PORT}")
     path = cfg.get("write-kubeconfig") or KUBECONFIG
     node.mkdir(posixpath.dirname(path))
     node.write(path, kubeconfig.encode(), mode=cfg.kubeconfig_mode)

@@ -50,26 +50,26 @@ class K3sLab:
     def name(self, index: int) -> str:
         return self.doc["nodes"][index]["name"]
 
-    def ssh(self, index: int, command: str) -> Result:
-        return asyncio.run(self._ssh(index, command))
+    def ssh(self, index: int, command: str, input: str | None = None) -> Result:
+        return asyncio.run(self._ssh(index, command, input))
 
-    async def _ssh(self, index: int, command: str) -> Result:
+    async def _ssh(self, index: int, command: str, input: str | None = None) -> Result:
         vm = next(v for v in self.status["vms"] if v["ip"] == self.ip(index))
         async with asyncssh.connect(vm["ip"], port=vm["ssh_port"], username=self.status["ssh"]["user"],
                                     client_keys=[self.status["ssh"]["private_key"]], known_hosts=None) as conn:
-            done = await conn.run(command, check=False)
+            done = await conn.run(command, check=False, input=input)
         return Result(done.exit_status, str(done.stdout), str(done.stderr))
 
-    def ok(self, index: int, command: str) -> str:
-        result = self.ssh(index, command)
+    def ok(self, index: int, command: str, input: str | None = None) -> str:
+        result = self.ssh(index, command, input)
         assert result.exit_status == 0, f"{command!r} failed: {result}"
         return result.stdout
 
-    def kube(self, tmp_path: Path) -> client.ApiClient:
-        """The kubernetes client on the server's kubeconfig, server rewritten to the node's IP."""
-        doc = yaml.safe_load(self.ok(0, "sudo cat /etc/rancher/k3s/k3s.yaml"))
-        doc["clusters"][0]["cluster"]["server"] = f"https://{self.ip(0)}:6443"
-        path = tmp_path / "kubeconfig"
+    def kube(self, tmp_path: Path, index: int = 0) -> client.ApiClient:
+        """The kubernetes client on a server's kubeconfig, server rewritten to the node's IP."""
+        doc = yaml.safe_load(self.ok(index, "sudo cat /etc/rancher/k3s/k3s.yaml"))
+        doc["clusters"][0]["cluster"]["server"] = f"https://{self.ip(index)}:6443"
+        path = tmp_path / f"kubeconfig-{index}"
         path.write_text(yaml.safe_dump(doc))
         return config.new_client_from_config(str(path))
 

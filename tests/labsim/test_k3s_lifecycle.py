@@ -111,3 +111,25 @@ def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
         lab.ok(0, "sudo rm /etc/rancher/k3s/config.yaml")
         lab.ok(0, "sudo systemctl restart k3s")  # the token k3s made at the first start is kept
         assert nodes(lab.kube(tmp_path))[lab.name(0)]["ready"]
+
+
+def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=1)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server(flags="--cluster-init").exit_status == 0
+        client.CoreV1Api(lab.kube(tmp_path)).create_namespaced_config_map("default", client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="from-production")))
+        lab.ok(0, "sudo k3s etcd-snapshot save --name drill")
+        path = lab.ok(0, "sudo k3s etcd-snapshot ls").splitlines()[1].split()[1].removeprefix("file://")
+        copy = lab.ok(0, f"sudo base64 {path}")
+        lab.ok(1, "base64 -d | sudo tee /tmp/drill >/dev/null", input=copy)
+        assert lab.ssh(1, "curl -sfL https://get.k3s.io | INSTALL_K3S_SKIP_START=true sh -s - server "
+                          "--cluster-init").exit_status == 0
+        assert lab.ssh(1, "systemctl is-active k3s").stdout == "inactive\n"
+        reset = lab.ssh(1, "sudo k3s server --cluster-reset --cluster-reset-restore-path=/tmp/drill")
+        assert reset.exit_status == 0, reset
+        lab.ok(1, "sudo systemctl start k3s")
+        scratch = lab.kube(tmp_path, index=1)
+        assert "from-production" in _configmaps(scratch)
+        assert lab.name(1) in nodes(scratch)
