@@ -17,6 +17,7 @@ from labsim.config import SimConfig
 from labsim.pve import vms as v
 from labsim.pve.errors import PVEError, TaskError
 from labsim.pve.faults import DEFAULT_TASK_ERRORS, Faults
+from labsim.pve.params import split_tags
 from labsim.pve.power import PowerMixin
 from labsim.pve.snapshots import SnapshotMixin
 from labsim.pve.storage import GIB, Storage, node_storages
@@ -219,7 +220,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
             vm.config["template"] = 1
         return self._start_task("qmtemplate", vmid, user, work)
 
-    def _allocate(self, vm: v.VM, key: str, value: str, task: Task) -> str:
+    def _allocate(self, vm: v.VM, key: str, value: str, task: Task | None) -> str:
         """``STORAGE:SIZE_GIB`` (or ``STORAGE:cloudinit``) allocates a volume as PVE does."""
         drive = v.Drive.parse(key, value)
         store, _, spec = drive.volid.partition(":")
@@ -228,12 +229,13 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         if not spec.replace(".", "", 1).isdigit():
             return value
         self.storage(store)
-        if store in self.faults.storage_full:
-            raise TaskError(f"unable to create VM {vm.vmid} - lvcreate 'pve/vm-{vm.vmid}-disk-0' error: "
-                            "Volume group \"pve\" has insufficient free space")
         n = sum(1 for d in vm.disks().values() if d.storage == store)
+        if store in self.faults.storage_full:
+            raise PVEError(500, f"lvcreate 'pve/vm-{vm.vmid}-disk-{n}' error:   Volume group \"pve\" has "
+                                "insufficient free space")
+        if task is not None:
+            task.log(f"  Logical volume \"vm-{vm.vmid}-disk-{n}\" created.")
         size = int(float(spec) * GIB)
-        task.log(f"  Logical volume \"vm-{vm.vmid}-disk-{n}\" created.")
         return v.Drive(key, f"{store}:vm-{vm.vmid}-disk-{n}", drive.options).with_options(size=v.format_size(size))
 
     # ---------------------------------------------------------------- config
@@ -271,16 +273,14 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
             if key in vm.pending_delete:
                 vm.pending_delete.remove(key)
         for key, value in values.items():
-            if v.DISK_KEYS.match(key) and task is not None:
+            if v.DISK_KEYS.match(key):
                 value = self._allocate(vm, key, value, task)
-            elif v.DISK_KEYS.match(key):
-                value = _allocate_spec_only(vm, key, value)
             if running and key in v.NOT_HOTPLUGGED and vm.config.get(key) != value:
                 vm.pending[key] = value
             else:
                 vm.config[key] = value
             if key == "tags":
-                vm.config[key] = ";".join(v.p.split_tags(value))
+                vm.config[key] = ";".join(split_tags(value))
         for key in deletes:
             if running and key in v.NOT_HOTPLUGGED:
                 vm.pending_delete.append(key)
@@ -388,12 +388,6 @@ def _split(text: str) -> list[str]:
 
 def _without_disks(options: dict[str, Any]) -> dict[str, Any]:
     return {k: val for k, val in options.items() if not v.DISK_KEYS.match(k)}
-
-
-def _allocate_spec_only(vm: v.VM, key: str, value: str) -> str:
-    drive = v.Drive.parse(key, value)
-    store, _, spec = drive.volid.partition(":")
-    return f"{store}:vm-{vm.vmid}-cloudinit,media=cdrom" if spec == "cloudinit" else value
 
 
 def _new_mac(net: str) -> str:

@@ -248,6 +248,8 @@ def test_create_template_and_linked_clones(api: ProxmoxAPI) -> None:
         node.qemu(8000).template.post()
     assert twice.value.content == "you can't convert a template to a template"
     wait_task(api, node.qemu(8000).clone.post(newid=130, name="linked"))
+    node.qemu(130).config.put(scsi1="local-lvm:8")  # a second disk, allocated as PVE names volumes
+    assert node.qemu(130).config.get()["scsi1"] == "local-lvm:vm-130-disk-1,size=8G"
     assert node.qemu(130).config.get()["scsi0"].startswith("local-lvm:base-8000-disk-0/vm-130-disk-0,")
     in_use = wait_task(api, node.qemu(8000).delete())
     assert in_use["exitstatus"] == "base volume 'local-lvm:base-8000-disk-0' is still in use by linked cloned"
