@@ -5,8 +5,12 @@ looked up in the command registry. Output is buffered: commands run to completio
 
 from __future__ import annotations
 
+import ast
 import glob
+import operator
 import posixpath
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +20,7 @@ from labsim.node.registry import CommandContext, CommandResult
 from labsim.node.syntax import (
     AndOr,
     Command,
+    Compound,
     HereDoc,
     Part,
     Pipeline,
@@ -28,6 +33,8 @@ from labsim.node.syntax import (
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GLOB_CHARS = set("*?[")
+# A loop on a simulated node runs on the lab's event loop: cap it rather than spin forever.
+LOOP_LIMIT = 100_000
 # Programs that read their standard input when given no file arguments.
 STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "sha256sum", "wc", "sort",
                  "uniq", "cut", "tr"}
@@ -36,6 +43,11 @@ STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "
 class ExitShell(Exception):
     def __init__(self, status: int) -> None:
         self.status = status
+
+
+class LoopControl(Exception):
+    def __init__(self, kind: str, levels: int) -> None:
+        self.kind, self.levels = kind, levels
 
 
 def login_env(node: NodeModel, user: str) -> dict[str, str]:
@@ -67,6 +79,7 @@ class Shell:
         self.status = 0
         self.errexit = False
         self.exited = False
+        self._conditions = 0  # inside an if/while condition, where set -e does not apply
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
@@ -77,13 +90,27 @@ class Shell:
         except ShellSyntaxError as exc:
             return CommandResult(stderr=f"{self.name}: -c: line 1: {exc}\n".encode(), exit_status=2)
         try:
-            for chain in lists:
-                last_ran = await self._and_or(chain, stdin, out)
-                if self.errexit and self.status and last_ran:
-                    break
+            await self._lists(lists, stdin, out)
         except ExitShell as exc:
             self.status, self.exited = exc.status, True
+        except LoopControl:
+            pass  # break/continue outside a loop: bash ignores them
         return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
+
+    async def _lists(self, lists: list[AndOr], stdin: bytes, out: Output) -> None:
+        for chain in lists:
+            last_ran = await self._and_or(chain, stdin, out)
+            if self.errexit and self.status and last_ran and not self._conditions:
+                raise ExitShell(self.status)
+
+    async def _condition(self, lists: list[AndOr], stdin: bytes, out: Output) -> bool:
+        """Run an if/while condition (exempt from ``set -e``); whether it succeeded."""
+        self._conditions += 1
+        try:
+            await self._lists(lists, stdin, out)
+        finally:
+            self._conditions -= 1
+        return self.status == 0
 
     async def _and_or(self, chain: AndOr, stdin: bytes, out: Output) -> bool:
         """Run an and-or list; whether its last pipeline ran (only its failure trips ``set -e``)."""
@@ -98,7 +125,7 @@ class Shell:
     async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
         data = stdin
         for i, cmd in enumerate(pipeline.commands):
-            result = await self._command(cmd, data)
+            result = await (self._compound(cmd, data) if isinstance(cmd, Compound) else self._command(cmd, data))
             out.stderr += result.stderr
             if i == len(pipeline.commands) - 1:
                 out.stdout += result.stdout
@@ -106,17 +133,84 @@ class Shell:
         if pipeline.negate:
             self.status = int(self.status == 0)
 
+    # --- compound commands ----------------------------------------------------------------------
+
+    async def _compound(self, cmd: Compound, stdin: bytes) -> CommandResult:
+        try:
+            stdin, sinks = await self._redirections(cmd.redirects, stdin)
+        except OSError as exc:
+            self.status = 1
+            return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
+        out = Output()
+        if cmd.kind == "subshell":
+            child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
+                          name=self.name, umask=self.umask)
+            child.exported, child.errexit = set(self.exported), self.errexit
+            try:
+                await child._lists(cmd.body, stdin, out)
+            except ExitShell as exc:
+                child.status = exc.status
+            self.status = child.status
+        elif cmd.kind == "group":
+            await self._lists(cmd.body, stdin, out)
+        elif cmd.kind == "if":
+            await self._if(cmd, stdin, out)
+        else:
+            await self._loop(cmd, stdin, out)
+        return self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
+
+    async def _if(self, cmd: Compound, stdin: bytes, out: Output) -> None:
+        for condition, body in cmd.branches:
+            if await self._condition(condition, stdin, out):
+                await self._lists(body, stdin, out)
+                return
+        if cmd.otherwise is not None:
+            await self._lists(cmd.otherwise, stdin, out)
+        else:
+            self.status = 0
+
+    async def _loop(self, cmd: Compound, stdin: bytes, out: Output) -> None:
+        if cmd.kind == "for":
+            items = list(self.args) if cmd.items is None else [f for w in cmd.items for f in await self.expand(w)]
+        status = 0
+        for turn in range(LOOP_LIMIT):
+            if cmd.kind == "for":
+                if turn >= len(items):
+                    break
+                self.vars[cmd.name] = items[turn]
+            else:
+                condition, _ = cmd.branches[0]
+                if await self._condition(condition, stdin, out) != (cmd.kind == "while"):
+                    break
+            try:
+                await self._lists(cmd.body if cmd.kind == "for" else cmd.branches[0][1], stdin, out)
+            except LoopControl as control:
+                if control.levels > 1:
+                    control.levels -= 1
+                    raise
+                if control.kind == "break":
+                    break
+            status = self.status
+        else:
+            out.stderr += f"{self.name}: labsim stops loops after {LOOP_LIMIT} turns\n".encode()
+            status = 1
+        self.status = status
+
     # --- simple commands ------------------------------------------------------------------------
 
     async def _command(self, cmd: Command, stdin: bytes) -> CommandResult:
         assignments: dict[str, str] = {}
         words = list(cmd.words)
-        while words and (pair := words[0].assignment()):
-            assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
-            words.pop(0)
         argv: list[str] = []
-        for word in words:
-            argv += await self.expand(word)
+        try:
+            while words and (pair := words[0].assignment()):
+                assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
+                words.pop(0)
+            for word in words:
+                argv += await self.expand(word)
+        except ValueError as exc:  # a bad $((...))
+            self.status = 1
+            return CommandResult.fail(f"{self.name}: {exc}\n")
         try:
             stdin, sinks = await self._redirections(cmd.redirects, stdin)
         except OSError as exc:
@@ -201,6 +295,8 @@ class Shell:
         if part.kind == "sub":
             result = await self._nested(part.text)
             return result.stdout.decode(errors="replace").rstrip("\n")
+        if part.kind == "arith":
+            return str(arithmetic(part.text, self._parameter))
         return self._parameter(part.text)
 
     def _parameter(self, spec: str) -> str:
@@ -282,6 +378,39 @@ def _describe(exc: OSError) -> str:
     return f"{exc.filename}: {reason.get(type(exc), exc.strerror or str(exc))}"
 
 
+ARITH_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Mod: operator.mod,
+             ast.FloorDiv: operator.floordiv, ast.Pow: operator.pow, ast.Lt: operator.lt, ast.LtE: operator.le,
+             ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne,
+             ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+
+
+def arithmetic(expression: str, lookup: Callable[[str], str]) -> int:
+    """``$((...))``: integer arithmetic over shell variables (unset or empty: 0)."""
+    text = re.sub(r"\$\{?(\w+)\}?", lambda m: lookup(m.group(1)) or "0", expression)
+    text = re.sub(r"[A-Za-z_]\w*", lambda m: lookup(m.group()) or "0", text)
+    text = text.replace("&&", " and ").replace("||", " or ").replace("/", "//")
+    text = re.sub(r"!(?!=)", " not ", text)
+    try:
+        return int(_evaluate(ast.parse(text.strip() or "0", mode="eval").body))
+    except (SyntaxError, ValueError, ZeroDivisionError, KeyError, TypeError):
+        raise ValueError(f"{expression}: syntax error in expression") from None
+
+
+def _evaluate(node: ast.AST) -> int:
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, ast.BinOp):
+        return ARITH_OPS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    if isinstance(node, ast.UnaryOp):
+        return int(ARITH_OPS[type(node.op)](_evaluate(node.operand)))
+    if isinstance(node, ast.Compare) and len(node.ops) == 1:
+        return int(ARITH_OPS[type(node.ops[0])](_evaluate(node.left), _evaluate(node.comparators[0])))
+    if isinstance(node, ast.BoolOp):
+        values = [_evaluate(v) for v in node.values]
+        return int(all(values) if isinstance(node.op, ast.And) else any(values))
+    raise ValueError(ast.dump(node))
+
+
 def reads_stdin(line: str) -> bool:
     """Whether running ``line`` would read the session's stdin: an SSH server waits for the
     client's EOF only then, so a command that doesn't read returns at once, as under sshd."""
@@ -289,13 +418,20 @@ def reads_stdin(line: str) -> bool:
         lists = parse(line)
     except ShellSyntaxError:
         return False
+    return _lists_read_stdin(lists)
+
+
+def _lists_read_stdin(lists: list[AndOr]) -> bool:
     for chain in lists:
         for pipeline in [chain.first] + [p for _, p in chain.rest]:
             first = pipeline.commands[0]
             if any(r.fd == 0 for r in first.redirects):
                 continue
-            argv = [w.literal() for w in first.words if w.assignment() is None]
-            if _argv_reads_stdin(argv):
+            if isinstance(first, Compound):
+                parts = [first.body, first.otherwise or []] + [lst for pair in first.branches for lst in pair]
+                if any(_lists_read_stdin(part) for part in parts):
+                    return True
+            elif _argv_reads_stdin([w.literal() for w in first.words if w.assignment() is None]):
                 return True
     return False
 
@@ -392,6 +528,10 @@ def locate(node: NodeModel, name: str) -> str | None:
     return name if name.startswith("/") else f"/usr/bin/{name}"
 
 
+async def _loop_control(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+    raise LoopControl(argv[0], int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 1)
+
+
 async def _pwd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
     return CommandResult.ok(shell.cwd + "\n")
 
@@ -412,5 +552,5 @@ async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResu
 
 BUILTINS = {
     "cd": _cd, "pwd": _pwd, "export": _export, "unset": _unset, "set": _set, "exit": _exit,
-    "command": _command, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
+    "command": _command, "break": _loop_control, "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
 }

@@ -3,7 +3,8 @@ commands with their words and redirections, as POSIX sh reads them.
 
 Words keep their parts apart (literal text, ``$VAR``, ``$(...)``) with whether each was quoted,
 so that expansion, field splitting and globbing happen when the command runs, as in a shell.
-Compound commands (``if``, ``for``, functions) are not modelled.
+Compound commands: ``if``, ``for``, ``while``/``until``, ``{ ...; }`` and ``( ... )``; functions
+and ``case`` are not modelled.
 """
 
 from __future__ import annotations
@@ -15,18 +16,20 @@ ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9?$#@!*-]")
 OPERATORS = ("&&", "||", ";", "|", "&", "(", ")")
 REDIRECT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|>|<)")
+EOF = "end of file"
 SEPARATORS = (("op", ";"), ("op", "&"), ("op", "\n"))
 
 
 class ShellSyntaxError(Exception):
     def __init__(self, token: str) -> None:
-        super().__init__(f"syntax error near unexpected token `{token}'")
+        super().__init__("syntax error: unexpected end of file" if token == EOF
+                         else f"syntax error near unexpected token `{token}'")
         self.token = token
 
 
 @dataclass(frozen=True)
 class Part:
-    kind: str  # "lit" | "var" | "sub" (command substitution)
+    kind: str  # "lit" | "var" | "sub" (command substitution) | "arith" ($((...)))
     text: str
     quoted: bool
 
@@ -73,8 +76,21 @@ class Command:
 
 
 @dataclass
+class Compound:
+    """``if``/``for``/``while``/``until``, a ``{ group; }`` or a ``( subshell )``."""
+
+    kind: str
+    branches: list[tuple[list[AndOr], list[AndOr]]] = field(default_factory=list)  # (condition, body)
+    otherwise: list[AndOr] | None = None  # if's else
+    name: str = ""  # for's variable
+    items: list[Word] | None = None  # for's words (None: "$@")
+    body: list[AndOr] = field(default_factory=list)
+    redirects: list[Redirect] = field(default_factory=list)
+
+
+@dataclass
 class Pipeline:
-    commands: list[Command]
+    commands: list[Command | Compound]
     negate: bool = False
 
 
@@ -250,6 +266,11 @@ class Lexer:
                 raise ShellSyntaxError("`")
             self.pos = end + 1
             return Part("sub", text[start + 1:end], quoted)
+        if text.startswith("$((", start):
+            end = self._matching_paren(start + 2)
+            if text[end - 1] == ")":
+                self.pos = end + 1
+                return Part("arith", text[start + 3:end - 1], quoted)
         if text.startswith("$(", start):
             end = self._matching_paren(start + 2)
             self.pos = end + 1
@@ -297,48 +318,156 @@ def heredoc_word(body: str) -> Word:
 
 def parse(text: str) -> list[AndOr]:
     """The and-or lists of a command line or script, in order."""
-    tokens = Lexer(text).run()
-    lists: list[AndOr] = []
-    i = 0
-
-    def pipeline() -> Pipeline:
-        nonlocal i
-        negate = False
-        if i < len(tokens) and tokens[i][0] == "word" and _is_bang(tokens[i][1]):
-            negate, i = True, i + 1
-        commands = [simple()]
-        while i < len(tokens) and tokens[i] == ("op", "|"):
-            i += 1
-            commands.append(simple())
-        return Pipeline(commands, negate)
-
-    def simple() -> Command:
-        nonlocal i
-        cmd = Command()
-        while i < len(tokens) and tokens[i][0] != "op":
-            kind, value = tokens[i]
-            (cmd.words if kind == "word" else cmd.redirects).append(value)  # type: ignore[arg-type]
-            i += 1
-        if not cmd.words and not cmd.redirects:
-            raise ShellSyntaxError(str(tokens[i][1]) if i < len(tokens) else "newline")
-        return cmd
-
-    while i < len(tokens):
-        if tokens[i] in SEPARATORS:
-            i += 1
-            continue
-        chain = AndOr(pipeline())
-        while i < len(tokens) and tokens[i][0] == "op" and tokens[i][1] in ("&&", "||"):
-            op = str(tokens[i][1])
-            i += 1
-            while i < len(tokens) and tokens[i] == ("op", "\n"):
-                i += 1
-            chain.rest.append((op, pipeline()))
-        if i < len(tokens) and tokens[i] not in SEPARATORS:
-            raise ShellSyntaxError(str(tokens[i][1]))
-        lists.append(chain)
+    parser = Parser(Lexer(text).run())
+    lists = parser.list_until(())
+    if parser.i < len(parser.tokens):
+        raise ShellSyntaxError(parser.text_at(parser.i))
     return lists
 
 
-def _is_bang(word: object) -> bool:
-    return isinstance(word, Word) and len(word.parts) == 1 and word.parts[0] == Part("lit", "!", False)
+class Parser:
+    """Recursive descent over the lexer's tokens (POSIX's grammar, without functions and case)."""
+
+    def __init__(self, tokens: list[tuple[str, object]]) -> None:
+        self.tokens = tokens
+        self.i = 0
+
+    def text_at(self, i: int) -> str:
+        if i >= len(self.tokens):
+            return EOF
+        kind, value = self.tokens[i]
+        return value.literal() if isinstance(value, Word) else "newline" if value == "\n" else str(value)
+
+    def reserved(self, *names: str) -> str | None:
+        """The reserved word at the cursor, if it is one of ``names`` (only unquoted words count)."""
+        if self.i < len(self.tokens) and self.tokens[self.i][0] == "word":
+            word = self.tokens[self.i][1]
+            assert isinstance(word, Word)
+            if len(word.parts) == 1 and word.parts[0].kind == "lit" and not word.parts[0].quoted:
+                text = word.parts[0].text
+                return text if text in names else None
+        return None
+
+    def expect(self, name: str) -> None:
+        self.skip_separators()
+        if self.reserved(name) is None:
+            raise ShellSyntaxError(self.text_at(self.i))
+        self.i += 1
+
+    def skip_separators(self) -> None:
+        while self.i < len(self.tokens) and self.tokens[self.i] in SEPARATORS:
+            self.i += 1
+
+    def list_until(self, stops: tuple[str, ...], closing: str | None = None) -> list[AndOr]:
+        """And-or lists up to one of the reserved words ``stops`` (or ``closing``, an operator)."""
+        lists: list[AndOr] = []
+        while True:
+            self.skip_separators()
+            if self.i >= len(self.tokens) or self.reserved(*stops) or self.tokens[self.i] == ("op", closing):
+                return lists
+            lists.append(self.and_or())
+            if self.i < len(self.tokens) and self.tokens[self.i] not in SEPARATORS \
+                    and self.tokens[self.i] != ("op", closing):
+                raise ShellSyntaxError(self.text_at(self.i))
+
+    def and_or(self) -> AndOr:
+        chain = AndOr(self.pipeline())
+        while self.i < len(self.tokens) and self.tokens[self.i] in (("op", "&&"), ("op", "||")):
+            op = str(self.tokens[self.i][1])
+            self.i += 1
+            while self.i < len(self.tokens) and self.tokens[self.i] == ("op", "\n"):
+                self.i += 1
+            chain.rest.append((op, self.pipeline()))
+        return chain
+
+    def pipeline(self) -> Pipeline:
+        negate = self.reserved("!") is not None
+        self.i += negate
+        commands = [self.command()]
+        while self.i < len(self.tokens) and self.tokens[self.i] == ("op", "|"):
+            self.i += 1
+            while self.i < len(self.tokens) and self.tokens[self.i] == ("op", "\n"):
+                self.i += 1
+            commands.append(self.command())
+        return Pipeline(commands, negate)
+
+    def command(self) -> Command | Compound:
+        word = self.reserved("if", "for", "while", "until", "{")
+        if word is not None or (self.i < len(self.tokens) and self.tokens[self.i] == ("op", "(")):
+            self.i += 1
+            compound = {"if": self.if_clause, "for": self.for_clause, "while": self.while_clause,
+                        "until": self.until_clause, "{": self.group, None: self.subshell}[word]()
+            while self.i < len(self.tokens) and self.tokens[self.i][0] == "redir":
+                compound.redirects.append(self.tokens[self.i][1])  # type: ignore[arg-type]
+                self.i += 1
+            return compound
+        cmd = Command()
+        while self.i < len(self.tokens) and self.tokens[self.i][0] != "op":
+            kind, value = self.tokens[self.i]
+            (cmd.words if kind == "word" else cmd.redirects).append(value)  # type: ignore[arg-type]
+            self.i += 1
+        if not cmd.words and not cmd.redirects:
+            raise ShellSyntaxError(self.text_at(self.i))
+        return cmd
+
+    def body(self, *stops: str) -> list[AndOr]:
+        lists = self.list_until(stops)
+        if not lists:
+            raise ShellSyntaxError(self.text_at(self.i))
+        return lists
+
+    def if_clause(self) -> Compound:
+        branches = []
+        while True:
+            condition = self.body("then")
+            self.expect("then")
+            branches.append((condition, self.body("elif", "else", "fi")))
+            word = self.reserved("elif", "else", "fi")
+            if word is None:
+                raise ShellSyntaxError(self.text_at(self.i))
+            self.i += 1
+            if word == "elif":
+                continue
+            otherwise = self.body("fi") if word == "else" else None
+            if word == "else":
+                self.expect("fi")
+            return Compound("if", branches=branches, otherwise=otherwise)
+
+    def for_clause(self) -> Compound:
+        if self.i >= len(self.tokens) or self.tokens[self.i][0] != "word":
+            raise ShellSyntaxError(self.text_at(self.i))
+        name = self.tokens[self.i][1].literal()  # type: ignore[union-attr]
+        self.i += 1
+        items: list[Word] | None = None
+        if self.reserved("in"):
+            self.i += 1
+            items = []
+            while self.i < len(self.tokens) and self.tokens[self.i][0] == "word":
+                items.append(self.tokens[self.i][1])  # type: ignore[arg-type]
+                self.i += 1
+        self.expect("do")
+        body = self.body("done")
+        self.expect("done")
+        return Compound("for", name=name, items=items, body=body)
+
+    def while_clause(self, until: bool = False) -> Compound:
+        condition = self.body("do")
+        self.expect("do")
+        body = self.body("done")
+        self.expect("done")
+        return Compound("until" if until else "while", branches=[(condition, body)])
+
+    def until_clause(self) -> Compound:
+        return self.while_clause(until=True)
+
+    def group(self) -> Compound:
+        body = self.body("}")
+        self.expect("}")
+        return Compound("group", body=body)
+
+    def subshell(self) -> Compound:
+        body = self.list_until((), closing=")")
+        if not body or self.i >= len(self.tokens) or self.tokens[self.i] != ("op", ")"):
+            raise ShellSyntaxError(self.text_at(self.i))
+        self.i += 1
+        return Compound("subshell", body=body)

@@ -133,7 +133,8 @@ async def test_pipes_lists_redirections_and_expansions(tmp_path):
             ("echo a > f && echo b >> f && cat f && wc -l < f", "a\nb\n2\n", "", 0),
             ("cat missing 2>/dev/null; echo $?", "1\n", "", 0),
             ("cat missing 2>&1 | head -n 1", "cat: missing: No such file or directory\n", "", 0),
-            ("(echo sub)", "", "bash: -c: line 1: syntax error near unexpected token `('\n", 2),
+            ("(echo sub)", "sub\n", "", 0),
+            ("echo a; )", "", "bash: -c: line 1: syntax error near unexpected token `)'\n", 2),
             ("echo 'a;b' \"c|d\" e\\&f", "a;b c|d e&f\n", "", 0),
             ("printf '%s=%d\\n' a 1 b 2", "a=1\nb=2\n", "", 0),
             ("echo -n x; echo -e 'y\\tz'", "xy\tz\n", "", 0),
@@ -147,6 +148,31 @@ async def test_pipes_lists_redirections_and_expansions(tmp_path):
             ("set -e; false; echo not reached", "", "", 1),
             ("set -e; false && echo no; false || echo recovered", "recovered\n", "", 0),
             ("echo a 1>&2 2>/dev/null", "", "a\n", 0),
+        ]
+        for command, out, err, status in cases:
+            assert await lab.sh(command) == (out, err, status), command
+
+
+async def test_compound_commands_and_arithmetic(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        cases = [
+            ("if test -f /etc/hostname; then echo yes; else echo no; fi", "yes\n", "", 0),
+            ("if false; then echo a; elif true; then echo b; fi", "b\n", "", 0),
+            ("if ! command -v k3s >/dev/null; then echo missing; fi", "missing\n", "", 0),
+            ("if false; then echo a; fi; echo $?", "0\n", "", 0),
+            ("for x in a 'b c'; do echo \"[$x]\"; done", "[a]\n[b c]\n", "", 0),
+            ("for f in /etc/*-release; do basename $f; done", "lsb-release\nos-release\n", "", 0),
+            ("i=0; while [ $i -lt 3 ]; do echo $i; i=$((i + 1)); done", "0\n1\n2\n", "", 0),
+            ("n=5; until [ $n -le 3 ]; do n=$((n - 1)); done; echo $n", "3\n", "", 0),
+            ("for i in 1 2 3 4; do [ $i = 2 ] && continue; [ $i = 4 ] && break; echo $i; done", "1\n3\n", "", 0),
+            ("echo $((2 * (3 + 4) % 5)) $((7 / 2)) $((3 > 2 && 1)) $((x))", "4 3 1 0\n", "", 0),
+            ("{ echo a; echo b; } > g && cat g", "a\nb\n", "", 0),
+            ("(cd /tmp && pwd; exit 3); echo $? $(pwd)", "/tmp\n3 /home/ubuntu\n", "", 0),
+            ("set -e; if false; then :; fi; false || true; echo survived", "survived\n", "", 0),
+            ("for x in a\ndo echo $x\ndone", "a\n", "", 0),
+            ("if true; then echo x", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
+            ("echo a |", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
+            ("echo $((1 +))", "", "bash: 1 +: syntax error in expression\n", 1),
         ]
         for command, out, err, status in cases:
             assert await lab.sh(command) == (out, err, status), command
