@@ -211,6 +211,9 @@ async def start_server(node, log: Logger) -> None:
     cfg = unit_config(node, SERVER_UNIT)
     for warning in cfg.warnings:
         log.warn(warning)
+    if cfg.server:
+        raise UnitError("Error: joining a server to another server's cluster (--server) is not modelled by the "
+                        "embedded lab: it runs one k3s server per cluster")
     schedule = _snapshot_schedule(cfg)
     name = node_name(node, cfg)
     password = _server_password(node, cfg)

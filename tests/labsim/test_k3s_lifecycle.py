@@ -32,6 +32,8 @@ def test_lab_restart_resumes_the_k3s_server(tmp_path: Path) -> None:
         lab = K3sLab(handle, lab.doc, handle.status())
         assert lab.ok(0, "systemctl is-active k3s") == "active\n"
         assert lab.ok(0, "journalctl -u k3s --no-pager").count("Starting k3s v") == 2
+        unreadable = lab.ssh(0, "kubectl get nodes")  # k3s.yaml is 0600 by default: root only
+        assert unreadable.exit_status == 1 and "k3s.yaml: permission denied" in unreadable.stderr
         kube = lab.kube(tmp_path)
         assert "survivor" in _configmaps(kube)
         assert nodes(kube)[lab.name(0)]["ready"]
