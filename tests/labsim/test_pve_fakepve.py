@@ -52,7 +52,7 @@ def _agent_address(vm: Any) -> str:
         time.sleep(0.02)
 
 
-def flow(api: ProxmoxAPI, node: str) -> dict[str, Any]:
+def flow(api: ProxmoxAPI, node: str, net: str) -> dict[str, Any]:
     """The provisioning flow, recording what each step answers."""
     n, seen = api.nodes(node), {}
     clone = wait_task(api, n.qemu(9000).clone.post(newid=120, name="k3s-master", full=1), node)
@@ -61,7 +61,7 @@ def flow(api: ProxmoxAPI, node: str) -> dict[str, Any]:
     seen["raw_sshkeys"] = _error(lambda: n.qemu(120).config.put(sshkeys=KEY))
     seen["bad_params"] = _error(lambda: n.qemu(9000).clone.post(newid=5, name="not a name", bogus=1))
     n.qemu(120).config.put(cores=2, memory=4096, ciuser="ubuntu", sshkeys=quote(KEY, safe=""),
-                           ipconfig0="ip=127.0.2.20/24,gw=127.0.2.1", nameserver="127.0.2.1", agent="enabled=1",
+                           ipconfig0=f"ip={net}.20/24,gw={net}.1", nameserver=f"{net}.1", agent="enabled=1",
                            tags="k3s;sim")
     seen["config"] = n.qemu(120).config.get()
     seen["resize"] = wait_task(api, n.qemu(120).resize.put(disk="scsi0", size="32G"), node)
@@ -93,8 +93,9 @@ def fake_api(fakepve: Any, fakepve_cafile: str) -> ProxmoxAPI:
 def test_same_flow_against_fakepve_and_labsim(lab: LabHandle, fake_api: ProxmoxAPI) -> None:
     secrets = (lab.lab.state_dir / "secrets.yaml").read_text()
     password = next(line.split(": ", 1)[1] for line in secrets.splitlines() if line.startswith("pve_root_password"))
-    ours = flow(password_client(lab.status(), password), "pve")
-    theirs = flow(fake_api, "pve1")
+    net = str(lab.lab.config.subnet.network_address).rsplit(".", 1)[0]  # the test's own subnet
+    ours = flow(password_client(lab.status(), password), "pve", net)
+    theirs = flow(fake_api, "pve1", net)
 
     # Where both model the call, they agree.
     for step in ("clone", "resize", "start", "shutdown", "destroy"):
@@ -115,7 +116,7 @@ def test_same_flow_against_fakepve_and_labsim(lab: LabHandle, fake_api: ProxmoxA
 
     # Where they differ (see the table above): labsim is the one that matches PVE.
     assert ours["config"]["cores"] == 2 and theirs["config"]["cores"] == "2"
-    assert ours["agent"] == "127.0.2.20" and theirs["agent"] == "QEMU guest agent is not running"
+    assert ours["agent"] == f"{net}.20" and theirs["agent"] == "QEMU guest agent is not running"
     assert "size=32G" in ours["scsi0"] and "size=2252M" in theirs["scsi0"]
     assert ours["shrink"]["exitstatus"] == "shrinking disks is not supported" and theirs["shrink"]["exitstatus"] == "OK"
     assert ours["clone_log"][0]["t"].startswith("create full clone of drive scsi0")
