@@ -142,7 +142,9 @@ class RestHandler:
             if "yaml" in ctype:
                 return yaml.safe_load(raw) or {}
             return json.loads(raw)
-        except (ValueError, yaml.YAMLError, protobuf.ProtobufError) as exc:
+        except protobuf.ProtobufError as exc:
+            raise StoreError(415, "UnsupportedMediaType", str(exc)) from exc
+        except (ValueError, yaml.YAMLError) as exc:
             raise StoreError(400, "BadRequest", f"the body of the request could not be decoded: {exc}") from exc
 
     def respond(self, request: web.Request, obj: dict, target: Target, status: int = 200) -> web.StreamResponse:

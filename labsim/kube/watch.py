@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from labsim.kube import tables
 from labsim.kube.selectors import parse_fields, parse_labels
 from labsim.kube.store import StoreError
 
@@ -45,6 +46,12 @@ async def serve(handler: RestHandler, request: web.Request, target: Target) -> w
     bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
     rv_text = q.get("resourceVersion") or ""
     since = int(rv_text) if rv_text.isdigit() and rv_text != "0" and not initial_events else None
+    as_table = tables.wanted(request)  # `kubectl get -w`: every event's object is a one-row Table
+
+    def shown(obj: dict) -> dict:
+        obj = handler.versioned(obj, target.res)
+        return tables.table(handler.cluster, target.res, [obj], request) if as_table else obj
+
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-cache"})
     await response.prepare(request)
     try:
@@ -58,10 +65,11 @@ async def serve(handler: RestHandler, request: web.Request, target: Target) -> w
             # The state now, as ADDED events; the subscription (made above, synchronously) follows on.
             for obj in store.list(target.res, target.namespace):
                 if label_ok(obj) and field_ok(obj):
-                    await response.write(_line("ADDED", handler.versioned(obj, target.res)))
+                    await response.write(_line("ADDED", shown(obj)))
             if initial_events:
                 await response.write(_bookmark(target, store.resource_version, initial_end=True))
-        await _stream(handler, response, target, sub, label_ok, field_ok, _timeout(q), bookmarks)
+        await _stream(handler, response, target, sub, lambda o: label_ok(o) and field_ok(o), shown, _timeout(q),
+                      bookmarks)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -91,7 +99,7 @@ def _timeout(query) -> float:
         return DEFAULT_TIMEOUT
 
 
-async def _stream(handler, response, target, sub, label_ok, field_ok, timeout: float, bookmarks: bool) -> None:
+async def _stream(handler, response, target, sub, matches, shown, timeout: float, bookmarks: bool) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last_rv = handler.store.resource_version
@@ -105,9 +113,8 @@ async def _stream(handler, response, target, sub, label_ok, field_ok, timeout: f
         if event is None:
             return
         last_rv = event.rv
-        kind = _seen_as(event, lambda obj: label_ok(obj) and field_ok(obj))
+        kind = _seen_as(event, matches)
         if kind:
-            obj = handler.versioned(dict(event.object), target.res)
-            await response.write(_line(kind, obj))
+            await response.write(_line(kind, shown(dict(event.object))))
     if bookmarks:
         await response.write(_bookmark(target, handler.store.resource_version))

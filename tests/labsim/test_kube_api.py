@@ -371,3 +371,12 @@ def test_dry_run_and_access_reviews(api, ns):
     review = client.AuthorizationV1Api(api).create_self_subject_access_review(
         {"spec": {"resourceAttributes": {"verb": "delete", "resource": "nodes"}}})
     assert review.status.allowed is True
+
+
+def test_watch_with_table_output_sends_one_row_tables(shared_kube, api, ns):  # noqa: F811
+    client.CoreV1Api(api).create_namespaced_config_map(ns, {"metadata": {"name": "t"}, "data": {"a": "1"}})
+    lines = _raw(shared_kube, f"/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name=t",
+                 "application/json;as=Table;v=v1;g=meta.k8s.io").text.splitlines()
+    event = json.loads(lines[0])
+    assert event["type"] == "ADDED" and event["object"]["kind"] == "Table"
+    assert event["object"]["rows"][0]["cells"][:2] == ["t", 1]
