@@ -123,10 +123,14 @@ class Kubelet(Controller):
         status.update(phase="Pending", hostIP=host_ip, hostIPs=[{"ip": host_ip}], startTime=rfc3339(now))
         names = [c["name"] for c in pod["spec"]["containers"]]
         conditions = status.get("conditions") or []
-        for type_, value in (("PodReadyToStartContainers", "False"), ("Initialized", "True"),
+        inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
+        for type_, value in (("PodReadyToStartContainers", "False"), ("Initialized", "False" if inits else "True"),
                              ("Ready", "False"), ("ContainersReady", "False"), ("PodScheduled", "True")):
-            reason = "ContainersNotReady" if type_ in ("Ready", "ContainersReady") else None
-            message = f"containers with unready status: [{' '.join(names)}]" if reason else None
+            reason, message = None, None
+            if type_ in ("Ready", "ContainersReady"):
+                reason, message = "ContainersNotReady", f"containers with unready status: [{' '.join(names)}]"
+            elif type_ == "Initialized" and inits:
+                reason, message = "ContainersNotInitialized", f"containers with incomplete status: [{' '.join(inits)}]"
             conditions = set_condition(conditions, type_, value, now, reason, message, probe_time=True)
         status["conditions"] = conditions
         status["containerStatuses"] = [_waiting(c) for c in pod["spec"]["containers"]]
@@ -166,8 +170,8 @@ class Kubelet(Controller):
         if pod["spec"].get("initContainers"):
             status["initContainerStatuses"] = [_completed(c, now) for c in pod["spec"]["initContainers"]]
         status["containerStatuses"] = [_running(c, now, restarts=0) for c in pod["spec"]["containers"]]
-        status["conditions"] = set_condition(status["conditions"], "PodReadyToStartContainers", "True", now,
-                                             probe_time=True)
+        for type_ in ("PodReadyToStartContainers", "Initialized"):
+            status["conditions"] = set_condition(status["conditions"], type_, "True", now, probe_time=True)
         self._mark_ready(pod, True)
         self.store.update(pod, subresource="status")
         pulled = self._images.setdefault(node_name, set())

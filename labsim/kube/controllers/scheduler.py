@@ -109,7 +109,7 @@ class Scheduler(Controller):
         for requests, _, _ in load.values():
             used.update(requests)
         for resource, amount in pod_requests(pod).items():
-            if resource in allocatable and used[resource] + amount > parse_quantity(allocatable[resource]):
+            if amount > 0 and used[resource] + amount > parse_quantity(allocatable.get(resource, 0)):
                 return f"Insufficient {resource}"
         return None
 

@@ -28,7 +28,8 @@ Key = Hashable
 Mapper = Callable[[str, dict], Iterable[Key]]
 # Lab-time deadlines are checked at least this often (real seconds), so clock.advance() is seen.
 _DEADLINE_POLL = 0.2
-_RETRY_DELAY = 0.5
+_RETRY_DELAY = 0.5  # real seconds, doubled per consecutive failure of a key
+_RETRY_MAX = 30.0
 
 
 class KeyQueue:
@@ -63,6 +64,8 @@ class Controller:
         self.queue = KeyQueue()
         self._delays: dict[Hashable, asyncio.Task | bool] = {}
         self._deadlines: list[tuple[float, int, Key]] = []
+        self._next_deadline: dict[Key, float] = {}
+        self._failures: dict[Key, int] = {}
         self._deadline_added = asyncio.Event()
         self._seq = itertools.count()
         self._tasks: list[asyncio.Task] = []
@@ -95,7 +98,10 @@ class Controller:
             state.cancel()
 
     def at(self, lab_time: float, key: Key) -> None:
-        """Requeue ``key`` when the lab clock reaches ``lab_time``."""
+        """Requeue ``key`` when the lab clock reaches ``lab_time`` (the earliest such time counts)."""
+        if self._next_deadline.get(key, float("inf")) <= lab_time:
+            return
+        self._next_deadline[key] = lab_time
         heapq.heappush(self._deadlines, (lab_time, next(self._seq), key))
         self._deadline_added.set()
 
@@ -139,6 +145,7 @@ class Controller:
             key = await self.queue.get()
             try:
                 await self.reconcile(key)
+                self._failures.pop(key, None)
             except StoreError as err:
                 # A conflict or a vanished object: the next pass sees fresh state.
                 log.debug("%s: %s: %s", self.name, key, err)
@@ -149,7 +156,9 @@ class Controller:
             await asyncio.sleep(0)  # let the API server and the other controllers run
 
     def _retry(self, key: Key) -> None:
-        asyncio.get_running_loop().call_later(_RETRY_DELAY, self.queue.add, key)
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(_RETRY_DELAY * 2 ** (failures - 1), _RETRY_MAX)
+        asyncio.get_running_loop().call_later(delay, self.queue.add, key)
 
     async def _deadline_loop(self) -> None:
         while True:
@@ -158,7 +167,10 @@ class Controller:
                 await self._deadline_added.wait()
             now = self.clock.now()
             while self._deadlines and self._deadlines[0][0] <= now:
-                self.queue.add(heapq.heappop(self._deadlines)[2])
+                when, _, key = heapq.heappop(self._deadlines)
+                if self._next_deadline.get(key) == when:
+                    del self._next_deadline[key]
+                    self.queue.add(key)
             if self._deadlines:
                 wait = min(self._deadlines[0][0] - now, _DEADLINE_POLL)
                 self._deadline_added.clear()
