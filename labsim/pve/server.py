@@ -1,8 +1,9 @@
 """The Proxmox VE API over HTTPS: ``/api2/json/...`` answering as PVE does, plus the lab's
 admin endpoint under ``/labsim/`` (outside PVE's namespace).
 
-Middlewares, outermost first: injected connection faults, PVE's error shapes (501 for unknown
-paths), authentication. Handlers return data; the server wraps it as ``{"data": ...}``.
+Middlewares, outermost first: injected connection faults, then PVE's error shapes (501 for
+unknown paths). Each endpoint authenticates, checks and types its parameters, and wraps what
+its handler returns as ``{"data": ...}``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,6 @@ class PVEServer:
         self.secrets = secrets
         self.status = status  # the lab's status, for the admin endpoint
         self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.pve.config.pve_host}:{self.pve.config.pve_port}{API}"
 
     async def start(self) -> None:
         app = web.Application(middlewares=[self._faults, self._errors])
