@@ -56,21 +56,25 @@ async def sudo(ctx: CommandContext) -> CommandResult:
 @command("sh", "bash", "dash")
 async def sh(ctx: CommandContext) -> CommandResult:
     name = "sh" if ctx.argv[0].rsplit("/", 1)[-1] in ("sh", "dash") else "bash"
-    args, errexit, from_stdin = ctx.argv[1:], False, False
+    args, errexit, from_stdin, command_mode = ctx.argv[1:], False, False, False
     while args and args[0].startswith(("-", "+")) and args[0] not in ("-", "--"):
         option = args.pop(0)
-        if option == "-c":
-            if not args:
-                return CommandResult.fail(f"{name}: -c: option requires an argument\n", 2)
-            script, rest = args[0], args[1:]
-            shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=rest[1:],
-                          name=rest[0] if rest else name, umask=ctx.umask)
-            shell.errexit = errexit
-            return await shell.run(script, ctx.stdin)
-        if option == "-o" and args:
-            args.pop(0)
-        errexit = errexit or ("e" in option and option.startswith("-"))
-        from_stdin = from_stdin or "s" in option
+        if option.startswith("--"):
+            continue  # --login, --noprofile, --norc
+        letters = option[1:]
+        if "o" in letters and args:
+            args.pop(0)  # -o pipefail
+        errexit = errexit or (option[0] == "-" and "e" in letters)
+        from_stdin = from_stdin or "s" in letters
+        command_mode = command_mode or "c" in letters
+    if command_mode:
+        if not args:
+            return CommandResult.fail(f"{name}: -c: option requires an argument\n", 2)
+        script, rest = args[0], args[1:]
+        shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=rest[1:],
+                      name=rest[0] if rest else name, umask=ctx.umask)
+        shell.errexit = errexit
+        return await shell.run(script, ctx.stdin)
     if args and args[0] in ("-", "--"):
         args = args[1:]
     if from_stdin or not args:

@@ -144,6 +144,7 @@ async def test_pipes_lists_redirections_and_expansions(tmp_path):
             ("cd /etc && pwd; pwd", "/etc\n/etc\n", "", 0),
             ("sh -c 'echo $0 $1' first second", "first second\n", "", 0),
             ("bash -c 'exit 7'", "", "", 7),
+            ("bash -lc 'echo $0' && bash -ec 'false; echo no' || echo stopped", "bash\nstopped\n", "", 0),
             ("sh -c 'missing-tool'", "", "sh: 1: missing-tool: not found\n", 127),
             ("set -e; false; echo not reached", "", "", 1),
             ("set -e; false && echo no; false || echo recovered", "recovered\n", "", 0),
