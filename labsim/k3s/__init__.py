@@ -2,6 +2,6 @@
 (version, kubectl, etcd-snapshot, cluster-reset), the uninstall scripts and what a server
 deploys by itself. Importing the package registers its commands with the node's shell."""
 
-from labsim.k3s import cli, installer, service, uninstall
+from labsim.k3s import cli, curl, installer, service, uninstall
 
-__all__ = ["cli", "installer", "service", "uninstall"]
+__all__ = ["cli", "curl", "installer", "service", "uninstall"]

@@ -1,5 +1,5 @@
-"""The k3s installer: `curl -sfL https://get.k3s.io` prints the script, and `sh -s - [server|agent]
-[flags]` fed that script installs k3s as get.k3s.io's script does.
+"""The k3s installer: the script `curl -sfL https://get.k3s.io` prints (see curl.py), and what it
+does when a node runs it (`sh -s - [server|agent] [flags]`): install k3s as get.k3s.io's script does.
 
 Environment it honours: INSTALL_K3S_VERSION / INSTALL_K3S_CHANNEL, INSTALL_K3S_EXEC (words put
 before the arguments), INSTALL_K3S_SKIP_ENABLE, INSTALL_K3S_SKIP_START, and every K3S_* variable
@@ -11,7 +11,6 @@ then (re)starts the unit: re-running it with another version upgrades the node.
 from __future__ import annotations
 
 import os
-import posixpath
 import shlex
 
 from labsim.k3s import service
@@ -58,25 +57,6 @@ set -o noglob
 
 class InstallError(Exception):
     pass
-
-
-@command("curl")
-async def curl(ctx: CommandContext) -> CommandResult:
-    """Enough of curl for the installer: the sim has no Internet beyond get.k3s.io."""
-    urls = [a for a in ctx.argv[1:] if not a.startswith("-")]
-    output = next((ctx.argv[i + 1] for i, a in enumerate(ctx.argv[:-1]) if a == "-o"), None)
-    urls = [u for u in urls if u != output]
-    if not urls:
-        return CommandResult.fail("curl: try 'curl --help' or 'curl --manual' for more information\n", 2)
-    url = urls[0]
-    if url.rstrip("/") not in INSTALL_URLS:
-        host = url.split("://", 1)[-1].split("/", 1)[0]
-        silent = any(a.startswith("-") and not a.startswith("--") and "s" in a and "S" not in a for a in ctx.argv)
-        return CommandResult.fail("" if silent else f"curl: (6) Could not resolve host: {host}\n", 6)
-    if output:
-        ctx.node.write(posixpath.join(ctx.cwd, output), SCRIPT.encode(), user=ctx.user)
-        return CommandResult.ok()
-    return CommandResult.ok(SCRIPT)
 
 
 @script(MARKER)

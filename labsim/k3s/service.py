@@ -41,6 +41,7 @@ KUBECONFIG = "/etc/rancher/k3s/k3s.yaml"
 SERVER_DIR = f"{DATA_DIR}/server"
 TOKEN_FILE = f"{SERVER_DIR}/token"
 NODE_TOKEN_FILE = f"{SERVER_DIR}/node-token"
+SERVER_CA = f"{SERVER_DIR}/tls/server-ca.crt"
 API_PORT = 6443
 
 # Modelled seconds: a server from process start to "up and running", an agent to a Ready node.
@@ -299,8 +300,11 @@ async def bootstrap_cluster(node, cfg: K3sConfig):
 
 
 def _write_tokens(node, cluster, password: str) -> None:
-    full_token = tokens.node_token(tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml()), password)
-    node.mkdir(SERVER_DIR)
+    """The join tokens, and the cluster CA where k3s keeps it (for `curl --cacert`, say)."""
+    ca_pem = tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml())
+    full_token = tokens.node_token(ca_pem, password)
+    node.mkdir(f"{SERVER_DIR}/tls", mode=0o700)
+    node.write(SERVER_CA, ca_pem, mode=0o644)
     node.write(TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
     node.write(NODE_TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
 

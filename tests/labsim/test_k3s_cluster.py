@@ -81,6 +81,17 @@ def test_api_certificate_covers_the_node_ip_loopback_and_tls_sans(k3s: K3sLab) -
     assert {k3s.ip(0), "127.0.0.1", "k3s-master", "k3s-master.home.example.com"} <= names
 
 
+def test_curl_on_a_node_reaches_the_api_with_tls_verified(k3s: K3sLab) -> None:
+    api = f"https://{k3s.ip(0)}:6443/version"
+    assert k3s.ssh(1, f"curl -s {api}").exit_status == 60 and not k3s.ssh(1, f"curl -s {api}").stderr
+    assert "curl: (60) SSL certificate problem" in k3s.ssh(1, f"curl -sS {api}").stderr
+    ca = "/var/lib/rancher/k3s/server/tls/server-ca.crt"
+    assert k3s.ssh(0, f"sudo curl -sS --cacert {ca} -o /tmp/version {api}").exit_status == 0
+    assert k3s.ssh(0, "test -s /tmp/version").exit_status == 0
+    assert k3s.ssh(1, "curl -sS http://example.com/").stderr == "curl: (6) Could not resolve host: example.com\n"
+    assert k3s.ssh(1, f"curl -sS https://{k3s.ip(2)}:6443/").exit_status == 7
+
+
 def test_agent_joins_and_nodes_are_ready_with_the_pinned_version(k3s: K3sLab, kube: client.ApiClient) -> None:
     result = k3s.install_agent(1, node_token(k3s), flags="--node-label tier=worker --node-taint dedicated=apps:NoSchedule")
     assert result.exit_status == 0, result

@@ -1,0 +1,145 @@
+"""`curl` on a node. https://get.k3s.io answers with the k3s install script (the embedded lab
+has no Internet); any other URL is fetched for real on the loopback lab, so a node reaches the
+Kubernetes API or an ingress address as on the real network. There is no DNS: only IP
+addresses, `localhost` and the node's own name resolve. Failures carry curl's exit codes and
+messages (6 resolve, 7 connect, 22 HTTP error with -f, 60 certificate)."""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from labsim.k3s.installer import INSTALL_URLS, SCRIPT
+from labsim.node.registry import CommandContext, CommandResult, command
+
+TIMEOUT = 30  # seconds, curl's connect timeout stands in for "the network is down"
+_VALUED = {"-o": "output", "--output": "output", "-H": "headers", "--header": "headers", "-X": "method",
+           "--request": "method", "-d": "data", "--data": "data", "--cacert": "cacert"}
+_SWITCHES = {"s": "silent", "S": "show_error", "f": "fail", "L": "location", "k": "insecure", "I": "head"}
+_LONG = {"--silent": "silent", "--show-error": "show_error", "--fail": "fail", "--location": "location",
+         "--insecure": "insecure", "--head": "head"}
+
+
+class CurlError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Request:
+    url: str = ""
+    output: str | None = None
+    method: str | None = None
+    data: str | None = None
+    cacert: str | None = None
+    headers: list[str] = field(default_factory=list)
+    flags: set[str] = field(default_factory=set)
+
+
+def parse(argv: list[str]) -> Request:
+    req, i = Request(), 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _VALUED and i + 1 < len(argv):
+            name = _VALUED[arg]
+            if name == "headers":
+                req.headers.append(argv[i + 1])
+            else:
+                setattr(req, name, argv[i + 1])
+            i += 1
+        elif arg in _LONG:
+            req.flags.add(_LONG[arg])
+        elif arg.startswith("-") and not arg.startswith("--") and all(c in _SWITCHES for c in arg[1:]):
+            req.flags.update(_SWITCHES[c] for c in arg[1:])
+        elif arg.startswith("-"):
+            raise CurlError(2, f"option {arg}: is unknown")
+        else:
+            req.url = arg
+        i += 1
+    if not req.url:
+        raise CurlError(2, "no URL specified")
+    return req
+
+
+@command("curl")
+async def curl(ctx: CommandContext) -> CommandResult:
+    try:
+        req = parse(ctx.argv[1:])
+        body = SCRIPT.encode() if req.url.rstrip("/") in INSTALL_URLS else await fetch(ctx, req)
+    except CurlError as e:
+        return CommandResult.fail("" if _quiet(ctx.argv) else f"curl: ({e.code}) {e}\n", e.code)
+    if req.output:
+        ctx.node.write(posixpath.join(ctx.cwd, req.output), body, user=ctx.user)
+        return CommandResult.ok()
+    return CommandResult.ok(body)
+
+
+def _quiet(argv: list[str]) -> bool:
+    """-s without -S hides curl's error message."""
+    try:
+        flags = parse(argv[1:]).flags
+    except CurlError:
+        return False
+    return "silent" in flags and "show_error" not in flags
+
+
+async def fetch(ctx: CommandContext, req: Request) -> bytes:
+    parts = urlsplit(req.url if "://" in req.url else f"http://{req.url}")
+    host = _resolve(ctx.node, parts.hostname or "")
+    url = parts._replace(netloc=parts.netloc.replace(parts.hostname or "", host, 1)).geturl()
+    method = req.method or ("HEAD" if "head" in req.flags else "POST" if req.data is not None else "GET")
+    headers = dict(h.split(":", 1) for h in req.headers if ":" in h)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    if parts.hostname and parts.hostname != host:
+        headers.setdefault("Host", parts.netloc)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session, \
+                session.request(method, url, data=req.data, headers=headers, ssl=_tls(ctx, req),
+                                allow_redirects="location" in req.flags) as response:
+            body = await response.read()
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise CurlError(60, f"SSL certificate problem: {e.certificate_error.verify_message}") from e
+    except aiohttp.ClientConnectorError as e:
+        raise CurlError(7, f"Failed to connect to {parts.hostname} port {parts.port or _port(parts.scheme)} "
+                           "after 0 ms: Couldn't connect to server") from e
+    except TimeoutError as e:
+        raise CurlError(28, f"Connection timed out after {TIMEOUT * 1000} milliseconds") from e
+    if "fail" in req.flags and response.status >= 400:
+        raise CurlError(22, f"The requested URL returned error: {response.status}")
+    if "head" in req.flags:
+        lines = [f"HTTP/1.1 {response.status} {response.reason}", *(f"{k}: {v}" for k, v in response.headers.items())]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return body
+
+
+def _resolve(node, name: str) -> str:
+    if name in ("localhost", ""):
+        return "127.0.0.1"
+    if name in (node.hostname, node.spec.fqdn):
+        return node.spec.ip
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        raise CurlError(6, f"Could not resolve host: {name}") from None
+
+
+def _tls(ctx: CommandContext, req: Request) -> ssl.SSLContext | bool:
+    if "insecure" in req.flags:
+        return False
+    context = ssl.create_default_context()
+    if req.cacert:
+        try:
+            context.load_verify_locations(cadata=ctx.node.read(posixpath.join(ctx.cwd, req.cacert), ctx.user).decode())
+        except OSError as e:
+            raise CurlError(77, f"error setting certificate file: {req.cacert}") from e
+    return context
+
+
+def _port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
