@@ -4,14 +4,17 @@ cluster of three Ready nodes."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from labsim.k3s.addons import k3s_crds, traefik
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -231,3 +234,22 @@ def _ready(pod) -> bool:
 
 def _running(core: client.CoreV1Api, ns: str) -> list:
     return [p for p in core.list_namespaced_pod(ns).items if p.status.phase == "Running"]
+
+
+@pytest.mark.parametrize("helm", ["helm4", "helm3"])
+def test_helmchart_release_is_seen_by_helm(shared: RunningCluster, helm: str):
+    if not _read(client.CustomObjectsApi(shared.api_client()).get_cluster_custom_object,
+                 "apiextensions.k8s.io", "v1", "customresourcedefinitions", "helmcharts.helm.cattle.io"):
+        shared.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(k3s_crds()))
+        shared.kubectl("wait", "--for=condition=Established", "crd/helmcharts.helm.cattle.io", "--timeout=10s")
+        shared.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(traefik()))
+    shared.kubectl("-n", "kube-system", "wait", "--for=condition=complete", "job/helm-install-traefik", "--timeout=60s")
+    shared.kubectl("-n", "kube-system", "rollout", "status", "deployment/traefik", "--timeout=60s")
+    def deployed() -> dict | None:
+        found = json.loads(shared.tool(helm, "list", "-n", "kube-system", "-o", "json").stdout)
+        return next((r for r in found if r["name"] == "traefik" and r["status"] == "deployed"), None)
+
+    traefik_release = until(deployed)
+    assert traefik_release["chart"] == "traefik-37.1.1+up37.1.0" and traefik_release["revision"] == "1"
+    values = shared.tool(helm, "get", "values", "traefik", "-n", "kube-system", "-o", "json").stdout
+    assert json.loads(values)["image"]["repository"] == "rancher/mirrored-library-traefik"

@@ -16,6 +16,7 @@ import re
 import yaml
 
 from labsim.kube.controllers.chart_models import CHART_MODELS, Release
+from labsim.kube.controllers.events import WARNING, EventRecorder
 from labsim.kube.controllers.kubelet import RUN_SECONDS
 from labsim.kube.controllers.pods import condition, controller_ref
 from labsim.kube.controllers.times import rfc3339
@@ -32,6 +33,10 @@ _CHART_FILE = re.compile(r"^(?P<name>.+?)-(?P<version>v?\d[\w.+-]*)\.tgz$")
 
 class HelmChartController(Controller):
     name = "helm-controller"
+
+    def __init__(self, cluster) -> None:
+        super().__init__(cluster)
+        self.events = EventRecorder(self.store, self.clock, self.name)
 
     async def run(self) -> None:
         await self._crds_registered()
@@ -66,7 +71,7 @@ class HelmChartController(Controller):
             chart = self.store.update(chart)
         self._prepare(chart, release)
         job = self._job(chart, release, "install")
-        if _complete(job) and not self._installed(release):
+        if _complete(job) and self._target_namespace(chart, release) and not self._installed(release):
             self._install(release)
 
     # -- the helm job --------------------------------------------------------------------------
@@ -106,6 +111,18 @@ class HelmChartController(Controller):
         return job
 
     # -- installing and removing the release -------------------------------------------------------
+    def _target_namespace(self, chart: dict, release: Release) -> bool:
+        """The release's namespace exists, or is created with ``createNamespace``; else helm fails."""
+        namespaces = self.res("v1", "Namespace")
+        if self.store.get(namespaces, None, release.namespace) is not None:
+            return True
+        if chart["spec"].get("createNamespace"):
+            self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": release.namespace}})
+            return True
+        self.events.record(chart, "InstallFailed", f'Error: INSTALLATION FAILED: create: failed to create: '
+                           f'namespaces "{release.namespace}" not found', WARNING)
+        return False
+
     def _installed(self, release: Release) -> bool:
         current = self._releases(release)
         if not current:
