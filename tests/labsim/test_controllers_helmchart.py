@@ -51,6 +51,17 @@ async def test_traefik_helmchart_installs_upgrades_and_uninstalls():
         await wait_for(lambda: (store.get(deployments, "kube-system", "traefik").get("status") or {})
                        .get("availableReplicas") == 1)
 
+        # Traefik reports its Service's load-balancer address on the Ingresses it serves.
+        ingresses = store.resource("networking.k8s.io/v1", "Ingress")
+        store.create({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                      "metadata": {"name": "site", "namespace": "default"},
+                      "spec": {"rules": [{"host": "site.home.example.com"}]}})
+        svc = store.get(services, "kube-system", "traefik")
+        svc["status"] = {"loadBalancer": {"ingress": [{"ip": "127.9.0.100", "ipMode": "VIP"}]}}
+        store.update(svc, subresource="status")
+        await wait_for(lambda: (store.get(ingresses, "default", "site").get("status") or {}).get("loadBalancer")
+                       == {"ingress": [{"ip": "127.9.0.100"}]})
+
         store.create({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
                       "metadata": {"name": "traefik", "namespace": "kube-system"},
                       "spec": {"valuesContent": "deployment:\n  replicas: 2\n"}})

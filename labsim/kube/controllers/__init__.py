@@ -13,6 +13,7 @@ from labsim.kube.controllers.deployment import DeploymentController
 from labsim.kube.controllers.disruption import DisruptionController
 from labsim.kube.controllers.garbage import GarbageCollector
 from labsim.kube.controllers.helmchart import HelmChartController
+from labsim.kube.controllers.ingress import IngressStatusController
 from labsim.kube.controllers.job import JobController
 from labsim.kube.controllers.kubelet import Kubelet
 from labsim.kube.controllers.namespace import NamespaceController
@@ -42,6 +43,7 @@ _KINDS: tuple[type[Controller], ...] = (
     GarbageCollector,
     ServiceAccountController,
     HelmChartController,
+    IngressStatusController,
 )
 
 
