@@ -215,15 +215,25 @@ async def start_server(node, log: Logger) -> None:
     if cfg.server:
         raise UnitError("Error: joining a server to another server's cluster (--server) is not modelled by the "
                         "embedded lab: it runs one k3s server per cluster")
-    schedule = _snapshot_schedule(cfg)
-    name = node_name(node, cfg)
-    password = _server_password(node, cfg)
+    snapshot_plan = _snapshot_plan(cfg)
+    name, password = node_name(node, cfg), _server_password(node, cfg)
     cluster = await node.lab.clusters.create_server(
         node_name=name, ip=node.spec.ip, version=str(version), token=password,
         tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=cfg.embedded_etcd)
-    if cluster.token != password:
-        raise UnitError("starting kubernetes: preparing server: bootstrap data already found and encrypted "
-                        "with different token")
+    try:
+        if cluster.token != password:
+            raise UnitError("starting kubernetes: preparing server: bootstrap data already found and encrypted "
+                            "with different token")
+        await _serve(node, cluster, cfg, version, log)
+    except BaseException:
+        await cluster.stop_api()  # the process exits: nothing listens on 6443
+        raise
+    _start_controllers(node, cluster, cfg, name, snapshot_plan)
+    log.info("k3s is up and running")
+
+
+async def _serve(node, cluster, cfg: K3sConfig, version: K3sVersion, log: Logger) -> None:
+    """From a created cluster to a Ready server node: API, files, packaged components, Node."""
     cluster.version = str(version)  # /version reports the binary that serves it (after an upgrade too)
     log.info("Managed etcd cluster initializing" if cfg.embedded_etcd else
              "Configuring sqlite3 database connection pooling: maxIdleConns=2, maxOpenConns=0, connMaxLifetime=0s")
@@ -231,14 +241,12 @@ async def start_server(node, log: Logger) -> None:
     await cluster.start_api()
     log.info(f"Running kube-apiserver --advertise-address={node.spec.ip} --secure-port={API_PORT} "
              f"--tls-san={','.join(cfg.tls_san)}")
-    _write_server_files(node, cluster, cfg, password, log)
+    _write_server_files(node, cluster, cfg, log)
     await addons.deploy(node, cluster, cfg.disable, log)
     if cfg.embedded_etcd:
         folder = cfg.get("etcd-snapshot-dir") or snapshots.SNAPSHOT_DIR
-        await snapshots.reconcile_records(node, cluster, folder, name, log)
+        await snapshots.reconcile_records(node, cluster, folder, node_name(node, cfg), log)
     await register_node(node, cluster, cfg, "server", version)
-    _start_controllers(node, cluster, cfg, name, schedule)
-    log.info("k3s is up and running")
 
 
 async def stop_server(node, log: Logger) -> None:
@@ -251,24 +259,28 @@ async def stop_server(node, log: Logger) -> None:
     log.info("Shutting down k3s server: received SIGTERM")
 
 
-def _snapshot_schedule(cfg: K3sConfig) -> Schedule | None:
-    """The cron schedule of automatic etcd snapshots (none without etcd or when disabled)."""
+def _snapshot_plan(cfg: K3sConfig) -> tuple[Schedule, int] | None:
+    """The cron schedule and retention of automatic etcd snapshots (none without etcd or when
+    disabled); a bad value stops k3s at start, as its flag parsing does."""
     if not cfg.embedded_etcd or cfg.get("etcd-disable-snapshots"):
         return None
     cron = cfg.get("etcd-snapshot-schedule-cron") or snapshots.DEFAULT_SCHEDULE
+    retention = cfg.get("etcd-snapshot-retention") or str(snapshots.DEFAULT_RETENTION)
     try:
-        return Schedule.parse(cron)
+        return Schedule.parse(cron), int(retention)
     except ScheduleError as e:
         raise UnitError(f"Error: invalid etcd-snapshot-schedule-cron {cron!r}: {e}") from e
+    except ValueError as e:
+        raise UnitError(f'invalid value "{retention}" for flag -etcd-snapshot-retention: parse error') from e
 
 
-def _start_controllers(node, cluster, cfg: K3sConfig, name: str, schedule: Schedule | None) -> None:
+def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: tuple[Schedule, int] | None) -> None:
     """k3s' own controllers (ServiceLB, scheduled snapshots) run while this server serves."""
     controllers: list[Controller] = []
     if "servicelb" not in cfg.disable:
         controllers.append(ServiceLB(cluster))
-    if schedule is not None:
-        retention = int(cfg.get("etcd-snapshot-retention") or snapshots.DEFAULT_RETENTION)
+    if snapshot_plan is not None:
+        schedule, retention = snapshot_plan
         controllers.append(snapshots.SnapshotSchedule(
             cluster, node, schedule=schedule, retention=retention, node_name=name,
             folder=cfg.get("etcd-snapshot-dir") or snapshots.SNAPSHOT_DIR))
@@ -280,10 +292,13 @@ def _start_controllers(node, cluster, cfg: K3sConfig, name: str, schedule: Sched
 def _server_password(node, cfg: K3sConfig) -> str:
     """The cluster's token: configured, or the one this server made before, or a new one."""
     given = cfg.token or (_read_text(node, cfg.get("token-file")) if cfg.get("token-file") else None)
-    if given:
-        return tokens.parse(given).password
-    if node.is_file(TOKEN_FILE):
-        return tokens.parse(node.read(TOKEN_FILE).decode()).password
+    try:
+        if given:
+            return tokens.parse(given).password
+        if node.is_file(TOKEN_FILE):
+            return tokens.parse(node.read(TOKEN_FILE).decode()).password
+    except tokens.TokenError as e:
+        raise UnitError(f"Error: {e}") from e
     return tokens.generate()
 
 
@@ -309,8 +324,8 @@ def _write_tokens(node, cluster, password: str) -> None:
     node.write(NODE_TOKEN_FILE, (full_token + "\n").encode(), mode=0o600)
 
 
-def _write_server_files(node, cluster, cfg: K3sConfig, password: str, log: Logger) -> None:
-    _write_tokens(node, cluster, password)
+def _write_server_files(node, cluster, cfg: K3sConfig, log: Logger) -> None:
+    _write_tokens(node, cluster, cluster.token)
     kubeconfig = cluster.kubeconfig_yaml(f"https://127.0.0.1:{API_PORT}")
     path = cfg.get("write-kubeconfig") or KUBECONFIG
     node.mkdir(posixpath.dirname(path))

@@ -110,6 +110,8 @@ def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
         journal = lab.ok(0, "journalctl -u k3s -n 20 --no-pager")
         assert "Unknown flag --foo-bar found in config.yaml, skipping" in journal
         assert "level=fatal" in journal and "bootstrap data already found and encrypted with different token" in journal
+        with pytest.raises(OSError):  # the failed unit serves nothing
+            ssl.get_server_certificate((lab.ip(0), 6443), timeout=2)
         lab.ok(0, "sudo rm /etc/rancher/k3s/config.yaml")
         lab.ok(0, "sudo systemctl restart k3s")  # the token k3s made at the first start is kept
         assert nodes(lab.kube(tmp_path))[lab.name(0)]["ready"]
