@@ -86,13 +86,27 @@ async def _install(ctx: CommandContext, args: list[str], out: list[str]) -> None
     def info(msg: str) -> None:
         out.append(f"[INFO]  {msg}\n")
 
-    env = ctx.env
+    env, node = ctx.env, ctx.node
     role, args = _command(env, args)
     unit = service.SERVER_UNIT if role == "server" else service.AGENT_UNIT
-    version = _release(env, info)
-    node = ctx.node
-    await _install_binary(node, version, info)
+    await _install_binary(node, _release(env, info), info)
     info("Skipping installation of SELinux RPM")
+    _write_files(node, unit, [role, *args], env, info)
+    if _true(env.get("INSTALL_K3S_SKIP_ENABLE")):
+        return
+    info(f"systemd: Enabling {unit} unit")
+    if not node.is_enabled(unit):
+        out.append(f"Created symlink /etc/systemd/system/multi-user.target.wants/{unit}.service "
+                   f"\u2192 /etc/systemd/system/{unit}.service.\n")
+        node.enable_service(unit)
+    if _true(env.get("INSTALL_K3S_SKIP_START")):
+        return
+    info(f"systemd: Starting {unit}")
+    await service.restart(node, unit)
+
+
+def _write_files(node, unit: str, exec_args: list[str], env: dict[str, str], info) -> None:
+    """The links, the killall and uninstall scripts, the unit and its environment file."""
     for link in LINKS:
         if node.exists(f"{BIN_DIR}/{link}"):
             info(f"Skipping {BIN_DIR}/{link} symlink to k3s, already exists")
@@ -107,19 +121,8 @@ async def _install(ctx: CommandContext, args: list[str], out: list[str]) -> None
     info(f"env: Creating environment file {service.env_path(unit)}")
     node.write(service.env_path(unit), service.env_file(_kept_env(env)).encode(), mode=0o600)
     info(f"systemd: Creating service file {service.unit_path(unit)}")
-    node.write(service.unit_path(unit), service.unit_file([role, *args]).encode(), mode=0o755)
+    node.write(service.unit_path(unit), service.unit_file(exec_args).encode(), mode=0o755)
     service.attach(node)
-    if _true(env.get("INSTALL_K3S_SKIP_ENABLE")):
-        return
-    info(f"systemd: Enabling {unit} unit")
-    if not node.is_enabled(unit):
-        out.append(f"Created symlink /etc/systemd/system/multi-user.target.wants/{unit}.service "
-                   f"\u2192 /etc/systemd/system/{unit}.service.\n")
-        node.enable_service(unit)
-    if _true(env.get("INSTALL_K3S_SKIP_START")):
-        return
-    info(f"systemd: Starting {unit}")
-    await service.restart(node, unit)
 
 
 def _command(env: dict[str, str], argv: list[str]) -> tuple[str, list[str]]:
