@@ -66,6 +66,9 @@ async def test_traefik_helmchart_installs_upgrades_and_uninstalls():
                       "metadata": {"name": "traefik", "namespace": "kube-system"},
                       "spec": {"valuesContent": "deployment:\n  replicas: 2\n"}})
         await wait_for(lambda: deployed(2) and store.get(deployments, "kube-system", "traefik")["spec"]["replicas"] == 2)
+        upgraded = store.get(services, "kube-system", "traefik")  # an upgrade keeps what was allocated
+        assert upgraded["spec"]["clusterIP"] == svc["spec"]["clusterIP"]
+        assert [p["nodePort"] for p in upgraded["spec"]["ports"]] == [p["nodePort"] for p in svc["spec"]["ports"]]
         assert release_doc(deployed(2))["info"]["description"] == "Upgrade complete"
 
         store.delete(charts, "kube-system", "traefik")

@@ -190,10 +190,7 @@ class HelmChartController(Controller):
                 if err.code != 409:
                     raise
             return
-        merged = {**current, **{k: v for k, v in obj.items() if k not in ("metadata", "status")}}
-        for field in ("labels", "annotations"):
-            if meta.get(field):
-                merged["metadata"][field] = {**(current["metadata"].get(field) or {}), **meta[field]}
+        merged = _merge(current, {k: v for k, v in obj.items() if k != "status"}, by_name=True)
         if meta.get("ownerReferences"):
             merged["metadata"]["ownerReferences"] = meta["ownerReferences"]
         self.store.update(merged)
@@ -221,11 +218,25 @@ def _release(chart: dict, config: dict | None) -> Release:
                    name, version, values)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict, extra: dict, *, by_name: bool = False) -> dict:
+    """``extra`` over ``base``: maps merge, other values are replaced (Helm's values), except that
+    with ``by_name`` lists of named items merge item by item (applied objects: a Service's ports
+    keep the nodePorts allocated to them)."""
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            out[key] = _merge(old, value, by_name=by_name)
+        elif by_name and isinstance(value, list) and isinstance(old, list) and _named(value) and _named(old):
+            before = {item["name"]: item for item in old}
+            out[key] = [_merge(before.get(item["name"], {}), item, by_name=True) for item in value]
+        else:
+            out[key] = value
     return out
+
+
+def _named(items: list) -> bool:
+    return all(isinstance(item, dict) and "name" in item for item in items)
 
 
 def _job_object(chart: dict, release: Release, job_name: str, action: str, config_hash: str) -> dict:
