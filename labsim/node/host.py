@@ -18,7 +18,7 @@ from typing import Any
 import asyncssh
 
 # The base system's programs register themselves in the command registry on import.
-from labsim.node import coreutils, kernel, packages, registry, system  # noqa: F401
+from labsim.node import coreutils, kernel, packages, registry, system, textutils  # noqa: F401
 from labsim.node.faults import NodeFaults
 from labsim.node.model import NodeModel
 from labsim.node.registry import CommandResult

@@ -80,6 +80,7 @@ class Shell:
         self.errexit = False
         self.exited = False
         self._conditions = 0  # inside an if/while condition, where set -e does not apply
+        self.pending_exit: int | None = None  # set by exec: the shell ends after this pipeline
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
@@ -130,6 +131,8 @@ class Shell:
             if i == len(pipeline.commands) - 1:
                 out.stdout += result.stdout
             data = result.stdout
+        if self.pending_exit is not None:
+            raise ExitShell(self.pending_exit)
         if pipeline.negate:
             self.status = int(self.status == 0)
 
@@ -263,7 +266,16 @@ class Shell:
         split on blanks, tildes and globs resolved against the node's files."""
         fields: list[list[tuple[str, bool]]] = []
         current: list[tuple[str, bool]] | None = None
+        if not self.args and _only_all_args(word):
+            return []  # "$@" without arguments is no word at all
         for i, part in enumerate(word.parts):
+            if part.kind == "var" and part.text == "@" and part.quoted and split:
+                for j, arg in enumerate(self.args):  # "$@": one word per argument
+                    if j > 0 and current is not None:
+                        fields.append(current)
+                        current = None
+                    current = (current or []) + [(arg, True)]
+                continue
             text = await self._part(part, tilde=i == 0)
             if part.kind == "lit" or part.quoted or not split:
                 current = (current if current is not None else [])
@@ -370,6 +382,11 @@ class Shell:
         for path, data in files.items():
             self.node.write(path, bytes(data), user=self.user, append=True)
         return CommandResult(bytes(out), bytes(err), result.exit_status)
+
+
+def _only_all_args(word: Word) -> bool:
+    return any(p.kind == "var" and p.text == "@" for p in word.parts) and all(
+        (p.kind == "var" and p.text == "@") or (p.kind == "lit" and not p.text) for p in word.parts)
 
 
 def _describe(exc: OSError) -> str:
@@ -528,6 +545,15 @@ def locate(node: NodeModel, name: str) -> str | None:
     return name if name.startswith("/") else f"/usr/bin/{name}"
 
 
+async def _exec(shell: Shell, argv: list[str], assignments: dict[str, str]) -> CommandResult:
+    """``exec CMD``: the command replaces the shell, so the shell ends with its status."""
+    if len(argv) < 2:
+        return CommandResult()
+    result = await shell.execute(argv[1:], assignments, b"")
+    shell.pending_exit = result.exit_status
+    return result
+
+
 async def _loop_control(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
     raise LoopControl(argv[0], int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 1)
 
@@ -552,5 +578,5 @@ async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResu
 
 BUILTINS = {
     "cd": _cd, "pwd": _pwd, "export": _export, "unset": _unset, "set": _set, "exit": _exit,
-    "command": _command, "break": _loop_control, "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
+    "command": _command, "exec": _exec, "break": _loop_control, "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
 }

@@ -4,8 +4,11 @@ Sizes follow the VM's configuration; wording and exit statuses follow the real t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
+import shlex
 import zlib
 from datetime import UTC, datetime
 
@@ -92,6 +95,28 @@ async def sh(ctx: CommandContext) -> CommandResult:
     shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=args, name=name, umask=ctx.umask)
     shell.errexit = errexit
     return await shell.run(script)
+
+
+@command("timeout")
+async def timeout(ctx: CommandContext) -> CommandResult:
+    """``timeout DURATION CMD...``: DURATION in lab time, so at time_scale 0 (where modelled
+    waits take no time) the command always finishes first."""
+    args = [a for a in ctx.argv[1:] if not a.startswith("-")]
+    match = re.fullmatch(r"(\d+(?:\.\d*)?)([smhd]?)", args[0]) if args else None
+    if match is None or len(args) < 2:
+        return CommandResult.fail("Try 'timeout --help' for more information.\n", 125)
+    seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    assert ctx.run is not None
+    work = asyncio.ensure_future(ctx.run(shlex.join(args[1:]), ctx.stdin, ctx.user))
+    if ctx.node.clock.time_scale == 0:
+        return await work
+    expiry = asyncio.ensure_future(ctx.node.clock.sleep(seconds))
+    done, _ = await asyncio.wait({work, expiry}, return_when=asyncio.FIRST_COMPLETED)
+    if work in done:
+        expiry.cancel()
+        return work.result()
+    work.cancel()
+    return CommandResult(exit_status=124)
 
 
 # --- identity and sizes -----------------------------------------------------------------------------

@@ -3,6 +3,8 @@ cloud image, sizes that follow the VM's config, and the shell's syntax."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.labsim.node_lab import GIB, node_lab
@@ -115,13 +117,17 @@ async def test_cloud_init_runs_on_the_lab_clock_after_boot(tmp_path):
         result = await waiting.wait(timeout=20)
         assert result.stdout.endswith("status: done\n") and result.exit_status == 0
         assert (await conn.run("cloud-init status")).stdout == "status: done\n"
+        sleeper = await conn.create_process("timeout 5 sleep 100")
+        await asyncio.sleep(0.1)  # let both start their modelled waits
+        lab.lab.clock.advance(10)
+        assert (await sleeper.wait(timeout=20)).exit_status == 124
 
 
 async def test_pipes_lists_redirections_and_expansions(tmp_path):
     async with node_lab(tmp_path) as lab:
         cases = [
             ("echo one two | tr -d o", "ne tw\n", "", 0),
-            ("echo one | awk '{print $1}'", "", "bash: awk: command not found\n", 127),
+            ("echo one | perl -pe 1", "", "bash: perl: command not found\n", 127),
             ("echo hello | grep -c ell", "1\n", "", 0),
             ("true && echo yes || echo no", "yes\n", "", 0),
             ("false && echo yes || echo no", "no\n", "", 0),
@@ -174,6 +180,9 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("if true; then echo x", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
             ("echo a |", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
             ("echo $((1 +))", "", "bash: 1 +: syntax error in expression\n", 1),
+            ("sh -c 'for a in \"$@\"; do echo \"<$a>\"; done; printf %s \"$@\"' _ 'x y' z", "<x y>\n<z>\nx yz", "", 0),
+            ("sh -c 'for a in \"$@\"; do echo $a; done; echo end'", "end\n", "", 0),
+            ("exec echo replaced; echo never", "replaced\n", "", 0),
         ]
         for command, out, err, status in cases:
             assert await lab.sh(command) == (out, err, status), command
@@ -211,6 +220,31 @@ async def test_file_and_text_tools(tmp_path):
         assert await lab.sh("mkdir x/y") == ("", "mkdir: cannot create directory 'x/y': No such file or directory\n", 1)
         assert await lab.sh("test") == ("", "", 1)
         assert await lab.sh("which k3s nosuch") == ("", "", 1)
+
+
+async def test_sed_and_awk_one_liners(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        await lab.sh("printf 'server: https://127.0.0.1:6443\\nname: default\\nname: other\\n' > k.yaml")
+        cases = [
+            ("sed 's/127.0.0.1/10.0.0.1/' k.yaml | head -n 1", "server: https://10.0.0.1:6443\n"),
+            ("sed -n '/name/p' k.yaml", "name: default\nname: other\n"),
+            ("sed -e '1d' -e 's/name: \\(.*\\)/[\\1]/g' k.yaml", "[default]\n[other]\n"),
+            ("sed -E 's/(na)me/\\1&/;$d' k.yaml | tail -n 1", "naname: default\n"),
+            ("sed -i 's|https://127.0.0.1|https://k3s-master|' k.yaml && head -n 1 k.yaml",
+             "server: https://k3s-master:6443\n"),
+            ("awk '{print $2}' k.yaml", "https://k3s-master:6443\ndefault\nother\n"),
+            ("awk -F': ' '/name/ {print NR, $2}' k.yaml", "2 default\n3 other\n"),
+            ("awk '$2 == \"other\" {print $1 \"!\"} END {print NR}' k.yaml", "name:!\n3\n"),
+            ("df -B1 / | awk 'NR==2 {print $NF}'", "/\n"),
+            ("free -b | awk '/Mem:/ {print $2}' | grep -c .", "1\n"),
+            ("timeout 60 cloud-init status --wait", "status: done\n"),
+        ]
+        for command, expected in cases:
+            assert await lab.sh(command) == (expected, "", 0), command
+        out, err, status = await lab.sh("awk 'BEGIN { x = 1 }'")
+        assert status == 2 and "print" in err
+        assert (await lab.sh("sudo sed -i s/a/b/ /etc/missing"))[1:] == (
+            "sed: couldn't edit /etc/missing: No such file or directory\n", 4)
 
 
 async def test_unknown_commands_fail_as_bash_does(tmp_path):
