@@ -78,7 +78,11 @@ class NodeHost:
         for hook in registry.BOOT_HOOKS:
             await hook(node)
         if not self.faults.refused(spec.vmid):
-            await self._listen(spec.vmid)
+            try:
+                await self._listen(spec.vmid)
+            except OSError:  # the address is taken: the VM does not come up with a half-booted node
+                self._nodes.pop(spec.vmid).halt()
+                raise
         for name in node.enabled_services():
             await node.start_service(name)
 
@@ -136,6 +140,7 @@ class NodeHost:
         """A clone starts from its source's disk (a template without one: a fresh image)."""
         source, target = self.folder / str(source_vmid), self.folder / str(new_vmid)
         for part in DISK_PARTS:
+            _remove(target / part)
             _copy(source / part, target / part)
 
     def get(self, vmid: int) -> NodeModel | None:
@@ -210,13 +215,16 @@ class NodeHost:
             await asyncio.sleep(self.faults.delay(vmid))
         stdin = await process.stdin.read() if reads_stdin(line) else b""
         result = self.faults.take_failure(vmid, line) or await _run(Shell(node, user), line, stdin)
-        if self.faults.take_drop(vmid, line):
-            process.stdout.write(result.stdout[: len(result.stdout) // 2])
-            process.channel.get_connection().abort()
-            return
-        process.stdout.write(result.stdout)
-        process.stderr.write(result.stderr)
-        process.exit(result.exit_status)
+        try:
+            if self.faults.take_drop(vmid, line):
+                process.stdout.write(result.stdout[: len(result.stdout) // 2])
+                process.channel.get_connection().abort()
+                return
+            process.stdout.write(result.stdout)
+            process.stderr.write(result.stderr)
+            process.exit(result.exit_status)
+        except (BrokenPipeError, ConnectionError, asyncssh.Error):
+            log.debug("session on %s closed before %r finished", node.hostname, line)
 
     async def _interactive(self, node: NodeModel, user: str, process: asyncssh.SSHServerProcess) -> None:
         """A login shell without job control: one command line at a time, with a prompt on a PTY."""
@@ -229,7 +237,7 @@ class NodeHost:
                 process.stdout.write(f"{user}@{node.hostname}:{where}{sign} ".encode())
             try:
                 line = await process.stdin.readline()
-            except asyncssh.BreakReceived:
+            except (asyncssh.BreakReceived, asyncssh.TerminalSizeChanged):
                 continue
             if not line:
                 break

@@ -4,6 +4,8 @@ the VM."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncssh
 import pytest
 
@@ -141,3 +143,17 @@ async def test_disk_snapshots_roll_files_back_and_clones_start_from_their_source
             assert (await conn.run("cat /etc/app.conf; hostname")).stdout == "v1\nk3s-clone\n"
             key = conn.get_server_host_key().export_public_key().decode().split()[1]
             assert key == lab.host.host_public_key(131).split()[1] != lab.host.host_public_key(vmid).split()[1]
+
+
+async def test_openssh_login_shell_on_a_pty(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        proc = await asyncio.create_subprocess_exec(
+            "ssh", "-tt", "-i", str(lab.key_file), "-p", str(lab.port), "-F", "/dev/null",
+            "-o", f"UserKnownHostsFile={lab.known_hosts}", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", "BatchMode=yes", f"{lab.spec.user}@{lab.spec.ip}",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(b"cd /etc\ncat hostname\nexit 2\n"), 30)
+        assert proc.returncode == 2, err
+        text = out.decode().replace("\r", "")
+        assert "ubuntu@k3s-master:~$ " in text and "ubuntu@k3s-master:/etc$ " in text
+        assert "$ k3s-master\n" in text
