@@ -25,6 +25,9 @@ EXIT_CODE = "sim.labsim.io/exit-code"
 PULL_SECONDS = 5.0  # an image's first pull on a node
 START_SECONDS = 1.0  # sandbox + container start when the image is present
 RUN_TO_COMPLETION_SECONDS = 5.0
+# The order a kubelet reports pod conditions in (kubectl describe shows them so).
+_CONDITION_ORDER = {t: i for i, t in enumerate(
+    ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"))}
 
 
 class Kubelet(Controller):
@@ -38,6 +41,7 @@ class Kubelet(Controller):
         self._on_node: dict[str, set[Key]] = {}
         self._ips: dict[str, dict[str, Key]] = {}  # node -> pod IP -> pod
         self._boots: dict[str, tuple] = {}  # node -> (bootID, kubeletVersion) last seen
+        self._seen: dict[str, tuple] = {}  # node -> what of it matters to its pods, last seen
         self._restart: set[Key] = set()
         self._images: dict[str, set[str]] = {}  # node -> images pulled
         self._waiting: dict[str, set[Key]] = {}  # namespace -> pods waiting for their volumes
@@ -70,12 +74,16 @@ class Kubelet(Controller):
         return [key]
 
     def _node_event(self, event_type: str, node: dict) -> list[Key]:
+        """A node's pods need a look when it comes or goes Ready, or runs another kubelet."""
         name = node["metadata"]["name"]
         info = (node.get("status") or {}).get("nodeInfo") or {}
         boot = (info.get("bootID"), info.get("kubeletVersion"))
+        seen = (boot, node_ready(node), event_type == "DELETED")
+        if self._seen.get(name) == seen:
+            return []
         if self._boots.get(name, boot) != boot:
             self._restart |= self._on_node.get(name, set())
-        self._boots[name] = boot
+        self._boots[name], self._seen[name] = boot, seen
         return list(self._on_node.get(name, ()))
 
     def _forget_ip(self, node: str, key: Key) -> None:
@@ -132,7 +140,7 @@ class Kubelet(Controller):
             elif type_ == "Initialized" and inits:
                 reason, message = "ContainersNotInitialized", f"containers with incomplete status: [{' '.join(inits)}]"
             conditions = set_condition(conditions, type_, value, now, reason, message, probe_time=True)
-        status["conditions"] = conditions
+        status["conditions"] = sorted(conditions, key=lambda c: _CONDITION_ORDER.get(c["type"], len(_CONDITION_ORDER)))
         status["containerStatuses"] = [_waiting(c) for c in pod["spec"]["containers"]]
         if pod["spec"].get("initContainers"):
             status["initContainerStatuses"] = [_waiting(c, "PodInitializing") for c in pod["spec"]["initContainers"]]

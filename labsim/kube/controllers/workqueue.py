@@ -126,9 +126,7 @@ class Controller:
             for task in self._tasks + [t for t in self._delays.values() if isinstance(t, asyncio.Task)]:
                 task.cancel()
             for sub, _ in subscriptions:
-                close = getattr(sub, "close", None)
-                if close:
-                    close()
+                sub.close()
 
     async def _feed(self, subscription, mapper: Mapper) -> None:
         # Events as the store published them, not copies: mappers only read (a copy per event
