@@ -40,12 +40,18 @@ STDIN_READERS = {"cat", "tee", "sh", "bash", "grep", "head", "tail", "base64", "
                  "uniq", "cut", "tr"}
 
 
-class ExitShell(Exception):
+class Unwind(Exception):
+    """exit, break, continue: leave enclosing commands, keeping what they printed so far."""
+
+    output: CommandResult | None = None
+
+
+class ExitShell(Unwind):
     def __init__(self, status: int) -> None:
         self.status = status
 
 
-class LoopControl(Exception):
+class LoopControl(Unwind):
     def __init__(self, kind: str, levels: int) -> None:
         self.kind, self.levels = kind, levels
 
@@ -126,7 +132,14 @@ class Shell:
     async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
         data = stdin
         for i, cmd in enumerate(pipeline.commands):
-            result = await (self._compound(cmd, data) if isinstance(cmd, Compound) else self._command(cmd, data))
+            try:
+                result = await (self._compound(cmd, data) if isinstance(cmd, Compound) else self._command(cmd, data))
+            except Unwind as unwind:
+                if unwind.output is not None:
+                    out.stderr += unwind.output.stderr
+                    out.stdout += unwind.output.stdout if i == len(pipeline.commands) - 1 else b""
+                    unwind.output = None
+                raise
             out.stderr += result.stderr
             if i == len(pipeline.commands) - 1:
                 out.stdout += result.stdout
@@ -145,6 +158,14 @@ class Shell:
             self.status = 1
             return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
         out = Output()
+        try:
+            await self._compound_body(cmd, stdin, out)
+        except Unwind as unwind:
+            unwind.output = self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
+            raise
+        return self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
+
+    async def _compound_body(self, cmd: Compound, stdin: bytes, out: Output) -> None:
         if cmd.kind == "subshell":
             child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
                           name=self.name, umask=self.umask)
@@ -160,7 +181,6 @@ class Shell:
             await self._if(cmd, stdin, out)
         else:
             await self._loop(cmd, stdin, out)
-        return self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
 
     async def _if(self, cmd: Compound, stdin: bytes, out: Output) -> None:
         for condition, body in cmd.branches:

@@ -147,7 +147,11 @@ class Lexer:
         fd = int(digits) if digits else (0 if op.startswith("<") else 1)
         if op in (">&", "<&"):
             dup = re.compile(r"\s*(\d+|-)").match(self.text, self.pos)
-            if dup and dup.group(1) != "-":
+            if dup and dup.group(1) == "-":  # closing a descriptor: its output goes nowhere
+                self.pos = dup.end()
+                self.tokens.append(("redir", Redirect(fd, ">", Word([Part("lit", "/dev/null", True)]))))
+                return True
+            if dup:
                 self.pos = dup.end()
                 self.tokens.append(("redir", Redirect(fd, op, int(dup.group(1)))))
                 return True

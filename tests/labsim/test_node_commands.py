@@ -183,6 +183,9 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("sh -c 'for a in \"$@\"; do echo \"<$a>\"; done; printf %s \"$@\"' _ 'x y' z", "<x y>\n<z>\nx yz", "", 0),
             ("sh -c 'for a in \"$@\"; do echo $a; done; echo end'", "end\n", "", 0),
             ("exec echo replaced; echo never", "replaced\n", "", 0),
+            ("{ echo kept; exit 4; }; echo never", "kept\n", "", 4),
+            ("for i in 1 2; do if true; then echo in-if; break; fi; done; echo after", "in-if\nafter\n", "", 0),
+            ("echo quiet 2>&-; echo shown", "quiet\nshown\n", "", 0),
         ]
         for command, out, err, status in cases:
             assert await lab.sh(command) == (out, err, status), command
