@@ -15,7 +15,7 @@ import posixpath
 import shlex
 from urllib.parse import urlsplit
 
-from labsim.k3s import addons, snapshots, tokens
+from labsim.k3s import addons, nodepassword, snapshots, tokens
 from labsim.k3s.config import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -27,6 +27,7 @@ from labsim.k3s.config import (
     parse_config_files,
 )
 from labsim.k3s.logs import Logger
+from labsim.k3s.nodepassword import NodePasswordCleaner
 from labsim.k3s.servicelb import ServiceLB
 from labsim.k3s.versions import K3sVersion, skew_error
 from labsim.kube.controllers.schedule import Schedule, ScheduleError
@@ -246,6 +247,7 @@ async def _serve(node, cluster, cfg: K3sConfig, version: K3sVersion, log: Logger
     if cfg.embedded_etcd:
         folder = cfg.get("etcd-snapshot-dir") or snapshots.SNAPSHOT_DIR
         await snapshots.reconcile_records(node, cluster, folder, node_name(node, cfg), log)
+    _check_password(node, cluster, node_name(node, cfg))
     await register_node(node, cluster, cfg, "server", version)
 
 
@@ -276,7 +278,7 @@ def _snapshot_plan(cfg: K3sConfig) -> tuple[Schedule, int] | None:
 
 def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: tuple[Schedule, int] | None) -> None:
     """k3s' own controllers (ServiceLB, scheduled snapshots) run while this server serves."""
-    controllers: list[Controller] = []
+    controllers: list[Controller] = [NodePasswordCleaner(cluster)]
     if "servicelb" not in cfg.disable:
         controllers.append(ServiceLB(cluster))
     if snapshot_plan is not None:
@@ -356,6 +358,7 @@ async def start_agent(node, log: Logger) -> None:
     skew = skew_error(version, K3sVersion.parse(cluster.version))
     if skew:
         raise UnitError(f"Error: {skew}")
+    _check_password(node, cluster, node_name(node, cfg))
     await node.lab.clock.sleep(AGENT_JOIN_SECONDS)
     await register_node(node, cluster, cfg, "agent", version)
     log.info(f"Connecting to proxy url=\"wss://{urlsplit(url).hostname}:{API_PORT}/v1-k3s/connect\"")
@@ -408,6 +411,11 @@ async def register_node(node, cluster, cfg: K3sConfig, role: str, version: K3sVe
                             disk_bytes=node.spec.disk_bytes)
     await cluster.set_node_ready(name, True)
     await addons.add_node_host(cluster, node.spec.ip, name)
+
+
+def _check_password(node, cluster, name: str) -> None:
+    if not nodepassword.verify(cluster, name, nodepassword.local_password(node)):
+        raise UnitError(f"Failed to retrieve agent config: {nodepassword.REJECTED}", "error")
 
 
 def _version(node) -> K3sVersion:

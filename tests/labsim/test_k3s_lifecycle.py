@@ -137,3 +137,20 @@ def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:
         scratch = lab.kube(tmp_path, index=1)
         assert "from-production" in _configmaps(scratch)
         assert lab.name(1) in nodes(scratch)
+
+
+def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=1)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server().exit_status == 0
+        token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
+        assert lab.install_agent(1, token).exit_status == 0
+        lab.ok(1, "sudo k3s-agent-uninstall.sh")  # /etc/rancher/node/password goes with it
+        kube = lab.kube(tmp_path)
+        assert not nodes(kube)[lab.name(1)]["ready"]  # the Node stays behind, as on k3s
+        assert lab.install_agent(1, token).exit_status == 1
+        assert "Node password rejected" in lab.ok(1, "journalctl -u k3s-agent -n 3 --no-pager")
+        client.CoreV1Api(kube).delete_node(lab.name(1))
+        _wait(lambda: lab.install_agent(1, token).exit_status == 0)
+        assert nodes(kube)[lab.name(1)]["ready"]
