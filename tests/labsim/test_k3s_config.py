@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from labsim.k3s import config, snapshots, tokens
+from labsim.k3s.curl import CurlError, parse
+from labsim.k3s.kubectl import human_duration
 from labsim.k3s.versions import K3sVersion, VersionError, skew_error
 
 CONFIG_YAML = """
@@ -114,3 +116,18 @@ def test_snapshot_names_listing_and_retention():
     assert table[0].split() == ["Name", "Location", "Size", "Created"]
     assert table[1].split() == ["nightly-m-10", f"file://{snapshots.SNAPSHOT_DIR}/nightly-m-10", "10",
                                 "1970-01-01T00:00:10Z"]
+
+
+def test_kubectl_ages_read_as_kubectl_prints_them():
+    cases = {5: "5s", 119: "119s", 125: "2m5s", 600: "10m", 3 * 3600 + 60: "3h1m", 9 * 3600: "9h",
+             3 * 86400 + 3600: "3d1h", 30 * 86400: "30d", 800 * 86400: "2y70d"}
+    assert {s: human_duration(s) for s in cases} == cases
+
+
+def test_curl_options_combine_as_curl_reads_them():
+    req = parse(["-fsSL", "-o", "out.sh", "-H", "Accept: text/plain", "--cacert", "ca.pem", "https://get.k3s.io"])
+    assert req.flags == {"fail", "silent", "show_error", "location"}
+    assert (req.output, req.headers, req.cacert, req.url) == ("out.sh", ["Accept: text/plain"], "ca.pem",
+                                                              "https://get.k3s.io")
+    with pytest.raises(CurlError, match="no URL specified"):
+        parse(["-s"])
