@@ -87,6 +87,7 @@ class Shell:
         self.exited = False
         self._conditions = 0  # inside an if/while condition, where set -e does not apply
         self.pending_exit: int | None = None  # set by exec: the shell ends after this pipeline
+        self._substitution_status = 0
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
@@ -167,9 +168,7 @@ class Shell:
 
     async def _compound_body(self, cmd: Compound, stdin: bytes, out: Output) -> None:
         if cmd.kind == "subshell":
-            child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
-                          name=self.name, umask=self.umask)
-            child.exported, child.errexit = set(self.exported), self.errexit
+            child = self.fork()
             try:
                 await child._lists(cmd.body, stdin, out)
             except ExitShell as exc:
@@ -225,6 +224,7 @@ class Shell:
         assignments: dict[str, str] = {}
         words = list(cmd.words)
         argv: list[str] = []
+        self._substitution_status = 0  # a bare assignment's status is its last $(...)'s
         try:
             while words and (pair := words[0].assignment()):
                 assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
@@ -241,7 +241,7 @@ class Shell:
             return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
         if not argv:
             self.vars.update(assignments)
-            result = CommandResult(exit_status=self.status if cmd.words else 0)
+            result = CommandResult(exit_status=self._substitution_status)
         else:
             result = await self.execute(argv, assignments, stdin)
         self.status = result.exit_status
@@ -269,6 +269,13 @@ class Shell:
         """The registry's handler, if the program exists on this node."""
         handler = registry.lookup(program)
         return handler if handler is not None and locate(self.node, program) else None
+
+    def fork(self) -> Shell:
+        """A subshell: a copy of this shell's variables, options and directory."""
+        child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
+                      name=self.name, umask=self.umask)
+        child.exported, child.errexit = set(self.exported), self.errexit
+        return child
 
     async def _nested(self, line: str, stdin: bytes = b"", user: str | None = None,
                       env: dict[str, str] | None = None) -> CommandResult:
@@ -325,7 +332,8 @@ class Shell:
                 return self.vars.get("HOME", "/") + part.text[1:]
             return part.text
         if part.kind == "sub":
-            result = await self._nested(part.text)
+            result = await self.fork().run(part.text)
+            self._substitution_status = result.exit_status
             return result.stdout.decode(errors="replace").rstrip("\n")
         if part.kind == "arith":
             return str(arithmetic(part.text, self._parameter))

@@ -184,6 +184,7 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("sh -c 'for a in \"$@\"; do echo $a; done; echo end'", "end\n", "", 0),
             ("exec echo replaced; echo never", "replaced\n", "", 0),
             ("{ echo kept; exit 4; }; echo never", "kept\n", "", 4),
+            ("X=5; echo $(echo $X); y=$(false); echo $?; z=1; echo $?", "5\n1\n0\n", "", 0),
             ("for i in 1 2; do if true; then echo in-if; break; fi; done; echo after", "in-if\nafter\n", "", 0),
             ("echo quiet 2>&-; echo shown", "quiet\nshown\n", "", 0),
         ]
