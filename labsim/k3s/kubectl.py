@@ -1,5 +1,6 @@
 """`k3s kubectl` (and the `kubectl` link) on a node: the subset an operator types on the server
-itself, `get nodes|pods|namespaces [NAME] [-A|-n NS] [-o wide|name|json|yaml]`, answered from
+itself, `get nodes|pods|namespaces [NAME] [-A|-n NS] [-l SELECTOR] [-o wide|name|json|yaml]
+[--show-labels] [--no-headers]`, answered from
 the cluster whose API this node serves, in kubectl's own table layout.
 
 As on k3s it reads /etc/rancher/k3s/k3s.yaml: without it (an agent) kubectl falls back to
@@ -21,6 +22,10 @@ RESOURCES = {  # what `get` accepts -> (kind, plural)
     **dict.fromkeys(("pods", "pod", "po"), ("Pod", "pods")),
     **dict.fromkeys(("namespaces", "namespace", "ns"), ("Namespace", "namespaces")),
 }
+
+
+_VALUED = {"-n": "namespace", "--namespace": "namespace", "-o": "output", "--output": "output",
+           "-l": "selector", "--selector": "selector"}
 
 
 class KubectlError(Exception):
@@ -60,7 +65,7 @@ def _dispatch(ctx: CommandContext, cluster, args: list[str]) -> str:
     kind, plural = RESOURCES[words[0]]
     res = cluster.store.resource("v1", kind)
     namespace = None if (opts["all"] or not res.namespaced) else opts["namespace"]
-    objects = cluster.store.list(res, namespace)
+    objects = cluster.store.list(res, namespace, labels=opts["selector"])
     if len(words) > 1:
         objects = [o for o in objects if o["metadata"]["name"] in words[1:]]
         missing = set(words[1:]) - {o["metadata"]["name"] for o in objects}
@@ -70,18 +75,21 @@ def _dispatch(ctx: CommandContext, cluster, args: list[str]) -> str:
 
 
 def _options(args: list[str]) -> dict:
-    opts = {"words": [], "all": False, "namespace": "default", "output": ""}
+    opts = {"words": [], "all": False, "namespace": "default", "output": "", "selector": None,
+            "show-labels": False, "no-headers": False}
     i = 0
     while i < len(args):
         arg = args[i]
+        key = _VALUED.get(arg.split("=", 1)[0])
         if arg in ("-A", "--all-namespaces"):
             opts["all"] = True
-        elif arg in ("-n", "--namespace", "-o", "--output") and i + 1 < len(args):
-            opts["namespace" if arg in ("-n", "--namespace") else "output"] = args[i + 1]
-            i += 1
-        elif arg.startswith(("--namespace=", "--output=", "-o=")):
-            key = "namespace" if arg.startswith("--namespace") else "output"
+        elif arg in ("--show-labels", "--no-headers"):
+            opts[arg[2:]] = True
+        elif key and "=" in arg:
             opts[key] = arg.split("=", 1)[1]
+        elif key and i + 1 < len(args):
+            opts[key] = args[i + 1]
+            i += 1
         elif arg.startswith("-o") and len(arg) > 2:
             opts["output"] = arg[2:]
         elif arg.startswith("-"):
@@ -109,7 +117,12 @@ def _render(objects: list[dict], kind: str, plural: str, opts: dict, now: float)
     if opts["all"] and kind == "Pod":
         header = ["NAMESPACE", *header]
         rows = [[o["metadata"]["namespace"], *r] for o, r in zip(objects, rows, strict=True)]
-    return table(header, rows)
+    if opts["show-labels"]:
+        header = [*header, "LABELS"]
+        rows = [[*r, ",".join(f"{k}={v}" for k, v in sorted((o["metadata"].get("labels") or {}).items())) or "<none>"]
+                for o, r in zip(objects, rows, strict=True)]
+    text = table(header, rows)
+    return text.split("\n", 1)[1] if opts["no-headers"] else text
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:

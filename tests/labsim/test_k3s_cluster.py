@@ -114,6 +114,8 @@ def test_k3s_kubectl_on_the_server(k3s: K3sLab) -> None:
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows[k3s.name(0)][1:3] == ["Ready", "control-plane,etcd,master"]
     assert rows[k3s.name(1)][1:3] == ["Ready", "<none>"] and rows[k3s.name(1)][-1] == VERSION
+    workers = k3s.ok(0, "sudo k3s kubectl get nodes -l tier=worker --no-headers --show-labels").splitlines()
+    assert len(workers) == 1 and workers[0].startswith(k3s.name(1)) and "tier=worker" in workers[0]
     wide = k3s.ok(0, "kubectl get nodes -o wide")  # the kubectl link, k3s.yaml readable (0644)
     assert k3s.ip(1) in wide and "INTERNAL-IP" in wide
     agent = k3s.ssh(1, "sudo k3s kubectl get nodes")
