@@ -6,6 +6,7 @@ looked up in the command registry. Output is buffered: commands run to completio
 from __future__ import annotations
 
 import ast
+import fnmatch
 import glob
 import operator
 import posixpath
@@ -340,23 +341,42 @@ class Shell:
         return self._parameter(part.text)
 
     def _parameter(self, spec: str) -> str:
-        name, _, default = spec.partition(":-")
+        """``$name`` and the ``${...}`` forms scripts use: ``#name``, ``name:-word``, ``name-word``,
+        ``name:=word``, ``name:+word``, ``name#pat``, ``name##pat``, ``name%pat``, ``name%%pat``."""
+        if spec.startswith("#") and len(spec) > 1:
+            return str(len(self._value(spec[1:])))
+        match = re.fullmatch(r"([A-Za-z_]\w*|[0-9?$#@*!-])(:?[-=+]|##?|%%?)?(.*)", spec, re.S)
+        if match is None or (match.group(3) and not match.group(2)):
+            raise ValueError(f"${{{spec}}}: bad substitution")
+        name, op, word = match.groups()
+        value, is_set = self._value(name), name in self.vars or name in "?$#@*0" or name.isdigit()
+        if op in (":-", "-"):
+            return value if (value if op == ":-" else is_set) else word
+        if op in (":=", "="):
+            if not (value if op == ":=" else is_set):
+                self.vars[name] = value = word
+            return value
+        if op in (":+", "+"):
+            return word if (value if op == ":+" else is_set) else ""
+        if op:
+            return _strip_pattern(value, op, word)
+        return value
+
+    def _value(self, name: str) -> str:
         special = {"?": str(self.status), "$": "4242", "#": str(len(self.args)), "0": self.name,
                    "@": " ".join(self.args), "*": " ".join(self.args)}
         if name in special:
-            value = special[name]
-        elif name.isdigit():
-            value = self.args[int(name) - 1] if 0 < int(name) <= len(self.args) else ""
-        else:
-            value = self.vars.get(name, "")
-        return value or default
+            return special[name]
+        if name.isdigit():
+            return self.args[int(name) - 1] if 0 < int(name) <= len(self.args) else ""
+        return self.vars.get(name, "")
 
     def _glob(self, parts: list[tuple[str, bool]]) -> list[str]:
         text = "".join(t for t, _ in parts)
         if not any(GLOB_CHARS & set(t) for t, quoted in parts if not quoted):
             return [text]
         pattern = "".join(glob.escape(t) if quoted else t for t, quoted in parts)
-        absolute = normpath(pattern, self.cwd) if not pattern.startswith("/") else pattern
+        absolute = normpath(pattern, self.cwd)  # never above the node's /
         root = str(self.node.root)
         matches = sorted(m[len(root):] for m in glob.glob(glob.escape(root) + absolute))
         if not matches:
@@ -410,6 +430,21 @@ class Shell:
         for path, data in files.items():
             self.node.write(path, bytes(data), user=self.user, append=True)
         return CommandResult(bytes(out), bytes(err), result.exit_status)
+
+
+def _strip_pattern(value: str, op: str, pattern: str) -> str:
+    """``#``/``##`` remove the shortest/longest matching prefix, ``%``/``%%`` the suffix."""
+    regex = re.compile(fnmatch.translate(pattern))  # anchored at both ends
+    cuts = range(len(value) + 1)
+    if op in ("#", "##"):
+        for n in (reversed(cuts) if op == "##" else cuts):
+            if regex.match(value[:n]):
+                return value[n:]
+    else:
+        for n in (cuts if op == "%%" else reversed(cuts)):
+            if regex.match(value[n:]):
+                return value[:n]
+    return value
 
 
 def _only_all_args(word: Word) -> bool:

@@ -185,6 +185,9 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("exec echo replaced; echo never", "replaced\n", "", 0),
             ("{ echo kept; exit 4; }; echo never", "kept\n", "", 4),
             ("X=5; echo $(echo $X); y=$(false); echo $?; z=1; echo $?", "5\n1\n0\n", "", 0),
+            ("V=v1.34.3+k3s1; echo ${V#v} ${V%%+*} ${V%.*} ${V##*.} ${#V} ${U:-d} ${U-e} ${U:=f} $U ${V:+alt}",
+             "1.34.3+k3s1 v1.34.3 v1.34 3+k3s1 12 d e f f alt\n", "", 0),
+            ("echo ${V!}", "", "bash: ${V!}: bad substitution\n", 1),
             ("for i in 1 2; do if true; then echo in-if; break; fi; done; echo after", "in-if\nafter\n", "", 0),
             ("echo quiet 2>&-; echo shown", "quiet\nshown\n", "", 0),
         ]
