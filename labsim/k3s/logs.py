@@ -34,9 +34,6 @@ class Logger:
     def warn(self, msg: str) -> None:
         self.log("warning", msg)
 
-    def error(self, msg: str) -> None:
-        self.log("error", msg)
-
     def fatal(self, msg: str) -> None:
         self.log("fatal", msg)
 

@@ -27,7 +27,6 @@ class TokenError(ValueError):
 class JoinToken:
     password: str
     ca_hash: str | None = None
-    username: str = "server"
 
 
 def generate() -> str:
@@ -56,10 +55,10 @@ def parse(text: str) -> JoinToken:
     if not text.startswith(_PREFIX) or "::" not in text:
         return JoinToken(password=text)
     digest, _, creds = text[len(_PREFIX):].partition("::")
-    username, sep, password = creds.partition(":")
+    _username, sep, password = creds.partition(":")
     if not sep or not password or not digest:
         raise TokenError(_FORMAT_ERROR)
-    return JoinToken(password=password, ca_hash=digest, username=username)
+    return JoinToken(password=password, ca_hash=digest)
 
 
 def join_error(given: str, *, server_url: str, cluster_password: str, ca_pem: bytes) -> tuple[str, str] | None:
