@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from labsim.kube import discovery, openapi
+from labsim.kube import discovery, openapi, tokens
 from labsim.kube.rest import RestHandler, json_response, parse_target, status_response
 from labsim.kube.store import StoreError
 
@@ -56,7 +56,7 @@ class ApiServer:
         path = request.path.rstrip("/") or "/"
         log.debug("%s %s accept=%s content-type=%s", request.method, request.path_qs,
                   request.headers.get("Accept"), request.headers.get("Content-Type"))
-        if path not in _ANONYMOUS and not request.transport.get_extra_info("peercert"):
+        if path not in _ANONYMOUS and not self.authenticated(request):
             return status_response(401, "Unauthorized", "Unauthorized")
         try:
             return await self.route(request, path)
@@ -67,6 +67,13 @@ class ApiServer:
         except Exception as exc:  # a bug of the twin: answer as the API server would, and log it
             log.exception("internal error serving %s %s", request.method, request.path)
             return status_response(500, "InternalError", f"Internal error occurred: {exc}")
+
+    def authenticated(self, request: web.Request) -> bool:
+        """A client certificate of the cluster CA (verified by TLS) or a service account token."""
+        if request.transport.get_extra_info("peercert"):
+            return True
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and tokens.subject(self.cluster.token, token, self.cluster.now()) is not None
 
     async def route(self, request: web.Request, path: str) -> web.StreamResponse:
         cluster, catalog = self.cluster, self.cluster.store.catalog

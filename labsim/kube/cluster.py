@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -103,6 +104,10 @@ class Cluster:
                 self.save()
 
     # -- identity -------------------------------------------------------------------------------
+    def now(self) -> float:
+        """Lab time in epoch seconds."""
+        return self.clock.now() if self.clock is not None else time.time()
+
     def ca_pem(self) -> bytes:
         return self._ca.cert_pem
 

@@ -1,16 +1,20 @@
 """Decoding the Kubernetes protobuf wire format, for the bodies clients send that way.
 
-client-go clients configured for protobuf (helm's release storage) POST/PUT Secrets and
-ConfigMaps, and DELETE with DeleteOptions, as ``k8s\\x00`` + runtime.Unknown{typeMeta, raw}.
-They accept JSON answers (their Accept lists application/json too), so only decoding is needed.
-Field numbers are those of k8s.io/api/core/v1/generated.proto and apimachinery's meta/v1.
+client-go clients configured for protobuf (kubectl's typed clients: `create deployment`,
+`create namespace`, `auth can-i`...; helm's release storage) send ``k8s\\x00`` +
+runtime.Unknown{typeMeta, raw} with raw the object's message. They accept JSON answers (their
+Accept lists application/json too), so only decoding is needed. Messages are read with the field
+tables of ``protobuf_types``; a field labsim does not know is an error (415), never dropped.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Iterator
+
+from labsim.kube.protobuf_types import MESSAGES, Field
 
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -33,8 +37,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) pairs: ints for varints, bytes for length-delimited fields."""
+def wire_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) pairs: ints for varints and fixed fields, bytes for length-delimited."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
@@ -53,132 +57,99 @@ def fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
         yield number, value
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _map_entry(value: bytes, decode_value: Callable = _text) -> tuple[str, object]:
-    key, item = "", decode_value(b"")
-    for number, part in fields(value):
-        if number == 1:
-            key = _text(part)
-        elif number == 2:
-            item = decode_value(part)
-    return key, item
-
-
-def _time(value: bytes) -> str:
-    seconds = next((v for n, v in fields(value) if n == 1), 0)
-    return dt.datetime.fromtimestamp(int(seconds), dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _owner_reference(value: bytes) -> dict:
-    names = {1: "kind", 3: "name", 4: "uid", 5: "apiVersion"}
-    out: dict = {}
-    for number, part in fields(value):
-        if number in names:
-            out[names[number]] = _text(part)
-        elif number in (6, 7):
-            out["controller" if number == 6 else "blockOwnerDeletion"] = bool(part)
+def _ints(value: int | bytes) -> list[int]:
+    """A varint, or a packed run of them."""
+    if isinstance(value, int):
+        return [_signed(value)]
+    out, pos = [], 0
+    while pos < len(value):
+        item, pos = _varint(value, pos)
+        out.append(_signed(item))
     return out
 
 
-def _object_meta(buf: bytes) -> dict:
-    strings = {1: "name", 2: "generateName", 3: "namespace", 5: "uid", 6: "resourceVersion"}
-    meta: dict = {}
-    for number, value in fields(buf):
-        if number in strings:
-            meta[strings[number]] = _text(value)
-        elif number == 7:
-            meta["generation"] = value
-        elif number in (8, 9):
-            meta["creationTimestamp" if number == 8 else "deletionTimestamp"] = _time(value)
-        elif number in (11, 12):
-            key, item = _map_entry(value)
-            meta.setdefault("labels" if number == 11 else "annotations", {})[key] = item
-        elif number == 13:
-            meta.setdefault("ownerReferences", []).append(_owner_reference(value))
-        elif number == 14:
-            meta.setdefault("finalizers", []).append(_text(value))
-    return meta
+def _time(buf: bytes) -> str | None:
+    parts = dict(wire_fields(buf))
+    seconds = _signed(int(parts.get(1, 0)))
+    if not seconds:
+        return None
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _b64(value: bytes) -> str:
-    return base64.b64encode(value).decode()
+def _intstr(buf: bytes) -> int | str:
+    parts = dict(wire_fields(buf))
+    if parts.get(1, 0) == 1:
+        return bytes(parts.get(3, b"")).decode()
+    return _signed(int(parts.get(2, 0)))
 
 
-def _secret(buf: bytes) -> dict:
+def _value(type_: str, raw: int | bytes):
+    if type_ == "int":
+        return _ints(raw)[0]
+    if type_ == "bool":
+        return bool(raw)
+    if not isinstance(raw, bytes):
+        raise ProtobufError(f"expected a length-delimited {type_}")
+    if type_ == "string":
+        return raw.decode()
+    if type_ == "bytes":
+        return base64.b64encode(raw).decode()
+    if type_ == "time":
+        return _time(raw)
+    if type_ == "quantity":
+        return bytes(dict(wire_fields(raw)).get(1, b"")).decode()
+    if type_ == "intstr":
+        return _intstr(raw)
+    if type_ == "fields":
+        return json.loads(bytes(dict(wire_fields(raw)).get(1, b"{}")))
+    if type_.startswith("map<"):
+        entry = dict(wire_fields(raw))
+        return bytes(entry.get(1, b"")).decode(), _value(type_[4:-1], entry.get(2, b"" if type_ != "map<int>" else 0))
+    return message(type_, raw)
+
+
+def _zero(value) -> bool:
+    return value in ("", 0, False, None) and not isinstance(value, dict)
+
+
+def message(type_name: str, buf: bytes) -> dict:
+    """One message as the JSON object the API would carry."""
+    fields = MESSAGES.get(type_name)
+    if fields is None:
+        raise ProtobufError(f"labsim cannot decode protobuf messages of type {type_name}; send JSON")
     out: dict = {}
-    for number, value in fields(buf):
-        if number == 1:
-            out["metadata"] = _object_meta(value)
-        elif number == 2:
-            key, item = _map_entry(value, _b64)
-            out.setdefault("data", {})[key] = item
-        elif number == 3:
-            out["type"] = _text(value)
-        elif number == 4:
-            key, item = _map_entry(value)
-            out.setdefault("stringData", {})[key] = item
-        elif number == 5:
-            out["immutable"] = bool(value)
+    for number, raw in wire_fields(buf):
+        field: Field | None = fields.get(number)
+        if field is None or field.type == "unsupported":
+            raise ProtobufError(f"labsim cannot decode field {number} of protobuf message {type_name}; send JSON")
+        if field.type == "ignored":
+            continue
+        if field.repeated and field.type == "int":
+            out.setdefault(field.name, []).extend(_ints(raw))
+            continue
+        value = _value(field.type, raw)
+        if field.name == "-":
+            out.update(value)
+        elif field.type.startswith("map<"):
+            out.setdefault(field.name, {})[value[0]] = value[1]
+        elif field.repeated:
+            out.setdefault(field.name, []).append(value)
+        elif field.keep_zero or not _zero(value):
+            out[field.name] = value
     return out
-
-
-def _config_map(buf: bytes) -> dict:
-    out: dict = {}
-    for number, value in fields(buf):
-        if number == 1:
-            out["metadata"] = _object_meta(value)
-        elif number == 2:
-            key, item = _map_entry(value)
-            out.setdefault("data", {})[key] = item
-        elif number == 3:
-            key, item = _map_entry(value, _b64)
-            out.setdefault("binaryData", {})[key] = item
-        elif number == 4:
-            out["immutable"] = bool(value)
-    return out
-
-
-def _delete_options(buf: bytes) -> dict:
-    out: dict = {}
-    for number, value in fields(buf):
-        if number == 1:
-            out["gracePeriodSeconds"] = value
-        elif number == 2:
-            pre = {{1: "uid", 2: "resourceVersion"}[n]: _text(v) for n, v in fields(value) if n in (1, 2)}
-            out["preconditions"] = pre
-        elif number == 3:
-            out["orphanDependents"] = bool(value)
-        elif number == 4:
-            out["propagationPolicy"] = _text(value)
-        elif number == 5:
-            out.setdefault("dryRun", []).append(_text(value))
-    return out
-
-
-_DECODERS: dict[str, Callable[[bytes], dict]] = {
-    "Secret": _secret, "ConfigMap": _config_map, "DeleteOptions": _delete_options,
-}
 
 
 def decode(raw: bytes) -> dict:
-    """A protobuf-encoded object as the JSON the REST layer works with."""
+    """A protobuf-encoded object (the k8s envelope) as JSON."""
     if not raw.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf envelope")
-    api_version = kind = ""
-    body = b""
-    for number, value in fields(raw[len(MAGIC):]):
-        if number == 1:
-            for n, v in fields(value):
-                if n == 1:
-                    api_version = _text(v)
-                elif n == 2:
-                    kind = _text(v)
-        elif number == 2:
-            body = value
-    decoder = _DECODERS.get(kind)
-    if decoder is None:
-        raise ProtobufError(f"protobuf bodies of kind {kind or '(none)'!r} are not supported; send JSON")
-    return {"apiVersion": api_version, "kind": kind, **decoder(body)}
+    envelope = dict(wire_fields(raw[len(MAGIC):]))
+    type_meta = message("TypeMeta", bytes(envelope.get(1, b"")))
+    kind = type_meta.get("kind", "")
+    if kind not in MESSAGES:
+        raise ProtobufError(f"labsim cannot decode protobuf bodies of kind {kind or '(none)'!r}; send JSON")
+    return {**type_meta, **message(kind, bytes(envelope.get(2, b"")))}

@@ -4,13 +4,14 @@ pods/binding."""
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import math
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from labsim.kube import apply, patch
+from labsim.kube import apply, patch, tokens
 from labsim.kube.selectors import match_label_selector, selector_string
 from labsim.kube.store import StoreError
 
@@ -43,6 +44,8 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
                               "code": 201}, 201)
     if sub == "log" and method == "GET":
         return _log(handler, request, obj)
+    if sub == "token" and method == "POST":
+        return json_response(_token(handler, obj, await handler.body(request)), 201)
     raise StoreError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
 
 
@@ -153,6 +156,20 @@ def evict(handler: RestHandler, pod: dict, options: dict) -> None:
                                      f"{_desired_healthy(pdb, len(covered))} healthy pods and has {healthy} currently"}]})
     delete_options = options.get("deleteOptions") or {}
     store.delete(pods_res, meta["namespace"], meta["name"], preconditions=delete_options.get("preconditions"))
+
+
+# -- service account tokens ----------------------------------------------------------------------
+def _token(handler: RestHandler, account: dict, request: dict) -> dict:
+    spec = request.get("spec") or {}
+    meta = account["metadata"]
+    seconds = int(spec.get("expirationSeconds") or tokens.DEFAULT_SECONDS)
+    token, expires = tokens.issue(handler.cluster.token, meta["namespace"], meta["name"], meta["uid"],
+                                  audiences=spec.get("audiences") or [], seconds=seconds, now=handler.cluster.now())
+    stamp = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "creationTimestamp": handler.store.now()},
+            "spec": {**spec, "expirationSeconds": seconds}, "status": {"token": token, "expirationTimestamp": stamp}}
 
 
 # -- logs ---------------------------------------------------------------------------------------
