@@ -517,10 +517,12 @@ def _lists_read_stdin(lists: list[AndOr]) -> bool:
 
 
 def _argv_reads_stdin(argv: list[str]) -> bool:
-    while argv and argv[0] in ("sudo", "env", "exec", "nohup", "time"):
-        argv = argv[1:]
+    while argv and argv[0] in ("sudo", "env", "exec", "nohup", "time", "timeout"):
+        wrapper, argv = argv[0], argv[1:]
         while argv and (argv[0].startswith("-") or "=" in argv[0]):
-            argv = argv[1:]
+            argv = argv[2:] if wrapper == "sudo" and argv[0] in ("-u", "-g", "-C", "-D", "-p") else argv[1:]
+        if wrapper == "timeout":
+            argv = argv[1:]  # the duration
     if not argv:
         return False
     program, args = argv[0].rsplit("/", 1)[-1], argv[1:]

@@ -107,6 +107,8 @@ async def test_stdin_reaches_commands_that_read_it(tmp_path):
         assert await lab.sh("sudo -n sh -c 'mkdir -p /etc/app && tee /etc/app/c.yaml >/dev/null'", input="a: 1\n") == (
             "", "", 0)
         assert await lab.sh("cat /etc/app/c.yaml") == ("a: 1\n", "", 0)
+        assert await lab.sh("sudo -u ubuntu tee ~/t >/dev/null; timeout 5 cat ~/t", input="typed\n") == (
+            "typed\n", "", 0)
 
 
 async def test_cloud_init_runs_on_the_lab_clock_after_boot(tmp_path):
