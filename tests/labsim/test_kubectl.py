@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from tests.labsim.kube_fixtures import RunningCluster, kube  # noqa: F401 (fixture)
 
@@ -197,8 +198,6 @@ def test_create_commands_send_protobuf_the_server_decodes(kube: RunningCluster, 
 def test_service_account_tokens_authenticate(kube: RunningCluster) -> None:  # noqa: F811
     token = kube.kubectl("create", "token", "default", "--duration=10m").stdout.strip()
     ca = kube.cluster.state_dir / "tls" / "ca.crt"
-    import requests
-
     ok = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {token}"},
                       verify=ca, timeout=10)
     assert ok.status_code == 200 and ok.json()["kind"] == "NamespaceList"
