@@ -237,3 +237,42 @@ async def test_host_ports_are_not_shared_on_a_node():
         assert "1 node(s) didn't have free ports for the requested pod ports" in lab.scheduled("lb-2")["message"]
         lab.store.delete(lab.pods, "default", "lb-1")
         await wait_for(lambda: lab.phase("lb-2") == "Running")
+
+
+async def test_fault_annotations_image_pull_readiness_and_crash_loop():
+    cluster = InProcessCluster()
+    cluster.add_node("node-a", 1)
+    lab = Lab(cluster)
+
+    def faulty(name: str, **annotations) -> dict:
+        obj = pod(name)
+        obj["metadata"]["annotations"] = {f"sim.labsim.io/{k.replace('_', '-')}": v for k, v in annotations.items()}
+        return obj
+
+    def waiting(name: str) -> str | None:
+        statuses = lab.pod(name)["status"].get("containerStatuses") or [{"state": {}}]
+        return statuses[0]["state"].get("waiting", {}).get("reason")
+
+    async with running(cluster):
+        lab.store.create(faulty("no-image", image_pull="fail"))
+        lab.store.create(faulty("never-ready", ready="false"))
+        lab.store.create(faulty("crasher", exit_code="1", run_seconds="3"))
+        await wait_for(lambda: waiting("no-image") == "ImagePullBackOff")
+        assert lab.phase("no-image") == "Pending"
+        events = {e["reason"] for e in lab.store.list(lab.store.resource("v1", "Event"), "default")
+                  if e["involvedObject"]["name"] == "no-image"}
+        assert {"Failed", "BackOff"} <= events
+
+        await wait_for(lambda: lab.phase("never-ready") == "Running")
+        ready = next(c for c in lab.pod("never-ready")["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "False" and ready["reason"] == "ContainersNotReady"
+
+        await wait_for(lambda: waiting("crasher") == "CrashLoopBackOff")
+        crashed = lab.pod("crasher")["status"]["containerStatuses"][0]
+        assert crashed["restartCount"] == 1 and crashed["lastState"]["terminated"]["exitCode"] == 1
+        assert "back-off 10s restarting failed container=main" in crashed["state"]["waiting"]["message"]
+        cluster.clock.advance(10)  # the back-off runs on the lab clock
+        await wait_for(lambda: waiting("crasher") == "CrashLoopBackOff"
+                       and lab.pod("crasher")["status"]["containerStatuses"][0]["restartCount"] == 2)
+        message = lab.pod("crasher")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        assert message.startswith("back-off 20s")

@@ -4,8 +4,11 @@ kubelet reports: conditions, complete container statuses, hostIP and a podIP fro
 podCIDR. A kubelet whose node is NotReady is down and reports nothing; when the node comes back
 with another version or boot ID (k3s upgraded or restarted) its pods' containers restart.
 
-Two annotations let tests and chart models shape a pod's run (modelled seconds, exit code):
-``sim.labsim.io/run-seconds`` and ``sim.labsim.io/exit-code``.
+Annotations on a pod shape its run, for tests, fault drills and chart models:
+``sim.labsim.io/run-seconds`` (modelled run time of a container that exits),
+``sim.labsim.io/exit-code`` (how it exits; a container that must keep running then crash-loops,
+with the kubelet's back-off on the lab clock), ``sim.labsim.io/ready: "false"`` (its readiness
+probe never passes) and ``sim.labsim.io/image-pull: "fail"`` (ErrImagePull, ImagePullBackOff).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from labsim.kube.controllers.workqueue import Controller, Key
 
 RUN_SECONDS = "sim.labsim.io/run-seconds"
 EXIT_CODE = "sim.labsim.io/exit-code"
+READY = "sim.labsim.io/ready"
+IMAGE_PULL = "sim.labsim.io/image-pull"
+BACKOFF_SECONDS, BACKOFF_MAX = 10, 300  # crash-loop back-off: doubles per restart, on the lab clock
 PULL_SECONDS = 5.0  # an image's first pull on a node
 START_SECONDS = 1.0  # sandbox + container start when the image is present
 RUN_TO_COMPLETION_SECONDS = 5.0
@@ -45,6 +51,7 @@ class Kubelet(Controller):
         self._restart: set[Key] = set()
         self._images: dict[str, set[str]] = {}  # node -> images pulled
         self._waiting: dict[str, set[Key]] = {}  # namespace -> pods waiting for their volumes
+        self._backoff: dict[Key, float] = {}  # crash-looping pod -> lab time its back-off ends
 
     def watches(self):
         volume_sources = [self.res("v1", kind) for kind in ("PersistentVolumeClaim", "ConfigMap", "Secret")]
@@ -63,6 +70,7 @@ class Kubelet(Controller):
         if event_type == "DELETED":
             self._on_node.get(node, set()).discard(key)
             self._restart.discard(key)
+            self._backoff.pop(key, None)
             self._waiting.get(key[0], set()).discard(key)
             for token in (("start", pod["metadata"]["uid"]), ("run", pod["metadata"]["uid"])):
                 self.forget(token)
@@ -110,15 +118,21 @@ class Kubelet(Controller):
             if not self._volumes_ready(pod):
                 return
             waiting.discard(key)
-            if self.after(("start", pod["metadata"]["uid"]), key, self._start_seconds(pod, node)):
+            if _annotations(pod).get(IMAGE_PULL) == "fail":
+                self._pull_failed(pod, node, key)
+            elif self.after(("start", pod["metadata"]["uid"]), key, self._start_seconds(pod, node)):
                 self._start(pod, node)
         elif key in self._restart:
             self._restart.discard(key)
             self._restart_containers(pod, node)
-        elif _runs_to_completion(pod):
+        elif _crash_looping(pod):
+            if self.clock.now() >= self._backoff.get(key, 0.0):
+                self._backoff.pop(key, None)
+                self._restart_containers(pod, None, record_exit=False)
+        elif _runs_to_completion(pod) or EXIT_CODE in _annotations(pod):
             uid, restarts = pod["metadata"]["uid"], _restarts(pod)
             if self.after(("run", uid, restarts), key, _run_seconds(pod)):
-                self._exit(pod)
+                self._exit(pod, key)
         else:
             self._mark_ready(pod, True)
             self.store.update(pod, subresource="status")
@@ -209,30 +223,34 @@ class Kubelet(Controller):
         return ip
 
     def _mark_ready(self, pod: dict, ready: bool) -> None:
-        """Readiness as probes would report it: ready while running (probes are not modelled).
-        Changes ``pod`` only; the caller writes it."""
+        """Readiness as probes would report it: ready while running, unless the pod says its probe
+        fails. Changes ``pod`` only; the caller writes it."""
         status, now = pod["status"], self.clock.now()
-        value = "True" if ready else "False"
+        probe_ok = ready and _annotations(pod).get(READY) != "false"
+        unready = []
         for container in status.get("containerStatuses") or []:
-            container["ready"] = ready and "running" in container.get("state", {})
+            container["ready"] = probe_ok and "running" in container.get("state", {})
+            if not container["ready"]:
+                unready.append(container["name"])
+        reason = "ContainersNotReady" if unready else None
+        message = f"containers with unready status: [{' '.join(unready)}]" if unready else None
         for type_ in ("Ready", "ContainersReady"):
-            status["conditions"] = set_condition(status["conditions"], type_, value, now, probe_time=True)
+            status["conditions"] = set_condition(status["conditions"], type_, "False" if unready else "True", now,
+                                                 reason, message, probe_time=True)
 
-    def _exit(self, pod: dict) -> None:
-        """A run-to-completion container ends: the pod Succeeds or Fails, or (OnFailure) restarts."""
+    def _exit(self, pod: dict, key: Key) -> None:
+        """The containers end: the pod Succeeds or Fails, or its restart policy brings them back
+        after the crash-loop back-off."""
         status, now = pod["status"], self.clock.now()
-        code = int((pod["metadata"].get("annotations") or {}).get(EXIT_CODE, "0"))
-        if code and pod["spec"].get("restartPolicy") == "OnFailure":
-            self._restart_containers(pod, None, exit_code=code)
+        code = int(_annotations(pod).get(EXIT_CODE, "0"))
+        policy = pod["spec"].get("restartPolicy", "Always")
+        if policy == "Always" or (code and policy == "OnFailure"):
+            self._crash(pod, key, code)
             return
         status["phase"] = "Failed" if code else "Succeeded"
         reason = "Error" if code else "Completed"
-        status["containerStatuses"] = [
-            {**cs, "ready": False, "started": False,
-             "state": {"terminated": {"exitCode": code, "reason": reason, "containerID": cs.get("containerID"),
-                                      "startedAt": cs["state"].get("running", {}).get("startedAt"),
-                                      "finishedAt": rfc3339(now)}}}
-            for cs in status.get("containerStatuses") or []]
+        status["containerStatuses"] = [{**cs, "ready": False, "started": False, "state": _terminated(cs, code, reason, now)}
+                                       for cs in status.get("containerStatuses") or []]
         for type_ in ("Ready", "ContainersReady"):
             status["conditions"] = set_condition(status["conditions"], type_, "False", now, "PodCompleted",
                                                  probe_time=True)
@@ -240,21 +258,64 @@ class Kubelet(Controller):
                                              probe_time=True)
         self.store.update(pod, subresource="status")
 
-    def _restart_containers(self, pod: dict, node: dict | None, exit_code: int = 255) -> None:
-        """Every container restarts: its last state records the exit, a new container runs."""
+    def _restart_containers(self, pod: dict, node: dict | None, *, record_exit: bool = True) -> None:
+        """Every container runs anew: after its node's kubelet changed (``node``: the sandbox is
+        re-created, the exit recorded), or at the end of a crash-loop back-off."""
         status, now = pod["status"], self.clock.now()
         if node is not None:
             self.events.record(pod, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
                                host=node["metadata"]["name"])
         restarted = []
         for spec, cs in zip(pod["spec"]["containers"], status.get("containerStatuses") or [], strict=False):
-            last = {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code != 255 else "Unknown",
-                                   "containerID": cs.get("containerID"), "finishedAt": rfc3339(now),
-                                   "startedAt": cs.get("state", {}).get("running", {}).get("startedAt")}}
-            restarted.append({**_running(spec, now, restarts=int(cs.get("restartCount", 0)) + 1),
-                              "lastState": last})
+            restarts = int(cs.get("restartCount", 0)) + (1 if record_exit else 0)
+            last = _terminated(cs, 255, "Unknown", now) if record_exit else cs.get("lastState") or {}
+            restarted.append({**_running(spec, now, restarts=restarts), "lastState": last})
+            self.events.record(pod, "Started", f"Started container {spec['name']}", host=pod["spec"]["nodeName"])
         status["containerStatuses"] = restarted
         self._mark_ready(pod, True)
+        self.store.update(pod, subresource="status")
+
+    def _crash(self, pod: dict, key: Key, code: int) -> None:
+        """The containers exited and will be restarted: CrashLoopBackOff until the back-off ends."""
+        status, now = pod["status"], self.clock.now()
+        meta = pod["metadata"]
+        crashed, longest = [], 0
+        for cs in status.get("containerStatuses") or []:
+            restarts = int(cs.get("restartCount", 0))
+            delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
+            longest = max(longest, delay)
+            message = (f"back-off {delay}s restarting failed container={cs['name']} "
+                       f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
+            crashed.append({**cs, "ready": False, "started": False, "restartCount": restarts + 1,
+                            "lastState": _terminated(cs, code, "Error" if code else "Completed", now),
+                            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": message}}})
+            self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
+                               f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
+        status["containerStatuses"] = crashed
+        self._mark_ready(pod, False)
+        self.store.update(pod, subresource="status")
+        self._backoff[key] = now + longest
+        self.at(self._backoff[key], key)
+
+    def _pull_failed(self, pod: dict, node: dict, key: Key) -> None:
+        """The image cannot be pulled: ErrImagePull first, ImagePullBackOff after a retry."""
+        node_name, uid = node["metadata"]["name"], pod["metadata"]["uid"]
+        reason = "ImagePullBackOff" if self.after(("pull", uid), key, PULL_SECONDS) else "ErrImagePull"
+        for cs, spec in zip(pod["status"]["containerStatuses"], pod["spec"]["containers"], strict=False):
+            if cs["state"].get("waiting", {}).get("reason") == reason:
+                continue
+            ref = _image_ref(spec["image"])
+            detail = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to '
+                      f'resolve reference "{ref}": {ref}: not found')
+            message = f'Back-off pulling image "{spec["image"]}"' if reason == "ImagePullBackOff" else detail
+            cs["state"] = {"waiting": {"reason": reason, "message": message}}
+            if reason == "ErrImagePull":
+                self.events.record(pod, "Pulling", f'Pulling image "{spec["image"]}"', host=node_name)
+                self.events.record(pod, "Failed", f'Failed to pull image "{spec["image"]}": {detail}', WARNING,
+                                   node_name)
+            else:
+                self.events.record(pod, "BackOff", message, host=node_name)
+            self.events.record(pod, "Failed", f"Error: {reason}", WARNING, node_name)
         self.store.update(pod, subresource="status")
 
 
@@ -304,12 +365,27 @@ def _internal_ip(node: dict) -> str:
     return next((a["address"] for a in addresses if a.get("type") == "InternalIP"), "")
 
 
+def _terminated(cs: dict, code: int, reason: str, now: float) -> dict:
+    return {"terminated": {"exitCode": code, "reason": reason, "containerID": cs.get("containerID"),
+                           "startedAt": cs.get("state", {}).get("running", {}).get("startedAt"),
+                           "finishedAt": rfc3339(now)}}
+
+
+def _annotations(pod: dict) -> dict:
+    return pod["metadata"].get("annotations") or {}
+
+
+def _crash_looping(pod: dict) -> bool:
+    return any(cs.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+               for cs in pod["status"].get("containerStatuses") or [])
+
+
 def _runs_to_completion(pod: dict) -> bool:
     return pod["spec"].get("restartPolicy", "Always") != "Always"
 
 
 def _run_seconds(pod: dict) -> float:
-    return float((pod["metadata"].get("annotations") or {}).get(RUN_SECONDS, RUN_TO_COMPLETION_SECONDS))
+    return float(_annotations(pod).get(RUN_SECONDS, RUN_TO_COMPLETION_SECONDS))
 
 
 def _restarts(pod: dict) -> int:
