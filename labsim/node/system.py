@@ -427,6 +427,62 @@ async def journalctl(ctx: CommandContext) -> CommandResult:
     return CommandResult.ok("".join(f"{line}\n" for line in lines))
 
 
+# --- processes: one per running unit -------------------------------------------------------------
+
+PROCESS_NAMES = {"ssh": "sshd", "cron": "cron", "rsyslog": "rsyslogd", "qemu-guest-agent": "qemu-ga"}
+
+
+def _processes(ctx: CommandContext) -> list[tuple[int, str, str, str]]:
+    """(pid, user, name, command line) of the running units: the unit file's ExecStart, if any."""
+    found = []
+    for unit in sorted(ctx.node.active_services()):
+        name = PROCESS_NAMES.get(unit, unit)
+        cmdline = f"/usr/sbin/{name}"
+        path = f"/etc/systemd/system/{unit}.service"
+        if ctx.node.is_file(path):
+            for line in ctx.node.read(path).decode(errors="replace").splitlines():
+                if line.startswith("ExecStart="):
+                    cmdline = " ".join(line.split("=", 1)[1].replace("\\", " ").split())
+                    name = cmdline.split()[0].rsplit("/", 1)[-1] if cmdline else name
+        found.append((300 + zlib.crc32(unit.encode()) % 30000, "root", name, cmdline))
+    return found
+
+
+@command("ps")
+async def ps(ctx: CommandContext) -> CommandResult:
+    rows = [(1, "root", "systemd", "/sbin/init")] + _processes(ctx)
+    lines = ["USER         PID COMMAND"] + [f"{user:<8} {pid:>7} {cmd}" for pid, user, _, cmd in rows]
+    return CommandResult.ok("\n".join(lines) + "\n")
+
+
+@command("pgrep", "pidof")
+async def pgrep(ctx: CommandContext) -> CommandResult:
+    flags, _, operands = parse_flags(ctx.argv[1:])
+    if not operands:
+        return CommandResult.fail("pgrep: no matching criteria specified\n", 2)
+    pattern = operands[0]
+    exact = "-x" in flags or ctx.argv[0].endswith("pidof")
+    full = "-f" in flags
+    pids = [str(pid) for pid, _, name, cmd in _processes(ctx)
+            if (name == pattern if exact else pattern in (cmd if full else name))]
+    separator = " " if ctx.argv[0].endswith("pidof") else "\n"
+    return CommandResult(stdout=(separator.join(pids) + "\n").encode() if pids else b"",
+                         exit_status=0 if pids else 1)
+
+
+@command("hostnamectl")
+async def hostnamectl(ctx: CommandContext) -> CommandResult:
+    _, _, operands = parse_flags(ctx.argv[1:])
+    if operands and operands[0] in ("hostname", "--static"):
+        return CommandResult.ok(ctx.node.hostname + "\n")
+    if operands and operands[0] == "set-hostname":
+        return CommandResult.fail("Could not set hostname: the simulated node takes its name from the VM\n")
+    return CommandResult.ok(
+        f" Static hostname: {ctx.node.hostname}\n       Icon name: computer-vm\n         Chassis: vm\n"
+        f"  Virtualization: kvm\nOperating System: Ubuntu 22.04.5 LTS\n          Kernel: Linux {image.KERNEL}\n"
+        "    Architecture: x86-64\n Hardware Vendor: QEMU\n  Hardware Model: Standard PC _i440FX + PIIX, 1996_\n")
+
+
 # --- cloud-init ---------------------------------------------------------------------------------------
 
 @command("cloud-init")

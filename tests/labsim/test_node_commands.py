@@ -39,6 +39,8 @@ async def test_identity_of_a_fresh_cloud_image(tmp_path):
             ("systemctl is-active ssh qemu-guest-agent", "active\nactive\n"),
             ("which hostname", "/usr/bin/hostname\n"),
             ("command -v tee", "/usr/bin/tee\n"),
+            ("pidof sshd >/dev/null && echo sshd-up", "sshd-up\n"),
+            ("hostnamectl hostname", "k3s-master\n"),
         ]
         for command, expected in cases:
             assert await lab.sh(command) == (expected, "", 0), command

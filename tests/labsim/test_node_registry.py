@@ -85,7 +85,11 @@ async def test_systemctl_drives_registered_units_and_journalctl_shows_their_log(
         out, _, _ = await lab.sh("journalctl -u demo -n 1 --no-pager")
         assert out.endswith(" k3s-master demo[" + out.split("demo[")[1].split("]")[0] + "]: demo is up\n")
         assert len(out.splitlines()) == 1
+        await lab.sh("echo 'ExecStart=/usr/local/bin/demo server --flag' | sudo tee -a /etc/systemd/system/demo.service")
+        out, _, status = await lab.sh("pgrep demo && pgrep -f 'demo server' && ps | grep -c 'demo server --flag'")
+        assert status == 0 and out.splitlines()[0] == out.splitlines()[1] and out.splitlines()[2] == "1"
         assert await lab.sh("sudo systemctl stop demo; systemctl is-active demo") == ("inactive\n", "", 3)
+        assert (await lab.sh("pgrep demo"))[2] == 1
         assert calls[-1] == "stop"
 
 
