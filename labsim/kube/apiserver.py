@@ -97,7 +97,7 @@ class ApiServer:
             if found is None:
                 raise StoreError(404, "NotFound", "the server could not find the requested resource")
             return json_response(found)
-        group, version, rest = parse_target(cluster, parts)
+        group, version, rest = parse_target(parts)
         if not rest:
             found = discovery.resource_list(catalog, group, version)
             if found is None:

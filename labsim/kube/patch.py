@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 
-from labsim.kube.structure import ListRule, field_rule, item_key, root_type, type_fields
+from labsim.kube.structure import ListRule, field_rule, root_type, type_fields
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -178,7 +178,3 @@ def _smp_list(doc: list, patch: list, rule: ListRule) -> list:
             out[index] = _smp_map(out[index], item, type_fields(rule.item))
     return out
 
-
-def same_item(rule: ListRule, a: object, b: object) -> bool:
-    key = item_key(rule, a)
-    return key is not None and key == item_key(rule, b)

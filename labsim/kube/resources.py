@@ -35,10 +35,6 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def singular(self) -> str:
         return self.kind.lower()
 
@@ -213,8 +209,3 @@ def crd_resources(crd: dict) -> list[Resource]:
             storage=bool(ver.get("storage", True)),
         ))
     return out
-
-
-def split_api_version(api_version: str) -> tuple[str, str]:
-    group, _, version = api_version.rpartition("/")
-    return group, version

@@ -2,7 +2,7 @@
 
 /api/v1/[namespaces/NS/]PLURAL[/NAME[/SUBRESOURCE]] and /apis/GROUP/VERSION/... are parsed into
 a Target; GET/POST/PUT/PATCH/DELETE on collections and items map to the store, with content
-negotiation (JSON, Table, protobuf for what helm sends), dry runs, field managers and patches.
+negotiation (JSON and Table out; JSON, YAML and protobuf in), dry runs, field managers and patches.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def status_response(code: int, reason: str, message: str, details: dict | None =
     return json_response(StoreError(code, reason, message, details=details).status(), code)
 
 
-def parse_target(cluster: Cluster, parts: list[str]) -> tuple[str, str, list[str]]:
+def parse_target(parts: list[str]) -> tuple[str, str, list[str]]:
     """Split /api/v1/... or /apis/G/V/... into (group, version, rest)."""
     if parts[0] == "api" and len(parts) >= 2:
         return "", parts[1], parts[2:]

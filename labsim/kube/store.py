@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from labsim.kube import admission
-from labsim.kube.resources import Catalog, Resource, split_api_version
+from labsim.kube.resources import Catalog, Resource
 from labsim.kube.selectors import parse_fields, parse_labels
 
 HISTORY = 10_000
@@ -497,4 +497,4 @@ def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
-__all__ = ["Event", "Store", "StoreError", "Subscription", "split_api_version"]
+__all__ = ["Event", "Store", "StoreError", "Subscription"]

@@ -205,3 +205,38 @@ def test_service_account_tokens_authenticate(kube: RunningCluster) -> None:  # n
     refused = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {forged}"},
                            verify=ca, timeout=10)
     assert refused.status_code == 401
+
+
+DEPLOY_ENV = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: env}
+spec:
+  selector: {matchLabels: {app: env}}
+  template:
+    metadata: {labels: {app: env}}
+    spec:
+      containers:
+      - name: app
+        image: busybox:1.36
+        env: [{name: A, value: "1"}, {name: B, value: "2"}]
+        ports: [{containerPort: 80}, {containerPort: 443}]
+      - name: sidecar
+        image: busybox:1.36
+"""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_client_side_apply_removes_what_the_manifest_dropped(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    """kubectl's three-way strategic patches: $patch delete, $setElementOrder, $retainKeys."""
+    kube.kubectl("apply", "-f", "-", input=DEPLOY_ENV, version=version)
+    changed = (DEPLOY_ENV.replace(', {name: B, value: "2"}', "").replace(", {containerPort: 443}", "")
+               .replace("      - name: sidecar\n        image: busybox:1.36\n", "")
+               .replace("spec:\n  selector", "spec:\n  strategy: {type: Recreate}\n  selector"))
+    kube.kubectl("apply", "-f", "-", input=changed, version=version)
+    dep = _json(kube, version, "get", "deploy", "env")
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["app"]
+    assert containers[0]["env"] == [{"name": "A", "value": "1"}]
+    assert [p["containerPort"] for p in containers[0]["ports"]] == [80]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
