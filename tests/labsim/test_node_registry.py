@@ -74,6 +74,8 @@ async def test_systemctl_drives_registered_units_and_journalctl_shows_their_log(
         await lab.sh("printf '[Unit]\\nDescription=Demo daemon\\n' | sudo tee /etc/systemd/system/demo.service")
         assert await lab.sh("systemctl is-active demo") == ("inactive\n", "", 3)
         assert await lab.sh("systemctl is-enabled demo") == ("disabled\n", "", 1)
+        assert (await lab.sh("systemctl daemon-reload"))[2] == 1
+        assert await lab.sh("sudo systemctl daemon-reload") == ("", "", 0)
         out, err, status = await lab.sh("sudo systemctl enable --now demo.service")
         assert status == 0 and "Created symlink" in err
         assert await lab.sh("systemctl is-active demo && systemctl is-enabled demo") == ("active\nenabled\n", "", 0)
