@@ -72,8 +72,7 @@ class Kubelet(Controller):
             self._restart.discard(key)
             self._backoff.pop(key, None)
             self._waiting.get(key[0], set()).discard(key)
-            for token in (("start", pod["metadata"]["uid"]), ("run", pod["metadata"]["uid"])):
-                self.forget(token)
+            self.forget((pod["metadata"]["uid"],))
             return []
         self._on_node.setdefault(node, set()).add(key)
         status = pod.get("status") or {}
@@ -120,7 +119,7 @@ class Kubelet(Controller):
             waiting.discard(key)
             if _annotations(pod).get(IMAGE_PULL) == "fail":
                 self._pull_failed(pod, node, key)
-            elif self.after(("start", pod["metadata"]["uid"]), key, self._start_seconds(pod, node)):
+            elif self.after((pod["metadata"]["uid"], "start"), key, self._start_seconds(pod, node)):
                 self._start(pod, node)
         elif key in self._restart:
             self._restart.discard(key)
@@ -131,7 +130,7 @@ class Kubelet(Controller):
                 self._restart_containers(pod, None, record_exit=False)
         elif _runs_to_completion(pod) or EXIT_CODE in _annotations(pod):
             uid, restarts = pod["metadata"]["uid"], _restarts(pod)
-            if self.after(("run", uid, restarts), key, _run_seconds(pod)):
+            if self.after((uid, "run", restarts), key, _run_seconds(pod)):
                 self._exit(pod, key)
         else:
             self._mark_ready(pod, True)
@@ -300,7 +299,7 @@ class Kubelet(Controller):
     def _pull_failed(self, pod: dict, node: dict, key: Key) -> None:
         """The image cannot be pulled: ErrImagePull first, ImagePullBackOff after a retry."""
         node_name, uid = node["metadata"]["name"], pod["metadata"]["uid"]
-        reason = "ImagePullBackOff" if self.after(("pull", uid), key, PULL_SECONDS) else "ErrImagePull"
+        reason = "ImagePullBackOff" if self.after((uid, "pull"), key, PULL_SECONDS) else "ErrImagePull"
         for cs, spec in zip(pod["status"]["containerStatuses"], pod["spec"]["containers"], strict=False):
             if cs["state"].get("waiting", {}).get("reason") == reason:
                 continue

@@ -62,7 +62,7 @@ class Controller:
         self.store = cluster.store
         self.clock = cluster.clock
         self.queue = KeyQueue()
-        self._delays: dict[Hashable, asyncio.Task | bool] = {}
+        self._delays: dict[tuple, asyncio.Task | bool] = {}
         self._deadlines: list[tuple[float, int, Key]] = []
         self._next_deadline: dict[Key, float] = {}
         self._failures: dict[Key, int] = {}
@@ -82,7 +82,7 @@ class Controller:
     def res(self, api_version: str, kind: str) -> Resource:
         return self.store.resource(api_version, kind)
 
-    def after(self, token: Hashable, key: Key, modelled_seconds: float) -> bool:
+    def after(self, token: tuple, key: Key, modelled_seconds: float) -> bool:
         """True once a modelled duration named ``token`` has passed; the first call starts it
         and ``key`` is requeued when it ends."""
         state = self._delays.get(token)
@@ -92,10 +92,12 @@ class Controller:
             self._delays[token] = asyncio.create_task(self._delay(token, key, modelled_seconds))
         return False
 
-    def forget(self, token: Hashable) -> None:
-        state = self._delays.pop(token, None)
-        if isinstance(state, asyncio.Task):
-            state.cancel()
+    def forget(self, prefix: tuple) -> None:
+        """Drop the modelled durations whose token (a tuple) starts with ``prefix``."""
+        for token in [t for t in self._delays if t[:len(prefix)] == prefix]:
+            state = self._delays.pop(token)
+            if isinstance(state, asyncio.Task):
+                state.cancel()
 
     def at(self, lab_time: float, key: Key) -> None:
         """Requeue ``key`` when the lab clock reaches ``lab_time`` (the earliest such time counts)."""
@@ -105,7 +107,7 @@ class Controller:
         heapq.heappush(self._deadlines, (lab_time, next(self._seq), key))
         self._deadline_added.set()
 
-    async def _delay(self, token: Hashable, key: Key, seconds: float) -> None:
+    async def _delay(self, token: tuple, key: Key, seconds: float) -> None:
         await self.clock.sleep(seconds)
         self._delays[token] = True
         self.queue.add(key)
