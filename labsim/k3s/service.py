@@ -48,6 +48,11 @@ API_PORT = 6443
 # Modelled seconds: a server from process start to "up and running", an agent to a Ready node.
 SERVER_START_SECONDS = 15.0
 AGENT_JOIN_SECONDS = 12.0
+# An agent tries its server this many times, this far apart (modelled seconds, and at least the
+# floor in real seconds so that time_scale 0 does not spin), before its unit fails.
+CONNECT_ATTEMPTS = 60
+CONNECT_RETRY_SECONDS = 2.0
+CONNECT_RETRY_FLOOR = 0.02
 
 
 class UnitError(Exception):
@@ -350,7 +355,7 @@ async def start_agent(node, log: Logger) -> None:
         raise UnitError("Error: --server is required")
     if not given:
         raise UnitError("Error: --token is required")
-    cluster = await _reachable_cluster(node, url)
+    cluster = await _reachable_cluster(node, url, log)
     ca_pem = tokens.ca_pem_from_kubeconfig(cluster.kubeconfig_yaml())
     problem = tokens.join_error(given, server_url=url, cluster_password=cluster.token, ca_pem=ca_pem)
     if problem:
@@ -374,24 +379,32 @@ async def stop_agent(node, log: Logger) -> None:
     log.info("Shutting down k3s agent: received SIGTERM")
 
 
-async def _reachable_cluster(node, url: str):
-    """The cluster answering at ``url``: a TCP connection to it must succeed, as for k3s."""
+async def _reachable_cluster(node, url: str, log: Logger):
+    """The cluster answering at ``url``. Like k3s, an agent whose server does not answer yet
+    keeps trying (a server still starting, after a lab restart say) before it gives up."""
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.hostname:
         raise UnitError(f"Error: invalid server url {url!r}: only https:// URLs are supported")
     port = parts.port or 443
-    cacerts = f'Get "{url.rstrip("/")}/cacerts"'
-    try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 5)
-    except (OSError, TimeoutError) as e:
-        reason = "connect: connection refused" if isinstance(e, ConnectionRefusedError) else "i/o timeout"
-        raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
-                        f"{cacerts}: dial tcp {parts.hostname}:{port}: {reason}", "error") from e
-    writer.close()
+    failure = f"Failed to validate connection to cluster at {url}: failed to get CA certs: " \
+              f'Get "{url.rstrip("/")}/cacerts"'
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 5)
+        except (OSError, TimeoutError) as e:
+            reason = "connect: connection refused" if isinstance(e, ConnectionRefusedError) else "i/o timeout"
+            error = f"{failure}: dial tcp {parts.hostname}:{port}: {reason}"
+            if attempt == CONNECT_ATTEMPTS - 1:
+                raise UnitError(error, "error") from e
+            log.log("error", error)
+            await node.lab.clock.sleep(CONNECT_RETRY_SECONDS)
+            await asyncio.sleep(CONNECT_RETRY_FLOOR)
+            continue
+        writer.close()
+        break
     cluster = node.lab.clusters.find(parts.hostname)
     if cluster is None or port != API_PORT:
-        raise UnitError(f"Failed to validate connection to cluster at {url}: failed to get CA certs: "
-                        f"{cacerts}: 404 Not Found", "error")
+        raise UnitError(f"{failure}: 404 Not Found", "error")
     return cluster
 
 

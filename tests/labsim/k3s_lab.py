@@ -51,9 +51,9 @@ class K3sLab:
         return self.doc["nodes"][index]["name"]
 
     def ssh(self, index: int, command: str, input: str | None = None) -> Result:
-        return asyncio.run(self._ssh(index, command, input))
+        return asyncio.run(self.ssh_async(index, command, input))
 
-    async def _ssh(self, index: int, command: str, input: str | None = None) -> Result:
+    async def ssh_async(self, index: int, command: str, input: str | None = None) -> Result:
         vm = next(v for v in self.status["vms"] if v["ip"] == self.ip(index))
         async with asyncssh.connect(vm["ip"], port=vm["ssh_port"], username=self.status["ssh"]["user"],
                                     client_keys=[self.status["ssh"]["private_key"]], known_hosts=None) as conn:

@@ -4,6 +4,7 @@ starts a fresh one."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from pathlib import Path
 
@@ -154,3 +155,23 @@ def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Pat
         client.CoreV1Api(kube).delete_node(lab.name(1))
         _wait(lambda: lab.install_agent(1, token).exit_status == 0)
         assert nodes(kube)[lab.name(1)]["ready"]
+
+
+def test_an_agent_waits_for_its_server_to_come_up(tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=1)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server().exit_status == 0
+        token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
+        lab.ok(0, "sudo systemctl stop k3s")
+
+        async def join_while_the_server_starts() -> int:
+            agent = asyncio.create_task(lab.ssh_async(1, f"curl -sfL https://get.k3s.io | K3S_URL=https://"
+                                                         f"{lab.ip(0)}:6443 K3S_TOKEN={token} sh -s - agent"))
+            while "connection refused" not in (await lab.ssh_async(1, "journalctl -u k3s-agent")).stdout:
+                await asyncio.sleep(0.01)
+            assert (await lab.ssh_async(0, "sudo systemctl start k3s")).exit_status == 0
+            return (await agent).exit_status
+
+        assert asyncio.run(join_while_the_server_starts()) == 0
+        assert nodes(lab.kube(tmp_path))[lab.name(1)]["ready"]
