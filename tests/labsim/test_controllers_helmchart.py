@@ -38,6 +38,8 @@ async def test_traefik_helmchart_installs_upgrades_and_uninstalls():
         job = store.get(jobs, "kube-system", "helm-install-traefik")
         assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
         assert store.get(charts, "kube-system", "traefik")["status"]["jobName"] == "helm-install-traefik"
+        bindings = store.resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")
+        assert store.get(bindings, None, "helm-kube-system-traefik")["subjects"][0]["name"] == "helm-traefik"
         doc = release_doc(deployed(1))
         assert doc["info"]["status"] == "deployed" and doc["chart"]["metadata"]["name"] == "traefik"
         assert doc["config"]["image"]["repository"] == "rancher/mirrored-library-traefik"
@@ -75,5 +77,6 @@ async def test_traefik_helmchart_installs_upgrades_and_uninstalls():
         await wait_for(lambda: store.get(charts, "kube-system", "traefik") is None)
         assert store.get(deployments, "kube-system", "traefik") is None
         assert store.get(services, "kube-system", "traefik") is None
+        assert store.get(bindings, None, "helm-kube-system-traefik") is None
         assert store.list(secrets, "kube-system", labels={"owner": "helm", "name": "traefik"}) == []
         assert store.list(secrets, "kube-system", labels={"owner": "helm", "name": "traefik-crd"})  # still there

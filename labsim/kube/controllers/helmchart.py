@@ -83,8 +83,8 @@ class HelmChartController(Controller):
         for obj in (
             {"apiVersion": "v1", "kind": "ServiceAccount",
              "metadata": {"name": f"helm-{name}", "namespace": ns, "ownerReferences": owner}},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-             "metadata": {"name": f"helm-{ns}-{name}", "ownerReferences": owner},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",  # cluster-scoped: no owner
+             "metadata": {"name": f"helm-{ns}-{name}"},
              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
              "subjects": [{"kind": "ServiceAccount", "name": f"helm-{name}", "namespace": ns}]},
             {"apiVersion": "v1", "kind": "ConfigMap", "data": {"values-01_HelmChart.yaml": values},
@@ -154,6 +154,8 @@ class HelmChartController(Controller):
             self.store.delete(res, obj["metadata"].get("namespace"), obj["metadata"]["name"])
         for secret in self._releases(release):
             self.store.delete(self.secrets, secret["metadata"]["namespace"], secret["metadata"]["name"])
+        name, ns = chart["metadata"]["name"], chart["metadata"]["namespace"]
+        self.store.delete(self.res("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), None, f"helm-{ns}-{name}")
         self.store.delete(self.jobs, job["metadata"]["namespace"], job["metadata"]["name"])
         chart["metadata"]["finalizers"] = [f for f in chart["metadata"]["finalizers"] if f != FINALIZER]
         self.store.update(chart)
