@@ -74,10 +74,13 @@ async def curl(ctx: CommandContext) -> CommandResult:
         body = SCRIPT.encode() if req.url.rstrip("/") in INSTALL_URLS else await fetch(ctx, req)
     except CurlError as e:
         return CommandResult.fail("" if _quiet(ctx.argv) else f"curl: ({e.code}) {e}\n", e.code)
-    if req.output:
+    if not req.output:
+        return CommandResult.ok(body)
+    try:
         ctx.node.write(posixpath.join(ctx.cwd, req.output), body, user=ctx.user)
-        return CommandResult.ok()
-    return CommandResult.ok(body)
+    except OSError:
+        return CommandResult.fail(f"curl: (23) Failure writing output to destination, passed {len(body)} returned 0\n", 23)
+    return CommandResult.ok()
 
 
 def _quiet(argv: list[str]) -> bool:
