@@ -3,8 +3,10 @@ Services and their endpoints, namespace deletion, garbage collection, PDB status
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
+from labsim.k3s.addons import k3s_crds, traefik
 from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 
 
@@ -276,3 +278,28 @@ async def test_fault_annotations_image_pull_readiness_and_crash_loop():
                        and lab.pod("crasher")["status"]["containerStatuses"][0]["restartCount"] == 2)
         message = lab.pod("crasher")["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
         assert message.startswith("back-off 20s")
+
+
+async def test_a_converged_cluster_is_quiet_even_after_the_controllers_restart():
+    cluster = InProcessCluster()
+    for i in range(3):
+        cluster.add_node(f"node-{i}", i + 1)
+    store = cluster.store
+
+    async def settled() -> int:
+        """The resourceVersion once nothing has been written for a while."""
+        last = -1
+        while store.resource_version != last:
+            last = store.resource_version
+            await asyncio.sleep(0.3)
+        return last
+
+    async with running(cluster):
+        for obj in [*k3s_crds(), *traefik(), replicaset("web", 4)]:
+            store.create(obj)
+        store.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                      "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        await wait_for(lambda: Lab(cluster).ready_count("web") == 4)
+        converged = await settled()
+    async with running(cluster):  # as after a restart of the lab: everything is resynced
+        assert await settled() == converged
