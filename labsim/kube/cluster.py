@@ -179,7 +179,8 @@ class Cluster:
         return bool(self._tasks)
 
     def _bootstrap(self) -> None:
-        """What a fresh API server creates by itself: system namespaces and the kubernetes Service."""
+        """What a fresh API server creates by itself: system namespaces, the kubernetes Service and
+        its endpoints (refreshed at every start: the server's address may have changed)."""
         store = self.store
         ns_res = store.resource("v1", "Namespace")
         for ns in _SYSTEM_NAMESPACES:
@@ -191,6 +192,22 @@ class Cluster:
                 "labels": {"component": "apiserver", "provider": "kubernetes"}},
                 "spec": {"clusterIP": SERVICE_IP, "clusterIPs": [SERVICE_IP],
                          "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}]}})
+        # The API server keeps the endpoints of its own Service (it has no selector).
+        port = {"name": "https", "port": self.port, "protocol": "TCP"}
+        endpoints = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {
+            "name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": self.server_ip}], "ports": [port]}]}
+        endpoint_slice = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {
+            "name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [self.server_ip], "conditions": {"ready": True}}],
+            "ports": [port]}
+        for obj in (endpoints, endpoint_slice):
+            res = store.resource(obj["apiVersion"], obj["kind"])
+            current = store.get(res, "default", "kubernetes")
+            if current is None:
+                store.create(obj)
+            elif current.get("subsets", current.get("endpoints")) != obj.get("subsets", obj.get("endpoints")):
+                store.update({**current, **{k: v for k, v in obj.items() if k != "metadata"}})
 
     # -- nodes ------------------------------------------------------------------------------------
     async def join_node(self, *, name: str, ip: str, role: str, version: str, labels: dict, taints: list[dict],

@@ -278,9 +278,59 @@ _TABLES: dict[tuple[str, str], tuple[list[Column], Row]] = {
                                                          o.get("volumeBindingMode", "Immediate"),
                                                          str(o.get("allowVolumeExpansion", False)).lower(),
                                                          _age(o, now)]),
+    ("", "Endpoints"): ([("Endpoints", _S, 0), ("Age", _S, 0)], lambda o, now: [_endpoints(o), _age(o, now)]),
+    ("discovery.k8s.io", "EndpointSlice"): (
+        [("AddressType", _S, 0), ("Ports", _S, 0), ("Endpoints", _S, 0), ("Age", _S, 0)],
+        lambda o, now: [o.get("addressType", ""),
+                        ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>",
+                        ",".join(a for e in o.get("endpoints") or [] for a in e.get("addresses") or [])
+                        or "<unset>", _age(o, now)]),
+    ("rbac.authorization.k8s.io", "Role"): ([("Created At", _D, 0)], lambda o, now: [o["metadata"].get(
+        "creationTimestamp", "")]),
+    ("rbac.authorization.k8s.io", "ClusterRole"): ([("Created At", _D, 0)], lambda o, now: [o["metadata"].get(
+        "creationTimestamp", "")]),
+    ("rbac.authorization.k8s.io", "RoleBinding"): (
+        [("Role", _S, 0), ("Age", _S, 0), ("Users", _S, 1), ("Groups", _S, 1), ("ServiceAccounts", _S, 1)],
+        lambda o, now: [_role_ref(o), _age(o, now), *_subjects(o)]),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): (
+        [("Role", _S, 0), ("Age", _S, 0), ("Users", _S, 1), ("Groups", _S, 1), ("ServiceAccounts", _S, 1)],
+        lambda o, now: [_role_ref(o), _age(o, now), *_subjects(o)]),
+    ("coordination.k8s.io", "Lease"): ([("Holder", _S, 0), ("Age", _S, 0)],
+                                       lambda o, now: [(o.get("spec") or {}).get("holderIdentity", ""),
+                                                       _age(o, now)]),
+    ("networking.k8s.io", "IngressClass"): ([("Controller", _S, 0), ("Parameters", _S, 0), ("Age", _S, 0)],
+                                            lambda o, now: [(o.get("spec") or {}).get("controller", ""),
+                                                            "<none>", _age(o, now)]),
+    ("scheduling.k8s.io", "PriorityClass"): ([("Value", _I, 0), ("Global-Default", _S, 0), ("Age", _S, 0),
+                                              ("PreemptionPolicy", _S, 0)],
+                                             lambda o, now: [o.get("value", 0),
+                                                             str(o.get("globalDefault", False)).lower(),
+                                                             _age(o, now),
+                                                             o.get("preemptionPolicy", "PreemptLowerPriority")]),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): (
         [("Created At", _D, 0)], lambda o, now: [(o.get("metadata") or {}).get("creationTimestamp", "")]),
 }
+
+
+def _endpoints(ep: dict) -> str:
+    addresses = [f"{a.get('ip')}:{p.get('port')}" for subset in ep.get("subsets") or []
+                 for a in subset.get("addresses") or [] for p in subset.get("ports") or [{}]]
+    return ",".join(addresses[:3]) + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "") or "<none>"
+
+
+def _role_ref(binding: dict) -> str:
+    ref = binding.get("roleRef") or {}
+    return f"{ref.get('kind', '')}/{ref.get('name', '')}"
+
+
+def _subjects(binding: dict) -> list[str]:
+    subjects = binding.get("subjects") or []
+
+    def names(kind: str) -> str:
+        return ", ".join(s.get("name", "") if kind != "ServiceAccount" else f"{s.get('namespace', '')}/{s.get('name')}"
+                         for s in subjects if s.get("kind") == kind)
+
+    return [names("User"), names("Group"), names("ServiceAccount")]
 
 
 def _st(obj: dict, key: str) -> int:
