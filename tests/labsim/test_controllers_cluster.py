@@ -112,6 +112,7 @@ async def test_pods_on_a_not_ready_node_are_evicted_and_replaced():
             p["spec"]["nodeName"] == "node-a" for p in lab.store.list(lab.pods, "default")))
         events = lab.store.list(lab.store.resource("v1", "Event"), "default")
         assert sum(1 for e in events if e["reason"] == "TaintManagerEviction") == len(on_b)
+        assert any(e["reason"] == "NodeNotReady" and e["involvedObject"]["name"] == "node-b" for e in events)
 
 
 async def test_node_version_change_restarts_its_pods():

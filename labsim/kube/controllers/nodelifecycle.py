@@ -26,6 +26,7 @@ class NodeLifecycleController(Controller):
         self.pods = self.res("v1", "Pod")
         self.events = EventRecorder(self.store, self.clock, self.name)
         self._down: set[str] = set()
+        self._last_ready: dict[str, str] = {}
 
     def watches(self):
         return [(self.nodes, self._node_event), (self.pods, self._pod_event)]
@@ -41,8 +42,13 @@ class NodeLifecycleController(Controller):
         node = self.store.get(self.nodes, *key)
         if node is None:
             self._down.discard(key[1])
+            self._last_ready.pop(key[1], None)
             return
         ready = (condition(node, "Ready") or {}).get("status", "Unknown")
+        if self._last_ready.get(key[1], "True") != ready:
+            status = "NodeReady" if ready == "True" else "NodeNotReady"
+            self.events.record(node, status, f"Node {key[1]} status is now: {status}")
+        self._last_ready[key[1]] = ready
         node = self._taint(node, ready)
         if ready == "True":
             self._down.discard(key[1])
