@@ -1,23 +1,22 @@
 """What a k3s server deploys by itself: its CRDs (HelmChart, HelmChartConfig, Addon,
 ETCDSnapshotFile) and the packaged components, written as manifests into
 `/var/lib/rancher/k3s/server/manifests/` and applied as k3s' deploy controller applies them
-(one `Addon` per file). `--disable NAME` removes a component's files and objects; a `.skip`
-file beside a manifest keeps k3s from rewriting it, as in k3s.
+(manifests.py). `--disable NAME` removes a component's files and objects; a `.skip` file beside
+a manifest keeps k3s from rewriting it, as in k3s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import posixpath
 from collections.abc import Callable
 
 import yaml
 
 from labsim.k3s.config import DATA_DIR
 from labsim.k3s.logs import Logger
-from labsim.kube.store import StoreError
+from labsim.k3s.manifests import MANIFESTS_DIR, addon, apply_text, delete_if_present
 
-MANIFESTS_DIR = f"{DATA_DIR}/server/manifests"
 CLUSTER_DNS = "10.43.0.10"
 SYSTEM = "kube-system"
 TRAEFIK_CHART = "traefik-37.1.1+up37.1.0"
@@ -338,15 +337,9 @@ def packaged(node_hosts: str) -> dict[str, dict[str, Callable[[], list[dict]]]]:
     }
 
 
-def addon(relative: str, text: str) -> dict:
-    """The `Addon` k3s' deploy controller keeps for a manifest file."""
-    name = relative.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    return {"apiVersion": "k3s.cattle.io/v1", "kind": "Addon", "metadata": _meta(name),
-            "spec": {"source": f"{MANIFESTS_DIR}/{relative}",
-                     "checksum": hashlib.sha256(text.encode()).hexdigest()}}
-
-
 async def deploy(node, cluster, disable: list[str], log: Logger) -> None:
+    """At server start: k3s' CRDs, then each packaged component's manifest files written and
+    applied, or removed with what they deployed when the component is disabled."""
     for crd in k3s_crds():
         await cluster.apply_manifest(crd)
     node.mkdir(MANIFESTS_DIR)
@@ -356,31 +349,22 @@ async def deploy(node, cluster, disable: list[str], log: Logger) -> None:
             path = f"{MANIFESTS_DIR}/{relative}"
             objects = build()
             if component in disable:
-                await _undeploy(node, cluster, path, relative, objects)
+                await _undeploy(node, cluster, path, objects)
             elif not node.exists(f"{path}.skip"):
                 text = yaml.safe_dump_all(objects, sort_keys=False)
-                node.mkdir(path.rsplit("/", 1)[0])
+                node.mkdir(posixpath.dirname(path))
                 node.write(path, text.encode(), mode=0o600)
                 log.info(f"Writing manifest: {path}")
-                for obj in [*objects, addon(relative, text)]:
-                    await cluster.apply_manifest(obj)
+                await apply_text(cluster, path, text)
 
 
-async def _undeploy(node, cluster, path: str, relative: str, objects: list[dict]) -> None:
+async def _undeploy(node, cluster, path: str, objects: list[dict]) -> None:
     if not node.exists(path):
         return
     text = node.read(path).decode()
     node.remove(path)
-    for obj in [addon(relative, text), *objects]:
+    for obj in [addon(path, text), *objects]:
         await delete_if_present(cluster, obj)
-
-
-async def delete_if_present(cluster, obj: dict) -> None:
-    try:
-        await cluster.delete_manifest(obj)
-    except StoreError as e:
-        if e.code != 404:
-            raise
 
 
 def _node_hosts(cluster, ip: str, name: str) -> str:

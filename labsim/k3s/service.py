@@ -27,6 +27,7 @@ from labsim.k3s.config import (
     parse_config_files,
 )
 from labsim.k3s.logs import Logger
+from labsim.k3s.manifests import ManifestWatcher
 from labsim.k3s.nodepassword import NodePasswordCleaner
 from labsim.k3s.servicelb import ServiceLB
 from labsim.k3s.versions import K3sVersion, skew_error
@@ -282,8 +283,9 @@ def _snapshot_plan(cfg: K3sConfig) -> tuple[Schedule, int] | None:
 
 
 def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: tuple[Schedule, int] | None) -> None:
-    """k3s' own controllers (ServiceLB, scheduled snapshots) run while this server serves."""
-    controllers: list[Controller] = [NodePasswordCleaner(cluster)]
+    """k3s' own controllers (node passwords, the manifests folder, ServiceLB, scheduled
+    snapshots) run while this server serves."""
+    controllers: list[Controller | ManifestWatcher] = [NodePasswordCleaner(cluster), ManifestWatcher(node, cluster)]
     if "servicelb" not in cfg.disable:
         controllers.append(ServiceLB(cluster))
     if snapshot_plan is not None:

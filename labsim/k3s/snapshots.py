@@ -7,8 +7,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from labsim.k3s.addons import delete_if_present
 from labsim.k3s.logs import Logger, rfc3339
+from labsim.k3s.manifests import delete_if_present
 from labsim.kube.controllers.schedule import Schedule
 from labsim.kube.controllers.workqueue import Controller, Key
 

@@ -139,6 +139,32 @@ def test_packaged_components_are_deployed_and_disabled_ones_are_not(k3s: K3sLab,
     assert "metrics-server" not in manifests
 
 
+def test_manifests_dropped_in_the_auto_deploy_folder_are_applied(k3s: K3sLab, kube: client.ApiClient) -> None:
+    folder = "/var/lib/rancher/k3s/server/manifests"
+    core = client.CoreV1Api(kube)
+
+    def drop(name: str, text: str) -> None:
+        k3s.ok(0, f"sudo tee {folder}/{name} >/dev/null", input=text)
+
+    drop("greeting.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: greeting, namespace: default}\n"
+                          "data: {text: hello}\n")
+    assert _wait(lambda: _config_text(core, "greeting")) == "hello"
+    drop("greeting.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: greeting, namespace: default}\n"
+                          "data: {text: again}\n")
+    assert _wait(lambda: _config_text(core, "greeting") == "again")
+    addon = client.CustomObjectsApi(kube).get_namespaced_custom_object("k3s.cattle.io", "v1", "kube-system",
+                                                                       "addons", "greeting")
+    assert addon["spec"]["source"] == f"{folder}/greeting.yaml"
+    drop("broken.yaml", "kind: [unclosed\n")
+    _wait(lambda: "Failed to process config: failed to process " + f"{folder}/broken.yaml" in
+          k3s.ok(0, "journalctl -u k3s --no-pager"))
+
+
+def _config_text(core: client.CoreV1Api, name: str) -> str | None:
+    found = [c for c in core.list_namespaced_config_map("default").items if c.metadata.name == name]
+    return found[0].data["text"] if found else None
+
+
 def test_agent_with_a_wrong_token_fails_and_the_journal_says_why(k3s: K3sLab) -> None:
     result = k3s.install_agent(2, "not-the-token")
     assert result.exit_status == 1
