@@ -33,6 +33,7 @@ from labsim.k3s.servicelb import ServiceLB
 from labsim.k3s.versions import K3sVersion, skew_error
 from labsim.kube.controllers.schedule import Schedule, ScheduleError
 from labsim.kube.controllers.workqueue import Controller
+from labsim.kube.store import StoreError
 from labsim.node.registry import on_boot
 
 SERVER_UNIT = "k3s"
@@ -261,8 +262,7 @@ async def stop_server(node, log: Logger) -> None:
     cluster = node.lab.clusters.find(node.spec.ip)
     if cluster is None:
         return
-    name = node_name(node, unit_config(node, SERVER_UNIT))
-    await cluster.set_node_ready(name, False)
+    await _mark_not_ready(cluster, node_name(node, unit_config(node, SERVER_UNIT)))
     await cluster.stop_api()
     log.info("Shutting down k3s server: received SIGTERM")
 
@@ -377,7 +377,7 @@ async def stop_agent(node, log: Logger) -> None:
     host = urlsplit(cfg.server or "").hostname
     cluster = node.lab.clusters.find(host) if host else None
     if cluster is not None:
-        await cluster.set_node_ready(node_name(node, cfg), False)
+        await _mark_not_ready(cluster, node_name(node, cfg))
     log.info("Shutting down k3s agent: received SIGTERM")
 
 
@@ -426,6 +426,15 @@ async def register_node(node, cluster, cfg: K3sConfig, role: str, version: K3sVe
                             disk_bytes=node.spec.disk_bytes)
     await cluster.set_node_ready(name, True)
     await addons.add_node_host(cluster, node.spec.ip, name)
+
+
+async def _mark_not_ready(cluster, name: str) -> None:
+    """The kubelet stops posting status; a Node deleted meanwhile has nothing to mark."""
+    try:
+        await cluster.set_node_ready(name, False)
+    except StoreError as e:
+        if e.code != 404:
+            raise
 
 
 def _check_password(node, cluster, name: str) -> None:
