@@ -46,6 +46,7 @@ class Lab:
 
     async def start(self) -> None:
         # Imported here so that `labsim status` and `down` stay quick to start.
+        import labsim.k3s  # noqa: F401  -- registers k3s (installer, CLI, units) with the nodes' shell
         from labsim.kube.registry import ClusterRegistry
         from labsim.node.host import NodeHost
         from labsim.pve.server import PVEServer
