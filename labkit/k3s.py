@@ -258,8 +258,8 @@ def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Resul
     installer's own errors (``curl | sh`` has no pipefail in dash: the pipe's status is sh's)."""
     unit, deadline, delay = service(node), time.monotonic() + timeout, 0.05
     state = ""
-    if installer is not None and not installer.ok:
-        deadline = 0  # the installer itself failed: say so now rather than wait for the unit
+    if installer is not None and not (installer.ok and _unit_installed(ssh, node)):
+        deadline = 0  # the installer failed (or installed nothing): say so now rather than wait
     while time.monotonic() < deadline:
         state = ssh.run(node.name, f"systemctl is-active {unit}", check=False).stdout.strip()
         if state == "active":
@@ -269,10 +269,14 @@ def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Resul
         time.sleep(delay)
         delay = min(delay * 1.5, 2.0)
     journal = ssh.run(node.name, f"journalctl -u {unit} -n 8 --no-pager", sudo=True, check=False).stdout
-    said = f"\nthe installer said (exit {installer.exit_status}):\n{installer.stderr.strip()[-600:]}" \
-        if installer is not None and installer.stderr.strip() else ""
+    said = f"\nthe installer said (exit {installer.exit_status}):\n{installer.stderr.strip()[-600:] or '(nothing)'}" \
+        if installer is not None else ""
     raise K3sError(f"{node.name}: {unit} is {state or 'not active'} after the install; its journal says:\n"
                    f"{secrets.redact(journal.strip())}{secrets.redact(said)}")
+
+
+def _unit_installed(ssh: Session, node: Node) -> bool:
+    return ssh.run(node.name, f"test -f /etc/systemd/system/{service(node)}.service", check=False).ok
 
 
 def versions(ssh: Session, lab: Lab) -> dict[str, str | None]:

@@ -202,6 +202,8 @@ install_timeout_s = 600              # per node, for the installer and the servi
 ready_timeout_s = 300                # for all nodes to be Ready and kube-system pods to run
 """, "parameters"),
     code("""
+from datetime import UTC, datetime
+
 from labkit import k3s, kube, params, plots, ssh
 from labkit.errors import K3sError
 from labkit.report import Report, record
@@ -251,6 +253,7 @@ from the server (never printed). A join that fails (a wrong token, the server un
 with the agent's journal, which says why.
 """),
     code("""
+started = datetime.now(UTC)  # readiness is measured from here, per node
 if dry_run:
     print("dry run: nothing installed")
 else:
@@ -281,8 +284,9 @@ and prints a line when its state moves.
     code("""
 if not dry_run:
     api = kube.api_client(lab.kubeconfig)
-    with report.step("nodes Ready", "cluster"):
-        ready = kube.wait_nodes_ready(api, [n.name for n in lab.nodes], timeout=ready_timeout_s)
+    ready = kube.wait_nodes_ready(api, [n.name for n in lab.nodes], timeout=ready_timeout_s)
+    for name, at in ready.items():
+        report.add_timing("until Ready", name, started, at)
     with report.step("kube-system pods running", "cluster"):
         system_pods = kube.wait_pods_running(api, "kube-system", timeout=ready_timeout_s)
 """),
