@@ -3,6 +3,7 @@ their schedule, DaemonSets put one pod on every node."""
 
 from __future__ import annotations
 
+from labsim.clock import Clock
 from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 
 CONTAINER = {"name": "task", "image": "busybox:1.36", "command": ["true"]}
@@ -101,3 +102,45 @@ async def test_daemonset_runs_on_every_node_and_follows_new_nodes():
                             and d["status"].get("numberReady") == 2 and d)
         assert ds["status"]["desiredNumberScheduled"] == 2
         assert ds["status"]["updatedNumberScheduled"] == 2
+
+
+async def test_job_deadline_and_ttl_on_the_lab_clock():
+    cluster = InProcessCluster(Clock(0.001))  # run-seconds 1e9 must outlast the test
+    cluster.add_node("node-a", 1)
+    jobs = cluster.store.resource("batch/v1", "Job")
+    pods = cluster.store.resource("v1", "Pod")
+    async with running(cluster):
+        cluster.store.create(job("slow", activeDeadlineSeconds=60, annotations={"sim.labsim.io/run-seconds": "1e9"}))
+        cluster.store.create(job("tidy", ttlSecondsAfterFinished=120))
+        await wait_for(lambda: conditions(get(cluster, "batch/v1", "Job", "tidy")).get("Complete") == "True"
+                       and get(cluster, "batch/v1", "Job", "slow").get("status", {}).get("active") == 1)
+        cluster.clock.advance(61)
+        failed = await wait_for(lambda: conditions(j := get(cluster, "batch/v1", "Job", "slow")).get("Failed") == "True"
+                                and j)
+        assert [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Failed"] == ["DeadlineExceeded"]
+        assert cluster.store.list(pods, "default", labels={"job-name": "slow"}) == []  # its pod was stopped
+        assert get(cluster, "batch/v1", "Job", "tidy") is not None
+        cluster.clock.advance(60)  # past the finished Job's TTL
+        await wait_for(lambda: cluster.store.get(jobs, "default", "tidy") is None
+                       and not cluster.store.list(pods, "default", labels={"job-name": "tidy"}))
+
+
+async def test_cronjob_forbid_skips_while_a_run_is_active():
+    cluster = InProcessCluster(Clock(0.001))
+    cluster.add_node("node-a", 1)
+    jobs = cluster.store.resource("batch/v1", "Job")
+    async with running(cluster):
+        cluster.store.create({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "long", "namespace": "default"},
+            "spec": {"schedule": "*/5 * * * *", "concurrencyPolicy": "Forbid",
+                     "jobTemplate": {"spec": {"template": {
+                         "metadata": {"annotations": {"sim.labsim.io/run-seconds": "1e9"}},
+                         "spec": {"containers": [CONTAINER], "restartPolicy": "Never"}}}}}})
+        await wait_for(lambda: "status" in get(cluster, "batch/v1", "CronJob", "long"))
+        cluster.clock.advance(300)
+        await wait_for(lambda: len(cluster.store.list(jobs, "default")) == 1)
+        cluster.clock.advance(300)
+        await wait_for(lambda: any(e["reason"] == "JobAlreadyActive" for e in
+                                   cluster.store.list(cluster.store.resource("v1", "Event"), "default")))
+        assert len(cluster.store.list(jobs, "default")) == 1
+        assert len(get(cluster, "batch/v1", "CronJob", "long")["status"]["active"]) == 1
