@@ -8,7 +8,7 @@ server; without etcd k3s answers "etcd datastore disabled".
 
 from __future__ import annotations
 
-from labsim.k3s import kubectl, service, snapshots
+from labsim.k3s import kubectl, service, snapshots, units
 from labsim.k3s.config import ConfigError, K3sConfig, merge, parse_args, parse_config_files
 from labsim.k3s.logs import Logger
 from labsim.node.registry import CommandContext, CommandResult, command
@@ -33,13 +33,13 @@ class Fatal(Exception):
     """k3s exits 1 after a `level=fatal` line."""
 
 
-@command("k3s", service.BINARY, installed_at=service.BINARY)
+@command("k3s", units.BINARY, installed_at=units.BINARY)
 async def k3s(ctx: CommandContext) -> CommandResult:
     args = ctx.argv[1:]
     if not args or args[0] in ("help", "h", "--help", "-h"):
         return CommandResult.ok(USAGE)
     if args[0] in ("--version", "-v", "version"):
-        return CommandResult.ok(service.installed_version(ctx.node).version_lines())
+        return CommandResult.ok(units.installed_version(ctx.node).version_lines())
     if args[0] == "kubectl":
         return await kubectl.run(ctx, args[1:])
     log = Logger(ctx.node.lab.clock)
@@ -64,7 +64,7 @@ async def _subcommand(ctx: CommandContext, args: list[str], log: Logger) -> str:
         return ""
     if args[0] in ("server", "agent"):
         raise Fatal(f"the embedded lab runs k3s {args[0]} through systemd: "
-                    f"systemctl start {service.SERVER_UNIT if args[0] == 'server' else service.AGENT_UNIT}")
+                    f"systemctl start {units.SERVER_UNIT if args[0] == 'server' else units.AGENT_UNIT}")
     raise Fatal(f"No help topic for '{args[0]}'")
 
 
@@ -102,7 +102,7 @@ async def etcd_snapshot(ctx: CommandContext, args: list[str], log: Logger) -> st
 def _snapshot_config(ctx: CommandContext, args: list[str], names: list[str] | None, log: Logger) -> K3sConfig:
     if not ctx.is_root:
         raise Fatal(f"open /home/{ctx.user}/.rancher/k3s/server/token: no such file or directory")
-    file_items, warnings = parse_config_files(service.config_texts(ctx.node), "etcd-snapshot")
+    file_items, warnings = parse_config_files(units.config_texts(ctx.node), "etcd-snapshot")
     for warning in warnings:
         log.warn(warning)
     cli_items = parse_args(args, "etcd-snapshot", names)
@@ -111,10 +111,10 @@ def _snapshot_config(ctx: CommandContext, args: list[str], names: list[str] | No
 
 def _etcd_cluster(ctx: CommandContext):
     node = ctx.node
-    if not node.is_file(service.TOKEN_FILE):
-        raise Fatal(f"open {service.TOKEN_FILE}: no such file or directory")
+    if not node.is_file(units.TOKEN_FILE):
+        raise Fatal(f"open {units.TOKEN_FILE}: no such file or directory")
     cluster = node.lab.clusters.find(node.spec.ip)
-    if cluster is None or node.service_state(service.SERVER_UNIT) != "active":
+    if cluster is None or node.service_state(units.SERVER_UNIT) != "active":
         raise Fatal('Get "https://127.0.0.1:6443/db/info": dial tcp 127.0.0.1:6443: connect: connection refused')
     if not cluster.embedded_etcd:
         raise Fatal("see server log for details: etcd datastore disabled")
@@ -136,11 +136,11 @@ async def cluster_reset(ctx: CommandContext, args: list[str], log: Logger) -> No
     node = ctx.node
     if not ctx.is_root:
         raise Fatal("permission denied: k3s server must run as root")
-    file_items, warnings = parse_config_files(service.config_texts(node), "server")
+    file_items, warnings = parse_config_files(units.config_texts(node), "server")
     for warning in warnings:
         log.warn(warning)
     cfg = merge("server", env=ctx.env, file_items=file_items, cli_items=parse_args(args, "server"))
-    if node.service_state(service.SERVER_UNIT) == "active":
+    if node.service_state(units.SERVER_UNIT) == "active":
         raise Fatal("starting kubernetes: preparing server: init cluster datastore and https: "
                     "listen tcp :6443: bind: address already in use")
     restore = cfg.get("cluster-reset-restore-path")
@@ -152,9 +152,9 @@ async def cluster_reset(ctx: CommandContext, args: list[str], log: Logger) -> No
         cluster = await service.bootstrap_cluster(node, cfg)
     if cluster is None or not cluster.embedded_etcd:
         raise Fatal("starting kubernetes: preparing server: --cluster-reset requires an existing embedded etcd "
-                    f"datastore in {service.SERVER_DIR}/db/etcd")
+                    f"datastore in {units.SERVER_DIR}/db/etcd")
     if restore:
-        old = f"{service.SERVER_DIR}/db/etcd-old-{int(node.lab.clock.now())}"
+        old = f"{units.SERVER_DIR}/db/etcd-old-{int(node.lab.clock.now())}"
         log.info(f"Pre-restore etcd database moved to {old}")
         await cluster.restore(node.read(restore))
     log.info("Managed etcd cluster membership has been reset, restart without --cluster-reset flag now. "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 
-from labsim.k3s import service
+from labsim.k3s import service, units
 from labsim.k3s.versions import STABLE, K3sVersion, VersionError
 from labsim.node.registry import CommandContext, CommandResult, command, script
 
@@ -88,7 +88,7 @@ async def _install(ctx: CommandContext, args: list[str], out: list[str]) -> None
 
     env, node = ctx.env, ctx.node
     role, args = _command(env, args)
-    unit = service.SERVER_UNIT if role == "server" else service.AGENT_UNIT
+    unit = units.SERVER_UNIT if role == "server" else units.AGENT_UNIT
     await _install_binary(node, _release(env, info), info)
     info("Skipping installation of SELinux RPM")
     _write_files(node, unit, [role, *args], env, info)
@@ -118,10 +118,10 @@ def _write_files(node, unit: str, exec_args: list[str], env: dict[str, str], inf
     uninstall = f"{BIN_DIR}/{unit}-uninstall.sh"
     info(f"Creating uninstall script {uninstall}")
     node.write(uninstall, _stub(f"{unit}-uninstall.sh"), mode=0o755)
-    info(f"env: Creating environment file {service.env_path(unit)}")
-    node.write(service.env_path(unit), service.env_file(_kept_env(env)).encode(), mode=0o600)
-    info(f"systemd: Creating service file {service.unit_path(unit)}")
-    node.write(service.unit_path(unit), service.unit_file(exec_args).encode(), mode=0o755)
+    info(f"env: Creating environment file {units.env_path(unit)}")
+    node.write(units.env_path(unit), units.env_file(_kept_env(env)).encode(), mode=0o600)
+    info(f"systemd: Creating service file {units.unit_path(unit)}")
+    node.write(units.unit_path(unit), units.unit_file(exec_args).encode(), mode=0o755)
     service.attach(node)
 
 
@@ -161,15 +161,15 @@ def _release(env: dict[str, str], info) -> K3sVersion:
 
 
 async def _install_binary(node, version: K3sVersion, info) -> None:
-    if service.installed_version(node) == version:
+    if units.installed_version(node) == version:
         info("Skipping binary downloaded, installed k3s matches hash")
         return
     info(f"Downloading binary {RELEASES}/{version}/k3s")
     await node.lab.clock.sleep(DOWNLOAD_SECONDS)
     info("Verifying binary download")
-    info(f"Installing k3s to {service.BINARY}")
+    info(f"Installing k3s to {units.BINARY}")
     node.mkdir(BIN_DIR)
-    node.write(service.BINARY, service.binary_content(version), mode=0o755)
+    node.write(units.BINARY, units.binary_content(version), mode=0o755)
 
 
 def _kept_env(env: dict[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ import json
 
 import yaml
 
-from labsim.k3s import service
+from labsim.k3s import units
 from labsim.node.registry import CommandContext, CommandResult
 
 RESOURCES = {  # what `get` accepts -> (kind, plural)
@@ -41,13 +41,13 @@ async def run(ctx: CommandContext, args: list[str]) -> CommandResult:
 
 
 def _cluster(ctx: CommandContext):
-    node, path = ctx.node, service.KUBECONFIG
+    node, path = ctx.node, units.KUBECONFIG
     if not node.is_file(path):
         raise KubectlError("The connection to the server localhost:8080 was refused - did you specify the right host or port?")
     if not node.can(path, ctx.user, "r"):
         raise KubectlError(f"error: error loading config file \"{path}\": open {path}: permission denied")
     cluster = node.lab.clusters.find(node.spec.ip)
-    if cluster is None or node.service_state(service.SERVER_UNIT) != "active":
+    if cluster is None or node.service_state(units.SERVER_UNIT) != "active":
         raise KubectlError("The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?")
     return cluster
 

@@ -9,7 +9,7 @@ behind, NotReady, as on k3s (delete it with kubectl).
 
 from __future__ import annotations
 
-from labsim.k3s import service
+from labsim.k3s import units
 from labsim.k3s.installer import BIN_DIR, KILLALL, LINKS
 from labsim.node.registry import CommandContext, CommandResult, command
 
@@ -21,35 +21,35 @@ DATA = ("/etc/rancher/k3s", "/run/k3s", "/var/lib/kubelet", "/var/lib/rancher/k3
 
 @command("k3s-killall.sh", KILLALL, installed_at=KILLALL)
 async def killall(ctx: CommandContext) -> CommandResult:
-    for unit in service.UNITS:
+    for unit in units.UNITS:
         await ctx.node.stop_service(unit)
     return CommandResult.ok()
 
 
 @command("k3s-uninstall.sh", SERVER_SCRIPT, installed_at=SERVER_SCRIPT)
 async def uninstall_server(ctx: CommandContext) -> CommandResult:
-    return await _uninstall(ctx, service.SERVER_UNIT)
+    return await _uninstall(ctx, units.SERVER_UNIT)
 
 
 @command("k3s-agent-uninstall.sh", AGENT_SCRIPT, installed_at=AGENT_SCRIPT)
 async def uninstall_agent(ctx: CommandContext) -> CommandResult:
-    return await _uninstall(ctx, service.AGENT_UNIT)
+    return await _uninstall(ctx, units.AGENT_UNIT)
 
 
 async def _uninstall(ctx: CommandContext, unit: str) -> CommandResult:
     node = ctx.node
-    name = service.node_name(node, service.unit_config(node, unit)) if node.exists(service.unit_path(unit)) else None
+    name = units.node_name(node, units.unit_config(node, unit)) if node.exists(units.unit_path(unit)) else None
     await node.stop_service(unit)
     messages = []
     if node.is_enabled(unit):
         node.enable_service(unit, False)
         messages.append(f"Removed /etc/systemd/system/multi-user.target.wants/{unit}.service.\n")
-    if unit == service.SERVER_UNIT and name:
+    if unit == units.SERVER_UNIT and name:
         node.lab.clusters.remove(name)
-    others = [u for u in service.UNITS if u != unit and node.exists(service.unit_path(u))]
-    paths = [service.unit_path(unit), service.env_path(unit), f"{BIN_DIR}/{unit}-uninstall.sh"]
+    others = [u for u in units.UNITS if u != unit and node.exists(units.unit_path(u))]
+    paths = [units.unit_path(unit), units.env_path(unit), f"{BIN_DIR}/{unit}-uninstall.sh"]
     if not others:  # the last k3s unit on the node: the binary and k3s' data go too
-        paths += [service.BINARY, KILLALL, *(f"{BIN_DIR}/{link}" for link in LINKS), *DATA]
+        paths += [units.BINARY, KILLALL, *(f"{BIN_DIR}/{link}" for link in LINKS), *DATA]
     for path in paths:
         if node.exists(path) or node.host_path(path).is_symlink():
             node.remove(path, recursive=True)
