@@ -13,10 +13,8 @@ class ProgressEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
         if on_cell is not None:
             cell_start = nb_man.cell_start
-            total = len(nb_man.nb.cells)
-
             def reporting_cell_start(cell, cell_index=None, **kw):
-                on_cell(cell_index, total, cell)
+                on_cell(cell_index, nb_man.nb.cells)
                 return cell_start(cell, cell_index, **kw)
 
             nb_man.cell_start = reporting_cell_start

@@ -163,6 +163,8 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
             str(path), str(executed), parameters={"lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
             kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
             execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
+            # The kernel's own start-up chatter (e.g. its TCP transport warning) is not the run's story.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
         result.status = "passed"
     except PapermillExecutionError as failure:
@@ -197,12 +199,18 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         result.planned += len(rec["planned"])
 
 
-def _cell_reporter(report: Reporter) -> Callable[[int, int, dict], None]:
-    def on_cell(index: int, total: int, cell: dict) -> None:
+def _cell_reporter(report: Reporter) -> Callable[[int, list], None]:
+    """Report each code cell as it starts, under the heading of the section it belongs to."""
+
+    def on_cell(index: int, cells: list) -> None:
+        cell = cells[index]
         tags = cell.get("metadata", {}).get("tags", [])
-        if cell.get("cell_type") == "code" and cell.get("source", "").strip() and "injected-parameters" not in tags:
-            first = cell["source"].strip().splitlines()[0][:70]
-            report(f"    cell {index + 1}/{total}: {first}")
+        if cell.get("cell_type") != "code" or not cell.get("source", "").strip() or "injected-parameters" in tags:
+            return
+        heading = next((line.lstrip("# ").strip() for c in reversed(cells[:index]) if c.get("cell_type") == "markdown"
+                        for line in c.get("source", "").splitlines() if line.startswith("#")), "")
+        first = cell["source"].strip().splitlines()[0][:60]
+        report(f"    cell {index + 1}/{len(cells)}" + (f" · {heading[:50]}" if heading else "") + f": {first}")
 
     return on_cell
 

@@ -67,7 +67,7 @@ def test_run_writes_folder_summary_and_latest(series):
     latest = series["outputs"] / "latest"
     assert latest.is_symlink() and (latest / "01-first.ipynb").exists()
     assert "| 01-first | passed |" in (latest / "summary.md").read_text()
-    assert re.search(r"cell \d/6: r = Report\(", done.stdout)  # progress names the current cell
+    assert re.search(r"cell \d/6 · 01-first: r = Report\(", done.stdout)  # progress names the section and cell
 
 
 def test_failure_stops_the_run_naming_notebook_and_cell(series):
