@@ -122,6 +122,17 @@ def test_k3s_kubectl_on_the_server(k3s: K3sLab) -> None:
     assert agent.exit_status == 1 and "localhost:8080 was refused" in agent.stderr
 
 
+def test_crictl_lists_the_containers_of_its_node(k3s: K3sLab) -> None:
+    pods = k3s.ok(0, "sudo crictl pods").splitlines()
+    assert pods[0].split()[:4] == ["POD", "ID", "CREATED", "STATE"]
+    assert any(" coredns-" in row and "kube-system" in row for row in pods[1:])
+    containers = k3s.ok(0, "sudo crictl ps").splitlines()
+    assert any({"Running", "coredns", "kube-system"} <= set(row.split()) for row in containers[1:])
+    assert "coredns" not in k3s.ok(1, "sudo crictl ps")  # the agent's containers only
+    denied = k3s.ssh(0, "crictl ps")
+    assert denied.exit_status == 1 and "permission denied" in denied.stderr
+
+
 def test_packaged_components_are_deployed_and_disabled_ones_are_not(k3s: K3sLab, kube: client.ApiClient) -> None:
     apps = client.AppsV1Api(kube)
     deployments = {d.metadata.name for d in apps.list_namespaced_deployment("kube-system").items}
