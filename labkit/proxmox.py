@@ -147,16 +147,19 @@ class Capacity:
     storage_total: int
     storage_avail: int
     committed_memory: int  # sum of the memory configured for existing VMs (not templates)
+    committed_cpus: int  # sum of the vCPUs configured for existing VMs
 
     def table(self) -> pd.DataFrame:
+        """Totals, what is in use now, and what existing VMs are configured to take."""
         gib = lambda b: round(b / GIB, 1)  # noqa: E731
+        storage_used = self.storage_total - self.storage_avail
         return pd.DataFrame([
-            {"resource": "CPU", "total": self.cpus, "used": None, "free": None, "unit": "cores"},
-            {"resource": "memory", "total": gib(self.memory_total), "used": gib(self.memory_used),
-             "free": gib(self.memory_total - self.memory_used), "unit": "GiB"},
-            {"resource": f"storage {self.storage}", "total": gib(self.storage_total),
-             "used": gib(self.storage_total - self.storage_avail), "free": gib(self.storage_avail), "unit": "GiB"},
-        ])
+            {"resource": "CPU (cores)", "total": self.cpus, "in use": None, "allocated to VMs": self.committed_cpus},
+            {"resource": "memory (GiB)", "total": gib(self.memory_total), "in use": gib(self.memory_used),
+             "allocated to VMs": gib(self.committed_memory)},
+            {"resource": f"storage {self.storage} (GiB)", "total": gib(self.storage_total),
+             "in use": gib(storage_used), "allocated to VMs": gib(storage_used)},
+        ]).astype({"in use": "object"}).fillna("")
 
 
 @dataclass(frozen=True)
@@ -181,10 +184,12 @@ def capacity(api: ProxmoxAPI, lab: Lab) -> Capacity:
     status = _call(f"status of node {node}", lambda: api.nodes(node).status.get())
     store = _call(f"storage {storage} on {node}", lambda: api.nodes(node).storage(storage).status.get())
     vms = _call("VM list", lambda: api.cluster.resources.get(type="vm"))
-    committed = sum(int(v.get("maxmem", 0)) for v in vms if not v.get("template") and v.get("node") == node)
+    guests = [v for v in vms if not v.get("template") and v.get("node") == node]
     return Capacity(node=node, cpus=int(status["cpuinfo"]["cpus"]), memory_total=int(status["memory"]["total"]),
                     memory_used=int(status["memory"]["used"]), storage=storage,
-                    storage_total=int(store["total"]), storage_avail=int(store["avail"]), committed_memory=committed)
+                    storage_total=int(store["total"]), storage_avail=int(store["avail"]),
+                    committed_memory=sum(int(v.get("maxmem", 0)) for v in guests),
+                    committed_cpus=sum(int(v.get("maxcpu", 0)) for v in guests))
 
 
 def list_vms(api: ProxmoxAPI) -> list[Vm]:
