@@ -23,7 +23,7 @@ from labkit import secrets
 from labkit.errors import K3sError, SshError
 from labkit.params import Lab, Node
 from labkit.report import Change
-from labkit.ssh import Result, Session
+from labkit.ssh import Probe, Result, Session
 from labkit.timing import StepTimer, untimed
 
 INSTALLER = "curl -sfL https://get.k3s.io"
@@ -45,14 +45,15 @@ def service(node: Node) -> str:
 class NodeFacts:
     name: str
     role: str
-    os: str
-    os_version: str
-    cloud_init: str
-    cpus: int
-    memory_bytes: int
-    disk_bytes: int
-    k3s_version: str | None  # None: not installed
-    k3s_active: bool
+    reachable: str  # "yes", or why not
+    os: str = "?"
+    os_version: str = "?"
+    cloud_init: str = "?"
+    cpus: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    k3s_version: str | None = None  # None: not installed
+    k3s_active: bool = False
 
 
 PROBES = {
@@ -62,27 +63,28 @@ PROBES = {
     "memory": "free -b",
     "disk": "df -B1 /",
     "k3s": "k3s --version",
+    "k3s active": "systemctl is-active k3s",
+    "k3s-agent active": "systemctl is-active k3s-agent",
 }
 
 
 def gather_facts(ssh: Session, lab: Lab) -> list[NodeFacts]:
-    """Probe every node concurrently (one connection each, several short commands)."""
-    answers = {key: ssh.run_many(dict.fromkeys([n.name for n in lab.nodes], cmd), check=False)
-               for key, cmd in PROBES.items()}
-    active = ssh.run_many({n.name: f"systemctl is-active {service(n)}" for n in lab.nodes}, check=False)
-    facts = []
-    for node in lab.nodes:
-        out = {key: answers[key][node.name] for key in PROBES}
-        release = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', out["os"].stdout, re.M))
-        facts.append(NodeFacts(
-            name=node.name, role=node.role, os=release.get("ID", "unknown"),
-            os_version=release.get("VERSION_ID", "?"),
-            cloud_init=out["cloud_init"].stdout.strip().removeprefix("status:").strip() or "unknown",
-            cpus=int(out["cpus"].stdout.strip() or 0),
-            memory_bytes=_free_total(out["memory"].stdout), disk_bytes=_df_size(out["disk"].stdout),
-            k3s_version=parse_version(out["k3s"].stdout) if out["k3s"].ok else None,
-            k3s_active=active[node.name].stdout.strip() == "active"))
-    return facts
+    """Probe every node over SSH, nodes concurrently; read-only."""
+    probes = ssh.collect([n.name for n in lab.nodes], PROBES)
+    return [_facts(node, probes[node.name]) for node in lab.nodes]
+
+
+def _facts(node: Node, probe: Probe) -> NodeFacts:
+    if probe.error:
+        return NodeFacts(node.name, node.role, reachable=probe.error)
+    release = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', probe.stdout("os"), re.M))
+    return NodeFacts(
+        name=node.name, role=node.role, reachable="yes", os=release.get("ID", "unknown"),
+        os_version=release.get("VERSION_ID", "?"),
+        cloud_init=probe.stdout("cloud_init").strip().removeprefix("status:").strip() or "unknown",
+        cpus=int(probe.stdout("cpus").strip() or 0), memory_bytes=_free_total(probe.stdout("memory")),
+        disk_bytes=_df_size(probe.stdout("disk")), k3s_version=parse_version(probe.stdout("k3s")),
+        k3s_active=probe.stdout(f"{service(node)} active").strip() == "active")
 
 
 def parse_version(text: str) -> str | None:
@@ -112,7 +114,8 @@ class Preflight:
         return not self.problems
 
     def table(self) -> pd.DataFrame:
-        rows = [{"node": f.name, "role": f.role, "os": f"{f.os} {f.os_version}", "cloud-init": f.cloud_init,
+        rows = [{"node": f.name, "role": f.role, "ssh": "ok" if f.reachable == "yes" else "unreachable",
+                 "os": f"{f.os} {f.os_version}", "cloud-init": f.cloud_init,
                  "cpus": f.cpus, "memory_gib": round(f.memory_bytes / 1024**3, 1),
                  "disk_gib": round(f.disk_bytes / 1024**3, 1),
                  "k3s": (f"{f.k3s_version} ({'active' if f.k3s_active else 'inactive'})"
@@ -128,6 +131,9 @@ def preflight(ssh: Session, lab: Lab) -> Preflight:
     problems = []
     for f in facts:
         node = lab.node(f.name)
+        if f.reachable != "yes":
+            problems.append(f"{f.name}: not reachable over SSH; run 01-provision-vms first ({f.reachable})")
+            continue
         if f.os not in ("ubuntu", "debian"):
             problems.append(f"{f.name}: OS {f.os} {f.os_version} is not the Ubuntu/Debian the lab is built on")
         if f.cloud_init != "done":
@@ -160,6 +166,9 @@ def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
             raise K3sError(f"{f.name} runs k3s {f.k3s_version}, the lab pins {lab.k3s.version}: " + UPGRADE_HINT)
         if f.k3s_version == lab.k3s.version and f.k3s_active:
             changes.append(Change(f.name, "unchanged", f"k3s {f.k3s_version} {node.role}, active"))
+        elif f.reachable != "yes":
+            changes.append(Change(f.name, "install" if node.role == "server" else "join",
+                                  "once the VM exists and answers SSH (see 01-provision-vms)"))
         elif node.role == "server":
             changes.append(Change(f.name, "install", f"k3s {lab.k3s.version} server (config.yaml, installer)"))
         else:

@@ -46,6 +46,19 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The answers of one node to a set of commands, or why it could not be asked."""
+
+    node: str
+    results: dict[str, Result]
+    error: str | None = None
+
+    def stdout(self, key: str) -> str:
+        result = self.results.get(key)
+        return result.stdout if result is not None and result.ok else ""
+
+
+@dataclass(frozen=True)
 class HostKeyEvent:
     node: str
     address: str
@@ -144,6 +157,21 @@ class Session:
     def fan_out(self, nodes: Iterable[str], command: str, **kwargs) -> dict[str, Result]:
         """The same command on several nodes, concurrently."""
         return self.run_many(dict.fromkeys(nodes, command), **kwargs)
+
+    def collect(self, nodes: Iterable[str], commands: dict[str, str], timeout: float = 60) -> dict[str, Probe]:
+        """Several read-only commands per node (``{key: command}``), nodes concurrently. A node
+        that cannot be reached gives its error instead of failing the others."""
+        return eventloop.run(self._collect(list(nodes), commands, timeout))
+
+    async def _collect(self, nodes: list[str], commands: dict[str, str], timeout: float) -> dict[str, Probe]:
+        async def one(node: str) -> Probe:
+            try:
+                return Probe(node, {k: await self.arun(node, c, timeout=timeout, check=False)
+                                    for k, c in commands.items()})
+            except SshError as exc:
+                return Probe(node, {}, str(exc))
+
+        return {p.node: p for p in await asyncio.gather(*(one(n) for n in nodes))}
 
     def upload(self, node: str, data: str | bytes, path: str, mode: int = 0o644) -> None:
         eventloop.run(self.aupload(node, data, path, mode))

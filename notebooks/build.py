@@ -224,11 +224,14 @@ problem stops the notebook here, before a single change.
 """),
     code("""
 pre = k3s.preflight(session, lab)
-report.check("preflight passes on every node", pre.ok, "; ".join(pre.problems) or f"{len(pre.facts)} nodes")
-if not pre.ok:
-    display(pre.table())
+display(pre.table())
+if dry_run and not pre.ok:
+    print("dry run: a real run would stop here:\\n" + "\\n".join(pre.problems))
+elif not pre.ok:
+    report.check("preflight passes on every node", False, "; ".join(pre.problems))
     raise K3sError("preflight failed:\\n" + "\\n".join(pre.problems))
-pre.table()
+else:
+    report.check("preflight passes on every node", True, f"{len(pre.facts)} nodes")
 """),
     md("""
 ## Plan and configuration

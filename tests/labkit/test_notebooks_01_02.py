@@ -88,6 +88,20 @@ def test_labkit_run_builds_the_cluster_and_a_rerun_changes_nothing(tmp_path):
         labsim(lab_file, "down")
 
 
+def test_labkit_run_dry_run_on_a_fresh_lab_shows_plans_and_changes_nothing(tmp_path):
+    lab_file = write_lab(tmp_path)
+    try:
+        done, summary = labkit_run(lab_file, tmp_path / "outputs", "--dry-run", "--keep-lab")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert [(n["status"], n["changes"]) for n in summary["notebooks"]] == [("passed", 0), ("passed", 0)]
+        assert [n["planned"] for n in summary["notebooks"]] == [3, 3]
+        status = subprocess.run([sys.executable, "-m", "labsim", "status", "--params", str(lab_file), "--json"],
+                                capture_output=True, text=True, timeout=60, check=True)
+        assert [vm["vmid"] for vm in json.loads(status.stdout)["vms"]] == [9000]  # the template only
+    finally:
+        labsim(lab_file, "down")
+
+
 def run_notebook(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
     papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), kernel_name="homelab-notebooks",
                                parameters={"lab_file": str(lab_file), **params}, progress_bar=False)
