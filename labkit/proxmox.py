@@ -276,6 +276,7 @@ class VmPlan:
     vmid: int
     action: str
     drift: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    running: bool = True
 
     @property
     def needs_reboot(self) -> bool:
@@ -338,25 +339,25 @@ def plan(api: ProxmoxAPI, lab: Lab, destroy: list[str] | tuple[str, ...] = ()) -
             planned.append(_existing_plan(vm, lab, node))
     if problems:
         raise ProxmoxError("the plan cannot be made:\n" + "\n".join(f"  {p}" for p in problems))
-    planned += _destroy_plan(by_name, lab, destroy)
+    planned += _destroy_plan(by_name, destroy)
     return Plan(planned, template)
 
 
 def _existing_plan(vm: Vm, lab: Lab, node: Node) -> VmPlan:
     drift = config_drift(vm, desired_config(lab, node), node.disk_gib)
     if drift:
-        return VmPlan(node.name, node.vmid, "drift", drift)
+        return VmPlan(node.name, node.vmid, "drift", drift, running=vm.status == "running")
     return VmPlan(node.name, node.vmid, "start" if vm.status != "running" else "unchanged")
 
 
-def _destroy_plan(by_name: dict[str, Vm], lab: Lab, names: list[str] | tuple[str, ...]) -> list[VmPlan]:
+def _destroy_plan(by_name: dict[str, Vm], names: list[str] | tuple[str, ...]) -> list[VmPlan]:
     out = []
     for name in dict.fromkeys(names):
         vm = by_name.get(name)
         if vm is not None and vm.template:
             raise ProxmoxError(f"destroy: {name!r} is a template; labkit never deletes templates")
         if vm is not None:
-            out.append(VmPlan(name, vm.vmid, "destroy"))
+            out.append(VmPlan(name, vm.vmid, "destroy", running=vm.status == "running"))
     return out
 
 
@@ -413,10 +414,9 @@ def check_capacity(plan_: Plan, lab: Lab, cap: Capacity, *, memory_overcommit: f
 
 @dataclass
 class Applied:
-    """What ``apply`` did, as plan lines (for the report) and per-VM boot requests."""
+    """What ``apply`` did, and what it left undone (with the parameter that would do it)."""
 
     changes: list[Change] = field(default_factory=list)
-    started: list[str] = field(default_factory=list)
     skipped: list[Change] = field(default_factory=list)
 
 
@@ -428,36 +428,53 @@ def apply(api: ProxmoxAPI, lab: Lab, plan_: Plan, *, reconcile: bool = False, co
     result = Applied()
     ops = _Ops(api, lab, task_timeout, lock_timeout)
     for vm in plan_.vms:
-        node = next((n for n in lab.nodes if n.name == vm.name), None)
-        if vm.action == "create" and node is not None:
-            with step("clone", vm.name):
-                ops.clone(node)
-            with step("configure", vm.name):
-                ops.configure(node)
-                ops.resize(node)
-            with step("boot", vm.name):
-                ops.start(node.vmid, node.name)
-            result.started.append(vm.name)
-        elif vm.action == "start":
-            with step("boot", vm.name):
-                ops.start(vm.vmid, vm.name)
-            result.started.append(vm.name)
-        elif vm.action == "drift" and node is not None and reconcile:
-            with step("reconcile", vm.name):
-                ops.configure(node)
-                ops.resize(node)
-                if vm.needs_reboot:
-                    ops.reboot(node.vmid, node.name)
-        elif vm.action == "destroy" and confirm_destroy:
-            with step("destroy", vm.name):
-                ops.destroy(vm.vmid, vm.name)
-        elif vm.action != "unchanged":
+        if vm.action == "unchanged":
+            continue
+        if (vm.action == "drift" and not reconcile) or (vm.action == "destroy" and not confirm_destroy):
             why = "set reconcile=True to fix drift" if vm.action == "drift" else "set confirm_destroy=True"
             result.skipped.append(Change(vm.change().target, vm.action, f"not done: {why}", vm.needs_reboot))
-            continue
-        if vm.action != "unchanged":
+        else:
+            ACTIONS[vm.action](ops, vm, step)
             result.changes.append(vm.change())
     return result
+
+
+def _create(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+    node = ops.lab.node(vm.name)
+    with step("clone", vm.name):
+        ops.clone(node)
+    with step("configure", vm.name):
+        ops.configure(node)
+        ops.resize(node)
+    with step("boot", vm.name):
+        ops.start(vm.vmid, vm.name)
+
+
+def _start(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+    with step("boot", vm.name):
+        ops.start(vm.vmid, vm.name)
+
+
+def _reconcile(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+    """Write the desired config; a running VM reboots if a changed setting needs it, a stopped one starts."""
+    node = ops.lab.node(vm.name)
+    with step("reconcile", vm.name):
+        ops.configure(node)
+        ops.resize(node)
+    with step("boot", vm.name):
+        if not vm.running:
+            ops.start(vm.vmid, vm.name)
+        elif vm.needs_reboot:
+            ops.reboot(vm.vmid, vm.name)
+
+
+def _destroy(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+    with step("destroy", vm.name):
+        ops.destroy(vm.vmid, vm.name)
+
+
+ACTIONS: dict[str, Callable[[_Ops, VmPlan, StepTimer], None]] = {
+    "create": _create, "start": _start, "drift": _reconcile, "destroy": _destroy}
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,23 @@ def test_drift_is_reported_and_fixed_only_with_reconcile(sim):
     assert proxmox.plan(api, sim.lab).is_empty
 
 
+def test_a_stopped_vm_is_started_and_a_stopped_drifted_one_reconciled_then_started(sim):
+    provision(sim)
+    api = proxmox.connect(sim.lab)
+    node = sim.lab.proxmox.node
+    stopped, drifted = sim.lab.agents
+    for vm in (stopped, drifted):
+        proxmox.wait_task(api, node, api.nodes(node).qemu(vm.vmid).status.stop.post(), what="test stop")
+    api.nodes(node).qemu(drifted.vmid).config.put(memory=2048)
+    plan = proxmox.plan(api, sim.lab)
+    assert {v.name: v.action for v in plan.vms if v.action != "unchanged"} == {stopped.name: "start",
+                                                                                drifted.name: "drift"}
+    proxmox.apply(api, sim.lab, plan, reconcile=True)
+    proxmox.wait_agents(api, sim.lab, [stopped.name, drifted.name], timeout=10)
+    assert proxmox.plan(api, sim.lab).is_empty
+    assert set(proxmox.vm_table(api, sim.lab)["status"]) == {"running"}
+
+
 def test_capacity_check_refuses_over_commit_and_says_by_how_much(sim):
     api = proxmox.connect(sim.lab)
     cap = proxmox.capacity(api, sim.lab)
