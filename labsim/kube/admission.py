@@ -58,6 +58,46 @@ def validate(res: Resource, obj: dict) -> list[tuple[str, str]]:
     return causes
 
 
+# (group, kind) -> paths an update may not change
+_IMMUTABLE = {
+    ("apps", "Deployment"): ("spec.selector",), ("apps", "ReplicaSet"): ("spec.selector",),
+    ("apps", "StatefulSet"): ("spec.selector", "spec.serviceName", "spec.volumeClaimTemplates"),
+    ("apps", "DaemonSet"): ("spec.selector",),
+    ("batch", "Job"): ("spec.selector", "spec.template", "spec.completionMode"),
+    ("", "PersistentVolumeClaim"): ("spec.accessModes", "spec.storageClassName", "spec.volumeMode"),
+    ("storage.k8s.io", "StorageClass"): ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode"),
+    ("rbac.authorization.k8s.io", "RoleBinding"): ("roleRef",),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): ("roleRef",),
+}
+
+
+def _at(obj: dict, path: str):
+    node = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _may_fill(res: Resource, path: str, old: dict) -> bool:
+    """A claim without a class may get the default one later (retroactive default assignment)."""
+    return res.kind == "PersistentVolumeClaim" and path == "spec.storageClassName" and _at(old, path) is None
+
+
+def validate_update(res: Resource, old: dict, new: dict) -> list[tuple[str, str]]:
+    """What an update may not change, as the real API's update validation refuses it."""
+    causes = [(path, "Invalid value: field is immutable") for path in _IMMUTABLE.get((res.group, res.kind), ())
+              if _at(old, path) != _at(new, path) and not _may_fill(res, path, old)]
+    if res.group == "" and res.kind in ("ConfigMap", "Secret") and old.get("immutable"):
+        for field in ("data", "binaryData", "stringData", "immutable"):
+            if old.get(field) != new.get(field):
+                causes.append((field, "Forbidden: field is immutable when `immutable` is set"))
+    if res.group == "" and res.kind == "Service":
+        old_ip, new_ip = _at(old, "spec.clusterIP"), _at(new, "spec.clusterIP")
+        if old_ip and new_ip != old_ip and _at(new, "spec.type") != "ExternalName":
+            causes.append(("spec.clusterIPs[0]", "Invalid value: field is immutable"))
+    return causes
+
+
 def _validate_workload(obj: dict) -> list[tuple[str, str]]:
     spec = obj.get("spec") or {}
     selector = spec.get("selector")

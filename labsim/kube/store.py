@@ -226,9 +226,9 @@ class Store:
                              f"create new content in namespace {ns} because it is being terminated")
         return ns
 
-    def _check_valid(self, res: Resource, obj: dict) -> None:
+    def _check_valid(self, res: Resource, obj: dict, old: dict | None = None) -> None:
         name = obj["metadata"].get("name") or ""
-        causes = admission.validate(res, obj)
+        causes = admission.validate(res, obj) + (admission.validate_update(res, old, obj) if old else [])
         if causes:
             raise StoreError.invalid(res, name, causes)
 
@@ -248,11 +248,11 @@ class Store:
         if new == old:
             return _clone(old)  # a no-op write keeps the resourceVersion, as the real server does
         if dry_run:
-            self._check_valid(res, new)
+            self._check_valid(res, new, old)
             return new
         if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers"):
             return self._remove(res, ns, name, new)
-        self._check_valid(res, new)
+        self._check_valid(res, new, old)
         self._write(res, ns, name, new, "MODIFIED")
         self._after_write(res, new)
         return _clone(self._data[res.key][(ns, name)])

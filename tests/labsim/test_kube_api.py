@@ -380,3 +380,16 @@ def test_watch_with_table_output_sends_one_row_tables(shared_kube, api, ns):  # 
     event = json.loads(lines[0])
     assert event["type"] == "ADDED" and event["object"]["kind"] == "Table"
     assert event["object"]["rows"][0]["cells"][:2] == ["t", 1]
+
+
+def test_updates_may_not_change_immutable_fields(api, ns):
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.create_namespaced_deployment(ns, _deployment("imm", replicas=1))
+    with pytest.raises(ApiException) as err:
+        apps.patch_namespaced_deployment("imm", ns, {"spec": {"selector": {"matchLabels": {"app": "other"}},
+                                                                "template": {"metadata": {"labels": {"app": "other"}}}}})
+    assert err.value.status == 422 and "spec.selector" in _status(err.value)["message"]
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": True})
+    with pytest.raises(ApiException) as err:
+        core.patch_namespaced_config_map("frozen", ns, {"data": {"a": "2"}})
+    assert err.value.status == 422
