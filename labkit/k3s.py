@@ -3,8 +3,9 @@
 Settings live in ``/etc/rancher/k3s/config.yaml`` rather than installer flags, so a later
 upgrade (which re-runs the installer) cannot drop them. The installer is k3s' documented one
 (``curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION=... sh -s - server``) with the version
-pinned by the lab file. Agents join with ``K3S_URL`` and the node token read from the server;
-neither token is ever printed (both are registered for redaction).
+pinned by the lab file. Agents join with ``K3S_URL`` and the node token read from the server,
+which goes into their config.yaml (0600), never onto a command line; neither token is ever
+printed (both are registered for redaction).
 """
 
 from __future__ import annotations
@@ -195,8 +196,9 @@ def server_config(lab: Lab, node: Node) -> dict:
     return config
 
 
-def agent_config(lab: Lab, node: Node) -> dict:
-    return {"node-label": _labels(lab, node)}
+def agent_config(lab: Lab, node: Node, token: str) -> dict:
+    """An agent's config.yaml: the node token lives here (0600), not on a command line."""
+    return {"token": token, "node-label": _labels(lab, node)}
 
 
 def _labels(lab: Lab, node: Node) -> list[str]:
@@ -251,10 +253,10 @@ def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600) 
     """Join agents concurrently; each must end with an active k3s-agent service."""
     if not names:
         return
-    env = {"K3S_URL": f"https://{lab.master.ip}:6443", "K3S_TOKEN": node_token(ssh, lab)}
+    token, env = node_token(ssh, lab), {"K3S_URL": f"https://{lab.master.ip}:6443"}
     nodes = [lab.node(n) for n in names]
     for node in nodes:
-        write_config(ssh, node, agent_config(lab, node))
+        write_config(ssh, node, agent_config(lab, node, token))
     installed = ssh.run_many({n.name: installer_command(lab, "agent", env) for n in nodes}, sudo=True,
                              timeout=timeout, check=False)
     for node in nodes:

@@ -53,32 +53,32 @@ def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 3
                 on_ready(name, ready[name])
 
     with progress("nodes Ready", total=len(names)) as bar:
-        listing = _api("list nodes", lambda: core.list_node())
-        for node in listing.items:
-            see(node, bar)
-        version = listing.metadata.resource_version
-        while len(ready) < len(names):
+        while True:
+            # List, then watch from the list's resourceVersion; a 410 (history too old) lists again.
+            listing = _api("list nodes", lambda: core.list_node())
+            for node in listing.items:
+                see(node, bar)
             left = deadline - time.monotonic()
+            if len(ready) == len(names):
+                return ready
             if left <= 0:
                 missing = sorted(set(names) - set(ready))
                 raise KubeError(f"nodes not Ready after {timeout:.0f} s: {', '.join(missing)}; check "
                                 "`systemctl status k3s-agent` and `journalctl -u k3s-agent` on them")
-            stream = watch.Watch().stream(core.list_node, resource_version=version,
-                                          timeout_seconds=max(1, int(left)), allow_watch_bookmarks=True)
+            stream = watch.Watch().stream(core.list_node, resource_version=listing.metadata.resource_version,
+                                          timeout_seconds=max(1, int(left)))
             for event in _events(stream):
-                version = event["object"].metadata.resource_version or version
                 if event["type"] in ("ADDED", "MODIFIED"):
                     see(event["object"], bar)
                 if len(ready) == len(names):
-                    break
-    return ready
+                    return ready
 
 
 def _events(stream) -> Any:
     try:
         yield from stream
     except ApiException as exc:
-        if exc.status != 410:  # 410 Gone: our resourceVersion is too old; the caller re-watches
+        if exc.status != 410:  # 410 Gone: our resourceVersion is too old; the caller lists again
             raise KubeError(f"watch failed: {exc.status} {exc.reason}") from None
 
 

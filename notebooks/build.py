@@ -252,8 +252,9 @@ report.plan(changes)
 
 The server runs k3s' documented installer with `INSTALL_K3S_VERSION` pinned; labkit waits for the
 `k3s` service to be active. Agents then join concurrently with `K3S_URL` and the node token read
-from the server (never printed). A join that fails (a wrong token, the server unreachable) stops
-with the agent's journal, which says why.
+from the server; the token goes into each agent's config.yaml (mode 0600), never onto a command
+line or into this notebook. A join that fails (a wrong token, the server unreachable) stops with
+the agent's journal, which says why.
 """),
     code("""
 started = datetime.now(UTC)  # readiness is measured from here, per node
