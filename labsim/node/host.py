@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 HOST_KEY = "ssh_host_ed25519_key"
 KEY_TYPES = ("ssh-", "ecdsa-", "sk-")
 DISK_PARTS = ("root", "owners.json", "services.json", "journal")
+VMSTATE = "vmstate.json"  # a snapshot's RAM: the units running and the kernel's runtime settings
 
 
 class NodeHost:
@@ -67,6 +69,14 @@ class NodeHost:
     async def start_node(self, spec: NodeSpec) -> None:
         """Boot: the image and cloud-init on the node's files, SSH listening on spec.ip, then the
         enabled services (after the boot hooks of other modules have registered theirs)."""
+        await self._power_on(spec, None)
+
+    async def resume_node(self, spec: NodeSpec, snapshot: str) -> None:
+        """A VM started from a snapshot's saved RAM (PVE's rollback to a snapshot with vmstate):
+        the units that ran and the kernel settings of that moment come back, not the boot's."""
+        await self._power_on(spec, self._vmstate(spec.vmid, snapshot))
+
+    async def _power_on(self, spec: NodeSpec, ram: dict[str, Any] | None) -> None:
         if not ipaddress.ip_address(spec.ip).is_loopback:
             raise ValueError(f"node {spec.name}: {spec.ip} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if spec.vmid in self._nodes:
@@ -77,13 +87,15 @@ class NodeHost:
         self._nodes[spec.vmid] = node
         for hook in registry.BOOT_HOOKS:
             await hook(node)
+        if ram is not None:
+            node.sysctl, node.kernel_modules = dict(ram["sysctl"]), set(ram["kernel_modules"])
         if not self.faults.refused(spec.vmid):
             try:
                 await self._listen(spec.vmid)
             except OSError:  # the address is taken: the VM does not come up with a half-booted node
                 self._nodes.pop(spec.vmid).halt()
                 raise
-        for name in node.enabled_services():
+        for name in ram["active_services"] if ram is not None else node.enabled_services():
             await node.start_service(name)
 
     async def stop_node(self, vmid: int) -> None:
@@ -117,31 +129,50 @@ class NodeHost:
     # A node's disk is its folder: the file tree, file owners, units and journal (not the host
     # key, which PVE's cloud-init regenerates per VM). PVE stops a VM before rolling it back.
 
-    def snapshot_disk(self, vmid: int, name: str) -> None:
+    def snapshot_disk(self, vmid: int, name: str, with_ram: bool = False) -> None:
+        """The disk as it is now (crash-consistent if the node runs); ``with_ram`` also keeps what
+        the running node has in memory, for ``resume_node``."""
         folder = self.folder / str(vmid)
         target = folder / "snapshots" / name
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         for part in DISK_PARTS:
             _copy(folder / part, target / part)
+        node = self._nodes.get(vmid)
+        if with_ram and node is not None:
+            ram = {"active_services": node.active_services(), "sysctl": node.sysctl,
+                   "kernel_modules": sorted(node.kernel_modules)}
+            (target / VMSTATE).write_text(json.dumps(ram))
 
     def rollback_disk(self, vmid: int, name: str) -> None:
         if vmid in self._nodes:
             raise RuntimeError(f"VM {vmid} is running: stop it before rolling its disk back")
         folder = self.folder / str(vmid)
+        snapshot = folder / "snapshots" / name
+        if not snapshot.is_dir():  # taken before disks were snapshotted: the disk stays as it is
+            log.warning("VM %s: no disk snapshot %r to roll back to", vmid, name)
+            return
         for part in DISK_PARTS:
             _remove(folder / part)
-            _copy(folder / "snapshots" / name / part, folder / part)
+            _copy(snapshot / part, folder / part)
 
     def delete_disk_snapshot(self, vmid: int, name: str) -> None:
         shutil.rmtree(self.folder / str(vmid) / "snapshots" / name, ignore_errors=True)
 
-    def clone_disk(self, source_vmid: int, new_vmid: int) -> None:
-        """A clone starts from its source's disk (a template without one: a fresh image)."""
-        source, target = self.folder / str(source_vmid), self.folder / str(new_vmid)
+    def clone_disk(self, source_vmid: int, new_vmid: int, snapshot: str | None = None) -> None:
+        """A clone starts from its source's disk, or from one of its snapshots (a source that
+        never booted, such as the cloud image template: a fresh image)."""
+        source = self.folder / str(source_vmid)
+        if snapshot is not None:
+            source = source / "snapshots" / snapshot
+        target = self.folder / str(new_vmid)
         for part in DISK_PARTS:
             _remove(target / part)
             _copy(source / part, target / part)
+
+    def _vmstate(self, vmid: int, snapshot: str) -> dict[str, Any] | None:
+        path = self.folder / str(vmid) / "snapshots" / snapshot / VMSTATE
+        return json.loads(path.read_text()) if path.exists() else None
 
     def get(self, vmid: int) -> NodeModel | None:
         return self._nodes.get(vmid)

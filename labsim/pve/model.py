@@ -19,7 +19,7 @@ from labsim.pve.errors import PVEError, TaskError
 from labsim.pve.faults import DEFAULT_TASK_ERRORS, Faults
 from labsim.pve.params import split_tags
 from labsim.pve.power import PowerMixin
-from labsim.pve.snapshots import SnapshotMixin
+from labsim.pve.snapshots import SnapshotMixin, state_volumes
 from labsim.pve.storage import GIB, Storage, node_storages
 from labsim.pve.tasks import Task, TaskRunner
 from labsim.state import StateFile
@@ -109,7 +109,10 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         return self.storages[name]
 
     def storage_used(self, name: str) -> int:
-        return sum(d.size for vm in self.vms.values() for d in vm.disks().values() if d.storage == name)
+        disks = sum(d.size for vm in self.vms.values() for d in vm.disks().values() if d.storage == name)
+        states = sum(size for vm in self.vms.values() for volid, size in state_volumes(vm)
+                     if volid.split(":", 1)[0] == name)
+        return disks + states
 
     def storage_status(self, name: str) -> dict[str, Any]:
         return self.storage(name).status(self.storage_used(name), name in self.faults.storage_full)
@@ -160,18 +163,24 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         return self._start_task("qmcreate", vmid, user, work, undo=lambda: self.vms.pop(vmid, None))
 
     def clone(self, vmid: int, newid: int, opts: dict[str, Any], user: str) -> Task:
+        """A copy (full) or a thin snapshot (linked) of each disk: of a template's base volumes, or
+        of a VM's disks now or at one of its snapshots (``snapname``). The guest's files follow."""
         source = self.vm(vmid)
         source.check_unlocked()
-        if newid in self.vms:
-            raise PVEError(500, f"unable to create VM {newid}: config file already exists")
+        snapname = opts.get("snapname")
+        old = self.snapshot_of(source, snapname)["config"] if snapname else source.config
         full = bool(opts.get("full", not source.is_template))
-        if not full and not source.is_template:
-            raise PVEError(500, "Linked clone feature is not supported for drive 'scsi0'")
         target_storage = opts.get("storage", self.config.storage)
         if not full and "storage" in opts:
             raise PVEError(500, "parameter 'storage' not allowed for linked clones")
         self.storage(target_storage)
-        config = {k: val for k, val in source.config.items() if k not in ("template", "lock", "meta")}
+        if newid in self.vms:
+            raise PVEError(500, f"unable to create VM {newid}: config file already exists")
+        disks = v.VM(vmid, old).disks()
+        # LVM-thin makes linked clones of base volumes and of snapshots, not of a VM's live disk.
+        if not full and not source.is_template and snapname is None and disks:
+            raise PVEError(500, f"Linked clone feature is not supported for drive '{next(iter(disks))}'")
+        config = {k: val for k, val in old.items() if k not in ("template", "lock", "meta", "parent")}
         config.update(name=opts.get("name", f"Copy-of-VM-{source.name}"), lock="clone")
         if "description" in opts:
             config["description"] = opts["description"]
@@ -180,7 +189,6 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         self.save()
 
         async def work(task: Task) -> None:
-            disks = source.disks()
             size_gib = sum(d.size for d in disks.values()) / GIB
             task.log(f"create {'full' if full else 'linked'} clone of drive scsi0 ({disks['scsi0'].volid})"
                      if "scsi0" in disks else "clone without disks")
@@ -190,15 +198,15 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                                 "has insufficient free space (0 extents): 550 required.")
             await self.clock.sleep(max(FULL_CLONE_MIN_S, size_gib * FULL_CLONE_S_PER_GIB) if full else LINKED_CLONE_S)
             for n, (key, drive) in enumerate(disks.items()):
-                volume = f"vm-{newid}-disk-{n}"
-                volid = f"{target_storage}:{volume}" if full else f"{drive.storage}:{drive.volume}/{volume}"
-                clone.config[key] = v.Drive(key, volid, drive.options).with_options()
+                clone.config[key] = v.Drive(key, _clone_volid(drive, newid, n, full, target_storage),
+                                            drive.options).with_options()
                 if full:
                     task.log(f"transferred {drive.size} of {drive.size} bytes (100.00%)")
             for key, value in list(clone.config.items()):
                 if v.DISK_KEYS.match(key) and v.Drive.parse(key, value).is_cdrom and "cloudinit" in value:
                     clone.config[key] = f"{target_storage}:vm-{newid}-cloudinit,media=cdrom"
             clone.config["net0"] = _new_mac(clone.config.get("net0", ""))
+            self._disk_call("clone_disk", vmid, newid, snapname)
             clone.config.pop("lock", None)
         return self._start_task("qmclone", vmid, user, work, undo=lambda: self.vms.pop(newid, None))
 
@@ -347,13 +355,23 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                        for d in other.disks().values()):
                     raise TaskError(f"base volume '{drive.volid}' is still in use by linked cloned")
             await self.clock.sleep(DESTROY_S)
+            for volid, _ in state_volumes(vm):
+                task.log(f"  Logical volume \"{volid.split(':', 1)[1]}\" successfully removed.")
             for drive in vm.disks().values():
+                for snapname in vm.snapshots:
+                    task.log(f"  Logical volume \"snap_{drive.volume}_{snapname}\" successfully removed.")
                 task.log(f"  Logical volume \"{drive.volume}\" successfully removed.")
             self.vms.pop(vmid, None)
             await self._node_call("delete_node", vmid)  # the guest's disk, files and host key go
         return self._start_task("qmdestroy", vmid, user, work)
 
     # ---------------------------------------------------------------- helpers
+
+    def _disk_call(self, method: str, *args: Any) -> None:
+        """The guest's disk (its node's files) follows a volume operation."""
+        host = self.node_host()
+        if host is not None:
+            getattr(host, method)(*args)
 
     def _start_task(self, kind: str, vmid: int, user: str, work: Callable[[Task], Any],
                     undo: Callable[[], Any] | None = None) -> Task:
@@ -380,6 +398,17 @@ def vmid_of_base(volid: str) -> int | None:
     if "/" not in volume or not volume.startswith("base-"):
         return None
     return int(volume.split("-")[1])
+
+
+def _clone_volid(drive: v.Drive, newid: int, n: int, full: bool, target_storage: str) -> str:
+    """A full copy lands on the target storage; a linked clone stays beside its origin, named
+    after its base volume when it has one (a snapshot's clone does not name its origin)."""
+    volume = f"vm-{newid}-disk-{n}"
+    if full:
+        return f"{target_storage}:{volume}"
+    if drive.volume.startswith("base-"):
+        return f"{drive.storage}:{drive.volume}/{volume}"
+    return f"{drive.storage}:{volume}"
 
 
 def _split(text: str) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 from labsim.pve import params as p
 from labsim.pve.model import HOST_CPUS, HOST_MEMORY, HOST_ROOTFS, ProxmoxVE
 from labsim.pve.routes import Call, route
+from labsim.pve.snapshots import state_volumes
 from labsim.pve.storage import GIB
 
 PVE_VERSION = {"version": "8.4.1", "release": "8.4", "repoid": "2a5fa54a8503f96d"}
@@ -158,6 +159,8 @@ async def storage_content(pve: ProxmoxVE, call: Call) -> list[dict[str, Any]]:
                 out.append({"volid": volid, "vmid": vm.vmid, "size": drive.size, "format": "raw",
                             "content": "images", "ctime": 1735689600,
                             **({"parent": volid.split(":")[1].split("/")[0]} if "/" in volid else {})})
+        out.extend({"volid": volid, "vmid": vm.vmid, "size": size, "format": "raw", "content": "images",
+                    "ctime": 1735689600} for volid, size in state_volumes(vm) if volid.startswith(f"{name}:"))
     return out
 
 

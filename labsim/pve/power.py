@@ -78,12 +78,11 @@ class PowerMixin:
 
     async def _power_off(self, vm: v.VM) -> None:
         boot = self._boots.pop(vm.vmid, None)
-        if boot is not None:
+        if boot is not None:  # a boot cut short may have half-started the node: let it unwind first
             boot.cancel()
-        was_booted = vm.booted
+            await asyncio.wait([boot])
         vm.status, vm.started_at, vm.booted, vm.agent_up = "stopped", None, False, False
-        if was_booted:
-            await self._node_call("stop_node", vm.vmid)
+        await self._node_call("stop_node", vm.vmid)
 
     def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:
         vm = self.vm(vmid)
@@ -142,7 +141,7 @@ class PowerMixin:
                         disk_bytes=vm.disk_bytes(), searchdomain=guest.searchdomain,
                         nameservers=guest.nameservers)
 
-    async def _node_call(self, method: str, arg: Any) -> None:
+    async def _node_call(self, method: str, *args: Any) -> None:
         host = self.node_host()
         if host is not None:
-            await getattr(host, method)(arg)
+            await getattr(host, method)(*args)

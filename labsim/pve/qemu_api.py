@@ -171,7 +171,7 @@ async def snapshot_list(pve: ProxmoxVE, call: Call) -> list[dict[str, Any]]:
        description=p.string(), vmstate=p.boolean())
 async def snapshot_create(pve: ProxmoxVE, call: Call) -> str:
     a = call.args
-    return pve.snapshot(a["vmid"], a["snapname"], a.get("description", ""), call.user).upid
+    return pve.snapshot(a["vmid"], a["snapname"], a.get("description", ""), call.user, bool(a.get("vmstate"))).upid
 
 
 @route("GET", VM_PATH + "/snapshot/{snapname}")
@@ -182,7 +182,7 @@ async def snapshot_index(pve: ProxmoxVE, call: Call) -> list[dict[str, str]]:
 
 @route("POST", VM_PATH + "/snapshot/{snapname}/rollback", start=p.boolean())
 async def snapshot_rollback(pve: ProxmoxVE, call: Call) -> str:
-    return pve.rollback(call.args["vmid"], call.args["snapname"], call.user).upid
+    return pve.rollback(call.args["vmid"], call.args["snapname"], call.user, bool(call.args.get("start"))).upid
 
 
 @route("DELETE", VM_PATH + "/snapshot/{snapname}", force=p.boolean())
