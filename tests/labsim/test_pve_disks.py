@@ -11,8 +11,8 @@ import asyncssh
 import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
 
-from labsim.lab import LabHandle
-from tests.labsim.pveclient import agent_ipv4, provision, wait_for, wait_task
+from labsim.lab import LabHandle, running_lab
+from tests.labsim.pveclient import agent_ipv4, provision, token_client, wait_for, wait_task
 
 UNIT = "/etc/systemd/system/backup-agent.service"
 
@@ -224,3 +224,18 @@ async def test_delete_snapshot_and_destroy_free_the_disk(lab: LabHandle, api: Pr
     assert wait_task(api, destroy)["exitstatus"] == "OK"
     assert '  Logical volume "snap_vm-120-disk-0_second" successfully removed.' in _log(api, destroy)
     assert not _disk(lab, 120).exists()
+
+
+async def test_snapshots_outlive_a_lab_restart(lab_file: Path) -> None:
+    with running_lab(lab_file) as lab:
+        api, ip = token_client(lab.status()), _address(lab, 20)
+        provision(api, 120, "k3s-master", ip, _public_key(lab), gateway=_gateway(lab))
+        await _write(lab, ip, "/home/ubuntu/notes.txt", "before the restart\n")
+        wait_task(api, api.nodes("pve").qemu(120).snapshot.post(snapname="before"))
+        await _write(lab, ip, "/home/ubuntu/notes.txt", "changed\n")
+    with running_lab(lab_file) as lab:
+        api = token_client(lab.status())
+        assert await _read(lab, ip, "/home/ubuntu/notes.txt") == "changed\n"
+        assert wait_task(api, api.nodes("pve").qemu(120).snapshot("before").rollback.post(start=1))["exitstatus"] == "OK"
+        wait_for(lambda: agent_ipv4(api, 120))
+        assert await _read(lab, ip, "/home/ubuntu/notes.txt") == "before the restart\n"
