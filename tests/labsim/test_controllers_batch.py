@@ -3,6 +3,8 @@ their schedule, DaemonSets put one pod on every node."""
 
 from __future__ import annotations
 
+import asyncio
+
 from labsim.clock import Clock
 from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 
@@ -102,6 +104,18 @@ async def test_daemonset_runs_on_every_node_and_follows_new_nodes():
                             and d["status"].get("numberReady") == 2 and d)
         assert ds["status"]["desiredNumberScheduled"] == 2
         assert ds["status"]["updatedNumberScheduled"] == 2
+
+        before = {p["metadata"]["name"] for p in cluster.store.list(pods, "kube-system")}
+
+        def not_ready(node: dict) -> None:
+            next(c for c in node["status"]["conditions"] if c["type"] == "Ready")["status"] = "Unknown"
+
+        cluster.set_node("node-c", not_ready)  # daemons tolerate it: the pod stays, only unready
+        await wait_for(lambda: get(cluster, "apps/v1", "DaemonSet", "agent", "kube-system")["status"]
+                       .get("numberReady") == 1)
+        cluster.clock.advance(600)
+        await asyncio.sleep(0.5)
+        assert {p["metadata"]["name"] for p in cluster.store.list(pods, "kube-system")} == before
 
 
 async def test_job_deadline_and_ttl_on_the_lab_clock():

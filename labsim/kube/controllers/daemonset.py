@@ -9,7 +9,7 @@ import copy
 
 from labsim.kube.controllers.deployment import template_hash
 from labsim.kube.controllers.events import EventRecorder
-from labsim.kube.controllers.placement import matches_node, untolerated_taints
+from labsim.kube.controllers.placement import NO_EXECUTE, SCHEDULING_EFFECTS, matches_node, untolerated_taints
 from labsim.kube.controllers.pods import (
     controlled_by,
     int_or_percent,
@@ -65,10 +65,13 @@ class DaemonSetController(Controller):
         by_node: dict[str, list[dict]] = {}
         for pod in pods:
             by_node.setdefault(_target_node(pod), []).append(pod)
-        wanted = [n for n in self.store.list(self.nodes) if _should_run(template, n)]
-        wanted_names = {n["metadata"]["name"] for n in wanted}
-        for node in wanted:
-            name = node["metadata"]["name"]
+        nodes = self.store.list(self.nodes)
+        # A daemon starts where its tolerations admit it, and keeps running where no NoExecute
+        # taint evicts it (a node gone NotReady keeps its daemons).
+        keep = {n["metadata"]["name"] for n in nodes if _should_run(template, n, (NO_EXECUTE,))}
+        wanted_names = {n["metadata"]["name"] for n in nodes if _should_run(template, n)}
+        wanted_names |= {name for name in keep if by_node.get(name)}
+        for name in sorted(wanted_names):
             if not by_node.get(name):
                 by_node[name] = [self._create(ds, template, revision, name)]
         for name, node_pods in by_node.items():
@@ -78,7 +81,7 @@ class DaemonSetController(Controller):
                 self._delete(ds, pod)
                 node_pods.remove(pod)
         if ds["spec"]["updateStrategy"].get("type") == "RollingUpdate":
-            self._roll(ds, revision, [p for n in wanted_names for p in by_node.get(n, [])], len(wanted))
+            self._roll(ds, revision, [p for n in wanted_names for p in by_node.get(n, [])], len(wanted_names))
         self._update_status(ds, revision, by_node, wanted_names)
 
     def _create(self, ds: dict, template: dict, revision: str, node: str) -> dict:
@@ -134,8 +137,8 @@ def _daemon_template(ds: dict) -> dict:
     return template
 
 
-def _should_run(template: dict, node: dict) -> bool:
-    return matches_node(template, node) and not untolerated_taints(template, node)
+def _should_run(template: dict, node: dict, effects: tuple[str, ...] = SCHEDULING_EFFECTS) -> bool:
+    return matches_node(template, node) and not untolerated_taints(template, node, effects)
 
 
 def _target_node(pod: dict) -> str:
