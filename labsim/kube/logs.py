@@ -6,6 +6,7 @@ the lines its start would, so `kubectl logs` always has something true to show.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict, deque
 
 MAX_LINES = 5_000
@@ -16,9 +17,22 @@ class PodLogs:
         self._now = clock_text  # () -> RFC 3339 time of the lab clock
         self._lines: dict[tuple[str, str, str], deque[tuple[str, str]]] = defaultdict(
             lambda: deque(maxlen=MAX_LINES))
+        self._followers: dict[tuple[str, str, str], set[asyncio.Queue]] = defaultdict(set)
 
     def write(self, namespace: str, pod: str, container: str, line: str, *, when: str | None = None) -> None:
-        self._lines[(namespace, pod, container)].append((when or self._now(), line))
+        entry = (when or self._now(), line)
+        self._lines[(namespace, pod, container)].append(entry)
+        for queue in self._followers.get((namespace, pod, container), ()):
+            queue.put_nowait(entry)
+
+    def follow(self, namespace: str, pod: str, container: str) -> asyncio.Queue:
+        """A queue of the lines written from now on (``kubectl logs -f``); ``unfollow`` it when done."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self._followers[(namespace, pod, container)].add(queue)
+        return queue
+
+    def unfollow(self, namespace: str, pod: str, container: str, queue: asyncio.Queue) -> None:
+        self._followers[(namespace, pod, container)].discard(queue)
 
     def forget(self, namespace: str, pod: str) -> None:
         for key in [k for k in self._lines if k[:2] == (namespace, pod)]:

@@ -3,6 +3,8 @@ pods/binding."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -43,7 +45,7 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                               "code": 201}, 201)
     if sub == "log" and method == "GET":
-        return _log(handler, request, obj)
+        return await _log(handler, request, obj)
     if sub == "token" and method == "POST":
         return json_response(_token(handler, obj, await handler.body(request)), 201)
     raise StoreError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
@@ -173,7 +175,7 @@ def _token(handler: RestHandler, account: dict, request: dict) -> dict:
 
 
 # -- logs ---------------------------------------------------------------------------------------
-def _log(handler: RestHandler, request: web.Request, pod: dict) -> web.StreamResponse:
+async def _log(handler: RestHandler, request: web.Request, pod: dict) -> web.StreamResponse:
     q = request.query
     names = [c["name"] for c in pod["spec"].get("containers") or []]
     every = names + [c["name"] for c in pod["spec"].get("initContainers") or []]
@@ -184,15 +186,74 @@ def _log(handler: RestHandler, request: web.Request, pod: dict) -> web.StreamRes
                          f"of: [{' '.join(names)}]")
     if container not in every:
         raise StoreError(400, "BadRequest", f"container {container} is not valid for pod {pod_name}")
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    state = next((s.get("state") or {} for s in statuses if s.get("name") == container), {})
-    if "waiting" in state or not state:
-        reason = (state.get("waiting") or {}).get("reason", "ContainerCreating")
+    if _state(pod, container) in ("waiting", None):
+        reason = ((_status(pod, container).get("state") or {}).get("waiting") or {}).get("reason", "ContainerCreating")
         raise StoreError(400, "BadRequest", f'container "{container}" in pod "{pod_name}" is waiting to start: '
                          f"{reason}")
+    stamps = q.get("timestamps") == "true"
     tail = int(q["tailLines"]) if q.get("tailLines", "").isdigit() else None
-    lines = handler.cluster.logs.read(pod, container, previous=q.get("previous") == "true")
+    logs = handler.cluster.logs
+    ns = pod["metadata"]["namespace"]
+    queue = logs.follow(ns, pod_name, container) if q.get("follow") == "true" else None
+    lines = logs.read(pod, container, previous=q.get("previous") == "true")
     if tail is not None:
         lines = lines[-tail:] if tail else []
-    text = "".join((f"{ts} {line}" if q.get("timestamps") == "true" else line) + "\n" for ts, line in lines)
-    return web.Response(body=text.encode(), content_type="text/plain")
+    if queue is None:
+        return web.Response(body="".join(_line(entry, stamps) for entry in lines).encode(), content_type="text/plain")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    try:
+        await response.write("".join(_line(entry, stamps) for entry in lines).encode())
+        await _follow(handler, response, pod, container, queue, stamps)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        logs.unfollow(ns, pod_name, container, queue)
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def _follow(handler, response, pod: dict, container: str, queue: asyncio.Queue, stamps: bool) -> None:
+    """Stream new lines until the container stops running, the pod goes or the server stops."""
+    pods = handler.store.resource("v1", "Pod")
+    meta = pod["metadata"]
+    sub = handler.store.subscribe(pods, namespace=meta["namespace"])
+    handler.watches.add(sub)
+    try:
+        while True:
+            line = asyncio.ensure_future(queue.get())
+            change = asyncio.ensure_future(sub.next_event())
+            done, _ = await asyncio.wait({line, change}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (line, change):
+                if task not in done:
+                    task.cancel()
+            if line in done:
+                await response.write(_line(line.result(), stamps).encode())
+            if change in done:
+                event = change.result()
+                if event is None:
+                    return
+                if event.object["metadata"]["name"] == meta["name"] and (
+                        event.type == "DELETED" or _state(event.object, container) != "running"):
+                    return
+    finally:
+        sub.close()
+        handler.watches.discard(sub)
+
+
+def _status(pod: dict, container: str) -> dict:
+    status = pod.get("status") or {}
+    every = (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or [])
+    return next((s for s in every if s.get("name") == container), {})
+
+
+def _state(pod: dict, container: str) -> str | None:
+    """running, terminated or waiting (None: no status yet)."""
+    state = _status(pod, container).get("state") or {}
+    return next(iter(state), None)
+
+
+def _line(entry: tuple[str, str], stamps: bool) -> str:
+    when, text = entry
+    return (f"{when} {text}" if stamps else text) + "\n"

@@ -393,3 +393,16 @@ def test_updates_may_not_change_immutable_fields(api, ns):
     with pytest.raises(ApiException) as err:
         core.patch_namespaced_config_map("frozen", ns, {"data": {"a": "2"}})
     assert err.value.status == 422
+
+
+def test_follow_logs_streams_new_lines_until_the_pod_goes(shared_kube, api, ns):  # noqa: F811
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(ns, {"metadata": {"name": "talker"}, "spec": {"containers": [
+        {"name": "c", "image": "busybox:1.36"}]}})
+    _wait(lambda: core.read_namespaced_pod("talker", ns).status.phase == "Running")
+    stream = core.read_namespaced_pod_log("talker", ns, follow=True, tail_lines=1, _preload_content=False)
+    assert b"is running on" in stream.readline()
+    shared_kube.call(shared_kube.cluster.logs.write, ns, "talker", "c", "hello from the model")
+    assert stream.readline() == b"hello from the model\n"
+    core.delete_namespaced_pod("talker", ns)
+    assert stream.read() == b""  # the stream ends with the pod
