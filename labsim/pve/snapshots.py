@@ -38,20 +38,27 @@ class SnapshotMixin:
             if name in vm.snapshots:
                 raise TaskError(f"snapshot name '{name}' already used")
             vm.config["lock"] = "snapshot"
-            # As PVE: vmstate on a stopped VM is ignored; RAM is saved before the disks.
-            state = await self._save_vmstate(vm, name, task) if vmstate and vm.status == "running" else 0
-            for key, drive in vm.disks().items():
-                task.log(f"snapshotting 'drive-{key}' ({drive.volid})")
-                task.log(f'  Logical volume "snap_{drive.volume}_{name}" created.')
-            await self.clock.sleep(SNAPSHOT_S)
-            self._disk_call("snapshot_disk", vmid, name, bool(state) and vm.booted)
-            parent = vm.config.pop("parent", None)
-            config = {k: val for k, val in vm.config.items() if k != "lock"}
-            vm.snapshots[name] = {"config": config, "snaptime": int(self.clock.now()), "description": description,
-                                  "parent": parent, "vmstate": state, "booted": bool(state) and vm.booted}
-            vm.config["parent"] = name
-            vm.config.pop("lock", None)
+            try:
+                await self._snapshot_volumes(vm, name, description, vmstate, task)
+            except BaseException:  # as PVE's cleanup after a failed snapshot: no snapshot, no lock
+                vm.config.pop("lock", None)
+                raise
         return self._start_task("qmsnapshot", vmid, user, work)
+
+    async def _snapshot_volumes(self, vm: v.VM, name: str, description: str, vmstate: bool, task: Task) -> None:
+        # As PVE: vmstate on a stopped VM is ignored; RAM is saved before the disks.
+        state = await self._save_vmstate(vm, name, task) if vmstate and vm.status == "running" else 0
+        for key, drive in vm.disks().items():
+            task.log(f"snapshotting 'drive-{key}' ({drive.volid})")
+            task.log(f'  Logical volume "snap_{drive.volume}_{name}" created.')
+        await self.clock.sleep(SNAPSHOT_S)
+        self._disk_call("snapshot_disk", vm.vmid, name, bool(state) and vm.booted)
+        parent = vm.config.pop("parent", None)
+        config = {k: val for k, val in vm.config.items() if k != "lock"}
+        vm.snapshots[name] = {"config": config, "snaptime": int(self.clock.now()), "description": description,
+                              "parent": parent, "vmstate": state, "booted": bool(state) and vm.booted}
+        vm.config["parent"] = name
+        vm.config.pop("lock", None)
 
     async def _save_vmstate(self, vm: v.VM, name: str, task: Task) -> str:
         """The guest's RAM to ``vm-ID-state-NAME`` on the storage of its first disk."""

@@ -146,6 +146,18 @@ async def test_snapshot_with_ram_resumes_the_running_guest(lab: LabHandle, api: 
     assert api.nodes("pve").storage("local-lvm").status.get()["used"] == used_before
 
 
+def test_no_room_for_the_ram_fails_the_snapshot_and_unlocks(lab: LabHandle, api: ProxmoxAPI) -> None:
+    provision(api, 120, "k3s-master", _address(lab, 20), _public_key(lab), gateway=_gateway(lab))
+    vm = api.nodes("pve").qemu(120)
+    lab.call(lambda: lab.lab.pve.faults.storage_full.add("local-lvm"))
+    failed = wait_task(api, vm.snapshot.post(snapname="warm", vmstate=1))
+    assert failed["exitstatus"].startswith("lvcreate 'pve/vm-120-state-warm' error:")
+    assert "lock" not in vm.config.get() and [s["name"] for s in vm.snapshot.get()] == ["current"]
+    assert not (_disk(lab, 120) / "snapshots" / "warm").exists()
+    # A thin snapshot of the disks alone allocates nothing.
+    assert wait_task(api, vm.snapshot.post(snapname="cold"))["exitstatus"] == "OK"
+
+
 async def test_clone_of_a_stopped_vm_boots_with_its_files(lab: LabHandle, api: ProxmoxAPI) -> None:
     source_ip, clone_ip = _address(lab, 20), _address(lab, 21)
     provision(api, 120, "k3s-master", source_ip, _public_key(lab), gateway=_gateway(lab))
