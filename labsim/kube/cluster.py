@@ -84,8 +84,10 @@ class Cluster:
             tmp.write_bytes(self.store.snapshot())
             tmp.replace(self.state_dir / "store.json")
             self._saved_rv = self.store.resource_version
-        (self.state_dir / "kubeconfig").write_text(self.kubeconfig_yaml(f"https://{self.server_ip}:{self.port}"))
-        (self.state_dir / "kubeconfig").chmod(0o600)
+        kubeconfig = self.state_dir / "kubeconfig"
+        if not kubeconfig.exists():  # the admin kubeconfig for the operator, server on the node's IP
+            kubeconfig.touch(mode=0o600)
+            kubeconfig.write_text(self.kubeconfig_yaml(f"https://{self.server_ip}:{self.port}"))
 
     @classmethod
     def load(cls, state_dir: Path, clock, **overrides) -> Cluster:
