@@ -18,6 +18,7 @@ from labsim.pki import make_ca
 class InProcessCluster:
     clock: Clock = field(default_factory=lambda: Clock(0))
     store: Store = field(init=False)
+    server_ip: str = "127.9.0.20"
 
     def __post_init__(self) -> None:
         self.store = Store(self.clock)

@@ -110,6 +110,8 @@ def test_service_cluster_ip_and_endpoints(shared: RunningCluster):
     slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
         "svc", label_selector="kubernetes.io/service-name=web").items
     assert len(slices) == 1 and len(slices[0].endpoints) == 2 and slices[0].address_type == "IPv4"
+    api_server = core.read_namespaced_endpoints("kubernetes", "default").subsets[0]
+    assert shared.server == f"https://{api_server.addresses[0].ip}:{api_server.ports[0].port}"
 
 
 def test_statefulset_claims_and_daemonset(shared: RunningCluster):

@@ -70,6 +70,9 @@ class ServiceController(Controller):
             return
         svc = self._allocate(svc)
         selector = svc["spec"].get("selector")
+        if key == ("default", "kubernetes") and not selector:
+            self._write_api_server_endpoints(svc)
+            return
         if not selector or svc["spec"].get("type") == "ExternalName":
             return
         pods = [p for p in self.store.list(self.pods, key[0], labels=selector)
@@ -159,6 +162,24 @@ class ServiceController(Controller):
             self.store.create(desired)
         for extra in existing[len(wanted):]:
             self.store.delete(self.slices, extra["metadata"]["namespace"], extra["metadata"]["name"])
+
+    def _write_api_server_endpoints(self, svc: dict) -> None:
+        """default/kubernetes: the API server's own address, as its endpoint reconciler keeps it."""
+        port = (svc["spec"].get("ports") or [{}])[0]
+        ports = [{"name": port.get("name", "https"), "port": int(port.get("targetPort") or 6443), "protocol": "TCP"}]
+        ip = self.cluster.server_ip
+        self._put(self.endpoints, {"apiVersion": "v1", "kind": "Endpoints", "metadata": {
+            "name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": ports}]})
+        current = self.store.get(self.slices, "default", "kubernetes")
+        wanted = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                  "metadata": {"name": "kubernetes", "namespace": "default", "labels": {SERVICE_NAME: "kubernetes"}},
+                  "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}], "ports": ports}
+        if current is None:
+            self.store.create(wanted)
+        else:
+            current.update({k: wanted[k] for k in ("endpoints", "ports")})
+            self.store.update(current)
 
     def _put(self, res, obj: dict) -> None:
         current = self.store.get(res, obj["metadata"]["namespace"], obj["metadata"]["name"])
