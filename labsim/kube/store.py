@@ -165,7 +165,7 @@ class Store:
         return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
-        obj = self._data.get(res.key, {}).get((namespace or "" if res.namespaced else "", name))
+        obj = self._data.get(res.key, {}).get(((namespace or "default") if res.namespaced else "", name))
         return _clone(obj) if obj is not None else None
 
     def list(self, res: Resource, namespace: str | None = None, *, labels: dict[str, str] | str | None = None,
