@@ -46,7 +46,8 @@ def timeline(timings: pd.DataFrame, title: str = "Timeline") -> go.Figure:
     fig = px.timeline(frame, x_start="start", x_end="end", y="target", color="step", title=title,
                       hover_data={"seconds": ":.1f"})
     fig.update_yaxes(autorange="reversed", title=None)
-    fig.update_layout(legend_title_text="step", height=160 + 40 * frame["target"].nunique())
+    rows = max(frame["target"].nunique(), 0.7 * frame["step"].nunique())  # room for every legend entry too
+    fig.update_layout(legend_title_text="step", height=int(160 + 40 * rows))
     return fig
 
 
