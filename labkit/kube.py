@@ -37,9 +37,15 @@ def _ready(node: client.V1Node) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
 
 
+def _ready_since(node: client.V1Node) -> datetime | None:
+    """When the node last turned Ready, as its kubelet reported it (second precision)."""
+    since = next((c.last_transition_time for c in node.status.conditions or [] if c.type == "Ready"), None)
+    return since.astimezone(UTC) if since else None  # the client's tzutc() would not mix with UTC in pandas
+
+
 def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 300,
                      on_ready: Callable[[str, datetime], None] | None = None) -> dict[str, datetime]:
-    """Wait until every named node is Ready; returns when each was first seen Ready."""
+    """Wait until every named node is Ready; returns when each turned Ready."""
     core = client.CoreV1Api(api)
     ready: dict[str, datetime] = {}
     deadline = time.monotonic() + timeout
@@ -47,7 +53,7 @@ def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 3
     def see(node: client.V1Node, bar) -> None:
         name = node.metadata.name
         if name in names and name not in ready and _ready(node):
-            ready[name] = datetime.now(UTC)
+            ready[name] = _ready_since(node) or datetime.now(UTC)
             bar.update(len(ready), f"{name} Ready")
             if on_ready:
                 on_ready(name, ready[name])

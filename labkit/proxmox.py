@@ -418,28 +418,44 @@ class Applied:
 
     changes: list[Change] = field(default_factory=list)
     skipped: list[Change] = field(default_factory=list)
+    agents: list[AgentReport] = field(default_factory=list)  # VMs booted here whose agent answered
 
 
 def apply(api: ProxmoxAPI, lab: Lab, plan_: Plan, *, reconcile: bool = False, confirm_destroy: bool = False,
-          task_timeout: float = 600, lock_timeout: float = 60, step: StepTimer = untimed) -> Applied:
+          task_timeout: float = 600, lock_timeout: float = 60, agent_timeout: float | None = None,
+          step: StepTimer = untimed) -> Applied:
     """Make exactly the planned changes. Drift is fixed only with ``reconcile``; VMs are destroyed
     only with ``confirm_destroy``. Clones run one after another (PVE's clone lock); each cloned VM
-    is started right away so that boots overlap with the next clone."""
+    is started right away so that boots overlap with the next clone, and with ``agent_timeout``
+    its guest agent is awaited in the background meanwhile."""
     result = Applied()
     ops = _Ops(api, lab, task_timeout, lock_timeout)
-    for vm in plan_.vms:
-        if vm.action == "unchanged":
-            continue
-        if (vm.action == "drift" and not reconcile) or (vm.action == "destroy" and not confirm_destroy):
-            why = "set reconcile=True to fix drift" if vm.action == "drift" else "set confirm_destroy=True"
-            result.skipped.append(Change(vm.change().target, vm.action, f"not done: {why}", vm.needs_reboot))
-        else:
-            ACTIONS[vm.action](ops, vm, step)
+    with ThreadPoolExecutor(max_workers=8) as waits:
+        agents = []
+        for vm in plan_.vms:
+            if vm.action == "unchanged":
+                continue
+            if (vm.action == "drift" and not reconcile) or (vm.action == "destroy" and not confirm_destroy):
+                why = "set reconcile=True to fix drift" if vm.action == "drift" else "set confirm_destroy=True"
+                result.skipped.append(Change(vm.change().target, vm.action, f"not done: {why}", vm.needs_reboot))
+                continue
+            booted = ACTIONS[vm.action](ops, vm, step)
             result.changes.append(vm.change())
+            if booted and agent_timeout is not None:
+                agents.append(waits.submit(_await_agent, api, lab, vm.name, agent_timeout, step))
+        result.agents = [a.result() for a in agents]
     return result
 
 
-def _create(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+def _await_agent(api: ProxmoxAPI, lab: Lab, name: str, timeout: float, step: StepTimer) -> AgentReport:
+    with step("agent", name):
+        return wait_agent(api, lab, lab.node(name), timeout)
+
+
+# Each planned action; returns whether the VM was (re)booted.
+
+
+def _create(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     node = ops.lab.node(vm.name)
     with step("clone", vm.name):
         ops.clone(node)
@@ -448,32 +464,35 @@ def _create(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
         ops.resize(node)
     with step("boot", vm.name):
         ops.start(vm.vmid, vm.name)
+    return True
 
 
-def _start(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+def _start(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     with step("boot", vm.name):
         ops.start(vm.vmid, vm.name)
+    return True
 
 
-def _reconcile(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+def _reconcile(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     """Write the desired config; a running VM reboots if a changed setting needs it, a stopped one starts."""
     node = ops.lab.node(vm.name)
     with step("reconcile", vm.name):
         ops.configure(node)
         ops.resize(node)
+    if vm.running and not vm.needs_reboot:
+        return False
     with step("boot", vm.name):
-        if not vm.running:
-            ops.start(vm.vmid, vm.name)
-        elif vm.needs_reboot:
-            ops.reboot(vm.vmid, vm.name)
+        (ops.reboot if vm.running else ops.start)(vm.vmid, vm.name)
+    return True
 
 
-def _destroy(ops: _Ops, vm: VmPlan, step: StepTimer) -> None:
+def _destroy(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     with step("destroy", vm.name):
         ops.destroy(vm.vmid, vm.name)
+    return False
 
 
-ACTIONS: dict[str, Callable[[_Ops, VmPlan, StepTimer], None]] = {
+ACTIONS: dict[str, Callable[[_Ops, VmPlan, StepTimer], bool]] = {
     "create": _create, "start": _start, "drift": _reconcile, "destroy": _destroy}
 
 

@@ -136,8 +136,8 @@ class Session:
     lab: Lab
     connect_timeout: float = 20
     host_keys: list[HostKeyEvent] = field(default_factory=list)
-    _conns: dict[str, asyncssh.SSHClientConnection] = field(default_factory=dict)
-    _client_key: asyncssh.SSHKey | None = None
+    _conns: dict[str, asyncssh.SSHClientConnection] = field(default_factory=dict, repr=False)
+    _client_key: asyncssh.SSHKey | None = field(default=None, repr=False)
 
     @property
     def known_hosts(self) -> KnownHosts:

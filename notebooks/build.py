@@ -116,14 +116,16 @@ fail or queue anyway. Each task's UPID is followed until it stops; a task that f
 PVE's own message, and a VM locked by another task is retried with backoff before giving up.
 Each new VM is configured (cores, memory, `ciuser`, URL-encoded `sshkeys`, static `ipconfig0`
 with the gateway, `nameserver`, `searchdomain`, `agent=1`, `onboot=1`, tags), its disk grown to the
-asked size, and started right away, so that boots overlap with the next clone.
+asked size, and started right away, so that boots overlap with the next clone; its guest agent
+is awaited in the background meanwhile.
 """),
     code("""
 if dry_run:
     print("dry run: nothing applied")
 else:
     applied = proxmox.apply(api, lab, plan, reconcile=reconcile, confirm_destroy=confirm_destroy,
-                            task_timeout=task_timeout_s, lock_timeout=lock_timeout_s, step=report.step)
+                            task_timeout=task_timeout_s, lock_timeout=lock_timeout_s,
+                            agent_timeout=agent_timeout_s, step=report.step)
     report.applied(applied.changes)
     print(f"{len(applied.changes)} change(s) made; not done: {[c.target for c in applied.skipped] or 'none'}")
 """),
@@ -132,16 +134,15 @@ else:
 
 A VM that started is not yet usable. The guest agent must answer and report the address
 cloud-init gave it (if it never does: is `qemu-guest-agent` in the template, is `agent=1` set?);
-then SSH must accept the operator's key, and `cloud-init status --wait` must say *done*. The first
+every lab VM is asked here, including those that ran before this notebook. Then SSH must accept
+the operator's key, and `cloud-init status --wait` must say *done*. The first
 SSH contact with a VM records its host key in the lab's `known_hosts`; later runs refuse a
 changed key instead of trusting it silently.
 """),
     code("""
 names = [n.name for n in lab.nodes]
 if not dry_run:
-    agents = proxmox.wait_agents(api, lab, names, timeout=agent_timeout_s)
-    for a in agents:
-        report.add_timing("agent", a.name, a.started, a.answered)
+    agents = proxmox.wait_agents(api, lab, names, timeout=agent_timeout_s)  # all of them, booted now or before
     session = ssh.connect(lab)
     reach = session.reachable(names)
     for row in reach.itertuples():
@@ -289,8 +290,8 @@ and prints a line when its state moves.
 if not dry_run:
     api = kube.api_client(lab.kubeconfig)
     ready = kube.wait_nodes_ready(api, [n.name for n in lab.nodes], timeout=ready_timeout_s)
-    for name, at in ready.items():
-        report.add_timing("until Ready", name, started, at)
+    for name, at in ready.items():  # a node Ready before this run shows as an empty bar
+        report.add_timing("until Ready", name, started, max(at, started))
     with report.step("kube-system pods running", "cluster"):
         system_pods = kube.wait_pods_running(api, "kube-system", timeout=ready_timeout_s)
 """),
