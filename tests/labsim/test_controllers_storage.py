@@ -3,6 +3,8 @@ ordinal pods, a bound claim and a node-pinned volume per pod, ordered rolling up
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 
 LOCAL_PATH = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
@@ -93,3 +95,27 @@ async def test_deleting_a_claim_deletes_its_volume():
         assert claim["status"]["capacity"] == {"storage": "2Gi"}
         store.delete(claims, "default", "scratch")
         await wait_for(lambda: store.list(volumes) == [])
+
+
+async def test_a_claim_in_use_is_deleted_only_after_its_pod():
+    cluster = InProcessCluster()
+    cluster.add_node("node-a", 1)
+    store = cluster.store
+    claims, volumes, pods = (store.resource("v1", k) for k in ("PersistentVolumeClaim", "PersistentVolume", "Pod"))
+    async with running(cluster):
+        store.create(LOCAL_PATH)
+        store.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                      "metadata": {"name": "data", "namespace": "default"},
+                      "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+        store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": "default"},
+                      "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}],
+                               "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}})
+        await wait_for(lambda: store.get(pods, "default", "user")["status"].get("phase") == "Running")
+        claim = store.get(claims, "default", "data")
+        assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
+        store.delete(claims, "default", "data")
+        await asyncio.sleep(0.2)
+        terminating = store.get(claims, "default", "data")
+        assert terminating["metadata"]["deletionTimestamp"] and store.list(volumes)
+        store.delete(pods, "default", "user")
+        await wait_for(lambda: store.get(claims, "default", "data") is None and store.list(volumes) == [])

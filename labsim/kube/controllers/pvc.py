@@ -1,8 +1,9 @@
 """Volume binding and dynamic provisioning: the PV controller's claim binding (static PVs first,
 the default StorageClass for claims without one) and the provisioners' side, with k3s'
 local-path provisioner modelled: WaitForFirstConsumer claims get a volume on the node their
-first pod was scheduled to (a hostPath PV pinned there by node affinity). Deleting a claim
-reclaims its volume by the PV's policy. ``PROVISIONERS`` maps a StorageClass provisioner to
+first pod was scheduled to (a hostPath PV pinned there by node affinity). A claim in use is
+protected (``kubernetes.io/pvc-protection``: deleting it waits for its pods); a deleted claim's
+volume is reclaimed by the PV's policy. ``PROVISIONERS`` maps a StorageClass provisioner to
 its model; later notebooks add theirs (the NFS provisioner...)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from labsim.kube.controllers.events import WARNING, EventRecorder
+from labsim.kube.controllers.pods import TERMINAL
 from labsim.kube.controllers.quantity import parse_quantity
 from labsim.kube.controllers.scheduler import SELECTED_NODE
 from labsim.kube.controllers.workqueue import Controller, Key
@@ -17,6 +19,7 @@ from labsim.kube.controllers.workqueue import Controller, Key
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 PROVISIONER_ANNOTATIONS = ("volume.beta.kubernetes.io/storage-provisioner", "volume.kubernetes.io/storage-provisioner")
 PROVISION_SECONDS = 1.0
+PROTECTION = "kubernetes.io/pvc-protection"
 
 # provisioner name -> (claim, storage class, selected node or None) -> the PV's source and node affinity
 Provisioner = Callable[[dict, dict, str | None], dict]
@@ -44,12 +47,13 @@ class VolumeController(Controller):
         self.claims = self.res("v1", "PersistentVolumeClaim")
         self.volumes = self.res("v1", "PersistentVolume")
         self.classes = self.res("storage.k8s.io/v1", "StorageClass")
+        self.pods = self.res("v1", "Pod")
         self.events = EventRecorder(self.store, self.clock, self.name)
         self._pending: set[Key] = set()
 
     def watches(self):
         return [(self.claims, self._claim_event), (self.volumes, self._volume_event),
-                (self.classes, lambda event_type, sc: list(self._pending))]
+                (self.classes, lambda event_type, sc: list(self._pending)), (self.pods, _claims_of_pod)]
 
     def _claim_event(self, event_type: str, pvc: dict) -> list[Key]:
         key = (pvc["metadata"]["namespace"], pvc["metadata"]["name"])
@@ -66,8 +70,14 @@ class VolumeController(Controller):
     async def reconcile(self, key: Key) -> None:
         pvc = self.store.get(self.claims, *key)
         self._reclaim(key, pvc)
-        if pvc is None or pvc["metadata"].get("deletionTimestamp"):
+        if pvc is None:
             return
+        if pvc["metadata"].get("deletionTimestamp"):
+            self._release_protection(pvc, key)
+            return
+        if PROTECTION not in pvc["metadata"].get("finalizers", []):
+            pvc["metadata"]["finalizers"] = [*pvc["metadata"].get("finalizers", []), PROTECTION]
+            pvc = self.store.update(pvc)
         if pvc["spec"].get("volumeName"):
             pv = self.store.get(self.volumes, None, pvc["spec"]["volumeName"])
             if pv is not None:
@@ -85,6 +95,16 @@ class VolumeController(Controller):
             return
         if pvc["spec"]["storageClassName"]:
             self._provision(pvc, key)
+
+    def _release_protection(self, pvc: dict, key: Key) -> None:
+        """A claim being deleted goes once no running pod uses it (the pvc-protection finalizer)."""
+        if PROTECTION not in pvc["metadata"].get("finalizers", []):
+            return
+        users = [p for p in self.store.list(self.pods, key[0])
+                 if key[1] in _claim_names(p) and (p.get("status") or {}).get("phase") not in TERMINAL]
+        if not users:
+            pvc["metadata"]["finalizers"] = [f for f in pvc["metadata"]["finalizers"] if f != PROTECTION]
+            self.store.update(pvc)
 
     # -- dynamic provisioning -------------------------------------------------------------------
     def _default_class(self) -> str | None:
@@ -181,6 +201,15 @@ class VolumeController(Controller):
             else:
                 pv["status"] = {"phase": "Released"}
                 self.store.update(pv, subresource="status")
+
+
+def _claim_names(pod: dict) -> list[str]:
+    return [v["persistentVolumeClaim"]["claimName"] for v in (pod.get("spec") or {}).get("volumes") or []
+            if v.get("persistentVolumeClaim")]
+
+
+def _claims_of_pod(event_type: str, pod: dict) -> list[Key]:
+    return [(pod["metadata"]["namespace"], name) for name in _claim_names(pod)]
 
 
 def _claim_ref(pvc: dict) -> dict:
