@@ -367,8 +367,8 @@ def unknown_fields(schema: dict, value: object, path: str = "", root: bool = Tru
                 found += unknown_fields(props[key], item, where, False)
             elif isinstance(extra, dict):
                 found += unknown_fields(extra, item, where, False)
-            elif props is not None or extra is False:
-                found.append(where)
+            elif extra is not True and (props is not None or schema.get("type") == "object"):
+                found.append(where)  # structural schemas prune what they do not declare
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for i, item in enumerate(value):
             found += unknown_fields(schema["items"], item, f"{path}[{i}]", False)
