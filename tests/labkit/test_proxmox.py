@@ -4,16 +4,20 @@ plan, capacity, apply, wait, idempotence, and the faults a careful operator hand
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import ssl
 import threading
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+import requests
 import yaml
 
 from labkit import proxmox
 from labkit.errors import ProxmoxError
 from labkit.params import load_lab
+from tests.labfiles import REPO
 from tests.labkit.embedded import EmbeddedLab, embedded_lab
 
 
@@ -236,3 +240,42 @@ def test_agent_that_never_answers_times_out_naming_the_vm_and_what_to_check(sim)
     message = str(err.value)
     assert f"VM {worker.vmid} ({worker.name})" in message
     assert "qemu-guest-agent" in message and "agent=1" in message
+
+
+# -- labkit's calls against PVE's own schema ----------------------------------------------------------
+
+SCHEMA = json.loads((REPO / "tests" / "labsim" / "data" / "pve_schema_subset.json").read_text())
+TEMPLATED = [(r"/nodes/[^/]+", "/nodes/{node}"), (r"/qemu/\d+", "/qemu/{vmid}"),
+             (r"/tasks/UPID:[^/]+", "/tasks/{upid}"), (r"/storage/[^/]+", "/storage/{storage}")]
+
+
+def _schema_key(request: requests.PreparedRequest) -> tuple[str, set[str]]:
+    url = urlsplit(request.url or "")
+    path = unquote(url.path).removeprefix("/api2/json")
+    for pattern, name in TEMPLATED:
+        path = re.sub(pattern, name, path)
+    names = set(parse_qs(url.query)) | set(parse_qs(request.body or "" if isinstance(request.body, str) else ""))
+    return f"{request.method} {path}", {re.sub(r"\d+$", "[n]", n) if n[-1].isdigit() else n for n in names}
+
+
+def test_every_call_labkit_makes_exists_in_pve_schema_with_its_parameters(sim):
+    api = proxmox.connect(sim.lab)
+    seen: list[requests.PreparedRequest] = []
+    api._store["session"].hooks["response"].append(lambda response, **_: seen.append(response.request))
+    lab = sim.lab
+    proxmox.capacity(api, lab)
+    proxmox.apply(api, lab, proxmox.plan(api, lab), agent_timeout=10)
+    api.nodes(lab.proxmox.node).qemu(lab.agents[0].vmid).config.put(cores=3)  # drift, for a reconcile
+    plan = proxmox.plan(api, lab, destroy=[lab.agents[-1].name])
+    proxmox.apply(api, lab, plan, reconcile=True, confirm_destroy=True, agent_timeout=10)
+    proxmox.vm_table(api, lab)
+    proxmox.task_ids(api, lab)
+    keys = {_schema_key(r)[0] for r in seen}
+    assert {"POST /nodes/{node}/qemu/{vmid}/clone", "PUT /nodes/{node}/qemu/{vmid}/resize",
+            "POST /nodes/{node}/qemu/{vmid}/status/reboot", "DELETE /nodes/{node}/qemu/{vmid}",
+            "GET /nodes/{node}/qemu/{vmid}/agent/network-get-interfaces"} <= keys
+    for request in seen:
+        key, params = _schema_key(request)
+        assert key in SCHEMA, f"{key} is not a PVE API method"
+        unknown = params - set(SCHEMA[key]["params"])
+        assert not unknown, f"{key}: PVE has no parameter(s) {sorted(unknown)}"
