@@ -143,6 +143,15 @@ def test_statefulset_claims_and_daemonset(shared: RunningCluster):
     nodes = {p.spec.node_name for p in core.list_namespaced_pod("state", label_selector="app=agent").items}
     assert nodes == {"k3s-master", "k3s-worker-01", "k3s-worker-02"}
 
+    shared.kubectl("-n", "state", "set", "image", "daemonset/agent", "agent=agent:2")
+    shared.kubectl("-n", "state", "rollout", "status", "daemonset/agent", "--timeout=60s")
+    shared.kubectl("-n", "state", "rollout", "undo", "daemonset/agent")
+    shared.kubectl("-n", "state", "rollout", "status", "daemonset/agent", "--timeout=60s")
+    images = {p.spec.containers[0].image for p in core.list_namespaced_pod("state", label_selector="app=agent").items}
+    assert images == {"agent:1"}
+    history = shared.kubectl("-n", "state", "rollout", "history", "daemonset/agent").stdout
+    assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["2", "3"]
+
 
 def test_job_completes_for_kubectl_wait(shared: RunningCluster):
     api = namespace(shared, "batch")

@@ -17,6 +17,7 @@ from labsim.kube.controllers.pods import (
     is_ready,
     pod_from_template,
 )
+from labsim.kube.controllers.revisions import ensure_revision
 from labsim.kube.controllers.workqueue import Controller, Key, by_controller
 
 REVISION_HASH = "controller-revision-hash"
@@ -60,6 +61,7 @@ class DaemonSetController(Controller):
             return
         template = _daemon_template(ds)
         revision = template_hash(template)
+        ensure_revision(self.store, ds, f"{ds['metadata']['name']}-{revision}")
         pods = [p for p in self.store.list(self.pods, key[0], labels=ds["spec"]["selector"].get("matchLabels"))
                 if controlled_by(p, ds) and is_active(p)]
         by_node: dict[str, list[dict]] = {}

@@ -11,6 +11,7 @@ import copy
 from labsim.kube.controllers.deployment import template_hash
 from labsim.kube.controllers.events import EventRecorder
 from labsim.kube.controllers.pods import controlled_by, controller_ref, is_active, is_ready, pod_from_template
+from labsim.kube.controllers.revisions import ensure_revision
 from labsim.kube.controllers.workqueue import Controller, Key, by_controller, by_name
 
 POD_NAME = "statefulset.kubernetes.io/pod-name"
@@ -26,7 +27,6 @@ class StatefulSetController(Controller):
         self.statefulsets = self.res("apps/v1", "StatefulSet")
         self.pods = self.res("v1", "Pod")
         self.claims = self.res("v1", "PersistentVolumeClaim")
-        self.revisions = self.res("apps/v1", "ControllerRevision")
         self.events = EventRecorder(self.store, self.clock, self.name)
 
     def watches(self):
@@ -36,7 +36,8 @@ class StatefulSetController(Controller):
         sts = self.store.get(self.statefulsets, *key)
         if sts is None or sts["metadata"].get("deletionTimestamp"):
             return
-        revision = self._ensure_revision(sts)
+        revision = f"{sts['metadata']['name']}-{template_hash(sts['spec']['template'])}"
+        ensure_revision(self.store, sts, revision)
         pods = {_ordinal(p): p for p in self.store.list(self.pods, key[0], labels=sts["spec"]["selector"]
                                                         .get("matchLabels")) if controlled_by(p, sts)}
         start = int((sts["spec"].get("ordinals") or {}).get("start", 0))
@@ -47,22 +48,6 @@ class StatefulSetController(Controller):
         if sts["spec"]["updateStrategy"].get("type") == "RollingUpdate":
             self._roll(sts, revision, pods, wanted)
         self._update_status(sts, revision, pods)
-
-    def _ensure_revision(self, sts: dict) -> str:
-        """The update revision: a ControllerRevision named for the template's hash."""
-        name = f"{sts['metadata']['name']}-{template_hash(sts['spec']['template'])}"
-        if self.store.get(self.revisions, sts["metadata"]["namespace"], name) is None:
-            existing = [r for r in self.store.list(self.revisions, sts["metadata"]["namespace"])
-                        if controlled_by(r, sts)]
-            self.store.create({
-                "apiVersion": "apps/v1", "kind": "ControllerRevision",
-                "metadata": {"name": name, "namespace": sts["metadata"]["namespace"],
-                             "labels": dict(sts["spec"]["selector"].get("matchLabels") or {}),
-                             "ownerReferences": [controller_ref(sts)]},
-                "data": {"spec": {"template": {**copy.deepcopy(sts["spec"]["template"]), "$patch": "replace"}}},
-                "revision": max((int(r.get("revision", 0)) for r in existing), default=0) + 1,
-            })
-        return name
 
     def _create_missing(self, sts: dict, revision: str, pods: dict[int, dict], wanted: range, ordered: bool) -> None:
         for ordinal in wanted:
