@@ -19,27 +19,38 @@ class DisruptionController(Controller):
         super().__init__(cluster)
         self.budgets = self.res("policy/v1", "PodDisruptionBudget")
         self.pods = self.res("v1", "Pod")
-        self._by_namespace: dict[str, set[str]] = {}
+        self._selectors: dict[str, dict[str, dict | None]] = {}  # namespace -> budget -> selector
+        self._covering: dict[Key, set[Key]] = {}  # pod -> the budgets that selected it last
 
     def watches(self):
         return [(self.budgets, self._budget_event), (self.pods, self._pod_event)]
 
     def _budget_event(self, event_type: str, pdb: dict) -> list[Key]:
         ns, name = pdb["metadata"]["namespace"], pdb["metadata"]["name"]
-        names = self._by_namespace.setdefault(ns, set())
-        (names.discard if event_type == "DELETED" else names.add)(name)
+        budgets = self._selectors.setdefault(ns, {})
+        if event_type == "DELETED":
+            budgets.pop(name, None)
+        else:
+            budgets[name] = (pdb.get("spec") or {}).get("selector")
         return [(ns, name)]
 
     def _pod_event(self, event_type: str, pod: dict) -> list[Key]:
-        ns = pod["metadata"]["namespace"]
-        return [(ns, name) for name in self._by_namespace.get(ns, ())]
+        """The budgets selecting the pod now, and those that did (its labels may have changed)."""
+        ns, labels = pod["metadata"]["namespace"], pod["metadata"].get("labels") or {}
+        pod_key = (ns, pod["metadata"]["name"])
+        now = {(ns, name) for name, selector in self._selectors.get(ns, {}).items()
+               if match_label_selector(selector, labels)}
+        before = self._covering.pop(pod_key, set())
+        if event_type != "DELETED" and now:
+            self._covering[pod_key] = now
+        return list(now | before)
 
     async def reconcile(self, key: Key) -> None:
         pdb = self.store.get(self.budgets, *key)
         if pdb is None:
             return
         selector = pdb["spec"].get("selector")
-        pods = [p for p in self.store.list(self.pods, key[0])
+        pods = [p for p in self.store.list(self.pods, key[0], labels=(selector or {}).get("matchLabels"))
                 if match_label_selector(selector, p["metadata"].get("labels") or {})
                 and (p.get("status") or {}).get("phase") not in TERMINAL and not p["metadata"].get("deletionTimestamp")]
         expected = self._expected(pods)
