@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +55,7 @@ class NodeFacts:
     disk_bytes: int = 0
     k3s_version: str | None = None  # None: not installed
     k3s_active: bool = False
+    config: dict = field(default_factory=dict)  # config.yaml as found, without its token
 
 
 PROBES = {
@@ -66,6 +67,7 @@ PROBES = {
     "k3s": "k3s --version",
     "k3s active": "systemctl is-active k3s",
     "k3s-agent active": "systemctl is-active k3s-agent",
+    "config": f"sudo -n cat {CONFIG}",
 }
 
 
@@ -85,7 +87,20 @@ def _facts(node: Node, probe: Probe) -> NodeFacts:
         cloud_init=probe.stdout("cloud_init").strip().removeprefix("status:").strip() or "unknown",
         cpus=int(probe.stdout("cpus").strip() or 0), memory_bytes=_free_total(probe.stdout("memory")),
         disk_bytes=_df_size(probe.stdout("disk")), k3s_version=parse_version(probe.stdout("k3s")),
-        k3s_active=probe.stdout(f"{service(node)} active").strip() == "active")
+        k3s_active=probe.stdout(f"{service(node)} active").strip() == "active",
+        config=_without_token(_yaml_mapping(probe.stdout("config"))))
+
+
+def _yaml_mapping(text: str) -> dict:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {"<unreadable>": True}  # shows as drift: rewriting it is the fix
+    return doc if isinstance(doc, dict) else {}
+
+
+def _without_token(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "token"}
 
 
 def parse_version(text: str) -> str | None:
@@ -165,7 +180,10 @@ def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
         node = lab.node(f.name)
         if f.k3s_version not in (None, lab.k3s.version):
             raise K3sError(f"{f.name} runs k3s {f.k3s_version}, the lab pins {lab.k3s.version}: " + UPGRADE_HINT)
-        if f.k3s_version == lab.k3s.version and f.k3s_active:
+        drift = config_drift(lab, node, f.config)
+        if f.k3s_version == lab.k3s.version and f.k3s_active and drift:
+            changes.append(Change(f.name, "drift", f"config.yaml differs ({drift}); fixing it restarts {service(node)}"))
+        elif f.k3s_version == lab.k3s.version and f.k3s_active:
             changes.append(Change(f.name, "unchanged", f"k3s {f.k3s_version} {node.role}, active"))
         elif f.reachable != "yes":
             changes.append(Change(f.name, "install" if node.role == "server" else "join",
@@ -196,6 +214,16 @@ def server_config(lab: Lab, node: Node) -> dict:
     return config
 
 
+def desired_config(lab: Lab, node: Node, token: str) -> dict:
+    return server_config(lab, node) if node.role == "server" else agent_config(lab, node, token)
+
+
+def config_drift(lab: Lab, node: Node, found: dict) -> str:
+    """Keys of config.yaml whose value differs from the lab file's ('' when it matches)."""
+    want = _without_token(desired_config(lab, node, token=""))
+    return ", ".join(sorted(k for k in want.keys() | found.keys() if want.get(k) != found.get(k)))
+
+
 def agent_config(lab: Lab, node: Node, token: str) -> dict:
     """An agent's config.yaml: the node token lives here (0600), not on a command line."""
     return {"token": token, "node-label": _labels(lab, node)}
@@ -219,6 +247,7 @@ def write_config(ssh: Session, node: Node, config: dict) -> None:
 
 
 def installer_command(lab: Lab, role: str, env: dict[str, str] | None = None) -> str:
+    """k3s' documented installer, version pinned; ``env`` goes to the script (K3S_URL...)."""
     assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"INSTALL_K3S_VERSION": lab.k3s.version,
                                                              **(env or {})}.items())
     return f"{INSTALLER} | {assigns} sh -s - {role}"
@@ -338,21 +367,33 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600,
+def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600, reconcile: bool = False,
               step: StepTimer = untimed) -> list[Change]:
-    """Apply a k3s plan: servers first, one at a time, then the agents concurrently. Returns what was done."""
-    todo = {c.target: c for c in changes if c.is_change}
-    agents = [n.name for n in lab.agents if n.name in todo]
+    """Apply a k3s plan: servers first, one at a time, then the agents concurrently; config drift
+    only with ``reconcile``. Returns what was done."""
+    todo = {c.target: c for c in changes if c.is_change and (c.action != "drift" or reconcile)}
+    agents = [n.name for n in lab.agents if n.name in todo and todo[n.name].action == "join"]
     try:
-        if lab.master.name not in todo and todo:
-            node_token(ssh, lab)  # checks the running cluster's token before nodes join it
+        if todo and todo.get(lab.master.name, Change("", "")).action != "install":
+            node_token(ssh, lab)  # checks the running cluster's token before touching it
         for server in lab.servers:  # one at a time: etcd members join one by one
-            if server.name in todo:
+            if server.name in todo and todo[server.name].action == "install":
                 with step("install server", server.name):
                     install_server(ssh, lab, server, timeout)
         if agents:
             with step("join agents", ", ".join(agents)):
                 join_agents(ssh, lab, agents, timeout)
+        for name in (n for n, c in todo.items() if c.action == "drift"):
+            with step("reconcile config", name):
+                rewrite_config(ssh, lab, lab.node(name), timeout)
     except SshError as exc:
         raise K3sError(f"k3s bootstrap stopped: {exc}") from None
     return list(todo.values())
+
+
+def rewrite_config(ssh: Session, lab: Lab, node: Node, timeout: float = 120) -> None:
+    """Write the lab file's config.yaml and restart k3s so that it takes effect."""
+    token = lab.secret(lab.k3s.token) if node.role == "server" else node_token(ssh, lab)
+    write_config(ssh, node, desired_config(lab, node, token))
+    ssh.run(node.name, f"systemctl restart {service(node)}", sudo=True, timeout=timeout)
+    wait_active(ssh, node, timeout=timeout)

@@ -194,11 +194,14 @@ running, the API server's certificate valid for the master's address.
 **What it changes.** Writes `/etc/rancher/k3s/config.yaml` and runs k3s' installer on nodes that do
 not run k3s yet; writes the kubeconfig (mode 0600) to the lab's `kubeconfig` path. A node already
 running the pinned version is left alone; a node at another version stops the notebook (upgrades
-belong to 08-upgrade-k3s). With `dry_run=True` it runs the read-only preflight and shows the plan.
+belong to 08-upgrade-k3s); a node whose config.yaml differs from the lab file is reported as drift
+and fixed (config rewritten, k3s restarted) only with `reconcile=True`. With `dry_run=True` it runs
+the read-only preflight and shows the plan.
 """),
     code("""
 lab_file = "../parameters/sim.yaml"  # the lab (labkit run passes an absolute path)
 dry_run = False                      # True: preflight and plan only
+reconcile = False                    # True: rewrite a drifted config.yaml and restart k3s on that node
 install_timeout_s = 600              # per node, for the installer and the service to come up
 ready_timeout_s = 300                # for all nodes to be Ready and kube-system pods to run
 """, "parameters"),
@@ -262,7 +265,7 @@ started = datetime.now(UTC)  # readiness is measured from here, per node
 if dry_run:
     print("dry run: nothing installed")
 else:
-    done = k3s.bootstrap(session, lab, changes, timeout=install_timeout_s, step=report.step)
+    done = k3s.bootstrap(session, lab, changes, timeout=install_timeout_s, reconcile=reconcile, step=report.step)
     report.applied(done)
     print(f"{len(done)} node(s) installed or joined" if done else "every node already runs the pinned version")
 """),
@@ -304,6 +307,9 @@ Read back from the cluster: nodes, versions, system pods, the API server's certi
 if not dry_run:
     nodes = kube.node_table(api)
     sans = kube.server_certificate_sans(lab.kubeconfig)
+    after = k3s.plan(lab, k3s.preflight(session, lab).facts)
+    report.check("k3s and config.yaml match the lab file on every node", not any(c.is_change for c in after),
+                 "; ".join(f"{c.target}: {c.detail}" for c in after if c.is_change) or "nothing to change")
     report.check("every lab node is registered and Ready", set(nodes.query("ready")["name"]) == {n.name for n in lab.nodes},
                  ", ".join(f"{r.name}: {'Ready' if r.ready else 'NotReady'}" for r in nodes.itertuples()))
     report.check(f"kubelet versions = pin {lab.k3s.version}", set(nodes["version"]) == {lab.k3s.version},

@@ -94,6 +94,24 @@ def test_second_run_changes_nothing(sim, session):
     assert node_state(sim) == before  # no node re-registered or restarted, counted from the API
 
 
+def test_config_drift_is_reported_and_fixed_only_with_reconcile(sim, session):
+    bootstrap(sim, session)
+    worker = sim.lab.agents[0]
+    found = yaml.safe_load(session.run(worker.name, f"cat {k3s.CONFIG}", sudo=True).stdout)
+    found["node-label"] = ["hand-edited=yes"]
+    session.run(worker.name, f"tee {k3s.CONFIG} >/dev/null", sudo=True, input=yaml.safe_dump(found))
+
+    changes = k3s.plan(sim.lab, k3s.preflight(session, sim.lab).facts)
+    drift = [c for c in changes if c.is_change]
+    assert [(c.target, c.action) for c in drift] == [(worker.name, "drift")]
+    assert "node-label" in drift[0].detail and "token" not in drift[0].detail
+    assert k3s.bootstrap(session, sim.lab, changes) == []  # reported, not fixed
+
+    assert k3s.bootstrap(session, sim.lab, changes, reconcile=True) == drift
+    after = k3s.plan(sim.lab, k3s.preflight(session, sim.lab).facts)
+    assert [c.action for c in after] == ["unchanged"] * 3
+
+
 def test_a_partly_joined_cluster_is_completed_by_a_rerun(sim, session):
     last = sim.lab.agents[-1]
     sim.handle.lab.nodes.faults.fail_next(last.vmid, "get.k3s.io", "curl: (6) Could not resolve host: get.k3s.io", 6)
