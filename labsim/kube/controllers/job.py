@@ -46,8 +46,10 @@ class JobController(Controller):
         status.setdefault("startTime", rfc3339(now))
         active = [p for p in pods if is_active(p)]
         succeeded = [p for p in pods if p["status"].get("phase") == "Succeeded"]
-        failed = sum(1 for p in pods if p["status"].get("phase") == "Failed") + sum(
-            int(cs.get("restartCount", 0)) for p in pods for cs in p["status"].get("containerStatuses") or [])
+        # Counts only grow: a finished pod deleted by someone else still counts, as the real
+        # controller's pod finalizers ensure.
+        failed = max(int(status.get("failed", 0)), sum(1 for p in pods if p["status"].get("phase") == "Failed") + sum(
+            int(cs.get("restartCount", 0)) for p in pods for cs in p["status"].get("containerStatuses") or []))
         failure = self._failure(job, key, failed, now)
         if job["spec"].get("suspend"):
             self._stop(job, active)
