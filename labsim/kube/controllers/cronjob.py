@@ -12,6 +12,7 @@ from labsim.kube.controllers.pods import condition, controlled_by, controller_re
 from labsim.kube.controllers.schedule import Schedule, ScheduleError
 from labsim.kube.controllers.times import parse_rfc3339, rfc3339
 from labsim.kube.controllers.workqueue import Controller, Key, by_controller, by_name
+from labsim.kube.store import StoreError
 
 SCHEDULED_AT = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 _MAX_MISSED = 100  # the real controller gives up counting missed runs here
@@ -103,7 +104,13 @@ class CronJobController(Controller):
                             "annotations": {**(meta.get("annotations") or {}), SCHEDULED_AT: rfc3339(due)},
                             "ownerReferences": [controller_ref(cron)]},
                "spec": template.get("spec") or {}}
-        created = self.store.create(job)
+        try:
+            created = self.store.create(job)
+        except StoreError as err:
+            existing = self.store.get(self.jobs, job["metadata"]["namespace"], job["metadata"]["name"])
+            if err.code != 409 or existing is None:
+                raise
+            return existing  # this run was started before (its status write was lost)
         self.events.record(cron, "SuccessfulCreate", f"Created job {created['metadata']['name']}")
         return created
 
