@@ -177,13 +177,15 @@ class Session:
         eventloop.run(self.aupload(node, data, path, mode))
 
     def reachable(self, nodes: Iterable[str], timeout: float = 600) -> pd.DataFrame:
-        """Connect to each node (recording first-contact host keys) and wait for cloud-init to
-        finish; one row per node with when the wait started and ended (for timelines)."""
+        """Connect to each node (recording first-contact host keys), retrying while sshd is not
+        up yet, and wait for cloud-init to finish; one row per node with when the wait started
+        and ended (for timelines)."""
         return eventloop.run(self._reachable(list(nodes), timeout))
 
     async def _reachable(self, nodes: list[str], timeout: float) -> pd.DataFrame:
         async def one(node: str) -> dict:
             start = datetime.now(UTC)
+            await self._connect_within(node, timeout)
             done = await self.arun(node, "cloud-init status --wait", timeout=timeout, check=False)
             status = done.stdout.strip().rsplit(":", 1)[-1].strip() if done.ok else \
                 f"exit {done.exit_status}: {done.stderr.strip()[:120]}"
@@ -207,6 +209,22 @@ class Session:
             return conn
         self._conns[node] = conn = await self._connect(node)
         return conn
+
+    async def _connect_within(self, node: str, timeout: float) -> asyncssh.SSHClientConnection:
+        """A freshly booted VM refuses SSH until sshd runs, and may refuse the key until cloud-init
+        installed it: retry with backoff until ``timeout``. A changed host key is never retried."""
+        loop, delay = asyncio.get_running_loop(), 0.1
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await self.connection(node)
+            except HostKeyChanged:
+                raise
+            except SshError:
+                if loop.time() + delay > deadline:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _connect(self, node: str) -> asyncssh.SSHClientConnection:
         host, port = str(self.lab.node(node).ip), self.lab.ssh.port

@@ -3,6 +3,8 @@ pinned host keys, commands, sudo, upload, fan-out, timeouts, dropped connections
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from labkit import proxmox, secrets, ssh
@@ -115,3 +117,15 @@ def test_connection_dropped_mid_command_is_retried_once_then_reported(sim, sessi
     faults(sim).drop_next(worker.vmid, "hostname")
     with pytest.raises(SshError, match=rf"{worker.name}: connection lost while running `hostname`"):
         session.run(worker.name, "hostname")
+
+
+def test_reachable_waits_for_a_node_whose_sshd_is_not_up_yet(sim, session):
+    worker = sim.lab.agents[0]
+    sim.handle.call(faults(sim).refuse_connections, worker.vmid)
+    threading.Timer(0.5, sim.handle.call, (faults(sim).refuse_connections, worker.vmid, False)).start()
+    reach = session.reachable([worker.name], timeout=20)
+    assert list(reach["cloud_init"]) == ["done"]
+
+    sim.handle.call(faults(sim).refuse_connections, worker.vmid)
+    with pytest.raises(SshError, match=rf"{worker.name} \({worker.ip}:\d+\): cannot connect"):
+        ssh.connect(sim.lab).reachable([worker.name], timeout=0.5)
