@@ -35,14 +35,10 @@ class EventRecorder:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion"),
-                "kind": obj.get("kind"),
-                "name": meta["name"],
-                "namespace": meta.get("namespace"),
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
+            "involvedObject": {k: v for k, v in (
+                ("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")), ("name", meta["name"]),
+                ("namespace", meta.get("namespace")), ("uid", meta.get("uid")),
+                ("resourceVersion", meta.get("resourceVersion"))) if v},
             "reason": reason,
             "message": message,
             "source": source,
