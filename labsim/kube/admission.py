@@ -10,6 +10,7 @@ import base64
 import re
 from typing import TYPE_CHECKING
 
+from labsim.kube import schemas
 from labsim.kube.resources import Resource
 
 if TYPE_CHECKING:
@@ -377,13 +378,7 @@ def unknown_fields(schema: dict, value: object, path: str = "", root: bool = Tru
 
 def prune(schema: dict, obj: dict) -> None:
     """Drop undeclared fields, as the API server prunes custom resources with structural schemas."""
-    for path in unknown_fields(schema, obj):
-        parent: object = obj
-        parts = path.replace("[", ".[").split(".")
-        for part in parts[:-1]:
-            parent = parent[int(part[1:-1])] if part.startswith("[") else parent[part]
-        if isinstance(parent, dict):
-            parent.pop(parts[-1], None)
+    schemas.prune(obj, unknown_fields(schema, obj))
 
 
 def _schema_defaults(schema: dict, value: object) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import yaml
 from aiohttp import web
 
-from labsim.kube import admission, apply, patch, protobuf, subresources, tables, watch
+from labsim.kube import admission, apply, patch, protobuf, schemas, subresources, tables, watch
 from labsim.kube.resources import Resource
 from labsim.kube.store import StoreError
 
@@ -194,14 +194,27 @@ class RestHandler:
         return obj
 
     @staticmethod
-    def check_fields(request: web.Request, target: Target, obj: dict) -> None:
-        """fieldValidation=Strict: undeclared fields of a custom resource are an error (else pruned)."""
-        if request.query.get("fieldValidation") != "Strict" or target.res.schema is None:
+    def unknown_fields(target: Target, obj: dict) -> list[str]:
+        res = target.res
+        if res.schema is not None:
+            return admission.unknown_fields(res.schema, obj)
+        model = schemas.model_for(res.group, res.version, res.kind)
+        return schemas.unknown_fields(model, obj) if model is not None else []
+
+    def check_fields(self, request: web.Request, target: Target, obj: dict, current: dict | None = None) -> None:
+        """Fields the kind does not declare: refused with fieldValidation=Strict (kubectl's and
+        helm's default), dropped otherwise, as the real decoder does. Only what this request adds
+        counts (not what the stored object already carried)."""
+        unknown = self.unknown_fields(target, obj)
+        if unknown and current is not None:
+            known_before = set(self.unknown_fields(target, current))
+            unknown = [p for p in unknown if p not in known_before]
+        if not unknown:
             return
-        unknown = admission.unknown_fields(target.res.schema, obj)
-        if unknown:
+        if request.query.get("fieldValidation") == "Strict":
             text = ", ".join(f'unknown field "{f}"' for f in unknown)
             raise StoreError(400, "BadRequest", f"strict decoding error: {text}")
+        schemas.prune(obj, unknown)
 
     def stored_api_version(self, res: Resource) -> str:
         stored = self.store.catalog.by_plural(res.group, None, res.plural)
@@ -253,10 +266,10 @@ class RestHandler:
 
     def update(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:
         obj = self.check_body(target, obj, name=target.name)
-        self.check_fields(request, target, obj)
         old = self.store.get(target.res, target.namespace, target.name)
         if old is None:
             raise StoreError.not_found(target.res, target.name or "")
+        self.check_fields(request, target, obj, old)
         apply.record_update(old, obj, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
         stored = self.store.update(obj, subresource=target.subresource, dry_run=self.dry_run(request))
@@ -272,7 +285,7 @@ class RestHandler:
             raise StoreError.not_found(target.res, target.name or "")
         updated = self.patched(target, current, raw, ctype)
         updated = self.check_body(target, updated, name=target.name)
-        self.check_fields(request, target, updated)
+        self.check_fields(request, target, updated, current)
         apply.record_update(current, updated, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now(), subresource=target.subresource)
         stored = self.store.update(updated, subresource=target.subresource, dry_run=self.dry_run(request))

@@ -240,3 +240,13 @@ def test_client_side_apply_removes_what_the_manifest_dropped(kube: RunningCluste
     assert containers[0]["env"] == [{"name": "A", "value": "1"}]
     assert [p["containerPort"] for p in containers[0]["ports"]] == [80]
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_unknown_fields_are_refused_or_dropped_as_on_k3s(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    typo = APP.replace("  replicas: 2", "  replica: 2")
+    refused = kube.kubectl("apply", "-f", "-", input=typo, check=False, version=version)
+    assert refused.returncode != 0 and 'unknown field "spec.replica"' in refused.stderr
+    kube.kubectl("apply", "--validate=false", "-f", "-", input=typo, version=version)
+    spec = _json(kube, version, "get", "deploy", "web")["spec"]
+    assert "replica" not in spec and spec["replicas"] == 1  # dropped; the default applies
