@@ -2,11 +2,11 @@
 
 A repeat of the same reason and message for the same object bumps ``count`` and
 ``lastTimestamp`` of the first Event instead of writing a new one, as the real recorder does.
+Names end in the hex of the time in nanoseconds, as real ones, so listing by name is listing in order.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from labsim.kube.controllers.times import rfc3339
@@ -22,6 +22,7 @@ class EventRecorder:
         self.clock = clock
         self.component = component
         self._seen: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._last_stamp = 0
 
     def record(self, obj: dict, reason: str, message: str, type_: str = NORMAL, host: str = "") -> None:
         meta = obj["metadata"]
@@ -34,7 +35,7 @@ class EventRecorder:
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": namespace},
+            "metadata": {"name": f"{meta['name']}.{self._stamp():x}", "namespace": namespace},
             "involvedObject": {k: v for k, v in (
                 ("apiVersion", obj.get("apiVersion")), ("kind", obj.get("kind")), ("name", meta["name"]),
                 ("namespace", meta.get("namespace")), ("uid", meta.get("uid")),
@@ -55,6 +56,11 @@ class EventRecorder:
         except StoreError:
             return  # the namespace is going away: events are best effort, as in Kubernetes
         self._seen[(meta.get("uid", ""), reason, message)] = (namespace, created["metadata"]["name"])
+
+    def _stamp(self) -> int:
+        """Lab time in nanoseconds, strictly increasing: events named by it list in order."""
+        self._last_stamp = max(int(self.clock.now() * 1e9), self._last_stamp + 1)
+        return self._last_stamp
 
     def _bump(self, seen: tuple[str, str], now: str) -> bool:
         res = self.store.resource("v1", "Event")
