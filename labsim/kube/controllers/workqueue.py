@@ -137,7 +137,12 @@ class Controller:
             self._enqueue(mapper, event.type, event.object)
 
     def _enqueue(self, mapper: Mapper, event_type: str, obj: dict) -> None:
-        for key in mapper(event_type, obj):
+        try:
+            keys = list(mapper(event_type, obj))
+        except Exception:  # one odd object must not end this controller's watch
+            log.exception("%s: mapping %s event failed", self.name, event_type)
+            return
+        for key in keys:
             self.queue.add(key)
 
     async def _work(self) -> None:
