@@ -56,11 +56,26 @@ PodSpec: 1 volumes [Volume]; 2 containers [Container]; 3 restartPolicy string;
   4 terminationGracePeriodSeconds? int; 5 activeDeadlineSeconds? int; 6 dnsPolicy string; 7 nodeSelector map<string>;
   8 serviceAccountName string; 9 serviceAccount string; 10 nodeName string; 11 hostNetwork bool; 12 hostPID bool;
   13 hostIPC bool; 14 securityContext PodSecurityContext; 15 imagePullSecrets [LocalObjectReference];
-  16 hostname string; 17 subdomain string; 18 affinity unsupported; 19 schedulerName string;
+  16 hostname string; 17 subdomain string; 18 affinity Affinity; 19 schedulerName string;
   20 initContainers [Container]; 21 automountServiceAccountToken? bool; 22 tolerations [Toleration];
   23 hostAliases [HostAlias]; 24 priorityClassName string; 25 priority? int; 27 shareProcessNamespace? bool;
   29 runtimeClassName? string; 30 enableServiceLinks? bool; 31 preemptionPolicy? string;
-  35 setHostnameAsFQDN? bool; 37 hostUsers? bool
+  33 topologySpreadConstraints [TopologySpreadConstraint]; 35 setHostnameAsFQDN? bool; 37 hostUsers? bool
+Affinity: 1 nodeAffinity NodeAffinity; 2 podAffinity PodAffinity; 3 podAntiAffinity PodAffinity
+NodeAffinity: 1 requiredDuringSchedulingIgnoredDuringExecution NodeSelector;
+  2 preferredDuringSchedulingIgnoredDuringExecution [PreferredSchedulingTerm]
+NodeSelector: 1 nodeSelectorTerms [NodeSelectorTerm]
+NodeSelectorTerm: 1 matchExpressions [NodeSelectorRequirement]; 2 matchFields [NodeSelectorRequirement]
+NodeSelectorRequirement: 1 key? string; 2 operator? string; 3 values [string]
+PreferredSchedulingTerm: 1 weight? int; 2 preference NodeSelectorTerm
+PodAffinity: 1 requiredDuringSchedulingIgnoredDuringExecution [PodAffinityTerm];
+  2 preferredDuringSchedulingIgnoredDuringExecution [WeightedPodAffinityTerm]
+PodAffinityTerm: 1 labelSelector LabelSelector; 2 namespaces [string]; 3 topologyKey? string;
+  4 namespaceSelector LabelSelector; 5 matchLabelKeys [string]; 6 mismatchLabelKeys [string]
+WeightedPodAffinityTerm: 1 weight? int; 2 podAffinityTerm PodAffinityTerm
+TopologySpreadConstraint: 1 maxSkew? int; 2 topologyKey? string; 3 whenUnsatisfiable? string;
+  4 labelSelector LabelSelector; 5 minDomains? int; 6 nodeAffinityPolicy? string; 7 nodeTaintsPolicy? string;
+  8 matchLabelKeys [string]
 PodSecurityContext: 1 seLinuxOptions SELinuxOptions; 2 runAsUser? int; 3 runAsNonRoot? bool;
   4 supplementalGroups [int]; 5 fsGroup? int; 6 runAsGroup? int; 7 sysctls [Sysctl]; 8 windowsOptions unsupported;
   9 fsGroupChangePolicy? string; 10 seccompProfile SeccompProfile

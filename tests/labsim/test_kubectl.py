@@ -250,3 +250,73 @@ def test_unknown_fields_are_refused_or_dropped_as_on_k3s(kube: RunningCluster, v
     kube.kubectl("apply", "--validate=false", "-f", "-", input=typo, version=version)
     spec = _json(kube, version, "get", "deploy", "web")["spec"]
     assert "replica" not in spec and spec["replicas"] == 1  # dropped; the default applies
+
+
+BACKUP_CRON = """
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: backup}
+spec:
+  schedule: "0 3 * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      backoffLimit: 2
+      ttlSecondsAfterFinished: 3600
+      template:
+        spec:
+          restartPolicy: OnFailure
+          serviceAccountName: default
+          nodeSelector: {kubernetes.io/os: linux}
+          affinity:
+            nodeAffinity:
+              requiredDuringSchedulingIgnoredDuringExecution:
+                nodeSelectorTerms:
+                - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [k3s-master]}]
+              preferredDuringSchedulingIgnoredDuringExecution:
+              - weight: 10
+                preference: {matchExpressions: [{key: tier, operator: Exists}]}
+            podAntiAffinity:
+              preferredDuringSchedulingIgnoredDuringExecution:
+              - weight: 50
+                podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: pg}}}
+          tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]
+          securityContext: {runAsUser: 999, runAsNonRoot: true, fsGroup: 999}
+          initContainers:
+          - {name: wait, image: busybox:1.36, command: [sh, -c, "true"]}
+          containers:
+          - name: dump
+            image: postgres:18
+            command: [pg_dump, -Fc, -f, /backup/db.dump]
+            env:
+            - {name: PGHOST, value: postgres}
+            - name: PGPASSWORD
+              valueFrom: {secretKeyRef: {name: pg, key: password}}
+            - name: NODE
+              valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+            envFrom: [{configMapRef: {name: pg-env}}]
+            resources: {requests: {cpu: 100m, memory: 128Mi}, limits: {memory: 512Mi}}
+            volumeMounts:
+            - {name: backup, mountPath: /backup}
+            - {name: scratch, mountPath: /tmp}
+            - {name: conf, mountPath: /etc/conf, readOnly: true}
+            readinessProbe: {exec: {command: ["true"]}, periodSeconds: 5}
+            livenessProbe: {tcpSocket: {port: 5432}, initialDelaySeconds: 3}
+            securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+          volumes:
+          - {name: backup, persistentVolumeClaim: {claimName: backups}}
+          - {name: scratch, emptyDir: {sizeLimit: 1Gi}}
+          - {name: conf, configMap: {name: pg-conf, items: [{key: a, path: a.conf}]}}
+"""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_job_from_cronjob_keeps_the_whole_template(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    """`create job --from=cronjob` sends the stored template back as protobuf: nothing may be lost."""
+    kube.kubectl("apply", "-f", "-", input=BACKUP_CRON, version=version)
+    kube.kubectl("create", "job", "backup-now", "--from=cronjob/backup", version=version)
+    cron = _json(kube, version, "get", "cronjob", "backup")["spec"]["jobTemplate"]["spec"]["template"]
+    job = _json(kube, version, "get", "job", "backup-now")["spec"]["template"]
+    labels = job["metadata"].pop("labels")
+    assert labels["job-name"] == "backup-now"
+    assert job == cron
