@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from labsim.kube import discovery, openapi, tokens
-from labsim.kube.rest import RestHandler, json_response, parse_target, status_response
+from labsim.kube.responses import json_response, status_response
+from labsim.kube.rest import RestHandler, parse_target
 from labsim.kube.store import StoreError
 
 if TYPE_CHECKING:

@@ -17,13 +17,11 @@ from aiohttp import web
 
 from labsim.kube import admission, apply, patch, protobuf, schemas, subresources, tables, watch
 from labsim.kube.resources import Resource
+from labsim.kube.responses import dumps, json_response, status_response
 from labsim.kube.store import StoreError
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
-
-JSON = "application/json"
-
 
 @dataclass
 class Target:
@@ -31,18 +29,6 @@ class Target:
     namespace: str | None
     name: str | None
     subresource: str | None
-
-
-def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def json_response(obj: object, status: int = 200) -> web.Response:
-    return web.Response(body=dumps(obj), status=status, content_type=JSON)
-
-
-def status_response(code: int, reason: str, message: str, details: dict | None = None) -> web.Response:
-    return json_response(StoreError(code, reason, message, details=details).status(), code)
 
 
 def parse_target(parts: list[str]) -> tuple[str, str, list[str]]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from labsim.kube import apply, patch, tokens
+from labsim.kube.responses import json_response, success
 from labsim.kube.selectors import match_label_selector, selector_string
 from labsim.kube.store import StoreError
 
@@ -23,8 +24,6 @@ if TYPE_CHECKING:
 
 
 async def handle(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
-    from labsim.kube.rest import json_response
-
     store = handler.store
     obj = store.get(target.res, target.namespace, target.name or "")
     if obj is None:
@@ -36,14 +35,12 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
         return json_response(await _write_scale(handler, request, target, obj))
     if sub == "eviction" and method == "POST":
         evict(handler, obj, await handler.body(request, optional=True))
-        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "code": 201}, 201)
+        return success()
     if sub == "binding" and method == "POST":
         body = await handler.body(request)
         obj["spec"]["nodeName"] = (body.get("target") or {}).get("name")
         store.update(obj)
-        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                              "code": 201}, 201)
+        return success()
     if sub == "log" and method == "GET":
         return await _log(handler, request, obj)
     if sub == "token" and method == "POST":
