@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,7 +192,7 @@ def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
         elif node.role == "server":
             changes.append(Change(f.name, "install", f"k3s {lab.k3s.version} server (config.yaml, installer)"))
         else:
-            changes.append(Change(f.name, "join", f"k3s {lab.k3s.version} agent -> https://{lab.master.ip}:6443"))
+            changes.append(Change(f.name, "join", f"k3s {lab.k3s.version} agent of {lab.master.name}"))
     return changes
 
 
@@ -278,18 +279,27 @@ def check_token(lab: Lab, token: str) -> None:
                        "secret, or reinstall the server (k3s-uninstall.sh) to start a new cluster")
 
 
-def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600) -> None:
-    """Join agents concurrently; each must end with an active k3s-agent service."""
+def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600, step: StepTimer = untimed) -> None:
+    """Join agents concurrently (a thread each, their SSH work interleaved on labkit's loop);
+    each must end with an active k3s-agent service. Every agent's failure is reported."""
     if not names:
         return
-    token, env = node_token(ssh, lab), {"K3S_URL": f"https://{lab.master.ip}:6443"}
-    nodes = [lab.node(n) for n in names]
-    for node in nodes:
-        write_config(ssh, node, agent_config(lab, node, token))
-    installed = ssh.run_many({n.name: installer_command(lab, "agent", env) for n in nodes}, sudo=True,
-                             timeout=timeout, check=False)
-    for node in nodes:
-        wait_active(ssh, node, timeout=timeout, installer=installed[node.name])
+    token = node_token(ssh, lab)
+
+    def join(node: Node) -> None:
+        with step("join", node.name):
+            write_config(ssh, node, agent_config(lab, node, token))
+            command = installer_command(lab, "agent", {"K3S_URL": f"https://{lab.master.ip}:6443"})
+            installed = ssh.run(node.name, command, sudo=True, timeout=timeout, check=False)
+            wait_active(ssh, node, timeout=timeout, installer=installed)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        futures = [pool.submit(join, lab.node(n)) for n in names]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise K3sError(f"{len(errors)} agents did not join:\n" + "\n".join(str(e) for e in errors))
 
 
 def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Result | None = None) -> None:
@@ -380,9 +390,7 @@ def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 60
             if server.name in todo and todo[server.name].action == "install":
                 with step("install server", server.name):
                     install_server(ssh, lab, server, timeout)
-        if agents:
-            with step("join agents", ", ".join(agents)):
-                join_agents(ssh, lab, agents, timeout)
+        join_agents(ssh, lab, agents, timeout, step)
         for name in (n for n, c in todo.items() if c.action == "drift"):
             with step("reconcile config", name):
                 rewrite_config(ssh, lab, lab.node(name), timeout)

@@ -286,7 +286,7 @@ class VmPlan:
         if self.action == "drift":
             fields = ", ".join(f"{k}: {_show(k, have)} -> {_show(k, want)}" for k, (have, want) in self.drift.items())
             return Change(f"{self.name} ({self.vmid})", "drift", fields, self.needs_reboot)
-        details = {"create": "full clone of the template, configure, resize, start",
+        details = {"create": "clone, configure, resize, start",
                    "start": "exists but is stopped: start", "destroy": "stop and delete, with its disks"}
         return Change(f"{self.name} ({self.vmid})", self.action, details.get(self.action, ""))
 

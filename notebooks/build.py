@@ -158,14 +158,14 @@ claim. Every check must pass, or the notebook fails at its end naming the failed
     code("""
 vms = proxmox.vm_table(api, lab)
 if not dry_run:
-    after = proxmox.plan(api, lab)
-    report.check("every lab VM exists and runs", set(vms.query("status == 'running'")["name"]) == set(names),
-                 ", ".join(f"{r.name}: {r.status}" for r in vms.itertuples()))
-    report.check("VM settings match the lab file", after.is_empty,
-                 "; ".join(f"{c.target}: {c.detail}" for c in after.changes() if c.is_change) or "no drift")
-    report.check("guest agents report the planned addresses", {a.ip for a in agents} == {str(n.ip) for n in lab.nodes})
-    report.check("SSH works and cloud-init is done on every VM", set(reach.query("cloud_init == 'done'")["node"]) == set(names),
-                 ", ".join(f"{r.node}: {r.cloud_init}" for r in reach.itertuples()))
+    running = set(vms.query("status == 'running'")["name"])
+    drift = [c for c in proxmox.plan(api, lab).changes() if c.is_change]
+    answered = {a.name for a in agents if a.ip == str(lab.node(a.name).ip)}
+    settled = set(reach.query("cloud_init == 'done'")["node"])
+    report.check("every lab VM exists and runs", running == set(names), ", ".join(sorted(running)))
+    report.check("VM settings match the lab file", not drift, "; ".join(f"{c.target}: {c.detail}" for c in drift) or "no drift")
+    report.check("guest agents report the planned addresses", answered == set(names), ", ".join(sorted(answered)))
+    report.check("SSH works and cloud-init is done", settled == set(names), ", ".join(sorted(settled)))
 vms
 """),
     code("""
@@ -293,8 +293,10 @@ and prints a line when its state moves.
 if not dry_run:
     api = kube.api_client(lab.kubeconfig)
     ready = kube.wait_nodes_ready(api, [n.name for n in lab.nodes], timeout=ready_timeout_s)
-    for name, at in ready.items():  # a node Ready before this run shows as an empty bar
-        report.add_timing("until Ready", name, started, max(at, started))
+    installed = report.timings().groupby("target")["end"].max()  # per node: its install or join ended
+    for name, at in ready.items():  # from installed to Ready; a node Ready before this run: no bar
+        since = installed.get(name, started)
+        report.add_timing("until Ready", name, since, max(at, since))
     with report.step("kube-system pods running", "cluster"):
         system_pods = kube.wait_pods_running(api, "kube-system", timeout=ready_timeout_s)
 """),
@@ -305,18 +307,17 @@ Read back from the cluster: nodes, versions, system pods, the API server's certi
 """),
     code("""
 if not dry_run:
+    names = {n.name for n in lab.nodes}
     nodes = kube.node_table(api)
+    versions = set(nodes["version"])
+    phases = set(system_pods["phase"])
     sans = kube.server_certificate_sans(lab.kubeconfig)
-    after = k3s.plan(lab, k3s.preflight(session, lab).facts)
-    report.check("k3s and config.yaml match the lab file on every node", not any(c.is_change for c in after),
-                 "; ".join(f"{c.target}: {c.detail}" for c in after if c.is_change) or "nothing to change")
-    report.check("every lab node is registered and Ready", set(nodes.query("ready")["name"]) == {n.name for n in lab.nodes},
-                 ", ".join(f"{r.name}: {'Ready' if r.ready else 'NotReady'}" for r in nodes.itertuples()))
-    report.check(f"kubelet versions = pin {lab.k3s.version}", set(nodes["version"]) == {lab.k3s.version},
-                 ", ".join(sorted(set(nodes["version"]))))
-    report.check("kube-system pods are running", not system_pods.empty and set(system_pods["phase"]) <= {"Running", "Succeeded"},
-                 f"{len(system_pods)} pods")
-    report.check("API server certificate covers the master's address", str(lab.master.ip) in sans, ", ".join(sans))
+    left = [c for c in k3s.plan(lab, k3s.preflight(session, lab).facts) if c.is_change]
+    report.check("k3s and config.yaml match the lab file", not left, "; ".join(f"{c.target}: {c.detail}" for c in left) or "no drift")
+    report.check("every lab node is Ready", set(nodes.query("ready")["name"]) == names, f"{nodes['ready'].sum()} Ready")
+    report.check(f"kubelet versions = pin {lab.k3s.version}", versions == {lab.k3s.version}, ", ".join(sorted(versions)))
+    report.check("kube-system pods are running", phases <= {"Running", "Succeeded"}, f"{len(system_pods)} pods")
+    report.check("API server certificate covers the master IP", str(lab.master.ip) in sans, ", ".join(sans))
     report.check("kubeconfig is private (0600)", lab.kubeconfig.stat().st_mode & 0o777 == 0o600)
     display(nodes)
 """),
