@@ -57,6 +57,12 @@ def resolve(cluster: Cluster, group: str, version: str, rest: list[str]) -> Targ
     return Target(res, namespace, name, sub)
 
 
+# Kinds whose DELETE answers with the deleted object (the rest answer with a Status), as the
+# real registries do; an object still present (finalizers) is always returned.
+_RETURNS_DELETED = {("", "Pod"), ("", "Service"), ("", "ServiceAccount"), ("", "PersistentVolume"),
+                    ("", "PersistentVolumeClaim"), ("", "PodTemplate"), ("", "ResourceQuota")}
+
+
 def _verb(method: str, target: Target, watching: bool) -> str:
     if target.name is None:
         return {"GET": "watch" if watching else "list", "POST": "create",
@@ -328,7 +334,13 @@ class RestHandler:
                                     preconditions=options.get("preconditions"))
         if deleted is None:
             raise StoreError.not_found(target.res, target.name or "")
-        return self.respond(request, deleted, target)
+        res = target.res
+        still_there = self.store.get(res, target.namespace, target.name or "") is not None
+        if still_there or res.schema is not None or (res.group, res.kind) in _RETURNS_DELETED:
+            return self.respond(request, deleted, target)
+        meta = deleted["metadata"]
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {
+            "name": meta["name"], "group": res.group, "kind": res.plural, "uid": meta.get("uid")}})
 
     def delete_collection(self, request: web.Request, target: Target) -> web.StreamResponse:
         q = request.query
