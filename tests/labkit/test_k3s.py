@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from labkit import k3s, kube, proxmox, ssh
-from labkit.errors import K3sError
+from labkit.errors import K3sError, KubeError
 from tests.labkit.embedded import EmbeddedLab, embedded_lab
 
 OTHER_VERSION = "v1.33.6+k3s1"
@@ -92,6 +92,13 @@ def test_second_run_changes_nothing(sim, session):
     assert [c.action for c in changes] == ["unchanged"] * 3
     assert k3s.bootstrap(session, sim.lab, changes) == []
     assert node_state(sim) == before  # no node re-registered or restarted, counted from the API
+
+
+def test_a_wait_that_cannot_succeed_times_out_naming_what_is_missing(sim, session):
+    bootstrap(sim, session)
+    api = kube.api_client(k3s.fetch_kubeconfig(session, sim.lab))
+    with pytest.raises(KubeError, match="nodes not Ready after 1 s: k3s-worker-99"):
+        kube.wait_nodes_ready(api, [sim.lab.master.name, "k3s-worker-99"], timeout=1)
 
 
 def test_config_drift_is_reported_and_fixed_only_with_reconcile(sim, session):
