@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from labkit.errors import KubeError
-from labkit.progress import progress
+from labkit.progress import Progress, progress
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
@@ -43,20 +43,17 @@ def _ready_since(node: client.V1Node) -> datetime | None:
     return since.astimezone(UTC) if since else None  # the client's tzutc() would not mix with UTC in pandas
 
 
-def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 300,
-                     on_ready: Callable[[str, datetime], None] | None = None) -> dict[str, datetime]:
+def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 300) -> dict[str, datetime]:
     """Wait until every named node is Ready; returns when each turned Ready."""
     core = client.CoreV1Api(api)
     ready: dict[str, datetime] = {}
     deadline = time.monotonic() + timeout
 
-    def see(node: client.V1Node, bar) -> None:
+    def see(node: client.V1Node, bar: Progress) -> None:
         name = node.metadata.name
         if name in names and name not in ready and _ready(node):
             ready[name] = _ready_since(node) or datetime.now(UTC)
             bar.update(len(ready), f"{name} Ready")
-            if on_ready:
-                on_ready(name, ready[name])
 
     with progress("nodes Ready", total=len(names)) as bar:
         while True:
