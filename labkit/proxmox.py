@@ -339,7 +339,7 @@ def plan(api: ProxmoxAPI, lab: Lab, destroy: list[str] | tuple[str, ...] = ()) -
             planned.append(_existing_plan(vm, lab, node))
     if problems:
         raise ProxmoxError("the plan cannot be made:\n" + "\n".join(f"  {p}" for p in problems))
-    planned += _destroy_plan(by_name, destroy)
+    planned += _destroy_plan(by_name, destroy, {n.name for n in lab.nodes})
     return Plan(planned, template)
 
 
@@ -350,10 +350,13 @@ def _existing_plan(vm: Vm, lab: Lab, node: Node) -> VmPlan:
     return VmPlan(node.name, node.vmid, "start" if vm.status != "running" else "unchanged")
 
 
-def _destroy_plan(by_name: dict[str, Vm], names: list[str] | tuple[str, ...]) -> list[VmPlan]:
+def _destroy_plan(by_name: dict[str, Vm], names: list[str] | tuple[str, ...], lab_names: set[str]) -> list[VmPlan]:
     out = []
     for name in dict.fromkeys(names):
         vm = by_name.get(name)
+        if name in lab_names:
+            raise ProxmoxError(f"destroy: {name!r} is a node of the lab file; remove it from nodes first "
+                               "(to re-create it: destroy it in one run, provision it in the next)")
         if vm is not None and vm.template:
             raise ProxmoxError(f"destroy: {name!r} is a template; labkit never deletes templates")
         if vm is not None:

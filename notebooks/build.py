@@ -38,14 +38,14 @@ all of this exists already.
 
 **What it changes.** Creates and starts the VMs the lab file names that do not exist yet. It never
 touches a VM it does not own: a vmid held by another VM stops the plan. Drift (a VM whose settings
-differ from the lab file) is only reported unless `reconcile=True`; VMs are deleted only when named
-in `destroy` *and* `confirm_destroy=True`. With `dry_run=True` it shows the plan and changes nothing.
+differ from the lab file) is only reported unless `reconcile=True`. VMs are deleted only when named
+in `destroy` *and* `confirm_destroy=True`, and never a template or a node the lab file still lists. With `dry_run=True` it shows the plan and changes nothing.
 """),
     code("""
 lab_file = "../parameters/sim.yaml"  # the lab: Proxmox, network, nodes (labkit run passes an absolute path)
 dry_run = False                      # True: show the plan, change nothing
 reconcile = False                    # True: fix drifted VMs (may reboot them, see the plan's needs_reboot)
-destroy = []                         # names of VMs to delete (stop, delete with disks)...
+destroy = []                         # VMs outside the lab file to delete (stop, delete with disks)...
 confirm_destroy = False              # ...only when this is True as well
 memory_overcommit = 1.0              # VM memory may reach this multiple of the host's memory
 storage_overcommit = 1.0             # new disks may use this multiple of the storage's free space

@@ -193,15 +193,19 @@ def test_capacity_check_refuses_over_commit_and_says_by_how_much(sim):
 def test_destroy_needs_the_name_and_the_confirmation(sim):
     provision(sim)
     api = proxmox.connect(sim.lab)
-    name = sim.lab.agents[-1].name
-    plan = proxmox.plan(api, sim.lab, destroy=[name])
-    assert [v.name for v in plan.of("destroy")] == [name]
+    node = sim.lab.proxmox.node
+    proxmox.wait_task(api, node, api.nodes(node).qemu(9000).clone.post(newid=150, name="scratch", full=1),
+                      what="test clone")
+    plan = proxmox.plan(api, sim.lab, destroy=["scratch"])
+    assert [v.name for v in plan.of("destroy")] == ["scratch"]
     proxmox.apply(api, sim.lab, plan)  # not confirmed: nothing happens
-    assert name in set(proxmox.vm_table(api, sim.lab)["name"])
+    assert any(v.name == "scratch" for v in proxmox.list_vms(api))
     proxmox.apply(api, sim.lab, plan, confirm_destroy=True)
-    assert name not in set(proxmox.vm_table(api, sim.lab)["name"])
+    assert not any(v.name == "scratch" for v in proxmox.list_vms(api))
     with pytest.raises(ProxmoxError, match="is a template"):
         proxmox.plan(api, sim.lab, destroy=["ubuntu-2204-cloudinit"])
+    with pytest.raises(ProxmoxError, match="is a node of the lab file"):
+        proxmox.plan(api, sim.lab, destroy=[sim.lab.agents[-1].name])
 
 
 # -- faults -----------------------------------------------------------------------------------------------
@@ -266,7 +270,9 @@ def test_every_call_labkit_makes_exists_in_pve_schema_with_its_parameters(sim):
     proxmox.capacity(api, lab)
     proxmox.apply(api, lab, proxmox.plan(api, lab), agent_timeout=10)
     api.nodes(lab.proxmox.node).qemu(lab.agents[0].vmid).config.put(cores=3)  # drift, for a reconcile
-    plan = proxmox.plan(api, lab, destroy=[lab.agents[-1].name])
+    proxmox.wait_task(api, lab.proxmox.node, api.nodes(lab.proxmox.node).qemu(9000).clone.post(
+        newid=150, name="scratch", full=1), what="test clone")
+    plan = proxmox.plan(api, lab, destroy=["scratch"])
     proxmox.apply(api, lab, plan, reconcile=True, confirm_destroy=True, agent_timeout=10)
     proxmox.vm_table(api, lab)
     proxmox.task_ids(api, lab)
