@@ -123,6 +123,9 @@ BUILTINS: tuple[Resource, ...] = (
     _r("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", cluster=True,
        verbs=("create",)),
     _r("authentication.k8s.io/v1", "SelfSubjectReview", "selfsubjectreviews", cluster=True, verbs=("create",)),
+    # served by k3s' metrics-server through an APIService (labsim.kube.metrics)
+    _r("metrics.k8s.io/v1beta1", "NodeMetrics", "nodes", cluster=True, verbs=("get", "list")),
+    _r("metrics.k8s.io/v1beta1", "PodMetrics", "pods", verbs=("get", "list")),
 )
 
 # Group order of discovery: the order kubectl prints and prefers (core first, as the real server).
@@ -130,7 +133,7 @@ _GROUP_ORDER = ["", "apiregistration.k8s.io", "apps", "events.k8s.io", "authenti
                 "authorization.k8s.io", "autoscaling", "batch", "certificates.k8s.io", "networking.k8s.io",
                 "policy", "rbac.authorization.k8s.io", "storage.k8s.io", "admissionregistration.k8s.io",
                 "apiextensions.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "node.k8s.io",
-                "discovery.k8s.io"]
+                "discovery.k8s.io", "metrics.k8s.io"]
 
 
 class Catalog:

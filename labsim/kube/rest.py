@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import yaml
 from aiohttp import web
 
-from labsim.kube import admission, apply, patch, protobuf, schemas, subresources, tables, watch
+from labsim.kube import admission, apply, metrics, patch, protobuf, schemas, subresources, tables, watch
 from labsim.kube.resources import Resource
 from labsim.kube.responses import dumps, json_response, status_response
 from labsim.kube.store import StoreError
@@ -98,6 +98,8 @@ class RestHandler:
         if not target.subresource and verb not in target.res.verbs:
             return status_response(405, "MethodNotAllowed", f"the server does not allow this method on the "
                                    f"requested resource ({verb} {target.res.plural})")
+        if target.res.group == metrics.GROUP:
+            return metrics.serve(self, request, target)
         if target.subresource and target.subresource not in ("status", "finalize"):
             return await subresources.handle(self, request, target)
         if target.name is None:

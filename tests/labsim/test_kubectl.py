@@ -320,3 +320,14 @@ def test_job_from_cronjob_keeps_the_whole_template(kube: RunningCluster, version
     labels = job["metadata"].pop("labels")
     assert labels["job-name"] == "backup-now"
     assert job == cron
+
+
+def test_top_needs_metrics_server_then_reports_usage(kube: RunningCluster) -> None:  # noqa: F811
+    k = kube.kubectl
+    assert k("top", "nodes", check=False).returncode != 0  # no metrics-server yet: the API is unavailable
+    k("-n", "kube-system", "create", "deployment", "metrics-server", "--image=rancher/mirrored-metrics-server:v0.8.0")
+    k("-n", "kube-system", "rollout", "status", "deploy/metrics-server", "--timeout=30s")
+    nodes = k("top", "nodes").stdout.splitlines()
+    assert nodes[0].split()[:3] == ["NAME", "CPU(cores)", "CPU(%)"] and len(nodes) == 4
+    pods = k("top", "pods", "-n", "kube-system").stdout
+    assert "metrics-server-" in pods
