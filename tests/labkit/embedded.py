@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import labsim.k3s  # noqa: F401  -- registers k3s with the nodes' shell (as labsim's own k3s tests do)
+from labkit import proxmox
 from labkit.params import Lab, load_lab
 from labsim.lab import LabHandle, running_lab
 from tests.labfiles import write_lab
@@ -30,3 +31,12 @@ def embedded_lab(tmp_path: Path, **kw) -> Iterator[EmbeddedLab]:
     path = write_lab(tmp_path, **kw)
     with running_lab(path) as handle:
         yield EmbeddedLab(handle, load_lab(path), path)
+
+
+@contextmanager
+def provisioned_lab(tmp_path: Path, **kw) -> Iterator[EmbeddedLab]:
+    """An embedded lab whose VMs labkit has created and booted (notebook 01's work)."""
+    with embedded_lab(tmp_path, **kw) as sim:
+        api = proxmox.connect(sim.lab)
+        proxmox.apply(api, sim.lab, proxmox.plan(api, sim.lab), agent_timeout=10)
+        yield sim

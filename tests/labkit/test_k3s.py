@@ -6,19 +6,16 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from labkit import k3s, kube, proxmox, ssh
+from labkit import k3s, kube, ssh
 from labkit.errors import K3sError, KubeError
-from tests.labkit.embedded import EmbeddedLab, embedded_lab
+from tests.labkit.embedded import EmbeddedLab, provisioned_lab
 
 OTHER_VERSION = "v1.33.6+k3s1"
 
 
 @pytest.fixture
 def sim(tmp_path):
-    with embedded_lab(tmp_path) as lab:
-        api = proxmox.connect(lab.lab)
-        proxmox.apply(api, lab.lab, proxmox.plan(api, lab.lab))
-        proxmox.wait_agents(api, lab.lab, [n.name for n in lab.lab.nodes], timeout=10)
+    with provisioned_lab(tmp_path) as lab:
         yield lab
 
 

@@ -7,17 +7,14 @@ import threading
 
 import pytest
 
-from labkit import proxmox, secrets, ssh
+from labkit import secrets, ssh
 from labkit.errors import SshError
-from tests.labkit.embedded import EmbeddedLab, embedded_lab
+from tests.labkit.embedded import EmbeddedLab, provisioned_lab
 
 
 @pytest.fixture
 def sim(tmp_path):
-    with embedded_lab(tmp_path) as lab:
-        api = proxmox.connect(lab.lab)
-        proxmox.apply(api, lab.lab, proxmox.plan(api, lab.lab))
-        proxmox.wait_agents(api, lab.lab, [n.name for n in lab.lab.nodes], timeout=10)
+    with provisioned_lab(tmp_path) as lab:
         yield lab
 
 
