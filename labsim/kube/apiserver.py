@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from labsim.kube import discovery, openapi, tokens
-from labsim.kube.responses import json_response, status_response
+from labsim.kube.responses import WARNINGS, json_response, status_response
 from labsim.kube.rest import RestHandler, parse_target
 from labsim.kube.store import StoreError
 
@@ -60,7 +60,11 @@ class ApiServer:
         if path not in _ANONYMOUS and not self.authenticated(request):
             return status_response(401, "Unauthorized", "Unauthorized")
         try:
-            return await self.route(request, path)
+            response = await self.route(request, path)
+            if not response.prepared:
+                for warning in request.get(WARNINGS, ()):
+                    response.headers.add("Warning", f"299 - {json.dumps(warning)}")
+            return response
         except StoreError as exc:
             return json_response(exc.status(), exc.code)
         except (ConnectionResetError, ConnectionError):

@@ -9,6 +9,8 @@ from aiohttp import web
 from labsim.kube.store import StoreError
 
 JSON = "application/json"
+# What a request should warn its client about (Warning headers, e.g. dropped unknown fields).
+WARNINGS = web.RequestKey("warnings", list)
 
 
 def dumps(obj: object) -> bytes:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from labsim.kube import admission, apply, metrics, patch, protobuf, schemas, subresources, tables, watch
 from labsim.kube.resources import Resource
-from labsim.kube.responses import dumps, json_response, status_response
+from labsim.kube.responses import WARNINGS, dumps, json_response, status_response
 from labsim.kube.store import StoreError
 
 if TYPE_CHECKING:
@@ -197,7 +197,8 @@ class RestHandler:
 
     def check_fields(self, request: web.Request, target: Target, obj: dict, current: dict | None = None) -> None:
         """Fields the kind does not declare: refused with fieldValidation=Strict (kubectl's and
-        helm's default), dropped otherwise, as the real decoder does. Only what this request adds
+        helm's default), dropped otherwise (with a Warning header unless Ignore), as the real decoder
+        does. Only what this request adds
         counts (not what the stored object already carried)."""
         unknown = self.unknown_fields(target, obj)
         if unknown and current is not None:
@@ -205,9 +206,12 @@ class RestHandler:
             unknown = [p for p in unknown if p not in known_before]
         if not unknown:
             return
-        if request.query.get("fieldValidation") == "Strict":
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode == "Strict":
             text = ", ".join(f'unknown field "{f}"' for f in unknown)
             raise StoreError(400, "BadRequest", f"strict decoding error: {text}")
+        if mode == "Warn":
+            request.setdefault(WARNINGS, []).extend(f'unknown field "{f}"' for f in unknown)
         schemas.prune(obj, unknown)
 
     def stored_api_version(self, res: Resource) -> str:

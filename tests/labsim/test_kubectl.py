@@ -331,3 +331,10 @@ def test_top_needs_metrics_server_then_reports_usage(kube: RunningCluster) -> No
     assert nodes[0].split()[:3] == ["NAME", "CPU(cores)", "CPU(%)"] and len(nodes) == 4
     pods = k("top", "pods", "-n", "kube-system").stdout
     assert "metrics-server-" in pods
+
+
+def test_validate_warn_reports_and_drops_unknown_fields(kube: RunningCluster) -> None:  # noqa: F811
+    typo = APP.replace("  replicas: 2", "  replica: 2")
+    done = kube.kubectl("apply", "--validate=warn", "-f", "-", input=typo)
+    assert 'unknown field "spec.replica"' in done.stderr
+    assert "replica" not in _json(kube, "1.34", "get", "deploy", "web")["spec"]
