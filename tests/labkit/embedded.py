@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import labsim.k3s  # noqa: F401  -- registers k3s with the nodes' shell (as labsim's own k3s tests do)
 from labkit import proxmox
 from labkit.params import Lab, load_lab
 from labsim.lab import LabHandle, running_lab
