@@ -25,6 +25,7 @@ from labsim.kube import apply
 from labsim.kube.apiserver import ApiServer, tls_context
 from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
+from labsim.node import image
 
 log = logging.getLogger("labsim.kube.cluster")
 API_PORT = 6443
@@ -333,7 +334,7 @@ def _node_object(*, name: str, ip: str, role: str, version: str, labels: dict, t
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {"machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex, "systemUUID": str(
                 uuid.uuid5(uuid.NAMESPACE_URL, name)), "bootID": str(uuid.uuid4()),
-                "kernelVersion": "5.15.0-130-generic", "osImage": "Ubuntu 22.04.5 LTS",
+                "kernelVersion": image.KERNEL, "osImage": image.OS_NAME,
                 "containerRuntimeVersion": "containerd://2.1.5-k3s1", "kubeletVersion": version,
                 "kubeProxyVersion": version, "operatingSystem": "linux", "architecture": "amd64"},
             "images": [],

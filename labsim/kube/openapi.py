@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from labsim.kube import schemas
 from labsim.kube.resources import Catalog, Resource
 
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml")
@@ -25,14 +26,32 @@ def _schema_name(res: Resource) -> str:
     return f"{group}.{res.version}.{res.kind}"
 
 
+def _kind_schemas(res: Resource, gvk: dict) -> tuple[str, dict[str, dict]]:
+    """The component name of a kind and the schemas to publish for it: a CRD's own schema, or a
+    built-in kind's fields (from the client's models, so that `kubectl explain` has them)."""
+    model = schemas.model_for(res.group, res.version, res.kind) if res.schema is None else None
+    if model is None:
+        schema = res.schema or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        return _schema_name(res), {_schema_name(res): {**schema, "x-kubernetes-group-version-kind": [gvk]}}
+    name = schemas.component_name(model.__name__)
+    components = schemas.openapi_components(model)
+    components[name] = {**components[name], "x-kubernetes-group-version-kind": [gvk]}
+    return name, components
+
+
 def group_version_doc(catalog: Catalog, group: str, version: str, server_version: str) -> dict | None:
     resources = catalog.in_group_version(group, version)
     if not resources:
         return None
-    paths, schemas = {}, {}
+    paths: dict = {}
+    components: dict = {}
+    kinds: dict = {}
     for res in resources:
         gvk = {"group": res.group, "version": res.version, "kind": res.kind}
-        ref = {"$ref": f"#/components/schemas/{_schema_name(res)}"}
+        name, found = _kind_schemas(res, gvk)
+        components.update({k: v for k, v in found.items() if k not in components})
+        kinds[name] = found[name]  # the kind's own entry carries its GVK even if another kind refers to it
+        ref = {"$ref": f"#/components/schemas/{name}"}
         body = {"content": {t: {"schema": {"type": "object"}} for t in _PATCH_TYPES}, "required": True}
         params = [{"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
                   for n in ("dryRun", "fieldManager", "fieldValidation", "force")]
@@ -44,10 +63,8 @@ def group_version_doc(catalog: Catalog, group: str, version: str, server_version
                             "operationId": f"patch{res.kind}", "parameters": params, "requestBody": body,
                             "responses": {"200": {"content": {"application/json": {"schema": ref}}}}}
         paths[item] = ops
-        schema = res.schema or {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-        schemas[_schema_name(res)] = {**schema, "x-kubernetes-group-version-kind": [gvk]}
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": server_version}, "paths": paths,
-            "components": {"schemas": schemas}}
+            "components": {"schemas": {**components, **kinds}}}
 
 
 def _hash(doc: dict) -> str:

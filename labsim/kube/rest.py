@@ -274,8 +274,9 @@ class RestHandler:
         return self.respond(request, stored, target)
 
     async def patch(self, request: web.Request, target: Target) -> web.StreamResponse:
-        current = self.store.get(target.res, target.namespace, target.name)
         raw = await request.read()
+        # No await from here on: the patch applies to the object as stored, as one atomic update.
+        current = self.store.get(target.res, target.namespace, target.name)
         ctype = request.content_type
         if ctype in (patch.APPLY_PATCH, patch.APPLY_PATCH_CBOR):
             return self.server_side_apply(request, target, current, raw)

@@ -5,6 +5,7 @@ one does: dropped, or refused with fieldValidation=Strict (kubectl's and helm's 
 from __future__ import annotations
 
 import functools
+import re
 from types import ModuleType
 
 _SCALARS = {"str", "int", "bool", "float", "datetime", "date", "object", "bytearray"}
@@ -77,3 +78,71 @@ def prune(obj: dict, paths: list[str]) -> None:
                 parent = parent.get(part)
         if isinstance(parent, dict):
             parent.pop(parts[-1], None)
+
+
+# -- OpenAPI v3 (kubectl explain) -----------------------------------------------------------------
+_OPENAPI_SCALARS = {"str": {"type": "string"}, "int": {"type": "integer", "format": "int64"},
+                    "bool": {"type": "boolean"}, "float": {"type": "number", "format": "double"},
+                    "datetime": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"},
+                    "bytearray": {"type": "string", "format": "byte"}, "object": {}}
+
+
+def _description(model: type) -> str:
+    text = (model.__doc__ or "").strip()
+    return text.split("\n\n", 1)[0].strip() if not text.startswith("NOTE") else ""
+
+
+_VERSIONED = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:alpha\d+|beta\d+)?)(.+)$")
+
+
+def component_name(model_name: str) -> str:
+    """A schema name in the API's style (io.k8s.api.[group.]version.Type): kubectl explain shows
+    the last part, e.g. Container for V1Container."""
+    m = _VERSIONED.match(model_name)
+    if not m:
+        return f"io.k8s.labsim.{model_name}"
+    group, version, rest = m.groups()  # the client prefixes a group only to tell same-named types apart
+    return f"io.k8s.api.{group.lower() + '.' if group else ''}{version.lower()}.{rest}"
+
+
+def _property(type_: str, refs: set[str]) -> dict:
+    if type_ in _OPENAPI_SCALARS:
+        return dict(_OPENAPI_SCALARS[type_])
+    if type_.startswith("List["):
+        return {"type": "array", "items": _property(type_[5:-1], refs)}
+    if type_.startswith("Dict["):
+        return {"type": "object", "additionalProperties": _property(type_[5:-1].split(", ", 1)[1], refs)}
+    if _model(type_) is None:
+        return {}
+    refs.add(type_)
+    return {"allOf": [{"$ref": f"#/components/schemas/{component_name(type_)}"}]}
+
+
+@functools.cache
+def _component(name: str) -> tuple[dict, frozenset[str]]:
+    """One model's schema and the models it refers to."""
+    model = _model(name)
+    refs: set[str] = set()
+    properties = {}
+    for attr, type_ in model.openapi_types.items():
+        prop = _property(type_, refs)
+        field = getattr(model, "model_fields", {}).get(attr)
+        if field is not None and field.description:
+            prop["description"] = field.description
+        properties[model.attribute_map[attr]] = prop
+    schema = {"type": "object", "description": _description(model), "properties": properties}
+    return schema, frozenset(refs)
+
+
+def openapi_components(model: type) -> dict[str, dict]:
+    """The schemas of ``model`` and of every model it reaches, by component name."""
+    found: dict[str, dict] = {}
+    pending = [model.__name__]
+    while pending:
+        name = pending.pop()
+        if component_name(name) in found:
+            continue
+        schema, refs = _component(name)
+        found[component_name(name)] = schema
+        pending += [r for r in refs if component_name(r) not in found]
+    return found

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 async def handle(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
     store = handler.store
+    await request.read()  # first: later reads return the cached body without suspending, so the
+    # object read below is still current when it is written back
     obj = store.get(target.res, target.namespace, target.name or "")
     if obj is None:
         raise StoreError.not_found(target.res, target.name or "")

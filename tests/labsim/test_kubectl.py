@@ -338,3 +338,11 @@ def test_validate_warn_reports_and_drops_unknown_fields(kube: RunningCluster) ->
     done = kube.kubectl("apply", "--validate=warn", "-f", "-", input=typo)
     assert 'unknown field "spec.replica"' in done.stderr
     assert "replica" not in _json(kube, "1.34", "get", "deploy", "web")["spec"]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_explain_shows_the_fields_of_built_in_kinds(kube: RunningCluster, version: str) -> None:  # noqa: F811
+    out = kube.kubectl("explain", "deployment.spec.replicas", version=version).stdout
+    assert "FIELD: replicas <integer>" in out and "Number of desired pods" in out
+    out = kube.kubectl("explain", "pod.spec.containers", version=version).stdout
+    assert "<[]Container>" in out and "imagePullPolicy" in out
