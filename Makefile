@@ -7,10 +7,13 @@ PARAMS ?= parameters/sim.yaml
 KERNEL := homelab-notebooks
 TOOLS  := .tools
 
-.PHONY: lab test lint check tools kernel clean-lab clean
+.PHONY: lab test lint check tools kernel stop-lab clean-lab clean
 
+# The embedded lab stays up afterwards, so the cluster can be explored; `make stop-lab` stops it.
 lab: $(VENV)/.installed kernel
-	$(VENV)/bin/labkit run --params $(PARAMS)
+	$(VENV)/bin/labkit run --params $(PARAMS) --keep-lab
+	@echo "The embedded lab is still running: kubectl --kubeconfig .labsim/operator/kubeconfig get nodes"
+	@echo "Stop it with: make stop-lab   (its state stays in .labsim/; make clean-lab deletes it)"
 
 test: $(VENV)/.installed-test kernel tools
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
@@ -45,8 +48,10 @@ kernel: $(VENV)/.installed
 tools:
 	@bash scripts/install-tools.sh $(TOOLS)
 
-clean-lab:
+stop-lab:
 	-$(VENV)/bin/labsim down --params $(PARAMS)
+
+clean-lab: stop-lab
 	rm -rf .labsim
 
 clean: clean-lab
