@@ -7,7 +7,7 @@ PARAMS ?= parameters/sim.yaml
 KERNEL := homelab-notebooks
 TOOLS  := .tools
 
-.PHONY: lab test lint check tools kernel stop-lab clean-lab clean
+.PHONY: lab test lint check notebooks tools kernel stop-lab clean-lab clean
 
 # The embedded lab stays up afterwards, so the cluster can be explored; `make stop-lab` stops it.
 lab: $(VENV)/.installed kernel
@@ -23,6 +23,9 @@ lint: $(VENV)/.installed-test
 
 check: $(VENV)/.installed
 	$(VENV)/bin/labkit check --params $(PARAMS)
+
+notebooks: $(VENV)/.installed
+	$(PY) notebooks/build.py
 
 # The venv: created once, reinstalled when the project's metadata changes.
 $(VENV)/bin/python:

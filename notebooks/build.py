@@ -337,14 +337,19 @@ record(report, nodes=len(lab.nodes), k3s_version=lab.k3s.version, dry_run=dry_ru
 ]
 
 
-def write(name: str, cells: list) -> None:
+SERIES = {"01-provision-vms.ipynb": PROVISION, "02-bootstrap-k3s.ipynb": BOOTSTRAP}
+
+
+def build(name: str) -> str:
+    """The notebook's file text, as committed."""
+    cells = SERIES[name]
     for i, cell in enumerate(cells):
         cell.id = f"{name[:2]}-{i:02d}"  # stable ids: rebuilding gives the same file
     nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
     nbformat.validate(nb)
-    nbformat.write(nb, HERE / name)
+    return nbformat.writes(nb) + "\n"
 
 
 if __name__ == "__main__":
-    write("01-provision-vms.ipynb", PROVISION)
-    write("02-bootstrap-k3s.ipynb", BOOTSTRAP)
+    for notebook in SERIES:
+        (HERE / notebook).write_text(build(notebook))

@@ -5,6 +5,7 @@ bad parameters, and the committed notebooks' form."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -125,3 +126,12 @@ def test_bad_parameters_stop_before_any_change(tmp_path):
         with pytest.raises(papermill.PapermillExecutionError, match=r"nodes\[1\]\.ip: '192.168.2.300' is not an IPv4"):
             run_notebook(SERIES[0], bad, tmp_path)
         assert [vm["vmid"] for vm in sim.handle.status()["vms"]] == [sim.lab.proxmox.template_vmid]
+
+
+def test_committed_notebooks_are_what_build_py_writes():
+    """The notebooks are generated from notebooks/build.py: an edit to one side only is caught here."""
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for name in build.SERIES:
+        assert (NOTEBOOKS / name).read_text() == build.build(name), f"{name}: run python notebooks/build.py"
