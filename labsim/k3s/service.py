@@ -325,7 +325,7 @@ async def register_node(node, cluster, cfg: K3sConfig, role: str, version: K3sVe
     await cluster.join_node(name=name, ip=node.spec.ip, role=role, version=str(version),
                             labels=cfg.node_labels, taints=cfg.node_taints,
                             cores=node.spec.cores, memory_mib=node.spec.memory_mib,
-                            disk_bytes=node.spec.disk_bytes)
+                            disk_bytes=node.spec.disk_bytes, boot_id=_boot_id(node))
     await cluster.set_node_ready(name, True)
     await addons.add_node_host(cluster, node.spec.ip, name)
 
@@ -342,6 +342,11 @@ async def _mark_not_ready(cluster, name: str) -> None:
 def _check_password(node, cluster, name: str) -> None:
     if not nodepassword.verify(cluster, name, nodepassword.local_password(node)):
         raise UnitError(f"Failed to retrieve agent config: {nodepassword.REJECTED}", "error")
+
+
+def _boot_id(node) -> str:
+    """What the kubelet reports as the Node's bootID: the same across k3s restarts, new after a reboot."""
+    return node.read("/proc/sys/kernel/random/boot_id").decode().strip()
 
 
 def _version(node) -> K3sVersion:

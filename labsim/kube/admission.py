@@ -56,6 +56,11 @@ def validate(res: Resource, obj: dict) -> list[tuple[str, str]]:
         causes.append(("spec.containers", "Required value"))
     if res.group in ("apps", "batch") and res.kind in ("Deployment", "ReplicaSet", "StatefulSet", "DaemonSet"):
         causes += _validate_workload(obj)
+    if res.group == "batch" and res.kind == "Job":
+        causes += _job_restart_policy(obj.get("spec") or {}, "spec")
+    if res.group == "batch" and res.kind == "CronJob":
+        job_spec = ((obj.get("spec") or {}).get("jobTemplate") or {}).get("spec") or {}
+        causes += _job_restart_policy(job_spec, "spec.jobTemplate.spec")
     return causes
 
 
@@ -110,6 +115,19 @@ def _validate_workload(obj: dict) -> list[tuple[str, str]]:
         return [("spec.template.metadata.labels", f"Invalid value: {labels}: `selector` does not match "
                  "template `labels`")]
     return []
+
+
+def _job_restart_policy(job_spec: dict, path: str) -> list[tuple[str, str]]:
+    """A Job's pods must run to completion. The pod defaulting fills in ``Always`` when the
+    template says nothing, so the real job validation refuses both as a missing value."""
+    policy = ((job_spec.get("template") or {}).get("spec") or {}).get("restartPolicy") or ""
+    where = f"{path}.template.spec.restartPolicy"
+    if policy in ("", "Always"):
+        return [(where, 'Required value: valid values: "OnFailure", "Never"')]
+    if policy in ("OnFailure", "Never"):
+        return []
+    return [(where, f'Unsupported value: "{policy}": supported values: "Always", "OnFailure", "Never"'),
+            (where, f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"')]
 
 
 # -- defaults per kind -----------------------------------------------------------------------------
@@ -248,7 +266,6 @@ def _job(obj: dict) -> None:
                        obj["metadata"].get("name", ""), "controller-uid": uid,
                        "job-name": obj["metadata"].get("name", "")})
     _template(obj)
-    spec["template"]["spec"]["restartPolicy"] = spec["template"]["spec"].get("restartPolicy", "Never")
 
 
 def _cronjob(obj: dict) -> None:

@@ -214,13 +214,19 @@ class Cluster:
 
     # -- nodes ------------------------------------------------------------------------------------
     async def join_node(self, *, name: str, ip: str, role: str, version: str, labels: dict, taints: list[dict],
-                        cores: int, memory_mib: int, disk_bytes: int) -> None:
-        """Register (or refresh, after a restart) the Node a k3s server or agent reports."""
+                        cores: int, memory_mib: int, disk_bytes: int, boot_id: str | None = None) -> None:
+        """Register (or refresh, after a restart) the Node a k3s server or agent reports.
+
+        ``boot_id`` is the machine's (its /proc/sys/kernel/random/boot_id): the kubelet reports
+        it, and a changed one tells the cluster the machine rebooted. Without it the Node keeps
+        the one it has: a restarted k3s is not a reboot."""
         res = self.store.resource("v1", "Node")
         existing = self.store.get(res, None, name)
+        known = ((existing or {}).get("status") or {}).get("nodeInfo", {}).get("bootID")
         node = _node_object(name=name, ip=ip, role=role, version=version, labels=labels, taints=taints,
                             cores=cores, memory_mib=memory_mib, disk_bytes=disk_bytes, now=self.store.now(),
-                            etcd=self.embedded_etcd, index=len(self.store.list(res)))
+                            etcd=self.embedded_etcd, index=len(self.store.list(res)),
+                            boot_id=boot_id or known or str(uuid.uuid4()))
         if existing is None:
             self.store.create(node)
             return
@@ -256,8 +262,8 @@ class Cluster:
         node = self.store.get(res, None, name)
         if node is None:
             raise StoreError.not_found(res, name)
-        info = node["status"]["nodeInfo"]
-        info.update(kubeletVersion=version, kubeProxyVersion=version, bootID=str(uuid.uuid4()))
+        # The machine did not reboot: its boot ID stays; the kubelet of another version restarts the pods.
+        node["status"]["nodeInfo"].update(kubeletVersion=version, kubeProxyVersion=version)
         self.store.update(node, subresource="status")
 
     # -- snapshots and manifests -------------------------------------------------------------------
@@ -300,7 +306,7 @@ def _sans(pair: pki.KeyPair) -> list[str]:
 
 
 def _node_object(*, name: str, ip: str, role: str, version: str, labels: dict, taints: list[dict], cores: int,
-                 memory_mib: int, disk_bytes: int, now: str, etcd: bool, index: int) -> dict:
+                 memory_mib: int, disk_bytes: int, now: str, etcd: bool, index: int, boot_id: str) -> dict:
     node_labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/instance-type": "k3s",
                    "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
                    "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k3s"}
@@ -333,7 +339,7 @@ def _node_object(*, name: str, ip: str, role: str, version: str, labels: dict, t
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": {"machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex, "systemUUID": str(
-                uuid.uuid5(uuid.NAMESPACE_URL, name)), "bootID": str(uuid.uuid4()),
+                uuid.uuid5(uuid.NAMESPACE_URL, name)), "bootID": boot_id,
                 "kernelVersion": image.KERNEL, "osImage": image.OS_NAME,
                 "containerRuntimeVersion": "containerd://2.1.5-k3s1", "kubeletVersion": version,
                 "kubeProxyVersion": version, "operatingSystem": "linux", "architecture": "amd64"},

@@ -364,6 +364,20 @@ def _lb_address(obj: dict) -> str:
     return ",".join(i.get("ip") or i.get("hostname", "") for i in ingress)
 
 
+# The annotations marking the cluster's default StorageClass (GA and the beta one kubectl still reads).
+_DEFAULT_CLASS = ("storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def _display_name(res: Resource, obj: dict) -> str:
+    """The NAME cell: kubectl's printer marks the default StorageClass, `local-path (default)` on k3s."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    if (res.group, res.kind) == ("storage.k8s.io", "StorageClass") and any(
+            (meta.get("annotations") or {}).get(key) == "true" for key in _DEFAULT_CLASS):
+        return f"{name} (default)"
+    return name
+
+
 def _custom_columns(res: Resource) -> tuple[list[Column], Row]:
     columns = [(c["name"], c.get("type", "string"), int(c.get("priority", 0))) for c in res.printer_columns]
     paths = [c.get("jsonPath", "") for c in res.printer_columns]
@@ -392,7 +406,7 @@ def table(cluster: Cluster, res: Resource, objects: list[dict], request: web.Req
     definitions += [{"name": n, "type": t, "format": "", "description": n, "priority": p} for n, t, p in columns]
     rows = []
     for obj in objects:
-        entry: dict = {"cells": [obj["metadata"].get("name", "")] + row(obj, now)}
+        entry: dict = {"cells": [_display_name(res, obj)] + row(obj, now)}
         if include == "Object":
             entry["object"] = obj
         elif include != "None":
