@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from labsim.node.model import NodeModel
 
+# The kernel release and OS name: what `uname -r` and /etc/os-release say, and what k3s (labsim.kube)
+# reports in each Node's status.nodeInfo.
 KERNEL = "5.15.0-126-generic"
 KERNEL_BUILD = "#136-Ubuntu SMP Wed Nov 6 10:38:22 UTC 2024"
+OS_NAME = "Ubuntu 22.04.5 LTS"
 MIB = 1024 * 1024
 UID = {"root": 0}
 USER_UID = 1000
@@ -25,8 +28,8 @@ BASE_MEMORY_USED = 210 * MIB
 SERVICE_MEMORY_USED = 300 * MIB
 BUFF_CACHE = 420 * MIB
 
-OS_RELEASE = """\
-PRETTY_NAME="Ubuntu 22.04.5 LTS"
+OS_RELEASE = f"""\
+PRETTY_NAME="{OS_NAME}"
 NAME="Ubuntu"
 VERSION_ID="22.04"
 VERSION="22.04.5 LTS (Jammy Jellyfish)"
@@ -39,11 +42,11 @@ BUG_REPORT_URL="https://bugs.launchpad.net/ubuntu/"
 PRIVACY_POLICY_URL="https://www.ubuntu.com/legal/terms-and-policies/privacy-policy"
 UBUNTU_CODENAME=jammy
 """
-LSB_RELEASE = """\
+LSB_RELEASE = f"""\
 DISTRIB_ID=Ubuntu
 DISTRIB_RELEASE=22.04
 DISTRIB_CODENAME=jammy
-DISTRIB_DESCRIPTION="Ubuntu 22.04.5 LTS"
+DISTRIB_DESCRIPTION="{OS_NAME}"
 """
 # /etc/skel: what a new user's home holds.
 SKELETON = {
@@ -77,7 +80,7 @@ def install(model: NodeModel) -> None:
     first_boot = {
         "/etc/os-release": (OS_RELEASE, 0o644),
         "/etc/lsb-release": (LSB_RELEASE, 0o644),
-        "/etc/issue": ("Ubuntu 22.04.5 LTS \\n \\l\n\n", 0o644),
+        "/etc/issue": (f"{OS_NAME} \\n \\l\n\n", 0o644),
         "/etc/machine-id": (uuid.uuid4().hex + "\n", 0o444),
         "/etc/shadow": ("root:*:20000:0:99999:7:::\n", 0o640),
     }
