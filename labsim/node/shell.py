@@ -11,7 +11,8 @@ import glob
 import operator
 import posixpath
 import re
-from collections.abc import Callable
+import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,18 @@ class LoopControl(Unwind):
         self.kind, self.levels = kind, levels
 
 
+class ReturnFromSource(Unwind):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def fatal(message: str, status: int) -> ExitShell:
+    """An error that ends a non-interactive shell (bad substitution, unbound variable), printed."""
+    exc = ExitShell(status)
+    exc.output = CommandResult.fail(message, status)
+    return exc
+
+
 def login_env(node: NodeModel, user: str) -> dict[str, str]:
     """The environment sshd gives a login (and sudo gives root)."""
     home = image.home(node, user)
@@ -75,20 +88,27 @@ class Shell:
 
     def __init__(self, node: NodeModel, user: str, env: dict[str, str] | None = None,
                  cwd: str | None = None, args: list[str] | None = None, name: str = "bash",
-                 umask: int | None = None) -> None:
+                 umask: int | None = None, dialect: str | None = None) -> None:
         self.node = node
         self.user = user
         self.vars = dict(env if env is not None else login_env(node, user))
         self.exported = set(self.vars)
         self.cwd = cwd or self.vars.get("HOME", "/")
         self.args = args or []
-        self.name = name
+        self.name = name  # $0, and what error messages start with
+        self.dialect = dialect or ("sh" if name == "sh" else "bash")  # /bin/sh is dash
+        self.line = 1  # of the command running, for error messages
         self.status = 0
         self.errexit = False
+        self.options: set[str] = set()  # set -o: nounset, pipefail, noglob
+        self.traps: dict[str, str] = {}
+        self.sourcing = 0  # depth of `source`, where `return` is allowed
+        self.inputs: dict[int, tuple[bytes, int]] = {}  # how far `read` got in each input
         self.exited = False
         self._conditions = 0  # inside an if/while condition, where set -e does not apply
         self.pending_exit: int | None = None  # set by exec: the shell ends after this pipeline
         self._substitution_status = 0
+        self._substitution_errors = bytearray()  # what $(...) printed on stderr: it is not captured
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
@@ -102,15 +122,105 @@ class Shell:
             await self._lists(lists, stdin, out)
         except ExitShell as exc:
             self.status, self.exited = exc.status, True
+            self._keep(exc, out)
         except LoopControl:
             pass  # break/continue outside a loop: bash ignores them
+        if "EXIT" in self.traps:
+            await self._run_trap("EXIT", out)
         return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
+
+    def set_options(self, args: list[str]) -> None:
+        """``set``'s arguments: -e/+e, -u, -f, -o NAME (pipefail, ...), then positional parameters."""
+        args = list(args)
+        while args and args[0][:1] in ("-", "+") and args[0] not in ("-", "--"):
+            option = args.pop(0)
+            for letter in option[1:]:
+                if letter == "o":
+                    name = args.pop(0) if args else ""
+                    if name not in SET_NAMES:
+                        raise ValueError(f"{name}: invalid option name")
+                else:
+                    name = SET_LETTERS.get(letter, "")
+                    if not name:
+                        raise ValueError(f"-{letter}: invalid option\n{SET_USAGE.rstrip()}")
+                self._set_option(name, option[0] == "-")
+        if args:
+            self.args = args[1:] if args[0] in ("-", "--") else args
+
+    def _set_option(self, name: str, on: bool) -> None:
+        if name == "errexit":
+            self.errexit = on
+        elif on:
+            self.options.add(name)
+        else:
+            self.options.discard(name)
+
+    def read_input(self, stdin: bytes, delimiter: str, limit: int | None) -> tuple[str, bool]:
+        """The next record of ``stdin`` for ``read``: this shell remembers how far it read each
+        input, so ``while read line; do ...; done < file`` walks the file. Whether the delimiter
+        ended it (else the input did)."""
+        data, pos = self.inputs.get(id(stdin), (stdin, 0))
+        if data is not stdin:
+            pos = 0
+        end = data.find(delimiter.encode(), pos)
+        stop = len(data) if end < 0 else end
+        if limit is not None and stop - pos > limit:
+            stop, end = pos + limit, pos + limit - 1
+        self.inputs[id(stdin)] = (stdin, len(data) if end < 0 else end + 1)
+        return data[pos:stop].decode(errors="replace"), end >= 0
+
+    async def run_here(self, text: str, stdin: bytes, label: str) -> CommandResult:
+        """Commands of ``eval`` or ``source`` in this shell: its variables and directory change;
+        ``exit`` there ends this shell, ``return`` ends the sourced file."""
+        try:
+            lists = parse(text)
+        except ShellSyntaxError as exc:
+            return CommandResult.fail(f"{self.where()}{label}{exc}\n", 2)
+        out = Output()
+        try:
+            await self._lists(lists, stdin, out)
+        except ReturnFromSource as done:
+            self.status = done.status
+        except Unwind as unwind:
+            before = unwind.output or CommandResult()
+            unwind.output = CommandResult(bytes(out.stdout) + before.stdout, bytes(out.stderr) + before.stderr)
+            raise
+        return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
+
+    def where(self) -> str:
+        """How this shell starts an error message: ``bash: line 3: `` (dash: ``sh: 3: ``)."""
+        return f"{self.name}: {self.line}: " if self.dialect == "sh" else f"{self.name}: line {self.line}: "
+
+    async def _run_trap(self, signal: str, out: Output) -> None:
+        """Run a trap's command; it keeps the status it was called with, unless it exits."""
+        action, status = self.traps.pop(signal) if signal == "EXIT" else self.traps[signal], self.status
+        try:
+            await self._lists(parse(action), b"", out)
+            self.status = status
+        except ShellSyntaxError as exc:
+            out.stderr += f"{self.name}: {exc}\n".encode()
+        except ExitShell as exc:
+            self.status, self.exited = exc.status, True
+            self._keep(exc, out)
+        except Unwind:
+            self.status = status
+
+    @staticmethod
+    def _keep(unwind: Unwind, out: Output) -> None:
+        """What an unwinding error printed on its way out (fatal expansion errors)."""
+        if unwind.output is not None:
+            out.stdout += unwind.output.stdout
+            out.stderr += unwind.output.stderr
+            unwind.output = None
 
     async def _lists(self, lists: list[AndOr], stdin: bytes, out: Output) -> None:
         for chain in lists:
             last_ran = await self._and_or(chain, stdin, out)
-            if self.errexit and self.status and last_ran and not self._conditions:
-                raise ExitShell(self.status)
+            if self.status and last_ran and not self._conditions:
+                if "ERR" in self.traps:
+                    await self._run_trap("ERR", out)
+                if self.errexit:
+                    raise ExitShell(self.status)
 
     async def _condition(self, lists: list[AndOr], stdin: bytes, out: Output) -> bool:
         """Run an if/while condition (exempt from ``set -e``); whether it succeeded."""
@@ -132,24 +242,44 @@ class Shell:
         return ran_last and not chain.first.negate
 
     async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
-        data = stdin
-        for i, cmd in enumerate(pipeline.commands):
+        if len(pipeline.commands) == 1:
             try:
-                result = await (self._compound(cmd, data) if isinstance(cmd, Compound) else self._command(cmd, data))
+                result = await self._one(pipeline.commands[0], stdin)
             except Unwind as unwind:
-                if unwind.output is not None:
-                    out.stderr += unwind.output.stderr
-                    out.stdout += unwind.output.stdout if i == len(pipeline.commands) - 1 else b""
-                    unwind.output = None
+                self._keep(unwind, out)
                 raise
+            out.stdout += result.stdout
             out.stderr += result.stderr
-            if i == len(pipeline.commands) - 1:
-                out.stdout += result.stdout
-            data = result.stdout
+        else:
+            await self._pipe(pipeline.commands, stdin, out)
         if self.pending_exit is not None:
             raise ExitShell(self.pending_exit)
         if pipeline.negate:
             self.status = int(self.status == 0)
+
+    async def _pipe(self, commands: list[Command | Compound], stdin: bytes, out: Output) -> None:
+        """``a | b``: each command in a subshell, as bash runs them (``cd``, ``read`` or ``exit``
+        there leave this shell as it was); the status is the last one's, or with pipefail the
+        last failure's."""
+        data, statuses = stdin, []
+        for i, cmd in enumerate(commands):
+            child = self.fork()
+            try:
+                result = await child._one(cmd, data)
+            except Unwind as unwind:
+                done = unwind.output or CommandResult()
+                result = CommandResult(done.stdout, done.stderr,
+                                       unwind.status if isinstance(unwind, ExitShell) else child.status)
+            out.stderr += result.stderr
+            if i == len(commands) - 1:
+                out.stdout += result.stdout
+            data = result.stdout
+            statuses.append(result.exit_status)
+        failed = [status for status in statuses if status]
+        self.status = failed[-1] if failed and "pipefail" in self.options else statuses[-1]
+
+    async def _one(self, cmd: Command | Compound, stdin: bytes) -> CommandResult:
+        return await (self._compound(cmd, stdin) if isinstance(cmd, Compound) else self._command(cmd, stdin))
 
     # --- compound commands ----------------------------------------------------------------------
 
@@ -158,11 +288,12 @@ class Shell:
             stdin, sinks = await self._redirections(cmd.redirects, stdin)
         except OSError as exc:
             self.status = 1
-            return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
+            return CommandResult(stderr=f"{self.where()}{_describe(exc)}\n".encode(), exit_status=1)
         out = Output()
         try:
             await self._compound_body(cmd, stdin, out)
         except Unwind as unwind:
+            self._keep(unwind, out)
             unwind.output = self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
             raise
         return self._route(CommandResult(bytes(out.stdout), bytes(out.stderr), self.status), sinks)
@@ -225,41 +356,42 @@ class Shell:
         assignments: dict[str, str] = {}
         words = list(cmd.words)
         argv: list[str] = []
+        self.line = cmd.line
         self._substitution_status = 0  # a bare assignment's status is its last $(...)'s
-        try:
-            while words and (pair := words[0].assignment()):
-                assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
-                words.pop(0)
-            for word in words:
-                argv += await self.expand(word)
-        except ValueError as exc:  # a bad $((...))
-            self.status = 1
-            return CommandResult.fail(f"{self.name}: {exc}\n")
+        while words and (pair := words[0].assignment()):
+            assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
+            words.pop(0)
+        for word in words:
+            argv += await self.expand(word)
         try:
             stdin, sinks = await self._redirections(cmd.redirects, stdin)
         except OSError as exc:
             self.status = 1
-            return CommandResult(stderr=f"{self.name}: {_describe(exc)}\n".encode(), exit_status=1)
+            return CommandResult(stderr=f"{self.where()}{_describe(exc)}\n".encode(), exit_status=1)
         if not argv:
             self.vars.update(assignments)
             result = CommandResult(exit_status=self._substitution_status)
         else:
             result = await self.execute(argv, assignments, stdin)
         self.status = result.exit_status
-        return self._route(result, sinks)
+        routed = self._route(result, sinks)
+        errors, self._substitution_errors = bytes(self._substitution_errors), bytearray()
+        return CommandResult(routed.stdout, errors + routed.stderr, routed.exit_status)
 
     async def execute(self, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
         """Run one expanded command: a builtin of this shell, or a program of the registry."""
         builtin = BUILTINS.get(argv[0])
         if builtin is not None:
-            return await builtin(self, argv, assignments)
+            return await builtin(self, argv, assignments, stdin)
+        if argv[0] in UNMODELLED:
+            return CommandResult.fail(f"{self.where()}{argv[0]}: not modelled by labsim's node shell\n", 2)
         handler = self.find(argv[0])
         if handler is None:
             if "/" in argv[0] and not self.node.exists(normpath(argv[0], self.cwd)):
-                return CommandResult.fail(f"{self.name}: {argv[0]}: No such file or directory\n", 127)
-            if self.name == "sh":  # /bin/sh is dash on Ubuntu, which words it so
-                return CommandResult.fail(f"sh: 1: {argv[0]}: not found\n", 127)
-            return CommandResult.fail(f"{self.name}: {argv[0]}: command not found\n", 127)
+                return CommandResult.fail(f"{self.where()}{argv[0]}: No such file or directory\n", 127)
+            if self.dialect == "sh":  # /bin/sh is dash on Ubuntu, which words it so
+                return CommandResult.fail(f"{self.where()}{argv[0]}: not found\n", 127)
+            return CommandResult.fail(f"{self.where()}{argv[0]}: command not found\n", 127)
         env = {name: value for name, value in self.vars.items() if name in self.exported}
         env.update(assignments)
         ctx = CommandContext(node=self.node, argv=argv, env=env, stdin=stdin, user=self.user,
@@ -274,8 +406,9 @@ class Shell:
     def fork(self) -> Shell:
         """A subshell: a copy of this shell's variables, options and directory."""
         child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
-                      name=self.name, umask=self.umask)
-        child.exported, child.errexit = set(self.exported), self.errexit
+                      name=self.name, umask=self.umask, dialect=self.dialect)
+        child.exported, child.errexit, child.options = set(self.exported), self.errexit, set(self.options)
+        child.line, child.status = self.line, self.status
         return child
 
     async def _nested(self, line: str, stdin: bytes = b"", user: str | None = None,
@@ -284,14 +417,21 @@ class Shell:
         if env is None:
             env = {n: v for n, v in self.vars.items() if n in self.exported}
         umask = self.umask if user == self.user else self.umask | 0o022
-        child = Shell(self.node, user, env=env, cwd=self.cwd, name=self.name, umask=umask)
+        child = Shell(self.node, user, env=env, cwd=self.cwd, name=self.name, umask=umask, dialect=self.dialect)
         return await child.run(line, stdin)
 
     # --- expansion ---------------------------------------------------------------------------------
 
     async def expand(self, word: Word, split: bool = True) -> list[str]:
         """A word into fields: parameters and command substitutions expanded, unquoted results
-        split on blanks, tildes and globs resolved against the node's files."""
+        split on blanks, tildes and globs resolved against the node's files. A bad substitution
+        or arithmetic ends the shell, as it ends a non-interactive bash."""
+        try:
+            return await self._expand(word, split)
+        except ValueError as exc:
+            raise fatal(f"{self.where()}{exc}\n", 1) from None
+
+    async def _expand(self, word: Word, split: bool) -> list[str]:
         fields: list[list[tuple[str, bool]]] = []
         current: list[tuple[str, bool]] | None = None
         if not self.args and _only_all_args(word):
@@ -335,6 +475,7 @@ class Shell:
         if part.kind == "sub":
             result = await self.fork().run(part.text)
             self._substitution_status = result.exit_status
+            self._substitution_errors += result.stderr
             return result.stdout.decode(errors="replace").rstrip("\n")
         if part.kind == "arith":
             return str(arithmetic(part.text, self._parameter))
@@ -349,7 +490,8 @@ class Shell:
         if match is None or (match.group(3) and not match.group(2)):
             raise ValueError(f"${{{spec}}}: bad substitution")
         name, op, word = match.groups()
-        value, is_set = self._value(name), name in self.vars or name in "?$#@*0" or name.isdigit()
+        is_set = name in self.vars or name in "?$#@*0" or (name.isdigit() and int(name) <= len(self.args))
+        value = self._value(name, strict=not op or op[0] in "#%")  # set -u spares ${name-word}
         if op in (":-", "-"):
             return value if (value if op == ":-" else is_set) else word
         if op in (":=", "="):
@@ -362,18 +504,22 @@ class Shell:
             return _strip_pattern(value, op, word)
         return value
 
-    def _value(self, name: str) -> str:
+    def _value(self, name: str, strict: bool = True) -> str:
         special = {"?": str(self.status), "$": "4242", "#": str(len(self.args)), "0": self.name,
                    "@": " ".join(self.args), "*": " ".join(self.args)}
         if name in special:
             return special[name]
-        if name.isdigit():
-            return self.args[int(name) - 1] if 0 < int(name) <= len(self.args) else ""
-        return self.vars.get(name, "")
+        if name.isdigit() and 0 < int(name) <= len(self.args):
+            return self.args[int(name) - 1]
+        if name in self.vars:
+            return self.vars[name]
+        if strict and "nounset" in self.options:
+            raise fatal(f"{self.where()}{'$' if name.isdigit() else ''}{name}: unbound variable\n", 127)
+        return ""
 
     def _glob(self, parts: list[tuple[str, bool]]) -> list[str]:
         text = "".join(t for t, _ in parts)
-        if not any(GLOB_CHARS & set(t) for t, quoted in parts if not quoted):
+        if "noglob" in self.options or not any(GLOB_CHARS & set(t) for t, quoted in parts if not quoted):
             return [text]
         pattern = "".join(glob.escape(t) if quoted else t for t, quoted in parts)
         absolute = normpath(pattern, self.cwd)  # never above the node's /
@@ -526,6 +672,8 @@ def _argv_reads_stdin(argv: list[str]) -> bool:
     if not argv:
         return False
     program, args = argv[0].rsplit("/", 1)[-1], argv[1:]
+    if program in BUILTINS:
+        return program == "read"
     if "-" in args or program == "tr":  # `kubectl apply -f -`, `tar xf -`: "-" names stdin
         return True
     if program in ("sh", "bash"):
@@ -544,45 +692,268 @@ def _argv_reads_stdin(argv: list[str]) -> bool:
 
 
 # --- builtins ------------------------------------------------------------------------------------
+# Each takes the shell, its argv, the command's prefix assignments and its stdin.
 
-async def _cd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
-    target = normpath(argv[1] if len(argv) > 1 else shell.vars.get("HOME", "/"), shell.cwd)
-    if not shell.node.is_dir(target):
-        return CommandResult.fail(f"{shell.name}: cd: {argv[1]}: No such file or directory\n")
-    if not shell.node.can(target, shell.user, "x"):
-        return CommandResult.fail(f"{shell.name}: cd: {argv[1]}: Permission denied\n")
-    shell.cwd = shell.vars["PWD"] = target
-    return CommandResult()
+Builtin = Callable[[Shell, list[str], dict[str, str], bytes], Awaitable[CommandResult]]
+# Builtins labsim does not model: they fail with a message that says so, never as a missing program.
+UNMODELLED = {"[[", "let", "alias", "unalias", "getopts", "ulimit", "function", "select", "mapfile",
+              "readarray", "pushd", "popd", "dirs", "jobs", "fg", "bg", "disown", "coproc", "caller",
+              "enable", "complete", "compgen", "history", "fc", "bind", "suspend", "times", "logout"}
+KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
+            "in", "{", "}", "!", "[[", "]]", "function", "select", "time", "coproc"}
+# set's single-letter options and the -o names it accepts (only the first three change behaviour
+# besides errexit; the rest are accepted and have no effect here).
+SET_LETTERS = {"e": "errexit", "u": "nounset", "f": "noglob", "x": "xtrace", "v": "verbose",
+               "h": "hashall", "B": "braceexpand", "C": "noclobber", "a": "allexport", "b": "notify",
+               "H": "histexpand", "m": "monitor", "P": "physical", "T": "functrace", "E": "errtrace"}
+SET_NAMES = set(SET_LETTERS.values()) | {"pipefail", "posix", "ignoreeof", "nolog", "vi", "emacs"}
+SET_USAGE = "set: usage: set [-abefhkmnptuvxBCEHPT] [-o option-name] [--] [-] [arg ...]\n"
+SIGNALS = {"EXIT", "ERR", "DEBUG", "RETURN", "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE",
+           "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM", "CHLD", "CONT", "STOP", "TSTP",
+           "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS"}
+PSEUDO_SIGNALS = {"EXIT", "ERR", "DEBUG", "RETURN"}
+SIGNAL_NUMBERS = {"0": "EXIT", "1": "HUP", "2": "INT", "3": "QUIT", "9": "KILL", "15": "TERM"}
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-async def _export(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
-    for arg in argv[1:]:
+def _error(shell: Shell, message: str, status: int = 1) -> CommandResult:
+    return CommandResult.fail(f"{shell.where()}{message}\n", status)
+
+
+async def _cd(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    args = [a for a in argv[1:] if a not in ("-L", "-P", "--")]
+    if len(args) > 1:
+        return _error(shell, "cd: too many arguments")
+    wanted = args[0] if args else shell.vars.get("HOME")
+    if wanted is None or (wanted == "-" and "OLDPWD" not in shell.vars):
+        return _error(shell, f"cd: {'HOME' if wanted is None else 'OLDPWD'} not set")
+    if wanted == "":
+        return CommandResult()  # bash: `cd ""` stays where it is
+    target = normpath(shell.vars["OLDPWD"] if wanted == "-" else wanted, shell.cwd)
+    reason = ("No such file or directory" if not shell.node.exists(target) else
+              "Not a directory" if not shell.node.is_dir(target) else
+              "Permission denied" if not shell.node.can(target, shell.user, "x") else None)
+    if reason is not None:
+        if shell.dialect == "sh":
+            return _error(shell, f"cd: can't cd to {wanted}", 2)
+        return _error(shell, f"cd: {wanted}: {reason}")
+    shell.vars["OLDPWD"], shell.cwd = shell.cwd, target
+    shell.vars["PWD"] = target
+    return CommandResult.ok(target + "\n" if wanted == "-" else "")
+
+
+def _declared(shell: Shell, name: str) -> str:
+    flag = "-x" if name in shell.exported else "--"
+    value = shell.vars[name].replace("\\", "\\\\").replace('"', '\\"')
+    return f'declare {flag} {name}="{value}"\n'
+
+
+def _assign(shell: Shell, builtin: str, operands: list[str], export: bool) -> CommandResult:
+    """NAME[=VALUE] operands of export/declare/readonly: set, and export if asked."""
+    errors = []
+    for arg in operands:
         name, eq, value = arg.partition("=")
+        if not IDENTIFIER.fullmatch(name):
+            errors.append(f"{shell.where()}{builtin}: `{arg}': not a valid identifier\n")
+            continue
         if eq:
             shell.vars[name] = value
-        shell.exported.add(name)
-    return CommandResult()
+        if export:
+            shell.exported.add(name)
+    return CommandResult(stderr="".join(errors).encode(), exit_status=int(bool(errors)))
 
 
-async def _unset(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+async def _export(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    options = [a for a in argv[1:] if a.startswith("-")]
+    names = [a for a in argv[1:] if not a.startswith("-")]
+    if "-n" in options:
+        shell.exported.difference_update(names)
+        return CommandResult()
+    if not names:
+        return CommandResult.ok("".join(_declared(shell, n) for n in sorted(shell.exported) if n in shell.vars))
+    return _assign(shell, "export", names, export=True)
+
+
+async def _declare(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    """declare/typeset/readonly: variables (and exports); arrays and functions are not modelled."""
+    options = "".join(a[1:] for a in argv[1:] if a.startswith(("-", "+")))
+    names = [a for a in argv[1:] if not a.startswith(("-", "+"))]
+    if set(options) & set("aAfFn"):
+        return _error(shell, f"{argv[0]}: arrays, functions and namerefs are not modelled by labsim's node shell", 2)
+    if "p" in options or not names:
+        shown = names or sorted(shell.vars)
+        return CommandResult.ok("".join(_declared(shell, n) for n in shown if n in shell.vars))
+    return _assign(shell, argv[0], names, export="x" in options)
+
+
+async def _unset(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     for name in argv[1:]:
-        shell.vars.pop(name, None)
-        shell.exported.discard(name)
+        if not name.startswith("-"):
+            shell.vars.pop(name, None)
+            shell.exported.discard(name)
     return CommandResult()
 
 
-async def _set(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
-    for arg in argv[1:]:
-        if arg.startswith(("-", "+")) and "e" in arg:
-            shell.errexit = arg.startswith("-")
+async def _set(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    if len(argv) == 1:
+        return CommandResult.ok("".join(f"{n}={shlex.quote(v)}\n" for n, v in sorted(shell.vars.items())))
+    try:
+        shell.set_options(argv[1:])
+    except ValueError as exc:
+        return _error(shell, f"set: {exc}", 2)
     return CommandResult()
 
 
-async def _exit(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
-    raise ExitShell(int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else shell.status)
+async def _exit(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    if len(argv) > 2:
+        return _error(shell, "exit: too many arguments")
+    if len(argv) == 2 and not re.fullmatch(r"[-+]?\d+", argv[1]):
+        raise fatal(f"{shell.where()}exit: {argv[1]}: numeric argument required\n", 2)
+    raise ExitShell(int(argv[1]) % 256 if len(argv) == 2 else shell.status)
 
 
-async def _command(shell: Shell, argv: list[str], assignments: dict[str, str]) -> CommandResult:
+async def _return(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    if not shell.sourcing:
+        return _error(shell, "return: can only `return' from a function or sourced script")
+    raise ReturnFromSource(int(argv[1]) % 256 if len(argv) > 1 and argv[1].lstrip("-").isdigit() else shell.status)
+
+
+async def _local(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    return _error(shell, "local: can only be used in a function")  # functions are not modelled
+
+
+async def _shift(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    if len(argv) > 1 and not argv[1].isdigit():
+        return _error(shell, f"shift: {argv[1]}: numeric argument required")
+    count = int(argv[1]) if len(argv) > 1 else 1
+    if count > len(shell.args):
+        return CommandResult(exit_status=1)  # bash fails silently (shift_verbose is off)
+    shell.args = shell.args[count:]
+    return CommandResult()
+
+
+async def _read(shell: Shell, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
+    """``read [-r] [-s] [-p PROMPT] [-t SECS] [-n N] [-d DELIM] [NAME...]``: one line of the input,
+    split on IFS over the names (the last takes the rest); 1 at the end of the input."""
+    args, raw, delimiter, limit = argv[1:], False, "\n", None
+    while args and args[0].startswith("-") and len(args[0]) > 1:
+        option = args.pop(0)
+        if option == "--":
+            break
+        for i, letter in enumerate(option[1:]):
+            if letter in "rs":
+                raw = raw or letter == "r"
+                continue
+            if letter not in "ptnd":
+                return _error(shell, f"read: -{letter}: not modelled by labsim's node shell", 2)
+            value = option[i + 2:] or (args.pop(0) if args else "")
+            delimiter = (value[:1] or "\0") if letter == "d" else delimiter
+            limit = int(value) if letter == "n" and value.isdigit() else limit
+            break  # the rest of the word was the option's value
+    names = args or ["REPLY"]
+    bad = [n for n in names if not IDENTIFIER.fullmatch(n)]
+    if bad:
+        return _error(shell, f"read: `{bad[0]}': not a valid identifier")
+    text, complete = shell.read_input(stdin, delimiter, limit)
+    if not raw:
+        text = re.sub(r"\\(.)", r"\1", text.replace("\\\n", ""), flags=re.S)
+    ifs = assignments.get("IFS", shell.vars.get("IFS", " \t\n"))
+    fields = _split_ifs(text, ifs, len(names)) if args else [text]  # REPLY keeps the whole line
+    for i, name in enumerate(names):
+        shell.vars[name] = fields[i] if i < len(fields) else ""
+    return CommandResult(exit_status=0 if complete else 1)
+
+
+def _split_ifs(text: str, ifs: str, count: int) -> list[str]:
+    """Fields for ``read``: IFS whitespace around them is dropped; the last field keeps the rest."""
+    if not ifs or count == 1:
+        return [text.strip(" \t\n") if ifs else text]
+    blanks = "".join(c for c in ifs if c in " \t\n")
+    others = "".join(c for c in ifs if c not in " \t\n")
+    text = text.strip(blanks) if blanks else text
+    if not text:
+        return []
+    around = f"[{re.escape(blanks)}]*" if blanks else ""
+    pattern = f"{around}[{re.escape(others)}]{around}" if others else f"[{re.escape(blanks)}]+"
+    return re.split(pattern, text, maxsplit=count - 1)
+
+
+async def _trap(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    """``trap ACTION SIGNAL...``: EXIT runs when the shell ends and ERR after a failing command;
+    other signals never reach a simulated shell, so their traps are kept and never run."""
+    args = argv[1:]
+    if args and args[0] == "--":
+        args = args[1:]
+    if not args or args[0] in ("-p", "-l"):
+        return CommandResult.ok("".join(f"trap -- {shlex.quote(a)} {'' if s in PSEUDO_SIGNALS else 'SIG'}{s}\n"
+                                        for s, a in shell.traps.items()))
+    action, signals = ("-", args) if len(args) == 1 else (args[0], args[1:])
+    errors = []
+    for signal in signals:
+        name = SIGNAL_NUMBERS.get(signal) or signal.upper().removeprefix("SIG")
+        if name not in SIGNALS:
+            errors.append(f"{shell.where()}trap: {signal}: invalid signal specification\n")
+        elif action == "-":
+            shell.traps.pop(name, None)
+        else:
+            shell.traps[name] = action
+    return CommandResult(stderr="".join(errors).encode(), exit_status=int(bool(errors)))
+
+
+async def _source(shell: Shell, argv: list[str], _: dict[str, str], stdin: bytes) -> CommandResult:
+    """``. FILE [ARGS]`` / ``source``: the file's commands in this shell; ``return`` ends it."""
+    if len(argv) < 2:
+        return _error(shell, f"{argv[0]}: filename argument required\n{argv[0]}: usage: {argv[0]} filename [arguments]", 2)
+    path = _source_path(shell, argv[1])
+    try:
+        text = shell.node.read(path, shell.user).decode(errors="replace")
+    except OSError as exc:
+        return _error(shell, f"{argv[1]}: {_describe(exc).split(': ', 1)[-1]}")
+    saved = shell.args
+    if len(argv) > 2:
+        shell.args = argv[2:]
+    shell.sourcing += 1
+    try:
+        return await shell.run_here(text, stdin, f"{argv[1]}: ")
+    finally:
+        shell.sourcing -= 1
+        if len(argv) > 2:
+            shell.args = saved
+
+
+def _source_path(shell: Shell, name: str) -> str:
+    """A name without a slash is looked for in $PATH first, then in the working directory."""
+    if "/" not in name:
+        for folder in shell.vars.get("PATH", "").split(":"):
+            if folder and shell.node.is_file(posixpath.join(folder, name)):
+                return posixpath.join(folder, name)
+    return normpath(name, shell.cwd)
+
+
+async def _eval(shell: Shell, argv: list[str], _: dict[str, str], stdin: bytes) -> CommandResult:
+    return await shell.run_here(" ".join(argv[1:]), stdin, "eval: ")
+
+
+async def _type(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
+    """``type [-t|-p|-P] NAME...``: keyword, builtin or file, as bash words them."""
+    options = "".join(a[1:] for a in argv[1:] if a.startswith("-"))
+    out, errors, status = [], [], 0
+    for name in (a for a in argv[1:] if not a.startswith("-")):
+        kind = "keyword" if name in KEYWORDS else "builtin" if name in BUILTINS else None
+        path = None if kind else locate(shell.node, name)
+        if kind is None and path is None:
+            status = 1
+            errors += [] if options else [f"{shell.where()}type: {name}: not found\n"]
+        elif "t" in options:
+            out.append(f"{kind or 'file'}\n")
+        elif "p" in options.lower():
+            out += [f"{path}\n"] if path else []
+        else:
+            out.append(f"{name} is {path}\n" if path else f"{name} is a shell {kind}\n")
+    return CommandResult("".join(out).encode(), "".join(errors).encode(), status)
+
+
+async def _command(shell: Shell, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
     """``command -v NAME``: where a program is; ``command NAME ...`` runs it past builtins."""
     if len(argv) > 2 and argv[1] in ("-v", "-V"):
         found = [_where(shell, name) for name in argv[2:]]
@@ -590,11 +961,19 @@ async def _command(shell: Shell, argv: list[str], assignments: dict[str, str]) -
         return CommandResult(stdout=lines.encode(), exit_status=0 if all(found) else 1)
     if len(argv) < 2:
         return CommandResult()
-    return await shell.execute(argv[1:], assignments, b"")
+    return await shell.execute(argv[1:], assignments, stdin)
+
+
+async def _builtin(shell: Shell, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
+    if len(argv) < 2:
+        return CommandResult()
+    if argv[1] not in BUILTINS:
+        return _error(shell, f"builtin: {argv[1]}: not a shell builtin")
+    return await BUILTINS[argv[1]](shell, argv[1:], assignments, stdin)
 
 
 def _where(shell: Shell, name: str) -> str | None:
-    return name if name in BUILTINS else locate(shell.node, name)
+    return name if name in BUILTINS or name in KEYWORDS else locate(shell.node, name)
 
 
 def locate(node: NodeModel, name: str) -> str | None:
@@ -610,38 +989,41 @@ def locate(node: NodeModel, name: str) -> str | None:
     return name if name.startswith("/") else f"/usr/bin/{name}"
 
 
-async def _exec(shell: Shell, argv: list[str], assignments: dict[str, str]) -> CommandResult:
+async def _exec(shell: Shell, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
     """``exec CMD``: the command replaces the shell, so the shell ends with its status."""
     if len(argv) < 2:
         return CommandResult()
-    result = await shell.execute(argv[1:], assignments, b"")
+    result = await shell.execute(argv[1:], assignments, stdin)
     shell.pending_exit = result.exit_status
     return result
 
 
-async def _loop_control(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+async def _loop_control(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     raise LoopControl(argv[0], int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 1)
 
 
-async def _pwd(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+async def _pwd(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     return CommandResult.ok(shell.cwd + "\n")
 
 
-async def _umask(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+async def _umask(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     if len(argv) < 2:
         return CommandResult.ok(f"{shell.umask:04o}\n")
     try:
         shell.umask = int(argv[1], 8) & 0o777
     except ValueError:
-        return CommandResult.fail(f"{shell.name}: umask: {argv[1]}: octal number out of range\n")
+        return _error(shell, f"umask: {argv[1]}: octal number out of range")
     return CommandResult()
 
 
-async def _noop(shell: Shell, argv: list[str], _: dict[str, str]) -> CommandResult:
+async def _noop(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     return CommandResult()
 
 
-BUILTINS = {
+BUILTINS: dict[str, Builtin] = {
     "cd": _cd, "pwd": _pwd, "export": _export, "unset": _unset, "set": _set, "exit": _exit,
-    "command": _command, "exec": _exec, "break": _loop_control, "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop,
+    "command": _command, "builtin": _builtin, "exec": _exec, "break": _loop_control,
+    "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop, "wait": _noop,
+    "read": _read, "local": _local, "return": _return, "shift": _shift, "trap": _trap, "source": _source,
+    ".": _source, "eval": _eval, "type": _type, "declare": _declare, "typeset": _declare, "readonly": _declare,
 }

@@ -73,6 +73,7 @@ class Redirect:
 class Command:
     words: list[Word] = field(default_factory=list)
     redirects: list[Redirect] = field(default_factory=list)
+    line: int = 1  # where it starts in the script, for error messages ("bash: line 3: ...")
 
 
 @dataclass
@@ -101,17 +102,22 @@ class AndOr:
 
 
 class Lexer:
-    """Splits text into words, operators and redirections; reads heredoc bodies at newlines."""
+    """Splits text into words, operators and redirections; reads heredoc bodies at newlines.
+    ``lines`` holds the line each token starts on."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
         self.tokens: list[tuple[str, object]] = []
+        self.lines: list[int] = []
         self.pending: list[HereDoc] = []
+        self._counted, self._line = 0, 1
 
     def run(self) -> list[tuple[str, object]]:
         while self.pos < len(self.text):
             c = self.text[self.pos]
+            line = self._line_at(self.pos)
+            count = len(self.tokens)
             if c == "\n":
                 self.pos += 1
                 self._read_heredocs()
@@ -122,14 +128,20 @@ class Lexer:
                 end = self.text.find("\n", self.pos)
                 self.pos = len(self.text) if end < 0 else end
             elif self._redirect():
-                continue
+                pass  # appended its token
             elif (op := self._operator()) is not None:
                 self.tokens.append(("op", op))
             else:
                 self.tokens.append(("word", self._word()))
+            self.lines += [line] * (len(self.tokens) - count)
         if self.pending:
             self._read_heredocs()
         return self.tokens
+
+    def _line_at(self, pos: int) -> int:
+        self._line += self.text.count("\n", self._counted, pos)
+        self._counted = pos
+        return self._line
 
     def _operator(self) -> str | None:
         for op in OPERATORS:
@@ -322,7 +334,8 @@ def heredoc_word(body: str) -> Word:
 
 def parse(text: str) -> list[AndOr]:
     """The and-or lists of a command line or script, in order."""
-    parser = Parser(Lexer(text).run())
+    lexer = Lexer(text)
+    parser = Parser(lexer.run(), lexer.lines)
     lists = parser.list_until(())
     if parser.i < len(parser.tokens):
         raise ShellSyntaxError(parser.text_at(parser.i))
@@ -332,8 +345,9 @@ def parse(text: str) -> list[AndOr]:
 class Parser:
     """Recursive descent over the lexer's tokens (POSIX's grammar, without functions and case)."""
 
-    def __init__(self, tokens: list[tuple[str, object]]) -> None:
+    def __init__(self, tokens: list[tuple[str, object]], lines: list[int]) -> None:
         self.tokens = tokens
+        self.lines = lines
         self.i = 0
 
     def text_at(self, i: int) -> str:
@@ -405,7 +419,7 @@ class Parser:
                 compound.redirects.append(self.tokens[self.i][1])  # type: ignore[arg-type]
                 self.i += 1
             return compound
-        cmd = Command()
+        cmd = Command(line=self.lines[self.i] if self.i < len(self.lines) else 1)
         while self.i < len(self.tokens) and self.tokens[self.i][0] != "op":
             kind, value = self.tokens[self.i]
             (cmd.words if kind == "word" else cmd.redirects).append(value)  # type: ignore[arg-type]

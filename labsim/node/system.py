@@ -59,25 +59,23 @@ async def sudo(ctx: CommandContext) -> CommandResult:
 @command("sh", "bash", "dash")
 async def sh(ctx: CommandContext) -> CommandResult:
     name = "sh" if ctx.argv[0].rsplit("/", 1)[-1] in ("sh", "dash") else "bash"
-    args, errexit, from_stdin, command_mode = ctx.argv[1:], False, False, False
+    args, options, from_stdin, command_mode = ctx.argv[1:], [], False, False
     while args and args[0].startswith(("-", "+")) and args[0] not in ("-", "--"):
         option = args.pop(0)
         if option.startswith("--"):
             continue  # --login, --noprofile, --norc
-        letters = option[1:]
-        if "o" in letters and args:
-            args.pop(0)  # -o pipefail
-        errexit = errexit or (option[0] == "-" and "e" in letters)
-        from_stdin = from_stdin or "s" in letters
-        command_mode = command_mode or "c" in letters
+        from_stdin = from_stdin or "s" in option
+        command_mode = command_mode or "c" in option
+        letters = option[0] + option[1:].replace("s", "").replace("c", "").replace("i", "").replace("l", "")
+        if len(letters) > 1:
+            options += [letters, args.pop(0)] if "o" in letters and args else [letters]
     if command_mode:
         if not args:
             return CommandResult.fail(f"{name}: -c: option requires an argument\n", 2)
         script, rest = args[0], args[1:]
         shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=rest[1:],
-                      name=rest[0] if rest else name, umask=ctx.umask)
-        shell.errexit = errexit
-        return await shell.run(script, ctx.stdin)
+                      name=rest[0] if rest else name, umask=ctx.umask, dialect=name)
+        return await _run_script(shell, options, script, ctx.stdin)
     if args and args[0] in ("-", "--"):
         args = args[1:]
     if from_stdin or not args:
@@ -91,10 +89,21 @@ async def sh(ctx: CommandContext) -> CommandResult:
             script = ctx.node.read(normpath(args[0], ctx.cwd), ctx.user).decode(errors="replace")
         except OSError:
             return CommandResult.fail(f"{name}: {args[0]}: No such file or directory\n", 127)
-        args = args[1:]
+        path, args = args[0], args[1:]
+        shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=args, name=path,
+                      umask=ctx.umask, dialect=name)
+        return await _run_script(shell, options, script, b"")
     shell = Shell(ctx.node, ctx.user, env=dict(ctx.env), cwd=ctx.cwd, args=args, name=name, umask=ctx.umask)
-    shell.errexit = errexit
-    return await shell.run(script)
+    return await _run_script(shell, options, script, b"")
+
+
+async def _run_script(shell: Shell, options: list[str], script: str, stdin: bytes) -> CommandResult:
+    """Run with the options given on the command line (-e, -u, -o pipefail, ...)."""
+    try:
+        shell.set_options(options)
+    except ValueError as exc:
+        return CommandResult.fail(f"{shell.dialect}: {exc}\n", 2)
+    return await shell.run(script, stdin)
 
 
 @command("timeout")

@@ -131,7 +131,7 @@ async def test_pipes_lists_redirections_and_expansions(tmp_path):
     async with node_lab(tmp_path) as lab:
         cases = [
             ("echo one two | tr -d o", "ne tw\n", "", 0),
-            ("echo one | perl -pe 1", "", "bash: perl: command not found\n", 127),
+            ("echo one | perl -pe 1", "", "bash: line 1: perl: command not found\n", 127),
             ("echo hello | grep -c ell", "1\n", "", 0),
             ("true && echo yes || echo no", "yes\n", "", 0),
             ("false && echo yes || echo no", "no\n", "", 0),
@@ -183,7 +183,7 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("for x in a\ndo echo $x\ndone", "a\n", "", 0),
             ("if true; then echo x", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
             ("echo a |", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
-            ("echo $((1 +))", "", "bash: 1 +: syntax error in expression\n", 1),
+            ("echo $((1 +))", "", "bash: line 1: 1 +: syntax error in expression\n", 1),
             ("sh -c 'for a in \"$@\"; do echo \"<$a>\"; done; printf %s \"$@\"' _ 'x y' z", "<x y>\n<z>\nx yz", "", 0),
             ("sh -c 'for a in \"$@\"; do echo $a; done; echo end'", "end\n", "", 0),
             ("exec echo replaced; echo never", "replaced\n", "", 0),
@@ -191,7 +191,7 @@ async def test_compound_commands_and_arithmetic(tmp_path):
             ("X=5; echo $(echo $X); y=$(false); echo $?; z=1; echo $?", "5\n1\n0\n", "", 0),
             ("V=v1.34.3+k3s1; echo ${V#v} ${V%%+*} ${V%.*} ${V##*.} ${#V} ${U:-d} ${U-e} ${U:=f} $U ${V:+alt}",
              "1.34.3+k3s1 v1.34.3 v1.34 3+k3s1 12 d e f f alt\n", "", 0),
-            ("echo ${V!}", "", "bash: ${V!}: bad substitution\n", 1),
+            ("echo ${V!}", "", "bash: line 1: ${V!}: bad substitution\n", 1),
             ("for i in 1 2; do if true; then echo in-if; break; fi; done; echo after", "in-if\nafter\n", "", 0),
             ("echo quiet 2>&-; echo shown", "quiet\nshown\n", "", 0),
         ]
@@ -260,15 +260,15 @@ async def test_sed_and_awk_one_liners(tmp_path):
 
 async def test_unknown_commands_fail_as_bash_does(tmp_path):
     async with node_lab(tmp_path) as lab:
-        assert await lab.sh("k3s --version") == ("", "bash: k3s: command not found\n", 127)
+        assert await lab.sh("k3s --version") == ("", "bash: line 1: k3s: command not found\n", 127)
         assert await lab.sh("/usr/local/bin/k3s --version") == (
-            "", "bash: /usr/local/bin/k3s: No such file or directory\n", 127)
+            "", "bash: line 1: /usr/local/bin/k3s: No such file or directory\n", 127)
         assert await lab.sh("sudo kubectl get nodes") == ("", "sudo: kubectl: command not found\n", 1)
-        assert await lab.sh("nosuch && echo never") == ("", "bash: nosuch: command not found\n", 127)
+        assert await lab.sh("nosuch && echo never") == ("", "bash: line 1: nosuch: command not found\n", 127)
 
 
 @pytest.mark.parametrize("command, message", [
-    ("echo x > /etc/x.conf", "bash: /etc/x.conf: Permission denied\n"),
+    ("echo x > /etc/x.conf", "bash: line 1: /etc/x.conf: Permission denied\n"),
     ("tee /usr/local/bin/tool < /dev/null", "tee: /usr/local/bin/tool: Permission denied\n"),
     ("mkdir -p /var/lib/rancher", "mkdir: cannot create directory '/var/lib/rancher': Permission denied\n"),
     ("touch /etc/hostname", "touch: cannot touch '/etc/hostname': Permission denied\n"),
