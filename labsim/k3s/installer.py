@@ -27,7 +27,6 @@ KILLALL = f"{BIN_DIR}/k3s-killall.sh"
 # Modelled seconds to download and verify the binary.
 DOWNLOAD_SECONDS = 15.0
 
-# The last line hands the arguments over as unquoted $@: the node's shell joins "$@" into one word.
 SCRIPT = f"""#!/bin/sh
 set -e
 set -o noglob
@@ -51,7 +50,7 @@ set -o noglob
 #   - INSTALL_K3S_SKIP_START    do not start the service
 #
 # On the embedded lab (labsim) the simulated node performs the installation itself:
-{INTERPRETER} $@
+{INTERPRETER} "$@"
 """
 
 
