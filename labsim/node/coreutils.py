@@ -83,6 +83,34 @@ async def false(ctx: CommandContext) -> CommandResult:
     return CommandResult(exit_status=1)
 
 
+@command("seq")
+async def seq(ctx: CommandContext) -> CommandResult:
+    """``seq [-s SEP] [-w] [FIRST [INCREMENT]] LAST``, integers only."""
+    args, separator, width = ctx.argv[1:], "\n", False
+    while args and (args[0] == "-w" or args[0].startswith("-s")):
+        option = args.pop(0)
+        if option == "-w":
+            width = True
+        else:
+            separator = option[2:] or (args.pop(0) if args else "\n")
+    try:
+        numbers = [int(a) for a in args]
+    except ValueError:
+        bad = next(a for a in args if not re.fullmatch(r"-?\d+", a))
+        return CommandResult.fail(f"seq: invalid floating point argument: '{bad}'\n"
+                                  "Try 'seq --help' for more information.\n")
+    if not 1 <= len(numbers) <= 3:
+        return CommandResult.fail("seq: missing operand\nTry 'seq --help' for more information.\n")
+    first, step, last = ([1, 1] + numbers if len(numbers) == 1 else [numbers[0], 1, numbers[1]]
+                         if len(numbers) == 2 else numbers)
+    if step == 0:
+        return CommandResult.fail("seq: invalid Zero increment value: '0'\nTry 'seq --help' for more information.\n")
+    values = [str(n) for n in range(first, last + (1 if step > 0 else -1), step)]
+    if width and values:
+        values = [v.zfill(max(len(str(first)), len(str(last)))) for v in values]
+    return CommandResult.ok(separator.join(values) + "\n" if values else "")
+
+
 def unescape(text: str) -> tuple[str, bool]:
     """Backslash escapes as ``echo -e`` and ``printf`` read them; ``\\c`` stops output."""
     out, i = [], 0

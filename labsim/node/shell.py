@@ -35,6 +35,7 @@ from labsim.node.syntax import (
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GLOB_CHARS = set("*?[")
+DEFAULTING = {":-", "-", ":=", "=", ":+", "+", ":?", "?"}  # ${name-word} forms, which set -u allows
 # A loop on a simulated node runs on the lab's event loop: cap it rather than spin forever.
 LOOP_LIMIT = 100_000
 # Programs that read their standard input when given no file arguments.
@@ -108,7 +109,7 @@ class Shell:
         self._conditions = 0  # inside an if/while condition, where set -e does not apply
         self.pending_exit: int | None = None  # set by exec: the shell ends after this pipeline
         self._substitution_status = 0
-        self._substitution_errors = bytearray()  # what $(...) printed on stderr: it is not captured
+        self._pending_stderr = bytearray()  # $(...)'s stderr (not captured) and set -x's trace
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
@@ -279,7 +280,10 @@ class Shell:
         self.status = failed[-1] if failed and "pipefail" in self.options else statuses[-1]
 
     async def _one(self, cmd: Command | Compound, stdin: bytes) -> CommandResult:
-        return await (self._compound(cmd, stdin) if isinstance(cmd, Compound) else self._command(cmd, stdin))
+        """One command of a pipeline; what its ``$(...)`` printed on stderr comes first."""
+        result = await (self._compound(cmd, stdin) if isinstance(cmd, Compound) else self._command(cmd, stdin))
+        errors, self._pending_stderr = bytes(self._pending_stderr), bytearray()
+        return CommandResult(result.stdout, errors + result.stderr, result.exit_status)
 
     # --- compound commands ----------------------------------------------------------------------
 
@@ -359,10 +363,13 @@ class Shell:
         self.line = cmd.line
         self._substitution_status = 0  # a bare assignment's status is its last $(...)'s
         while words and (pair := words[0].assignment()):
-            assignments[pair[0]] = " ".join(await self.expand(pair[1], split=False))
+            name, value = pair[0].rstrip("+"), " ".join(await self.expand(pair[1], split=False))
+            assignments[name] = self.vars.get(name, "") + value if pair[0].endswith("+") else value
             words.pop(0)
         for word in words:
             argv += await self.expand(word)
+        if "xtrace" in self.options:
+            self._pending_stderr += _trace(assignments, argv)
         try:
             stdin, sinks = await self._redirections(cmd.redirects, stdin)
         except OSError as exc:
@@ -374,9 +381,7 @@ class Shell:
         else:
             result = await self.execute(argv, assignments, stdin)
         self.status = result.exit_status
-        routed = self._route(result, sinks)
-        errors, self._substitution_errors = bytes(self._substitution_errors), bytearray()
-        return CommandResult(routed.stdout, errors + routed.stderr, routed.exit_status)
+        return self._route(result, sinks)
 
     async def execute(self, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
         """Run one expanded command: a builtin of this shell, or a program of the registry."""
@@ -392,6 +397,11 @@ class Shell:
             if self.dialect == "sh":  # /bin/sh is dash on Ubuntu, which words it so
                 return CommandResult.fail(f"{self.where()}{argv[0]}: not found\n", 127)
             return CommandResult.fail(f"{self.where()}{argv[0]}: command not found\n", 127)
+        return await self.program(handler, argv, assignments, stdin)
+
+    async def program(self, handler: registry.Handler, argv: list[str], assignments: dict[str, str],
+                      stdin: bytes) -> CommandResult:
+        """Run a program of the registry with this shell's exported variables and directory."""
         env = {name: value for name, value in self.vars.items() if name in self.exported}
         env.update(assignments)
         ctx = CommandContext(node=self.node, argv=argv, env=env, stdin=stdin, user=self.user,
@@ -475,7 +485,7 @@ class Shell:
         if part.kind == "sub":
             result = await self.fork().run(part.text)
             self._substitution_status = result.exit_status
-            self._substitution_errors += result.stderr
+            self._pending_stderr += result.stderr
             return result.stdout.decode(errors="replace").rstrip("\n")
         if part.kind == "arith":
             return str(arithmetic(part.text, self._parameter))
@@ -483,15 +493,17 @@ class Shell:
 
     def _parameter(self, spec: str) -> str:
         """``$name`` and the ``${...}`` forms scripts use: ``#name``, ``name:-word``, ``name-word``,
-        ``name:=word``, ``name:+word``, ``name#pat``, ``name##pat``, ``name%pat``, ``name%%pat``."""
+        ``name:=word``, ``name:+word``, ``name:?word``, ``name#pat``, ``name##pat``, ``name%pat``,
+        ``name%%pat``, ``name/pat/rep``, ``name//pat/rep``, ``name:offset:length``, ``name^^``,
+        ``name,,``."""
         if spec.startswith("#") and len(spec) > 1:
             return str(len(self._value(spec[1:])))
-        match = re.fullmatch(r"([A-Za-z_]\w*|[0-9?$#@*!-])(:?[-=+]|##?|%%?)?(.*)", spec, re.S)
+        match = re.fullmatch(r"([A-Za-z_]\w*|[0-9?$#@*!-])(:?[-=+?]|##?|%%?|//?|\^\^?|,,?|:)?(.*)", spec, re.S)
         if match is None or (match.group(3) and not match.group(2)):
             raise ValueError(f"${{{spec}}}: bad substitution")
         name, op, word = match.groups()
         is_set = name in self.vars or name in "?$#@*0" or (name.isdigit() and int(name) <= len(self.args))
-        value = self._value(name, strict=not op or op[0] in "#%")  # set -u spares ${name-word}
+        value = self._value(name, strict=op not in DEFAULTING)  # set -u spares ${name-word}
         if op in (":-", "-"):
             return value if (value if op == ":-" else is_set) else word
         if op in (":=", "="):
@@ -500,6 +512,21 @@ class Shell:
             return value
         if op in (":+", "+"):
             return word if (value if op == ":+" else is_set) else ""
+        if op in (":?", "?"):
+            if not (value if op == ":?" else is_set):
+                raise fatal(f"{self.where()}{name}: {word or 'parameter null or not set'}\n", 127)
+            return value
+        if op in ("/", "//"):
+            return _replace_pattern(value, word, every=op == "//")
+        if op == ":":
+            offset, _, length = word.partition(":")
+            start = arithmetic(offset, self._parameter)
+            start = max(len(value) + start, 0) if start < 0 else start
+            end = len(value) if not length else arithmetic(length, self._parameter)
+            return value[start:end if end < 0 else start + end]
+        if op and op[0] in "^,":
+            convert = str.upper if op[0] == "^" else str.lower
+            return convert(value) if len(op) == 2 else convert(value[:1]) + value[1:]
         if op:
             return _strip_pattern(value, op, word)
         return value
@@ -576,6 +603,23 @@ class Shell:
         for path, data in files.items():
             self.node.write(path, bytes(data), user=self.user, append=True)
         return CommandResult(bytes(out), bytes(err), result.exit_status)
+
+
+def _trace(assignments: dict[str, str], argv: list[str]) -> bytes:
+    """``set -x``: the command as it runs, on stderr (assignments on lines of their own)."""
+    lines = [f"+ {name}={shlex.quote(value)}\n" for name, value in assignments.items()]
+    lines += [f"+ {shlex.join(argv)}\n"] if argv else []
+    return "".join(lines).encode()
+
+
+def _replace_pattern(value: str, spec: str, every: bool) -> str:
+    """``${v/pat/rep}`` (``//``: every match; a pattern starting ``#``/``%`` is anchored at the
+    start/end); the longest match wins, as in bash."""
+    pattern, _, replacement = spec.partition("/")
+    anchor = pattern[:1] if pattern[:1] in ("#", "%") and not every else ""
+    regex = fnmatch.translate(pattern[len(anchor):]).removesuffix(r"\Z")
+    regex = {"#": f"^{regex}", "%": f"{regex}$"}.get(anchor, regex)
+    return re.sub(regex, lambda _: replacement, value, count=0 if every else 1) if pattern else value
 
 
 def _strip_pattern(value: str, op: str, pattern: str) -> str:
@@ -1002,6 +1046,19 @@ async def _loop_control(shell: Shell, argv: list[str], *_: Any) -> CommandResult
     raise LoopControl(argv[0], int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 1)
 
 
+async def _printf(shell: Shell, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
+    """bash's printf: coreutils' formatting, and ``-v NAME`` puts the result in a variable."""
+    handler = registry.lookup("printf")
+    assert handler is not None
+    if len(argv) < 3 or argv[1] != "-v":
+        return await shell.program(handler, argv, assignments, stdin)
+    if not IDENTIFIER.fullmatch(argv[2]):
+        return _error(shell, f"printf: `{argv[2]}': not a valid identifier", 2)
+    result = await shell.program(handler, [argv[0], *argv[3:]], assignments, stdin)
+    shell.vars[argv[2]] = result.stdout.decode(errors="replace")
+    return CommandResult(stderr=result.stderr, exit_status=result.exit_status)
+
+
 async def _pwd(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     return CommandResult.ok(shell.cwd + "\n")
 
@@ -1026,4 +1083,5 @@ BUILTINS: dict[str, Builtin] = {
     "continue": _loop_control, ":": _noop, "shopt": _noop, "umask": _umask, "hash": _noop, "wait": _noop,
     "read": _read, "local": _local, "return": _return, "shift": _shift, "trap": _trap, "source": _source,
     ".": _source, "eval": _eval, "type": _type, "declare": _declare, "typeset": _declare, "readonly": _declare,
+    "printf": _printf,
 }

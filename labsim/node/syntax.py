@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9?$#@!*-]")
 OPERATORS = ("&&", "||", ";", "|", "&", "(", ")")
 REDIRECT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|>|<)")
@@ -39,7 +39,8 @@ class Word:
     parts: list[Part] = field(default_factory=list)
 
     def assignment(self) -> tuple[str, Word] | None:
-        """``NAME=value`` as a prefix assignment: the name and the value's word."""
+        """``NAME=value`` as a prefix assignment: the name and the value's word (``NAME+=value``
+        appends: the name comes back as ``NAME+``)."""
         if not self.parts or self.parts[0].kind != "lit" or self.parts[0].quoted:
             return None
         match = ASSIGNMENT.match(self.parts[0].text)

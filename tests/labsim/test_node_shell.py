@@ -78,6 +78,22 @@ async def test_options_of_set_and_the_shell(tmp_path):
         ])
 
 
+async def test_parameter_forms_scripts_use(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        await _cases(lab, [
+            ("v=v1.34.3+k3s1; echo ${v//./-} ${v/+/%2B} ${v/#v/V} ${v/%1/one} ${v/.*/} ${v:1:4} ${v: -4} ${v^^}",
+             "v1-34-3+k3s1 v1.34.3%2Bk3s1 V1.34.3+k3s1 v1.34.3+k3sone v1 1.34 k3s1 V1.34.3+K3S1\n", "", 0),
+            ("R=Ready; echo ${R,,} ${R,} $(echo ${R^})", "ready ready Ready\n", "", 0),
+            ("printf -v line '%s=%d' port 6443; echo \"[$line]\"; printf '%s\\n' plain", "[port=6443]\nplain\n", "", 0),
+            ("x=1; x+=2; PATH+=:/opt/bin; echo $x ${PATH##*:}", "12 /opt/bin\n", "", 0),
+            (': "${TOKEN:?TOKEN must be set}"; echo never', "", "bash: line 1: TOKEN: TOKEN must be set\n", 127),
+            ("E=; echo ${E?unset only}; echo ${N?}", "\n", "bash: line 1: N: parameter null or not set\n", 127),
+            ("set -x; A=1 echo 'a b'; y=$(printf s)", "a b\n", "+ A=1\n+ echo 'a b'\n+ printf s\n+ y=s\n", 0),
+            ("for i in $(seq 3); do echo $i; done; seq -s, 5 -2 1; x=$(cat /nope)", "1\n2\n3\n5,3,1\n",
+             "cat: /nope: No such file or directory\n", 1),
+        ])
+
+
 async def test_exit_and_traps(tmp_path):
     async with node_lab(tmp_path) as lab:
         await _cases(lab, [
