@@ -1,6 +1,8 @@
 """Running command lines on a node as bash runs them: lists, ``&&``/``||``, pipes, prefix
-assignments, expansions (``$VAR``, ``$(...)``, ``~``, globs), redirections, and each program
-looked up in the command registry. Output is buffered: commands run to completion in turn.
+assignments, expansions (``$VAR``, ``$(...)``, ``~``, globs), redirections, functions, the
+builtins scripts use, and each program looked up in the command registry. Output is buffered:
+commands run to completion in turn. Errors are worded as Ubuntu 22.04's bash 5.1 words them for
+``bash -c`` ("bash: line 3: ..."); builtins labsim does not model say so (status 2).
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class LoopControl(Unwind):
         self.kind, self.levels = kind, levels
 
 
-class ReturnFromSource(Unwind):
+class Return(Unwind):
+    """``return``: leaves a function or a sourced file."""
+
     def __init__(self, status: int) -> None:
         self.status = status
 
@@ -103,6 +107,8 @@ class Shell:
         self.errexit = False
         self.options: set[str] = set()  # set -o: nounset, pipefail, noglob
         self.traps: dict[str, str] = {}
+        self.functions: dict[str, list[AndOr]] = {}
+        self.frames: list[dict[str, str | None]] = []  # per function call: the values its `local`s hid
         self.sourcing = 0  # depth of `source`, where `return` is allowed
         self.inputs: dict[int, tuple[bytes, int]] = {}  # how far `read` got in each input
         self.exited = False
@@ -180,7 +186,7 @@ class Shell:
         out = Output()
         try:
             await self._lists(lists, stdin, out)
-        except ReturnFromSource as done:
+        except Return as done:
             self.status = done.status
         except Unwind as unwind:
             before = unwind.output or CommandResult()
@@ -312,6 +318,9 @@ class Shell:
             self.status = child.status
         elif cmd.kind == "group":
             await self._lists(cmd.body, stdin, out)
+        elif cmd.kind == "function":
+            self.functions[cmd.name] = cmd.body
+            self.status = 0
         elif cmd.kind == "if":
             await self._if(cmd, stdin, out)
         else:
@@ -385,6 +394,8 @@ class Shell:
 
     async def execute(self, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
         """Run one expanded command: a builtin of this shell, or a program of the registry."""
+        if argv[0] in self.functions:
+            return await self._call(argv, stdin)
         builtin = BUILTINS.get(argv[0])
         if builtin is not None:
             return await builtin(self, argv, assignments, stdin)
@@ -408,6 +419,28 @@ class Shell:
                              run=self._nested, cwd=self.cwd, umask=self.umask)
         return await handler(ctx)
 
+    async def _call(self, argv: list[str], stdin: bytes) -> CommandResult:
+        """A function: its body with the arguments as $1..., its ``local`` variables restored after."""
+        saved, self.args = self.args, argv[1:]
+        self.frames.append({})
+        out = Output()
+        try:
+            await self._lists(self.functions[argv[0]], stdin, out)
+        except Return as done:
+            self.status = done.status
+        except Unwind as unwind:
+            before = unwind.output or CommandResult()
+            unwind.output = CommandResult(bytes(out.stdout) + before.stdout, bytes(out.stderr) + before.stderr)
+            raise
+        finally:
+            self.args = saved
+            for name, value in self.frames.pop().items():
+                if value is None:
+                    self.vars.pop(name, None)
+                else:
+                    self.vars[name] = value
+        return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
+
     def find(self, program: str) -> registry.Handler | None:
         """The registry's handler, if the program exists on this node."""
         handler = registry.lookup(program)
@@ -418,7 +451,7 @@ class Shell:
         child = Shell(self.node, self.user, env=dict(self.vars), cwd=self.cwd, args=self.args,
                       name=self.name, umask=self.umask, dialect=self.dialect)
         child.exported, child.errexit, child.options = set(self.exported), self.errexit, set(self.options)
-        child.line, child.status = self.line, self.status
+        child.line, child.status, child.functions = self.line, self.status, dict(self.functions)
         return child
 
     async def _nested(self, line: str, stdin: bytes = b"", user: str | None = None,
@@ -697,6 +730,8 @@ def _lists_read_stdin(lists: list[AndOr]) -> bool:
             first = pipeline.commands[0]
             if any(r.fd == 0 for r in first.redirects):
                 continue
+            if isinstance(first, Compound) and first.kind == "function":
+                continue  # defining a function reads nothing (a call's reading is not foreseen)
             if isinstance(first, Compound):
                 parts = [first.body, first.otherwise or []] + [lst for pair in first.branches for lst in pair]
                 if any(_lists_read_stdin(part) for part in parts):
@@ -857,13 +892,22 @@ async def _exit(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
 
 
 async def _return(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
-    if not shell.sourcing:
+    if not shell.sourcing and not shell.frames:
         return _error(shell, "return: can only `return' from a function or sourced script")
-    raise ReturnFromSource(int(argv[1]) % 256 if len(argv) > 1 and argv[1].lstrip("-").isdigit() else shell.status)
+    raise Return(int(argv[1]) % 256 if len(argv) > 1 and argv[1].lstrip("-").isdigit() else shell.status)
 
 
 async def _local(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
-    return _error(shell, "local: can only be used in a function")  # functions are not modelled
+    """``local NAME[=VALUE]``: the name is the function's own until it returns."""
+    if not shell.frames:
+        return _error(shell, "local: can only be used in a function")
+    frame = shell.frames[-1]
+    for operand in (a for a in argv[1:] if not a.startswith("-")):
+        name = operand.partition("=")[0]
+        if IDENTIFIER.fullmatch(name) and name not in frame:
+            frame[name] = shell.vars.get(name)
+            shell.vars.pop(name, None)
+    return _assign(shell, "local", [a for a in argv[1:] if not a.startswith("-")], export=False)
 
 
 async def _shift(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
@@ -983,7 +1027,8 @@ async def _type(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
     options = "".join(a[1:] for a in argv[1:] if a.startswith("-"))
     out, errors, status = [], [], 0
     for name in (a for a in argv[1:] if not a.startswith("-")):
-        kind = "keyword" if name in KEYWORDS else "builtin" if name in BUILTINS else None
+        kind = ("keyword" if name in KEYWORDS else "function" if name in shell.functions
+                else "builtin" if name in BUILTINS else None)
         path = None if kind else locate(shell.node, name)
         if kind is None and path is None:
             status = 1
@@ -993,7 +1038,8 @@ async def _type(shell: Shell, argv: list[str], *_: Any) -> CommandResult:
         elif "p" in options.lower():
             out += [f"{path}\n"] if path else []
         else:
-            out.append(f"{name} is {path}\n" if path else f"{name} is a shell {kind}\n")
+            out.append(f"{name} is {path}\n" if path else f"{name} is a function\n" if kind == "function"
+                       else f"{name} is a shell {kind}\n")
     return CommandResult("".join(out).encode(), "".join(errors).encode(), status)
 
 

@@ -3,8 +3,8 @@ commands with their words and redirections, as POSIX sh reads them.
 
 Words keep their parts apart (literal text, ``$VAR``, ``$(...)``) with whether each was quoted,
 so that expansion, field splitting and globbing happen when the command runs, as in a shell.
-Compound commands: ``if``, ``for``, ``while``/``until``, ``{ ...; }`` and ``( ... )``; functions
-and ``case`` are not modelled.
+Compound commands: ``if``, ``for``, ``while``/``until``, ``{ ...; }``, ``( ... )`` and function
+definitions (``name() { ...; }``, ``function name { ...; }``); ``case`` is not modelled.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9?$#@!*-]")
+FUNCTION_NAME = re.compile(r"[A-Za-z_][\w.-]*")  # bash also takes - and . in function names
 OPERATORS = ("&&", "||", ";", "|", "&", "(", ")")
 REDIRECT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|>|<)")
 EOF = "end of file"
@@ -79,12 +80,13 @@ class Command:
 
 @dataclass
 class Compound:
-    """``if``/``for``/``while``/``until``, a ``{ group; }`` or a ``( subshell )``."""
+    """``if``/``for``/``while``/``until``, a ``{ group; }``, a ``( subshell )`` or a ``function``
+    definition (its name, and its body as the one command of ``body``)."""
 
     kind: str
     branches: list[tuple[list[AndOr], list[AndOr]]] = field(default_factory=list)  # (condition, body)
     otherwise: list[AndOr] | None = None  # if's else
-    name: str = ""  # for's variable
+    name: str = ""  # for's variable, a function's name
     items: list[Word] | None = None  # for's words (None: "$@")
     body: list[AndOr] = field(default_factory=list)
     redirects: list[Redirect] = field(default_factory=list)
@@ -344,7 +346,7 @@ def parse(text: str) -> list[AndOr]:
 
 
 class Parser:
-    """Recursive descent over the lexer's tokens (POSIX's grammar, without functions and case)."""
+    """Recursive descent over the lexer's tokens (POSIX's grammar, without case)."""
 
     def __init__(self, tokens: list[tuple[str, object]], lines: list[int]) -> None:
         self.tokens = tokens
@@ -411,6 +413,13 @@ class Parser:
         return Pipeline(commands, negate)
 
     def command(self) -> Command | Compound:
+        definition = self.function_name()
+        if definition is not None:
+            self.skip_separators()
+            body = self.command()
+            if not isinstance(body, Compound):
+                raise ShellSyntaxError(self.text_at(self.i - 1))
+            return Compound("function", name=definition, body=[AndOr(Pipeline([body]))])
         word = self.reserved("if", "for", "while", "until", "{")
         if word is not None or (self.i < len(self.tokens) and self.tokens[self.i] == ("op", "(")):
             self.i += 1
@@ -428,6 +437,21 @@ class Parser:
         if not cmd.words and not cmd.redirects:
             raise ShellSyntaxError(self.text_at(self.i))
         return cmd
+
+    def function_name(self) -> str | None:
+        """``name ()`` or ``function name [()]`` at the cursor: the name, the cursor past it."""
+        keyword = self.reserved("function") is not None
+        start = self.i + keyword
+        if start >= len(self.tokens) or self.tokens[start][0] != "word":
+            return None
+        word = self.tokens[start][1]
+        assert isinstance(word, Word)
+        name = word.literal() if len(word.parts) == 1 and not word.parts[0].quoted else ""
+        parens = self.tokens[start + 1:start + 3] == [("op", "("), ("op", ")")]
+        if not FUNCTION_NAME.fullmatch(name) or not (parens or keyword):
+            return None
+        self.i = start + 1 + 2 * parens
+        return name
 
     def body(self, *stops: str) -> list[AndOr]:
         lists = self.list_until(stops)

@@ -112,6 +112,22 @@ async def test_exit_and_traps(tmp_path):
         ])
 
 
+async def test_functions_with_locals_and_return(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        await _cases(lab, [
+            ('x=outer; f() { local x=inner y; y=2; echo "$1 $x $y $#"; return 3; echo never; }; f a b; '
+             'echo $? $x "${y-unset}"', "a inner 2 2\n3 outer unset\n", "", 0),
+            ('log() { echo "[INFO] $*" >&2; }\nlog hello world', "", "[INFO] hello world\n", 0),
+            ("function up { echo \"$@\" | tr a-z A-Z; }; up a b; v=$(up c); echo $v; type up",
+             "A B\nC\nup is a function\n", "", 0),
+            ('set -e; die() { echo "fatal: $1"; exit 9; }; true || die x; die boom; echo never', "fatal: boom\n", "", 9),
+            ('f() { for i in "$@"; do [ $i = 2 ] && return 7; echo $i; done; }; f 1 2 3; echo rc=$?',
+             "1\nrc=7\n", "", 0),
+            ("install-k3s() {\n  echo ok\n}\ninstall-k3s && echo done", "ok\ndone\n", "", 0),
+            ("f() echo", "", "bash: -c: line 1: syntax error near unexpected token `echo'\n", 2),
+        ])
+
+
 async def test_read_source_eval_and_type(tmp_path):
     async with node_lab(tmp_path) as lab:
         await lab.sh("printf 'a 1\\nb 2\\nlast\\n' > rows; printf 'X=set\\nreturn 3\\nX=never\\n' > env.sh")
