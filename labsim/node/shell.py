@@ -323,6 +323,8 @@ class Shell:
             self.status = 0
         elif cmd.kind == "if":
             await self._if(cmd, stdin, out)
+        elif cmd.kind == "case":
+            await self._case(cmd, stdin, out)
         else:
             await self._loop(cmd, stdin, out)
 
@@ -335,6 +337,21 @@ class Shell:
             await self._lists(cmd.otherwise, stdin, out)
         else:
             self.status = 0
+
+    async def _case(self, cmd: Compound, stdin: bytes, out: Output) -> None:
+        assert cmd.items is not None
+        subject = "".join(await self.expand(cmd.items[0], split=False))
+        for patterns, (_, body) in zip(cmd.patterns, cmd.branches, strict=True):
+            for pattern in patterns:
+                if fnmatch.fnmatchcase(subject, await self._pattern(pattern)):
+                    await self._lists(body, stdin, out)
+                    return
+        self.status = 0
+
+    async def _pattern(self, word: Word) -> str:
+        """A case pattern: expanded, its quoted parts matching literally."""
+        parts = [(await self._part(part, tilde=i == 0), part.quoted) for i, part in enumerate(word.parts)]
+        return "".join(glob.escape(text) if quoted else text for text, quoted in parts)
 
     async def _loop(self, cmd: Compound, stdin: bytes, out: Output) -> None:
         if cmd.kind == "for":

@@ -3,8 +3,8 @@ commands with their words and redirections, as POSIX sh reads them.
 
 Words keep their parts apart (literal text, ``$VAR``, ``$(...)``) with whether each was quoted,
 so that expansion, field splitting and globbing happen when the command runs, as in a shell.
-Compound commands: ``if``, ``for``, ``while``/``until``, ``{ ...; }``, ``( ... )`` and function
-definitions (``name() { ...; }``, ``function name { ...; }``); ``case`` is not modelled.
+Compound commands: ``if``, ``case``, ``for``, ``while``/``until``, ``{ ...; }``, ``( ... )`` and
+function definitions (``name() { ...; }``, ``function name { ...; }``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\+?=")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9?$#@!*-]")
 FUNCTION_NAME = re.compile(r"[A-Za-z_][\w.-]*")  # bash also takes - and . in function names
-OPERATORS = ("&&", "||", ";", "|", "&", "(", ")")
+OPERATORS = ("&&", "||", ";;", ";", "|", "&", "(", ")")
 REDIRECT = re.compile(r"(\d*)(&>>|&>|>>|>&|>\||<<<|<<-|<<|<&|>|<)")
 EOF = "end of file"
 SEPARATORS = (("op", ";"), ("op", "&"), ("op", "\n"))
@@ -80,14 +80,15 @@ class Command:
 
 @dataclass
 class Compound:
-    """``if``/``for``/``while``/``until``, a ``{ group; }``, a ``( subshell )`` or a ``function``
-    definition (its name, and its body as the one command of ``body``)."""
+    """``if``/``case``/``for``/``while``/``until``, a ``{ group; }``, a ``( subshell )`` or a
+    ``function`` definition (its name, and its body as the one command of ``body``)."""
 
     kind: str
     branches: list[tuple[list[AndOr], list[AndOr]]] = field(default_factory=list)  # (condition, body)
     otherwise: list[AndOr] | None = None  # if's else
     name: str = ""  # for's variable, a function's name
-    items: list[Word] | None = None  # for's words (None: "$@")
+    items: list[Word] | None = None  # for's words (None: "$@"); case's word
+    patterns: list[list[Word]] = field(default_factory=list)  # case: each branch's patterns
     body: list[AndOr] = field(default_factory=list)
     redirects: list[Redirect] = field(default_factory=list)
 
@@ -346,7 +347,7 @@ def parse(text: str) -> list[AndOr]:
 
 
 class Parser:
-    """Recursive descent over the lexer's tokens (POSIX's grammar, without case)."""
+    """Recursive descent over the lexer's tokens (POSIX's grammar)."""
 
     def __init__(self, tokens: list[tuple[str, object]], lines: list[int]) -> None:
         self.tokens = tokens
@@ -420,11 +421,12 @@ class Parser:
             if not isinstance(body, Compound):
                 raise ShellSyntaxError(self.text_at(self.i - 1))
             return Compound("function", name=definition, body=[AndOr(Pipeline([body]))])
-        word = self.reserved("if", "for", "while", "until", "{")
+        word = self.reserved("if", "case", "for", "while", "until", "{")
         if word is not None or (self.i < len(self.tokens) and self.tokens[self.i] == ("op", "(")):
             self.i += 1
-            compound = {"if": self.if_clause, "for": self.for_clause, "while": self.while_clause,
-                        "until": self.until_clause, "{": self.group, None: self.subshell}[word]()
+            compound = {"if": self.if_clause, "case": self.case_clause, "for": self.for_clause,
+                        "while": self.while_clause, "until": self.until_clause, "{": self.group,
+                        None: self.subshell}[word]()
             while self.i < len(self.tokens) and self.tokens[self.i][0] == "redir":
                 compound.redirects.append(self.tokens[self.i][1])  # type: ignore[arg-type]
                 self.i += 1
@@ -475,6 +477,37 @@ class Parser:
             if word == "else":
                 self.expect("fi")
             return Compound("if", branches=branches, otherwise=otherwise)
+
+    def case_clause(self) -> Compound:
+        """``case WORD in PATTERN[|PATTERN]) LIST ;; ... esac``."""
+        subject = self.word()
+        self.expect("in")
+        compound = Compound("case", items=[subject])
+        while True:
+            self.skip_separators()
+            if self.reserved("esac"):
+                self.i += 1
+                return compound
+            self.i += self.i < len(self.tokens) and self.tokens[self.i] == ("op", "(")
+            patterns = [self.word()]
+            while self.i < len(self.tokens) and self.tokens[self.i] == ("op", "|"):
+                self.i += 1
+                patterns.append(self.word())
+            if self.i >= len(self.tokens) or self.tokens[self.i] != ("op", ")"):
+                raise ShellSyntaxError(self.text_at(self.i))
+            self.i += 1
+            compound.patterns.append(patterns)
+            compound.branches.append(([], self.list_until(("esac",), closing=";;")))
+            if self.i < len(self.tokens) and self.tokens[self.i] == ("op", ";;"):
+                self.i += 1
+            elif not self.reserved("esac"):
+                raise ShellSyntaxError(self.text_at(self.i))
+
+    def word(self) -> Word:
+        if self.i >= len(self.tokens) or self.tokens[self.i][0] != "word":
+            raise ShellSyntaxError(self.text_at(self.i))
+        self.i += 1
+        return self.tokens[self.i - 1][1]  # type: ignore[return-value]
 
     def for_clause(self) -> Compound:
         if self.i >= len(self.tokens) or self.tokens[self.i][0] != "word":

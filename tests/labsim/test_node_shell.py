@@ -128,6 +128,20 @@ async def test_functions_with_locals_and_return(tmp_path):
         ])
 
 
+async def test_case_statements(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        await _cases(lab, [
+            ('case "$(uname -m)" in x86_64|amd64) echo amd64;; aarch64) echo arm64;; *) echo other;; esac',
+             "amd64\n", "", 0),
+            ("v=1.34; case $v in\n  1.3[0-9]*)\n    echo supported\n    ;;\n  *) echo no ;;\nesac", "supported\n", "", 0),
+            ("case x in (y) echo y;; esac; echo $?", "0\n", "", 0),
+            ('case ab in "a*") echo literal;; a*) echo glob; esac', "glob\n", "", 0),
+            ("for i in 1 2; do case $i in 1) continue;; esac; echo $i; done", "2\n", "", 0),
+            ("echo a;; echo b", "", "bash: -c: line 1: syntax error near unexpected token `;;'\n", 2),
+            ("case a in a) echo A", "", "bash: -c: line 1: syntax error: unexpected end of file\n", 2),
+        ])
+
+
 async def test_read_source_eval_and_type(tmp_path):
     async with node_lab(tmp_path) as lab:
         await lab.sh("printf 'a 1\\nb 2\\nlast\\n' > rows; printf 'X=set\\nreturn 3\\nX=never\\n' > env.sh")
