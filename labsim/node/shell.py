@@ -37,6 +37,7 @@ from labsim.node.syntax import (
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 GLOB_CHARS = set("*?[")
+PARAMETER = re.compile(r"([A-Za-z_]\w*|[0-9?$#@*!-])(:?[-=+?]|##?|%%?|//?|\^\^?|,,?|:)?(.*)", re.S)
 DEFAULTING = {":-", "-", ":=", "=", ":+", "+", ":?", "?"}  # ${name-word} forms, which set -u allows
 # A loop on a simulated node runs on the lab's event loop: cap it rather than spin forever.
 LOOP_LIMIT = 100_000
@@ -539,20 +540,35 @@ class Shell:
             return result.stdout.decode(errors="replace").rstrip("\n")
         if part.kind == "arith":
             return str(arithmetic(part.text, self._parameter))
+        match = PARAMETER.fullmatch(part.text)
+        if match and match.group(2) in DEFAULTING and set(match.group(3)) & set("$`'\""):
+            name, op, text = match.groups()
+            present = bool(self._value(name, strict=False)) if op[0] == ":" else self._is_set(name)
+            if present == op.endswith("+"):  # the word is used, so expanded (only then, as in bash)
+                return self._parameter(f"{name}{op}", await self._word_of(text))
         return self._parameter(part.text)
 
-    def _parameter(self, spec: str) -> str:
+    async def _word_of(self, text: str) -> str:
+        """The word of ``${name:-word}`` and its kin, expanded: ``$VAR``, ``$(...)``, quotes."""
+        if len(text) > 1 and text[0] == text[-1] == "'":
+            return text[1:-1]
+        if len(text) > 1 and text[0] == text[-1] == '"':
+            text = text[1:-1]
+        return "".join(await self.expand(heredoc_word(text), split=False))
+
+    def _parameter(self, spec: str, word: str | None = None) -> str:
         """``$name`` and the ``${...}`` forms scripts use: ``#name``, ``name:-word``, ``name-word``,
         ``name:=word``, ``name:+word``, ``name:?word``, ``name#pat``, ``name##pat``, ``name%pat``,
         ``name%%pat``, ``name/pat/rep``, ``name//pat/rep``, ``name:offset:length``, ``name^^``,
         ``name,,``."""
         if spec.startswith("#") and len(spec) > 1:
             return str(len(self._value(spec[1:])))
-        match = re.fullmatch(r"([A-Za-z_]\w*|[0-9?$#@*!-])(:?[-=+?]|##?|%%?|//?|\^\^?|,,?|:)?(.*)", spec, re.S)
+        match = PARAMETER.fullmatch(spec)
         if match is None or (match.group(3) and not match.group(2)):
             raise ValueError(f"${{{spec}}}: bad substitution")
-        name, op, word = match.groups()
-        is_set = name in self.vars or name in "?$#@*0" or (name.isdigit() and int(name) <= len(self.args))
+        name, op, text = match.groups()
+        word = text if word is None else word  # (given expanded by _part)
+        is_set = self._is_set(name)
         value = self._value(name, strict=op not in DEFAULTING)  # set -u spares ${name-word}
         if op in (":-", "-"):
             return value if (value if op == ":-" else is_set) else word
@@ -580,6 +596,9 @@ class Shell:
         if op:
             return _strip_pattern(value, op, word)
         return value
+
+    def _is_set(self, name: str) -> bool:
+        return name in self.vars or name in "?$#@*0" or (name.isdigit() and int(name) <= len(self.args))
 
     def _value(self, name: str, strict: bool = True) -> str:
         special = {"?": str(self.status), "$": "4242", "#": str(len(self.args)), "0": self.name,

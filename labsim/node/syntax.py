@@ -296,9 +296,7 @@ class Lexer:
             self.pos = end + 1
             return Part("sub", text[start + 2:end], quoted)
         if text.startswith("${", start):
-            end = text.find("}", start + 2)
-            if end < 0:
-                raise ShellSyntaxError("${")
+            end = self._matching_brace(start + 2)
             self.pos = end + 1
             return Part("var", text[start + 2:end], quoted)
         match = NAME.match(text, start + 1)
@@ -307,6 +305,20 @@ class Lexer:
             return Part("lit", "$", quoted)
         self.pos = match.end()
         return Part("var", match.group(), quoted)
+
+    def _matching_brace(self, pos: int) -> int:
+        """The ``}`` closing a ``${``, past nested ``${...}`` (``${A:-${B}}``)."""
+        depth = 1
+        while pos < len(self.text):
+            if self.text.startswith("${", pos):
+                depth, pos = depth + 1, pos + 2
+                continue
+            if self.text[pos] == "}":
+                depth -= 1
+                if depth == 0:
+                    return pos
+            pos += 1
+        raise ShellSyntaxError("${")
 
     def _matching_paren(self, pos: int) -> int:
         depth, quote = 1, ""
