@@ -277,7 +277,7 @@ class Shell:
             except Unwind as unwind:
                 done = unwind.output or CommandResult()
                 result = CommandResult(done.stdout, done.stderr,
-                                       unwind.status if isinstance(unwind, ExitShell) else child.status)
+                                       unwind.status if isinstance(unwind, ExitShell | Return) else child.status)
             out.stderr += result.stderr
             if i == len(commands) - 1:
                 out.stdout += result.stdout
@@ -314,7 +314,8 @@ class Shell:
             child = self.fork()
             try:
                 await child._lists(cmd.body, stdin, out)
-            except ExitShell as exc:
+            except (ExitShell, Return) as exc:  # both end the subshell only
+                self._keep(exc, out)
                 child.status = exc.status
             self.status = child.status
         elif cmd.kind == "group":
@@ -470,6 +471,7 @@ class Shell:
                       name=self.name, umask=self.umask, dialect=self.dialect)
         child.exported, child.errexit, child.options = set(self.exported), self.errexit, set(self.options)
         child.line, child.status, child.functions = self.line, self.status, dict(self.functions)
+        child.frames = [{} for _ in self.frames]  # inside a function: `local` and `return` still work
         return child
 
     async def _nested(self, line: str, stdin: bytes = b"", user: str | None = None,

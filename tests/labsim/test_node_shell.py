@@ -127,6 +127,8 @@ async def test_functions_with_locals_and_return(tmp_path):
             ('f() { for i in "$@"; do [ $i = 2 ] && return 7; echo $i; done; }; f 1 2 3; echo rc=$?',
              "1\nrc=7\n", "", 0),
             ("install-k3s() {\n  echo ok\n}\ninstall-k3s && echo done", "ok\ndone\n", "", 0),
+            ('f() { printf "a\\nb\\n" | while read l; do local z=$l; [ $l = b ] && return 4; echo $z; done; '
+             'echo after $?; (return 2); echo sub $?; return 1; }; f; echo $?', "a\nafter 4\nsub 2\n1\n", "", 0),
             ("f() echo", "", "bash: -c: line 1: syntax error near unexpected token `echo'\n", 2),
         ])
 
