@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from labsim.node import image
 from labsim.node.coreutils import parse_flags
 from labsim.node.registry import CommandContext, CommandResult, command, on_boot
 
@@ -107,7 +108,7 @@ async def modprobe(ctx: CommandContext) -> CommandResult:
     for name in names:
         if name.replace("-", "_") not in MODULES:
             return CommandResult.fail(f"modprobe: FATAL: Module {name} not found in directory "
-                                      "/lib/modules/5.15.0-126-generic\n")
+                                      f"/lib/modules/{image.KERNEL}\n")
         ctx.node.kernel_modules.add(name.replace("-", "_"))
     return CommandResult()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from labsim.node import image
 from labsim.node.coreutils import parse_flags
 from labsim.node.registry import CommandContext, CommandResult, command, on_boot
 
@@ -28,7 +29,7 @@ ARCHIVE = BASE | {
     "git": "1:2.34.1-1ubuntu1.12", "htop": "3.0.5-7build2", "wget": "1.21.2-2ubuntu1.1", "unzip": "6.0-26ubuntu3.2",
     "net-tools": "1.60+git20181103.0eebece-1ubuntu5", "chrony": "4.2-2ubuntu2", "cifs-utils": "2:6.14-1ubuntu0.2",
     "postgresql-client": "14+238", "apt-transport-https": "2.4.13", "gnupg": "2.2.27-3ubuntu2.1",
-    "linux-modules-extra-5.15.0-126-generic": "5.15.0-126.136",
+    f"linux-modules-extra-{image.KERNEL}": "5.15.0-126.136",
 }
 LOCK_ERROR = ("E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n"
               "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?\n")

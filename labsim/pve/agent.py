@@ -6,16 +6,17 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from labsim.node import image
 from labsim.pve.errors import PVEError
 from labsim.pve.vms import VM, GuestNetwork
 
 OS_INFO = {
     "id": "ubuntu",
-    "kernel-release": "5.15.0-126-generic",
-    "kernel-version": "#136-Ubuntu SMP Wed Nov 6 10:38:22 UTC 2024",
+    "kernel-release": image.KERNEL,
+    "kernel-version": image.KERNEL_BUILD,
     "machine": "x86_64",
     "name": "Ubuntu",
-    "pretty-name": "Ubuntu 22.04.5 LTS",
+    "pretty-name": image.OS_NAME,
     "version": "22.04.5 LTS (Jammy Jellyfish)",
     "version-id": "22.04",
 }

@@ -2,7 +2,8 @@
 ContainerCreating -> Running (or, run to completion, Succeeded/Failed) with the status a real
 kubelet reports: conditions, complete container statuses, hostIP and a podIP from the node's
 podCIDR. A kubelet whose node is NotReady is down and reports nothing; when the node comes back
-with another version or boot ID (k3s upgraded or restarted) its pods' containers restart.
+with another version or boot ID (k3s upgraded, or the VM rebooted) its pods' containers restart;
+a restart of the k3s service alone keeps them running, as containerd does.
 
 Annotations on a pod shape its run, for tests, fault drills and chart models:
 ``sim.labsim.io/run-seconds`` (modelled run time of a container that exits),
