@@ -5,6 +5,7 @@ publishes the addresses of the nodes where those pods run as the Service's load-
 
 from __future__ import annotations
 
+from labsim.k3s.addons import CRITICAL
 from labsim.kube.controllers.pods import is_ready
 from labsim.kube.controllers.workqueue import Controller, Key, by_name
 
@@ -12,9 +13,6 @@ NAMESPACE = "kube-system"
 IMAGE = "rancher/klipper-lb:v0.4.13"
 SVC_NAME = "svccontroller.k3s.cattle.io/svcname"
 SVC_NAMESPACE = "svccontroller.k3s.cattle.io/svcnamespace"
-TOLERATIONS = [{"key": "CriticalAddonsOnly", "operator": "Exists"},
-               {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
-               {"key": "node-role.kubernetes.io/master", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def daemonset_name(svc: dict) -> str:
@@ -48,7 +46,7 @@ def daemonset(svc: dict) -> dict:
         "spec": {"selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": labels},
                               "spec": {"automountServiceAccountToken": False, "serviceAccountName": "svclb",
-                                       "priorityClassName": "system-node-critical", "tolerations": TOLERATIONS,
+                                       "priorityClassName": "system-node-critical", "tolerations": CRITICAL,
                                        "containers": containers}}},
     }
 

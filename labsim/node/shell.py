@@ -184,6 +184,11 @@ class Shell:
             lists = parse(text)
         except ShellSyntaxError as exc:
             return CommandResult.fail(f"{self.where()}{label}{exc}\n", 2)
+        return await self._body(lists, stdin)
+
+    async def _body(self, lists: list, stdin: bytes) -> CommandResult:
+        """Run a sourced file's or a function's command lists: ``return`` ends them with its status;
+        ``exit`` (an Unwind) carries the output so far up to the shell that ends."""
         out = Output()
         try:
             await self._lists(lists, stdin, out)
@@ -442,15 +447,8 @@ class Shell:
         """A function: its body with the arguments as $1..., its ``local`` variables restored after."""
         saved, self.args = self.args, argv[1:]
         self.frames.append({})
-        out = Output()
         try:
-            await self._lists(self.functions[argv[0]], stdin, out)
-        except Return as done:
-            self.status = done.status
-        except Unwind as unwind:
-            before = unwind.output or CommandResult()
-            unwind.output = CommandResult(bytes(out.stdout) + before.stdout, bytes(out.stderr) + before.stderr)
-            raise
+            return await self._body(self.functions[argv[0]], stdin)
         finally:
             self.args = saved
             for name, value in self.frames.pop().items():
@@ -458,7 +456,6 @@ class Shell:
                     self.vars.pop(name, None)
                 else:
                     self.vars[name] = value
-        return CommandResult(bytes(out.stdout), bytes(out.stderr), self.status)
 
     def find(self, program: str) -> registry.Handler | None:
         """The registry's handler, if the program exists on this node."""
