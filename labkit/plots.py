@@ -61,13 +61,6 @@ def capacity(usage: pd.DataFrame, title: str = "Capacity") -> go.Figure:
     return fig
 
 
-def bars(frame: pd.DataFrame, x: str, y: str, title: str, color: str | None = None) -> go.Figure:
-    return px.bar(frame, x=x, y=y, color=color, title=title, barmode="group")
-
-
-# -- notebooks 01-02 (H5) ---------------------------------------------------------------------------
-
-
 def node_allocatable(nodes: pd.DataFrame, title: str = "Allocatable per node") -> go.Figure:
     """CPU (cores) and memory (GiB) allocatable per Kubernetes node, side by side (``labkit.kube.node_table``)."""
     fig = go.Figure()

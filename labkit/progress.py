@@ -29,9 +29,6 @@ class Progress:
         count = f" {done}/{self.total}" if done is not None and self.total is not None else ""
         print(f"[{self.elapsed:6.1f}s] {self.desc}:{count}{' ' + note if note else ''}", flush=True)
 
-    def done(self, note: str = "done") -> None:
-        self.update(self.total, note)
-
 
 @contextmanager
 def progress(desc: str, total: int | None = None) -> Iterator[Progress]:

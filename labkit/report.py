@@ -87,11 +87,19 @@ class Report:
 
     @contextmanager
     def step(self, name: str, target: str = "") -> Iterator[None]:
+        """Time a step, and say when it starts and ends: long waits show progress as they happen."""
+        what = f"{name} {target}".strip()
         start = datetime.now(UTC)
+        print(f"→ {what}", flush=True)
+        ok = False
         try:
             yield
+            ok = True
         finally:
-            self.steps.append(Timing(name, target, start, datetime.now(UTC)))
+            end = datetime.now(UTC)
+            self.steps.append(Timing(name, target, start, end))
+            seconds = (end - start).total_seconds()
+            print(f"{'✓' if ok else '✗'} {what} {'' if ok else 'failed after '}({seconds:.1f} s)", flush=True)
 
     def add_timing(self, name: str, target: str, start: datetime, end: datetime) -> None:
         """A step timed elsewhere (concurrent work measured per target)."""
