@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,7 +106,6 @@ def select_notebooks(notebooks_dir: Path, only: list[str], start_from: str | Non
 def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunResult:
     """Run the selected notebooks against ``lab``; never raises for a notebook failure."""
     notebooks = select_notebooks(options.notebooks_dir, options.only, options.start_from)
-    ensure_kernel()
     started = datetime.now(UTC)
     folder = _run_folder(options.outputs_dir, started, lab.name)
     results = [NotebookResult(p.stem) for p in notebooks]
@@ -113,7 +114,7 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
            f"{' (dry run: plans only)' if options.dry_run else ''}")
     with EmbeddedLab(lab, keep=options.keep_lab, report=report):
         known = _resolve_secrets(lab)
-        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
             for path, result in zip(notebooks, results, strict=True):
                 _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
                 if result.status == "failed":
@@ -215,16 +216,26 @@ def _cell_reporter(report: Reporter) -> Callable[[int, list], None]:
     return on_cell
 
 
-def ensure_kernel() -> None:
-    """Register the kernel the notebooks name, for this interpreter, if it is missing."""
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+@contextmanager
+def own_kernel(scratch: Path) -> Iterator[None]:
+    """Run the notebooks' kernel (``homelab-notebooks``) with this very interpreter.
 
+    The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
+    venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
+    makes a run use the labkit that runs it."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    spec_dir = scratch / "jupyter" / "kernels" / KERNEL
+    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks"})
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
     try:
-        KernelSpecManager().get_kernel_spec(KERNEL)
-    except NoSuchKernel:
-        from ipykernel.kernelspec import install
-
-        install(user=True, kernel_name=KERNEL, display_name="homelab-notebooks")
+        yield
+    finally:
+        if before is None:
+            del os.environ["JUPYTER_PATH"]
+        else:
+            os.environ["JUPYTER_PATH"] = before
 
 
 # -- summary and rendering --------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -170,3 +171,20 @@ def test_check_exit_codes(tmp_path, lab_doc):
     bad_run = subprocess.run([sys.executable, "-m", "labkit.cli", "run", "--params", str(tmp_path / "lab.yaml")],
                              capture_output=True, text=True)
     assert bad_run.returncode == 2 and "Traceback" not in bad_run.stderr
+
+
+def test_notebooks_run_with_the_runners_interpreter_whatever_kernel_is_registered(series, tmp_path):
+    """Another checkout may have registered `homelab-notebooks` last; a run uses its own labkit."""
+    data = tmp_path / "jupyter-data"
+    stale = data / "kernels" / "homelab-notebooks"
+    stale.mkdir(parents=True)
+    (stale / "kernel.json").write_text(json.dumps({"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f",
+                                                            "{connection_file}"], "display_name": "stale",
+                                                   "language": "python"}))
+    notebook(series["notebooks"] / "01-which.ipynb", "import sys\nprint('kernel python:', sys.executable)")
+    argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(series["lab"]), "--notebooks",
+            str(series["notebooks"]), "--outputs", str(series["outputs"]), "--no-html"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JUPYTER_DATA_DIR": str(data)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"kernel python: {sys.executable}" in (series["outputs"] / "latest" / "01-which.ipynb").read_text()
