@@ -6,9 +6,20 @@ notebook's output tells the story of the wait without thousands of redraws.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line, even from concurrent threads (print() may split text and newline)."""
+    with _lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class Progress:
@@ -27,7 +38,7 @@ class Progress:
             return
         self._last = state
         count = f" {done}/{self.total}" if done is not None and self.total is not None else ""
-        print(f"[{self.elapsed:6.1f}s] {self.desc}:{count}{' ' + note if note else ''}", flush=True)
+        say(f"[{self.elapsed:6.1f}s] {self.desc}:{count}{' ' + note if note else ''}")
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from labkit.errors import ChecksFailed
+from labkit.progress import say
 
 RECORD_MIME = "application/vnd.labkit.record+json"
 NO_CHANGE = ("unchanged", "none")
@@ -90,7 +91,7 @@ class Report:
         """Time a step, and say when it starts and ends: long waits show progress as they happen."""
         what = f"{name} {target}".strip()
         start = datetime.now(UTC)
-        print(f"→ {what}", flush=True)
+        say(f"→ {what}")
         ok = False
         try:
             yield
@@ -99,7 +100,7 @@ class Report:
             end = datetime.now(UTC)
             self.steps.append(Timing(name, target, start, end))
             seconds = (end - start).total_seconds()
-            print(f"{'✓' if ok else '✗'} {what} {'' if ok else 'failed after '}({seconds:.1f} s)", flush=True)
+            say(f"{'✓' if ok else '✗'} {what} {'' if ok else 'failed after '}({seconds:.1f} s)")
 
     def add_timing(self, name: str, target: str, start: datetime, end: datetime) -> None:
         """A step timed elsewhere (concurrent work measured per target)."""
