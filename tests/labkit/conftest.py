@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import secrets
+from labkit import secrets, ssh
 from tests.labfiles import REPO
+from tests.labkit.embedded import provisioned_lab
 
 HOMELAB = REPO / "parameters" / "homelab.yaml"
 PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"
@@ -20,6 +21,21 @@ def _forget_secrets():
     secrets.forget_all()
     yield
     secrets.forget_all()
+
+
+@pytest.fixture
+def provisioned(tmp_path: Path):
+    """An embedded lab of the test's own whose VMs are provisioned (notebook 01 done)."""
+    with provisioned_lab(tmp_path) as lab:
+        yield lab
+
+
+@pytest.fixture
+def session(provisioned):
+    """SSH to the provisioned lab's nodes, host keys pinned."""
+    s = ssh.connect(provisioned.lab)
+    yield s
+    s.close()
 
 
 @pytest.fixture
