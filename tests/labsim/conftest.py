@@ -11,6 +11,7 @@ from proxmoxer import ProxmoxAPI
 
 from labsim.lab import LabHandle, running_lab
 from tests.labfiles import write_lab
+from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 from tests.labsim.pveclient import token_client
 
 
@@ -28,3 +29,17 @@ def lab(lab_file: Path) -> Iterator[LabHandle]:
 @pytest.fixture
 def api(lab: LabHandle) -> ProxmoxAPI:
     return token_client(lab.status())
+
+
+@pytest.fixture
+def kube(tmp_path: Path) -> Iterator[RunningCluster]:
+    """A cluster of three Ready nodes with the controllers, for one test."""
+    with running_cluster(tmp_path, nodes=3) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    """One such cluster for a whole test module (tests keep to namespaces of their own)."""
+    with running_cluster(tmp_path_factory.mktemp("kube"), nodes=3) as running:
+        yield running

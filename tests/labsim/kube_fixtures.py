@@ -1,7 +1,7 @@
 """A running Cluster for tests, without SSH or k3s: the API server on a unique loopback IP (its
 event loop in a background thread), nodes registered as k3s would, and a kubeconfig file.
 
-Use the ``kube`` fixture (``from tests.labsim.kube_fixtures import kube``), or
+Use the ``kube`` / ``shared_kube`` fixtures (tests/labsim/conftest.py), or
 ``running_cluster(tmp_path, nodes=3)`` as a context manager.
 """
 
@@ -101,16 +101,3 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
         thread.join(10)
         loop.close()
 
-
-@pytest.fixture
-def kube(tmp_path: Path) -> Iterator[RunningCluster]:
-    """A cluster of three Ready nodes with the controllers, for one test."""
-    with running_cluster(tmp_path, nodes=3) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def shared_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
-    """One such cluster for a whole test module (tests keep to namespaces of their own)."""
-    with running_cluster(tmp_path_factory.mktemp("kube"), nodes=3) as running:
-        yield running

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labsim.kube_fixtures import RunningCluster, kube  # noqa: F401 (fixture)
+from tests.labsim.kube_fixtures import RunningCluster
 
 CHART = {
     "Chart.yaml": "apiVersion: v2\nname: hello\nversion: 0.1.0\nappVersion: '1.0'\n",
@@ -58,7 +58,7 @@ def chart(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("helm", ["helm4", "helm3"])
-def test_release_lifecycle(kube: RunningCluster, chart: Path, helm: str) -> None:  # noqa: F811
+def test_release_lifecycle(kube: RunningCluster, chart: Path, helm: str) -> None:
     def run(*args: str) -> str:
         return kube.tool(helm, *args).stdout
 

@@ -12,20 +12,20 @@ import requests
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.labsim.kube_fixtures import RunningCluster, shared_kube  # noqa: F401 (fixture)
+from tests.labsim.kube_fixtures import RunningCluster
 
 _ns_counter = itertools.count()
 
 
 @pytest.fixture
-def ns(shared_kube: RunningCluster) -> str:  # noqa: F811
+def ns(shared_kube: RunningCluster) -> str:
     name = f"t{next(_ns_counter)}"
     client.CoreV1Api(shared_kube.api_client()).create_namespace({"metadata": {"name": name}})
     return name
 
 
 @pytest.fixture
-def api(shared_kube: RunningCluster) -> client.ApiClient:  # noqa: F811
+def api(shared_kube: RunningCluster) -> client.ApiClient:
     return shared_kube.api_client()
 
 
@@ -167,7 +167,7 @@ def test_server_side_apply_tracks_ownership(api, ns):
     assert _apply(api, ns, cm, "alice")["data"] == {"a": "other"}
 
 
-def test_watch_from_resource_version_timeout_and_gone(shared_kube, api, ns):  # noqa: F811
+def test_watch_from_resource_version_timeout_and_gone(shared_kube, api, ns):
     core = client.CoreV1Api(api)
     start = core.list_namespaced_config_map(ns).metadata.resource_version
     core.create_namespaced_config_map(ns, {"metadata": {"name": "w1"}})
@@ -303,7 +303,7 @@ def test_namespace_deletion_removes_its_contents(api):
         core.read_namespaced_config_map("c", "doomed")
 
 
-def test_snapshot_and_restore(shared_kube, api, ns):  # noqa: F811
+def test_snapshot_and_restore(shared_kube, api, ns):
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map(ns, {"metadata": {"name": "keep"}, "data": {"v": "1"}})
     data = shared_kube.call(shared_kube.cluster.snapshot)
@@ -318,7 +318,7 @@ def _raw(shared: RunningCluster, path: str, accept: str = "application/json") ->
                         verify=cfg.ssl_ca_cert, timeout=10)
 
 
-def test_discovery_legacy_and_aggregated(shared_kube, api):  # noqa: F811
+def test_discovery_legacy_and_aggregated(shared_kube, api):
     groups = {g.name: g.preferred_version.group_version for g in client.ApisApi(api).get_api_versions().groups}
     assert groups["apps"] == "apps/v1" and groups["policy"] == "policy/v1"
     resources = {r.name: r for r in client.AppsV1Api(api).get_api_resources().resources}
@@ -330,7 +330,7 @@ def test_discovery_legacy_and_aggregated(shared_kube, api):  # noqa: F811
     assert {s["subresource"] for s in deploy["subresources"]} == {"status", "scale"}
 
 
-def test_openapi_v3_patch_operations_carry_gvk_and_field_validation(shared_kube):  # noqa: F811
+def test_openapi_v3_patch_operations_carry_gvk_and_field_validation(shared_kube):
     index = _raw(shared_kube, "/openapi/v3").json()["paths"]
     doc = _raw(shared_kube, index["apis/apps/v1"]["serverRelativeURL"]).json()
     patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
@@ -338,14 +338,14 @@ def test_openapi_v3_patch_operations_carry_gvk_and_field_validation(shared_kube)
     assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
 
 
-def test_table_output(shared_kube):  # noqa: F811
+def test_table_output(shared_kube):
     table = _raw(shared_kube, "/api/v1/nodes", "application/json;as=Table;v=v1;g=meta.k8s.io").json()
     assert table["kind"] == "Table"
     assert [c["name"] for c in table["columnDefinitions"]][:5] == ["Name", "Status", "Roles", "Age", "Version"]
     assert table["rows"][0]["cells"][:2] == ["k3s-master", "Ready"]
 
 
-def test_requests_without_a_client_certificate_are_refused(shared_kube):  # noqa: F811
+def test_requests_without_a_client_certificate_are_refused(shared_kube):
     cfg = shared_kube.api_client().configuration
     anonymous = requests.get(shared_kube.server + "/api/v1/pods", verify=cfg.ssl_ca_cert, timeout=10)
     assert anonymous.status_code == 401
@@ -373,7 +373,7 @@ def test_dry_run_and_access_reviews(api, ns):
     assert review.status.allowed is True
 
 
-def test_watch_with_table_output_sends_one_row_tables(shared_kube, api, ns):  # noqa: F811
+def test_watch_with_table_output_sends_one_row_tables(shared_kube, api, ns):
     client.CoreV1Api(api).create_namespaced_config_map(ns, {"metadata": {"name": "t"}, "data": {"a": "1"}})
     lines = _raw(shared_kube, f"/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1&fieldSelector=metadata.name=t",
                  "application/json;as=Table;v=v1;g=meta.k8s.io").text.splitlines()
@@ -395,7 +395,7 @@ def test_updates_may_not_change_immutable_fields(api, ns):
     assert err.value.status == 422
 
 
-def test_follow_logs_streams_new_lines_until_the_pod_goes(shared_kube, api, ns):  # noqa: F811
+def test_follow_logs_streams_new_lines_until_the_pod_goes(shared_kube, api, ns):
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(ns, {"metadata": {"name": "talker"}, "spec": {"containers": [
         {"name": "c", "image": "busybox:1.36"}]}})

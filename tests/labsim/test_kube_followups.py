@@ -17,7 +17,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import write_lab
 from tests.labsim.k3s_lab import K3sLab
-from tests.labsim.kube_fixtures import TOOLS, RunningCluster, kube  # noqa: F401  -- the fixture
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.labsim.pveclient import token_client, wait_task
 from tests.labsim.test_k3s_cluster import _wait
 
@@ -38,7 +38,7 @@ def _cronjob(name: str) -> str:
                            "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": template}}}})
 
 
-def test_jobs_must_say_on_failure_or_never(kube: RunningCluster) -> None:  # noqa: F811
+def test_jobs_must_say_on_failure_or_never(kube: RunningCluster) -> None:
     missing = kube.kubectl("apply", "-f", "-", input=_job("no-policy", None), check=False)
     assert missing.returncode == 1
     assert f'The Job "no-policy" is invalid: {REQUIRED}' in missing.stderr

@@ -7,7 +7,7 @@ import json
 import pytest
 import requests
 
-from tests.labsim.kube_fixtures import RunningCluster, kube  # noqa: F401 (fixture)
+from tests.labsim.kube_fixtures import RunningCluster
 
 VERSIONS = ["1.34", "1.32"]
 
@@ -71,12 +71,12 @@ spec:
 """
 
 
-def _json(kube: RunningCluster, version: str, *args: str) -> dict:  # noqa: F811
+def _json(kube: RunningCluster, version: str, *args: str) -> dict:
     return json.loads(kube.kubectl(*args, "-o", "json", version=version).stdout)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_get_nodes_wide(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_get_nodes_wide(kube: RunningCluster, version: str) -> None:
     out = kube.kubectl("get", "nodes", "-o", "wide", version=version).stdout.splitlines()
     assert out[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     master = out[1].split()
@@ -85,7 +85,7 @@ def test_get_nodes_wide(kube: RunningCluster, version: str) -> None:  # noqa: F8
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_operator_workflow(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_operator_workflow(kube: RunningCluster, version: str) -> None:
     k = kube.kubectl
     assert "deployment.apps/web created" in k("apply", "-f", "-", input=APP, version=version).stdout
     assert "deployment.apps/web unchanged" in k("apply", "-f", "-", input=APP, version=version).stdout
@@ -113,7 +113,7 @@ def test_operator_workflow(kube: RunningCluster, version: str) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_cordon_and_drain_wait_for_the_disruption_budget(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_cordon_and_drain_wait_for_the_disruption_budget(kube: RunningCluster, version: str) -> None:
     k = kube.kubectl
     k("apply", "-f", "-", input=APP, version=version)
     k("rollout", "status", "deploy/web", "--timeout=30s", version=version)
@@ -133,7 +133,7 @@ def test_cordon_and_drain_wait_for_the_disruption_budget(kube: RunningCluster, v
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_custom_resources(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_custom_resources(kube: RunningCluster, version: str) -> None:
     k = kube.kubectl
     k("apply", "-f", "-", input=CRD, version=version)
     k("wait", "--for=condition=Established", "crd/widgets.example.com", "--timeout=10s", version=version)
@@ -181,7 +181,7 @@ def _contains(expected, actual) -> bool:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_create_commands_send_protobuf_the_server_decodes(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_create_commands_send_protobuf_the_server_decodes(kube: RunningCluster, version: str) -> None:
     """kubectl's typed clients send these as protobuf: what is stored is what kubectl meant."""
     for kind, name, args in CREATES:
         expected = json.loads(kube.kubectl("create", "--dry-run=client", "-o", "json", *args, version=version).stdout)
@@ -195,7 +195,7 @@ def test_create_commands_send_protobuf_the_server_decodes(kube: RunningCluster, 
     assert "system:masters" in kube.kubectl("auth", "whoami", version=version).stdout
 
 
-def test_service_account_tokens_authenticate(kube: RunningCluster) -> None:  # noqa: F811
+def test_service_account_tokens_authenticate(kube: RunningCluster) -> None:
     token = kube.kubectl("create", "token", "default", "--duration=10m").stdout.strip()
     ca = kube.cluster.state_dir / "tls" / "ca.crt"
     ok = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {token}"},
@@ -227,7 +227,7 @@ spec:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_client_side_apply_removes_what_the_manifest_dropped(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_client_side_apply_removes_what_the_manifest_dropped(kube: RunningCluster, version: str) -> None:
     """kubectl's three-way strategic patches: $patch delete, $setElementOrder, $retainKeys."""
     kube.kubectl("apply", "-f", "-", input=DEPLOY_ENV, version=version)
     changed = (DEPLOY_ENV.replace(', {name: B, value: "2"}', "").replace(", {containerPort: 443}", "")
@@ -243,7 +243,7 @@ def test_client_side_apply_removes_what_the_manifest_dropped(kube: RunningCluste
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_unknown_fields_are_refused_or_dropped_as_on_k3s(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_unknown_fields_are_refused_or_dropped_as_on_k3s(kube: RunningCluster, version: str) -> None:
     typo = APP.replace("  replicas: 2", "  replica: 2")
     refused = kube.kubectl("apply", "-f", "-", input=typo, check=False, version=version)
     assert refused.returncode != 0 and 'unknown field "spec.replica"' in refused.stderr
@@ -311,7 +311,7 @@ spec:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_job_from_cronjob_keeps_the_whole_template(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_job_from_cronjob_keeps_the_whole_template(kube: RunningCluster, version: str) -> None:
     """`create job --from=cronjob` sends the stored template back as protobuf: nothing may be lost."""
     kube.kubectl("apply", "-f", "-", input=BACKUP_CRON, version=version)
     kube.kubectl("create", "job", "backup-now", "--from=cronjob/backup", version=version)
@@ -322,7 +322,7 @@ def test_job_from_cronjob_keeps_the_whole_template(kube: RunningCluster, version
     assert job == cron
 
 
-def test_top_needs_metrics_server_then_reports_usage(kube: RunningCluster) -> None:  # noqa: F811
+def test_top_needs_metrics_server_then_reports_usage(kube: RunningCluster) -> None:
     k = kube.kubectl
     assert k("top", "nodes", check=False).returncode != 0  # no metrics-server yet: the API is unavailable
     k("-n", "kube-system", "create", "deployment", "metrics-server", "--image=rancher/mirrored-metrics-server:v0.8.0")
@@ -333,7 +333,7 @@ def test_top_needs_metrics_server_then_reports_usage(kube: RunningCluster) -> No
     assert "metrics-server-" in pods
 
 
-def test_validate_warn_reports_and_drops_unknown_fields(kube: RunningCluster) -> None:  # noqa: F811
+def test_validate_warn_reports_and_drops_unknown_fields(kube: RunningCluster) -> None:
     typo = APP.replace("  replicas: 2", "  replica: 2")
     done = kube.kubectl("apply", "--validate=warn", "-f", "-", input=typo)
     assert 'unknown field "spec.replica"' in done.stderr
@@ -341,7 +341,7 @@ def test_validate_warn_reports_and_drops_unknown_fields(kube: RunningCluster) ->
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_explain_shows_the_fields_of_built_in_kinds(kube: RunningCluster, version: str) -> None:  # noqa: F811
+def test_explain_shows_the_fields_of_built_in_kinds(kube: RunningCluster, version: str) -> None:
     out = kube.kubectl("explain", "deployment.spec.replicas", version=version).stdout
     assert "FIELD: replicas <integer>" in out and "Number of desired pods" in out
     out = kube.kubectl("explain", "pod.spec.containers", version=version).stdout
