@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from labkit.errors import LabError, ParamsError
-from labkit.params import Lab, load_lab, missing_files
+from labkit.params import Lab, load_lab, missing_files, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = Path("parameters/sim.yaml")
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a lab file without touching anything")
     check.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
-    check.add_argument("--strict", action="store_true", help="also require the referenced local files to exist")
+    check.add_argument("--strict", action="store_true", help="also require the referenced local files and environment variables to exist")
     check.set_defaults(handler=cmd_check)
 
     run = sub.add_parser("run", help="run the notebook series headless with papermill")
@@ -59,7 +59,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     lab = load_lab(args.params, check_files=args.strict)
     print(describe(lab))
     if not args.strict:
-        for line in missing_files(lab):
+        for line in missing_files(lab) + unset_variables(lab):
             print(f"  note: {line} (needed before running)")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -276,7 +277,7 @@ def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
     lab._path = path
     errors = cross_check(lab)
     if check_files:
-        errors += missing_files(lab)
+        errors += missing_files(lab) + unset_variables(lab)
     if errors:
         raise ParamsError(errors, source=str(path))
     return lab
@@ -449,3 +450,9 @@ def missing_files(lab: Lab) -> list[str]:
             continue
         errors.append(f"{where}: file {path} does not exist; create it or fix the path")
     return errors
+
+
+def unset_variables(lab: Lab) -> list[str]:
+    """Secret references to environment variables that are not set (checked, never read out)."""
+    return [f"{where}: environment variable {ref.env} is not set; export it before running"
+            for where, ref in lab.secret_refs().items() if ref.env and ref.env not in os.environ]

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,13 +112,18 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     t0 = time.monotonic()
     report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
            f"{' (dry run: plans only)' if options.dry_run else ''}")
-    with EmbeddedLab(lab, keep=options.keep_lab, report=report):
-        known = _resolve_secrets(lab)
-        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
-            for path, result in zip(notebooks, results, strict=True):
-                _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
-                if result.status == "failed":
-                    break
+    try:
+        with EmbeddedLab(lab, keep=options.keep_lab, report=report):
+            known = _resolve_secrets(lab)
+            with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
+                for path, result in zip(notebooks, results, strict=True):
+                    _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
+                    if result.status == "failed":
+                        break
+    except BaseException:
+        with suppress(OSError):  # a run that could not start leaves no empty folder behind
+            folder.rmdir()
+        raise
     for result in results:
         if result.status == "pending":
             result.status = "skipped"

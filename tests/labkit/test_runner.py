@@ -188,3 +188,28 @@ def test_notebooks_run_with_the_runners_interpreter_whatever_kernel_is_registere
                           env={**os.environ, "JUPYTER_DATA_DIR": str(data)})
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"kernel python: {sys.executable}" in (series["outputs"] / "latest" / "01-which.ipynb").read_text()
+
+
+def test_unset_secret_variables_stop_check_strict_and_run_before_anything(series, tmp_path, lab_doc, monkeypatch):
+    passing(series["notebooks"] / "01-first.ipynb")
+    monkeypatch.delenv("LABKIT_K3S_TOKEN")
+    strict = subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(series["lab"]), "--strict"],
+                            capture_output=True, text=True)
+    expected = "k3s.token: environment variable LABKIT_K3S_TOKEN is not set; export it before running"
+    assert strict.returncode == 2 and expected in strict.stderr
+    loose = subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(series["lab"])],
+                           capture_output=True, text=True)
+    assert loose.returncode == 0 and f"note: {expected}" in loose.stdout
+    done = labkit_run(series)
+    assert done.returncode == 2 and expected in done.stderr and "Traceback" not in done.stderr
+    assert not series["outputs"].exists()
+
+
+def test_a_run_that_cannot_start_leaves_no_empty_run_folder(series, tmp_path, lab_doc):
+    passing(series["notebooks"] / "01-first.ipynb")
+    (tmp_path / "secrets.yaml").write_text("other_key: value\n")
+    lab_doc["k3s"]["token"] = "file:secrets.yaml#k3s_token"
+    write(tmp_path, lab_doc)
+    done = labkit_run(series)
+    assert done.returncode == 1 and "error: secret file:secrets.yaml#k3s_token" in done.stderr
+    assert list(series["outputs"].iterdir()) == []
