@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -84,7 +85,8 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(config, args.params))
     except OSError as error:
-        print(f"labsim: cannot start: {error}", file=sys.stderr)
+        hint = "; another lab or program holds it: stop it, or change the address in the lab file"
+        print(f"labsim: cannot start: {error}{hint if error.errno == errno.EADDRINUSE else ''}", file=sys.stderr)
         return 1
     return 0
 
@@ -119,12 +121,15 @@ def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     argv = [sys.executable, "-m", "labsim", "up", "--params", str(args.params),
             "--state", str(config.state_dir)]
     with log_path.open("ab") as log:
+        earlier = log.tell()  # the log keeps past runs; a failure shows only this attempt's lines
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-10:])
+            with log_path.open("rb") as log:
+                log.seek(earlier)
+                tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])
             print(f"labsim: the lab did not start (exit {child.returncode}); {log_path}:\n{tail}", file=sys.stderr)
             return 1
         if running_pid(config.state_dir) == child.pid and _live_status(config) is not None:

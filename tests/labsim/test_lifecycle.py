@@ -125,9 +125,14 @@ def test_cli_up_detach_status_down(tmp_path: Path) -> None:
 
 def test_cli_up_reports_a_taken_port(tmp_path: Path) -> None:
     params = write_lab(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "labsim.log").write_text("labsim: lab 'sim' up: an earlier run\nlabsim: stopped\n")
     with running_lab(params):
-        up = _labsim("up", "--params", str(params), "--state", str(tmp_path / "other"), "--detach")
+        up = _labsim("up", "--params", str(params), "--state", str(other), "--detach")
     assert up.returncode == 1 and "address already in use" in up.stderr.lower()
+    assert "another lab or program holds it" in up.stderr
+    assert "an earlier run" not in up.stderr  # only this attempt's lines, not the log's history
 
 
 def test_detached_lab_helper(tmp_path: Path) -> None:
