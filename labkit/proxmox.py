@@ -87,6 +87,15 @@ def _call(what: str, request: Callable[[], Any]) -> Any:
         return request()
     except ResourceException as exc:
         raise ProxmoxError(f"{what}: PVE answered {exc.status_code}: {_pve_message(exc)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise ProxmoxError(f"{what}: no answer from Proxmox VE ({_network_reason(exc)}); is the host up "
+                           "and reachable? A task it started may still be running: see Tasks in the PVE UI") from exc
+
+
+def _network_reason(exc: requests.exceptions.RequestException) -> str:
+    """'[Errno 111] Connection refused' rather than urllib3's retry report with the whole URL."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return str(reason or exc).rsplit(": ", 1)[-1]
 
 
 # -- tasks and locks -----------------------------------------------------------------------------

@@ -285,3 +285,14 @@ def test_every_call_labkit_makes_exists_in_pve_schema_with_its_parameters(sim):
         assert key in SCHEMA, f"{key} is not a PVE API method"
         unknown = params - set(SCHEMA[key]["params"])
         assert not unknown, f"{key}: PVE has no parameter(s) {sorted(unknown)}"
+
+
+def test_a_host_that_stops_answering_is_named_not_a_raw_connection_error(tmp_path):
+    with embedded_lab(tmp_path) as sim:
+        api = proxmox.connect(sim.lab)
+        node = sim.lab.proxmox.node
+        upid = api.nodes(node).qemu(9000).clone.post(newid=150, name="scratch", full=1)
+    with pytest.raises(ProxmoxError, match=r"^clone scratch: task status: no answer from Proxmox VE \(\[Errno 111\] "
+                                           r"Connection refused\); is the host up") as failure:
+        proxmox.wait_task(api, node, upid, what="clone scratch")
+    assert "HTTPSConnectionPool" not in str(failure.value) and "/api2/json" not in str(failure.value)
