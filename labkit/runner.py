@@ -169,8 +169,11 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
             str(path), str(executed), parameters={"lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
             kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
             execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
-            # The kernel's own start-up chatter (e.g. its TCP transport warning) is not the run's story.
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport
+            # warning), and the 'KeyboardInterrupt caught in kernel' ERROR it logs when jupyter_client's
+            # shutdown (which always interrupts first) lands inside a message handler. Cell errors
+            # reach the run through the notebook, a dead kernel through papermill.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
         result.status = "passed"
     except PapermillExecutionError as failure:

@@ -213,3 +213,14 @@ def test_a_run_that_cannot_start_leaves_no_empty_run_folder(series, tmp_path, la
     done = labkit_run(series)
     assert done.returncode == 1 and "error: secret file:secrets.yaml#k3s_token" in done.stderr
     assert list(series["outputs"].iterdir()) == []
+
+
+def test_the_kernels_own_log_stays_off_the_console(series):
+    """jupyter_client interrupts a kernel before shutting it down; ipykernel may log that as an
+    ERROR ('KeyboardInterrupt caught in kernel.'), which must not reach an operator's terminal."""
+    notebook(series["notebooks"] / "01-noisy.ipynb",
+             "from ipykernel.kernelapp import IPKernelApp\n"
+             "IPKernelApp.instance().log.error('KeyboardInterrupt caught in kernel.')")
+    done = labkit_run(series)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KeyboardInterrupt" not in done.stdout + done.stderr
