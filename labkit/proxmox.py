@@ -600,6 +600,11 @@ def wait_agent(api: ProxmoxAPI, lab: Lab, node: Node, timeout: float = 300) -> A
             addresses = agent_addresses(api, lab.proxmox.node, node.vmid)
         except ResourceException as exc:
             last = _pve_message(exc)
+            if last == f"VM {node.vmid} is not running":  # nothing starts it while we wait: say so now
+                raise ProxmoxError(
+                    f"VM {node.vmid} ({node.name}) is not running, so its guest agent cannot answer. Start it, "
+                    "or if the plan showed drift for it (e.g. a clone that was interrupted), re-run with "
+                    "reconcile=True or destroy and re-create it.") from None
         else:
             if str(node.ip) in addresses:
                 return AgentReport(node.name, node.vmid, str(node.ip), started, datetime.now(UTC))

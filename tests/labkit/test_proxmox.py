@@ -296,3 +296,15 @@ def test_a_host_that_stops_answering_is_named_not_a_raw_connection_error(tmp_pat
                                            r"Connection refused\); is the host up") as failure:
         proxmox.wait_task(api, node, upid, what="clone scratch")
     assert "HTTPSConnectionPool" not in str(failure.value) and "/api2/json" not in str(failure.value)
+
+
+def test_waiting_for_the_agent_of_a_stopped_vm_fails_at_once_saying_why(sim):
+    """A VM the plan left stopped (drift without reconcile) never boots: no 5-minute wait for its agent."""
+    api = proxmox.connect(sim.lab)
+    master = sim.lab.master
+    proxmox.wait_task(api, sim.lab.proxmox.node, api.nodes(sim.lab.proxmox.node).qemu(9000).clone.post(
+        newid=master.vmid, name=master.name, full=1), what="clone")  # cloned, never configured nor started
+    assert proxmox.plan(api, sim.lab).changes()[0].action == "drift"
+    with pytest.raises(ProxmoxError, match=rf"^VM {master.vmid} \({master.name}\) is not running, so its guest "
+                                           r"agent cannot answer\. .*reconcile=True"):
+        proxmox.wait_agent(api, sim.lab, master, timeout=30)
