@@ -180,7 +180,9 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         # LVM-thin makes linked clones of base volumes and of snapshots, not of a VM's live disk.
         if not full and not source.is_template and snapname is None and disks:
             raise PVEError(500, f"Linked clone feature is not supported for drive '{next(iter(disks))}'")
-        config = {k: val for k, val in old.items() if k not in ("template", "lock", "meta", "parent")}
+        # As on PVE, a disk enters the new config once it is copied: until then (or if the lab stops
+        # mid-clone) the VM never points at its source's volumes.
+        config = {k: val for k, val in old.items() if k not in ("template", "lock", "meta", "parent", *disks)}
         config.update(name=opts.get("name", f"Copy-of-VM-{source.name}"), lock="clone")
         if "description" in opts:
             config["description"] = opts["description"]

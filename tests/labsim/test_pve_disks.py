@@ -12,6 +12,7 @@ import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from labsim.lab import LabHandle, running_lab
+from tests.labfiles import write_lab
 from tests.labsim.pveclient import agent_ipv4, provision, token_client, wait_for, wait_task
 
 UNIT = "/etc/systemd/system/backup-agent.service"
@@ -251,3 +252,16 @@ async def test_snapshots_outlive_a_lab_restart(lab_file: Path) -> None:
         assert wait_task(api, api.nodes("pve").qemu(120).snapshot("before").rollback.post(start=1))["exitstatus"] == "OK"
         wait_for(lambda: agent_ipv4(api, 120))
         assert await _read(lab, ip, "/home/ubuntu/notes.txt") == "before the restart\n"
+
+
+def test_a_clone_in_progress_never_points_at_its_sources_disk(tmp_path: Path) -> None:
+    """PVE adds each disk to the new VM's config once it is copied: a clone the lab's stop
+    interrupts must not leave a VM whose live disk is the template's base volume."""
+    with running_lab(write_lab(tmp_path, time_scale=0.05)) as lab:  # a full clone takes about a second
+        api = token_client(lab.status())
+        upid = api.nodes("pve").qemu(9000).clone.post(newid=150, name="copy", full=1)
+        during = api.nodes("pve").qemu(150).config.get()
+        assert during["lock"] == "clone" and "scsi0" not in during
+        assert wait_task(api, upid)["exitstatus"] == "OK"
+        after = api.nodes("pve").qemu(150).config.get()
+    assert "lock" not in after and after["scsi0"].startswith("local-lvm:vm-150-disk-0")
