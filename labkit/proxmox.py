@@ -270,7 +270,12 @@ def config_drift(vm: Vm, want: dict[str, Any], disk_gib: int) -> dict[str, tuple
     """Fields whose observed value differs from the desired one: ``{field: (have, want)}``."""
     drift = {key: (vm.config.get(key), value) for key, value in want.items()
              if _normalize(key, vm.config.get(key)) != _normalize(key, value)}
-    disk = boot_disk(vm.config)
+    try:
+        disk = boot_disk(vm.config)
+    except ProxmoxError:
+        state = f"its clone is still running (lock: {vm.lock})" if vm.lock else "a clone was interrupted"
+        raise ProxmoxError(f"VM {vm.vmid} ({vm.name}) has no boot disk: {state}. Wait for the task, or "
+                           f"destroy the VM in PVE (`qm destroy {vm.vmid}`) and run again.") from None
     size = disk_bytes(str(vm.config.get(disk, "")))
     if size < disk_gib * GIB:
         drift["disk"] = (f"{size / GIB:.1f}G", f"{disk_gib}G")

@@ -308,3 +308,14 @@ def test_waiting_for_the_agent_of_a_stopped_vm_fails_at_once_saying_why(sim):
     with pytest.raises(ProxmoxError, match=rf"^VM {master.vmid} \({master.name}\) is not running, so its guest "
                                            r"agent cannot answer\. .*reconcile=True"):
         proxmox.wait_agent(api, sim.lab, master, timeout=30)
+
+
+def test_a_vm_without_its_disk_yet_is_named_in_the_plan_error(tmp_path):
+    """A clone in progress (or one a crash interrupted) has no disk yet: the plan says which VM and what to do."""
+    with embedded_lab(tmp_path, time_scale=0.05) as sim:  # a full clone takes about a second
+        api = proxmox.connect(sim.lab)
+        master = sim.lab.master
+        api.nodes(sim.lab.proxmox.node).qemu(9000).clone.post(newid=master.vmid, name=master.name, full=1)
+        with pytest.raises(ProxmoxError, match=rf"^VM {master.vmid} \({master.name}\) has no boot disk: its clone "
+                                               rf"is still running \(lock: clone\)\. .*qm destroy {master.vmid}"):
+            proxmox.plan(api, sim.lab)
