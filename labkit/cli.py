@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from labkit.errors import LabError, ParamsError
 from labkit.params import Lab, load_lab, missing_files, unset_variables
 
@@ -48,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="start_from", metavar="NN", help="start at this notebook")
     run.add_argument("--dry-run", action="store_true", help="show plans only; change nothing")
     run.add_argument("--keep-lab", action="store_true", help="leave the embedded lab running afterwards")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="set a notebook parameter (VALUE in YAML), e.g. -p reconcile true")
     run.add_argument("--no-html", action="store_true", help="skip rendering executed notebooks to HTML")
     run.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help=argparse.SUPPRESS)
     run.add_argument("--outputs", type=Path, default=Path("outputs"), help="where run folders go (default: %(default)s)")
@@ -80,7 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     lab = load_lab(args.params)
     options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
                          only=args.only, start_from=args.start_from, dry_run=args.dry_run,
-                         keep_lab=args.keep_lab, html=not args.no_html)
+                         keep_lab=args.keep_lab, html=not args.no_html,
+                         parameters={name: yaml.safe_load(value) for name, value in args.parameter})
     run = run_series(lab, options)
     print(f"{'passed' if run.ok else 'FAILED'}: {run.folder}/summary.md")
     return 0 if run.ok else 1

@@ -609,7 +609,7 @@ def wait_agent(api: ProxmoxAPI, lab: Lab, node: Node, timeout: float = 300) -> A
                 raise ProxmoxError(
                     f"VM {node.vmid} ({node.name}) is not running, so its guest agent cannot answer. Start it, "
                     "or if the plan showed drift for it (e.g. a clone that was interrupted), re-run with "
-                    "reconcile=True or destroy and re-create it.") from None
+                    "reconcile=True (`labkit run -p reconcile true`) or destroy and re-create it.") from None
         else:
             if str(node.ip) in addresses:
                 return AgentReport(node.name, node.vmid, str(node.ip), started, datetime.now(UTC))

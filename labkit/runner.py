@@ -21,12 +21,13 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
 from labkit import __version__, secrets
 from labkit.embedded import EmbeddedLab
-from labkit.errors import LabError
+from labkit.errors import LabError, ParamsError
 from labkit.params import Lab
 from labkit.report import records_in
 from labkit.scrub import scrub
@@ -80,6 +81,7 @@ class RunOptions:
     keep_lab: bool = False
     html: bool = True
     timeout_s: int = 3600
+    parameters: dict[str, Any] = field(default_factory=dict)  # -p NAME VALUE: to the notebooks that declare NAME
 
 
 Reporter = Callable[[str], None]
@@ -106,6 +108,7 @@ def select_notebooks(notebooks_dir: Path, only: list[str], start_from: str | Non
 def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunResult:
     """Run the selected notebooks against ``lab``; never raises for a notebook failure."""
     notebooks = select_notebooks(options.notebooks_dir, options.only, options.start_from)
+    _check_parameters(notebooks, options.parameters)
     started = datetime.now(UTC)
     folder = _run_folder(options.outputs_dir, started, lab.name)
     results = [NotebookResult(p.stem) for p in notebooks]
@@ -147,6 +150,21 @@ def _run_folder(outputs: Path, started: datetime, lab: str) -> Path:
     return folder
 
 
+def _declared(path: Path) -> set[str]:
+    from papermill import inspect_notebook
+
+    return set(inspect_notebook(str(path)))
+
+
+def _check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
+    """A parameter no notebook declares would be ignored silently (a typo of ``reconcile``, say)."""
+    declared = set().union(*(_declared(p) for p in notebooks))
+    unknown = [name for name in parameters if name not in declared]
+    if unknown:
+        raise ParamsError([f"-p {name}: no notebook of this run has that parameter (they have: "
+                           f"{', '.join(sorted(declared))})" for name in unknown], source="the command line")
+
+
 def _resolve_secrets(lab: Lab) -> frozenset[str]:
     """Resolve the lab's secrets up front: a missing one stops the run before any notebook."""
     for ref in lab.secret_refs().values():
@@ -166,7 +184,9 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
     t0 = time.monotonic()
     try:
         papermill.execute_notebook(
-            str(path), str(executed), parameters={"lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
+            str(path), str(executed), parameters={
+                **{k: v for k, v in options.parameters.items() if k in _declared(path)},
+                "lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
             kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
             execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
             # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport

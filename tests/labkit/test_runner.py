@@ -224,3 +224,20 @@ def test_the_kernels_own_log_stays_off_the_console(series):
     done = labkit_run(series)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "KeyboardInterrupt" not in done.stdout + done.stderr
+
+
+def test_notebook_parameters_from_the_command_line(series):
+    """`-p reconcile true` reaches the notebooks that declare it; a misspelt name stops the run."""
+    declares = series["notebooks"] / "01-declares.ipynb"
+    notebook(declares, "print('reconcile is', repr(reconcile))")
+    nb = nbformat.read(declares, as_version=4)
+    nb.cells[1].source += "\nreconcile = False"
+    nbformat.write(nb, declares)
+    notebook(series["notebooks"] / "02-does-not.ipynb", "print(f\"has reconcile: {'reconcile' in globals()}\")")
+    done = labkit_run(series, "-p", "reconcile", "true")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = series["outputs"] / "latest"
+    assert "reconcile is True" in (folder / "01-declares.ipynb").read_text()
+    assert "has reconcile: False" in (folder / "02-does-not.ipynb").read_text()  # not injected where undeclared
+    typo = labkit_run(series, "-p", "reconcil", "true")
+    assert typo.returncode == 2 and "-p reconcil: no notebook of this run has that parameter" in typo.stderr
