@@ -94,8 +94,8 @@ def select_notebooks(notebooks_dir: Path, only: list[str], start_from: str | Non
     wanted = [n.zfill(2) for n in only]
     unknown = [n for n in wanted + ([start_from.zfill(2)] if start_from else []) if n not in numbers]
     if unknown:
-        raise LabError(f"no notebook numbered {', '.join(unknown)} in {notebooks_dir} "
-                       f"(have: {', '.join(sorted(numbers)) or 'none'})")
+        raise ParamsError([f"--only/--from: no notebook numbered {', '.join(unknown)} in {notebooks_dir} "
+                           f"(have: {', '.join(sorted(numbers)) or 'none'})"], source="the command line")
     if wanted:
         found = [p for p in found if p.name[:2] in wanted]
     if start_from:

@@ -113,7 +113,7 @@ def test_only_and_from_select_notebooks(series):
     assert labkit_run(series, "--from", "02").returncode == 0
     assert [n["name"] for n in summary(series)["notebooks"]] == ["02-b", "03-c"]
     bad = labkit_run(series, "--only", "09")
-    assert bad.returncode == 1 and "no notebook numbered 09" in bad.stderr
+    assert bad.returncode == 2 and "no notebook numbered 09" in bad.stderr  # a usage error
 
 
 def test_a_printed_secret_never_reaches_outputs(series):
