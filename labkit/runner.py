@@ -158,6 +158,8 @@ def _declared(path: Path) -> set[str]:
 
 def _check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
     """A parameter no notebook declares would be ignored silently (a typo of ``reconcile``, say)."""
+    if not parameters:
+        return
     declared = set().union(*(_declared(p) for p in notebooks))
     unknown = [name for name in parameters if name not in declared]
     if unknown:
