@@ -153,11 +153,6 @@ class K3s(Section):
     disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
     cluster_init: bool = True
 
-    @property
-    def minor(self) -> tuple[int, int]:
-        major, minor = self.version[1:].split(".")[:2]
-        return int(major), int(minor)
-
 
 class MetalLB(Section):
     addresses: str
@@ -343,12 +338,9 @@ def _known_keys(loc: list) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        annotation = model.model_fields[part].annotation
+        annotation = model.model_fields[part].annotation  # Section, Section | None or list[Section]
         model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
                       and issubclass(a, BaseModel)), None)
-        if model is None:
-            nested = getattr(annotation, "__args__", ())
-            model = next((a for a in nested if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if model is None:
             return []
     return list(model.model_fields)
