@@ -65,13 +65,18 @@ class K3sLab:
         assert result.exit_status == 0, f"{command!r} failed: {result}"
         return result.stdout
 
-    def kube(self, tmp_path: Path, index: int = 0) -> client.ApiClient:
-        """The kubernetes client on a server's kubeconfig, server rewritten to the node's IP."""
+    def kubeconfig(self, folder: Path, index: int = 0) -> Path:
+        """A server's k3s.yaml, fetched over SSH, its server rewritten to the node's IP (mode 0600)."""
         doc = yaml.safe_load(self.ok(index, "sudo cat /etc/rancher/k3s/k3s.yaml"))
         doc["clusters"][0]["cluster"]["server"] = f"https://{self.ip(index)}:6443"
-        path = tmp_path / f"kubeconfig-{index}"
+        path = folder / f"kubeconfig-{index}"
         path.write_text(yaml.safe_dump(doc))
-        return config.new_client_from_config(str(path))
+        path.chmod(0o600)
+        return path
+
+    def kube(self, tmp_path: Path, index: int = 0) -> client.ApiClient:
+        """The kubernetes client on a server's kubeconfig."""
+        return config.new_client_from_config(str(self.kubeconfig(tmp_path, index)))
 
     def install_server(self, index: int = 0, flags: str = "", env: str = "") -> Result:
         return self.ssh(index, f"{INSTALL}INSTALL_K3S_VERSION={VERSION} {env} sh -s - server {flags}")

@@ -17,6 +17,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
+from tests.polling import wait_until
 
 TOKEN = "lab-test-token-5f1e"
 CONFIG = f"""token: {TOKEN}
@@ -159,15 +160,15 @@ def test_manifests_dropped_in_the_auto_deploy_folder_are_applied(k3s: K3sLab, ku
 
     drop("greeting.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: greeting, namespace: default}\n"
                           "data: {text: hello}\n")
-    assert _wait(lambda: _config_text(core, "greeting")) == "hello"
+    assert wait_until(lambda: _config_text(core, "greeting")) == "hello"
     drop("greeting.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: greeting, namespace: default}\n"
                           "data: {text: again}\n")
-    assert _wait(lambda: _config_text(core, "greeting") == "again")
+    assert wait_until(lambda: _config_text(core, "greeting") == "again")
     addon = client.CustomObjectsApi(kube).get_namespaced_custom_object("k3s.cattle.io", "v1", "kube-system",
                                                                        "addons", "greeting")
     assert addon["spec"]["source"] == f"{folder}/greeting.yaml"
     drop("broken.yaml", "kind: [unclosed\n")
-    _wait(lambda: "Failed to process config: failed to process " + f"{folder}/broken.yaml" in
+    wait_until(lambda: "Failed to process config: failed to process " + f"{folder}/broken.yaml" in
           k3s.ok(0, "journalctl -u k3s --no-pager"))
 
 
@@ -218,7 +219,7 @@ def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiCli
     name = next(line.split()[0] for line in listing[1:] if line.startswith(f"before-drill-{k3s.name(0)}-"))
     path = f"/var/lib/rancher/k3s/server/db/snapshots/{name}"
     core.delete_namespace("precious")
-    _wait(lambda: "precious" not in {n.metadata.name for n in core.list_namespace().items})
+    wait_until(lambda: "precious" not in {n.metadata.name for n in core.list_namespace().items})
     refused = k3s.ssh(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
     assert refused.exit_status == 1 and "address already in use" in refused.stderr  # k3s still running
     k3s.ok(0, "sudo systemctl stop k3s")
@@ -254,7 +255,7 @@ def test_scheduled_snapshots_follow_the_cron_schedule_and_retention(k3s: K3sLab)
     assert scheduled() == []
     for count in (1, 2, 2):
         k3s.handle.advance(6 * 3600)
-        _wait(lambda count=count: len(scheduled()) == count)
+        wait_until(lambda count=count: len(scheduled()) == count)
     assert "etcd-snapshot-" in k3s.ok(0, "journalctl -u k3s -n 20 --no-pager")
 
 
@@ -277,14 +278,14 @@ def test_upgrading_a_node_changes_its_version_and_restarts_its_pods(k3s: K3sLab,
         node_name=k3s.name(1), tolerations=[client.V1Toleration(key="dedicated", operator="Exists")],
         containers=[client.V1Container(name="probe", image="nginx:1.27")]))
     core.create_namespaced_pod("default", pod)
-    before = _wait(lambda: _running(core, "probe"))
+    before = wait_until(lambda: _running(core, "probe"))
     newer = "v1.34.4+k3s1"
     k3s.ok(0, f"curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={newer} sh -s - server")
     result = k3s.install_agent(1, node_token(k3s), version=newer)
     assert result.exit_status == 0, result
     assert nodes(kube)[k3s.name(1)] | {"labels": {}} == {"ready": True, "version": newer, "labels": {}}
     assert client.VersionApi(kube).get_code().git_version == newer
-    after = _wait(lambda: _running(core, "probe", not_before=before))
+    after = wait_until(lambda: _running(core, "probe", not_before=before))
     assert after != before
 
 
@@ -308,11 +309,3 @@ def _running(core: client.CoreV1Api, name: str, not_before: tuple | None = None)
     return seen if seen != not_before else None
 
 
-def _wait(probe, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")

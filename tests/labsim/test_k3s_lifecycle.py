@@ -14,7 +14,8 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import write_lab
 from tests.labsim.k3s_lab import K3sLab, nodes
-from tests.labsim.test_k3s_cluster import _load_balancer, _wait
+from tests.labsim.test_k3s_cluster import _load_balancer
+from tests.polling import wait_until
 
 
 def _configmaps(kube: client.ApiClient) -> set[str]:
@@ -68,15 +69,15 @@ def test_servicelb_gives_load_balancers_the_node_addresses(tmp_path: Path) -> No
         _load_balancer(kube, "web")
         core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
         uid = core.read_namespaced_service("web", "default").metadata.uid
-        daemonset = _wait(lambda: apps.list_namespaced_daemon_set(
+        daemonset = wait_until(lambda: apps.list_namespaced_daemon_set(
             "kube-system", label_selector="svccontroller.k3s.cattle.io/svcname=web").items)[0]
         assert daemonset.metadata.name == f"svclb-web-{uid[:8]}"
         ports = daemonset.spec.template.spec.containers[0].ports
         assert [(p.container_port, p.host_port) for p in ports] == [(8080, 8080)]
-        ingress = _wait(lambda: core.read_namespaced_service("web", "default").status.load_balancer.ingress)
+        ingress = wait_until(lambda: core.read_namespaced_service("web", "default").status.load_balancer.ingress)
         assert [i.ip for i in ingress] == [lab.ip(0)]
         core.delete_namespaced_service("web", "default")
-        _wait(lambda: not apps.list_namespaced_daemon_set(
+        wait_until(lambda: not apps.list_namespaced_daemon_set(
             "kube-system", label_selector="svccontroller.k3s.cattle.io/svcname=web").items)
 
 
@@ -153,7 +154,7 @@ def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Pat
         assert lab.install_agent(1, token).exit_status == 1
         assert "Node password rejected" in lab.ok(1, "journalctl -u k3s-agent -n 3 --no-pager")
         client.CoreV1Api(kube).delete_node(lab.name(1))
-        _wait(lambda: lab.install_agent(1, token).exit_status == 0)
+        wait_until(lambda: lab.install_agent(1, token).exit_status == 0)
         assert nodes(kube)[lab.name(1)]["ready"]
         client.CoreV1Api(kube).delete_node(lab.name(1))
         lab.ok(1, "sudo systemctl stop k3s-agent")  # a running unit whose Node is gone still stops cleanly

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 
 import pytest
 import requests
@@ -13,6 +12,7 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from tests.labsim.kube_fixtures import RunningCluster
+from tests.polling import wait_until
 
 _ns_counter = itertools.count()
 
@@ -37,14 +37,6 @@ def _deployment(name: str, replicas: int = 2, image: str = "nginx:1.27") -> dict
                          {"name": "sidecar", "image": "busybox:1.36", "env": [{"name": "A", "value": "1"}]}]}}}}
 
 
-def _wait(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def _status(exc: ApiException) -> dict:
@@ -216,7 +208,7 @@ def test_finalizers_and_propagation(api, ns):
     core.patch_namespaced_config_map("dep-2", ns, {"metadata": {"ownerReferences": [
         {**ref, "name": "gc2", "uid": second.metadata.uid}]}}, _content_type="application/merge-patch+json")
     apps.delete_namespaced_deployment("gc2", ns)
-    _wait(lambda: "dep-2" not in [c.metadata.name for c in core.list_namespaced_config_map(ns).items])
+    wait_until(lambda: "dep-2" not in [c.metadata.name for c in core.list_namespaced_config_map(ns).items])
 
 
 def test_status_and_scale_subresources(api, ns):
@@ -226,7 +218,7 @@ def test_status_and_scale_subresources(api, ns):
     assert (scale.spec.replicas, scale.status.selector) == (1, "app=sub")
     apps.patch_namespaced_deployment_scale("sub", ns, {"spec": {"replicas": 3}})
     assert apps.read_namespaced_deployment("sub", ns).spec.replicas == 3
-    _wait(lambda: apps.read_namespaced_deployment_status("sub", ns).status.ready_replicas == 3)
+    wait_until(lambda: apps.read_namespaced_deployment_status("sub", ns).status.ready_replicas == 3)
     dep = apps.read_namespaced_deployment("sub", ns)
     dep.status.replicas = 99
     dep.spec.replicas = 2
@@ -238,7 +230,7 @@ def test_status_and_scale_subresources(api, ns):
 def test_eviction_honours_disruption_budgets(api, ns):
     apps, core, policy = client.AppsV1Api(api), client.CoreV1Api(api), client.PolicyV1Api(api)
     apps.create_namespaced_deployment(ns, _deployment("ev", replicas=2))
-    _wait(lambda: apps.read_namespaced_deployment_status("ev", ns).status.ready_replicas == 2)
+    wait_until(lambda: apps.read_namespaced_deployment_status("ev", ns).status.ready_replicas == 2)
     policy.create_namespaced_pod_disruption_budget(ns, {"metadata": {"name": "ev"}, "spec": {
         "minAvailable": 2, "selector": {"matchLabels": {"app": "ev"}}}})
     pod = core.list_namespaced_pod(ns, label_selector="app=ev").items[0].metadata.name
@@ -254,7 +246,7 @@ def test_eviction_honours_disruption_budgets(api, ns):
 def test_pod_logs(api, ns):
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     apps.create_namespaced_deployment(ns, _deployment("logs", replicas=1))
-    _wait(lambda: apps.read_namespaced_deployment_status("logs", ns).status.ready_replicas == 1)
+    wait_until(lambda: apps.read_namespaced_deployment_status("logs", ns).status.ready_replicas == 1)
     pod = core.list_namespaced_pod(ns).items[0].metadata.name
     text = core.read_namespaced_pod_log(pod, ns, container="web")
     assert "nginx:1.27" in text
@@ -298,7 +290,7 @@ def test_namespace_deletion_removes_its_contents(api):
     core.create_namespace({"metadata": {"name": "doomed"}})
     core.create_namespaced_config_map("doomed", {"metadata": {"name": "c"}})
     core.delete_namespace("doomed")
-    _wait(lambda: "doomed" not in [n.metadata.name for n in core.list_namespace().items])
+    wait_until(lambda: "doomed" not in [n.metadata.name for n in core.list_namespace().items])
     with pytest.raises(ApiException):
         core.read_namespaced_config_map("c", "doomed")
 
@@ -399,7 +391,7 @@ def test_follow_logs_streams_new_lines_until_the_pod_goes(shared_kube, api, ns):
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(ns, {"metadata": {"name": "talker"}, "spec": {"containers": [
         {"name": "c", "image": "busybox:1.36"}]}})
-    _wait(lambda: core.read_namespaced_pod("talker", ns).status.phase == "Running")
+    wait_until(lambda: core.read_namespaced_pod("talker", ns).status.phase == "Running")
     stream = core.read_namespaced_pod_log("talker", ns, follow=True, tail_lines=1, _preload_content=False)
     assert b"is running on" in stream.readline()
     shared_kube.call(shared_kube.cluster.logs.write, ns, "talker", "c", "hello from the model")

@@ -19,7 +19,7 @@ from tests.labfiles import write_lab
 from tests.labsim.k3s_lab import K3sLab
 from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.labsim.pveclient import token_client, wait_task
-from tests.labsim.test_k3s_cluster import _wait
+from tests.polling import wait_until
 
 REQUIRED = 'spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"'
 
@@ -85,11 +85,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sPair]:
         assert lab.install_server(flags="--disable=traefik,metrics-server").exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
         assert lab.install_agent(1, token).exit_status == 0
-        doc = yaml.safe_load(lab.ok(0, "sudo cat /etc/rancher/k3s/k3s.yaml"))
-        doc["clusters"][0]["cluster"]["server"] = f"https://{lab.ip(0)}:6443"
-        kubeconfig = tmp / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(doc))
-        kubeconfig.chmod(0o600)
+        kubeconfig = lab.kubeconfig(tmp)
         (tmp / "home").mkdir()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp / "home")}
         yield K3sPair(lab, env, client.CoreV1Api(lab.kube(tmp)))
@@ -128,22 +124,22 @@ def test_restarting_k3s_agent_keeps_pods_a_reboot_restarts_them(pair: K3sPair) -
     core.create_namespaced_pod("default", client.V1Pod(
         metadata=client.V1ObjectMeta(name="steady"),
         spec=client.V1PodSpec(node_name=worker, containers=[client.V1Container(name="web", image="nginx:1.27")])))
-    first = _wait(lambda: _container(core, "steady"))
+    first = wait_until(lambda: _container(core, "steady"))
     boot = lab.ok(1, "cat /proc/sys/kernel/random/boot_id").strip()
     assert _node(core, worker) == (True, boot)  # the kubelet reports the machine's boot ID
 
     lab.ok(1, "sudo systemctl restart k3s-agent")
     assert lab.ok(1, "systemctl is-active k3s-agent") == "active\n"
-    _wait(lambda: _node(core, worker) == (True, boot))
-    _wait(lambda: _container(core, "steady"))
+    wait_until(lambda: _node(core, worker) == (True, boot))
+    wait_until(lambda: _container(core, "steady"))
     time.sleep(0.5)  # room for a restart the kubelet should not make
     assert _container(core, "steady") == first
 
     api = token_client(lab.status)
     vmid = lab.doc["nodes"][1]["vmid"]
     assert wait_task(api, api.nodes("pve").qemu(vmid).status.reboot.post())["exitstatus"] == "OK"
-    rebooted = _wait(lambda: (n := _node(core, worker))[0] and n[1] != boot and n[1])
-    after = _wait(lambda: (c := _container(core, "steady")) and c != first and c)
+    rebooted = wait_until(lambda: (n := _node(core, worker))[0] and n[1] != boot and n[1])
+    after = wait_until(lambda: (c := _container(core, "steady")) and c != first and c)
     assert after[0] != first[0] and after[1] == first[1] + 1
     lab.status = lab.handle.status()
     assert lab.ok(1, "cat /proc/sys/kernel/random/boot_id").strip() == rebooted

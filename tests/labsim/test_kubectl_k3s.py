@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from labsim.lab import running_lab
 from tests.labfiles import write_lab
@@ -30,11 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[K3sLab, 
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
         for index in (1, 2):
             assert lab.install_agent(index, token).exit_status == 0
-        doc = yaml.safe_load(lab.ok(0, "sudo cat /etc/rancher/k3s/k3s.yaml"))
-        doc["clusters"][0]["cluster"]["server"] = f"https://{lab.ip(0)}:6443"
-        kubeconfig = tmp / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(doc))
-        kubeconfig.chmod(0o600)
+        kubeconfig = lab.kubeconfig(tmp)
         (tmp / "home").mkdir()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp / "home"),
                "HELM_CACHE_HOME": str(tmp / "helm"), "HELM_CONFIG_HOME": str(tmp / "helm"),
