@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import ParamsError
+from labkit.errors import LabError, ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
 from tests.labkit.conftest import PVE_TOKEN, write
@@ -22,6 +22,13 @@ def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
     sim = load_lab(REPO / "parameters" / "sim.yaml")
     assert sim.kind == "embedded" and str(sim.nodes[0].ip) == "127.0.2.20"
     assert sim.embedded.state_dir == REPO / ".labsim"
+
+
+def test_an_unknown_node_name_is_a_lab_error_naming_it(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    assert lab.node("k3s-worker-01") is lab.nodes[1]
+    with pytest.raises(LabError, match=r"no node named 'k3s-worker-09'.*k3s-master, k3s-worker-01, k3s-worker-02"):
+        lab.node("k3s-worker-09")
 
 
 def _set(path: str, value) -> Callable[[dict], None]:
