@@ -139,6 +139,7 @@ class Store:
         self._rv = 0
         self._history: deque[Event] = deque(maxlen=HISTORY)
         self._subs: set[Subscription] = set()
+        self._changed: dict[tuple[str, str], int] = {}  # per resource key, the rv of its last event
 
     # -- lookups ------------------------------------------------------------------------------
     def resource(self, api_version: str, kind: str) -> Resource:
@@ -397,7 +398,13 @@ class Store:
         items[(ns, name)] = obj
         self._publish(Event(self._rv, kind, res.key, ns, obj, previous))
 
+    def changed(self, key: tuple[str, str]) -> int:
+        """The resourceVersion of the last write to a resource's objects (0 if none): caches of
+        one kind (e.g. the RBAC authorizer's index) know when to rebuild."""
+        return self._changed.get(key, 0)
+
     def _publish(self, event: Event) -> None:
+        self._changed[event.key] = event.rv
         self._history.append(event)
         for sub in list(self._subs):
             if sub.wants(event):

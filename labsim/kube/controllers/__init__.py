@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from labsim.kube.controllers.clusterroles import ClusterRoleAggregationController
 from labsim.kube.controllers.cronjob import CronJobController
 from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
@@ -24,6 +25,7 @@ from labsim.kube.controllers.scheduler import Scheduler
 from labsim.kube.controllers.service import ServiceController
 from labsim.kube.controllers.serviceaccount import ServiceAccountController
 from labsim.kube.controllers.statefulset import StatefulSetController
+from labsim.kube.controllers.tokens import TokenController
 from labsim.kube.controllers.workqueue import Controller
 
 _KINDS: tuple[type[Controller], ...] = (
@@ -42,6 +44,8 @@ _KINDS: tuple[type[Controller], ...] = (
     NamespaceController,
     GarbageCollector,
     ServiceAccountController,
+    TokenController,
+    ClusterRoleAggregationController,
     HelmChartController,
     IngressStatusController,
 )
