@@ -178,6 +178,11 @@ class Cluster:
         self.save()
 
     @property
+    def authorizer(self):
+        """The API server's authorizer (its ``mode`` is "RBAC", as k3s', or "AlwaysAllow")."""
+        return self._api.rest.authorizer
+
+    @property
     def api_running(self) -> bool:
         return bool(self._tasks)
 
