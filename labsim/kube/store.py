@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from labsim.kube import admission
+from labsim.kube.errors import StoreError
 from labsim.kube.resources import Catalog, Resource
 from labsim.kube.selectors import parse_fields, parse_labels
 
@@ -26,49 +27,6 @@ HISTORY = 10_000
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String: no vowels, no look-alikes
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
-
-
-class StoreError(Exception):
-    """An API error; ``status()`` is the Kubernetes Status object the REST layer returns."""
-
-    def __init__(self, code: int, reason: str, message: str, *, details: dict | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
-
-    def status(self) -> dict:
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-    @classmethod
-    def not_found(cls, res: Resource, name: str) -> StoreError:
-        return cls(404, "NotFound", f'{_qualified(res)} "{name}" not found',
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def already_exists(cls, res: Resource, name: str) -> StoreError:
-        return cls(409, "AlreadyExists", f'{_qualified(res)} "{name}" already exists',
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def conflict(cls, res: Resource, name: str) -> StoreError:
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(res)} "{name}": the object '
-                   "has been modified; please apply your changes to the latest version and try again",
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def invalid(cls, res: Resource, name: str, causes: list[tuple[str, str]]) -> StoreError:
-        text = "; ".join(f"{f}: {m}" for f, m in causes)
-        return cls(422, "Invalid", f'{res.kind}.{res.group or "core"} "{name}" is invalid: {text}',
-                   details={"name": name, "group": res.group, "kind": res.kind,
-                            "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f}
-                                       for f, m in causes]})
-
-
-def _qualified(res: Resource) -> str:
-    return f"{res.plural}.{res.group}" if res.group else res.plural
 
 
 @dataclass(frozen=True)
@@ -229,7 +187,7 @@ class Store:
 
     def _check_valid(self, res: Resource, obj: dict, old: dict | None = None) -> None:
         name = obj["metadata"].get("name") or ""
-        causes = admission.validate(res, obj) + (admission.validate_update(res, old, obj) if old else [])
+        causes = admission.validate(self, res, obj, old)
         if causes:
             raise StoreError.invalid(res, name, causes)
 
