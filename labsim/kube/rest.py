@@ -20,6 +20,7 @@ from labsim.kube import (
     apply,
     authn,
     authz,
+    fieldselectors,
     metrics,
     patch,
     protobuf,
@@ -100,6 +101,8 @@ class RestHandler:
         if not target.subresource and verb not in target.res.verbs:
             return status_response(405, "MethodNotAllowed", f"the server does not allow this method on the "
                                    f"requested resource ({verb} {target.res.plural})")
+        if target.name is None and request.query.get("fieldSelector"):
+            fieldselectors.check(target.res, request.query["fieldSelector"])
         if target.res.group == metrics.GROUP:
             return metrics.serve(self, request, target)
         if target.subresource and target.subresource not in ("status", "finalize"):

@@ -1,14 +1,15 @@
 """Admission: what the API server does to a create or update after decoding it and before
 storing it, one module per plugin. ``admit`` runs the mutating ones (defaults, CRD schema
-pruning/defaults, LimitRanger), ``validate`` the validating ones (built-in validation, CRD
-schema validation, ResourceQuota). The store calls both for every write, whether from a request
-or from an in-process controller; plugins raise ``StoreError`` or return 422 causes."""
+pruning/defaults, LimitRanger), ``validate`` the validating ones (built-in validation, then
+LimitRanger and ResourceQuota, which refuse with 403). The store calls both for every write,
+whether from a request or from an in-process controller; built-in validation returns the
+causes of a 422, the other plugins raise ``StoreError``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labsim.kube.admission import crd_schema, defaults, validation
+from labsim.kube.admission import crd_schema, defaults, limitranger, resourcequota, validation
 from labsim.kube.admission.crd_schema import unknown_fields
 from labsim.kube.resources import Resource
 
@@ -22,6 +23,7 @@ def admit(store: Store, res: Resource, obj: dict, old: dict | None) -> None:
     """The mutating plugins (create: old is None; update: the stored object)."""
     defaults.admit(res, obj, old)
     crd_schema.admit(res, obj)
+    limitranger.admit(store, res, obj, old)
 
 
 def validate(store: Store, res: Resource, obj: dict, old: dict | None) -> list[tuple[str, str]]:
@@ -29,4 +31,7 @@ def validate(store: Store, res: Resource, obj: dict, old: dict | None) -> list[t
     causes = validation.validate(res, obj)
     if old is not None:
         causes += validation.validate_update(res, old, obj)
+    if not causes:
+        limitranger.validate(store, res, obj, old)
+        resourcequota.validate(store, res, obj, old)
     return causes

@@ -68,6 +68,10 @@ def _template(obj: dict) -> None:
 def _pod(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     pod_spec(spec)
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        resources = c.get("resources") or {}
+        for name, value in (resources.get("limits") or {}).items():  # limits without requests: requests = limits
+            resources.setdefault("requests", {}).setdefault(name, value)
     spec.setdefault("serviceAccountName", "default")
     spec.setdefault("serviceAccount", spec["serviceAccountName"])
     spec.setdefault("enableServiceLinks", True)

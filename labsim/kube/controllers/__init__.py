@@ -21,6 +21,7 @@ from labsim.kube.controllers.namespace import NamespaceController
 from labsim.kube.controllers.nodelifecycle import NodeLifecycleController
 from labsim.kube.controllers.pvc import VolumeController
 from labsim.kube.controllers.replicaset import ReplicaSetController
+from labsim.kube.controllers.resourcequota import ResourceQuotaController
 from labsim.kube.controllers.scheduler import Scheduler
 from labsim.kube.controllers.service import ServiceController
 from labsim.kube.controllers.serviceaccount import ServiceAccountController
@@ -46,6 +47,7 @@ _KINDS: tuple[type[Controller], ...] = (
     ServiceAccountController,
     TokenController,
     ClusterRoleAggregationController,
+    ResourceQuotaController,
     HelmChartController,
     IngressStatusController,
 )
