@@ -162,3 +162,65 @@ def test_field_selectors_are_limited_per_resource(shared_kube: RunningCluster, a
     done = shared_kube.kubectl("get", "pods", "-n", ns, "--field-selector", "spec.foo=bar", check=False)
     assert "field label not supported: spec.foo" in done.stderr
     assert core.list_namespaced_config_map(ns, field_selector="metadata.name=kube-root-ca.crt").items
+
+
+CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+       "metadata": {"name": "backups.lab.example.com"},
+       "spec": {"group": "lab.example.com", "scope": "Namespaced",
+                "names": {"plural": "backups", "singular": "backup", "kind": "Backup", "listKind": "BackupList"},
+                "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": {
+                        "type": "object", "required": ["schedule"],
+                        "x-kubernetes-validations": [
+                            {"rule": "self.keep >= oldSelf.keep", "message": "keep may only grow"},
+                            {"rule": "!has(self.suspend) || !self.suspend || self.keep > 0"}],
+                        "properties": {
+                            "schedule": {"type": "string", "pattern": "^[0-9*/ ,-]+$", "maxLength": 20},
+                            "keep": {"type": "integer", "minimum": 0, "maximum": 30},
+                            "target": {"type": "string", "enum": ["etcd", "postgres"]},
+                            "port": {"x-kubernetes-int-or-string": True},
+                            "suspend": {"type": "boolean"},
+                            "tags": {"type": "array", "maxItems": 2, "items": {"type": "string"},
+                                     "x-kubernetes-list-type": "set"}}}}}}}]}}
+
+
+def test_crd_schema_and_cel_rules(shared_kube: RunningCluster, api, ns) -> None:
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(CRD)
+    custom = client.CustomObjectsApi(api)
+
+    def backup(name: str, **spec) -> dict:
+        return {"apiVersion": "lab.example.com/v1", "kind": "Backup", "metadata": {"name": name}, "spec": spec}
+
+    def create(name: str, **spec):
+        return custom.create_namespaced_custom_object("lab.example.com", "v1", ns, "backups", backup(name, **spec))
+
+    wait_until(lambda: shared_kube.kubectl("get", "backups", "-n", ns, check=False).returncode == 0)
+    with pytest.raises(ApiException) as caught:
+        create("bad", schedule="every day!", keep=40, target="s3", port=1.5, tags=["a", "a", "b"])
+    body = json.loads(caught.value.body)
+    assert caught.value.status == 422 and body["reason"] == "Invalid"
+    causes = {(c["field"], c["message"]) for c in body["details"]["causes"]}
+    assert causes == {
+        ("spec.schedule", "Invalid value: \"every day!\": spec.schedule in body should match '^[0-9*/ ,-]+$'"),
+        ("spec.keep", "Invalid value: 40: spec.keep in body should be less than or equal to 30"),
+        ("spec.target", 'Unsupported value: "s3": supported values: "etcd", "postgres"'),
+        ("spec.port", 'Invalid value: "number": spec.port in body must be of type integer,string: "number"'),
+        ("spec.tags", "Too many: 3: must have at most 2 items"),
+        ("spec.tags[1]", 'Duplicate value: "a"')}
+    assert body["message"].startswith('Backup.lab.example.com "bad" is invalid: [')
+    missing = json.loads(pytest.raises(ApiException, create, "empty").value.body)
+    assert missing["details"]["causes"] == [{"reason": "FieldValueRequired", "message": "Required value",
+                                             "field": "spec.schedule"}]
+    rule = json.loads(pytest.raises(ApiException, create, "paused", schedule="0 3 * * *", keep=0,
+                                    suspend=True).value.body)
+    assert rule["details"]["causes"][0]["message"] == ('Invalid value: "object": failed rule: !has(self.suspend) '
+                                                       "|| !self.suspend || self.keep > 0")
+    create("nightly", schedule="0 3 * * *", keep=7, port="http")
+    # the transition rule judges updates: keep may grow, not shrink
+    custom.patch_namespaced_custom_object("lab.example.com", "v1", ns, "backups", "nightly", {"spec": {"keep": 9}})
+    shrink = shared_kube.kubectl("patch", "backup", "nightly", "-n", ns, "--type=merge", "-p",
+                                 '{"spec":{"keep":3}}', check=False)
+    assert shrink.returncode == 1
+    assert 'The Backup "nightly" is invalid: spec: Invalid value: "object": keep may only grow' in shrink.stderr
+    stored = custom.get_namespaced_custom_object("lab.example.com", "v1", ns, "backups", "nightly")
+    assert stored["spec"]["keep"] == 9

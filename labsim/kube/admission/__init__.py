@@ -1,15 +1,15 @@
 """Admission: what the API server does to a create or update after decoding it and before
 storing it, one module per plugin. ``admit`` runs the mutating ones (defaults, CRD schema
-pruning/defaults, LimitRanger), ``validate`` the validating ones (built-in validation, then
-LimitRanger and ResourceQuota, which refuse with 403). The store calls both for every write,
-whether from a request or from an in-process controller; built-in validation returns the
-causes of a 422, the other plugins raise ``StoreError``."""
+pruning/defaults, LimitRanger), ``validate`` the validating ones (built-in validation, CRD schema
+and CEL rules, then LimitRanger and ResourceQuota, which refuse with 403). The store calls both
+for every write, whether from a request or from an in-process controller; validation returns
+the causes of a 422, LimitRanger and ResourceQuota raise ``StoreError``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labsim.kube.admission import crd_schema, defaults, limitranger, resourcequota, validation
+from labsim.kube.admission import crd_schema, crd_validation, defaults, limitranger, resourcequota, validation
 from labsim.kube.admission.crd_schema import unknown_fields
 from labsim.kube.resources import Resource
 
@@ -29,6 +29,8 @@ def admit(store: Store, res: Resource, obj: dict, old: dict | None) -> None:
 def validate(store: Store, res: Resource, obj: dict, old: dict | None) -> list[tuple[str, str]]:
     """The (field, message) causes of a 422 Invalid, empty if the object is fine."""
     causes = validation.validate(res, obj)
+    if res.schema:
+        causes += crd_validation.validate(res.schema, obj, old)
     if old is not None:
         causes += validation.validate_update(res, old, obj)
     if not causes:
