@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from labsim.kube import admission
+from labsim.kube import admission, nsconditions
 from labsim.kube.errors import StoreError
 from labsim.kube.resources import Catalog, Resource
 from labsim.kube.selectors import parse_fields, parse_labels
@@ -27,6 +27,7 @@ HISTORY = 10_000
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String: no vowels, no look-alikes
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
+FOREGROUND = "foregroundDeletion"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class Store:
         self._history: deque[Event] = deque(maxlen=HISTORY)
         self._subs: set[Subscription] = set()
         self._changed: dict[tuple[str, str], int] = {}  # per resource key, the rv of its last event
+        self._emptying: set[str] = set()  # namespaces being swept by their deletion
 
     # -- lookups ------------------------------------------------------------------------------
     def resource(self, api_version: str, kind: str) -> Resource:
@@ -261,6 +263,8 @@ class Store:
         if (pre.get("uid") and pre["uid"] != meta["uid"]) or (
                 pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]):
             raise StoreError.conflict(res, name)
+        if propagation == "Foreground" and res.key != NAMESPACE_KEY and self._dependents(meta["uid"]):
+            return self._mark_foreground(res, ns, name, obj)
         if propagation == "Orphan":
             self._orphan_dependents(meta["uid"])
         else:
@@ -297,6 +301,20 @@ class Store:
                     found.append((versions[0], obj))
         return found
 
+    def _mark_foreground(self, res: Resource, ns: str, name: str, obj: dict) -> dict:
+        """A foreground deletion: the owner stays, marked for deletion with the ``foregroundDeletion``
+        finalizer, until the garbage collector has deleted its blocking dependents. (One without
+        dependents goes at once: the collector would drop the finalizer straight away.)"""
+        marked = _clone(obj)
+        meta = marked["metadata"]
+        if FOREGROUND not in (meta.get("finalizers") or []):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), FOREGROUND]
+        if not meta.get("deletionTimestamp"):
+            meta.update(deletionTimestamp=self.now(), deletionGracePeriodSeconds=0)
+        if marked != obj:
+            self._write(res, ns, name, marked, "MODIFIED")
+        return _clone(marked)
+
     def _delete_dependents(self, uid: str, propagation: str) -> None:
         for res, obj in self._dependents(uid):
             refs = obj["metadata"]["ownerReferences"]
@@ -326,24 +344,43 @@ class Store:
             marked["metadata"]["deletionTimestamp"] = self.now()
             marked.setdefault("status", {})["phase"] = "Terminating"
             self._write(res, "", name, marked, "MODIFIED")
-        for key, items in list(self._data.items()):
-            versions = self.catalog.versions_of(key)
-            if not versions or not versions[0].namespaced:
-                continue
-            for (ns, obj_name) in [k for k in items if k[0] == name]:
-                self.delete(versions[0], ns, obj_name)
+        self._emptying.add(name)  # its conditions are reported once, after the sweep
+        try:
+            for key, items in list(self._data.items()):
+                versions = self.catalog.versions_of(key)
+                if not versions or not versions[0].namespaced:
+                    continue
+                for (ns, obj_name) in [k for k in items if k[0] == name]:
+                    self.delete(versions[0], ns, obj_name)
+        finally:
+            self._emptying.discard(name)
         self._maybe_finish_namespace(name)
         current = self._data[NAMESPACE_KEY].get(("", name))
         return _clone(current) if current is not None else _clone(space)
+
+    def _report_termination(self, space: dict) -> None:
+        """Write the conditions of a Terminating namespace that cannot go yet."""
+        name = space["metadata"]["name"]
+        remaining = []
+        for key, items in self._data.items():
+            if key != NAMESPACE_KEY:
+                qualified = f"{key[1]}.{key[0]}"
+                remaining += [(qualified, obj) for (ns, _), obj in items.items() if ns == name]
+        status = space.get("status") or {}
+        wanted = nsconditions.conditions(remaining, status.get("conditions") or [], self.now())
+        if wanted != status.get("conditions"):
+            marked = _clone(space)
+            marked.setdefault("status", {})["conditions"] = wanted
+            self._write(self.catalog.by_plural("", "v1", "namespaces"), "", name, marked, "MODIFIED")
 
     def _maybe_finish_namespace(self, name: str) -> None:
         space = self._data.get(NAMESPACE_KEY, {}).get(("", name))
         if space is None or not space["metadata"].get("deletionTimestamp"):
             return
         if any(key[0] == name for key_res, items in self._data.items() for key in items
-               if key_res != NAMESPACE_KEY):
-            return
-        if space["metadata"].get("finalizers"):
+               if key_res != NAMESPACE_KEY) or space["metadata"].get("finalizers"):
+            if name not in self._emptying:
+                self._report_termination(space)
             return
         self._remove(self.catalog.by_plural("", "v1", "namespaces"), "", name, space)
 

@@ -224,3 +224,61 @@ def test_crd_schema_and_cel_rules(shared_kube: RunningCluster, api, ns) -> None:
     assert 'The Backup "nightly" is invalid: spec: Invalid value: "object": keep may only grow' in shrink.stderr
     stored = custom.get_namespaced_custom_object("lab.example.com", "v1", ns, "backups", "nightly")
     assert stored["spec"]["keep"] == 9
+
+
+def test_foreground_deletion_and_namespace_termination(shared_kube: RunningCluster, api, ns) -> None:
+    core = client.CoreV1Api(api)
+    owner = core.create_namespaced_config_map(ns, {"metadata": {"name": "owner"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid,
+           "blockOwnerDeletion": True}
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "held", "ownerReferences": [ref],
+                                                        "finalizers": ["lab.example.com/hold"]}})
+    shared_kube.kubectl("delete", "configmap", "owner", "-n", ns, "--cascade=foreground", "--wait=false")
+    marked = core.read_namespaced_config_map("owner", ns)
+    assert marked.metadata.deletion_timestamp and marked.metadata.finalizers == ["foregroundDeletion"]
+    wait_until(lambda: core.read_namespaced_config_map("held", ns).metadata.deletion_timestamp)
+    assert core.read_namespaced_config_map("owner", ns).metadata.deletion_timestamp  # still waiting
+
+    core.delete_namespace(ns)
+
+    def conditions() -> dict:
+        status = core.read_namespace(ns).status
+        return {c.type: (c.status, c.reason, c.message) for c in status.conditions or []}
+
+    wait_until(lambda: conditions().get("NamespaceFinalizersRemaining", ("",))[0] == "True")
+    found = conditions()
+    assert found["NamespaceFinalizersRemaining"] == (
+        "True", "SomeFinalizersRemain",
+        "Some content in the namespace has finalizers remaining: foregroundDeletion in 1 resource instances, "
+        "lab.example.com/hold in 1 resource instances")
+    assert found["NamespaceContentRemaining"] == ("True", "SomeResourcesRemain",
+                                                  "Some resources are remaining: configmaps. has 2 resource instances")
+    assert found["NamespaceDeletionContentFailure"][0] == "False"
+    refused = _refused(core.create_namespaced_config_map, ns, {"metadata": {"name": "late"}}, status=403)
+    assert refused["message"].endswith("because it is being terminated")
+    core.patch_namespaced_config_map("held", ns, {"metadata": {"finalizers": None}})
+    wait_until(lambda: not core.list_namespaced_config_map(ns).items)  # dependent gone, then its owner
+
+    def gone() -> bool:
+        try:
+            core.read_namespace(ns)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until(gone)
+
+
+def test_rollout_history_shows_change_cause(shared_kube: RunningCluster, api, ns) -> None:
+    apps = client.AppsV1Api(api)
+    body = _deployment("web")
+    body["metadata"]["annotations"] = {"kubernetes.io/change-cause": "first release"}
+    apps.create_namespaced_deployment(ns, body)
+    wait_until(lambda: apps.list_namespaced_replica_set(ns).items)
+    apps.patch_namespaced_deployment("web", ns, {
+        "metadata": {"annotations": {"kubernetes.io/change-cause": "nginx 1.28"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.28"}]}}}})
+    wait_until(lambda: len(apps.list_namespaced_replica_set(ns).items) == 2)
+    history = shared_kube.kubectl("rollout", "history", "deployment/web", "-n", ns).stdout.splitlines()
+    assert [line.split(None, 1) for line in history[1:] if line.strip()][-2:] == [["1", "first release"],
+                                                                                  ["2", "nginx 1.28"]]
