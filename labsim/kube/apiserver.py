@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from labsim.kube import authn, authz, discovery, openapi
+from labsim.kube import authn, authz, discovery, openapi, openapi_v2
 from labsim.kube.responses import WARNINGS, json_response, status_response
 from labsim.kube.rest import RestHandler, parse_target
 from labsim.kube.store import StoreError
@@ -100,6 +100,11 @@ class ApiServer:
                     "Content-Type": discovery.AGGREGATED, "Vary": "Accept"})
             return json_response(discovery.api_versions(f"{cluster.server_ip}:{cluster.port}")
                                  if path == "/api" else discovery.group_list(catalog))
+        if path == "/openapi/v2":
+            doc = openapi_v2.document(catalog, cluster.version)
+            if "protobuf" in accept:
+                return web.Response(body=openapi_v2.encode(doc), content_type=openapi_v2.PROTOBUF)
+            return json_response(doc)
         if path.startswith("/openapi/"):
             return self.openapi(path)
         parts = path.strip("/").split("/")
