@@ -80,6 +80,16 @@ def from_token(cluster, token: str) -> User | None:
                 sa["metadata"].get("uid", ""), extra)
 
 
+def token_review(cluster, review: dict) -> dict:
+    """A TokenReview answered as the API server's authenticator would answer the token."""
+    spec = review.get("spec") or {}
+    user = from_token(cluster, spec.get("token") or "")
+    if user is None:
+        return {**review, "status": {"user": {}, "error": "invalid bearer token"}}
+    audiences = spec.get("audiences") or list(tokens.AUDIENCES)
+    return {**review, "status": {"authenticated": True, "user": user.info(), "audiences": audiences}}
+
+
 def authenticate(cluster, peercert: dict | None, authorization: str) -> User | None:
     """The user of a request's credentials; None if it brought none that are valid."""
     if peercert:

@@ -176,6 +176,8 @@ SubjectAccessReview: 1 metadata ObjectMeta; 2 spec SubjectAccessReviewSpec; 3 st
 LocalSubjectAccessReview: 1 metadata ObjectMeta; 2 spec SubjectAccessReviewSpec; 3 status ignored
 SubjectAccessReviewSpec: 1 resourceAttributes ResourceAttributes; 2 nonResourceAttributes NonResourceAttributes;
   3 user string; 4 groups [string]; 6 uid string
+TokenReview: 1 metadata ObjectMeta; 2 spec TokenReviewSpec; 3 status ignored
+TokenReviewSpec: 1 token string; 2 audiences [string]
 SelfSubjectRulesReview: 1 metadata ObjectMeta; 2 spec SelfSubjectRulesReviewSpec; 3 status ignored
 SelfSubjectRulesReviewSpec: 1 namespace string
 SelfSubjectReview: 1 metadata ObjectMeta; 2 status ignored

@@ -11,6 +11,7 @@ import time
 import uuid
 
 DEFAULT_SECONDS = 3600
+AUDIENCES = ("https://kubernetes.default.svc.cluster.local", "k3s")  # k3s' API server audiences
 
 
 def _b64(data: bytes) -> str:
@@ -30,7 +31,7 @@ def issue(cluster_secret: str, namespace: str, name: str, uid: str, *, audiences
     """A signed token for system:serviceaccount:NAMESPACE:NAME and its expiry (epoch seconds)."""
     issued = int(now if now is not None else time.time())
     expires = issued + seconds
-    claims = {"aud": audiences or ["https://kubernetes.default.svc.cluster.local", "k3s"], "exp": expires,
+    claims = {"aud": audiences or list(AUDIENCES), "exp": expires,
               "iat": issued, "jti": str(uuid.uuid4()), "iss": "https://kubernetes.default.svc.cluster.local",
               "sub": f"system:serviceaccount:{namespace}:{name}",
               "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": uid}}}

@@ -196,6 +196,11 @@ def test_legacy_token_secret_and_unknown_tokens(shared_kube: RunningCluster, api
     assert gone.status_code == 401 and gone.json()["reason"] == "Unauthorized"
     forged = requests.get(url, headers={"Authorization": "Bearer a.b.c"}, verify=ca, timeout=10)
     assert forged.status_code == 401
+    projected = _account(api, ns, "reviewed", role=None)
+    review = client.AuthenticationV1Api(api).create_token_review({"spec": {"token": projected}}).status
+    assert review.authenticated is True and review.user.username == f"system:serviceaccount:{ns}:reviewed"
+    assert client.AuthenticationV1Api(api).create_token_review(
+        {"spec": {"token": token}}).status.authenticated is None  # its Secret is gone
     assert requests.get(f"{shared_kube.server}/version", verify=ca, timeout=10).status_code == 200
 
 
@@ -219,7 +224,7 @@ def test_default_roles_and_aggregation(shared_kube: RunningCluster, api, ns) -> 
         return any("widgets" in (r.resources or []) for r in rbac.read_cluster_role("view").rules)
 
     wait_until(aggregated)
-    assert any("widgets" in (r.resources or []) for r in rbac.read_cluster_role("admin").rules)
+    wait_until(lambda: any("widgets" in (r.resources or []) for r in rbac.read_cluster_role("admin").rules))
     token = _account(api, ns, "aggregated")
     review = client.AuthorizationV1Api(_token_client(shared_kube, token)).create_self_subject_access_review(
         {"spec": {"resourceAttributes": {"namespace": ns, "verb": "list", "group": "example.com",
