@@ -253,7 +253,8 @@ class Store:
     def delete(self, res: Resource, namespace: str | None, name: str, *, propagation: str = "Background",
                preconditions: dict | None = None) -> dict | None:
         """Delete (or, with finalizers, mark for deletion) an object; None if it did not exist.
-        Dependents (ownerReferences) are deleted too, or orphaned with propagation "Orphan"."""
+        Dependents (ownerReferences) are deleted once it is gone, or orphaned with propagation
+        "Orphan", or first with "Foreground"."""
         ns = (namespace or "default") if res.namespaced else ""
         obj = self._data.get(res.key, {}).get((ns, name))
         if obj is None:
@@ -267,8 +268,6 @@ class Store:
             return self._mark_foreground(res, ns, name, obj)
         if propagation == "Orphan":
             self._orphan_dependents(meta["uid"])
-        else:
-            self._delete_dependents(meta["uid"], propagation)
         if res.key == NAMESPACE_KEY:
             return self._delete_namespace(obj)
         if meta.get("finalizers"):
@@ -277,15 +276,18 @@ class Store:
                 marked["metadata"].update(deletionTimestamp=self.now(), deletionGracePeriodSeconds=0)
                 self._write(res, ns, name, marked, "MODIFIED")
                 return _clone(marked)
-            return _clone(obj)
+            return _clone(obj)  # its dependents wait until it is really gone
         return self._remove(res, ns, name, obj)
 
     def _remove(self, res: Resource, ns: str, name: str, obj: dict) -> dict:
+        """Drop an object; its dependents go too (in the background), as the collector does."""
         obj = _clone(obj)
         del self._data[res.key][(ns, name)]
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._publish(Event(self._rv, "DELETED", res.key, ns, obj))
+        if obj["metadata"].get("uid"):
+            self._delete_dependents(obj["metadata"]["uid"], "Background")
         if res.key == CRD_KEY:
             self._drop_crd(obj)
         if ns:

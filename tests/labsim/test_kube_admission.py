@@ -282,3 +282,14 @@ def test_rollout_history_shows_change_cause(shared_kube: RunningCluster, api, ns
     history = shared_kube.kubectl("rollout", "history", "deployment/web", "-n", ns).stdout.splitlines()
     assert [line.split(None, 1) for line in history[1:] if line.strip()][-2:] == [["1", "first release"],
                                                                                   ["2", "nginx 1.28"]]
+
+
+def test_pods_need_their_service_account(api, ns) -> None:
+    core = client.CoreV1Api(api)
+    pod = _pod("runner")
+    pod["spec"]["serviceAccountName"] = "builder"
+    body = _refused(core.create_namespaced_pod, ns, pod, status=403)
+    assert body["message"] == (f'pods "runner" is forbidden: error looking up service account {ns}/builder: '
+                               'serviceaccount "builder" not found')
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "builder"}})
+    assert core.create_namespaced_pod(ns, pod).spec.service_account_name == "builder"

@@ -1,15 +1,23 @@
 """Admission: what the API server does to a create or update after decoding it and before
 storing it, one module per plugin. ``admit`` runs the mutating ones (defaults, CRD schema
-pruning/defaults, LimitRanger), ``validate`` the validating ones (built-in validation, CRD schema
-and CEL rules, then LimitRanger and ResourceQuota, which refuse with 403). The store calls both
-for every write, whether from a request or from an in-process controller; validation returns
-the causes of a 422, LimitRanger and ResourceQuota raise ``StoreError``."""
+pruning/defaults, LimitRanger), ``validate`` the validating ones: built-in validation and CRD
+schema/CEL rules (the causes of a 422), then ServiceAccount, LimitRanger and ResourceQuota (which
+raise a 403 ``StoreError``). The store calls both for every write, whether from a request or from
+an in-process controller."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from labsim.kube.admission import crd_schema, crd_validation, defaults, limitranger, resourcequota, validation
+from labsim.kube.admission import (
+    crd_schema,
+    crd_validation,
+    defaults,
+    limitranger,
+    resourcequota,
+    serviceaccount,
+    validation,
+)
 from labsim.kube.admission.crd_schema import unknown_fields
 from labsim.kube.resources import Resource
 
@@ -34,6 +42,7 @@ def validate(store: Store, res: Resource, obj: dict, old: dict | None) -> list[t
     if old is not None:
         causes += validation.validate_update(res, old, obj)
     if not causes:
+        serviceaccount.validate(store, res, obj, old)
         limitranger.validate(store, res, obj, old)
         resourcequota.validate(store, res, obj, old)
     return causes
