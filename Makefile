@@ -52,7 +52,7 @@ tools:
 	@bash scripts/install-tools.sh $(TOOLS)
 
 stop-lab:
-	-$(VENV)/bin/labsim down --params $(PARAMS)
+	-$(VENV)/bin/labsim down --state .labsim
 
 clean-lab: stop-lab
 	rm -rf .labsim

@@ -135,9 +135,9 @@ class LabHandle:
 
 
 @contextlib.contextmanager
-def running_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[LabHandle]:
-    """Start a Lab from a lab file in a background thread; stop it (state kept) on exit."""
-    lab = Lab(SimConfig.from_file(Path(params_path), state_dir))
+def running_lab(config: SimConfig) -> Iterator[LabHandle]:
+    """Start a Lab in a background thread; stop it (state kept) on exit."""
+    lab = Lab(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name=f"labsim-{lab.config.name}", daemon=True)
     thread.start()
@@ -155,16 +155,15 @@ def running_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[La
 
 
 @contextlib.contextmanager
-def detached_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[dict[str, Any]]:
+def detached_lab(state_dir: Path) -> Iterator[dict[str, Any]]:
     """``labsim up --detach`` in a separate process, ``labsim down`` on exit; yields the status."""
-    state = ["--state", str(state_dir)] if state_dir else []
     labsim = [sys.executable, "-m", "labsim"]
-    subprocess.run([*labsim, "up", "--params", str(params_path), *state, "--detach"], check=True,
-                   capture_output=True, text=True, timeout=START_TIMEOUT)
+    state = ["--state", str(state_dir)]
+    subprocess.run([*labsim, "up", *state, "--detach"], check=True, capture_output=True, text=True,
+                   timeout=START_TIMEOUT)
     try:
-        out = subprocess.run([*labsim, "status", "--params", str(params_path), *state, "--json"], check=True,
+        out = subprocess.run([*labsim, "status", *state, "--json"], check=True,
                              capture_output=True, text=True, timeout=START_TIMEOUT).stdout
         yield json.loads(out)
     finally:
-        subprocess.run([*labsim, "down", "--params", str(params_path), *state], capture_output=True,
-                       timeout=START_TIMEOUT)
+        subprocess.run([*labsim, "down", *state], capture_output=True, timeout=START_TIMEOUT)

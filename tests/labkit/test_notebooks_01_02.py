@@ -20,7 +20,7 @@ import yaml
 
 from labkit import kube, proxmox
 from labkit.params import load_lab
-from tests.labfiles import REPO, write_lab
+from tests.labfiles import REPO, minimal_lab, state_dir, write_lab
 from tests.labkit.embedded import embedded_lab
 
 NOTEBOOKS = REPO / "notebooks"
@@ -37,7 +37,7 @@ def labkit_run(lab_file: Path, outputs: Path, *extra: str) -> tuple[subprocess.C
 
 
 def labsim(lab_file: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "labsim", args[0], "--params", str(lab_file), *args[1:]],
+    subprocess.run([sys.executable, "-m", "labsim", args[0], "--state", str(state_dir(lab_file)), *args[1:]],
                    capture_output=True, timeout=120)
 
 
@@ -51,7 +51,8 @@ def test_committed_notebooks_are_output_free_with_a_parameters_cell():
 
 
 def test_labkit_run_builds_the_cluster_and_a_rerun_changes_nothing(tmp_path):
-    lab_file = write_lab(tmp_path)
+    """On a lab file that leaves out every optional key: labkit's defaults are the only ones."""
+    lab_file = write_lab(tmp_path, minimal_lab(tmp_path))
     outputs = tmp_path / "outputs"
     try:
         first, summary = labkit_run(lab_file, outputs, "--keep-lab")
@@ -96,7 +97,7 @@ def test_labkit_run_dry_run_on_a_fresh_lab_shows_plans_and_changes_nothing(tmp_p
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert [(n["status"], n["changes"]) for n in summary["notebooks"]] == [("passed", 0), ("passed", 0)]
         assert [n["planned"] for n in summary["notebooks"]] == [3, 3]
-        status = subprocess.run([sys.executable, "-m", "labsim", "status", "--params", str(lab_file), "--json"],
+        status = subprocess.run([sys.executable, "-m", "labsim", "status", "--state", str(state_dir(lab_file)), "--json"],
                                 capture_output=True, text=True, timeout=60, check=True)
         assert [vm["vmid"] for vm in json.loads(status.stdout)["vms"]] == [9000]  # the template only
     finally:
