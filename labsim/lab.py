@@ -18,13 +18,17 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labsim.clock import Clock
 from labsim.config import SimConfig
 from labsim.pve.model import ProxmoxVE
 from labsim.secrets import LabSecrets, ensure_secrets
 from labsim.state import StateFile
+
+if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
+    from labsim.kube.registry import ClusterRegistry
+    from labsim.node.host import NodeHost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,8 +43,8 @@ class Lab:
         saved = self._clock_state.load() or {}
         self.clock = Clock(config.time_scale, float(saved.get("clock_offset", 0.0)))
         self.pve = ProxmoxVE(config, self.clock, lambda: self.nodes)
-        self.nodes: Any = None  # labsim.node.host.NodeHost
-        self.clusters: Any = None  # labsim.kube.registry.ClusterRegistry
+        self.nodes: NodeHost | None = None  # set by start()
+        self.clusters: ClusterRegistry | None = None
         self.secrets: LabSecrets | None = None
         self._server: Any = None
 
