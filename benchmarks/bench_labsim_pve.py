@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.labfiles and the flow helpers
 
-from tests.labfiles import sim_lab, write_lab  # noqa: E402
-from tests.labsim.pveclient import provision, teardown, token_client  # noqa: E402
+from tests.labfiles import sim_lab, write_lab
+from tests.labsim.pveclient import provision, teardown, token_client
 
 
 def labsim(*args: str) -> subprocess.CompletedProcess:
