@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.resolver
 import pytest
 from kubernetes import client
 
@@ -153,6 +154,66 @@ def _roundtrip(ip: str, port: int, payload: bytes) -> bytes:
         while data := sock.recv(1 << 20):
             chunks.append(data)
     return b"".join(chunks).split(b" ", 1)[1] if chunks else b""
+
+
+def resolver(k3s: K3sLab) -> dns.resolver.Resolver:
+    """A real stub resolver aimed at the cluster DNS address only (the kube-dns ClusterIP)."""
+    res = dns.resolver.Resolver(configure=False)
+    res.nameservers = [str(ipaddress.ip_network(k3s.doc["k3s"]["service_cidr"])[10])]
+    res.lifetime = 5
+    return res
+
+
+def test_cluster_dns_answers_a_real_resolver_over_udp_and_tcp(k3s: K3sLab, core: client.CoreV1Api) -> None:
+    res = resolver(k3s)
+    assert core.read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip == res.nameservers[0]
+    echo_ip = core.read_namespaced_service("echo", "default").spec.cluster_ip
+    api_ip = core.read_namespaced_service("kubernetes", "default").spec.cluster_ip
+
+    def addresses(name: str, tcp: bool = False) -> set[str]:
+        return {r.address for r in wait_until(lambda: _resolve(res, name, "A", tcp), timeout=20)}
+
+    assert addresses("echo.default.svc.cluster.local") == {echo_ip}
+    assert addresses("kubernetes.default.svc.cluster.local", tcp=True) == {api_ip}
+    assert addresses(f"{k3s.name(0)}") == {k3s.ip(0)}  # NodeHosts
+
+    srv = res.resolve("_tcp._tcp.echo.default.svc.cluster.local", "SRV")
+    (record,) = srv
+    assert (record.port, record.target.to_text()) == (PORT, "echo.default.svc.cluster.local.")
+    assert [r.to_text() for r in srv.response.additional] == [
+        f"echo.default.svc.cluster.local. 5 IN A {echo_ip}"]
+
+    apps = client.AppsV1Api(core.api_client)
+    labels = {"app": "db"}
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="db"), spec=client.V1ServiceSpec(
+            cluster_ip="None", selector=labels, ports=[client.V1ServicePort(name="pg", port=5432)])))
+    apps.create_namespaced_stateful_set("default", client.V1StatefulSet(
+        metadata=client.V1ObjectMeta(name="db"), spec=client.V1StatefulSetSpec(
+            service_name="db", replicas=2, selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=client.V1PodSpec(
+                containers=[client.V1Container(name="db", image="postgres:16")])))))
+    ips = ready_pod_ips(core, "db", 2)
+    assert wait_until(lambda: {r.address for r in _resolve(res, "db.default.svc.cluster.local", "A", tcp=True)
+                               or []} == set(ips))  # headless: the ready pods themselves
+    pod_ips = {name: core.read_namespaced_pod(name, "default").status.pod_ip for name in ("db-0", "db-1")}
+    assert addresses("db-0.db.default.svc.cluster.local") == {pod_ips["db-0"]}
+    srv = res.resolve("_pg._tcp.db.default.svc.cluster.local", "SRV")
+    assert {(r.port, r.target.to_text()) for r in srv} == {
+        (5432, "db-0.db.default.svc.cluster.local."), (5432, "db-1.db.default.svc.cluster.local.")}
+
+    for missing in ("nope.default.svc.cluster.local", "echo.nowhere.svc.cluster.local", "example.com"):
+        with pytest.raises(dns.resolver.NXDOMAIN):
+            res.resolve(missing, "A")
+    with pytest.raises(dns.resolver.NoAnswer):  # the name exists, without IPv6
+        res.resolve("echo.default.svc.cluster.local", "AAAA")
+
+
+def _resolve(res: dns.resolver.Resolver, name: str, rdtype: str, tcp: bool) -> dns.resolver.Answer | None:
+    try:
+        return res.resolve(name, rdtype, tcp=tcp)
+    except (dns.resolver.NoNameservers, dns.resolver.LifetimeTimeout, dns.resolver.NXDOMAIN):
+        return None  # not served yet (CoreDNS pod starting) or not published yet
 
 
 def test_lab_down_closes_every_listener(tmp_path: Path) -> None:
