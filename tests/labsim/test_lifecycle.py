@@ -77,6 +77,10 @@ def test_refuses_non_loopback_addresses(tmp_path: Path) -> None:
     doc["network"]["subnet"] = "192.168.2.0/24"
     with pytest.raises(ConfigError, match="loopback only"):
         SimConfig.from_file(write_lab(tmp_path, doc))
+    doc = sim_lab(tmp_path)
+    doc["k3s"]["service_cidr"] = "10.43.0.0/16"
+    with pytest.raises(ConfigError, match=r"k3s.service_cidr: 10.43.0.0/16 is not inside 127.0.0.0/8"):
+        SimConfig.from_file(write_lab(tmp_path, doc))
 
 
 async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
