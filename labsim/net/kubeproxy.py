@@ -16,7 +16,7 @@ from collections import defaultdict
 
 from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.net.forward import Backend, TcpForwarder, UdpForwarder
-from labsim.net.listeners import Address, Listeners
+from labsim.net.listeners import Address, Listeners, is_loopback
 
 SERVICE_NAME = "kubernetes.io/service-name"
 PROTOCOLS = ("TCP", "UDP")  # SCTP is not modelled
@@ -103,5 +103,7 @@ def _ready_backends(slices: list[dict], port_name: str, protocol: str) -> list[B
         for endpoint in endpoint_slice.get("endpoints") or []:
             if (endpoint.get("conditions") or {}).get("ready") is False:
                 continue  # unset means ready, as the API documents
-            backends += [(address, p["port"]) for address in endpoint.get("addresses") or [] for p in ports]
+            # Only loopback backends: an EndpointSlice written by hand must not send traffic off the machine.
+            backends += [(address, p["port"]) for address in endpoint.get("addresses") or [] if is_loopback(address)
+                         for p in ports]
     return backends
