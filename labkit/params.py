@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from labkit import secrets
-from labkit.errors import ParamsError
+from labkit.errors import LabError, ParamsError
 
 IPv4 = ipaddress.IPv4Address
 
@@ -247,7 +247,11 @@ class Lab(Section):
                 "k3s.token": self.k3s.token}
 
     def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
+        found = next((n for n in self.nodes if n.name == name), None)
+        if found is None:
+            raise LabError(f"no node named {name!r} in lab '{self.name}' ({self.path}); its nodes are "
+                           f"{', '.join(n.name for n in self.nodes)}")
+        return found
 
 
 def _absolutize(lab: Lab, base: Path) -> None:

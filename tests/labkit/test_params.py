@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import ParamsError
+from labkit.errors import LabError, ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
 from tests.labkit.conftest import PVE_TOKEN, write
@@ -24,6 +24,13 @@ def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
     assert sim.embedded.state_dir == REPO / ".labsim"
     assert (str(sim.k3s.cluster_cidr), str(sim.k3s.service_cidr)) == ("127.42.0.0/16", "127.43.0.0/16")
     assert lab.k3s.cluster_cidr is None and lab.k3s.service_cidr is None  # the real lab keeps k3s' defaults
+
+
+def test_an_unknown_node_name_is_a_lab_error_naming_it(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    assert lab.node("k3s-worker-01") is lab.nodes[1]
+    with pytest.raises(LabError, match=r"no node named 'k3s-worker-09'.*k3s-master, k3s-worker-01, k3s-worker-02"):
+        lab.node("k3s-worker-09")
 
 
 def _set(path: str, value) -> Callable[[dict], None]:
