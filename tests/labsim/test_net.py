@@ -15,6 +15,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.flags
+import dns.message
+import dns.query
 import dns.resolver
 import pytest
 from kubernetes import client
@@ -201,6 +204,23 @@ def test_cluster_dns_answers_a_real_resolver_over_udp_and_tcp(k3s: K3sLab, core:
     srv = res.resolve("_pg._tcp.db.default.svc.cluster.local", "SRV")
     assert {(r.port, r.target.to_text()) for r in srv} == {
         (5432, "db-0.db.default.svc.cluster.local."), (5432, "db-1.db.default.svc.cluster.local.")}
+
+    # 40 endpoints do not fit a 512-byte UDP answer: TC set over UDP, the whole set over TCP.
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="many"), spec=client.V1ServiceSpec(
+            cluster_ip="None", ports=[client.V1ServicePort(name="p", port=1)])))
+    net = ipaddress.ip_network(k3s.doc["k3s"]["cluster_cidr"])
+    many = [str(net[200 + i]) for i in range(40)]
+    client.DiscoveryV1Api(core.api_client).create_namespaced_endpoint_slice("default", client.V1EndpointSlice(
+        metadata=client.V1ObjectMeta(name="many-1", labels={"kubernetes.io/service-name": "many"}),
+        address_type="IPv4", ports=[client.DiscoveryV1EndpointPort(name="p", port=1)],
+        endpoints=[client.V1Endpoint(addresses=[ip], conditions=client.V1EndpointConditions(ready=True))
+                   for ip in many]))
+    query = dns.message.make_query("many.default.svc.cluster.local", "A")
+    udp = dns.query.udp(query, res.nameservers[0], timeout=5)
+    assert udp.flags & dns.flags.TC and not udp.answer
+    tcp = dns.query.tcp(query, res.nameservers[0], timeout=5)
+    assert sorted(r.address for r in tcp.answer[0]) == sorted(many)
 
     for missing in ("nope.default.svc.cluster.local", "echo.nowhere.svc.cluster.local", "example.com"):
         with pytest.raises(dns.resolver.NXDOMAIN):
