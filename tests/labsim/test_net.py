@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from labsim.lab import running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
 from tests.polling import wait_until
 
@@ -34,7 +34,7 @@ PORT = 8081  # Traefik's LoadBalancer holds 80 and 443 on the node (ServiceLB gi
 def k3s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sLab]:
     tmp = tmp_path_factory.mktemp("net")
     lab_file = write_lab(tmp, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         yield lab
@@ -238,7 +238,7 @@ def _resolve(res: dns.resolver.Resolver, name: str, rdtype: str, tcp: bool) -> d
 
 def test_lab_down_closes_every_listener(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         core = client.CoreV1Api(lab.kube(tmp_path))
