@@ -62,6 +62,8 @@ def test_agent_that_never_comes_up(lab: LabHandle, api: ProxmoxAPI) -> None:
     with pytest.raises(ResourceException) as agent:
         api.nodes("pve").qemu(120).agent("network-get-interfaces").get()
     assert agent.value.status_code == 500 and agent.value.content == "QEMU guest agent is not running"
+    lab.call(lab.lab.pve.clear_faults)  # the fault healed: the agent of the running guest answers
+    assert api.nodes("pve").qemu(120).agent.ping.post() == {"result": {}}
 
 
 def test_storage_full(lab: LabHandle, api: ProxmoxAPI) -> None:
