@@ -36,7 +36,11 @@ class EmbeddedLab:
             self.report("embedded lab already running: using it as it is")
             return self
         self.report(f"starting the embedded lab (state in {self.state_dir})")
-        self._labsim("up", "--params", str(self.lab.path.resolve()), "--detach", timeout=300)
+        try:
+            self._labsim("up", "--params", str(self.lab.path.resolve()), "--detach", timeout=300)
+        except BaseException:  # interrupted or failed mid-start: the lab, detached, may come up anyway
+            self._labsim("down", timeout=120, check=False)
+            raise
         self.started = True
         return self
 
