@@ -29,7 +29,7 @@ from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError, Terminated
 from labkit.params import Lab
-from labkit.report import records_in
+from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, point_latest, render_html, write_summary
 
@@ -234,11 +234,11 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         target.unlink()
         raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
     result.output = target.name
+    result.changes = len(applied_in(nb))  # counted as made, not from the last cell's record
     for rec in records_in(nb):
         result.checks_passed += sum(c["passed"] for c in rec["checks"])
         result.checks_failed += sum(not c["passed"] for c in rec["checks"])
         result.failed_checks += [c["name"] for c in rec["checks"] if not c["passed"]]
-        result.changes += len(rec["changes"])
         result.planned += len(rec["planned"])
 
 

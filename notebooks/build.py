@@ -45,6 +45,7 @@ in `destroy` *and* `confirm_destroy=True`, and never a template or a node the la
 lab_file = "../parameters/sim.yaml"  # the lab: Proxmox, network, nodes (labkit run passes an absolute path)
 dry_run = False                      # True: show the plan, change nothing
 reconcile = False                    # True: fix drifted VMs (may reboot them, see the plan's needs_reboot)
+recreate_incomplete = False          # True: destroy and clone again a VM whose clone was interrupted ("recreate")
 destroy = []                         # VMs outside the lab file to delete (stop, delete with disks)...
 confirm_destroy = False              # ...only when this is True as well
 memory_overcommit = 1.0              # VM memory may reach this multiple of the host's memory
@@ -84,7 +85,11 @@ Each node of the lab file is matched with the VMs that exist, by vmid and by nam
 - **unchanged**: the VM exists, runs and matches the lab file;
 - **start**: the VM exists and matches, but is stopped;
 - **drift**: the VM's settings differ (the *detail* column says which, and *needs_reboot* whether
-  fixing them takes a restart: CPU, memory and cloud-init settings do, tags and disk growth do not).
+  fixing them takes a restart: CPU, memory and cloud-init settings do, tags and disk growth do not);
+- **resume**: a VM an earlier run created but did not finish (failed or interrupted): configured,
+  resized and started now; its description says "provisioning not finished" until then;
+- **recreate**: a VM whose clone was interrupted (it has no disk): destroyed and cloned again, only
+  with `recreate_incomplete=True`.
 
 A vmid that belongs to a VM of another name, or a name that exists under another vmid, is an
 error: provisioning never overwrites somebody else's VM.
@@ -124,9 +129,9 @@ if dry_run:
     print("dry run: nothing applied")
 else:
     applied = proxmox.apply(api, lab, plan, reconcile=reconcile, confirm_destroy=confirm_destroy,
-                            task_timeout=task_timeout_s, lock_timeout=lock_timeout_s,
-                            agent_timeout=agent_timeout_s, step=report.step)
-    report.applied(applied.changes)
+                            recreate_incomplete=recreate_incomplete, task_timeout=task_timeout_s,
+                            lock_timeout=lock_timeout_s, agent_timeout=agent_timeout_s, step=report.step,
+                            applied=report.applied)  # each change counted as made, even if a later one fails
     print(f"{len(applied.changes)} change(s) made; not done: {[c.target for c in applied.skipped] or 'none'}")
 """),
     md("""
