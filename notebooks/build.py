@@ -270,8 +270,8 @@ started = datetime.now(UTC)  # readiness is measured from here, per node
 if dry_run:
     print("dry run: nothing installed")
 else:
-    done = k3s.bootstrap(session, lab, changes, timeout=install_timeout_s, reconcile=reconcile, step=report.step)
-    report.applied(done)
+    done = k3s.bootstrap(session, lab, changes, timeout=install_timeout_s, reconcile=reconcile, step=report.step,
+                         applied=report.applied)  # each change counted as made, even if a later one fails
     print(f"{len(done)} node(s) installed or joined" if done else "every node already runs the pinned version")
 """),
     md("""
