@@ -80,14 +80,15 @@ def describe(lab: Lab) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labkit.runner import RunOptions, run_series
+    from labkit.runner import RunOptions, interruptible, run_series
 
     lab = load_lab(args.params)
     options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
                          only=args.only, start_from=args.start_from, dry_run=args.dry_run,
                          keep_lab=args.keep_lab, html=not args.no_html,
                          parameters={name: yaml.safe_load(value) for name, value in args.parameter})
-    run = run_series(lab, options)
+    with interruptible():
+        run = run_series(lab, options)
     if run.interrupted_by:
         print(f"interrupted ({run.interrupted_by}): {run.folder}/summary.md", file=sys.stderr)
         return 128 + signal.Signals[run.interrupted_by]  # as a shell reports a process the signal ended

@@ -59,8 +59,9 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGTERM interrupts the run like SIGINT; the handlers in place before come back after."""
+def interruptible() -> Iterator[None]:
+    """Around ``run_series``: SIGTERM interrupts the run as SIGINT does (a run then records where it
+    stopped); the handlers in place before come back after."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -109,37 +110,36 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     t0 = time.monotonic()
     report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
            f"{' (dry run: plans only)' if options.dry_run else ''}")
-    with _interruptible():
-        interrupted = None
-        try:
-            with EmbeddedLab(lab, keep=options.keep_lab, report=report):
-                known = _resolve_secrets(lab)
-                with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
-                    for path, result in zip(notebooks, results, strict=True):
-                        _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
-                        if result.status == "failed":
-                            break
-        except KeyboardInterrupt as stop:
-            _hold_signals()
-            if all(r.status == "pending" for r in results):
-                with suppress(OSError):  # interrupted before any notebook ran: nothing to keep
-                    folder.rmdir()
-                raise
-            interrupted = _signal_name(stop)
-        except BaseException:
-            with suppress(OSError):  # a run that could not start leaves no empty folder behind
+    interrupted = None
+    try:
+        with EmbeddedLab(lab, keep=options.keep_lab, report=report):
+            known = _resolve_secrets(lab)
+            with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
+                for path, result in zip(notebooks, results, strict=True):
+                    _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
+                    if result.status == "failed":
+                        break
+    except KeyboardInterrupt as stop:
+        _hold_signals()
+        if all(r.status == "pending" for r in results):
+            with suppress(OSError):  # interrupted before any notebook ran: nothing to keep
                 folder.rmdir()
             raise
-        for result in results:
-            if result.status == "pending":
-                result.status = "skipped"
-        status = "passed" if all(r.status == "passed" for r in results) else "failed"
-        run = RunResult(folder, lab.name, "interrupted" if interrupted else status, results, started.isoformat(),
-                        round(time.monotonic() - t0, 1), options.dry_run, interrupted)
-        write_summary(run, options.params, options.notebooks_dir)
-        if options.html:
-            render_html(folder)
-        point_latest(options.outputs_dir, folder)
+        interrupted = _signal_name(stop)
+    except BaseException:
+        with suppress(OSError):  # a run that could not start leaves no empty folder behind
+            folder.rmdir()
+        raise
+    for result in results:
+        if result.status == "pending":
+            result.status = "skipped"
+    status = "passed" if all(r.status == "passed" for r in results) else "failed"
+    run = RunResult(folder, lab.name, "interrupted" if interrupted else status, results, started.isoformat(),
+                    round(time.monotonic() - t0, 1), options.dry_run, interrupted)
+    write_summary(run, options.params, options.notebooks_dir)
+    if options.html:
+        render_html(folder)
+    point_latest(options.outputs_dir, folder)
     return run
 
 
