@@ -7,12 +7,13 @@ Errors are messages, never tracebacks.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 import yaml
 
-from labkit.errors import LabError, ParamsError
+from labkit.errors import LabError, ParamsError, Terminated
 from labkit.params import Lab, load_lab, missing_files, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # before a run had anything to record
         print("interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,14 +80,18 @@ def describe(lab: Lab) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labkit.runner import RunOptions, run_series
+    from labkit.runner import RunOptions, interruptible, run_series
 
     lab = load_lab(args.params)
     options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
                          only=args.only, start_from=args.start_from, dry_run=args.dry_run,
                          keep_lab=args.keep_lab, html=not args.no_html,
                          parameters={name: yaml.safe_load(value) for name, value in args.parameter})
-    run = run_series(lab, options)
+    with interruptible():
+        run = run_series(lab, options)
+    if run.interrupted_by:
+        print(f"interrupted ({run.interrupted_by}): {run.folder}/summary.md", file=sys.stderr)
+        return 128 + signal.Signals[run.interrupted_by]  # as a shell reports a process the signal ended
     print(f"{'passed' if run.ok else 'FAILED'}: {run.folder}/summary.md")
     return 0 if run.ok else 1
 

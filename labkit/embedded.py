@@ -65,7 +65,11 @@ class EmbeddedLab:
             return self
         self.report(f"starting the embedded lab (state in {self.state_dir})")
         write_sim_config(self.lab)
-        self._labsim("up", "--detach", timeout=300)
+        try:
+            self._labsim("up", "--detach", timeout=300)
+        except BaseException:  # interrupted or failed mid-start: the lab, detached, may come up anyway
+            self._labsim("down", timeout=120, check=False)
+            raise
         self.started = True
         return self
 

@@ -35,3 +35,7 @@ class KubeError(LabError):
 
 class ChecksFailed(LabError):
     """A notebook's verification checks did not all pass."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during ``labkit run``, raised as Ctrl-C is, so that the run cleans up the same way."""

@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,9 +284,11 @@ def check_token(lab: Lab, token: str) -> None:
                        "secret, or reinstall the server (k3s-uninstall.sh) to start a new cluster")
 
 
-def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600, step: StepTimer = untimed) -> None:
+def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600, step: StepTimer = untimed,
+                joined: Callable[[str], None] = lambda name: None) -> None:
     """Join agents concurrently (a thread each, their SSH work interleaved on labkit's loop);
-    each must end with an active k3s-agent service. Every agent's failure is reported."""
+    each must end with an active k3s-agent service (then ``joined`` hears its name). Every
+    agent's failure is reported."""
     if not names:
         return
     token = node_token(ssh, lab)
@@ -296,6 +299,7 @@ def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600, 
             command = installer_command(lab, "agent", {"K3S_URL": f"https://{lab.master.ip}:6443"})
             installed = ssh.run(node.name, command, sudo=True, timeout=timeout, check=False)
             wait_active(ssh, node, timeout=timeout, installer=installed)
+        joined(node.name)
 
     with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
         futures = [pool.submit(join, lab.node(n)) for n in names]
@@ -385,9 +389,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 def bootstrap(ssh: Session, lab: Lab, plan_: Plan[Change], timeout: float = 600, reconcile: bool = False,
-              dry_run: bool = False, step: StepTimer = untimed) -> list[Change]:
+              dry_run: bool = False, step: StepTimer = untimed,
+              applied: Callable[[list[Change]], None] = lambda changes: None) -> list[Change]:
     """Apply a k3s plan: servers first, one at a time, then the agents concurrently; config drift
-    only with ``reconcile``; nothing in a dry run. Returns what was done."""
+    only with ``reconcile``; nothing in a dry run. Returns what was done; ``applied`` hears of each
+    change once made, before any later failure."""
     if dry_run:
         return []
     todo = {c.target: c for c in plan_.changes() if c.is_change and (c.action != "drift" or reconcile)}
@@ -399,10 +405,12 @@ def bootstrap(ssh: Session, lab: Lab, plan_: Plan[Change], timeout: float = 600,
             if server.name in todo and todo[server.name].action == "install":
                 with step("install server", server.name):
                     install_server(ssh, lab, server, timeout)
-        join_agents(ssh, lab, agents, timeout, step)
+                applied([todo[server.name]])
+        join_agents(ssh, lab, agents, timeout, step, joined=lambda name: applied([todo[name]]))
         for name in (n for n, c in todo.items() if c.action == "drift"):
             with step("reconcile config", name):
                 rewrite_config(ssh, lab, lab.node(name), timeout)
+            applied([todo[name]])
     except SshError as exc:
         raise K3sError(f"k3s bootstrap stopped: {exc}") from None
     return list(todo.values())

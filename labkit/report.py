@@ -26,6 +26,7 @@ from labkit.errors import ChecksFailed
 from labkit.progress import say
 
 RECORD_MIME = "application/vnd.labkit.record+json"
+APPLIED_MIME = "application/vnd.labkit.applied+json"  # changes, output as they are made
 
 tables.install()  # a notebook that reports shows its tables labkit's way (no 0..n index, long ones folded)
 
@@ -80,11 +81,14 @@ class Report:
         self.planned.extend(c for c in changes if c.is_change)
         return plan_table(changes)
 
-    def applied(self, changes: Iterable[Change]) -> pd.DataFrame:
-        """Count changes that were actually made (not merely planned); returns their table."""
+    def applied(self, changes: Iterable[Change]) -> None:
+        """Count changes that were actually made (not merely planned), as they are made: each call
+        leaves an output of its own, so a notebook that fails later still tells what it changed."""
         made = [c for c in changes if c.is_change]
         self.changed.extend(made)
-        return plan_table(made)
+        if made:
+            _display({APPLIED_MIME: [asdict(c) for c in made],
+                      "text/plain": "applied: " + "; ".join(f"{c.action} {c.target}" for c in made)})
 
     @contextmanager
     def step(self, name: str, target: str = "") -> Iterator[None]:
@@ -177,10 +181,20 @@ def _display(bundle: dict) -> None:
 
 def records_in(notebook: dict) -> list[dict]:
     """The labkit records an executed notebook (as a JSON dict) carries, in order."""
+    return _outputs_of(notebook, RECORD_MIME)
+
+
+def applied_in(notebook: dict) -> list[dict]:
+    """The changes an executed notebook made, as ``Report.applied`` output them (a failed
+    notebook's too, up to where it stopped)."""
+    return [change for batch in _outputs_of(notebook, APPLIED_MIME) for change in batch]
+
+
+def _outputs_of(notebook: dict, mime: str) -> list:
     found = []
     for cell in notebook.get("cells", []):
         for output in cell.get("outputs", []) or []:
-            data = output.get("data", {}).get(RECORD_MIME)
+            data = output.get("data", {}).get(mime)
             if data is not None:
                 found.append(json.loads(data) if isinstance(data, str) else data)
     return found

@@ -3,7 +3,9 @@
 Each selected notebook runs with papermill in the ``homelab-notebooks`` kernel, into a private
 temporary folder; once it ends, every known secret is scrubbed from it and only then is it written
 to ``outputs/<UTC timestamp>-<lab>/``. The run stops at the first failure, naming notebook and cell,
-and leaves its summary behind (``labkit.summary``).
+and leaves its summary behind (``labkit.summary``). Ctrl-C (SIGINT) and SIGTERM stop it the same
+way: the kernel is stopped, what ran is scrubbed and kept, the summary says ``interrupted`` and
+where, the temporary folder goes and an embedded lab the run started is stopped.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +27,9 @@ import nbformat
 
 from labkit import secrets
 from labkit.embedded import EmbeddedLab
-from labkit.errors import LabError, ParamsError
+from labkit.errors import LabError, ParamsError, Terminated
 from labkit.params import Lab
-from labkit.report import records_in
+from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, point_latest, render_html, write_summary
 
@@ -49,6 +52,34 @@ class RunOptions:
 
 
 Reporter = Callable[[str], None]
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Around ``run_series``: SIGTERM interrupts the run as SIGINT does (a run then records where it
+    stopped); the handlers in place before come back after."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _hold_signals() -> None:
+    """Once interrupted, the run cleans up whatever else arrives: a second Ctrl-C must not leave
+    an unscrubbed notebook in /tmp or the embedded lab running."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _signal_name(stop: KeyboardInterrupt) -> str:
+    return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
 
 
 def select_notebooks(notebooks_dir: Path, only: list[str], start_from: str | None) -> list[Path]:
@@ -79,6 +110,7 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     t0 = time.monotonic()
     report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
            f"{' (dry run: plans only)' if options.dry_run else ''}")
+    interrupted = None
     try:
         with EmbeddedLab(lab, keep=options.keep_lab, report=report):
             known = _resolve_secrets(lab)
@@ -87,6 +119,13 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
                     _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
                     if result.status == "failed":
                         break
+    except KeyboardInterrupt as stop:
+        _hold_signals()
+        if all(r.status == "pending" for r in results):
+            with suppress(OSError):  # interrupted before any notebook ran: nothing to keep
+                folder.rmdir()
+            raise
+        interrupted = _signal_name(stop)
     except BaseException:
         with suppress(OSError):  # a run that could not start leaves no empty folder behind
             folder.rmdir()
@@ -95,8 +134,8 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
         if result.status == "pending":
             result.status = "skipped"
     status = "passed" if all(r.status == "passed" for r in results) else "failed"
-    run = RunResult(folder, lab.name, status, results, started.isoformat(), round(time.monotonic() - t0, 1),
-                    options.dry_run)
+    run = RunResult(folder, lab.name, "interrupted" if interrupted else status, results, started.isoformat(),
+                    round(time.monotonic() - t0, 1), options.dry_run, interrupted)
     write_summary(run, options.params, options.notebooks_dir)
     if options.html:
         render_html(folder)
@@ -148,13 +187,15 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
     report(f"▶ {path.name}")
     executed = scratch / path.name
     t0 = time.monotonic()
+    cells: list[str] = []  # the cells started so far, as the progress shows them
+    interrupted = None
     try:
         papermill.execute_notebook(
             str(path), str(executed), parameters={
                 **{k: v for k, v in options.parameters.items() if k in _declared(path)},
                 "lab_file": lab_file_parameter(lab.path, path.parent), "dry_run": options.dry_run},
             kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
-            execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
+            execution_timeout=options.timeout_s, on_cell=_cell_reporter(report, cells),
             # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport
             # warning), and the 'KeyboardInterrupt caught in kernel' ERROR it logs when jupyter_client's
             # shutdown (which always interrupts first) lands inside a message handler. Cell errors
@@ -166,6 +207,11 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
         result.status, result.error = "failed", describe_failure(failure)
     except Exception as exc:  # kernel died, timeout, papermill itself
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt as stop:  # papermill has stopped the kernel and saved what ran
+        _hold_signals()
+        interrupted = stop
+        result.status = "interrupted"
+        result.error = f"interrupted by {_signal_name(stop)} in {cells[-1] if cells else 'the kernel start'}"
     result.duration_s = round(time.monotonic() - t0, 1)
     if executed.exists():
         _store(executed, result, folder, known)
@@ -174,6 +220,8 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
     mark = "✔" if result.status == "passed" else "✘"
     report(f"{mark} {path.name} {result.status} in {result.duration_s:.1f}s"
            f"{': ' + result.error if result.error else ''}")
+    if interrupted is not None:
+        raise interrupted
 
 
 def lab_file_parameter(lab_file: Path, notebooks_dir: Path) -> str:
@@ -193,17 +241,18 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         target.unlink()
         raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
     result.output = target.name
+    result.changes = len(applied_in(nb))  # counted as made, not from the last cell's record
     for rec in records_in(nb):
         enforced = [c for c in rec["checks"] if c.get("enforced", True)]  # a dry run's checks only show
         result.checks_passed += sum(c["passed"] for c in enforced)
         result.checks_failed += sum(not c["passed"] for c in enforced)
         result.failed_checks += [c["name"] for c in enforced if not c["passed"]]
-        result.changes += len(rec["changes"])
         result.planned += len(rec["planned"])
 
 
-def _cell_reporter(report: Reporter) -> Callable[[int, list], None]:
-    """Report each code cell as it starts, under the heading of the section it belongs to."""
+def _cell_reporter(report: Reporter, started: list[str]) -> Callable[[int, list], None]:
+    """Report each code cell as it starts, under the heading of the section it belongs to; the
+    lines go to ``started`` too."""
 
     def on_cell(index: int, cells: list) -> None:
         cell = cells[index]
@@ -213,7 +262,8 @@ def _cell_reporter(report: Reporter) -> Callable[[int, list], None]:
         heading = next((line.lstrip("# ").strip() for c in reversed(cells[:index]) if c.get("cell_type") == "markdown"
                         for line in c.get("source", "").splitlines() if line.startswith("#")), "")
         first = cell["source"].strip().splitlines()[0][:60]
-        report(f"    cell {index + 1}/{len(cells)}" + (f" · {heading[:50]}" if heading else "") + f": {first}")
+        started.append(f"cell {index + 1}/{len(cells)}" + (f" · {heading[:50]}" if heading else "") + f": {first}")
+        report(f"    {started[-1]}")
 
     return on_cell
 

@@ -18,7 +18,7 @@ from labkit import __version__
 @dataclass
 class NotebookResult:
     name: str
-    status: str = "pending"  # passed | failed | skipped
+    status: str = "pending"  # passed | failed | interrupted | skipped
     duration_s: float = 0.0
     checks_passed: int = 0
     checks_failed: int = 0
@@ -39,6 +39,7 @@ class RunResult:
     started: str
     duration_s: float
     dry_run: bool
+    interrupted_by: str | None = None  # SIGINT | SIGTERM
 
     @property
     def ok(self) -> bool:
@@ -55,6 +56,7 @@ def write_summary(run: RunResult, params_file: Path, notebooks_dir: Path) -> Non
         "run": {
             "folder": run.folder.name, "lab": run.lab, "status": run.status, "started": run.started,
             "duration_s": run.duration_s, "dry_run": run.dry_run, "changes": run.changes,
+            "interrupted_by": run.interrupted_by,
             "params_file": str(params_file), "params_sha256": _sha256(params_file),
             "git_commit": _git_commit(notebooks_dir), "labkit_version": __version__,
         },
@@ -81,7 +83,7 @@ def summary_markdown(data: dict) -> str:
     lines.append("")
     for nb in data["notebooks"]:
         if nb["error"]:
-            lines += [f"**{nb['name']} failed**: {nb['error']}", ""]
+            lines += [f"**{nb['name']} {nb['status']}**: {nb['error']}", ""]
         if nb["secrets_scrubbed"]:
             lines += [f"**{nb['name']}**: {nb['secrets_scrubbed']} secret occurrence(s) were found and "
                       "scrubbed from the executed notebook; find the cell that printed them.", ""]

@@ -2,7 +2,9 @@
 
 A detached lab is this same command (``labsim up``, foreground) started in its own session with
 its output in ``<state>/labsim.log``; it writes ``labsim.pid`` and ``status.json`` once every
-endpoint answers, and ``labsim down`` stops it by that pid.
+endpoint answers, and ``labsim down`` stops it by that pid. One lab at a time serves a state
+folder: ``up`` holds the folder's lock for its life, and a second ``up`` says "already running"
+(exit 4 in the foreground; a detached one waits for the running lab to answer and exits 0).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import requests
 
 from labsim.config import CONFIG_FILE, ConfigError, SimConfig
 from labsim.lab import Lab, static_status
-from labsim.state import StateFile
+from labsim.state import StateFile, lock_state_dir, write_atomically
 
 DEFAULT_STATE = Path(".labsim")
 READY_TIMEOUT = 120
 STOP_TIMEOUT = 60
+ALREADY_RUNNING = 4  # exit status of a foreground `up` when another lab serves the state folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,15 +77,21 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
     pid = running_pid(config.state_dir)
     if pid is not None:
         print(f"labsim: already running (pid {pid}), state in {config.state_dir}")
-        return 0 if args.detach else 1
+        return 0 if args.detach else ALREADY_RUNNING
     if args.detach:
         return _up_detached(config, args)
+    lock = lock_state_dir(config.state_dir)
+    if lock is None:  # another `up` took the folder first; it may still be starting
+        print(f"labsim: already running, state in {config.state_dir}")
+        return ALREADY_RUNNING
     try:
         asyncio.run(_serve(config))
     except OSError as error:
         hint = "; another lab or program holds it: stop it, or change the address in the lab file"
         print(f"labsim: cannot start: {error}{hint if error.errno == errno.EADDRINUSE else ''}", file=sys.stderr)
         return 1
+    finally:
+        os.close(lock)
     return 0
 
 
@@ -106,30 +115,34 @@ async def _serve(config: SimConfig) -> None:
 
 
 def _write_running(state_dir: Path) -> None:
-    (state_dir / "labsim.pid").write_text(f"{os.getpid()}\n")
+    write_atomically(state_dir / "labsim.pid", f"{os.getpid()}\n")  # a reader never sees it empty
     StateFile(state_dir / "status.json").save({"running": True, "pid": os.getpid()})
 
 
 def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir / "labsim.log"
-    argv = [sys.executable, "-m", "labsim", "up", "--state", str(config.state_dir)]
+    # -P and the state folder as its cwd: the lab must not import modules from the caller's folder
+    # (a `secrets.py` there would shadow the standard library's) nor keep that folder busy.
+    argv = [sys.executable, "-P", "-m", "labsim", "up", "--state", str(config.state_dir)]
     with log_path.open("ab") as log:
         earlier = log.tell()  # the log keeps past runs; a failure shows only this attempt's lines
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                                 start_new_session=True, cwd=config.state_dir)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        if child.poll() is not None:
+        pid = running_pid(config.state_dir)
+        if pid is not None and _live_status(config) is not None:
+            said = "up" if pid == child.pid else "already running"  # another `up` won the race
+            print(f"labsim: {said} (pid {pid}), PVE API at https://{config.pve_host}:{config.pve_port}, "
+                  f"state in {config.state_dir}")
+            return 0
+        if child.poll() not in (None, ALREADY_RUNNING):
             with log_path.open("rb") as log:
                 log.seek(earlier)
                 tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])
             print(f"labsim: the lab did not start (exit {child.returncode}); {log_path}:\n{tail}", file=sys.stderr)
             return 1
-        if running_pid(config.state_dir) == child.pid and _live_status(config) is not None:
-            print(f"labsim: up (pid {child.pid}), PVE API at https://{config.pve_host}:{config.pve_port}, "
-                  f"state in {config.state_dir}")
-            return 0
         time.sleep(0.1)
     print(f"labsim: no answer within {READY_TIMEOUT} s; see {log_path}", file=sys.stderr)
     with contextlib.suppress(ProcessLookupError):

@@ -32,6 +32,7 @@
 lab_file = "../parameters/sim.yaml"  # the lab: Proxmox, network, nodes (labkit run passes the lab file it runs)
 dry_run = False                      # True: show the plan, change nothing
 reconcile = False                    # True: fix drifted VMs (may reboot them, see the plan's needs_reboot)
+recreate_incomplete = False          # True: destroy and clone again a VM whose clone was interrupted ("recreate")
 destroy = []                         # VMs outside the lab file to delete (stop, delete with disks)...
 confirm_destroy = False              # ...only when this is True as well
 memory_overcommit = 1.0              # VM memory may reach this multiple of the host's memory
@@ -70,7 +71,11 @@ host.table()
 # - **unchanged**: the VM exists, runs and matches the lab file;
 # - **start**: the VM exists and matches, but is stopped;
 # - **drift**: the VM's settings differ (the *detail* column says which, and *needs_reboot* whether
-#   fixing them takes a restart: CPU, memory and cloud-init settings do, tags and disk growth do not).
+#   fixing them takes a restart: CPU, memory and cloud-init settings do, tags and disk growth do not);
+# - **resume**: a VM an earlier run created but did not finish (failed or interrupted): configured,
+#   resized and started now; its description says "provisioning not finished" until then;
+# - **recreate**: a VM whose clone was interrupted (it has no disk): destroyed and cloned again, only
+#   with `recreate_incomplete=True`.
 #
 # A vmid that belongs to a VM of another name, or a name that exists under another vmid, is an
 # error: provisioning never overwrites somebody else's VM.
@@ -105,9 +110,9 @@ plots.capacity(fit.usage, title=f"Requested vs available on {lab.proxmox.node}")
 
 # %%
 applied = proxmox.apply(api, lab, plan, dry_run=dry_run, reconcile=reconcile, confirm_destroy=confirm_destroy,
-                        task_timeout=task_timeout_s, lock_timeout=lock_timeout_s,
-                        agent_timeout=agent_timeout_s, step=report.step)
-report.applied(applied.changes)
+                        recreate_incomplete=recreate_incomplete, task_timeout=task_timeout_s,
+                        lock_timeout=lock_timeout_s, agent_timeout=agent_timeout_s, step=report.step,
+                        applied=report.applied)  # each change counted as made, even if a later one fails
 applied.table()
 
 # %% [markdown]

@@ -86,8 +86,7 @@ report.plan(plan)
 # %%
 started = datetime.now(UTC)  # readiness is measured from here, per node
 done = k3s.bootstrap(session, lab, plan, timeout=install_timeout_s, reconcile=reconcile, dry_run=dry_run,
-                     step=report.step)
-report.applied(done)
+                     step=report.step, applied=report.applied)  # each change counted as made, even if a later one fails
 
 # %% [markdown]
 # ## kubeconfig

@@ -11,7 +11,14 @@ import requests
 from proxmoxer import ProxmoxResource, ResourceException
 from proxmoxer.backends import https
 from requests.adapters import HTTPAdapter
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from labkit.errors import ProxmoxError
 from labkit.params import Lab
@@ -77,6 +84,20 @@ def call(what: str, request: Callable[[], Any]) -> Any:
                            "and reachable? A task it started may still be running: see Tasks in the PVE UI") from exc
 
 
+def read(what: str, request: Callable[[], Any], attempts: int = 3) -> Any:
+    """An idempotent request (a GET: task status, configs, lists), tried again when the connection
+    drops (reset, closed without an answer); PVE's refusals and TLS failures are not retried."""
+    retrying = Retrying(retry=retry_if_exception(_dropped), stop=stop_after_attempt(attempts),
+                        wait=wait_exponential(multiplier=0.2, max=2), reraise=True)
+    return retrying(call, what, request)
+
+
+def _dropped(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return (isinstance(cause, requests.exceptions.ConnectionError)
+            and not isinstance(cause, requests.exceptions.SSLError))
+
+
 def _network_reason(exc: requests.exceptions.RequestException) -> str:
     """'[Errno 111] Connection refused' rather than urllib3's retry report with the whole URL."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
@@ -90,7 +111,7 @@ def wait_task(api: Api, node: str, upid: str, *, what: str, timeout: float = 600
     """Wait for a UPID to stop; a task that ends in anything but OK raises with PVE's exit status."""
     deadline, delay = time.monotonic() + timeout, 0.02
     while True:
-        status = call(f"{what}: task status", lambda: api.nodes(node).tasks(upid).status.get())
+        status = read(f"{what}: task status", lambda: api.nodes(node).tasks(upid).status.get())
         if status.get("status") == "stopped":
             break
         if time.monotonic() > deadline:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import requests
 from proxmoxer import ResourceException
 
 from labkit.errors import ProxmoxError
@@ -44,6 +45,10 @@ def wait_agent(api: Api, lab: Lab, node: Node, timeout: float = 300) -> AgentRep
     while time.monotonic() - start < timeout:
         try:
             addresses = agent_addresses(api, lab.proxmox.node, node.vmid)
+        except requests.exceptions.ConnectionError as exc:
+            if isinstance(exc, requests.exceptions.SSLError):
+                raise
+            last = "the connection dropped"  # a GET: ask again
         except ResourceException as exc:
             last = pve_message(exc)
             if last == f"VM {node.vmid} is not running":  # nothing starts it while we wait: say so now

@@ -11,7 +11,7 @@ import pandas as pd
 
 from labkit.errors import ProxmoxError
 from labkit.params import Lab
-from labkit.proxmox.api import Api, call
+from labkit.proxmox.api import Api, read
 
 GIB = 1024**3
 MIB = 1024**2
@@ -63,9 +63,9 @@ class Vm:
 
 def capacity(api: Api, lab: Lab) -> Capacity:
     node, storage = lab.proxmox.node, lab.proxmox.storage
-    status = call(f"status of node {node}", lambda: api.nodes(node).status.get())
-    store = call(f"storage {storage} on {node}", lambda: api.nodes(node).storage(storage).status.get())
-    vms = call("VM list", lambda: api.cluster.resources.get(type="vm"))
+    status = read(f"status of node {node}", lambda: api.nodes(node).status.get())
+    store = read(f"storage {storage} on {node}", lambda: api.nodes(node).storage(storage).status.get())
+    vms = read("VM list", lambda: api.cluster.resources.get(type="vm"))
     guests = [v for v in vms if not v.get("template") and v.get("node") == node]
     return Capacity(node=node, cpus=int(status["cpuinfo"]["cpus"]), memory_total=int(status["memory"]["total"]),
                     memory_used=int(status["memory"]["used"]), storage=storage,
@@ -77,11 +77,11 @@ def capacity(api: Api, lab: Lab) -> Capacity:
 def list_vms(api: Api) -> list[Vm]:
     """Every VM and template of the cluster, with its config."""
     vms = []
-    for row in call("VM list", lambda: api.cluster.resources.get(type="vm")):
+    for row in read("VM list", lambda: api.cluster.resources.get(type="vm")):
         if row.get("type") != "qemu":
             continue
         vmid, node = int(row["vmid"]), row["node"]
-        config = call(f"config of VM {vmid}", lambda n=node, v=vmid: api.nodes(n).qemu(v).config.get())
+        config = read(f"config of VM {vmid}", lambda n=node, v=vmid: api.nodes(n).qemu(v).config.get())
         vms.append(Vm(vmid, str(row.get("name", "")), node, str(row.get("status", "")), bool(row.get("template")),
                       config, int(row.get("uptime", 0) or 0)))
     return vms
@@ -134,5 +134,5 @@ def vm_table(api: Api, lab: Lab) -> pd.DataFrame:
 
 def task_ids(api: Api, lab: Lab) -> set[str]:
     """UPIDs of the PVE node's recent tasks: compare two sets to see what really ran in between."""
-    rows = call("task list", lambda: api.nodes(lab.proxmox.node).tasks.get(limit=1000))
+    rows = read("task list", lambda: api.nodes(lab.proxmox.node).tasks.get(limit=1000))
     return {str(t["upid"]) for t in rows}

@@ -1,6 +1,11 @@
 """Provisioning: the VMs the lab file asks for, compared with those that exist (``plan``), checked
 against the host (``check_capacity``), then made so (``apply``): clones one at a time per PVE
-node, since parallel clones of one template fight over its lock."""
+node, since parallel clones of one template fight over its lock.
+
+A VM labkit clones says so in its description, "provisioning not finished" until it has been
+configured, resized and started: a run that failed or was interrupted half-way leaves a VM the
+next plan *resumes* (no ``reconcile`` needed), or, when its clone never finished (no boot disk),
+proposes to *recreate* (done only with ``recreate_incomplete``)."""
 
 from __future__ import annotations
 
@@ -16,9 +21,11 @@ from labkit import cloudinit
 from labkit.changes import Change, Check, Drift, Plan, StepTimer, untimed
 from labkit.errors import ProxmoxError
 from labkit.params import Lab, Node
-from labkit.proxmox.api import Api, call, run_task, with_lock_retry
+from labkit.proxmox.api import Api, read, run_task, with_lock_retry
 from labkit.proxmox.guests import AgentReport, wait_agent
 from labkit.proxmox.inventory import GIB, MIB, Capacity, Vm, boot_disk, disk_bytes, list_vms, memory_mib
+
+UNFINISHED = "labkit: provisioning not finished"
 
 # Settings that only take effect when the VM restarts (PVE hot-plugs disk, network and usb by
 # default; cloud-init settings are read from the cloud-init drive at boot).
@@ -30,6 +37,15 @@ def desired_config(lab: Lab, node: Node) -> dict[str, Any]:
     public_key = lab.ssh.public_key.read_text().strip()
     return {"cores": node.cores, "memory": node.memory_mib, **cloudinit.settings(lab, node, public_key),
             "agent": "1", "onboot": 1, "tags": ";".join(node.tags)}
+
+
+def description(lab: Lab, finished: bool) -> str:
+    """What labkit writes in the description of a VM it creates."""
+    return f"Created by labkit for lab '{lab.name}'." + ("" if finished else f"\n{UNFINISHED}")
+
+
+def _unfinished(vm: Vm, lab: Lab) -> bool:
+    return str(vm.config.get("description", "")) == description(lab, finished=False)
 
 
 def _normalize(key: str, value: Any) -> Any:
@@ -66,7 +82,8 @@ def config_drift(vm: Vm, want: dict[str, Any], disk_gib: int) -> Drift:
 
 @dataclass(frozen=True)
 class VmPlan:
-    """What to do with one VM: ``create``, ``start`` (exists, stopped), ``drift``, ``unchanged`` or ``destroy``."""
+    """What to do with one VM: ``create``, ``resume`` (labkit's unfinished VM), ``recreate`` (labkit's VM whose
+    clone was interrupted), ``start`` (exists, stopped), ``drift``, ``unchanged`` or ``destroy``."""
 
     name: str
     vmid: int
@@ -83,6 +100,8 @@ class VmPlan:
             fields = ", ".join(f"{k}: {_show(k, have)} -> {_show(k, want)}" for k, (have, want) in self.drift.items())
             return Change(f"{self.name} ({self.vmid})", "drift", fields, self.needs_reboot)
         details = {"create": "clone, configure, resize, start",
+                   "resume": "an earlier run did not finish it: configure, resize, start",
+                   "recreate": "its clone was interrupted (no boot disk): destroy, clone again",
                    "start": "exists but is stopped: start", "destroy": "stop and delete, with its disks"}
         return Change(f"{self.name} ({self.vmid})", self.action, details.get(self.action, ""))
 
@@ -125,10 +144,24 @@ def plan(api: Api, lab: Lab, destroy: list[str] | tuple[str, ...] = ()) -> Plan[
 
 
 def _existing_plan(vm: Vm, lab: Lab, node: Node) -> VmPlan:
+    running = vm.status == "running"
+    if _unfinished(vm, lab) and not vm.lock:  # a lock: its clone may still be running
+        if not _has_boot_disk(vm):
+            return VmPlan(node.name, node.vmid, "recreate", running=running)
+        return VmPlan(node.name, node.vmid, "resume", config_drift(vm, desired_config(lab, node), node.disk_gib),
+                      running=running)
     drift = config_drift(vm, desired_config(lab, node), node.disk_gib)
     if drift:
         return VmPlan(node.name, node.vmid, "drift", drift, running=vm.status == "running")
     return VmPlan(node.name, node.vmid, "start" if vm.status != "running" else "unchanged")
+
+
+def _has_boot_disk(vm: Vm) -> bool:
+    try:
+        boot_disk(vm.config)
+    except ProxmoxError:
+        return False
+    return True
 
 
 def _destroy_plan(by_name: dict[str, Vm], names: list[str] | tuple[str, ...], lab_names: set[str]) -> list[VmPlan]:
@@ -210,34 +243,40 @@ class Applied:
         rows += [{"target": c.target, "action": c.action, "done": c.detail} for c in self.skipped]
         return pd.DataFrame(rows, columns=["target", "action", "done"])
 
-
 def apply(api: Api, lab: Lab, plan_: Plan[VmPlan], *, dry_run: bool = False, reconcile: bool = False,
-          confirm_destroy: bool = False, task_timeout: float = 600, lock_timeout: float = 60,
-          agent_timeout: float | None = None, step: StepTimer = untimed) -> Applied:
+          confirm_destroy: bool = False, recreate_incomplete: bool = False, task_timeout: float = 600,
+          lock_timeout: float = 60, agent_timeout: float | None = None, step: StepTimer = untimed,
+          applied: Callable[[list[Change]], None] = lambda changes: None) -> Applied:
     """Make exactly the planned changes (none with ``dry_run``: every one is reported as not
-    done). Drift is fixed only with ``reconcile``; VMs are destroyed only with ``confirm_destroy``. Clones run one after another (PVE's clone lock); each cloned VM
-    is started right away so that boots overlap with the next clone, and with ``agent_timeout``
-    its guest agent is awaited in the background meanwhile."""
+    done). Drift is fixed only with ``reconcile``; VMs are destroyed only with ``confirm_destroy``,
+    re-cloned only with ``recreate_incomplete``. Clones run one after another (PVE's clone lock);
+    each cloned VM is started right away so that boots overlap with the next clone, and with
+    ``agent_timeout`` its guest agent is awaited in the background meanwhile. ``applied`` hears of
+    each change once made (a VM counts once it exists), before any later failure."""
     result = Applied()
-    ops = _Ops(api, lab, task_timeout, lock_timeout)
+
+    def made(change: Change) -> None:
+        result.changes.append(change)
+        applied([change])
+
+    ops = _Ops(api, lab, task_timeout, lock_timeout, made)
     with ThreadPoolExecutor(max_workers=8) as waits:
         agents = []
         for vm in plan_.items:
             if vm.action == "unchanged":
                 continue
-            why = _not_now(vm, dry_run, reconcile, confirm_destroy)
+            why = _not_now(vm, dry_run, reconcile, confirm_destroy, recreate_incomplete)
             if why:
                 result.skipped.append(Change(vm.change().target, vm.action, f"not done: {why}", vm.needs_reboot))
                 continue
             booted = ACTIONS[vm.action](ops, vm, step)
-            result.changes.append(vm.change())
             if booted and agent_timeout is not None:
                 agents.append(waits.submit(_await_agent, api, lab, vm.name, agent_timeout, step))
         result.agents = [a.result() for a in agents]
     return result
 
 
-def _not_now(vm: VmPlan, dry_run: bool, reconcile: bool, confirm_destroy: bool) -> str:
+def _not_now(vm: VmPlan, dry_run: bool, reconcile: bool, confirm_destroy: bool, recreate_incomplete: bool) -> str:
     """Why a planned change is not made in this run ('' when it is)."""
     if dry_run:
         return "dry run"
@@ -245,6 +284,8 @@ def _not_now(vm: VmPlan, dry_run: bool, reconcile: bool, confirm_destroy: bool) 
         return "set reconcile=True to fix drift"
     if vm.action == "destroy" and not confirm_destroy:
         return "set confirm_destroy=True"
+    if vm.action == "recreate" and not recreate_incomplete:
+        return "set recreate_incomplete=True to destroy and clone it again"
     return ""
 
 
@@ -260,17 +301,42 @@ def _create(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     node = ops.lab.node(vm.name)
     with step("clone", vm.name):
         ops.clone(node)
+    ops.made(vm.change())
     with step("configure", vm.name):
         ops.configure(node)
         ops.resize(node)
-    with step("boot", vm.name):
-        ops.start(vm.vmid, vm.name)
-    return True
+    return _boot_and_mark(ops, vm, step, running=False)
+
+
+def _resume(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
+    node = ops.lab.node(vm.name)
+    with step("configure", vm.name):
+        ops.configure(node)
+        ops.resize(node)
+    ops.made(vm.change())
+    return _boot_and_mark(ops, vm, step, running=vm.running)
+
+
+def _boot_and_mark(ops: _Ops, vm: VmPlan, step: StepTimer, running: bool) -> bool:
+    """Start a VM labkit created (or reboot it, if running and its new settings need it); then
+    mark it finished."""
+    booted = not running or vm.needs_reboot
+    if booted:
+        with step("boot", vm.name):
+            (ops.reboot if running else ops.start)(vm.vmid, vm.name)
+    ops.mark_finished(ops.lab.node(vm.name))
+    return booted
+
+
+def _recreate(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
+    _destroy(ops, vm, step)
+    return _create(ops, VmPlan(vm.name, vm.vmid, "create"), step)
 
 
 def _start(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     with step("boot", vm.name):
         ops.start(vm.vmid, vm.name)
+    ops.made(vm.change())
     return True
 
 
@@ -280,6 +346,7 @@ def _reconcile(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     with step("reconcile", vm.name):
         ops.configure(node)
         ops.resize(node)
+    ops.made(vm.change())
     if vm.running and not vm.needs_reboot:
         return False
     with step("boot", vm.name):
@@ -290,11 +357,14 @@ def _reconcile(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
 def _destroy(ops: _Ops, vm: VmPlan, step: StepTimer) -> bool:
     with step("destroy", vm.name):
         ops.destroy(vm.vmid, vm.name)
+    if vm.action == "destroy":  # a recreate counts as the create that follows
+        ops.made(vm.change())
     return False
 
 
 ACTIONS: dict[str, Callable[[_Ops, VmPlan, StepTimer], bool]] = {
-    "create": _create, "start": _start, "drift": _reconcile, "destroy": _destroy}
+    "create": _create, "resume": _resume, "recreate": _recreate, "start": _start, "drift": _reconcile,
+    "destroy": _destroy}
 
 
 @dataclass(frozen=True)
@@ -303,6 +373,7 @@ class _Ops:
     lab: Lab
     task_timeout: float
     lock_timeout: float
+    made: Callable[[Change], None]  # told of each change once made
 
     @property
     def node(self) -> str:
@@ -317,13 +388,14 @@ class _Ops:
     def clone(self, node: Node) -> None:
         template = self.lab.proxmox.template_vmid
         self._task(f"clone {template} -> {node.vmid} ({node.name})", lambda: self._vm(template).clone.post(
-            newid=node.vmid, name=node.name, full=1, storage=self.lab.proxmox.storage, target=self.node))
+            newid=node.vmid, name=node.name, full=1, storage=self.lab.proxmox.storage, target=self.node,
+            description=description(self.lab, finished=False)))
 
     def configure(self, node: Node) -> None:
         """Write the desired config. A pending change (made on the running VM, waiting for a
         reboot) whose current value is already the desired one is reverted rather than rewritten."""
         config = desired_config(self.lab, node)
-        pending = call(f"pending config of {node.name}", lambda: self._vm(node.vmid).pending.get())
+        pending = read(f"pending config of {node.name}", lambda: self._vm(node.vmid).pending.get())
         revert = [e["key"] for e in pending if "pending" in e and e["key"] in config
                   and _normalize(e["key"], e.get("value")) == _normalize(e["key"], config[e["key"]])]
         config = {k: v for k, v in config.items() if k not in revert}
@@ -335,8 +407,12 @@ class _Ops:
         with_lock_retry(f"configure {node.name} ({node.vmid})", lambda: self._vm(node.vmid).config.put(**config),
                         self.lock_timeout)
 
+    def mark_finished(self, node: Node) -> None:
+        with_lock_retry(f"mark {node.name} ({node.vmid}) finished", lambda: self._vm(node.vmid).config.put(
+            description=description(self.lab, finished=True)), self.lock_timeout)
+
     def resize(self, node: Node) -> None:
-        config = call(f"config of {node.name}", lambda: self._vm(node.vmid).config.get())
+        config = read(f"config of {node.name}", lambda: self._vm(node.vmid).config.get())
         disk = boot_disk(config)
         if disk_bytes(str(config[disk])) < node.disk_gib * GIB:
             self._task(f"resize {disk} of {node.name} to {node.disk_gib}G",
@@ -349,7 +425,7 @@ class _Ops:
         self._task(f"reboot {name} ({vmid})", lambda: self._vm(vmid).status.reboot.post())
 
     def destroy(self, vmid: int, name: str) -> None:
-        status = call(f"status of {name}", lambda: self._vm(vmid).status.current.get())
+        status = read(f"status of {name}", lambda: self._vm(vmid).status.current.get())
         if status.get("status") == "running":
             self._task(f"stop {name} ({vmid})", lambda: self._vm(vmid).status.stop.post())
         self._task(f"delete {name} ({vmid})",

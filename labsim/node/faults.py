@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from labsim.node.registry import CommandResult
 
@@ -53,6 +54,14 @@ class NodeFaults:
             self._delays.pop(vm, None)
             if vm in self._refused:
                 self.refuse_connections(vm, False)
+
+    def view(self) -> dict[str, Any]:
+        """What is pending, per node (vmid as a string, as JSON keys are)."""
+        vmids = sorted(self._refused | set(self._delays) | {vm for vm, drops in self._drops.items() if drops}
+                       | {vm for vm, fails in self._failures.items() if fails})
+        return {str(vm): {"drop": list(self._drops.get(vm, [])),
+                          "fail": [command for command, _ in self._failures.get(vm, [])],
+                          "slow": self._delays.get(vm, 0.0), "refused": vm in self._refused} for vm in vmids}
 
     # --- what the SSH service asks -----------------------------------------------------------
 

@@ -4,45 +4,73 @@
 POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qmclone"}``,
 ``{"fault": "hold_lock", "vmid": 120, "lock": "backup"}``, ``{"fault": "slow_shutdown", "vmid": 120,
 "seconds": 600}``, ``{"fault": "agent_down", "vmid": 120}``, ``{"fault": "storage_full", "storage":
-"local-lvm"}``, ``{"fault": "drop_requests", "count": 2}``, ``{"fault": "request_delay", "seconds": 1.5}``.
+"local-lvm"}``, ``{"fault": "drop_requests", "count": 2}``, ``{"fault": "request_delay", "seconds": 1.5}``,
+and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 120, "command": "k3s"}``,
+``{"fault": "ssh_fail", "vmid": 120, "command": "apt-get", "stderr": "...", "exit_status": 100}``,
+``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``.
+DELETE clears them all (PVE's and the nodes').
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from labsim.pve.errors import PVEError
 from labsim.pve.model import ProxmoxVE
 
+if TYPE_CHECKING:
+    from labsim.node.faults import NodeFaults
+
 
 def inject(pve: ProxmoxVE, fault: dict[str, Any]) -> None:
     """Apply one fault description (the admin endpoint's JSON body)."""
     kind = fault.get("fault")
     try:
-        if kind == "fail_next_task":
-            pve.fail_next_task(str(fault["kind"]), fault.get("message"))
-        elif kind == "hold_lock":
-            pve.hold_lock(int(fault["vmid"]), str(fault.get("lock", "backup")))
-        elif kind == "release_lock":
-            pve.release_lock(int(fault["vmid"]))
-        elif kind == "slow_shutdown":
-            pve.faults.slow_shutdown[int(fault["vmid"])] = float(fault["seconds"])
-        elif kind == "agent_down":
-            pve.faults.agent_down.add(int(fault["vmid"]))
-        elif kind == "storage_full":
-            pve.storage(str(fault["storage"]))
-            pve.faults.storage_full.add(str(fault["storage"]))
-        elif kind == "drop_requests":
-            pve.faults.drop_requests = int(fault.get("count", 1))
-        elif kind == "request_delay":
-            pve.faults.request_delay = float(fault["seconds"])
+        if str(kind).startswith("ssh_"):
+            _inject_ssh(pve.node_host().faults, str(kind), fault)
         else:
-            raise PVEError(400, f"unknown fault '{kind}'")
-    except (KeyError, ValueError) as error:
+            _inject_pve(pve, kind, fault)
+    except (KeyError, ValueError, TypeError) as error:
         raise PVEError(400, f"fault '{kind}': missing or bad field {error}") from None
+
+
+def _inject_pve(pve: ProxmoxVE, kind: Any, fault: dict[str, Any]) -> None:
+    if kind == "fail_next_task":
+        pve.fail_next_task(str(fault["kind"]), fault.get("message"))
+    elif kind == "hold_lock":
+        pve.hold_lock(int(fault["vmid"]), str(fault.get("lock", "backup")))
+    elif kind == "release_lock":
+        pve.release_lock(int(fault["vmid"]))
+    elif kind == "slow_shutdown":
+        pve.faults.slow_shutdown[int(fault["vmid"])] = float(fault["seconds"])
+    elif kind == "agent_down":
+        pve.faults.agent_down.add(int(fault["vmid"]))
+    elif kind == "storage_full":
+        pve.storage(str(fault["storage"]))
+        pve.faults.storage_full.add(str(fault["storage"]))
+    elif kind == "drop_requests":
+        pve.faults.drop_requests = int(fault.get("count", 1))
+    elif kind == "request_delay":
+        pve.faults.request_delay = float(fault["seconds"])
+    else:
+        raise PVEError(400, f"unknown fault '{kind}'")
+
+
+def _inject_ssh(faults: NodeFaults, kind: str, fault: dict[str, Any]) -> None:
+    vmid = int(fault["vmid"])
+    if kind == "ssh_drop":
+        faults.drop_next(vmid, str(fault.get("command", "")))
+    elif kind == "ssh_fail":
+        faults.fail_next(vmid, str(fault["command"]), str(fault.get("stderr", "")), int(fault.get("exit_status", 1)))
+    elif kind == "ssh_slow":
+        faults.slow(vmid, float(fault["seconds"]))
+    elif kind == "ssh_refuse":
+        faults.refuse_connections(vmid)
+    else:
+        raise PVEError(400, f"unknown fault '{kind}'")
 
 
 def add_routes(app: web.Application, server: Any) -> None:
@@ -58,7 +86,7 @@ def add_routes(app: web.Application, server: Any) -> None:
         return server.status()
 
     async def faults(request: web.Request) -> Any:
-        return {**pve.faults.view(), "task_failures": pve.tasks.failures}
+        return {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
 
     async def add_fault(request: web.Request) -> Any:
         try:
@@ -70,6 +98,7 @@ def add_routes(app: web.Application, server: Any) -> None:
 
     async def clear_faults(request: web.Request) -> Any:
         pve.clear_faults()
+        pve.node_host().faults.clear()
         return None
 
     async def clock(request: web.Request) -> Any:

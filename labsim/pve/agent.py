@@ -22,12 +22,13 @@ OS_INFO = {
 }
 
 
-def check_available(vm: VM) -> None:
+def check_available(vm: VM, started: bool) -> None:
+    """``started``: the agent inside the guest has started (``ProxmoxVE.agent_running``)."""
     if not vm.agent_enabled:
         raise PVEError(500, "No QEMU guest agent configured")
     if vm.status != "running":
         raise PVEError(500, f"VM {vm.vmid} is not running")
-    if not vm.agent_up:
+    if not started:
         raise PVEError(500, "QEMU guest agent is not running")
 
 

@@ -46,6 +46,9 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         self.tasks = TaskRunner(self.node, clock, self.save)
         self.started_at = clock.now()
         self._boots: dict[int, asyncio.Task] = {}
+        # VMs whose guest agent has started since their boot: run state, never saved, so that a
+        # lab killed between two saves cannot leave an agent latched down (see agent_running).
+        self._agents: set[int] = set()
         self._save_pending: asyncio.TimerHandle | None = None
 
     # ---------------------------------------------------------------- state

@@ -31,7 +31,9 @@ class PowerMixin:
             spec = self.node_spec(vm) if vm.booted else None
             if spec is not None:
                 await self._node_call("start_node", spec)
-            elif not vm.booted:
+            if vm.booted:  # the guest, and the agent in it, kept running
+                self._agents.add(vm.vmid)
+            else:
                 self._boot_later(vm)
 
     # As qemu-server: start, stop and shutdown check locks and state in their worker, so a
@@ -51,10 +53,15 @@ class PowerMixin:
             task.log(f"generating cloud-init ISO\nstarted VM {vmid}")
         return self._start_task("qmstart", vmid, user, work)
 
+    def agent_running(self, vm: v.VM) -> bool:
+        """The guest agent answers: it has started in the running guest and no fault holds it down
+        (so clearing the fault heals it)."""
+        return vm.vmid in self._agents and vm.vmid not in self.faults.agent_down
+
     def _power_on(self, vm: v.VM) -> None:
         self._apply_pending(vm)
-        vm.status, vm.started_at = "running", self.clock.now()
-        vm.booted = vm.agent_up = False
+        vm.status, vm.started_at, vm.booted = "running", self.clock.now(), False
+        self._agents.discard(vm.vmid)
         self._boot_later(vm)
 
     def _boot_later(self, vm: v.VM) -> None:
@@ -72,16 +79,16 @@ class PowerMixin:
                 log.exception("VM %s: SSH node did not start", vm.vmid)
         vm.booted = True
         self.save()
-        if vm.agent_enabled and vm.vmid not in self.faults.agent_down:
-            await self.clock.sleep(AGENT_AFTER_BOOT_S)
-            vm.agent_up = vm.vmid not in self.faults.agent_down
+        await self.clock.sleep(AGENT_AFTER_BOOT_S)
+        self._agents.add(vm.vmid)
 
     async def _power_off(self, vm: v.VM) -> None:
         boot = self._boots.pop(vm.vmid, None)
         if boot is not None:  # a boot cut short may have half-started the node: let it unwind first
             boot.cancel()
             await asyncio.wait([boot])
-        vm.status, vm.started_at, vm.booted, vm.agent_up = "stopped", None, False, False
+        vm.status, vm.started_at, vm.booted = "stopped", None, False
+        self._agents.discard(vm.vmid)
         await self._node_call("stop_node", vm.vmid)
 
     def stop(self, vmid: int, user: str, skiplock: bool = False) -> Task:

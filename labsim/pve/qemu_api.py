@@ -208,25 +208,27 @@ async def agent_index(pve: ProxmoxVE, call: Call) -> list[dict[str, str]]:
 
 @route("POST", VM_PATH + "/agent/ping")
 async def agent_ping(pve: ProxmoxVE, call: Call) -> dict[str, Any]:
-    agent.check_available(pve.vm(call.args["vmid"]))
+    vm = pve.vm(call.args["vmid"])
+    agent.check_available(vm, pve.agent_running(vm))
     return {"result": {}}
 
 
 @route("GET", VM_PATH + "/agent/network-get-interfaces")
 async def agent_interfaces(pve: ProxmoxVE, call: Call) -> dict[str, Any]:
     vm = pve.vm(call.args["vmid"])
-    agent.check_available(vm)
+    agent.check_available(vm, pve.agent_running(vm))
     return agent.network_interfaces(vm, pve.guest(vm))
 
 
 @route("GET", VM_PATH + "/agent/get-osinfo")
 async def agent_osinfo(pve: ProxmoxVE, call: Call) -> dict[str, Any]:
-    agent.check_available(pve.vm(call.args["vmid"]))
+    vm = pve.vm(call.args["vmid"])
+    agent.check_available(vm, pve.agent_running(vm))
     return {"result": dict(agent.OS_INFO)}
 
 
 @route("GET", VM_PATH + "/agent/get-host-name")
 async def agent_hostname(pve: ProxmoxVE, call: Call) -> dict[str, Any]:
     vm = pve.vm(call.args["vmid"])
-    agent.check_available(vm)
+    agent.check_available(vm, pve.agent_running(vm))
     return agent.host_name(pve.guest(vm))

@@ -122,7 +122,7 @@ class SnapshotMixin:
             except Exception:  # the VM runs even when its guest cannot serve SSH
                 log.exception("VM %s: SSH node did not resume", vm.vmid)
         vm.booted = True
-        vm.agent_up = vm.agent_enabled and vm.vmid not in self.faults.agent_down
+        self._agents.add(vm.vmid)
 
     def delete_snapshot(self, vmid: int, name: str, user: str) -> Task:
         vm = self.vm(vmid)

@@ -79,7 +79,6 @@ class VM:
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     started_at: float | None = None  # lab time the VM was started (uptime)
     booted: bool = False  # the guest OS finished booting (cloud-init done, sshd up)
-    agent_up: bool = False
 
     @property
     def name(self) -> str:
@@ -126,6 +125,7 @@ class VM:
 
     @classmethod
     def from_state(cls, doc: dict[str, Any]) -> VM:
+        doc = {k: val for k, val in doc.items() if k != "agent_up"}  # saved by earlier labs; now derived
         return cls(**doc)
 
 

@@ -118,8 +118,13 @@ def test_config_drift_is_reported_and_fixed_only_with_reconcile(provisioned, ses
 def test_a_partly_joined_cluster_is_completed_by_a_rerun(provisioned, session):
     last = provisioned.lab.agents[-1]
     provisioned.handle.lab.nodes.faults.fail_next(last.vmid, "get.k3s.io", "curl: (6) Could not resolve host: get.k3s.io", 6)
+    heard = []
+    pre = k3s.preflight(session, provisioned.lab)
     with pytest.raises(K3sError, match=rf"(?s){last.name}: k3s-agent is not active.*installer said \(exit 6\).*Could not resolve host"):
-        bootstrap(provisioned, session)
+        k3s.bootstrap(session, provisioned.lab, k3s.plan(provisioned.lab, pre.facts), timeout=60, applied=heard.extend)
+    # what was done before the failure is told as it was made: the server, the agent that joined
+    assert sorted((c.target, c.action) for c in heard) == [(provisioned.lab.master.name, "install"),
+                                                             *[(a.name, "join") for a in provisioned.lab.agents[:-1]]]
 
     plan = k3s.plan(provisioned.lab, k3s.preflight(session, provisioned.lab).facts)
     assert [(c.target, c.action) for c in plan.changes() if c.is_change] == [(last.name, "join")]

@@ -21,7 +21,7 @@ import yaml
 from labkit import kube, proxmox
 from labkit.params import load_lab
 from labkit.runner import own_kernel
-from tests.labfiles import REPO, minimal_lab, state_dir, write_lab
+from tests.labfiles import REPO, minimal_lab, sim_config, state_dir, write_lab
 from tests.labkit.embedded import embedded_lab
 
 NOTEBOOKS = REPO / "notebooks"
@@ -141,3 +141,37 @@ def test_committed_notebooks_agree_with_their_jupytext_sources():
         shape = [lambda nb: [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells],
                  lambda nb: nb.metadata.kernelspec]
         assert [f(have) for f in shape] == [f(want) for f in shape], f"{source.name}: run make notebooks"
+
+
+def test_a_failed_01_counts_what_it_changed_and_a_plain_rerun_finishes_it(tmp_path):
+    """PVE fails the master's resize: 01 fails, its summary counts the clone it made; the next plain run
+    (no reconcile) resumes that VM, creates the others and passes."""
+    import requests
+
+    lab_file = write_lab(tmp_path)
+    outputs = tmp_path / "outputs"
+    run_01 = [*LABKIT, "run", "--params", str(lab_file), "--only", "01", "--no-html", "--outputs", str(outputs)]
+    sim_config(lab_file)  # labsim's config.json, as labkit writes it
+    labsim(lab_file, "up", "--detach")
+    try:
+        lab = load_lab(lab_file)
+        pve = lab.proxmox
+        answer = requests.post(f"https://{pve.host}:{pve.port}/labsim/faults", verify=str(pve.ca_file), timeout=30,
+                               json={"fault": "fail_next_task", "kind": "resize"},
+                               headers={"Authorization": f"PVEAPIToken={pve.token_id}={lab.secret(pve.token_secret)}"})
+        assert answer.status_code == 200, answer.text
+        failed = subprocess.run(run_01, capture_output=True, text=True, timeout=600)
+        assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+        (first,) = json.loads((outputs / "latest" / "summary.json").read_text())["notebooks"]
+        assert first["status"] == "failed" and "resize scsi0 of k3s-master" in first["error"]
+        assert first["changes"] == 1  # the master was cloned before the failure
+        assert "applied: create k3s-master (120)" in (outputs / "latest" / SERIES[0]).read_text()
+
+        again = subprocess.run(run_01, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        (second,) = json.loads((outputs / "latest" / "summary.json").read_text())["notebooks"]
+        assert second["changes"] == 3 and second["checks_failed"] == 0  # resumed master, two new workers
+        executed = (outputs / "latest" / SERIES[0]).read_text()
+        assert "applied: resume k3s-master (120)" in executed
+    finally:
+        labsim(lab_file, "down")

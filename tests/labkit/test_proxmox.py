@@ -319,3 +319,62 @@ def test_a_vm_without_its_disk_yet_is_named_in_the_plan_error(tmp_path):
         with pytest.raises(ProxmoxError, match=rf"^VM {master.vmid} \({master.name}\) has no boot disk: its clone "
                                                rf"is still running \(lock: clone\)\. .*qm destroy {master.vmid}"):
             proxmox.plan(api, sim.lab)
+
+
+# -- half-made VMs ------------------------------------------------------------------------------------
+
+
+def test_a_half_made_vm_counts_as_made_and_is_resumed_without_reconcile(sim):
+    """A failed resize leaves labkit's clone configured but small and stopped: the changes heard so
+    far name it, and a plain re-run finishes it (no reconcile)."""
+    sim.handle.call(sim.pve.fail_next_task, "resize")
+    api = proxmox.connect(sim.lab)
+    heard = []
+    with pytest.raises(ProxmoxError, match=r"resize scsi0 of k3s-master to 32G failed"):
+        proxmox.apply(api, sim.lab, proxmox.plan(api, sim.lab), applied=heard.extend)
+    master = sim.lab.master
+    assert [(c.target, c.action) for c in heard] == [(f"{master.name} ({master.vmid})", "create")]
+    assert vm_config(sim, master.vmid)["description"].endswith("provisioning not finished")
+
+    plan = proxmox.plan(api, sim.lab)
+    assert [(v.name, v.action) for v in plan.items] == [
+        (master.name, "resume"), *[(n.name, "create") for n in sim.lab.agents]]
+    assert "disk" in plan.items[0].drift
+    provision(sim)  # the defaults: no reconcile
+    assert proxmox.plan(api, sim.lab).is_empty
+    assert vm_config(sim, master.vmid)["description"] == f"Created by labkit for lab '{sim.lab.name}'."
+    assert list(proxmox.vm_table(api, sim.lab)["disk_gib"]) == [32.0] * 3
+
+
+def test_a_vm_whose_clone_was_interrupted_is_recreated_only_when_asked(sim):
+    """What a crash mid-clone leaves: labkit's VM without a disk. The plan says recreate; apply does it
+    only with recreate_incomplete=True."""
+    api = proxmox.connect(sim.lab)
+    master = sim.lab.master
+    api.nodes(sim.lab.proxmox.node).qemu.post(vmid=master.vmid, name=master.name,
+                                              description=proxmox.provision.description(sim.lab, finished=False))
+    plan = proxmox.plan(api, sim.lab)
+    assert plan.items[0].action == "recreate" and "no boot disk" in plan.changes()[0].detail
+    kept = proxmox.apply(api, sim.lab, plan, agent_timeout=10)
+    assert [c.target for c in kept.skipped] == [f"{master.name} ({master.vmid})"]
+    assert "recreate_incomplete=True" in kept.skipped[0].detail
+    assert "scsi0" not in vm_config(sim, master.vmid)  # untouched
+    done = proxmox.apply(api, sim.lab, proxmox.plan(api, sim.lab), recreate_incomplete=True, agent_timeout=10)
+    assert [c.action for c in done.changes] == ["create"] and not done.skipped
+    assert "size=32G" in vm_config(sim, master.vmid)["scsi0"]
+    assert proxmox.plan(api, sim.lab).is_empty
+
+
+def test_reads_are_retried_when_the_connection_drops(sim):
+    """Idempotent GETs (lists, configs, task status) survive a dropped connection; writes are not retried."""
+    api = proxmox.connect(sim.lab)
+    sim.handle.call(setattr, sim.pve.faults, "drop_requests", 2)
+    assert [v.action for v in proxmox.plan(api, sim.lab).items] == ["create"] * 3
+    upid = api.nodes(sim.lab.proxmox.node).qemu(9000).clone.post(newid=150, name="scratch", full=1)
+    sim.handle.call(setattr, sim.pve.faults, "drop_requests", 1)
+    proxmox.wait_task(api, sim.lab.proxmox.node, upid, what="clone scratch")  # polls through the drop
+    plan = proxmox.plan(api, sim.lab)
+    sim.handle.call(setattr, sim.pve.faults, "drop_requests", 1)
+    with pytest.raises(ProxmoxError, match="no answer from Proxmox VE"):
+        proxmox.apply(api, sim.lab, plan)  # the clone POST is not sent twice
+    assert 120 not in [v.vmid for v in proxmox.list_vms(api)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,61 @@ def test_notebook_parameters_from_the_command_line(series):
     assert "has reconcile: False" in (folder / "02-does-not.ipynb").read_text()  # not injected where undeclared
     typo = labkit_run(series, "-p", "reconcil", "true")
     assert typo.returncode == 2 and "-p reconcil: no notebook of this run has that parameter" in typo.stderr
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, code):
+    """Ctrl-C or SIGTERM mid-cell: kernel stopped, what ran kept (scrubbed), summary 'interrupted'
+    naming notebook and cell, latest updated, no temporary folder, the embedded lab it started stopped."""
+    from tests.labfiles import write_lab
+
+    lab_file = write_lab(tmp_path)
+    books, outputs, scratch = tmp_path / "notebooks", tmp_path / "outputs", tmp_path / "tmp"
+    books.mkdir()
+    scratch.mkdir()
+    notebook(books / "01-slow.ipynb", "token = lab.secret(lab.proxmox.token_secret)\nprint('before', token)",
+             "import time\nprint('waiting', flush=True)\ntime.sleep(600)", "print('after')")
+    notebook(books / "02-next.ipynb", "print('never')")
+    argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(lab_file), "--notebooks", str(books),
+            "--outputs", str(outputs), "--no-html"]
+    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in run.stdout:
+            if "import time" in line:  # the slow cell has started
+                break
+        kernels = _children(run.pid)
+        assert kernels  # the notebook's kernel
+        run.send_signal(getattr(signal, signame))
+        out, err = run.communicate(timeout=180)
+    finally:
+        run.kill()
+        status = subprocess.run([sys.executable, "-m", "labsim", "down", "--params", str(lab_file)],
+                                capture_output=True, text=True, timeout=120)
+    assert status.stdout.startswith("labsim: not running")  # the embedded lab the run started is stopped
+    assert run.returncode == code, out + err
+    assert "Traceback" not in out + err
+    assert f"interrupted ({signame})" in err
+    summary = json.loads((outputs / "latest" / "summary.json").read_text())
+    assert summary["run"]["status"] == "interrupted" and summary["run"]["interrupted_by"] == signame
+    first, second = summary["notebooks"]
+    assert (first["status"], second["status"]) == ("interrupted", "skipped")
+    assert first["error"].startswith(f"interrupted by {signame} in cell 6/7 · 01-slow: import time")
+    assert "**01-slow interrupted**" in (outputs / "latest" / "summary.md").read_text()
+    executed = nbformat.read(outputs / "latest" / "01-slow.ipynb", as_version=4)
+    printed = [o.get("text", "") for c in executed.cells for o in c.get("outputs", [])]
+    assert "before ***\n" in printed and executed.cells[-1].outputs == []  # what ran, scrubbed
+    assert first["secrets_scrubbed"] >= 1
+    assert list(scratch.iterdir()) == []  # no unscrubbed notebook left in the temporary folder
+    assert not any(_alive(pid) for pid in kernels)

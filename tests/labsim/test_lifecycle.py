@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import stat
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import yaml
 from labsim.clock import Clock
 from labsim.config import ConfigError, SimConfig
 from labsim.lab import detached_lab, running_lab
+from labsim.state import lock_state_dir
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.pveclient import token_client, wait_for, wait_task
 
@@ -145,3 +148,59 @@ def test_detached_lab_helper(tmp_path: Path) -> None:
         assert token_client(status).version.get()["release"]
     after = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
     assert after["running"] is False
+
+
+def test_a_killed_lab_restarts_with_its_running_vms_agents(tmp_path: Path) -> None:
+    """kill -9 saves nothing more: the restarted lab derives the guest agents from the VMs' run state."""
+    state = sim_config(write_lab(tmp_path, time_scale=0.1)).state_dir  # the agent starts well after the boot's last save
+    assert _labsim("up", "--state", str(state), "--detach").returncode == 0
+    try:
+        status = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
+        api = token_client(status)
+        wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=120, name="k3s-master"))
+        wait_task(api, api.nodes("pve").qemu(120).status.start.post())
+        wait_for(lambda: api.nodes("pve").qemu(120).agent.ping.post())
+        os.kill(status["pid"], signal.SIGKILL)
+        wait_for(lambda: _labsim("status", "--state", str(state)).returncode == 3)
+        assert _labsim("up", "--state", str(state), "--detach").returncode == 0
+        assert api.nodes("pve").qemu(120).status.current.get()["status"] == "running"
+        assert wait_for(lambda: api.nodes("pve").qemu(120).agent.ping.post(), timeout=10) == {"result": {}}
+    finally:
+        assert _labsim("down", "--state", str(state)).returncode == 0
+
+
+def test_concurrent_ups_from_any_folder_one_wins(tmp_path: Path) -> None:
+    """Two `labsim up --detach` at once, from a folder whose modules would shadow the standard library's."""
+    state = sim_config(write_lab(tmp_path)).state_dir
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secrets.py").write_text("raise SystemExit('imported from the caller\\'s folder')\n")
+    argv = [str(Path(sys.executable).parent / "labsim"), "up", "--state", str(state), "--detach"]  # as a user
+    ups = [subprocess.Popen(argv, cwd=elsewhere, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(2)]
+    try:
+        said = sorted(up.communicate(timeout=120)[0] for up in ups)
+        assert [up.returncode for up in ups] == [0, 0], said
+        status = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
+        assert status["running"] is True
+        assert (state / "labsim.pid").read_text().strip() == str(status["pid"])  # the loser left it alone
+        assert said[0].startswith(f"labsim: already running (pid {status['pid']})")
+        assert said[1].startswith(f"labsim: up (pid {status['pid']})")
+        foreground = _labsim("up", "--state", str(state))
+        assert foreground.returncode == 4 and "already running" in foreground.stdout
+    finally:
+        assert _labsim("down", "--state", str(state)).returncode == 0
+    assert not (state / "labsim.pid").exists()
+
+
+def test_up_waits_for_no_lab_holding_the_state_folder(tmp_path: Path) -> None:
+    """A lab that took the folder but has not written its pid yet still counts as running."""
+    state = sim_config(write_lab(tmp_path)).state_dir
+    held = lock_state_dir(state)
+    assert held is not None
+    try:
+        up = _labsim("up", "--state", str(state))
+    finally:
+        os.close(held)
+    assert up.returncode == 4 and "already running" in up.stdout
+    assert not (state / "secrets.yaml").exists() and not (state / "labsim.pid").exists()  # touched nothing

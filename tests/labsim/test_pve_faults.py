@@ -4,12 +4,17 @@ and connection failures a real Proxmox VE host produces. Faults are set from Pyt
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+from pathlib import Path
+
+import asyncssh
 import pytest
 import requests
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from labsim.lab import LabHandle
-from tests.labsim.pveclient import token_client, wait_task
+from tests.labsim.pveclient import provision, token_client, wait_for, wait_task
 
 
 def _clone_and_start(api: ProxmoxAPI, vmid: int = 120) -> None:
@@ -62,6 +67,8 @@ def test_agent_that_never_comes_up(lab: LabHandle, api: ProxmoxAPI) -> None:
     with pytest.raises(ResourceException) as agent:
         api.nodes("pve").qemu(120).agent("network-get-interfaces").get()
     assert agent.value.status_code == 500 and agent.value.content == "QEMU guest agent is not running"
+    lab.call(lab.lab.pve.clear_faults)  # the fault healed: the agent of the running guest answers
+    assert api.nodes("pve").qemu(120).agent.ping.post() == {"result": {}}
 
 
 def test_storage_full(lab: LabHandle, api: ProxmoxAPI) -> None:
@@ -109,3 +116,50 @@ def test_admin_endpoint_injects_and_clears(lab: LabHandle, api: ProxmoxAPI) -> N
     assert bad.status_code == 400
     assert requests.delete(f"{base}/faults", headers=token, verify=ca, timeout=10).status_code == 200
     assert requests.get(f"{base}/status", headers=token, verify=ca, timeout=10).json()["data"]["running"] is True
+
+
+async def test_admin_endpoint_drives_the_nodes_ssh_faults(lab: LabHandle, api: ProxmoxAPI) -> None:
+    """A detached twin can be driven through the SSH faults too; OpenSSH sees each as on a real network."""
+    status = lab.status()
+    net = lab.lab.config.subnet
+    ip = str(net.network_address + 20)
+    key = status["ssh"]["private_key"]
+    provision(api, 120, "k3s-master", ip, Path(key + ".pub").read_text().strip(), gateway=str(net.network_address + 1))
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+
+    def inject(**fault: object) -> dict:
+        answer = requests.post(base, json=fault, headers=token, verify=ca, timeout=10)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["data"]
+
+    def ssh(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", "-i", key, "-p", str(lab.lab.config.ssh_port), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+             f"{status['ssh']['user']}@{ip}", command],
+            capture_output=True, text=True, timeout=30)
+
+    async with asyncssh.connect(ip, port=lab.lab.config.ssh_port, username=status["ssh"]["user"],
+                                client_keys=[key], known_hosts=None) as conn:
+        inject(fault="ssh_slow", vmid=120, seconds=1)
+        answer = asyncio.ensure_future(conn.run("hostname"))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(answer), 0.2)
+        assert (await answer).stdout == "k3s-master\n"  # slow, not dead: the answer comes late
+        inject(fault="ssh_slow", vmid=120, seconds=0)
+    view = inject(fault="ssh_fail", vmid=120, command="mkdir", stderr="mkdir: No space left on device\n")
+    assert view["ssh"] == {"120": {"drop": [], "fail": ["mkdir"], "slow": 0.0, "refused": False}}
+    failed = ssh("sudo mkdir /x")
+    assert (failed.returncode, failed.stderr) == (1, "mkdir: No space left on device\n")
+    inject(fault="ssh_drop", vmid=120, command="hostname")
+    assert ssh("hostname").returncode == 255  # the connection cut mid-command
+    assert ssh("hostname").stdout == "k3s-master\n"  # only the next one
+    inject(fault="ssh_refuse", vmid=120)
+    refused = ssh("true")
+    assert refused.returncode == 255 and "Connection refused" in refused.stderr
+    assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    assert wait_for(lambda: ssh("hostname").stdout == "k3s-master\n")  # the port reopens
+    assert requests.get(base, headers=token, verify=ca, timeout=10).json()["data"]["ssh"] == {}
+    bad = requests.post(base, json={"fault": "ssh_slow", "vmid": 120}, headers=token, verify=ca, timeout=10)
+    assert bad.status_code == 400 and "seconds" in bad.json()["message"]
