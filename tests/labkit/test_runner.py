@@ -261,7 +261,7 @@ def _alive(pid: int) -> bool:
 def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, code):
     """Ctrl-C or SIGTERM mid-cell: kernel stopped, what ran kept (scrubbed), summary 'interrupted'
     naming notebook and cell, latest updated, no temporary folder, the embedded lab it started stopped."""
-    from tests.labfiles import write_lab
+    from tests.labfiles import state_dir, write_lab
 
     lab_file = write_lab(tmp_path)
     books, outputs, scratch = tmp_path / "notebooks", tmp_path / "outputs", tmp_path / "tmp"
@@ -284,7 +284,7 @@ def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, cod
         out, err = run.communicate(timeout=180)
     finally:
         run.kill()
-        status = subprocess.run([sys.executable, "-m", "labsim", "down", "--params", str(lab_file)],
+        status = subprocess.run([sys.executable, "-m", "labsim", "down", "--state", str(state_dir(lab_file))],
                                 capture_output=True, text=True, timeout=120)
     assert status.stdout.startswith("labsim: not running")  # the embedded lab the run started is stopped
     assert run.returncode == code, out + err
