@@ -31,6 +31,7 @@ def sim_config(lab: Lab) -> dict[str, Any]:
         "pve_host": pve.host, "pve_port": pve.port, "pve_node": pve.node, "token_id": pve.token_id,
         "template_vmid": pve.template_vmid, "storage": pve.storage, "bridge": pve.bridge,
         "ssh_user": lab.ssh.user, "ssh_port": lab.ssh.port, "subnet": str(lab.network.subnet),
+        "cluster_cidr": str(lab.k3s.cluster_cidr), "service_cidr": str(lab.k3s.service_cidr),
     }
 
 

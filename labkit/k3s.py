@@ -209,6 +209,9 @@ def server_config(lab: Lab, node: Node) -> dict:
         "disable": list(lab.k3s.disable),
         "node-label": _labels(lab, node),
     }
+    for key, net in (("cluster-cidr", lab.k3s.cluster_cidr), ("service-cidr", lab.k3s.service_cidr)):
+        if net is not None:  # unset: k3s' own defaults, and config.yaml stays as it was
+            config[key] = str(net)
     if lab.k3s.cluster_init:
         config["cluster-init"] = True
     if node is not lab.master:

@@ -81,6 +81,7 @@ DomainName = Annotated[str, AfterValidator(_pattern(
 VmId = Annotated[int, Field(ge=100, le=999_999_999)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EMBEDDED_SSH_PORT = 2222
+EMBEDDED_K3S_CIDRS = {"cluster_cidr": "127.42.0.0/16", "service_cidr": "127.43.0.0/16"}
 K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
 
 
@@ -153,6 +154,9 @@ class K3s(Section):
     tls_san: list[str] = []
     disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
     cluster_init: bool = True
+    # Pod and service networks (k3s cluster-cidr/service-cidr); unset = k3s' 10.42.0.0/16 and 10.43.0.0/16.
+    cluster_cidr: Subnet | None = None
+    service_cidr: Subnet | None = None
 
 
 class MetalLB(Section):
@@ -211,12 +215,15 @@ class Lab(Section):
     @model_validator(mode="before")
     @classmethod
     def _embedded_defaults(cls, doc: Any) -> Any:
-        """An embedded lab may leave out its ``embedded`` section, and runs without root: its SSH
-        port defaults to an unprivileged one."""
+        """An embedded lab may leave out its ``embedded`` section; it runs without root (its SSH
+        port defaults to an unprivileged one) and binds loopback only (its pod and service
+        networks default to k3s' 10.42/10.43 moved into 127.0.0.0/8)."""
         if isinstance(doc, dict) and doc.get("kind") == "embedded":
             doc = {**doc, "embedded": doc.get("embedded") or {}}
             if isinstance(doc.get("ssh"), dict):
                 doc["ssh"] = {"port": EMBEDDED_SSH_PORT, **doc["ssh"]}
+            if isinstance(doc.get("k3s"), dict):
+                doc["k3s"] = {**EMBEDDED_K3S_CIDRS, **doc["k3s"]}
         return doc
 
     @model_validator(mode="after")
@@ -402,6 +409,8 @@ def cross_check(lab: Lab) -> list[str]:
             errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
                           "the pool must be disjoint from node IPs and the gateway")
 
+    errors += _pod_network_rules(lab)
+
     servers = len(lab.servers)
     if servers == 0:
         errors.append("nodes: no node has role: server; k3s needs at least one server")
@@ -414,6 +423,37 @@ def cross_check(lab: Lab) -> list[str]:
         errors += _embedded_rules(lab)
     elif lab.embedded is not None:
         errors.append("embedded: only for kind: embedded; remove the section or set kind: embedded")
+    return errors
+
+
+K3S_DEFAULT_CIDRS = {"cluster_cidr": ipaddress.IPv4Network("10.42.0.0/16"),
+                     "service_cidr": ipaddress.IPv4Network("10.43.0.0/16")}
+
+
+def _pod_network_rules(lab: Lab) -> list[str]:
+    """The pod and service networks (as set, else k3s' defaults) must not overlap each other, the
+    node subnet or the MetalLB pool; the embedded lab must set both inside 127.0.0.0/8."""
+    errors = []
+    first, last = lab.metallb.pool
+    nets = {f: getattr(lab.k3s, f) or K3S_DEFAULT_CIDRS[f] for f in K3S_DEFAULT_CIDRS}
+    for field, net in nets.items():
+        where = f"k3s.{field}: {net}" + ("" if getattr(lab.k3s, field) else " (k3s' default)")
+        if net.overlaps(lab.network.subnet):
+            errors.append(f"{where} overlaps network.subnet {lab.network.subnet}; pick a range outside it")
+        if first <= net.broadcast_address and last >= net.network_address:
+            errors.append(f"{where} overlaps metallb.addresses {first}-{last}; pick a range outside the pool")
+    if nets["cluster_cidr"].overlaps(nets["service_cidr"]):
+        errors.append(f"k3s.service_cidr: {nets['service_cidr']} overlaps k3s.cluster_cidr {nets['cluster_cidr']}; "
+                      "pods and services need separate ranges")
+    if nets["cluster_cidr"].prefixlen > 24 - (len(lab.nodes) - 1).bit_length():
+        errors.append(f"k3s.cluster_cidr: {nets['cluster_cidr']} is too small: each of the {len(lab.nodes)} nodes "
+                      "takes a /24 of it")
+    if lab.kind == "embedded":  # unset, they default to loopback ranges (EMBEDDED_K3S_CIDRS)
+        loopback = ipaddress.IPv4Network("127.0.0.0/8")
+        for field, example in EMBEDDED_K3S_CIDRS.items():
+            if not nets[field].subnet_of(loopback):
+                errors.append(f"k3s.{field}: {nets[field]} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
+                              f"set e.g. {field}: {example}")
     return errors
 
 

@@ -36,6 +36,8 @@ class SimConfig:
     ssh_user: str
     ssh_port: int
     subnet: ipaddress.IPv4Network
+    cluster_cidr: ipaddress.IPv4Network  # the pod network the twin's k3s uses when config.yaml sets none
+    service_cidr: ipaddress.IPv4Network
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:
@@ -71,6 +73,10 @@ class SimConfig:
             raise ConfigError(f"pve_host: {self.pve_host} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if not self.subnet.subnet_of(loopback):
             raise ConfigError(f"subnet: {self.subnet} is not inside 127.0.0.0/8; labsim binds loopback only")
+        for field in ("cluster_cidr", "service_cidr"):
+            if not getattr(self, field).subnet_of(loopback):
+                raise ConfigError(f"{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
+                                  "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")
 
 
 CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}

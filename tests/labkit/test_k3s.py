@@ -3,6 +3,8 @@ operator would, the kubeconfig fetched and used, and the faults of a bootstrap."
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 import yaml
 
@@ -46,6 +48,8 @@ def test_bootstrap_gives_a_ready_cluster_at_the_pinned_version(provisioned, sess
     config = yaml.safe_load(session.run(provisioned.lab.master.name, f"cat {k3s.CONFIG}", sudo=True).stdout)
     assert config["write-kubeconfig-mode"] == "0600" and config["disable"] == ["servicelb"]
     assert config["cluster-init"] is True and str(provisioned.lab.master.ip) in config["tls-san"]
+    cluster_cidr, service_cidr = provisioned.lab.k3s.cluster_cidr, provisioned.lab.k3s.service_cidr
+    assert (config["cluster-cidr"], config["service-cidr"]) == (str(cluster_cidr), str(service_cidr))
     assert not session.run(provisioned.lab.master.name, f"cat {k3s.CONFIG}", check=False).ok  # root only
 
     path = k3s.fetch_kubeconfig(session, provisioned.lab)
@@ -61,7 +65,14 @@ def test_bootstrap_gives_a_ready_cluster_at_the_pinned_version(provisioned, sess
     assert set(nodes["version"]) == {provisioned.lab.k3s.version} and nodes["ready"].all()
     assert set(nodes["internal_ip"]) == {str(n.ip) for n in provisioned.lab.nodes}
     assert "control-plane" in nodes.set_index("name").loc[provisioned.lab.master.name, "roles"]
+    core = kube.client.CoreV1Api(api)
+    pod_cidrs = [ipaddress.ip_network(n.spec.pod_cidr) for n in core.list_node().items]
+    assert len(set(pod_cidrs)) == 3 and all(c.subnet_of(cluster_cidr) and c.prefixlen == 24 for c in pod_cidrs)
+    assert core.read_namespaced_service("kubernetes", "default").spec.cluster_ip == str(service_cidr[1])
+    assert core.read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip == str(service_cidr[10])
     pods = kube.wait_pods_running(api, "kube-system", timeout=60)
+    assert all(ipaddress.ip_address(p.status.pod_ip) in cluster_cidr
+               for p in core.list_namespaced_pod("kube-system").items if p.status.pod_ip)
     assert not pods.empty and set(pods["phase"]) <= {"Running", "Succeeded"}
     assert str(provisioned.lab.master.ip) in kube.server_certificate_sans(path)
     assert k3s.versions(session, provisioned.lab) == {n.name: provisioned.lab.k3s.version for n in provisioned.lab.nodes}
