@@ -81,7 +81,7 @@ DomainName = Annotated[str, AfterValidator(_pattern(
 VmId = Annotated[int, Field(ge=100, le=999_999_999)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EMBEDDED_SSH_PORT = 2222
-EMBEDDED_POD_NETWORKS = {"cluster_cidr": "127.42.0.0/16", "service_cidr": "127.43.0.0/16"}
+EMBEDDED_K3S_CIDRS = {"cluster_cidr": "127.42.0.0/16", "service_cidr": "127.43.0.0/16"}
 K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
 
 
@@ -215,14 +215,15 @@ class Lab(Section):
     @model_validator(mode="before")
     @classmethod
     def _embedded_defaults(cls, doc: Any) -> Any:
-        """An embedded lab may leave out its ``embedded`` section, and runs without root: its SSH
-        port defaults to an unprivileged one, its pod and service networks to k3s' moved into loopback."""
+        """An embedded lab may leave out its ``embedded`` section; it runs without root (its SSH
+        port defaults to an unprivileged one) and binds loopback only (its pod and service
+        networks default to k3s' 10.42/10.43 moved into 127.0.0.0/8)."""
         if isinstance(doc, dict) and doc.get("kind") == "embedded":
             doc = {**doc, "embedded": doc.get("embedded") or {}}
             if isinstance(doc.get("ssh"), dict):
                 doc["ssh"] = {"port": EMBEDDED_SSH_PORT, **doc["ssh"]}
             if isinstance(doc.get("k3s"), dict):
-                doc["k3s"] = {**EMBEDDED_POD_NETWORKS, **doc["k3s"]}
+                doc["k3s"] = {**EMBEDDED_K3S_CIDRS, **doc["k3s"]}
         return doc
 
     @model_validator(mode="after")
@@ -447,10 +448,10 @@ def _pod_network_rules(lab: Lab) -> list[str]:
     if nets["cluster_cidr"].prefixlen > 24 - (len(lab.nodes) - 1).bit_length():
         errors.append(f"k3s.cluster_cidr: {nets['cluster_cidr']} is too small: each of the {len(lab.nodes)} nodes "
                       "takes a /24 of it")
-    if lab.kind == "embedded":
+    if lab.kind == "embedded":  # unset, they default to loopback ranges (EMBEDDED_K3S_CIDRS)
         loopback = ipaddress.IPv4Network("127.0.0.0/8")
-        for field, example in (("cluster_cidr", "127.42.0.0/16"), ("service_cidr", "127.43.0.0/16")):
-            if not nets[field].subnet_of(loopback):  # unset, it is EMBEDDED_POD_NETWORKS'
+        for field, example in EMBEDDED_K3S_CIDRS.items():
+            if not nets[field].subnet_of(loopback):
                 errors.append(f"k3s.{field}: {nets[field]} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
                               f"set e.g. {field}: {example}")
     return errors

@@ -36,8 +36,7 @@ class SimConfig:
     ssh_user: str
     ssh_port: int
     subnet: ipaddress.IPv4Network
-    # The pod and service networks the twin's k3s uses when config.yaml sets none (lab file k3s.*).
-    cluster_cidr: ipaddress.IPv4Network
+    cluster_cidr: ipaddress.IPv4Network  # the pod network the twin's k3s uses when config.yaml sets none
     service_cidr: ipaddress.IPv4Network
 
     @classmethod
