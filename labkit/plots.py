@@ -2,7 +2,7 @@
 
 Importing this module selects the ``labkit`` renderer: a figure is stored once, as plotly's JSON
 MIME type (JupyterLab draws it), so an executed notebook holds no copy of plotly.js. The runner's
-HTML rendering turns each into a snippet drawn by one plotly.js per run folder.
+HTML rendering turns each into a snippet drawn by one shared plotly.js (``labkit.render``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class DataOnlyRenderer(MimetypeRenderer):
 
 
 def figure_html(spec: dict, div_id: str) -> str:
-    """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``runner.render_html``)."""
+    """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``labkit.render``)."""
     return (f'<div id="{div_id}" class="labkit-figure"></div><script>Plotly.newPlot({json.dumps(div_id)}, '
             f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true}});</script>")
 

@@ -2,7 +2,8 @@
 
 A notebook builds one ``Report``: plan tables from ``Change`` lists, ``report.check(...)`` for each
 verification, ``with report.step(...)`` around timed work, ``report.applied(changes)`` for what it
-changed. ``record(report)`` at the end hands all of it to the runner (as a display output of its
+changed, ``report.inventory(section, table)`` for what the lab holds once it is done (VMs, nodes,
+charts, certificates, backups: compact facts the runs' drift is computed from). ``record(report)`` at the end hands all of it to the runner (as a display output of its
 own MIME type, so the executed notebook carries its results) and fails the notebook, naming the
 failed checks, if any check failed.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ class Report:
     steps: list[Timing] = field(default_factory=list)
     planned: list[Change] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
+    lab_state: dict[str, dict[str, dict]] = field(default_factory=dict)  # section -> item -> facts
 
     def check(self, name: str, passed: bool, detail: str = "") -> Check:
         result = Check(name, bool(passed), detail)
@@ -71,6 +73,17 @@ class Report:
     def applied(self, changes: Iterable[Change]) -> None:
         """Count changes that were actually made (not merely planned)."""
         self.changed.extend(c for c in changes if c.is_change)
+
+    def inventory(self, section: str, items: pd.DataFrame | Mapping[str, Mapping], key: str = "name",
+                  columns: Iterable[str] | None = None) -> None:
+        """What the lab holds in ``section`` after this notebook: item name -> facts (a table: one
+        item per row, named by ``key``; ``columns`` picks the facts worth comparing between runs).
+        A later notebook that inventories the same section replaces it in the run's inventory."""
+        if isinstance(items, pd.DataFrame):
+            frame = items if columns is None else items[[key, *columns]]
+            items = {str(row[key]): {c: _plain(v) for c, v in row.items() if c != key}
+                     for row in frame.to_dict("records")}
+        self.lab_state[section] = {str(k): {f: _plain(v) for f, v in facts.items()} for k, facts in items.items()}
 
     @contextmanager
     def step(self, name: str, target: str = "") -> Iterator[None]:
@@ -111,6 +124,7 @@ class Report:
             "checks": [asdict(c) for c in self.checks],
             "planned": [asdict(c) for c in self.planned],
             "changes": [asdict(c) for c in self.changed],
+            "inventory": self.lab_state,
             "steps": [{"name": t.name, "target": t.target, "start": t.start.isoformat(),
                        "end": t.end.isoformat(), "seconds": round(t.seconds, 3)} for t in self.steps],
         }
@@ -119,6 +133,13 @@ class Report:
         passed = len(self.checks) - len(self.failed)
         changes = f"{len(self.changed)} change(s) made" if self.changed else "no changes"
         return f"{self.notebook}: {passed}/{len(self.checks)} checks passed, {changes}"
+
+
+def _plain(value: object) -> object:
+    """A JSON scalar: numpy numbers become Python ones, anything else its string."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def record(report: Report, **extra: object) -> None:

@@ -26,9 +26,10 @@ from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError
 from labkit.params import Lab
+from labkit.render import render_html
 from labkit.report import records_in
 from labkit.scrub import scrub
-from labkit.summary import NotebookResult, RunResult, point_latest, render_html, write_summary
+from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
 KERNEL = "homelab-notebooks"
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
@@ -186,7 +187,9 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         target.unlink()
         raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
     result.output = target.name
-    for rec in records_in(nb):
+    records = records_in(nb)
+    result.inventory = notebook_inventory(result.name, records)
+    for rec in records:
         result.checks_passed += sum(c["passed"] for c in rec["checks"])
         result.checks_failed += sum(not c["passed"] for c in rec["checks"])
         result.failed_checks += [c["name"] for c in rec["checks"] if not c["passed"]]
