@@ -19,11 +19,13 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from labkit import tables
 from labkit.changes import Change, Plan
 from labkit.errors import ChecksFailed
 from labkit.progress import say
 
 RECORD_MIME = "application/vnd.labkit.record+json"
+tables.install()
 
 
 def plan_table(changes: Iterable[Change]) -> pd.DataFrame:

@@ -59,7 +59,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (base / "lab.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     books = base / "notebooks"
     books.mkdir()
-    _notebook(books / "01-vms.ipynb", VMS, FIGURE, "labkit.record(r, vms=len(vms))")
+    _notebook(books / "01-vms.ipynb", VMS, FIGURE, "pd.DataFrame({'n': range(40)})", "labkit.record(r, vms=len(vms))")
     _notebook(books / "02-k3s.ipynb", VERSION)
     env = {**os.environ, "LABKIT_PVE_TOKEN": PVE_TOKEN, "LABKIT_K3S_TOKEN": K3S_TOKEN}
     folders = []
@@ -107,6 +107,13 @@ def test_summary_records_the_inventory_per_notebook_and_for_the_run(runs):
     # 02 inventories nothing yet: what it passed to record() stands for it (dry_run left out).
     assert first["notebooks"][1]["inventory"] == {"02-k3s": {"recorded": {"k3s_version": "v1"}}}
     assert set(first["inventory"]) == {"vms", "02-k3s"}
+
+
+def test_rendered_tables_have_no_row_numbers_and_long_ones_collapse(runs):
+    page = (runs["first"] / "01-vms.html").read_text()
+    assert "<th>memory_mib</th>" in page and "<td>k3s-master</td>" in page
+    assert "<th>0</th>" not in page  # the vms table's 0..n index is not shown
+    assert "<details><summary>40 rows × 1 columns</summary>" in page
 
 
 def test_drift_names_added_removed_and_changed_items():
