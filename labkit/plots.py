@@ -30,7 +30,7 @@ class DataOnlyRenderer(MimetypeRenderer):
 def figure_html(spec: dict, div_id: str) -> str:
     """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``labkit.render``)."""
     return (f'<div id="{div_id}" class="labkit-figure"></div><script>Plotly.newPlot({json.dumps(div_id)}, '
-            f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true}});</script>")
+            f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true, displaylogo: false}});</script>")
 
 
 pio.renderers["labkit"] = DataOnlyRenderer()

@@ -223,7 +223,7 @@ def _history_body(name: str, runs: list[Run]) -> str:
     text = [run.name for run, _ in points]
 
     def chart(div: str, title: str, series: dict[str, list], kind: str = "scatter") -> str:
-        data = [{"type": kind, "name": label, "x": x, "y": ys, "text": text}
+        data = [{"type": kind, "name": label, "x": x, "y": ys, "hovertext": text}
                 | ({"mode": "lines+markers"} if kind == "scatter" else {}) for label, ys in series.items()]
         layout = {"title": {"text": title}, "height": 320, "xaxis": {"title": {"text": "run started (UTC)"}},
                   "barmode": "group"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -165,3 +166,68 @@ def test_site_can_be_written_into_the_outputs_folder_itself(runs):
     assert (runs["outputs"] / "index.html").is_file() and (runs["second"] / "index.html").is_file()
     empty = labkit("site", "--outputs", str(runs["base"] / "notebooks"))
     assert empty.returncode == 1 and "no run folders" in empty.stderr
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1280,1000"]
+
+
+@pytest.fixture
+def chromium(tmp_path: Path):
+    """Debian's headless Chromium driven through chromedriver (both installed by `make test`)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("chromium and chromedriver are needed: run `make tools` (scripts/install-browser.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(driver))
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def test_site_in_headless_chromium(runs, site, chromium, tmp_path):
+    """Every page of the site, opened from file:// in a real browser: links resolve, figures draw."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    first, second = runs["first"].name, runs["second"].name
+    todo, seen = [(site / "index.html").resolve().as_uri()], set()
+    while todo:
+        url = todo.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        chromium.get(url)
+        figures = len(chromium.find_elements(By.CSS_SELECTOR, ".labkit-figure"))
+        WebDriverWait(chromium, 20).until(
+            lambda b, n=figures: len(b.find_elements(By.CSS_SELECTOR, ".labkit-figure svg.main-svg")) >= n)
+        errors = [e for e in chromium.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, (url, errors)
+        for a in chromium.find_elements(By.CSS_SELECTOR, "a[href]"):
+            href = urlsplit(a.get_attribute("href"))
+            assert href.scheme == "file" and Path(unquote(href.path)).is_file(), (url, a.get_attribute("href"))
+            if href.path.endswith(".html"):
+                todo.append(href._replace(fragment="").geturl())
+        if url.endswith("/index.html") and Path(unquote(urlsplit(url).path)).parent == site.resolve():
+            rows = chromium.find_elements(By.CSS_SELECTOR, "tbody tr")
+            assert [r.text.split()[0] for r in rows] == [second, first]  # the index lists the runs
+            chromium.save_screenshot(str(tmp_path / "index.png"))
+        if url.endswith(f"{second}/01-vms.html"):
+            assert figures == 1
+            chromium.save_screenshot(str(tmp_path / "notebook.png"))
+        if url.endswith(f"drift/{first}..{second}.html"):
+            assert "memory_mib: 2048 → 4096" in chromium.find_element(By.TAG_NAME, "body").text
+            chromium.save_screenshot(str(tmp_path / "drift.png"))
+        if "/history/" in url:
+            assert figures == 3
+            chromium.save_screenshot(str(tmp_path / f"history-{Path(url).stem}.png"))
+    assert len(seen) == 10 and (tmp_path / "index.png").is_file() and (tmp_path / "notebook.png").is_file()
