@@ -166,6 +166,7 @@ if not dry_run:
     report.check("VM settings match the lab file", not drift, "; ".join(f"{c.target}: {c.detail}" for c in drift) or "no drift")
     report.check("guest agents report the planned addresses", answered == set(names), ", ".join(sorted(answered)))
     report.check("SSH works and cloud-init is done", settled == set(names), ", ".join(sorted(settled)))
+report.inventory("vms", vms, columns=["vmid", "cores", "memory_mib", "disk_gib", "ip", "status", "tags"])
 vms
 """),
     code("""
@@ -319,6 +320,7 @@ if not dry_run:
     report.check("kube-system pods are running", phases <= {"Running", "Succeeded"}, f"{len(system_pods)} pods")
     report.check("API server certificate covers the master IP", str(lab.master.ip) in sans, ", ".join(sans))
     report.check("kubeconfig is private (0600)", lab.kubeconfig.stat().st_mode & 0o777 == 0o600)
+    report.inventory("nodes", nodes, columns=["roles", "ready", "version", "internal_ip", "cpu", "memory_gib"])
     display(nodes)
 """),
     code("""
