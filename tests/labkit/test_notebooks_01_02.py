@@ -20,6 +20,7 @@ import yaml
 
 from labkit import kube, proxmox
 from labkit.params import load_lab
+from labkit.runner import own_kernel
 from tests.labfiles import REPO, write_lab
 from tests.labkit.embedded import embedded_lab
 
@@ -110,8 +111,10 @@ def test_labkit_run_dry_run_on_a_fresh_lab_shows_plans_and_changes_nothing(tmp_p
 
 
 def run_notebook(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), kernel_name="homelab-notebooks",
-                               parameters={"lab_file": str(lab_file), **params}, progress_bar=False)
+    # The kernel of this interpreter, as `labkit run` uses: the registered one may be another checkout's.
+    with own_kernel(out):
+        papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), kernel_name="homelab-notebooks",
+                                   parameters={"lab_file": str(lab_file), **params}, progress_bar=False)
     return nbformat.read(out / name, as_version=4)
 
 
