@@ -48,9 +48,11 @@ $(VENV)/.installed-test: $(VENV)/bin/python pyproject.toml
 kernel: $(VENV)/.installed
 	@$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "homelab-notebooks" >/dev/null
 
-# System tools the tests use: OpenSSH's client, and real kubectl + helm (1.32/helm 3, 1.34/helm 4).
+# System tools the tests use: OpenSSH's client, real kubectl + helm (1.32/helm 3, 1.34/helm 4),
+# and headless Chromium + chromedriver for the browser test of `labkit site`.
 tools:
 	@bash scripts/install-tools.sh $(TOOLS)
+	@bash scripts/install-browser.sh
 
 stop-lab:
 	-$(VENV)/bin/labsim down --state .labsim

@@ -1,4 +1,4 @@
-"""The ``labkit`` command: ``check`` a lab file, ``run`` the series.
+"""The ``labkit`` command: ``check`` a lab file, ``run`` the series, ``site`` and ``diff`` its runs.
 
 Exit codes: 0 success, 1 a notebook or the run failed, 2 invalid parameters or usage.
 Errors are messages, never tracebacks.
@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help=argparse.SUPPRESS)
     run.add_argument("--outputs", type=Path, default=Path("outputs"), help="where run folders go (default: %(default)s)")
     run.set_defaults(handler=cmd_run)
+
+    site = sub.add_parser("site", help="a static site of the run folders: index, runs, history, drift")
+    site.add_argument("--outputs", type=Path, default=Path("outputs"), help="the run folders (default: %(default)s)")
+    site.add_argument("--out", type=Path, help="where the site goes (default: the outputs folder itself)")
+    site.set_defaults(handler=cmd_site)
+
+    diff = sub.add_parser("diff", help="what changed in the lab between two runs")
+    diff.add_argument("run_a", type=Path, metavar="RUN_A", help="the earlier run folder")
+    diff.add_argument("run_b", type=Path, metavar="RUN_B", help="the later run folder")
+    diff.set_defaults(handler=cmd_diff)
     return parser
 
 
@@ -94,6 +104,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 128 + signal.Signals[run.interrupted_by]  # as a shell reports a process the signal ended
     print(f"{'passed' if run.ok else 'FAILED'}: {run.folder}/summary.md")
     return 0 if run.ok else 1
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from labkit.site import build_site
+
+    index = build_site(args.outputs, args.out or args.outputs)
+    print(f"site written: {index.resolve().as_uri()}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from labkit.site import diff_text, load_run
+
+    print(diff_text(load_run(args.run_a), load_run(args.run_b)), end="")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Figures for the notebooks (plotly), kept as data in executed notebooks.
 
-Importing this module selects the ``labkit`` renderer: a figure is stored once, as plotly's JSON
-MIME type (JupyterLab draws it), so an executed notebook holds no copy of plotly.js. The runner's
-HTML rendering turns each into a snippet drawn by one plotly.js per run folder.
+Importing this module makes the kernel display a figure once, as plotly's JSON MIME type
+(JupyterLab draws it), so an executed notebook holds no copy of plotly.js. The runner's HTML
+rendering turns each into a snippet drawn by one shared plotly.js (``labkit.render``).
 """
 
 from __future__ import annotations
@@ -10,36 +10,45 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import plotly.io as pio
-from plotly.io._base_renderers import MimetypeRenderer
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
-class DataOnlyRenderer(MimetypeRenderer):
+def figure_bundle(fig: go.Figure) -> dict:
     """Figure JSON only: JupyterLab draws it; the runner's HTML rendering adds the drawing code."""
-
-    def to_mimebundle(self, fig_dict: dict) -> dict:
-        spec = json.loads(pio.to_json(fig_dict, validate=False, remove_uids=True))
-        title = (spec.get("layout", {}).get("title") or {}).get("text", "figure")
-        return {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}
+    spec = json.loads(pio.to_json(fig, validate=False, remove_uids=True))
+    title = (spec.get("layout", {}).get("title") or {}).get("text", "figure")
+    return {PLOTLY_MIME: spec, "text/plain": f"<plotly figure: {title}>"}
 
 
 def figure_html(spec: dict, div_id: str) -> str:
-    """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``runner.render_html``)."""
+    """HTML drawing a figure with a ``Plotly`` loaded once per page (see ``labkit.render``)."""
     return (f'<div id="{div_id}" class="labkit-figure"></div><script>Plotly.newPlot({json.dumps(div_id)}, '
-            f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true}});</script>")
+            f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true, displaylogo: false}});</script>")
 
 
-pio.renderers["labkit"] = DataOnlyRenderer()
-pio.renderers.default = "labkit"
+def _install() -> None:
+    """Display figures through IPython's formatter rather than a plotly renderer: plotly's renderers
+    import nbformat, hence jsonschema, which costs each kernel seconds for nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.mimebundle_formatter.for_type(go.Figure, figure_bundle)
+
+
+_install()
 pio.templates.default = "plotly_white"
 
 
 def timeline(timings: pd.DataFrame, title: str = "Timeline") -> go.Figure:
     """Gantt-style figure of step timings (columns step, target, start, end), one row per target."""
+    import plotly.express as px  # ~0.3-1.5 s: only for the notebooks that draw a timeline
+
     if timings.empty:
         return go.Figure(layout={"title": f"{title} (nothing ran)"})
     frame = timings.assign(target=timings["target"].replace("", "lab"))

@@ -3,7 +3,8 @@
 A notebook builds one ``Report``: plan tables from plans, ``report.require(...)`` for a gate that
 stops the notebook, ``report.verify(checks)`` and ``report.check(...)`` for verifications,
 ``with report.step(...)`` (or ``step=report.step`` passed to an operation) around timed work,
-``report.applied(changes)`` for what it changed. ``record(report)`` at the end hands all of it to
+``report.applied(changes)`` for what it changed, ``report.inventory(section, table)`` for what
+the lab holds once it is done (compact facts the runs' drift is computed from). ``record(report)`` at the end hands all of it to
 the runner (as a display output of its own MIME type, so the executed notebook carries its
 results) and fails the notebook, naming the failed checks, if any check failed. In a dry run
 (``Report(name, dry_run=True)``) checks are shown with what they found but never fail.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ class Report:
     steps: list[Timing] = field(default_factory=list)
     planned: list[Change] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
+    lab_state: dict[str, dict[str, dict]] = field(default_factory=dict)  # section -> item -> facts
 
     def check(self, name: str, passed: bool, detail: str = "") -> Check:
         result = Check(name, bool(passed), detail, enforced=not self.dry_run)
@@ -89,6 +91,17 @@ class Report:
         if made:
             _display({APPLIED_MIME: [asdict(c) for c in made],
                       "text/plain": "applied: " + "; ".join(f"{c.action} {c.target}" for c in made)})
+
+    def inventory(self, section: str, items: pd.DataFrame | Mapping[str, Mapping], key: str = "name",
+                  columns: Iterable[str] | None = None) -> None:
+        """What the lab holds in ``section`` after this notebook: item name -> facts (a table: one
+        item per row, named by ``key``; ``columns`` picks the facts worth comparing between runs).
+        A later notebook that inventories the same section replaces it in the run's inventory."""
+        if isinstance(items, pd.DataFrame):
+            frame = items if columns is None else items[[key, *columns]]
+            items = {str(row[key]): {c: _plain(v) for c, v in row.items() if c != key}
+                     for row in frame.to_dict("records")}
+        self.lab_state[section] = {str(k): {f: _plain(v) for f, v in facts.items()} for k, facts in items.items()}
 
     @contextmanager
     def step(self, name: str, target: str = "") -> Iterator[None]:
@@ -145,6 +158,7 @@ class Report:
             "checks": [asdict(c) for c in self.checks],
             "planned": [asdict(c) for c in self.planned],
             "changes": [asdict(c) for c in self.changed],
+            "inventory": self.lab_state,
             "steps": [{"name": t.name, "target": t.target, "start": t.start.isoformat(),
                        "end": t.end.isoformat(), "seconds": round(t.seconds, 3)} for t in self.steps],
         }
@@ -155,6 +169,13 @@ class Report:
         checks = "dry run, checks not enforced" if self.dry_run else \
             f"{len(enforced) - len(self.failed)}/{len(enforced)} checks passed"
         return f"{self.notebook}: {checks}, {changes}"
+
+
+def _plain(value: object) -> object:
+    """A JSON scalar: numpy numbers become Python ones, anything else its string."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def record(report: Report, **extra: object) -> None:

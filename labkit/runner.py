@@ -29,9 +29,10 @@ from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError, Terminated
 from labkit.params import Lab
+from labkit.render import render_html
 from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
-from labkit.summary import NotebookResult, RunResult, point_latest, render_html, write_summary
+from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
 KERNEL = "homelab-notebooks"
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
@@ -242,7 +243,9 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
     result.output = target.name
     result.changes = len(applied_in(nb))  # counted as made, not from the last cell's record
-    for rec in records_in(nb):
+    records = records_in(nb)
+    result.inventory = notebook_inventory(result.name, records)
+    for rec in records:
         enforced = [c for c in rec["checks"] if c.get("enforced", True)]  # a dry run's checks only show
         result.checks_passed += sum(c["passed"] for c in enforced)
         result.checks_failed += sum(not c["passed"] for c in enforced)

@@ -1,16 +1,13 @@
 """What a run leaves behind: its results (per notebook), ``summary.json`` and ``summary.md``,
-the executed notebooks rendered as HTML, and ``outputs/latest`` pointing at the run folder."""
+and ``outputs/latest`` pointing at the run folder."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import nbformat
 
 from labkit import __version__
 
@@ -28,6 +25,7 @@ class NotebookResult:
     error: str | None = None
     secrets_scrubbed: int = 0
     output: str | None = None
+    inventory: dict[str, dict[str, dict]] = field(default_factory=dict)  # the lab after it: section -> item -> facts
 
 
 @dataclass
@@ -61,9 +59,31 @@ def write_summary(run: RunResult, params_file: Path, notebooks_dir: Path) -> Non
             "git_commit": _git_commit(notebooks_dir), "labkit_version": __version__,
         },
         "notebooks": [asdict(n) for n in run.notebooks],
+        "inventory": lab_inventory(run.notebooks),
     }
     (run.folder / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
     (run.folder / "summary.md").write_text(summary_markdown(data))
+
+
+def notebook_inventory(name: str, records: list[dict]) -> dict[str, dict[str, dict]]:
+    """The lab as a notebook's records leave it. A notebook that inventories nothing yet is
+    represented by the facts it passed to ``record(...)``, so a drift between runs still shows."""
+    found: dict[str, dict[str, dict]] = {}
+    for rec in records:
+        found.update(rec.get("inventory") or {})
+    if not found:
+        facts = {k: v for rec in records for k, v in (rec.get("extra") or {}).items() if k != "dry_run"}
+        if facts:
+            found[name] = {"recorded": facts}
+    return found
+
+
+def lab_inventory(notebooks: list[NotebookResult]) -> dict[str, dict[str, dict]]:
+    """The lab at the end of the run: each notebook's sections, a later one replacing an earlier one's."""
+    merged: dict[str, dict[str, dict]] = {}
+    for nb in notebooks:
+        merged.update(nb.inventory)
+    return merged
 
 
 def summary_markdown(data: dict) -> str:
@@ -91,24 +111,6 @@ def summary_markdown(data: dict) -> str:
         lines.append("No changes were made: the lab was already converged." if run["changes"] == 0 and not run["dry_run"]
                      else f"{run['changes']} change(s) made." if not run["dry_run"] else "Dry run: nothing was changed.")
     return "\n".join(lines) + "\n"
-
-
-def render_html(folder: Path) -> None:
-    """HTML of each executed notebook; figures drawn by one copy of plotly.js per run folder."""
-    from nbconvert import HTMLExporter
-
-    from labkit.plots import PLOTLY_MIME, figure_html
-
-    plotly_js = Path(__import__("plotly").__file__).parent / "package_data" / "plotly.min.js"
-    shutil.copyfile(plotly_js, folder / "plotly.min.js")
-    for nb_path in sorted(folder.glob("*.ipynb")):
-        nb = nbformat.read(nb_path, as_version=4)
-        for n, output in enumerate(o for c in nb.cells for o in c.get("outputs", [])):
-            if PLOTLY_MIME in output.get("data", {}):
-                output["data"]["text/html"] = figure_html(output["data"][PLOTLY_MIME], f"figure-{n}")
-        body, _ = HTMLExporter().from_notebook_node(nb)
-        body = body.replace("</head>", '<script src="plotly.min.js"></script>\n</head>', 1)
-        nb_path.with_suffix(".html").write_text(body)
 
 
 def point_latest(outputs: Path, folder: Path) -> None:

@@ -145,6 +145,7 @@ report.verify(proxmox.verify(api, lab, agents, reach))
 
 # %%
 vms = proxmox.vm_table(api, lab)
+report.inventory("vms", vms, columns=["vmid", "cores", "memory_mib", "disk_gib", "ip", "status", "tags"])
 vms
 
 # %%

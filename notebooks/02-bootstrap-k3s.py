@@ -120,6 +120,7 @@ cluster.nodes
 report.verify(k3s.verify(session, lab, cluster))
 
 # %%
+report.inventory("nodes", cluster.nodes, columns=["roles", "ready", "version", "internal_ip", "cpu", "memory_gib"])
 cluster.system_pods
 
 # %%

@@ -80,6 +80,12 @@ def test_labkit_run_builds_the_cluster_and_a_rerun_changes_nothing(tmp_path):
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert [(n["changes"], n["planned"]) for n in summary["notebooks"]] == [(0, 0), (0, 0)]
         assert proxmox.task_ids(api, lab) == tasks_before
+        # The summaries' inventories: the lab as the run left it, the same after a converged re-run.
+        assert set(summary["inventory"]["vms"]) == {n.name for n in lab.nodes}
+        assert {n["version"] for n in summary["inventory"]["nodes"].values()} == {lab.k3s.version}
+        runs = sorted(p.parent for p in outputs.glob("*/summary.json") if not p.parent.is_symlink())
+        diff = subprocess.run([*LABKIT, "diff", *map(str, runs)], capture_output=True, text=True, timeout=60)
+        assert diff.stdout.endswith("no drift: the lab is the same\n"), diff.stdout + diff.stderr
         assert {n.metadata.uid for n in kube.client.CoreV1Api(kube_api).list_node().items} == nodes_before
 
         executed = outputs / "latest"
