@@ -79,6 +79,15 @@ def test_refuses_non_loopback_addresses(tmp_path: Path) -> None:
         SimConfig.from_file(write_lab(tmp_path, doc))
 
 
+def test_a_nodes_network_is_the_labs_ranges_within_loopback(tmp_path: Path) -> None:
+    doc = sim_lab(tmp_path)
+    doc["metallb"]["addresses"] = "127.77.0.10-127.77.0.13"
+    doc["k3s"].update(cluster_cidr="127.42.0.0/16", service_cidr="0.0.0.0/0")  # the latter would open the host
+    config = SimConfig.from_file(write_lab(tmp_path, doc))
+    assert [str(n) for n in config.networks] == [str(config.subnet), "127.77.0.10/31", "127.77.0.12/31",
+                                                 "127.42.0.0/16"]
+
+
 async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
     instant = Clock(0)
     await asyncio.wait_for(instant.sleep(3600), 5)  # time_scale 0: an hour of lab time is instant
