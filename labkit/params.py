@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from labkit import secrets
+from labkit import localfiles, secrets
 from labkit.errors import ParamsError
 
 IPv4 = ipaddress.IPv4Address
@@ -272,7 +272,7 @@ def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
     lab._path = path
     errors = cross_check(lab)
     if check_files:
-        errors += missing_files(lab) + unset_variables(lab)
+        errors += missing_files(lab) + unset_variables(lab) + file_problems(lab)
     if errors:
         raise ParamsError(errors, source=str(path))
     return lab
@@ -441,6 +441,18 @@ def missing_files(lab: Lab) -> list[str]:
         if path is None or path.exists() or (state is not None and path.is_relative_to(state)):
             continue
         errors.append(f"{where}: file {path} does not exist; create it or fix the path")
+    return errors
+
+
+def file_problems(lab: Lab) -> list[str]:
+    """What is wrong inside the local files the lab needs (those present: ``missing_files``
+    names the others); messages never quote a file's content."""
+    errors = []
+    if lab.ssh.public_key.exists():
+        try:
+            localfiles.public_key_line(lab.ssh.public_key)
+        except localfiles.FileProblem as exc:
+            errors.append(f"ssh.public_key: {exc}")
     return errors
 
 

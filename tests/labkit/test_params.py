@@ -6,8 +6,10 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncssh
 import pytest
 
+from labkit.cli import main
 from labkit.errors import ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
@@ -175,3 +177,37 @@ def test_real_lab_files_must_exist(lab_doc, tmp_path):
     with pytest.raises(ParamsError, match=r"ssh.public_key: file .*id.pub does not exist"):
         load_lab(write(tmp_path, lab_doc))
     assert load_lab(write(tmp_path, lab_doc), check_files=False).ssh.public_key == Path(tmp_path / "id.pub")
+
+
+def test_a_private_key_as_public_key_is_refused_without_being_printed(lab_doc, tmp_path, capsys):
+    """The common slip: ssh.public_key pointing at the private key, which a run would otherwise
+    write into the VMs' PVE config and authorized_keys."""
+    lab_doc["ssh"]["public_key"] = "id"
+    path = write(tmp_path, lab_doc)
+    assert main(["check", "--params", str(path), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "ssh.public_key: " in err and "is a PRIVATE key, which must never leave this machine" in err
+    body = [line for line in (tmp_path / "id").read_text().splitlines() if "-----" not in line]
+    assert body and not any(line in err for line in body)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample operator\n", "is not an OpenSSH public key line"),
+    ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBHklVyrsYDYPkINZQCPZpE6PgRElmVgOfMRfFyvPhfc me\n", "is not an OpenSSH public"),
+    ('command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBHklVyrsYDYPkINZQCPZpE6PgRElmVgOfMRfFyvPhfc\n', "not an OpenSSH"),
+    ("", "holds 0 key lines"),
+])
+def test_public_key_must_be_one_openssh_public_key_line(content, expected, lab_doc, tmp_path):
+    (tmp_path / "id.pub").write_text(content)
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert any(line.startswith("ssh.public_key: ") and expected in line for line in err.value.errors), err.value.errors
+
+
+def test_a_public_key_line_without_comment_passes_and_two_keys_do_not(lab_doc, tmp_path):
+    line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    (tmp_path / "id.pub").write_text(" ".join(line.split()[:2]))
+    assert load_lab(write(tmp_path, lab_doc)).ssh.public_key == tmp_path / "id.pub"
+    (tmp_path / "id.pub").write_text(line * 2)
+    with pytest.raises(ParamsError, match="holds 2 key lines"):
+        load_lab(write(tmp_path, lab_doc))
