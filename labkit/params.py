@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,26 +27,40 @@ from pydantic import (
     model_validator,
 )
 
-from labkit import localfiles, secrets
-from labkit.errors import ParamsError
+from labkit import localfiles, secrets, yamlfile
+from labkit.errors import ParamsError, SecretError
 
 IPv4 = ipaddress.IPv4Address
 
 # -- field types -------------------------------------------------------------------------------------
 
 
+EXCERPT = 60  # characters of an offending value a message quotes
+
+
+def excerpt(value: Any) -> str:
+    """A value as a message quotes it: short, and a mapping or a list named, never printed whole
+    (a huge or nested value would flood the terminal, or hold a secret)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    text = repr(value if isinstance(value, bool | int | float | None) else str(value))
+    return text if len(text) <= EXCERPT else f"{text[:EXCERPT - 4]}...{text[-1]}"
+
+
 def _ipv4(value: Any) -> IPv4:
     try:
         return IPv4(str(value))
     except ValueError:
-        raise ValueError(f"{str(value)!r} is not an IPv4 address") from None
+        raise ValueError(f"{excerpt(value)} is not an IPv4 address") from None
 
 
 def _subnet(value: Any) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(str(value), strict=True)
     except ValueError:
-        raise ValueError(f"{str(value)!r} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
+        raise ValueError(f"{excerpt(value)} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
 
 
 def _secret_ref(value: Any) -> secrets.SecretRef:
@@ -63,7 +76,7 @@ def _pattern(regex: str, hint: str):
 
     def check(value: Any) -> str:
         if not isinstance(value, str) or not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} {hint}")
+            raise ValueError(f"{excerpt(value)} {hint}")
         return value
 
     return check
@@ -280,13 +293,11 @@ def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yamlfile.load(localfiles.read_text(path))
     except FileNotFoundError:
         raise ParamsError([f"{path}: file not found"], source=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ParamsError([f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"], source=str(path)) from None
+    except (localfiles.FileProblem, yamlfile.YamlProblem) as exc:
+        raise ParamsError([str(exc)], source=str(path)) from None
     if not isinstance(doc, dict):
         raise ParamsError(["the lab file must be a YAML mapping (name:, kind:, proxmox:, ...)"], source=str(path))
     return doc
@@ -317,12 +328,12 @@ def _message(err: dict, loc: list, doc: dict) -> str:
     if kind == "value_error":
         return err["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"{_value_at(doc, loc)!r} is not allowed; {err['msg'].lower()}"
+        return f"{excerpt(_value_at(doc, loc))} is not allowed; {err['msg'].lower()[:200]}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{_value_at(doc, loc)!r} is out of range: {err['msg'].lower()}"
+        return f"{excerpt(_value_at(doc, loc))} is out of range: {err['msg'].lower()}"
     if kind == "too_short":
         return "must not be empty"
-    return f"{_value_at(doc, loc)!r}: {err['msg'].lower()}"
+    return f"{excerpt(_value_at(doc, loc))}: {err['msg'].lower()}"
 
 
 def _unknown_key(loc: list, doc: dict) -> str:
@@ -424,7 +435,7 @@ def _embedded_rules(lab: Lab) -> list[str]:
         if not IPv4(lab.proxmox.host).is_loopback:
             raise ValueError
     except ValueError:
-        errors.append(f"proxmox.host: {lab.proxmox.host!r} is not a loopback address; the embedded lab serves PVE on 127.0.0.1")
+        errors.append(f"proxmox.host: {excerpt(lab.proxmox.host)} is not a loopback address; the embedded lab serves PVE on 127.0.0.1")
     return errors
 
 
@@ -446,13 +457,27 @@ def missing_files(lab: Lab) -> list[str]:
 
 def file_problems(lab: Lab) -> list[str]:
     """What is wrong inside the local files the lab needs (those present: ``missing_files``
-    names the others); messages never quote a file's content."""
+    names the others): secrets that cannot be read (a folder, /dev/zero, not UTF-8, no such
+    key), a public key that is not one, a CA that is not a certificate, a state folder that is
+    a file. Messages never quote a file's content."""
     errors = []
-    if lab.ssh.public_key.exists():
+    checks = {"ssh.public_key": (lab.ssh.public_key, localfiles.public_key_line),
+              "proxmox.ca_file": (lab.proxmox.ca_file, localfiles.check_pem_certificate)}
+    for where, (path, check) in checks.items():
         try:
-            localfiles.public_key_line(lab.ssh.public_key)
+            if path is not None and path.exists():
+                check(path)
         except localfiles.FileProblem as exc:
-            errors.append(f"ssh.public_key: {exc}")
+            errors.append(f"{where}: {exc}")
+    for where, ref in lab.secret_refs().items():
+        if ref.path and secrets.resolve_path(ref.path, lab.base_dir).exists():
+            try:
+                lab.secret(ref)
+            except SecretError as exc:
+                errors.append(f"{where}: {exc}")
+    state = lab.embedded.state_dir if lab.kind == "embedded" and lab.embedded else None
+    if state is not None and state.exists() and not state.is_dir():
+        errors.append(f"embedded.state_dir: {state} is a file; give a folder (the embedded lab keeps its state there)")
     return errors
 
 

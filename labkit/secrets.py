@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from labkit import localfiles, yamlfile
 from labkit.errors import SecretError
 
 _REF = re.compile(r"^(?:env:(?P<env>[A-Za-z_][A-Za-z0-9_]*)|file:(?P<path>[^#]+)(?:#(?P<key>[A-Za-z0-9_.-]+))?)$")
@@ -71,9 +70,11 @@ def _read_env(ref: SecretRef) -> str:
 def _read_file(ref: SecretRef, base_dir: Path) -> str:
     path = resolve_path(ref.path or "", base_dir)
     try:
-        text = path.read_text()
+        text = localfiles.read_text(path)
     except FileNotFoundError:
         raise SecretError(f"secret {ref}: file {path} does not exist") from None
+    except localfiles.FileProblem as exc:  # /dev/zero, a folder, a disk image, binary data
+        raise SecretError(f"secret {ref}: {exc}") from None
     except OSError as exc:
         raise SecretError(f"secret {ref}: cannot read {path}: {exc.strerror}") from None
     if ref.key is None:
@@ -87,8 +88,8 @@ def _read_file(ref: SecretRef, base_dir: Path) -> str:
 def _parse_entries(text: str) -> dict[str, object]:
     """A YAML mapping, or KEY=VALUE lines (comments and ``export`` allowed)."""
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError:
+        doc = yamlfile.load(text)
+    except yamlfile.YamlProblem:  # not YAML (or a bomb): read as KEY=VALUE lines
         doc = None
     if isinstance(doc, dict):
         return {str(k): v for k, v in doc.items()}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -211,3 +214,67 @@ def test_a_public_key_line_without_comment_passes_and_two_keys_do_not(lab_doc, t
     (tmp_path / "id.pub").write_text(line * 2)
     with pytest.raises(ParamsError, match="holds 2 key lines"):
         load_lab(write(tmp_path, lab_doc))
+
+
+BOMB = "lol: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)) + "name: *i\n"
+
+
+def _check_limited(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`labkit check` in a process of its own held to 1 GiB of memory and a minute: what a bomb
+    or /dev/zero would exhaust fails there, not in the test run."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(path), *extra],
+                          capture_output=True, text=True, timeout=60, preexec_fn=limit)
+
+
+def test_a_yaml_bomb_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB) < 1024
+    done = _check_limited(path)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "aliases (*name) expand to more than 100000 values, as a YAML bomb does" in done.stderr
+    path.write_text("a: &x [1, *x]\n")
+    with pytest.raises(ParamsError, match="line 1: a recursive alias"):
+        load_lab(path)
+
+
+def test_duplicate_keys_are_refused_with_both_lines(lab_doc, tmp_path):
+    text = write(tmp_path, lab_doc).read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "nodes:\n- {name: other, role: server, vmid: 130, ip: 192.168.2.30}\n")
+    with pytest.raises(ParamsError) as err:
+        load_lab(path)
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("nodes:"))
+    assert err.value.errors == [f"line {len(text.splitlines()) + 1}: key 'nodes' appears twice in one mapping "
+                                f"(first on line {first}); the second would silently replace the first: keep one"]
+    path.write_text("base: &b {cores: 2}\nnode: {<<: *b, memory: 1}\n")  # a merge key is no duplicate
+    with pytest.raises(ParamsError, match="base: unknown key"):
+        load_lab(path)
+
+
+def test_messages_quote_a_short_excerpt_never_a_whole_value(lab_doc, tmp_path):
+    lab_doc["nodes"][0]["name"] = "x" * 100_000
+    lab_doc["nodes"][1]["ip"] = {"nested": ["deep"] * 1000}
+    lab_doc["proxmox"]["node"] = ["pve"] * 1000
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert max(len(line) for line in err.value.errors) < 200, err.value.errors
+    assert any(line.startswith("nodes[0].name: 'xxxx") and "...' is not a valid host name" in line
+               for line in err.value.errors)
+    assert "nodes[1].ip: a mapping is not an IPv4 address" in err.value.errors
+    assert "proxmox.node: a list of 1000 items: input should be a valid string" in err.value.errors
+
+
+def test_huge_or_special_files_are_refused_not_read(lab_doc, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(ParamsError, match=r"big.yaml is \d+ bytes; at most 1048576 bytes are read"):
+        load_lab(big)
+    lab_doc["k3s"]["token"] = "file:/dev/zero"
+    done = _check_limited(write(tmp_path, lab_doc), "--strict")
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "k3s.token: secret file:/dev/zero: /dev/zero is not a regular file" in done.stderr
