@@ -10,8 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
+from labkit import yamlfile
 from labkit.errors import LabError, ParamsError
 from labkit.params import Lab, load_lab, missing_files, unset_variables
 
@@ -85,10 +84,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
                          only=args.only, start_from=args.start_from, dry_run=args.dry_run,
                          keep_lab=args.keep_lab, html=not args.no_html,
-                         parameters={name: yaml.safe_load(value) for name, value in args.parameter})
+                         parameters=parameter_values(args.parameter))
     run = run_series(lab, options)
     print(f"{'passed' if run.ok else 'FAILED'}: {run.folder}/summary.md")
     return 0 if run.ok else 1
+
+
+def parameter_values(pairs: list[list[str]]) -> dict[str, object]:
+    """``-p NAME VALUE`` pairs, each VALUE read as YAML (``true``, ``3``, ``[a, b]``)."""
+    values, errors = {}, []
+    for name, text in pairs:
+        try:
+            values[name] = yamlfile.load(text)
+        except yamlfile.YamlProblem as exc:
+            errors.append(f"-p {name}: {exc}; quote a plain string, e.g. -p {name} \"'text'\"")
+    if errors:
+        raise ParamsError(errors, source="the command line")
+    return values
 
 
 if __name__ == "__main__":

@@ -63,6 +63,20 @@ def _subnet(value: Any) -> ipaddress.IPv4Network:
         raise ValueError(f"{excerpt(value)} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
 
 
+DNS_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def _host(value: Any) -> str:
+    """An IPv4 address or a DNS name (a name's last label is not all digits: 192.168.2.300 is neither)."""
+    if isinstance(value, str):
+        try:
+            return str(IPv4(value))
+        except ValueError:
+            if DNS_NAME.fullmatch(value) and not value.rsplit(".", 1)[-1].isdigit() and len(value) <= 253:
+                return value
+    raise ValueError(f"{excerpt(value)} is not an IPv4 address or a DNS name")
+
+
 def _secret_ref(value: Any) -> secrets.SecretRef:
     # The message must never contain the value: it may be a secret pasted by mistake.
     if not isinstance(value, str) or not secrets.is_reference(value):
@@ -85,6 +99,7 @@ def _pattern(regex: str, hint: str):
 Address = Annotated[IPv4, BeforeValidator(_ipv4)]
 Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet)]
 SecretField = Annotated[secrets.SecretRef, BeforeValidator(_secret_ref)]
+Host = Annotated[str, BeforeValidator(_host)]
 PathField = Annotated[Path, BeforeValidator(lambda v: Path(str(v)).expanduser())]
 Hostname = Annotated[str, AfterValidator(_pattern(
     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "is not a valid host name: lowercase letters, digits and '-', at most 63"))]
@@ -97,7 +112,7 @@ K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-s
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # strict: `cores: true` is no 1
 
 
 # -- sections -----------------------------------------------------------------------------------------
@@ -109,7 +124,7 @@ class Embedded(Section):
 
 
 class Proxmox(Section):
-    host: str
+    host: Host
     port: Port = 8006
     node: Hostname
     token_id: Annotated[str, AfterValidator(_pattern(
@@ -120,8 +135,12 @@ class Proxmox(Section):
         r"([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}",
         "is not a SHA-256 fingerprint (32 hex bytes separated by ':', as PVE shows it)"))] | None = None
     template_vmid: VmId = 9000
-    storage: str = "local-lvm"
-    bridge: str = "vmbr0"
+    # PVE identifiers (its formats pve-storage-id and pve-bridge-id): they end up in API
+    # parameters such as net0, where a comma or '=' would splice in options of their own.
+    storage: Annotated[str, AfterValidator(_pattern(
+        r"[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]", "is not a PVE storage id like local-lvm"))] = "local-lvm"
+    bridge: Annotated[str, AfterValidator(_pattern(
+        r"[A-Za-z][A-Za-z0-9_.-]{0,14}", "is not a Linux bridge name like vmbr0 (at most 15 characters)"))] = "vmbr0"
 
     @model_validator(mode="after")
     def _one_trust_anchor(self) -> Proxmox:
@@ -162,7 +181,7 @@ class K3s(Section):
     version: Annotated[str, AfterValidator(_pattern(
         r"v\d+\.\d+\.\d+\+k3s\d+", "is not a k3s version like v1.34.3+k3s1"))]
     token: SecretField
-    tls_san: list[str] = []
+    tls_san: list[Host] = []
     disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
     cluster_init: bool = True
 
@@ -190,7 +209,7 @@ class MetalLB(Section):
 
 
 class Nfs(Section):
-    server: str
+    server: Host
     path: Annotated[str, AfterValidator(_pattern(r"/\S*", "is not an absolute export path like /volume1/k8s-data"))]
 
 
@@ -392,10 +411,12 @@ def cross_check(lab: Lab) -> list[str]:
     inside("metallb.addresses", first)
     inside("metallb.addresses", last)
     taken = {n.ip: f"nodes[{i}] ({n.name})" for i, n in enumerate(lab.nodes)} | {lab.network.gateway: "the gateway"}
+    if _is_ipv4(lab.nfs.server):
+        taken[IPv4(lab.nfs.server)] = "the NFS server (nfs.server)"
     for ip, owner in taken.items():
         if first <= ip <= last:
             errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
-                          "the pool must be disjoint from node IPs and the gateway")
+                          "the pool must be disjoint from node IPs, the gateway and the NFS server")
 
     servers = len(lab.servers)
     if servers == 0:
@@ -410,6 +431,14 @@ def cross_check(lab: Lab) -> list[str]:
     elif lab.embedded is not None:
         errors.append("embedded: only for kind: embedded; remove the section or set kind: embedded")
     return errors
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        IPv4(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _duplicates(nodes: list[Node], field: str) -> list[str]:

@@ -111,6 +111,20 @@ BAD = {
     "nfs path relative": (_set("nfs.path", "volume1"), "nfs.path: 'volume1' is not an absolute export path"),
     "dns empty": (_set("network.dns", []), "network.dns: must not be empty"),
     "missing CA file": (_set("proxmox.ca_file", "nope.pem"), "proxmox.ca_file: file"),
+    "bool for int": (_set("nodes.0.cores", True), "nodes[0].cores: True: input should be a valid integer"),
+    "string for port": (_set("ssh.port", "22"), "ssh.port: '22': input should be a valid integer"),
+    "string for bool": (_set("k3s.cluster_init", "yes"), "k3s.cluster_init: 'yes': input should be a valid boolean"),
+    "pool holds NFS": (_set("metallb.addresses", "192.168.2.2-192.168.2.9"),
+                       "contains 192.168.2.2, used by the NFS server (nfs.server)"),
+    "storage with options": (_set("proxmox.storage", "local-lvm,size=1"),
+                             "proxmox.storage: 'local-lvm,size=1' is not a PVE storage id like local-lvm"),
+    "bridge with options": (_set("proxmox.bridge", "vmbr0,firewall=0"),
+                            "proxmox.bridge: 'vmbr0,firewall=0' is not a Linux bridge name like vmbr0"),
+    "nfs server not a host": (_set("nfs.server", "nas server"), "nfs.server: 'nas server' is not an IPv4 address or a DNS name"),
+    "nfs server bad IP": (_set("nfs.server", "192.168.2.300"), "nfs.server: '192.168.2.300' is not an IPv4 address or a DNS"),
+    "tls_san not a host": (_set("k3s.tls_san", ["k3s-master", "https://k3s"]),
+                           "k3s.tls_san[1]: 'https://k3s' is not an IPv4 address or a DNS name"),
+    "proxmox host URL": (_set("proxmox.host", "https://pve:8006"), "proxmox.host: 'https://pve:8006' is not an IPv4"),
 }
 
 
@@ -278,3 +292,46 @@ def test_huge_or_special_files_are_refused_not_read(lab_doc, tmp_path):
     done = _check_limited(write(tmp_path, lab_doc), "--strict")
     assert done.returncode == 2, done.stderr[-500:]
     assert "k3s.token: secret file:/dev/zero: /dev/zero is not a regular file" in done.stderr
+
+
+def test_check_strict_reads_the_referenced_files(lab_doc, tmp_path):
+    (tmp_path / "secrets.yaml").write_text("pve: x-secret-value\n")
+    (tmp_path / "latin1").write_bytes("contraseña\n".encode("latin-1"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "pve-ca.pem").write_text("not a certificate\n")
+    lab_doc["proxmox"]["token_secret"] = "file:secrets.yaml#token"
+    lab_doc["k3s"]["token"] = "file:folder"
+    lab_doc["ssh"]["private_key"] = "file:latin1"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert err.value.errors == [
+        f"proxmox.ca_file: {tmp_path}/pve-ca.pem is not a PEM certificate (-----BEGIN CERTIFICATE-----...); "
+        "give the PVE CA, /etc/pve/pve-root-ca.pem on the host",
+        f"proxmox.token_secret: secret file:secrets.yaml#token: key 'token' not found in {tmp_path}/secrets.yaml",
+        f"ssh.private_key: secret file:latin1: {tmp_path}/latin1 is not UTF-8 text",
+        f"k3s.token: secret file:folder: {tmp_path}/folder is a directory; give a file"]
+    assert "x-secret-value" not in str(err.value) and "contrase" not in str(err.value)
+
+
+def test_an_embedded_state_dir_that_is_a_file_is_refused(tmp_path):
+    from tests.labfiles import sim_lab, write_lab
+
+    doc = sim_lab(tmp_path)
+    Path(doc["embedded"]["state_dir"]).write_text("a file\n")
+    with pytest.raises(ParamsError, match=r"embedded.state_dir: .*labsim is a file; give a folder"):
+        load_lab(write_lab(tmp_path, doc))
+
+
+def test_unreadable_lab_files_and_bad_command_lines_exit_2_with_a_message(tmp_path, capsys):
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_text("name: lab\n", encoding="utf-16")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    for path, expected in ((utf16, "utf16.yaml is not UTF-8 text"), (latin1, "latin1.yaml is not UTF-8 text"),
+                           (tmp_path, f"{tmp_path} is a directory; give a file")):
+        assert main(["check", "--params", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert main(["run", "--params", str(REPO / "parameters" / "sim.yaml"), "-p", "reconcile", "[true"]) == 2
+    err = capsys.readouterr().err
+    assert "-p reconcile: line 1, column 6: not valid YAML" in err and "Traceback" not in err
