@@ -12,8 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from labsim.net.cidrs import LOOPBACK, SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
+
 DEFAULT_TIME_SCALE = 0.02
-LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 
 class ConfigError(Exception):
@@ -35,15 +36,18 @@ class SimConfig:
     ssh_user: str
     ssh_port: int
     subnet: ipaddress.IPv4Network
-    # The lab's address ranges, the only ones a node's network reaches (labsim.node.network).
-    networks: tuple[ipaddress.IPv4Network, ...] = ()
+    # The pod and service networks the twin's k3s uses when config.yaml sets none (lab file k3s.*).
+    cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_CLUSTER_CIDR)
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_SERVICE_CIDR)
+    # The MetalLB pool (metallb.addresses) as networks, as far as it lies in loopback.
+    metallb_pool: tuple[ipaddress.IPv4Network, ...] = ()
 
     @classmethod
     def from_file(cls, path: Path, state_dir: Path | None = None) -> SimConfig:
         doc = yaml.safe_load(path.read_text()) or {}
         base = path.resolve().parent
         emb, pve, ssh, net = (doc.get(k) or {} for k in ("embedded", "proxmox", "ssh", "network"))
-        subnet = ipaddress.IPv4Network(str(net.get("subnet", "127.0.2.0/24")))
+        k3s = doc.get("k3s") or {}
         config = cls(
             name=str(doc.get("name", "sim")),
             state_dir=(state_dir or base / emb.get("state_dir", ".labsim")).resolve(),
@@ -57,8 +61,10 @@ class SimConfig:
             bridge=str(pve.get("bridge", "vmbr0")),
             ssh_user=str(ssh.get("user", "ubuntu")),
             ssh_port=int(ssh.get("port", 2222)),
-            subnet=subnet,
-            networks=(subnet, *lab_ranges(doc)),
+            subnet=ipaddress.IPv4Network(str(net.get("subnet", "127.0.2.0/24"))),
+            cluster_cidr=ipaddress.IPv4Network(str(k3s.get("cluster_cidr", SIM_CLUSTER_CIDR))),
+            service_cidr=ipaddress.IPv4Network(str(k3s.get("service_cidr", SIM_SERVICE_CIDR))),
+            metallb_pool=metallb_pool((doc.get("metallb") or {}).get("addresses")),
         )
         config.check_loopback()
         return config
@@ -69,24 +75,27 @@ class SimConfig:
             raise ConfigError(f"proxmox.host: {self.pve_host} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if not self.subnet.subnet_of(LOOPBACK):
             raise ConfigError(f"network.subnet: {self.subnet} is not inside 127.0.0.0/8; labsim binds loopback only")
+        for field in ("cluster_cidr", "service_cidr"):
+            if not getattr(self, field).subnet_of(LOOPBACK):
+                raise ConfigError(f"k3s.{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
+                                  "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network, ...]:
+        """The lab's address ranges: the only ones a node's network reaches (labsim.node.network)."""
+        return (self.subnet, *self.metallb_pool, self.cluster_cidr, self.service_cidr)
 
 
-def lab_ranges(doc: dict) -> list[ipaddress.IPv4Network]:
-    """The MetalLB pool (``A-B`` or a CIDR) and k3s' pod and service CIDRs, when the lab file
-    gives them, as far as they lie in 127.0.0.0/8 (a range beyond would open the host's network)."""
-    k3s = doc.get("k3s") or {}
-    texts = [(doc.get("metallb") or {}).get("addresses"), k3s.get("cluster_cidr"), k3s.get("service_cidr")]
-    networks: list[ipaddress.IPv4Network] = []
-    for text in filter(None, texts):
-        try:
-            networks.extend(_networks(str(text)))
-        except ValueError:
-            continue  # labkit reports a malformed range; it only narrows what nodes reach
-    return [network for network in networks if network.subnet_of(LOOPBACK)]
-
-
-def _networks(text: str) -> list[ipaddress.IPv4Network]:
-    if "-" in text:
-        first, last = (ipaddress.IPv4Address(part.strip()) for part in text.split("-", 1))
-        return list(ipaddress.summarize_address_range(first, last))
-    return [ipaddress.IPv4Network(text.strip(), strict=False)]
+def metallb_pool(addresses: object) -> tuple[ipaddress.IPv4Network, ...]:
+    """``A-B`` or a CIDR as networks; what does not parse (labkit reports it) or lies beyond
+    loopback (it would open the host's network to the nodes) is left out."""
+    try:
+        text = str(addresses or "")
+        if "-" in text:
+            first, last = (ipaddress.IPv4Address(part.strip()) for part in text.split("-", 1))
+            networks = list(ipaddress.summarize_address_range(first, last))
+        else:
+            networks = [ipaddress.IPv4Network(text.strip(), strict=False)] if text.strip() else []
+    except ValueError:
+        return ()
+    return tuple(network for network in networks if network.subnet_of(LOOPBACK))

@@ -82,10 +82,12 @@ def test_refuses_non_loopback_addresses(tmp_path: Path) -> None:
 def test_a_nodes_network_is_the_labs_ranges_within_loopback(tmp_path: Path) -> None:
     doc = sim_lab(tmp_path)
     doc["metallb"]["addresses"] = "127.77.0.10-127.77.0.13"
-    doc["k3s"].update(cluster_cidr="127.42.0.0/16", service_cidr="0.0.0.0/0")  # the latter would open the host
+    doc["k3s"].update(cluster_cidr="127.42.0.0/16", service_cidr="127.43.0.0/16")
     config = SimConfig.from_file(write_lab(tmp_path, doc))
     assert [str(n) for n in config.networks] == [str(config.subnet), "127.77.0.10/31", "127.77.0.12/31",
-                                                 "127.42.0.0/16"]
+                                                 "127.42.0.0/16", "127.43.0.0/16"]
+    doc["metallb"]["addresses"] = "0.0.0.0/0"  # beyond loopback: it would open the host's network
+    assert SimConfig.from_file(write_lab(tmp_path, doc)).metallb_pool == ()
 
 
 async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
