@@ -40,6 +40,10 @@ class HostKeyChanged(HostKeyRefused):
     """A node presented a host key other than the one pinned for it."""
 
 
+class SshTimeout(SshError):
+    """A command did not finish in time: the node answers, but slowly (or the command hangs)."""
+
+
 @dataclass(frozen=True)
 class Result:
     node: str
@@ -56,11 +60,14 @@ class Result:
 
 @dataclass(frozen=True)
 class Probe:
-    """The answers of one node to a set of commands, or why it could not be asked."""
+    """The answers of one node to a set of commands, or why it could not be asked (``failure``:
+    the SshError's class, so a reader tells a slow node or a refused host key from a VM that
+    is not there)."""
 
     node: str
     results: dict[str, Result]
     error: str | None = None
+    failure: type[SshError] | None = None
 
     def stdout(self, key: str) -> str:
         result = self.results.get(key)
@@ -241,7 +248,7 @@ class Session:
                 return Probe(node, {k: await self.arun(node, c, timeout=timeout, check=False)
                                     for k, c in commands.items()})
             except SshError as exc:
-                return Probe(node, {}, str(exc))
+                return Probe(node, {}, str(exc), type(exc))
 
         return {p.node: p for p in await asyncio.gather(*(one(n) for n in nodes))}
 
@@ -338,7 +345,7 @@ class Session:
                     # The channel closed without an exit status: the connection went away mid-command.
                     raise asyncssh.ConnectionLost("the channel closed before the command exited")
             except asyncssh.TimeoutError as exc:
-                raise SshError(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
+                raise SshTimeout(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
                                f"(output so far: {redact(str(exc.stdout or ''))[-200:]!r})") from None
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError,
                     BrokenPipeError, ConnectionResetError) as exc:
