@@ -162,7 +162,8 @@ def detached_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[d
     subprocess.run([*labsim, "up", "--params", str(params_path), *state, "--detach"], check=True,
                    capture_output=True, text=True, timeout=START_TIMEOUT)
     try:
-        out = subprocess.run([*labsim, "status", "--params", str(params_path), *state, "--json"], check=True,
+        out = subprocess.run([*labsim, "status", "--params", str(params_path), *state, "--json", "--show-secrets"],
+                             check=True,
                              capture_output=True, text=True, timeout=START_TIMEOUT).stdout
         yield json.loads(out)
     finally:

@@ -79,6 +79,11 @@ def test_server_writes_kubeconfig_and_node_token_as_k3s(k3s: K3sLab) -> None:
     assert prefix.startswith("K10") and len(prefix) == 3 + 64 and creds == f"server:{TOKEN}"
 
 
+def test_the_twins_kubernetes_store_holding_secrets_is_owner_only(k3s: K3sLab) -> None:
+    stores = list(k3s.handle.lab.state_dir.glob("kube/*/store.json"))
+    assert stores and all(p.stat().st_mode & 0o777 == 0o600 for p in stores), stores
+
+
 def test_api_certificate_covers_the_node_ip_loopback_and_tls_sans(k3s: K3sLab) -> None:
     pem = ssl.get_server_certificate((k3s.ip(0), 6443))
     sans = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(

@@ -115,8 +115,13 @@ def test_cli_up_detach_status_down(tmp_path: Path) -> None:
     up = _labsim("up", "--params", str(params), "--detach")
     try:
         assert up.returncode == 0, up.stderr
-        status = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
+        shown = _labsim("status", "--params", str(params), "--json").stdout
+        secret = yaml.safe_load((state / "secrets.yaml").read_text())["pve_token_secret"]
+        assert secret not in shown
+        assert json.loads(shown)["pve"]["token_secret"].startswith("(hidden: --show-secrets")
+        status = json.loads(_labsim("status", "--params", str(params), "--json", "--show-secrets").stdout)
         assert set(status) >= STATUS_KEYS and status["running"] is True
+        assert status["pve"]["token_secret"] == secret
         assert status["state_dir"] == str(state)
         api = token_client(status)
         assert [vm["vmid"] for vm in api.nodes("pve").qemu.get()] == [9000]
@@ -129,8 +134,9 @@ def test_cli_up_detach_status_down(tmp_path: Path) -> None:
         down = _labsim("down", "--params", str(params))
     assert down.returncode == 0, down.stderr
     assert not (state / "labsim.pid").exists()
-    stopped = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
-    assert stopped["running"] is False and stopped["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
+    stopped = _labsim("status", "--params", str(params), "--json").stdout
+    assert json.loads(stopped)["running"] is False and secret not in stopped
+    assert json.loads(stopped)["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
     assert _labsim("status", "--params", str(params)).returncode == 3
 
 
