@@ -167,6 +167,16 @@ def test_a_pasted_secret_is_refused_without_being_echoed(lab_doc, tmp_path):
     assert PVE_TOKEN not in text and "hunter2" not in text
 
 
+def test_a_token_id_with_its_secret_pasted_is_refused_without_echo(lab_doc, tmp_path):
+    lab_doc["proxmox"]["token_id"] = f"root@pam!labkit={PVE_TOKEN}"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert err.value.errors == ["proxmox.token_id: holds '=' and what follows it, as PVE's `user@realm!name=SECRET` "
+                                "does: give the id only (like root@pam!labkit) and the secret as a reference in "
+                                "proxmox.token_secret"]
+    assert PVE_TOKEN not in str(err.value) and PVE_TOKEN[:8] not in str(err.value)
+
+
 def test_all_errors_are_reported_at_once(lab_doc, tmp_path):
     lab_doc["nodes"][1]["ip"] = "192.168.2.300"
     lab_doc["k3s"]["version"] = "latest"
