@@ -85,6 +85,14 @@ def _secret_ref(value: Any) -> secrets.SecretRef:
     return secrets.parse(value)
 
 
+def _no_secret_after_equals(value: Any) -> Any:
+    # PVE shows a new token as `user@realm!name=SECRET`: pasted whole, the secret must not be echoed.
+    if isinstance(value, str) and "=" in value:
+        raise ValueError("holds '=' and what follows it, as PVE's `user@realm!name=SECRET` does: give the id "
+                         "only (like root@pam!labkit) and the secret as a reference in proxmox.token_secret")
+    return value
+
+
 def _pattern(regex: str, hint: str):
     compiled = re.compile(regex)
 
@@ -127,7 +135,7 @@ class Proxmox(Section):
     host: Host
     port: Port = 8006
     node: Hostname
-    token_id: Annotated[str, AfterValidator(_pattern(
+    token_id: Annotated[str, BeforeValidator(_no_secret_after_equals), AfterValidator(_pattern(
         r"[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*", "is not an API token id like root@pam!labkit (user@realm!name)"))]
     token_secret: SecretField
     ca_file: PathField | None = None
