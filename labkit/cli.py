@@ -7,15 +7,17 @@ Errors are messages, never tracebacks.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
-from labkit import yamlfile
+from labkit import secrets, yamlfile
 from labkit.errors import LabError, ParamsError
 from labkit.params import Lab, load_lab, missing_files, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = Path("parameters/sim.yaml")
+SECRET_NAME = re.compile(r"token|secret|passw|private|credential|api_?key", re.IGNORECASE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +96,12 @@ def parameter_values(pairs: list[list[str]]) -> dict[str, object]:
     """``-p NAME VALUE`` pairs, each VALUE read as YAML (``true``, ``3``, ``[a, b]``)."""
     values, errors = {}, []
     for name, text in pairs:
+        shape = "a secret's name" if SECRET_NAME.search(name) else secrets.secret_shape(text)
+        if shape:  # never echoed: the value may be the secret
+            errors.append(f"-p {name}: the value looks like {shape}; secrets never go on the command line (they "
+                          "would stay in the executed notebooks): reference them in the lab file (env:NAME or "
+                          "file:PATH#key)")
+            continue
         try:
             values[name] = yamlfile.load(text)
         except yamlfile.YamlProblem as exc:

@@ -10,11 +10,13 @@ printed (both are registered for redaction).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -384,8 +386,11 @@ def fetch_kubeconfig(ssh: Session, lab: Lab) -> Path:
     text = ssh.run(lab.master.name, f"cat {K3S_YAML}", sudo=True).stdout
     config = rewrite_kubeconfig(yaml.safe_load(text), lab)
     for user in config.get("users", []):
-        for value in (user.get("user") or {}).values():
+        for key, value in (user.get("user") or {}).items():
             secrets.register(str(value))
+            if key.endswith("-data"):  # and the PEM inside, as a cell that decodes it would print it
+                with suppress(ValueError):
+                    secrets.register(base64.b64decode(str(value)).decode())
     write_private(lab.kubeconfig, yaml.safe_dump(config, sort_keys=False))
     return lab.kubeconfig
 
