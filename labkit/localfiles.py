@@ -10,11 +10,13 @@ from pathlib import Path
 import asyncssh
 from cryptography import x509
 
+from labkit.errors import LabError
+
 MAX_BYTES = 1 << 20  # keys, CAs and secrets files are a few KB; /dev/zero or a disk image is not one
 PRIVATE_KEY_MARKS = ("PRIVATE KEY-----", "PuTTY-User-Key-File-")
 
 
-class FileProblem(ValueError):
+class FileProblem(LabError, ValueError):
     """A local file is unusable; the message names the file, never its content."""
 
 

@@ -319,3 +319,16 @@ def test_a_vm_without_its_disk_yet_is_named_in_the_plan_error(tmp_path):
         with pytest.raises(ProxmoxError, match=rf"^VM {master.vmid} \({master.name}\) has no boot disk: its clone "
                                                rf"is still running \(lock: clone\)\. .*qm destroy {master.vmid}"):
             proxmox.plan(api, sim.lab)
+
+
+def test_a_private_key_in_ssh_public_key_never_reaches_a_vm_config(lab_doc, tmp_path):
+    """Even a lab loaded without its files checked: the desired config refuses, naming the slip."""
+    from labkit.errors import LabError
+    from labkit.proxmox.provision import desired_config
+    from tests.labkit.conftest import write
+
+    lab_doc["ssh"]["public_key"] = "id"
+    lab = load_lab(write(tmp_path, lab_doc), check_files=False)
+    with pytest.raises(LabError, match="is a PRIVATE key, which must never leave this machine") as err:
+        desired_config(lab, lab.master)
+    assert "PRIVATE KEY-----" not in str(err.value)
