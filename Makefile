@@ -24,8 +24,9 @@ lint: $(VENV)/.installed-test
 check: $(VENV)/.installed
 	$(VENV)/bin/labkit check --params $(PARAMS)
 
+# The .ipynb from their jupytext sources (notebooks/NN-name.py), output-free; cell ids are kept.
 notebooks: $(VENV)/.installed
-	$(PY) notebooks/build.py
+	$(VENV)/bin/jupytext --to ipynb --update notebooks/[0-9][0-9]-*.py
 
 # The venv: created once, reinstalled when the project's metadata changes.
 $(VENV)/bin/python:
@@ -52,7 +53,7 @@ tools:
 	@bash scripts/install-tools.sh $(TOOLS)
 
 stop-lab:
-	-$(VENV)/bin/labsim down --params $(PARAMS)
+	-$(VENV)/bin/labsim down --state .labsim
 
 clean-lab: stop-lab
 	rm -rf .labsim

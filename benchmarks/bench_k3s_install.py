@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from labsim.lab import running_lab  # noqa: E402
-from tests.labfiles import write_lab  # noqa: E402
+from tests.labfiles import sim_config, write_lab  # noqa: E402
 from tests.labsim.k3s_lab import INSTALL, VERSION, K3sLab, nodes  # noqa: E402
 
 POLL_SECONDS = 0.02
@@ -61,7 +61,7 @@ def install_to_ready(lab: K3sLab, folder: Path, timeout: float) -> dict[str, flo
 def one_run(timeout: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         lab_file = write_lab(Path(tmp), workers=2, time_scale=0.0)
-        with running_lab(lab_file) as handle:
+        with running_lab(sim_config(lab_file)) as handle:
             lab = K3sLab.boot(handle, lab_file)
             return install_to_ready(lab, Path(tmp), timeout)
 

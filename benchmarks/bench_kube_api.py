@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubernetes import client  # noqa: E402
+from kubernetes import client
 
-from tests.labsim.kube_fixtures import running_cluster  # noqa: E402
+from tests.labsim.kube_fixtures import running_cluster
 
 
 def rss_mib() -> float:

@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.labfiles and the flow helpers
 
-from tests.labfiles import sim_lab, write_lab  # noqa: E402
-from tests.labsim.pveclient import provision, teardown, token_client  # noqa: E402
+from tests.labfiles import sim_config, sim_lab, write_lab
+from tests.labsim.pveclient import provision, teardown, token_client
 
 
 def labsim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "labsim", *args], capture_output=True, text=True, check=True)
 
 
-def timed_up(params: Path) -> float:
+def timed_up(state: Path) -> float:
     start = time.perf_counter()
-    labsim("up", "--params", str(params), "--detach")
+    labsim("up", "--state", str(state), "--detach")
     return time.perf_counter() - start
 
 
@@ -52,16 +52,16 @@ def run_flow(status: dict, count: int) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         doc = sim_lab(Path(tmp), time_scale=0.0)
-        params = write_lab(Path(tmp), doc)
-        first = timed_up(params)
-        labsim("down", "--params", str(params))
-        restart = timed_up(params)
+        state = sim_config(write_lab(Path(tmp), doc)).state_dir  # labsim's config.json, as labkit writes it
+        first = timed_up(state)
+        labsim("down", "--state", str(state))
+        restart = timed_up(state)
         try:
-            status = json.loads(labsim("status", "--params", str(params), "--json").stdout)
+            status = json.loads(labsim("status", "--state", str(state), "--json").stdout)
             status["vms_subnet"] = doc["network"]["subnet"].rsplit(".", 1)[0]
             flows = {n: run_flow(status, n) for n in (3, 24)}
         finally:
-            labsim("down", "--params", str(params))
+            labsim("down", "--state", str(state))
     print(f"labsim up --detach, first start (generates CA, keys):  {first:6.2f} s")
     print(f"labsim up --detach, restart (resumes state):           {restart:6.2f} s")
     for n, seconds in flows.items():

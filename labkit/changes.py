@@ -1,8 +1,10 @@
-"""Plans and steps: what an operation proposes and does, independent of who records it.
+"""Plans, steps and checks: what an operation proposes, does and verifies, independent of who
+records it.
 
 Operations (proxmox, k3s...) return a ``Plan`` of items, each able to say its ``Change`` (one
-line of the plan table), and mark their timed steps through a ``StepTimer``: notebooks pass
-``report.step``, callers that do not care get ``untimed``. Neither needs the report itself.
+line of the plan table), mark their timed steps through a ``StepTimer`` (notebooks pass
+``report.step``, callers that do not care get ``untimed``), and return their verification as
+``Check`` values. None of them needs the report itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ class Change:
     def change(self) -> Change:
         """A Change is a plan item of its own (plans whose items need no more than this)."""
         return self
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification: its name, whether it held, and what was seen."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    enforced: bool = True  # False in a dry run: shown, never failing the notebook
 
 
 class PlanItem(Protocol):

@@ -1,6 +1,9 @@
 """Start and stop the embedded lab (labsim) around a run, when the lab file says ``kind: embedded``.
 
-labkit never imports labsim: it drives the ``labsim`` command, as a user would.
+labkit never imports labsim: it drives the ``labsim`` command, as a user would. labsim does not
+read the lab file either: labkit, which validated it, writes the few settings labsim needs into
+``config.json`` in the lab's state folder (``sim_config``), so the lab file has one parser and
+one set of defaults (labkit.params).
 """
 
 from __future__ import annotations
@@ -11,9 +14,35 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from labkit.errors import LabError
 from labkit.params import Lab
+
+CONFIG_FILE = "config.json"  # labsim reads it from its state folder (labsim/config.py)
+
+
+def sim_config(lab: Lab) -> dict[str, Any]:
+    """What labsim needs of an embedded lab: its name, speed, PVE endpoint and the VMs' network."""
+    assert lab.embedded is not None  # params gives every embedded lab this section
+    pve = lab.proxmox
+    return {
+        "name": lab.name, "time_scale": lab.embedded.time_scale,
+        "pve_host": pve.host, "pve_port": pve.port, "pve_node": pve.node, "token_id": pve.token_id,
+        "template_vmid": pve.template_vmid, "storage": pve.storage, "bridge": pve.bridge,
+        "ssh_user": lab.ssh.user, "ssh_port": lab.ssh.port, "subnet": str(lab.network.subnet),
+        "cluster_cidr": str(lab.k3s.cluster_cidr), "service_cidr": str(lab.k3s.service_cidr),
+        "metallb_pool": "-".join(map(str, lab.metallb.pool)),
+    }
+
+
+def write_sim_config(lab: Lab) -> Path:
+    """Write labsim's config.json into the lab's state folder (before every ``labsim up``)."""
+    assert lab.embedded is not None
+    path = lab.embedded.state_dir / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sim_config(lab), indent=2) + "\n")
+    return path
 
 
 def labsim_command() -> str | None:
@@ -36,7 +65,8 @@ class EmbeddedLab:
             self.report("embedded lab already running: using it as it is")
             return self
         self.report(f"starting the embedded lab (state in {self.state_dir})")
-        self._labsim("up", "--params", str(self.lab.path.resolve()), "--detach", timeout=300)
+        write_sim_config(self.lab)
+        self._labsim("up", "--detach", timeout=300)
         self.started = True
         return self
 

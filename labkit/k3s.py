@@ -24,8 +24,9 @@ import pandas as pd
 import yaml
 
 from labkit import secrets
-from labkit.changes import Change, Drift, Plan, StepTimer, drift_keys, untimed
+from labkit.changes import Change, Check, Drift, Plan, StepTimer, drift_keys, untimed
 from labkit.errors import K3sError, SshError
+from labkit.kube import Cluster
 from labkit.params import Lab, Node
 from labkit.ssh import HostKeyRefused, Probe, Result, Session, SshTimeout
 
@@ -380,10 +381,13 @@ def versions(ssh: Session, lab: Lab) -> dict[str, str | None]:
 # -- kubeconfig ----------------------------------------------------------------------------------------
 
 
-def fetch_kubeconfig(ssh: Session, lab: Lab) -> Path:
+def fetch_kubeconfig(ssh: Session, lab: Lab, *, dry_run: bool = False, step: StepTimer = untimed) -> Path:
     """k3s.yaml from the server, its server rewritten from 127.0.0.1 to the master's address and
-    its names to the lab's, written to the lab's ``kubeconfig`` path with mode 0600."""
-    text = ssh.run(lab.master.name, f"cat {K3S_YAML}", sudo=True).stdout
+    its names to the lab's, written to the lab's ``kubeconfig`` path with mode 0600 (not in a dry run)."""
+    if dry_run:
+        return lab.kubeconfig
+    with step("kubeconfig", lab.master.name):
+        text = ssh.run(lab.master.name, f"cat {K3S_YAML}", sudo=True).stdout
     config = rewrite_kubeconfig(yaml.safe_load(text), lab)
     for user in config.get("users", []):
         for key, value in (user.get("user") or {}).items():
@@ -423,9 +427,11 @@ def write_private(path: Path, text: str) -> None:
 
 
 def bootstrap(ssh: Session, lab: Lab, plan_: Plan[Change], timeout: float = 600, reconcile: bool = False,
-              step: StepTimer = untimed) -> list[Change]:
+              dry_run: bool = False, step: StepTimer = untimed) -> list[Change]:
     """Apply a k3s plan: servers first, one at a time, then the agents concurrently; config drift
-    only with ``reconcile``. Returns what was done."""
+    only with ``reconcile``; nothing in a dry run. Returns what was done."""
+    if dry_run:
+        return []
     todo = {c.target: c for c in plan_.changes() if c.is_change and (c.action != "drift" or reconcile)}
     agents = [n.name for n in lab.agents if n.name in todo and todo[n.name].action == "join"]
     try:
@@ -450,3 +456,31 @@ def rewrite_config(ssh: Session, lab: Lab, node: Node, timeout: float = 120) -> 
     write_config(ssh, node, desired_config(lab, node, token))
     ssh.run(node.name, f"systemctl restart {service(node)}", sudo=True, timeout=timeout)
     wait_active(ssh, node, timeout=timeout)
+
+
+# -- verify ------------------------------------------------------------------------------------------------
+
+
+def verify(ssh: Session, lab: Lab, cluster: Cluster) -> list[Check]:
+    """Read the cluster back and compare it with the lab file: k3s and config.yaml as planned,
+    every node Ready at the pinned version, system pods running, the API server's certificate
+    valid for the master's address, the kubeconfig private."""
+    left = [c for c in plan(lab, preflight(ssh, lab).facts).changes() if c.is_change]
+    names = sorted(n.name for n in lab.nodes)
+    nodes = cluster.nodes.to_dict("records")
+    ready = sorted(n["name"] for n in nodes if n["ready"])
+    versions = sorted({n["version"] for n in nodes})
+    phases = set(cluster.system_pods["phase"])
+    mode = lab.kubeconfig.stat().st_mode & 0o777 if lab.kubeconfig.exists() else None
+    return [
+        Check("k3s and config.yaml match the lab file", not left,
+              "; ".join(f"{c.target}: {c.detail}" for c in left) or "no drift"),
+        Check("every lab node is Ready", ready == names, f"{len(ready)} Ready"),
+        Check(f"kubelet versions = pin {lab.k3s.version}", versions == [lab.k3s.version], ", ".join(versions)),
+        Check("kube-system pods are running", bool(phases) and phases <= {"Running", "Succeeded"},
+              f"{len(cluster.system_pods)} pods"),
+        Check("API server certificate covers the master IP", str(lab.master.ip) in cluster.sans,
+              ", ".join(cluster.sans)),
+        Check("kubeconfig is private (0600)", mode == 0o600, f"mode {mode:o}" if mode is not None else "missing"),
+    ]
+

@@ -11,6 +11,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from labkit.changes import StepTimer, untimed
 from labkit.errors import KubeError
 from labkit.progress import Progress, progress
 
@@ -116,6 +118,10 @@ def _api(what: str, request: Callable[[], Any]) -> Any:
         raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
 
 
+NODE_COLUMNS = ["name", "roles", "ready", "version", "internal_ip", "cpu", "memory_gib", "unschedulable"]
+POD_COLUMNS = ["namespace", "name", "phase", "ready", "containers", "node", "restarts"]
+
+
 def node_table(api: client.ApiClient) -> pd.DataFrame:
     """Nodes: name, roles, Ready, kubelet version, internal IP, allocatable CPU and memory."""
     rows = []
@@ -128,8 +134,7 @@ def node_table(api: client.ApiClient) -> pd.DataFrame:
                      "version": node.status.node_info.kubelet_version, "internal_ip": ip,
                      "cpu": cpu_cores(alloc.get("cpu", "0")), "memory_gib": round(memory_bytes(alloc.get("memory", "0")) / 1024**3, 2),
                      "unschedulable": bool(node.spec.unschedulable)})
-    columns = ["name", "roles", "ready", "version", "internal_ip", "cpu", "memory_gib", "unschedulable"]
-    return pd.DataFrame(rows, columns=columns).sort_values("name").reset_index(drop=True)
+    return pd.DataFrame(rows, columns=NODE_COLUMNS).sort_values("name").reset_index(drop=True)
 
 
 def pod_table(api: client.ApiClient, namespace: str | None = None) -> pd.DataFrame:
@@ -139,8 +144,7 @@ def pod_table(api: client.ApiClient, namespace: str | None = None) -> pd.DataFra
              "ready": sum(1 for c in p.status.container_statuses or [] if c.ready),
              "containers": len(p.spec.containers), "node": p.spec.node_name or "",
              "restarts": sum(c.restart_count for c in p.status.container_statuses or [])} for p in pods.items]
-    columns = ["namespace", "name", "phase", "ready", "containers", "node", "restarts"]
-    return pd.DataFrame(rows, columns=columns).sort_values(["namespace", "name"]).reset_index(drop=True)
+    return pd.DataFrame(rows, columns=POD_COLUMNS).sort_values(["namespace", "name"]).reset_index(drop=True)
 
 
 def cpu_cores(quantity: str) -> float:
@@ -170,3 +174,28 @@ def server_certificate_sans(kubeconfig: Path, timeout: float = 10) -> list[str]:
         der = tls.getpeercert(binary_form=True)
     names = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return [str(n.value) for n in names]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster that came up: when each node turned Ready, its nodes and system pods, and the
+    names the API server's certificate is valid for."""
+
+    ready: dict[str, datetime]
+    nodes: pd.DataFrame
+    system_pods: pd.DataFrame
+    sans: list[str]
+
+
+def wait_cluster(kubeconfig: Path, names: list[str], *, timeout: float = 300, dry_run: bool = False,
+                 step: StepTimer = untimed) -> Cluster:
+    """Wait until every named node is Ready and kube-system's pods run, then read the cluster back.
+    A dry run waits for nothing and reads nothing: the cluster may not exist yet."""
+    if dry_run:
+        return Cluster({}, pd.DataFrame(columns=NODE_COLUMNS), pd.DataFrame(columns=POD_COLUMNS), [])
+    api = connect(kubeconfig)
+    ready = wait_nodes_ready(api, names, timeout)
+    with step("kube-system pods running", "cluster"):
+        pods = wait_pods_running(api, "kube-system", timeout)
+    return Cluster(ready, node_table(api), pods, server_certificate_sans(kubeconfig))
+

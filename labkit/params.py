@@ -116,6 +116,7 @@ DomainName = Annotated[str, AfterValidator(_pattern(
     "is not a valid DNS name: dot-separated labels of lowercase letters, digits and '-'"))]
 VmId = Annotated[int, Field(ge=100, le=999_999_999)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+EMBEDDED_SSH_PORT = 2222
 K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
 
 
@@ -249,6 +250,17 @@ class Lab(Section):
 
     # Set by load_lab: where the file lives, for relative paths and secrets.
     _path: Path = PrivateAttr(default=Path("lab.yaml"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_defaults(cls, doc: Any) -> Any:
+        """An embedded lab may leave out its ``embedded`` section, and runs without root: its SSH
+        port defaults to an unprivileged one."""
+        if isinstance(doc, dict) and doc.get("kind") == "embedded":
+            doc = {**doc, "embedded": doc.get("embedded") or {}}
+            if isinstance(doc.get("ssh"), dict):
+                doc["ssh"] = {"port": EMBEDDED_SSH_PORT, **doc["ssh"]}
+        return doc
 
     @model_validator(mode="after")
     def _resolve_paths(self, info: ValidationInfo) -> Lab:
@@ -505,8 +517,6 @@ def _duplicates(nodes: list[Node], field: str) -> list[str]:
 
 def _embedded_rules(lab: Lab) -> list[str]:
     errors = []
-    if lab.embedded is None:
-        errors.append("embedded: required for kind: embedded (state_dir, time_scale)")
     loopback = ipaddress.IPv4Network("127.0.0.0/8")
     if not lab.network.subnet.subnet_of(loopback):
         errors.append(f"network.subnet: {lab.network.subnet} is not loopback; the embedded lab binds 127.0.0.0/8 only")

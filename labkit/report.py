@@ -1,10 +1,12 @@
 """What a notebook proves and changes: plans, checks, step timings, and the record for the runner.
 
-A notebook builds one ``Report``: plan tables from ``Change`` lists, ``report.check(...)`` for each
-verification, ``with report.step(...)`` around timed work, ``report.applied(changes)`` for what it
-changed. ``record(report)`` at the end hands all of it to the runner (as a display output of its
-own MIME type, so the executed notebook carries its results) and fails the notebook, naming the
-failed checks, if any check failed.
+A notebook builds one ``Report``: plan tables from plans, ``report.require(...)`` for a gate that
+stops the notebook, ``report.verify(checks)`` and ``report.check(...)`` for verifications,
+``with report.step(...)`` (or ``step=report.step`` passed to an operation) around timed work,
+``report.applied(changes)`` for what it changed. ``record(report)`` at the end hands all of it to
+the runner (as a display output of its own MIME type, so the executed notebook carries its
+results) and fails the notebook, naming the failed checks, if any check failed. In a dry run
+(``Report(name, dry_run=True)``) checks are shown with what they found but never fail.
 """
 
 from __future__ import annotations
@@ -18,23 +20,19 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from labkit.changes import Change, Plan
+from labkit import tables
+from labkit.changes import Change, Check, Plan
 from labkit.errors import ChecksFailed
 from labkit.progress import say
 
 RECORD_MIME = "application/vnd.labkit.record+json"
 
+tables.install()  # a notebook that reports shows its tables labkit's way (no 0..n index, long ones folded)
+
 
 def plan_table(changes: Iterable[Change]) -> pd.DataFrame:
     rows = [asdict(c) for c in changes]
     return pd.DataFrame(rows, columns=["target", "action", "detail", "needs_reboot"])
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,28 @@ class Timing:
 @dataclass
 class Report:
     notebook: str
+    dry_run: bool = False
     checks: list[Check] = field(default_factory=list)
     steps: list[Timing] = field(default_factory=list)
     planned: list[Change] = field(default_factory=list)
     changed: list[Change] = field(default_factory=list)
 
     def check(self, name: str, passed: bool, detail: str = "") -> Check:
-        result = Check(name, bool(passed), detail)
+        result = Check(name, bool(passed), detail, enforced=not self.dry_run)
         self.checks.append(result)
+        return result
+
+    def verify(self, checks: Iterable[Check]) -> pd.DataFrame:
+        """Record checks an operation made (``proxmox.verify``...); returns the checks table."""
+        for c in checks:
+            self.check(c.name, c.passed, c.detail)
+        return self.checks_table()
+
+    def require(self, name: str, passed: bool, detail: str = "") -> Check:
+        """A check the rest of the notebook depends on: if it fails, stop now, naming it."""
+        result = self.check(name, passed, detail)
+        if result.enforced and not result.passed:
+            raise ChecksFailed(f"{name}: {detail}" if detail else name)
         return result
 
     def plan(self, plan: Plan | Iterable[Change]) -> pd.DataFrame:
@@ -68,9 +80,11 @@ class Report:
         self.planned.extend(c for c in changes if c.is_change)
         return plan_table(changes)
 
-    def applied(self, changes: Iterable[Change]) -> None:
-        """Count changes that were actually made (not merely planned)."""
-        self.changed.extend(c for c in changes if c.is_change)
+    def applied(self, changes: Iterable[Change]) -> pd.DataFrame:
+        """Count changes that were actually made (not merely planned); returns their table."""
+        made = [c for c in changes if c.is_change]
+        self.changed.extend(made)
+        return plan_table(made)
 
     @contextmanager
     def step(self, name: str, target: str = "") -> Iterator[None]:
@@ -92,12 +106,27 @@ class Report:
         """A step timed elsewhere (concurrent work measured per target)."""
         self.steps.append(Timing(name, target, start, end))
 
+    def add_timings(self, name: str, rows: pd.DataFrame, by: str = "node") -> None:
+        """Steps timed elsewhere, one per row: its target in column ``by``, ``start``, ``end``."""
+        for row in rows.to_dict("records"):
+            self.add_timing(name, row[by], row["start"], row["end"])
+
+    def until(self, name: str, reached: dict[str, datetime], since: datetime) -> None:
+        """Per target, the wait from the end of its last timed step (or ``since``, for a target
+        this notebook did not touch) until ``reached`` says it got there."""
+        for target, at in reached.items():
+            start = max((t.end for t in self.steps if t.target == target), default=since)
+            self.add_timing(name, target, start, max(at, start))
+
     @property
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        return [c for c in self.checks if c.enforced and not c.passed]
 
     def checks_table(self) -> pd.DataFrame:
-        rows = [{"check": c.name, "result": "pass" if c.passed else "FAIL", "detail": c.detail} for c in self.checks]
+        def result(c: Check) -> str:
+            return ("pass" if c.passed else "FAIL") if c.enforced else f"dry run: {'pass' if c.passed else 'would fail'}"
+
+        rows = [{"check": c.name, "result": result(c), "detail": c.detail} for c in self.checks]
         return pd.DataFrame(rows, columns=["check", "result", "detail"])
 
     def timings(self) -> pd.DataFrame:
@@ -108,6 +137,7 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "notebook": self.notebook,
+            "dry_run": self.dry_run,
             "checks": [asdict(c) for c in self.checks],
             "planned": [asdict(c) for c in self.planned],
             "changes": [asdict(c) for c in self.changed],
@@ -116,9 +146,11 @@ class Report:
         }
 
     def summary(self) -> str:
-        passed = len(self.checks) - len(self.failed)
+        enforced = [c for c in self.checks if c.enforced]
         changes = f"{len(self.changed)} change(s) made" if self.changed else "no changes"
-        return f"{self.notebook}: {passed}/{len(self.checks)} checks passed, {changes}"
+        checks = "dry run, checks not enforced" if self.dry_run else \
+            f"{len(enforced) - len(self.failed)}/{len(enforced)} checks passed"
+        return f"{self.notebook}: {checks}, {changes}"
 
 
 def record(report: Report, **extra: object) -> None:

@@ -180,7 +180,7 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
         papermill.execute_notebook(
             str(path), str(executed), parameters={
                 **{k: v for k, v in options.parameters.items() if k in _declared(path)},
-                "lab_file": str(lab.path.resolve()), "dry_run": options.dry_run},
+                "lab_file": lab_file_parameter(lab.path, path.parent), "dry_run": options.dry_run},
             kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
             execution_timeout=options.timeout_s, on_cell=_cell_reporter(report),
             # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport
@@ -209,6 +209,13 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
            f"{': ' + result.error if result.error else ''}")
 
 
+def lab_file_parameter(lab_file: Path, notebooks_dir: Path) -> str:
+    """The lab file as the notebook (run in its own folder) should name it: relative when it lies in
+    the notebooks' repository, so rendered notebooks do not show this checkout's absolute path."""
+    lab_file, repo = lab_file.resolve(), notebooks_dir.resolve().parent
+    return os.path.relpath(lab_file, notebooks_dir.resolve()) if lab_file.is_relative_to(repo) else str(lab_file)
+
+
 def _store(executed: Path, result: NotebookResult, folder: Path, known: frozenset[str]) -> None:
     """Scrub the executed notebook and write it into the run folder; read its records."""
     clean, result.secrets_scrubbed = scrub(json.loads(executed.read_text()), known)
@@ -220,9 +227,10 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
         raise LabError(f"{target.name}: a secret survived scrubbing; the executed notebook was not kept")
     result.output = target.name
     for rec in records_in(nb):
-        result.checks_passed += sum(c["passed"] for c in rec["checks"])
-        result.checks_failed += sum(not c["passed"] for c in rec["checks"])
-        result.failed_checks += [c["name"] for c in rec["checks"] if not c["passed"]]
+        enforced = [c for c in rec["checks"] if c.get("enforced", True)]  # a dry run's checks only show
+        result.checks_passed += sum(c["passed"] for c in enforced)
+        result.checks_failed += sum(not c["passed"] for c in enforced)
+        result.failed_checks += [c["name"] for c in enforced if not c["passed"]]
         result.changes += len(rec["changes"])
         result.planned += len(rec["planned"])
 

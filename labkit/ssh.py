@@ -255,11 +255,11 @@ class Session:
     def upload(self, node: str, data: str | bytes, path: str, mode: int = 0o644) -> None:
         eventloop.run(self.aupload(node, data, path, mode))
 
-    def reachable(self, nodes: Iterable[str], timeout: float = 600) -> pd.DataFrame:
+    def reachable(self, nodes: Iterable[str], timeout: float = 600, dry_run: bool = False) -> pd.DataFrame:
         """Connect to each node (recording first-contact host keys), retrying while sshd is not
         up yet, and wait for cloud-init to finish; one row per node with when the wait started
-        and ended (for timelines)."""
-        return eventloop.run(self._reachable(list(nodes), timeout))
+        and ended (for timelines). A dry run contacts none (its VMs may not exist yet)."""
+        return eventloop.run(self._reachable([] if dry_run else list(nodes), timeout))
 
     async def _reachable(self, nodes: list[str], timeout: float) -> pd.DataFrame:
         async def one(node: str) -> dict:

@@ -23,19 +23,21 @@ from typing import Any
 
 import requests
 
-from labsim.config import ConfigError, SimConfig
+from labsim.config import CONFIG_FILE, ConfigError, SimConfig
 from labsim.lab import Lab, static_status
 from labsim.state import StateFile
 
-DEFAULT_PARAMS = Path("parameters/sim.yaml")
+DEFAULT_STATE = Path(".labsim")
 READY_TIMEOUT = 120
 STOP_TIMEOUT = 60
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "up" and not (args.state / CONFIG_FILE).exists():
+        return _never_started(args)
     try:
-        config = _config(args)
+        config = SimConfig.load(args.state)
     except (ConfigError, OSError, ValueError) as error:
         print(f"labsim: {error}", file=sys.stderr)
         return 2
@@ -47,8 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "start the lab"), ("down", "stop a detached lab"), ("status", "is it running, where")):
         sub = commands.add_parser(name, help=text)
-        sub.add_argument("--params", type=Path, help=f"lab file (default: {DEFAULT_PARAMS})")
-        sub.add_argument("--state", type=Path, help="state folder (default: the lab file's embedded.state_dir)")
+        sub.add_argument("--state", type=Path, default=DEFAULT_STATE,
+                         help=f"state folder, holding the config.json labkit wrote (default: {DEFAULT_STATE})")
         if name == "up":
             sub.add_argument("--detach", action="store_true", help="run in the background; return once it answers")
         if name == "status":
@@ -58,21 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace) -> SimConfig:
-    """The lab file named, else the one a lab in ``--state`` was started with, else the default.
-    Sets ``args.params`` to the file used (resolved)."""
-    if args.params is None and args.state is not None:
-        saved = StateFile(args.state.resolve() / "status.json").load() or {}
-        if saved.get("params") and Path(saved["params"]).exists():
-            args.params = Path(saved["params"])
-    if args.params is None and DEFAULT_PARAMS.exists():
-        args.params = DEFAULT_PARAMS
-    if args.params is None and args.command != "up" and args.state is not None:
-        return SimConfig.from_file(Path(os.devnull), args.state)  # down/status need only the state folder
-    if args.params is None or not args.params.exists():
-        raise ConfigError(f"{args.params or DEFAULT_PARAMS}: no such lab file; name one with --params")
-    args.params = args.params.resolve()
-    return SimConfig.from_file(args.params, args.state)
+def _never_started(args: argparse.Namespace) -> int:
+    """``down`` and ``status`` of a state folder no lab was started in (labkit writes its config)."""
+    state = args.state.resolve()
+    if args.command == "status" and args.json:
+        print(json.dumps({"running": False, "state_dir": str(state)}))
+        return 0
+    print(f"labsim: not running (no lab was started with state in {state})")
+    return 3 if args.command == "status" else 0
 
 
 # ---------------------------------------------------------------- up
@@ -85,7 +80,7 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(config, args)
     try:
-        asyncio.run(_serve(config, args.params))
+        asyncio.run(_serve(config))
     except OSError as error:
         hint = "; another lab or program holds it: stop it, or change the address in the lab file"
         print(f"labsim: cannot start: {error}{hint if error.errno == errno.EADDRINUSE else ''}", file=sys.stderr)
@@ -93,7 +88,7 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: SimConfig, params: Path) -> None:
+async def _serve(config: SimConfig) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     lab = Lab(config)
     stopping = asyncio.Event()
@@ -102,26 +97,25 @@ async def _serve(config: SimConfig, params: Path) -> None:
         loop.add_signal_handler(sig, stopping.set)
     try:
         await lab.start()
-        _write_running(config.state_dir, params)
+        _write_running(config.state_dir)
         print(f"labsim: lab '{config.name}' up: PVE API at {lab.pve_url}, state in {config.state_dir}", flush=True)
         await stopping.wait()
     finally:
         await lab.stop()
         (config.state_dir / "labsim.pid").unlink(missing_ok=True)
-        StateFile(config.state_dir / "status.json").save({**static_status(config), "params": str(params)})
+        StateFile(config.state_dir / "status.json").save(static_status(config))
         print("labsim: stopped", flush=True)
 
 
-def _write_running(state_dir: Path, params: Path) -> None:
+def _write_running(state_dir: Path) -> None:
     (state_dir / "labsim.pid").write_text(f"{os.getpid()}\n")
-    StateFile(state_dir / "status.json").save({"running": True, "pid": os.getpid(), "params": str(params)})
+    StateFile(state_dir / "status.json").save({"running": True, "pid": os.getpid()})
 
 
 def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir / "labsim.log"
-    argv = [sys.executable, "-m", "labsim", "up", "--params", str(args.params),
-            "--state", str(config.state_dir)]
+    argv = [sys.executable, "-m", "labsim", "up", "--state", str(config.state_dir)]
     with log_path.open("ab") as log:
         earlier = log.tell()  # the log keeps past runs; a failure shows only this attempt's lines
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

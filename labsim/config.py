@@ -1,20 +1,20 @@
-"""What labsim reads from a lab file.
+"""labsim's configuration: a small JSON file, ``config.json`` in the lab's state folder.
 
-labsim never imports labkit, so it reads the few fields it needs from the YAML itself; labkit
-validates the whole file. Relative paths resolve against the lab file's folder.
+labsim does not read the lab file: labkit validates it (the one contract, labkit.params) and
+writes this file from the validated lab before it starts labsim (labkit.embedded). Every field is
+required and none has a default here, so labsim cannot disagree with the lab file's defaults;
+adding a setting is one field below (and one line where labkit writes it).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from labsim.net.cidrs import LOOPBACK, SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
-
-DEFAULT_TIME_SCALE = 0.02
+CONFIG_FILE = "config.json"
 
 
 class ConfigError(Exception):
@@ -23,8 +23,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class SimConfig:
+    state_dir: Path  # where config.json lives; not in the file
     name: str
-    state_dir: Path
     time_scale: float
     pve_host: str
     pve_port: int
@@ -37,65 +37,60 @@ class SimConfig:
     ssh_port: int
     subnet: ipaddress.IPv4Network
     # The pod and service networks the twin's k3s uses when config.yaml sets none (lab file k3s.*).
-    cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_CLUSTER_CIDR)
-    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_SERVICE_CIDR)
-    # The MetalLB pool (metallb.addresses) as networks, as far as it lies in loopback.
-    metallb_pool: tuple[ipaddress.IPv4Network, ...] = ()
+    cluster_cidr: ipaddress.IPv4Network
+    service_cidr: ipaddress.IPv4Network
+    metallb_pool: str  # FIRST-LAST, the lab file's metallb.addresses
 
     @classmethod
-    def from_file(cls, path: Path, state_dir: Path | None = None) -> SimConfig:
-        doc = yaml.safe_load(path.read_text()) or {}
-        base = path.resolve().parent
-        emb, pve, ssh, net = (doc.get(k) or {} for k in ("embedded", "proxmox", "ssh", "network"))
-        k3s = doc.get("k3s") or {}
-        config = cls(
-            name=str(doc.get("name", "sim")),
-            state_dir=(state_dir or base / emb.get("state_dir", ".labsim")).resolve(),
-            time_scale=float(emb.get("time_scale", DEFAULT_TIME_SCALE)),
-            pve_host=str(pve.get("host", "127.0.0.1")),
-            pve_port=int(pve.get("port", 8006)),
-            pve_node=str(pve.get("node", "pve")),
-            token_id=str(pve.get("token_id", "root@pam!labkit")),
-            template_vmid=int(pve.get("template_vmid", 9000)),
-            storage=str(pve.get("storage", "local-lvm")),
-            bridge=str(pve.get("bridge", "vmbr0")),
-            ssh_user=str(ssh.get("user", "ubuntu")),
-            ssh_port=int(ssh.get("port", 2222)),
-            subnet=ipaddress.IPv4Network(str(net.get("subnet", "127.0.2.0/24"))),
-            cluster_cidr=ipaddress.IPv4Network(str(k3s.get("cluster_cidr", SIM_CLUSTER_CIDR))),
-            service_cidr=ipaddress.IPv4Network(str(k3s.get("service_cidr", SIM_SERVICE_CIDR))),
-            metallb_pool=metallb_pool((doc.get("metallb") or {}).get("addresses")),
-        )
+    def load(cls, state_dir: Path) -> SimConfig:
+        """The configuration labkit wrote into ``state_dir``."""
+        state_dir = Path(state_dir).resolve()
+        path = state_dir / CONFIG_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file; labkit writes it when it starts the embedded lab "
+                              "(`labkit run --params LAB_FILE`): run that once, or name the state folder "
+                              "of a lab it started with --state") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+        return cls.from_dict(doc, state_dir, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], state_dir: Path, source: str = "config") -> SimConfig:
+        names = [f.name for f in fields(cls) if f.name != "state_dir"]
+        missing, unknown = [n for n in names if n not in doc], [k for k in doc if k not in names]
+        if missing or unknown:
+            raise ConfigError(f"{source}: missing {missing or 'nothing'}, unknown {unknown or 'nothing'}; "
+                              "it is written by labkit: start the lab with the labkit of this checkout")
+        convert = {f.name: CONVERTERS[str(f.type)] for f in fields(cls) if f.name != "state_dir"}
+        config = cls(state_dir=Path(state_dir).resolve(), **{n: convert[n](doc[n]) for n in names})
         config.check_loopback()
         return config
 
     def check_loopback(self) -> None:
         """The embedded lab binds loopback addresses only: refuse anything else."""
+        loopback = ipaddress.IPv4Network("127.0.0.0/8")
         if not ipaddress.IPv4Address(self.pve_host).is_loopback:
-            raise ConfigError(f"proxmox.host: {self.pve_host} is not a loopback address; labsim binds 127.0.0.0/8 only")
-        if not self.subnet.subnet_of(LOOPBACK):
-            raise ConfigError(f"network.subnet: {self.subnet} is not inside 127.0.0.0/8; labsim binds loopback only")
+            raise ConfigError(f"pve_host: {self.pve_host} is not a loopback address; labsim binds 127.0.0.0/8 only")
+        if not self.subnet.subnet_of(loopback):
+            raise ConfigError(f"subnet: {self.subnet} is not inside 127.0.0.0/8; labsim binds loopback only")
         for field in ("cluster_cidr", "service_cidr"):
-            if not getattr(self, field).subnet_of(LOOPBACK):
-                raise ConfigError(f"k3s.{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
+            if not getattr(self, field).subnet_of(loopback):
+                raise ConfigError(f"{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
                                   "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")
+        if not all(network.subnet_of(loopback) for network in self.metallb_networks):
+            raise ConfigError(f"metallb_pool: {self.metallb_pool} is not inside 127.0.0.0/8; labsim binds loopback only")
+
+    @property
+    def metallb_networks(self) -> list[ipaddress.IPv4Network]:
+        first, last = (ipaddress.IPv4Address(part.strip()) for part in self.metallb_pool.split("-", 1))
+        return list(ipaddress.summarize_address_range(first, last))
 
     @property
     def networks(self) -> tuple[ipaddress.IPv4Network, ...]:
         """The lab's address ranges: the only ones a node's network reaches (labsim.node.network)."""
-        return (self.subnet, *self.metallb_pool, self.cluster_cidr, self.service_cidr)
+        return (self.subnet, *self.metallb_networks, self.cluster_cidr, self.service_cidr)
 
 
-def metallb_pool(addresses: object) -> tuple[ipaddress.IPv4Network, ...]:
-    """``A-B`` or a CIDR as networks; what does not parse (labkit reports it) or lies beyond
-    loopback (it would open the host's network to the nodes) is left out."""
-    try:
-        text = str(addresses or "")
-        if "-" in text:
-            first, last = (ipaddress.IPv4Address(part.strip()) for part in text.split("-", 1))
-            networks = list(ipaddress.summarize_address_range(first, last))
-        else:
-            networks = [ipaddress.IPv4Network(text.strip(), strict=False)] if text.strip() else []
-    except ValueError:
-        return ()
-    return tuple(network for network in networks if network.subnet_of(LOOPBACK))
+CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}

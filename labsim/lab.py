@@ -18,13 +18,17 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from labsim.clock import Clock
 from labsim.config import SimConfig
 from labsim.pve.model import ProxmoxVE
 from labsim.secrets import LabSecrets, ensure_secrets
 from labsim.state import StateFile
+
+if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
+    from labsim.kube.registry import ClusterRegistry
+    from labsim.node.host import NodeHost
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,8 +43,8 @@ class Lab:
         saved = self._clock_state.load() or {}
         self.clock = Clock(config.time_scale, float(saved.get("clock_offset", 0.0)))
         self.pve = ProxmoxVE(config, self.clock, lambda: self.nodes)
-        self.nodes: Any = None  # labsim.node.host.NodeHost
-        self.clusters: Any = None  # labsim.kube.registry.ClusterRegistry
+        self.nodes: NodeHost | None = None  # set by start()
+        self.clusters: ClusterRegistry | None = None
         self.secrets: LabSecrets | None = None
         self._server: Any = None
 
@@ -135,9 +139,9 @@ class LabHandle:
 
 
 @contextlib.contextmanager
-def running_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[LabHandle]:
-    """Start a Lab from a lab file in a background thread; stop it (state kept) on exit."""
-    lab = Lab(SimConfig.from_file(Path(params_path), state_dir))
+def running_lab(config: SimConfig) -> Iterator[LabHandle]:
+    """Start a Lab in a background thread; stop it (state kept) on exit."""
+    lab = Lab(config)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name=f"labsim-{lab.config.name}", daemon=True)
     thread.start()
@@ -155,17 +159,15 @@ def running_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[La
 
 
 @contextlib.contextmanager
-def detached_lab(params_path: Path, state_dir: Path | None = None) -> Iterator[dict[str, Any]]:
+def detached_lab(state_dir: Path) -> Iterator[dict[str, Any]]:
     """``labsim up --detach`` in a separate process, ``labsim down`` on exit; yields the status."""
-    state = ["--state", str(state_dir)] if state_dir else []
     labsim = [sys.executable, "-m", "labsim"]
-    subprocess.run([*labsim, "up", "--params", str(params_path), *state, "--detach"], check=True,
-                   capture_output=True, text=True, timeout=START_TIMEOUT)
+    state = ["--state", str(state_dir)]
+    subprocess.run([*labsim, "up", *state, "--detach"], check=True, capture_output=True, text=True,
+                   timeout=START_TIMEOUT)
     try:
-        out = subprocess.run([*labsim, "status", "--params", str(params_path), *state, "--json", "--show-secrets"],
-                             check=True,
+        out = subprocess.run([*labsim, "status", *state, "--json", "--show-secrets"], check=True,
                              capture_output=True, text=True, timeout=START_TIMEOUT).stdout
         yield json.loads(out)
     finally:
-        subprocess.run([*labsim, "down", "--params", str(params_path), *state], capture_output=True,
-                       timeout=START_TIMEOUT)
+        subprocess.run([*labsim, "down", *state], capture_output=True, timeout=START_TIMEOUT)

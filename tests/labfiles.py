@@ -73,7 +73,48 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
     return doc
 
 
+def minimal_lab(tmp_path: Path) -> dict:
+    """The sim lab with every optional key left out (the defaults of labkit.params must make it
+    work), its state in ``.labsim`` beside the file, PVE on an address of its own subnet."""
+    doc = sim_lab(tmp_path)
+    net = doc["network"]["subnet"].rsplit(".", 1)[0]
+    secrets = "file:.labsim/secrets.yaml#"
+    del doc["embedded"]
+    doc["proxmox"] = {"host": f"{net}.3", "node": "pve", "token_id": "root@pam!labkit",
+                      "token_secret": secrets + "pve_token_secret", "ca_file": ".labsim/pve/ca.pem"}
+    doc["nodes"] = [{k: n[k] for k in ("name", "role", "vmid", "ip")} for n in doc["nodes"]]
+    doc["ssh"] = {"public_key": ".labsim/ssh/id_ed25519.pub", "private_key": "file:.labsim/ssh/id_ed25519",
+                  "known_hosts": ".labsim/operator/known_hosts"}
+    doc["k3s"] = {"version": doc["k3s"]["version"], "token": secrets + "k3s_token"}
+    doc["ingress"] = {"domain": doc["ingress"]["domain"]}
+    doc["kubeconfig"] = ".labsim/operator/kubeconfig"
+    return doc
+
+
 def write_lab(tmp_path: Path, doc: dict | None = None, name: str = "lab.yaml", **kw) -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(doc if doc is not None else sim_lab(tmp_path, **kw), sort_keys=False))
     return path
+
+
+def state_dir(lab_file: Path) -> Path:
+    """The embedded lab's state folder, as labkit reads it from the lab file."""
+    from labkit.params import load_lab
+
+    lab = load_lab(lab_file, check_files=False)
+    assert lab.embedded is not None
+    return lab.embedded.state_dir
+
+
+def sim_config(lab_file: Path):
+    """labsim's configuration for a lab file, made the way labkit makes it before it starts labsim
+    (tests may use both packages; labkit and labsim never import each other)."""
+    from labkit.embedded import write_sim_config
+    from labkit.params import load_lab
+    from labsim.config import SimConfig
+
+    lab = load_lab(lab_file, check_files=False)
+    write_sim_config(lab)
+    assert lab.embedded is not None
+    return SimConfig.load(lab.embedded.state_dir)
+

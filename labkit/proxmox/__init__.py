@@ -14,10 +14,27 @@ Notebooks use them through this package: ``from labkit import proxmox``.
 from labkit.proxmox.api import Api, connect, wait_task, with_lock_retry
 from labkit.proxmox.guests import AgentReport, agent_addresses, wait_agent, wait_agents
 from labkit.proxmox.inventory import Capacity, Vm, capacity, list_vms, task_ids, vm_table
-from labkit.proxmox.provision import Applied, CapacityCheck, VmPlan, apply, check_capacity, config_drift, plan
+from labkit.proxmox.provision import Applied, VmPlan, apply, check_capacity, plan, verify
 
 __all__ = [
-    "AgentReport", "Api", "Applied", "Capacity", "CapacityCheck", "Vm", "VmPlan", "agent_addresses", "apply",
-    "capacity", "check_capacity", "config_drift", "connect", "list_vms", "plan", "task_ids", "vm_table",
-    "wait_agent", "wait_agents", "wait_task", "with_lock_retry",
+    "AgentReport",
+    "Api",
+    "Applied",
+    "Capacity",
+    "Vm",
+    "VmPlan",
+    "agent_addresses",
+    "apply",
+    "capacity",
+    "check_capacity",
+    "connect",
+    "list_vms",
+    "plan",
+    "task_ids",
+    "verify",
+    "vm_table",
+    "wait_agent",
+    "wait_agents",
+    "wait_task",
+    "with_lock_retry",
 ]

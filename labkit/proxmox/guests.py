@@ -63,16 +63,16 @@ def wait_agent(api: Api, lab: Lab, node: Node, timeout: float = 300) -> AgentRep
         f"{lab.proxmox.template_vmid}, that the VM has agent=1, and its console for cloud-init network errors.")
 
 
-def wait_agents(api: Api, lab: Lab, names: list[str], *, timeout: float = 300,
+def wait_agents(api: Api, lab: Lab, names: list[str], *, timeout: float = 300, dry_run: bool = False,
                 on_ready: Callable[[AgentReport], None] | None = None) -> list[AgentReport]:
-    """Wait for several guests at once (they boot concurrently)."""
+    """Wait for several guests at once (they boot concurrently); a dry run waits for none."""
     def one(name: str) -> AgentReport:
         report = wait_agent(api, lab, lab.node(name), timeout)
         if on_ready:
             on_ready(report)
         return report
 
-    if not names:
+    if not names or dry_run:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
         return list(pool.map(one, names))

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from labkit import cloudinit, localfiles
-from labkit.changes import Change, Drift, Plan, StepTimer, untimed
+from labkit.changes import Change, Check, Drift, Plan, StepTimer, untimed
 from labkit.errors import ProxmoxError
 from labkit.params import Lab, Node
 from labkit.proxmox.api import Api, call, run_task, with_lock_retry
@@ -204,12 +204,18 @@ class Applied:
     skipped: list[Change] = field(default_factory=list)
     agents: list[AgentReport] = field(default_factory=list)  # VMs booted here whose agent answered
 
+    def table(self) -> pd.DataFrame:
+        """What was done and what was not (and why), per target."""
+        rows = [{"target": c.target, "action": c.action, "done": "yes"} for c in self.changes]
+        rows += [{"target": c.target, "action": c.action, "done": c.detail} for c in self.skipped]
+        return pd.DataFrame(rows, columns=["target", "action", "done"])
 
-def apply(api: Api, lab: Lab, plan_: Plan[VmPlan], *, reconcile: bool = False, confirm_destroy: bool = False,
-          task_timeout: float = 600, lock_timeout: float = 60, agent_timeout: float | None = None,
-          step: StepTimer = untimed) -> Applied:
-    """Make exactly the planned changes. Drift is fixed only with ``reconcile``; VMs are destroyed
-    only with ``confirm_destroy``. Clones run one after another (PVE's clone lock); each cloned VM
+
+def apply(api: Api, lab: Lab, plan_: Plan[VmPlan], *, dry_run: bool = False, reconcile: bool = False,
+          confirm_destroy: bool = False, task_timeout: float = 600, lock_timeout: float = 60,
+          agent_timeout: float | None = None, step: StepTimer = untimed) -> Applied:
+    """Make exactly the planned changes (none with ``dry_run``: every one is reported as not
+    done). Drift is fixed only with ``reconcile``; VMs are destroyed only with ``confirm_destroy``. Clones run one after another (PVE's clone lock); each cloned VM
     is started right away so that boots overlap with the next clone, and with ``agent_timeout``
     its guest agent is awaited in the background meanwhile."""
     result = Applied()
@@ -219,8 +225,8 @@ def apply(api: Api, lab: Lab, plan_: Plan[VmPlan], *, reconcile: bool = False, c
         for vm in plan_.items:
             if vm.action == "unchanged":
                 continue
-            if (vm.action == "drift" and not reconcile) or (vm.action == "destroy" and not confirm_destroy):
-                why = "set reconcile=True to fix drift" if vm.action == "drift" else "set confirm_destroy=True"
+            why = _not_now(vm, dry_run, reconcile, confirm_destroy)
+            if why:
                 result.skipped.append(Change(vm.change().target, vm.action, f"not done: {why}", vm.needs_reboot))
                 continue
             booted = ACTIONS[vm.action](ops, vm, step)
@@ -229,6 +235,17 @@ def apply(api: Api, lab: Lab, plan_: Plan[VmPlan], *, reconcile: bool = False, c
                 agents.append(waits.submit(_await_agent, api, lab, vm.name, agent_timeout, step))
         result.agents = [a.result() for a in agents]
     return result
+
+
+def _not_now(vm: VmPlan, dry_run: bool, reconcile: bool, confirm_destroy: bool) -> str:
+    """Why a planned change is not made in this run ('' when it is)."""
+    if dry_run:
+        return "dry run"
+    if vm.action == "drift" and not reconcile:
+        return "set reconcile=True to fix drift"
+    if vm.action == "destroy" and not confirm_destroy:
+        return "set confirm_destroy=True"
+    return ""
 
 
 def _await_agent(api: Api, lab: Lab, name: str, timeout: float, step: StepTimer) -> AgentReport:
@@ -338,4 +355,24 @@ class _Ops:
         self._task(f"delete {name} ({vmid})",
                    lambda: self._vm(vmid).delete(purge=1, **{"destroy-unreferenced-disks": 1}))
 
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+def verify(api: Api, lab: Lab, agents: list[AgentReport], reach: pd.DataFrame) -> list[Check]:
+    """Read the lab back from PVE and compare it with the lab file: every VM runs with the lab
+    file's settings, its guest agent reported its address, SSH works and cloud-init is done
+    (``reach``: ``ssh.Session.reachable``)."""
+    names = [n.name for n in lab.nodes]
+    running = sorted(v.name for v in list_vms(api) if v.name in names and v.status == "running")
+    drift = [c for c in plan(api, lab).changes() if c.is_change]
+    answered = sorted(a.name for a in agents if a.ip == str(lab.node(a.name).ip))
+    settled = sorted(reach.loc[reach["cloud_init"] == "done", "node"])
+    return [
+        Check("every lab VM exists and runs", running == sorted(names), ", ".join(running)),
+        Check("VM settings match the lab file", not drift,
+              "; ".join(f"{c.target}: {c.detail}" for c in drift) or "no drift"),
+        Check("guest agents report the planned addresses", answered == sorted(names), ", ".join(answered)),
+        Check("SSH works and cloud-init is done", settled == sorted(names), ", ".join(settled)),
+    ]
 

@@ -9,12 +9,13 @@ localhost:8080, unreadable (mode 0600 for a non-root user) it fails as k3s' kube
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import yaml
 
 from labsim.k3s import units
+from labsim.kube import tables
+from labsim.kube.resources import Resource
 from labsim.node.registry import CommandContext, CommandResult
 
 RESOURCES = {  # what `get` accepts -> (kind, plural)
@@ -71,7 +72,7 @@ def _dispatch(ctx: CommandContext, cluster, args: list[str]) -> str:
         missing = set(words[1:]) - {o["metadata"]["name"] for o in objects}
         if missing:
             raise KubectlError(f'Error from server (NotFound): {plural} "{sorted(missing)[0]}" not found')
-    return _render(objects, kind, plural, opts, ctx.node.lab.clock.now())
+    return _render(res, objects, opts, ctx.node.lab.clock.now())
 
 
 def _options(args: list[str]) -> dict:
@@ -100,7 +101,8 @@ def _options(args: list[str]) -> dict:
     return opts
 
 
-def _render(objects: list[dict], kind: str, plural: str, opts: dict, now: float) -> str:
+def _render(res: Resource, objects: list[dict], opts: dict, now: float) -> str:
+    kind = res.kind
     output = opts["output"]
     if output in ("json", "yaml"):
         doc = objects[0] if len(objects) == 1 and len(opts["words"]) > 2 else \
@@ -112,8 +114,10 @@ def _render(objects: list[dict], kind: str, plural: str, opts: dict, now: float)
         raise KubectlError(f'error: unable to match a printer suitable for the output format "{output}"')
     if not objects:
         return "" if opts["all"] or kind != "Pod" else f"No resources found in {opts['namespace']} namespace.\n"
-    header, rows = {"Node": _node_rows, "Pod": _pod_rows, "Namespace": _namespace_rows}[kind](
-        objects, now, output == "wide")
+    columns, cells = tables.printed(res, objects, now)
+    shown = [i for i, (_, _, priority) in enumerate(columns) if priority == 0 or output == "wide"]
+    header = [columns[i][0].upper() for i in shown]
+    rows = [["" if row[i] is None else str(row[i]) for i in shown] for row in cells]
     if opts["all"] and kind == "Pod":
         header = ["NAMESPACE", *header]
         rows = [[o["metadata"]["namespace"], *r] for o, r in zip(objects, rows, strict=True)]
@@ -130,86 +134,3 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     return "".join("   ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
                    for r in [header, *rows])
-
-
-def _node_rows(nodes: list[dict], now: float, wide: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-    if wide:
-        header += ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
-    rows = []
-    for node in nodes:
-        status = node.get("status", {})
-        ready = next((c["status"] for c in status.get("conditions", []) if c["type"] == "Ready"), "Unknown")
-        state = "Ready" if ready == "True" else "NotReady"
-        if node.get("spec", {}).get("unschedulable"):
-            state += ",SchedulingDisabled"
-        roles = sorted(k.split("/", 1)[1] for k in node["metadata"].get("labels", {})
-                       if k.startswith("node-role.kubernetes.io/"))
-        info = status.get("nodeInfo", {})
-        row = [node["metadata"]["name"], state, ",".join(roles) or "<none>",
-               age(node["metadata"].get("creationTimestamp"), now), info.get("kubeletVersion", "")]
-        if wide:
-            addresses = {a["type"]: a["address"] for a in status.get("addresses", [])}
-            row += [addresses.get("InternalIP", "<none>"), addresses.get("ExternalIP", "<none>"),
-                    info.get("osImage", ""), info.get("kernelVersion", ""), info.get("containerRuntimeVersion", "")]
-        rows.append(row)
-    return header, rows
-
-
-def _pod_rows(pods: list[dict], now: float, wide: bool) -> tuple[list[str], list[list[str]]]:
-    header = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    if wide:
-        header += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
-    rows = []
-    for pod in pods:
-        statuses = pod.get("status", {}).get("containerStatuses", [])
-        total = len(pod.get("spec", {}).get("containers", []))
-        ready = sum(1 for c in statuses if c.get("ready"))
-        restarts = sum(c.get("restartCount", 0) for c in statuses)
-        phase = "Terminating" if pod["metadata"].get("deletionTimestamp") else pod.get("status", {}).get("phase", "Pending")
-        row = [pod["metadata"]["name"], f"{ready}/{total}", phase, str(restarts),
-               age(pod["metadata"].get("creationTimestamp"), now)]
-        if wide:
-            row += [pod.get("status", {}).get("podIP", "<none>"), pod.get("spec", {}).get("nodeName", "<none>"),
-                    "<none>", "<none>"]
-        rows.append(row)
-    return header, rows
-
-
-def _namespace_rows(spaces: list[dict], now: float, wide: bool) -> tuple[list[str], list[list[str]]]:
-    return ["NAME", "STATUS", "AGE"], [
-        [s["metadata"]["name"], s.get("status", {}).get("phase", "Active"),
-         age(s["metadata"].get("creationTimestamp"), now)] for s in spaces]
-
-
-def age(timestamp: str | None, now: float) -> str:
-    if not timestamp:
-        return "<unknown>"
-    created = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    return human_duration(now - created)
-
-
-def human_duration(seconds: float) -> str:
-    """kubectl's HumanDuration: coarser units as the age grows."""
-    s = int(seconds)
-    if s < 0:
-        return "0s"
-    if s < 120:
-        return f"{s}s"
-    minutes, hours, days = s // 60, s // 3600, s // 86400
-    if minutes < 10:
-        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
-    if minutes < 180:
-        return f"{minutes}m"
-    if hours < 8:
-        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
-    if hours < 24 * 365 * 2:
-        return f"{days}d"
-    years = days // 365
-    if hours < 24 * 365 * 8:
-        return f"{years}y{days % 365}d" if days % 365 else f"{years}y"
-    return f"{years}y"

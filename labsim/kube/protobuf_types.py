@@ -188,7 +188,7 @@ BoundObjectReference: 1 kind string; 2 apiVersion string; 3 name string; 4 uid s
 
 
 class Field:
-    __slots__ = ("name", "type", "repeated", "keep_zero")
+    __slots__ = ("keep_zero", "name", "repeated", "type")
 
     def __init__(self, name: str, type_: str, repeated: bool, keep_zero: bool) -> None:
         self.name, self.type, self.repeated, self.keep_zero = name, type_, repeated, keep_zero

@@ -130,7 +130,7 @@ class Store:
         return _clone(obj) if obj is not None else None
 
     def list(self, res: Resource, namespace: str | None = None, *, labels: dict[str, str] | str | None = None,
-             fields: dict[str, str] | None | str = None) -> list[dict]:
+             fields: dict[str, str] | str | None = None) -> list[dict]:
         return [_clone(obj) for obj in self._select(res, namespace, labels, fields)]
 
     def _select(self, res, namespace, labels, fields) -> Iterator[dict]:

@@ -394,19 +394,26 @@ def _custom_columns(res: Resource) -> tuple[list[Column], Row]:
     return columns + [("Age", _D, 0)], row
 
 
-def table(cluster: Cluster, res: Resource, objects: list[dict], request: web.Request) -> dict:
-    now = cluster.clock.now() if cluster.clock is not None else dt.datetime.now(dt.UTC).timestamp()
+def printed(res: Resource, objects: list[dict], now: float) -> tuple[list[Column], list[list]]:
+    """The columns `kubectl get` prints for a kind, Name first, and each object's cells: one printer
+    for the API's Table and for the nodes' own `k3s kubectl`."""
     if res.schema is not None:
         columns, row = _custom_columns(res)
     else:
         columns, row = _TABLES.get((res.group, res.kind), ([("Age", _S, 0)], lambda o, now: [_age(o, now)]))
+    return [("Name", _S, 0), *columns], [[_display_name(res, obj), *row(obj, now)] for obj in objects]
+
+
+def table(cluster: Cluster, res: Resource, objects: list[dict], request: web.Request) -> dict:
+    now = cluster.clock.now() if cluster.clock is not None else dt.datetime.now(dt.UTC).timestamp()
+    (_, *columns), cells = printed(res, objects, now)
     include = request.query.get("includeObject", "Metadata")
     definitions = [{"name": "Name", "type": "string", "format": "name", "description": "Name must be unique "
                     "within a namespace.", "priority": 0}]
     definitions += [{"name": n, "type": t, "format": "", "description": n, "priority": p} for n, t, p in columns]
     rows = []
-    for obj in objects:
-        entry: dict = {"cells": [_display_name(res, obj)] + row(obj, now)}
+    for obj, row in zip(objects, cells, strict=True):
+        entry: dict = {"cells": row}
         if include == "Object":
             entry["object"] = obj
         elif include != "None":

@@ -577,7 +577,7 @@ async def head_tail(ctx: CommandContext) -> CommandResult:
         lines = data.splitlines(keepends=True)
         n = count or "10"
         if program == "head":
-            picked = lines[:int(n)] if int(n) >= 0 else lines[:int(n)]
+            picked = lines[:int(n)]  # a negative count: all but the last -n
         elif n.startswith("+"):
             picked = lines[max(0, int(n) - 1):]
         else:

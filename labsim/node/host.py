@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncssh
 
-# The base system's programs register themselves in the command registry on import.
-from labsim.node import coreutils, kernel, packages, registry, system, textutils  # noqa: F401
+# The shell's builtins and the base system's programs register themselves in the command registry on import.
+from labsim.node import builtins, coreutils, kernel, packages, registry, system, textutils  # noqa: F401
 from labsim.node.faults import NodeFaults
 from labsim.node.model import NodeModel
 from labsim.node.registry import CommandResult
@@ -27,7 +27,7 @@ from labsim.node.sftp import NodeSFTPServer
 from labsim.node.shell import Shell, reads_stdin
 from labsim.node.spec import NodeSpec
 
-__all__ = ["NodeHost", "NodeSpec", "NodeFaults"]
+__all__ = ["NodeFaults", "NodeHost", "NodeSpec"]
 
 log = logging.getLogger(__name__)
 HOST_KEY = "ssh_host_ed25519_key"

@@ -56,6 +56,9 @@ SCRIPTS: dict[str, Handler] = {}
 
 # Programs that exist on a node only once installed there: name -> the file that must exist.
 INSTALLED_AT: dict[str, str] = {}
+# The shell's builtins (``cd``, ``export``, ``set``...), registered by labsim.node.builtins; each is
+# called with the shell, its argv, the command's prefix assignments and its stdin.
+BUILTINS: dict[str, Callable[..., Awaitable[CommandResult]]] = {}
 # Programs that read their standard input (``kubectl apply -f -``): an SSH session waits for the
 # client's end of input before running a line that starts with one of them, and only then.
 READS_STDIN: set[str] = set()

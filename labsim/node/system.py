@@ -338,7 +338,7 @@ def _status(ctx: CommandContext, name: str) -> str:
     path = f"/etc/systemd/system/{name}.service" if node.exists(f"/etc/systemd/system/{name}.service") \
         else f"/lib/systemd/system/{name}.service"
     active = {"active": "active (running)", "failed": "failed (Result: exit-code)", "inactive": "inactive (dead)"}
-    dot = {"active": "●", "failed": "×", "inactive": "○"}[state]
+    dot = {"active": "●", "failed": "×", "inactive": "○"}[state]  # noqa: RUF001  (systemctl's own glyph)
     lines = [f"{dot} {name}.service - {_description(ctx, name)}",
              f"     Loaded: loaded ({path}; {enabled}; vendor preset: enabled)",
              f"     Active: {active[state]}"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from labkit import proxmox
 from labkit.params import Lab, load_lab
 from labsim.lab import LabHandle, running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 
 
 @dataclass
@@ -28,7 +28,7 @@ class EmbeddedLab:
 @contextmanager
 def embedded_lab(tmp_path: Path, **kw) -> Iterator[EmbeddedLab]:
     path = write_lab(tmp_path, **kw)
-    with running_lab(path) as handle:
+    with running_lab(sim_config(path)) as handle:
         yield EmbeddedLab(handle, load_lab(path), path)
 
 

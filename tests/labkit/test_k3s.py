@@ -159,7 +159,7 @@ def test_a_wrong_cluster_token_is_refused_before_any_node_joins(provisioned, ses
     doc["k3s_token"] = "a-token-the-cluster-never-saw-0123456789"
     secrets_file.write_text(yaml.safe_dump(doc))
     plan = k3s.plan(provisioned.lab, k3s.preflight(session, provisioned.lab).facts)
-    with pytest.raises(K3sError, match="the cluster's token is not the one k3s.token") as err:
+    with pytest.raises(K3sError, match=r"the cluster's token is not the one k3s\.token") as err:
         k3s.bootstrap(session, provisioned.lab, plan, timeout=60)
     assert "a-token-the-cluster-never-saw" not in str(err.value)
     assert k3s.versions(session, provisioned.lab)[provisioned.lab.agents[0].name] is None  # no agent was touched

@@ -5,7 +5,6 @@ bad parameters, and the committed notebooks' form."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import papermill
 import pytest
@@ -20,7 +20,8 @@ import yaml
 
 from labkit import kube, proxmox
 from labkit.params import load_lab
-from tests.labfiles import REPO, write_lab
+from labkit.runner import own_kernel
+from tests.labfiles import REPO, minimal_lab, state_dir, write_lab
 from tests.labkit.embedded import embedded_lab
 
 NOTEBOOKS = REPO / "notebooks"
@@ -37,7 +38,7 @@ def labkit_run(lab_file: Path, outputs: Path, *extra: str) -> tuple[subprocess.C
 
 
 def labsim(lab_file: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "labsim", args[0], "--params", str(lab_file), *args[1:]],
+    subprocess.run([sys.executable, "-m", "labsim", args[0], "--state", str(state_dir(lab_file)), *args[1:]],
                    capture_output=True, timeout=120)
 
 
@@ -51,7 +52,8 @@ def test_committed_notebooks_are_output_free_with_a_parameters_cell():
 
 
 def test_labkit_run_builds_the_cluster_and_a_rerun_changes_nothing(tmp_path):
-    lab_file = write_lab(tmp_path)
+    """On a lab file that leaves out every optional key: labkit's defaults are the only ones."""
+    lab_file = write_lab(tmp_path, minimal_lab(tmp_path))
     outputs = tmp_path / "outputs"
     try:
         first, summary = labkit_run(lab_file, outputs, "--keep-lab")
@@ -96,7 +98,7 @@ def test_labkit_run_dry_run_on_a_fresh_lab_shows_plans_and_changes_nothing(tmp_p
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert [(n["status"], n["changes"]) for n in summary["notebooks"]] == [("passed", 0), ("passed", 0)]
         assert [n["planned"] for n in summary["notebooks"]] == [3, 3]
-        status = subprocess.run([sys.executable, "-m", "labsim", "status", "--params", str(lab_file), "--json"],
+        status = subprocess.run([sys.executable, "-m", "labsim", "status", "--state", str(state_dir(lab_file)), "--json"],
                                 capture_output=True, text=True, timeout=60, check=True)
         assert [vm["vmid"] for vm in json.loads(status.stdout)["vms"]] == [9000]  # the template only
     finally:
@@ -104,8 +106,10 @@ def test_labkit_run_dry_run_on_a_fresh_lab_shows_plans_and_changes_nothing(tmp_p
 
 
 def run_notebook(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), kernel_name="homelab-notebooks",
-                               parameters={"lab_file": str(lab_file), **params}, progress_bar=False)
+    with own_kernel(out):  # this checkout's labkit, whatever kernel spec the user folder holds
+        papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS),
+                                   kernel_name="homelab-notebooks", parameters={"lab_file": str(lab_file), **params},
+                                   progress_bar=False)
     return nbformat.read(out / name, as_version=4)
 
 
@@ -113,7 +117,7 @@ def test_dry_run_shows_the_plan_and_creates_nothing(tmp_path):
     with embedded_lab(tmp_path) as sim:
         nb = run_notebook(SERIES[0], sim.path, tmp_path, dry_run=True)
         text = json.dumps(nb)
-        assert "create" in text and "dry run: nothing applied" in text
+        assert "create" in text and "not done: dry run" in text
         assert [vm["vmid"] for vm in sim.handle.status()["vms"]] == [sim.lab.proxmox.template_vmid]
 
 
@@ -128,10 +132,12 @@ def test_bad_parameters_stop_before_any_change(tmp_path):
         assert [vm["vmid"] for vm in sim.handle.status()["vms"]] == [sim.lab.proxmox.template_vmid]
 
 
-def test_committed_notebooks_are_what_build_py_writes():
-    """The notebooks are generated from notebooks/build.py: an edit to one side only is caught here."""
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "build.py")
-    build = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(build)
-    for name in build.SERIES:
-        assert (NOTEBOOKS / name).read_text() == build.build(name), f"{name}: run python notebooks/build.py"
+def test_committed_notebooks_agree_with_their_jupytext_sources():
+    """Each notebook is written from its jupytext source (make notebooks): an edit to one side only is caught."""
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]-*.py"))
+    assert [p.with_suffix(".ipynb").name for p in sources] == sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
+    for source in sources:
+        want, have = jupytext.read(source), nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+        shape = [lambda nb: [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells],
+                 lambda nb: nb.metadata.kernelspec]
+        assert [f(have) for f in shape] == [f(want) for f in shape], f"{source.name}: run make notebooks"

@@ -67,7 +67,7 @@ def _fingerprint(sim: EmbeddedLab) -> str:
 def test_pinned_fingerprint_is_accepted_and_a_wrong_one_refused(sim, tmp_path):
     assert _with_trust(sim, tmp_path, fingerprint=_fingerprint(sim)).version.get()
     wrong = ":".join(["AB"] * 32)
-    with pytest.raises(ProxmoxError, match="TLS verification .* failed against fingerprint"):
+    with pytest.raises(ProxmoxError, match=r"TLS verification .* failed against fingerprint"):
         _with_trust(sim, tmp_path, fingerprint=wrong)
 
 
@@ -187,7 +187,7 @@ def test_capacity_check_refuses_over_commit_and_says_by_how_much(sim):
     assert not tight.ok
     assert "GiB over" in tight.problems[0] and tight.problems[0].startswith("memory")
     roomy = proxmox.check_capacity(plan, sim.lab, cap, memory_overcommit=1.0)
-    assert roomy.ok and list(roomy.usage["resource"])[0] == "memory (GiB)"
+    assert roomy.ok and roomy.usage["resource"].iloc[0] == "memory (GiB)"
 
 
 def test_destroy_needs_the_name_and_the_confirmation(sim):

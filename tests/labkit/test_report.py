@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
 import pytest
 
+from labkit import tables
 from labkit.changes import Change
 from labkit.errors import ChecksFailed
 from labkit.report import Report, record
@@ -43,3 +47,33 @@ def test_record_fails_naming_the_failed_checks(capsys):
     with pytest.raises(ChecksFailed, match=r"1 check\(s\) failed: nodes Ready \(2/3\)"):
         record(report)
     assert "02-test: 1/2 checks passed, no changes" in capsys.readouterr().out
+
+
+def test_require_stops_naming_the_check_but_only_outside_a_dry_run():
+    report = Report("01-test")
+    report.require("template exists", True)
+    with pytest.raises(ChecksFailed, match=r"plan fits the host: memory: 2.0 GiB over"):
+        report.require("plan fits the host", False, "memory: 2.0 GiB over")
+    dry = Report("01-test", dry_run=True)
+    dry.require("plan fits the host", False, "memory: 2.0 GiB over")  # shown, not enforced
+    assert dry.failed == [] and list(dry.checks_table()["result"]) == ["dry run: would fail"]
+    record(dry)  # a dry run's checks never fail the notebook
+
+
+def test_timings_from_rows_and_waits_until_a_state_is_reached():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    report = Report("02-test")
+    report.add_timings("ssh", pd.DataFrame([{"node": "a", "start": start, "end": start + timedelta(seconds=3)}]))
+    report.until("until Ready", {"a": start + timedelta(seconds=10), "b": start - timedelta(seconds=5)}, since=start)
+    seconds = {(t.name, t.target): t.seconds for t in report.steps}
+    # a: from the end of its last step; b: untouched here, Ready before ``since``: no wait
+    assert seconds == {("ssh", "a"): 3, ("until Ready", "a"): 7, ("until Ready", "b"): 0}
+
+
+def test_tables_hide_the_range_index_and_fold_long_tables():
+    short = tables.to_html(pd.DataFrame({"name": ["k3s-master"], "cpu": [2]}))
+    assert "k3s-master" in short and "<details>" not in short and "row_heading" not in short
+    named = tables.to_html(pd.DataFrame({"cpu": [2]}, index=pd.Index(["k3s-master"], name="name")))
+    assert "row_heading" in named  # a meaningful index is kept
+    long = tables.to_html(pd.DataFrame({"name": [f"pod-{i}" for i in range(tables.FOLD_AFTER + 1)]}))
+    assert long.startswith(f"<details><summary>{tables.FOLD_AFTER + 1} rows (name)</summary>")

@@ -10,7 +10,7 @@ import pytest
 from proxmoxer import ProxmoxAPI
 
 from labsim.lab import LabHandle, running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 from tests.labsim.pveclient import token_client
 
@@ -22,7 +22,7 @@ def lab_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def lab(lab_file: Path) -> Iterator[LabHandle]:
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         yield handle
 
 

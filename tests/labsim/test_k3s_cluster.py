@@ -20,7 +20,7 @@ from cryptography import x509
 from kubernetes import client
 
 from labsim.lab import running_lab
-from tests.labfiles import free_port, unique_subnet, write_lab
+from tests.labfiles import free_port, sim_config, unique_subnet, write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
 from tests.polling import wait_until
 
@@ -39,7 +39,7 @@ etcd-snapshot-retention: 2
 def k3s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sLab]:
     tmp = tmp_path_factory.mktemp("k3s")
     lab_file = write_lab(tmp)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         lab.ok(0, f"sudo mkdir -p /etc/rancher/k3s && printf '%s' '{CONFIG}' | sudo tee /etc/rancher/k3s/config.yaml")
         lab.server_install = lab.install_server(flags="--disable=metrics-server --node-label tier=control",
@@ -108,7 +108,7 @@ def http_server(ip: str, body: bytes = b"", redirect: str | None = None) -> Iter
     """An HTTP server of the host on ``ip`` (a free port): answers ``body``, or redirects."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        def do_GET(self) -> None:
             self.send_response(302 if redirect else 200)
             if redirect:
                 self.send_header("Location", redirect)

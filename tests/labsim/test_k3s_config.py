@@ -7,8 +7,8 @@ import pytest
 
 from labsim.k3s import config, snapshots, tokens
 from labsim.k3s.curl import CurlError, parse
-from labsim.k3s.kubectl import human_duration
 from labsim.k3s.versions import K3sVersion, VersionError, skew_error
+from labsim.kube.tables import human_duration
 
 CONFIG_YAML = """
 token: from-file

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from labsim.lab import running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab, nodes
 from tests.labsim.test_k3s_cluster import _load_balancer
 from tests.polling import wait_until
@@ -25,13 +25,13 @@ def _configmaps(kube: client.ApiClient) -> set[str]:
 
 def test_lab_restart_resumes_the_k3s_server(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server(flags="--cluster-init").exit_status == 0
         kube = lab.kube(tmp_path)
         client.CoreV1Api(kube).create_namespaced_config_map("default", client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name="survivor"), data={"k": "v"}))
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab(handle, lab.doc, handle.status())
         assert lab.ok(0, "systemctl is-active k3s") == "active\n"
         assert lab.ok(0, "journalctl -u k3s --no-pager").count("Starting k3s v") == 2
@@ -44,7 +44,7 @@ def test_lab_restart_resumes_the_k3s_server(tmp_path: Path) -> None:
 
 def test_uninstalling_the_server_removes_k3s_and_its_cluster(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         client.CoreV1Api(lab.kube(tmp_path)).create_namespaced_config_map("default", client.V1ConfigMap(
@@ -63,7 +63,7 @@ def test_uninstalling_the_server_removes_k3s_and_its_cluster(tmp_path: Path) -> 
 
 def test_servicelb_gives_load_balancers_the_node_addresses(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         kube = lab.kube(tmp_path)
@@ -84,7 +84,7 @@ def test_servicelb_gives_load_balancers_the_node_addresses(tmp_path: Path) -> No
 
 def test_installer_from_a_file_with_install_k3s_exec_and_its_refusals(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         no_token = lab.ssh(0, "curl -sfL https://get.k3s.io | K3S_URL=https://10.0.0.1:6443 sh -")
         assert no_token.exit_status == 1 and "K3S_TOKEN or K3S_TOKEN_FILE is not defined" in no_token.stderr
@@ -103,7 +103,7 @@ def test_installer_from_a_file_with_install_k3s_exec_and_its_refusals(tmp_path: 
 
 def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server(env="K3S_KUBECONFIG_MODE=644").exit_status == 0
         assert lab.ok(0, "stat -c %a /etc/rancher/k3s/k3s.yaml").strip() == "644"  # kept in k3s.service.env
@@ -143,7 +143,7 @@ def test_k3s_takes_its_pod_and_service_networks_from_its_flags_and_refuses_what_
 
 def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=1)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server(flags="--cluster-init").exit_status == 0
         client.CoreV1Api(lab.kube(tmp_path)).create_namespaced_config_map("default", client.V1ConfigMap(
@@ -165,7 +165,7 @@ def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:
 
 def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=1)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
@@ -184,7 +184,7 @@ def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Pat
 
 def test_an_agent_waits_for_its_server_to_come_up(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=1)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()

@@ -208,11 +208,14 @@ def test_crd_schema_and_cel_rules(shared_kube: RunningCluster, api, ns) -> None:
         ("spec.tags", "Too many: 3: must have at most 2 items"),
         ("spec.tags[1]", 'Duplicate value: "a"')}
     assert body["message"].startswith('Backup.lab.example.com "bad" is invalid: [')
-    missing = json.loads(pytest.raises(ApiException, create, "empty").value.body)
+    with pytest.raises(ApiException) as refused:
+        create("empty")
+    missing = json.loads(refused.value.body)
     assert missing["details"]["causes"] == [{"reason": "FieldValueRequired", "message": "Required value",
                                              "field": "spec.schedule"}]
-    rule = json.loads(pytest.raises(ApiException, create, "paused", schedule="0 3 * * *", keep=0,
-                                    suspend=True).value.body)
+    with pytest.raises(ApiException) as refused:
+        create("paused", schedule="0 3 * * *", keep=0, suspend=True)
+    rule = json.loads(refused.value.body)
     assert rule["details"]["causes"][0]["message"] == ('Invalid value: "object": failed rule: !has(self.suspend) '
                                                        "|| !self.suspend || self.keep > 0")
     create("nightly", schedule="0 3 * * *", keep=7, port="http")

@@ -15,7 +15,7 @@ import yaml
 from kubernetes import client
 
 from labsim.lab import running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
 from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.labsim.pveclient import token_client, wait_task
@@ -80,7 +80,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sPair]:
     """A k3s server and one agent, installed as a user installs them, and kubectl for them."""
     tmp = tmp_path_factory.mktemp("k3s-followups")
     lab_file = write_lab(tmp, workers=1)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server(flags="--disable=traefik,metrics-server").exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()

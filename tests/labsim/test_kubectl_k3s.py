@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from labsim.lab import running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
 from tests.labsim.kube_fixtures import TOOLS
 from tests.labsim.test_helm import CHART
@@ -23,7 +23,7 @@ from tests.labsim.test_kubectl import APP
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[K3sLab, dict]]:
     tmp = tmp_path_factory.mktemp("k3s-kubectl")
     lab_file = write_lab(tmp)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server(flags="--disable=servicelb --tls-san k3s-master").exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()

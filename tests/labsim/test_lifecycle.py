@@ -16,7 +16,7 @@ import yaml
 from labsim.clock import Clock
 from labsim.config import ConfigError, SimConfig
 from labsim.lab import detached_lab, running_lab
-from tests.labfiles import sim_lab, write_lab
+from tests.labfiles import sim_config, sim_lab, write_lab
 from tests.labsim.pveclient import token_client, wait_for, wait_task
 
 STATUS_KEYS = {"running", "state_dir", "pve", "vms", "ssh", "kube"}
@@ -27,7 +27,7 @@ def _mode(path: Path) -> int:
 
 
 def test_first_start_generates_what_a_real_lab_has(lab_file: Path) -> None:
-    with running_lab(lab_file) as lab:
+    with running_lab(sim_config(lab_file)) as lab:
         state = lab.lab.state_dir
         secrets = yaml.safe_load((state / "secrets.yaml").read_text())
         assert _mode(state / "secrets.yaml") == 0o600
@@ -44,7 +44,7 @@ def test_first_start_generates_what_a_real_lab_has(lab_file: Path) -> None:
 
 
 def test_restart_resumes_state(lab_file: Path) -> None:
-    with running_lab(lab_file) as lab:
+    with running_lab(sim_config(lab_file)) as lab:
         api = token_client(lab.status())
         wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=120, name="k3s-master"))
         wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=121, name="k3s-worker-01"))
@@ -56,7 +56,7 @@ def test_restart_resumes_state(lab_file: Path) -> None:
         wait_task(api, api.nodes("pve").qemu(121).status.stop.post())
         ca = Path(lab.status()["pve"]["ca_file"]).read_bytes()
         secret = lab.status()["pve"]["token_secret"]
-    with running_lab(lab_file) as lab:
+    with running_lab(sim_config(lab_file)) as lab:
         status = lab.status()
         assert Path(status["pve"]["ca_file"]).read_bytes() == ca and status["pve"]["token_secret"] == secret
         api = token_client(status)
@@ -68,26 +68,26 @@ def test_restart_resumes_state(lab_file: Path) -> None:
         assert api.nodes("pve").qemu(120).agent.ping.post() == {"result": {}}  # kept running, agent and all
 
 
-def test_refuses_non_loopback_addresses(tmp_path: Path) -> None:
-    doc = sim_lab(tmp_path)
-    doc["proxmox"]["host"] = "192.168.2.10"
+def test_refuses_non_loopback_addresses_and_an_incomplete_config(tmp_path: Path) -> None:
+    good = json.loads((sim_config(write_lab(tmp_path)).state_dir / "config.json").read_text())
     with pytest.raises(ConfigError, match="not a loopback address"):
-        SimConfig.from_file(write_lab(tmp_path, doc))
-    doc = sim_lab(tmp_path)
-    doc["network"]["subnet"] = "192.168.2.0/24"
+        SimConfig.from_dict({**good, "pve_host": "192.168.2.10"}, tmp_path)
     with pytest.raises(ConfigError, match="loopback only"):
-        SimConfig.from_file(write_lab(tmp_path, doc))
+        SimConfig.from_dict({**good, "subnet": "192.168.2.0/24"}, tmp_path)
+    with pytest.raises(ConfigError, match=r"missing \['ssh_port'\], unknown \['ssh.port'\]"):
+        SimConfig.from_dict({**{k: v for k, v in good.items() if k != "ssh_port"}, "ssh.port": 22}, tmp_path)
 
 
 def test_a_nodes_network_is_the_labs_ranges_within_loopback(tmp_path: Path) -> None:
     doc = sim_lab(tmp_path)
-    doc["metallb"]["addresses"] = "127.77.0.10-127.77.0.13"
+    net = doc["network"]["subnet"].rsplit(".", 1)[0]
+    doc["metallb"]["addresses"] = f"{net}.100-{net}.103"
     doc["k3s"].update(cluster_cidr="127.42.0.0/16", service_cidr="127.43.0.0/16")
-    config = SimConfig.from_file(write_lab(tmp_path, doc))
-    assert [str(n) for n in config.networks] == [str(config.subnet), "127.77.0.10/31", "127.77.0.12/31",
-                                                 "127.42.0.0/16", "127.43.0.0/16"]
-    doc["metallb"]["addresses"] = "0.0.0.0/0"  # beyond loopback: it would open the host's network
-    assert SimConfig.from_file(write_lab(tmp_path, doc)).metallb_pool == ()
+    config = sim_config(write_lab(tmp_path, doc))
+    assert [str(n) for n in config.networks] == [f"{net}.0/24", f"{net}.100/30", "127.42.0.0/16", "127.43.0.0/16"]
+    good = json.loads((config.state_dir / "config.json").read_text())
+    with pytest.raises(ConfigError, match=r"metallb_pool: 10\.0\.0\.1-10\.0\.0\.9 is not inside 127\.0\.0\.0/8"):
+        SimConfig.from_dict({**good, "metallb_pool": "10.0.0.1-10.0.0.9"}, tmp_path)  # it would open the LAN
 
 
 async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
@@ -110,52 +110,54 @@ def _labsim(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_up_detach_status_down(tmp_path: Path) -> None:
-    params = write_lab(tmp_path)
-    state = SimConfig.from_file(params).state_dir
-    up = _labsim("up", "--params", str(params), "--detach")
+    state = sim_config(write_lab(tmp_path)).state_dir
+    up = _labsim("up", "--state", str(state), "--detach")
     try:
         assert up.returncode == 0, up.stderr
-        shown = _labsim("status", "--params", str(params), "--json").stdout
+        shown = _labsim("status", "--state", str(state), "--json").stdout
         secret = yaml.safe_load((state / "secrets.yaml").read_text())["pve_token_secret"]
         assert secret not in shown
         assert json.loads(shown)["pve"]["token_secret"].startswith("(hidden: --show-secrets")
-        status = json.loads(_labsim("status", "--params", str(params), "--json", "--show-secrets").stdout)
+        status = json.loads(_labsim("status", "--state", str(state), "--json", "--show-secrets").stdout)
         assert set(status) >= STATUS_KEYS and status["running"] is True
         assert status["pve"]["token_secret"] == secret
         assert status["state_dir"] == str(state)
         api = token_client(status)
         assert [vm["vmid"] for vm in api.nodes("pve").qemu.get()] == [9000]
         assert (state / "labsim.pid").read_text().strip() == str(status["pid"])
-        again = _labsim("up", "--params", str(params), "--detach")
+        again = _labsim("up", "--state", str(state), "--detach")
         assert again.returncode == 0 and "already running" in again.stdout
-        human = _labsim("status", "--state", str(state))  # the state folder alone finds the lab
+        human = _labsim("status", "--state", str(state))
         assert human.returncode == 0 and "ubuntu-2204-cloudinit" in human.stdout
     finally:
-        down = _labsim("down", "--params", str(params))
+        down = _labsim("down", "--state", str(state))
     assert down.returncode == 0, down.stderr
     assert not (state / "labsim.pid").exists()
-    stopped = _labsim("status", "--params", str(params), "--json").stdout
+    stopped = _labsim("status", "--state", str(state), "--json").stdout
     assert json.loads(stopped)["running"] is False and secret not in stopped
     assert json.loads(stopped)["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
-    assert _labsim("status", "--params", str(params)).returncode == 3
+    assert _labsim("status", "--state", str(state)).returncode == 3
+    never = _labsim("status", "--state", str(tmp_path / "never"))  # a folder no lab was started in
+    assert never.returncode == 3 and "not running" in never.stdout
 
 
 def test_cli_up_reports_a_taken_port(tmp_path: Path) -> None:
-    params = write_lab(tmp_path)
+    config = sim_config(write_lab(tmp_path))
     other = tmp_path / "other"
     other.mkdir()
     (other / "labsim.log").write_text("labsim: lab 'sim' up: an earlier run\nlabsim: stopped\n")
-    with running_lab(params):
-        up = _labsim("up", "--params", str(params), "--state", str(other), "--detach")
+    (other / "config.json").write_text((config.state_dir / "config.json").read_text())  # the same addresses
+    with running_lab(config):
+        up = _labsim("up", "--state", str(other), "--detach")
     assert up.returncode == 1 and "address already in use" in up.stderr.lower()
     assert "another lab or program holds it" in up.stderr
     assert "an earlier run" not in up.stderr  # only this attempt's lines, not the log's history
 
 
 def test_detached_lab_helper(tmp_path: Path) -> None:
-    params = write_lab(tmp_path)
-    with detached_lab(params) as status:
+    state = sim_config(write_lab(tmp_path)).state_dir
+    with detached_lab(state) as status:
         assert status["running"] is True
         assert token_client(status).version.get()["release"]
-    after = json.loads(_labsim("status", "--params", str(params), "--json").stdout)
+    after = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
     assert after["running"] is False

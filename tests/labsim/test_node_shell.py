@@ -11,7 +11,7 @@ from kubernetes import client
 
 import labsim.k3s  # noqa: F401  -- registers k3s' installer with the nodes' shell
 from labsim.lab import running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab
 from tests.labsim.node_lab import node_lab
 
@@ -199,7 +199,7 @@ async def test_installer_arguments_with_spaces_stay_one_argument(tmp_path):
 
 def test_uname_and_the_node_object_report_one_kernel(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         node = client.CoreV1Api(lab.kube(tmp_path)).read_node(lab.name(0))

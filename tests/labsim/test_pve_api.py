@@ -81,11 +81,11 @@ def test_storage_list_status_and_content(api: ProxmoxAPI) -> None:
 
 def test_linked_clone_holds_a_clone_lock_while_it_runs(tmp_path) -> None:
     from labsim.lab import running_lab
-    from tests.labfiles import write_lab
+    from tests.labfiles import sim_config, write_lab
     from tests.labsim.pveclient import token_client
 
     # time_scale 1: the clone takes its modelled seconds, until the test moves lab time on.
-    with running_lab(write_lab(tmp_path, time_scale=1.0)) as lab:
+    with running_lab(sim_config(write_lab(tmp_path, time_scale=1.0))) as lab:
         api = token_client(lab.status())
         upid = api.nodes("pve").qemu(9000).clone.post(newid=120, name="k3s-master")
         assert api.nodes("pve").tasks(upid).status.get()["status"] == "running"

@@ -12,7 +12,7 @@ import pytest
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from labsim.lab import LabHandle, running_lab
-from tests.labfiles import write_lab
+from tests.labfiles import sim_config, write_lab
 from tests.labsim.pveclient import agent_ipv4, provision, token_client, wait_for, wait_task
 
 UNIT = "/etc/systemd/system/backup-agent.service"
@@ -240,13 +240,13 @@ async def test_delete_snapshot_and_destroy_free_the_disk(lab: LabHandle, api: Pr
 
 
 async def test_snapshots_outlive_a_lab_restart(lab_file: Path) -> None:
-    with running_lab(lab_file) as lab:
+    with running_lab(sim_config(lab_file)) as lab:
         api, ip = token_client(lab.status()), _address(lab, 20)
         provision(api, 120, "k3s-master", ip, _public_key(lab), gateway=_gateway(lab))
         await _write(lab, ip, "/home/ubuntu/notes.txt", "before the restart\n")
         wait_task(api, api.nodes("pve").qemu(120).snapshot.post(snapname="before"))
         await _write(lab, ip, "/home/ubuntu/notes.txt", "changed\n")
-    with running_lab(lab_file) as lab:
+    with running_lab(sim_config(lab_file)) as lab:
         api = token_client(lab.status())
         assert await _read(lab, ip, "/home/ubuntu/notes.txt") == "changed\n"
         assert wait_task(api, api.nodes("pve").qemu(120).snapshot("before").rollback.post(start=1))["exitstatus"] == "OK"
@@ -257,7 +257,7 @@ async def test_snapshots_outlive_a_lab_restart(lab_file: Path) -> None:
 def test_a_clone_in_progress_never_points_at_its_sources_disk(tmp_path: Path) -> None:
     """PVE adds each disk to the new VM's config once it is copied: a clone the lab's stop
     interrupts must not leave a VM whose live disk is the template's base volume."""
-    with running_lab(write_lab(tmp_path, time_scale=0.05)) as lab:  # a full clone takes about a second
+    with running_lab(sim_config(write_lab(tmp_path, time_scale=0.05))) as lab:  # a full clone takes about a second
         api = token_client(lab.status())
         upid = api.nodes("pve").qemu(9000).clone.post(newid=150, name="copy", full=1)
         during = api.nodes("pve").qemu(150).config.get()

@@ -24,7 +24,7 @@ from labsim.kube.resources import Resource
 if TYPE_CHECKING:
     from labsim.kube.store import Store
 
-__all__ = ["admit", "validate", "unknown_fields"]
+__all__ = ["admit", "unknown_fields", "validate"]
 
 
 def admit(store: Store, res: Resource, obj: dict, old: dict | None) -> None:
