@@ -117,6 +117,7 @@ DomainName = Annotated[str, AfterValidator(_pattern(
 VmId = Annotated[int, Field(ge=100, le=999_999_999)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EMBEDDED_SSH_PORT = 2222
+EMBEDDED_POD_NETWORKS = {"cluster_cidr": "127.42.0.0/16", "service_cidr": "127.43.0.0/16"}
 K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes")
 
 
@@ -255,11 +256,13 @@ class Lab(Section):
     @classmethod
     def _embedded_defaults(cls, doc: Any) -> Any:
         """An embedded lab may leave out its ``embedded`` section, and runs without root: its SSH
-        port defaults to an unprivileged one."""
+        port defaults to an unprivileged one, its pod and service networks to k3s' moved into loopback."""
         if isinstance(doc, dict) and doc.get("kind") == "embedded":
             doc = {**doc, "embedded": doc.get("embedded") or {}}
             if isinstance(doc.get("ssh"), dict):
                 doc["ssh"] = {"port": EMBEDDED_SSH_PORT, **doc["ssh"]}
+            if isinstance(doc.get("k3s"), dict):
+                doc["k3s"] = {**EMBEDDED_POD_NETWORKS, **doc["k3s"]}
         return doc
 
     @model_validator(mode="after")
@@ -487,10 +490,8 @@ def _pod_network_rules(lab: Lab) -> list[str]:
     if lab.kind == "embedded":
         loopback = ipaddress.IPv4Network("127.0.0.0/8")
         for field, example in (("cluster_cidr", "127.42.0.0/16"), ("service_cidr", "127.43.0.0/16")):
-            net = getattr(lab.k3s, field)
-            if net is None or not net.subnet_of(loopback):
-                shown = f"unset (k3s' default {nets[field]})" if net is None else str(net)
-                errors.append(f"k3s.{field}: {shown} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
+            if not nets[field].subnet_of(loopback):  # unset, it is EMBEDDED_POD_NETWORKS'
+                errors.append(f"k3s.{field}: {nets[field]} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
                               f"set e.g. {field}: {example}")
     return errors
 

@@ -40,6 +40,8 @@ from labsim.kube.controllers.schedule import Schedule, ScheduleError
 from labsim.kube.controllers.workqueue import Controller
 from labsim.kube.store import StoreError
 from labsim.net import cidrs
+from labsim.net.coredns import CoreDNS
+from labsim.net.kubeproxy import KubeProxy
 from labsim.node import network
 from labsim.node.registry import on_boot
 
@@ -187,11 +189,14 @@ def _snapshot_plan(cfg: K3sConfig) -> tuple[Schedule, int] | None:
 
 
 def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: tuple[Schedule, int] | None) -> None:
-    """k3s' own controllers (node passwords, the manifests folder, ServiceLB, scheduled
-    snapshots) run while this server serves."""
+    """k3s' own controllers (node passwords, the manifests folder, ServiceLB, the kube-proxy,
+    scheduled snapshots) and the CoreDNS pods' server run while this server serves."""
     controllers: list[Controller | ManifestWatcher] = [NodePasswordCleaner(cluster), ManifestWatcher(node, cluster)]
     if "servicelb" not in cfg.disable:
         controllers.append(ServiceLB(cluster))
+    if not cfg.get("disable-kube-proxy"):
+        controllers.append(KubeProxy(cluster))
+    controllers.append(CoreDNS(cluster))  # serves the CoreDNS pods' IPs (none when coredns is disabled)
     if snapshot_plan is not None:
         schedule, retention = snapshot_plan
         controllers.append(snapshots.SnapshotSchedule(

@@ -123,7 +123,7 @@ def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
 def test_k3s_takes_its_pod_and_service_networks_from_its_flags_and_refuses_what_the_twin_cannot_bind(
         tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path, workers=0)
-    with running_lab(lab_file) as handle:
+    with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         refused = lab.install_server(flags="--cluster-cidr=10.42.0.0/16")
         assert refused.exit_status != 0

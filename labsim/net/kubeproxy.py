@@ -1,0 +1,109 @@
+"""The twin's kube-proxy: every Service's front addresses forward to its ready endpoints.
+
+For each port of a ClusterIP, NodePort or LoadBalancer Service it listens on the ClusterIP(s),
+the externalIPs, the load-balancer ingress IPs (port) and every Ready node's InternalIP
+(nodePort), and forwards TCP connections and UDP datagrams to a ready endpoint of the port, read
+from the Service's EndpointSlices. A front whose port has no ready endpoint is not listened on, so
+clients get "connection refused" as with kube-proxy's iptables REJECT rule. Endpoints are picked
+at random per connection; session affinity and traffic policies (Local) are not modelled.
+One kube-proxy serves the whole cluster: every node's addresses are on this machine's loopback.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from labsim.kube.controllers.workqueue import Controller, Key
+from labsim.net.forward import Backend, TcpForwarder, UdpForwarder
+from labsim.net.listeners import Address, Listeners, is_loopback
+
+SERVICE_NAME = "kubernetes.io/service-name"
+PROTOCOLS = ("TCP", "UDP")  # SCTP is not modelled
+_TABLE = "table"  # the one key: any change recomputes the whole table, as kube-proxy's sync does
+
+
+class KubeProxy(Controller):
+    name = "kube-proxy"
+
+    def __init__(self, cluster) -> None:
+        super().__init__(cluster)
+        self.services = self.res("v1", "Service")
+        self.slices = self.res("discovery.k8s.io/v1", "EndpointSlice")
+        self.nodes = self.res("v1", "Node")
+        self.listeners = Listeners(f"kube-proxy of {cluster.name}")
+        self.table: dict[Address, list[Backend]] = {}
+        self._rng = random.Random()
+
+    def watches(self):
+        return [(res, lambda event_type, obj: [_TABLE]) for res in (self.services, self.slices, self.nodes)]
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self.listeners.close()
+
+    async def reconcile(self, key: Key) -> None:
+        self.table = self._table()
+        await self.listeners.sync({a for a, backends in self.table.items() if backends}, self._open)
+
+    def pick(self, address: Address) -> Backend | None:
+        backends = self.table.get(address)
+        return self._rng.choice(backends) if backends else None
+
+    async def _open(self, address: Address):
+        protocol, ip, port = address
+        forwarder = (TcpForwarder if protocol == "TCP" else UdpForwarder)(lambda: self.pick(address))
+        return await forwarder.listen(ip, port)
+
+    # -- the table --------------------------------------------------------------------------------
+    def _table(self) -> dict[Address, list[Backend]]:
+        node_ips = self._ready_node_ips()
+        table: dict[Address, list[Backend]] = defaultdict(list)
+        for svc in self.store.list(self.services):
+            spec = svc.get("spec") or {}
+            if spec.get("type") == "ExternalName" or spec.get("clusterIP") in (None, "", "None"):
+                continue  # headless Services are DNS only
+            slices = self.store.list(self.slices, svc["metadata"]["namespace"],
+                                     labels={SERVICE_NAME: svc["metadata"]["name"]})
+            for port in spec.get("ports") or []:
+                protocol = port.get("protocol", "TCP")
+                if protocol not in PROTOCOLS:
+                    continue
+                backends = _ready_backends(slices, port.get("name", ""), protocol)
+                for ip, front_port in _fronts(svc, port, node_ips):
+                    table[(protocol, ip, front_port)].extend(backends)
+        return dict(table)
+
+    def _ready_node_ips(self) -> list[str]:
+        ips = []
+        for node in self.store.list(self.nodes):
+            status = node.get("status") or {}
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []):
+                ips += [a["address"] for a in status.get("addresses") or [] if a["type"] == "InternalIP"]
+        return ips
+
+
+def _fronts(svc: dict, port: dict, node_ips: list[str]) -> list[tuple[str, int]]:
+    spec, status = svc["spec"], svc.get("status") or {}
+    ips = [*(spec.get("clusterIPs") or [spec["clusterIP"]]), *(spec.get("externalIPs") or [])]
+    ips += [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+    fronts = [(ip, port["port"]) for ip in dict.fromkeys(ips)]
+    if spec.get("type") in ("NodePort", "LoadBalancer") and port.get("nodePort"):
+        fronts += [(ip, port["nodePort"]) for ip in node_ips]
+    return fronts
+
+
+def _ready_backends(slices: list[dict], port_name: str, protocol: str) -> list[Backend]:
+    backends = []
+    for endpoint_slice in slices:
+        ports = [p for p in endpoint_slice.get("ports") or []
+                 if p.get("name", "") == port_name and p.get("protocol", "TCP") == protocol and p.get("port")]
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue  # unset means ready, as the API documents
+            # Only loopback backends: an EndpointSlice written by hand must not send traffic off the machine.
+            backends += [(address, p["port"]) for address in endpoint.get("addresses") or [] if is_loopback(address)
+                         for p in ports]
+    return backends
