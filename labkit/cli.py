@@ -7,17 +7,18 @@ Errors are messages, never tracebacks.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from pathlib import Path
 
-import yaml
-
+from labkit import secrets, yamlfile
 from labkit.errors import LabError, ParamsError, Terminated
 from labkit.params import Lab, load_lab, missing_files, unset_variables
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = Path("parameters/sim.yaml")
+SECRET_NAME = re.compile(r"token|secret|passw|private|credential|api_?key", re.IGNORECASE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(params=args.params, notebooks_dir=args.notebooks, outputs_dir=args.outputs,
                          only=args.only, start_from=args.start_from, dry_run=args.dry_run,
                          keep_lab=args.keep_lab, html=not args.no_html,
-                         parameters={name: yaml.safe_load(value) for name, value in args.parameter})
+                         parameters=parameter_values(args.parameter))
     with interruptible():
         run = run_series(lab, options)
     if run.interrupted_by:
@@ -119,6 +120,25 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     print(diff_text(load_run(args.run_a), load_run(args.run_b)), end="")
     return 0
+
+
+def parameter_values(pairs: list[list[str]]) -> dict[str, object]:
+    """``-p NAME VALUE`` pairs, each VALUE read as YAML (``true``, ``3``, ``[a, b]``)."""
+    values, errors = {}, []
+    for name, text in pairs:
+        shape = "a secret's name" if SECRET_NAME.search(name) else secrets.secret_shape(text)
+        if shape:  # never echoed: the value may be the secret
+            errors.append(f"-p {name}: the value looks like {shape}; secrets never go on the command line (they "
+                          "would stay in the executed notebooks): reference them in the lab file (env:NAME or "
+                          "file:PATH#key)")
+            continue
+        try:
+            values[name] = yamlfile.load(text)
+        except yamlfile.YamlProblem as exc:
+            errors.append(f"-p {name}: {exc}; quote a plain string, e.g. -p {name} \"'text'\"")
+    if errors:
+        raise ParamsError(errors, source="the command line")
+    return values
 
 
 if __name__ == "__main__":

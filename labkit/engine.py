@@ -24,7 +24,15 @@ class ProgressEngine(NBClientEngine):
 papermill_engines.register(ENGINE_NAME, ProgressEngine)
 
 
-def describe_failure(exc: PapermillExecutionError) -> str:
-    """``cell In [7] `labkit.proxmox.apply(plan)`: ProxmoxError: ...`` (the traceback stays in the notebook)."""
+def section_heading(cells: list, index: int) -> str:
+    """The heading of the section a cell belongs to: the nearest markdown heading above it."""
+    return next((line.lstrip("# ").strip() for c in reversed(cells[:index]) if c.get("cell_type") == "markdown"
+                 for line in reversed(c.get("source", "").splitlines()) if line.startswith("#")), "")
+
+
+def describe_failure(exc: PapermillExecutionError, cells: list) -> str:
+    """``cell In [7] · Install the server `labkit.k3s.bootstrap(...)`: K3sError: ...`` (the
+    traceback stays in the notebook); ``cells`` are the executed notebook's."""
     first = next((line for line in (exc.source or "").splitlines() if line.strip()), "")[:80]
-    return f"cell In [{exc.exec_count}] `{first}`: {exc.ename}: {exc.evalue}"
+    heading = section_heading(cells, exc.cell_index)
+    return f"cell In [{exc.exec_count}]{f' · {heading[:60]}' if heading else ''} `{first}`: {exc.ename}: {exc.evalue}"

@@ -10,12 +10,14 @@ printed (both are registered for redaction).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from labkit.changes import Change, Check, Drift, Plan, StepTimer, drift_keys, un
 from labkit.errors import K3sError, SshError
 from labkit.kube import Cluster
 from labkit.params import Lab, Node
-from labkit.ssh import Probe, Result, Session
+from labkit.ssh import HostKeyRefused, Probe, Result, Session, SshTimeout
 
 INSTALLER = "curl -sfL https://get.k3s.io"
 CONFIG = "/etc/rancher/k3s/config.yaml"
@@ -49,6 +51,7 @@ class NodeFacts:
     name: str
     role: str
     reachable: str  # "yes", or why not
+    ssh_failure: type[SshError] | None = None  # why not, as a class (slow, host key refused...)
     os: str = "?"
     os_version: str = "?"
     cloud_init: str = "?"
@@ -58,6 +61,7 @@ class NodeFacts:
     k3s_version: str | None = None  # None: not installed
     k3s_active: bool = False
     config: dict = field(default_factory=dict)  # config.yaml as found, without its token
+    token_matches: bool | None = None  # a server's cluster token is the lab's (None: no cluster there)
 
 
 PROBES = {
@@ -70,18 +74,19 @@ PROBES = {
     "k3s active": "systemctl is-active k3s",
     "k3s-agent active": "systemctl is-active k3s-agent",
     "config": f"sudo -n cat {CONFIG}",
+    "token": f"sudo -n cat {NODE_TOKEN}",  # compared with k3s.token, never kept
 }
 
 
-def gather_facts(ssh: Session, lab: Lab) -> list[NodeFacts]:
+def gather_facts(ssh: Session, lab: Lab, timeout: float = 60) -> list[NodeFacts]:
     """Probe every node over SSH, nodes concurrently; read-only."""
-    probes = ssh.collect([n.name for n in lab.nodes], PROBES)
-    return [_facts(node, probes[node.name]) for node in lab.nodes]
+    probes = ssh.collect([n.name for n in lab.nodes], PROBES, timeout=timeout)
+    return [_facts(lab, node, probes[node.name]) for node in lab.nodes]
 
 
-def _facts(node: Node, probe: Probe) -> NodeFacts:
+def _facts(lab: Lab, node: Node, probe: Probe) -> NodeFacts:
     if probe.error:
-        return NodeFacts(node.name, node.role, reachable=probe.error)
+        return NodeFacts(node.name, node.role, reachable=probe.error, ssh_failure=probe.failure)
     release = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', probe.stdout("os"), re.M))
     return NodeFacts(
         name=node.name, role=node.role, reachable="yes", os=release.get("ID", "unknown"),
@@ -90,7 +95,15 @@ def _facts(node: Node, probe: Probe) -> NodeFacts:
         cpus=int(probe.stdout("cpus").strip() or 0), memory_bytes=_free_total(probe.stdout("memory")),
         disk_bytes=_df_size(probe.stdout("disk")), k3s_version=parse_version(probe.stdout("k3s")),
         k3s_active=probe.stdout(f"{service(node)} active").strip() == "active",
-        config=_without_token(_yaml_mapping(probe.stdout("config"))))
+        config=_without_token(_yaml_mapping(probe.stdout("config"))),
+        token_matches=_token_matches(lab, probe.stdout("token").strip()))
+
+
+def _token_matches(lab: Lab, token: str) -> bool | None:
+    if not token:
+        return None
+    secrets.register(token)
+    return token.rsplit(":", 1)[-1] == lab.secret(lab.k3s.token)
 
 
 def _yaml_mapping(text: str) -> dict:
@@ -132,7 +145,7 @@ class Preflight:
         return not self.problems
 
     def table(self) -> pd.DataFrame:
-        rows = [{"node": f.name, "role": f.role, "ssh": "ok" if f.reachable == "yes" else "unreachable",
+        rows = [{"node": f.name, "role": f.role, "ssh": _ssh_state(f),
                  "os": f"{f.os} {f.os_version}", "cloud-init": f.cloud_init,
                  "cpus": f.cpus, "memory_gib": round(f.memory_bytes / 1024**3, 1),
                  "disk_gib": round(f.disk_bytes / 1024**3, 1),
@@ -143,14 +156,15 @@ class Preflight:
         return pd.DataFrame(rows)
 
 
-def preflight(ssh: Session, lab: Lab) -> Preflight:
-    """What each node is, against what the lab file plans; nothing is changed."""
-    facts = gather_facts(ssh, lab)
+def preflight(ssh: Session, lab: Lab, timeout: float = 60) -> Preflight:
+    """What each node is, against what the lab file plans; nothing is changed. A node whose
+    commands take longer than ``timeout`` seconds is reported as slow."""
+    facts = gather_facts(ssh, lab, timeout)
     problems = []
     for f in facts:
         node = lab.node(f.name)
         if f.reachable != "yes":
-            problems.append(f"{f.name}: not reachable over SSH; run 01-provision-vms first ({f.reachable})")
+            problems.append(_unreachable(f))
             continue
         if f.os not in ("ubuntu", "debian"):
             problems.append(f"{f.name}: OS {f.os} {f.os_version} is not the Ubuntu/Debian the lab is built on")
@@ -168,7 +182,35 @@ def preflight(ssh: Session, lab: Lab) -> Preflight:
         if f.k3s_version not in (None, lab.k3s.version):
             problems.append(f"{f.name}: k3s {f.k3s_version} is installed, the lab pins {lab.k3s.version}; "
                             + UPGRADE_HINT)
+        if f.token_matches is False:
+            problems.append(token_drift(lab, f.name))
     return Preflight(facts, problems)
+
+
+def _ssh_state(f: NodeFacts) -> str:
+    if f.reachable == "yes":
+        return "ok"
+    if f.ssh_failure is not None and issubclass(f.ssh_failure, HostKeyRefused):
+        return "host key refused"
+    return "slow" if f.ssh_failure is not None and issubclass(f.ssh_failure, SshTimeout) else "unreachable"
+
+
+def _unreachable(f: NodeFacts) -> str:
+    """Why a node could not be asked, said as what happened: a host key refused or a slow node
+    are not a missing VM."""
+    state = _ssh_state(f)
+    if state == "host key refused":  # the message names both fingerprints and what to do
+        return f"{f.name}: {f.reachable.removeprefix(f.name + ' ')}"
+    if state == "slow":
+        return (f"{f.name}: answers over SSH, but too slowly ({f.reachable.split(': ', 1)[-1]}); the VM is up and "
+                "overloaded or hung: look at it (uptime, free -m, the PVE console) and re-run")
+    return f"{f.name}: not reachable over SSH; run 01-provision-vms first ({f.reachable})"
+
+
+def token_drift(lab: Lab, server: str) -> str:
+    return (f"{server}: the cluster's token is not the one k3s.token ({lab.k3s.token}) resolves to; the server was "
+            "installed with another token, and agents joining with the lab's would be refused. Restore the "
+            "original secret, or reinstall the server (k3s-uninstall.sh) to start a new cluster")
 
 
 # -- plan --------------------------------------------------------------------------------------------
@@ -277,11 +319,8 @@ def node_token(ssh: Session, lab: Lab) -> str:
 
 def check_token(lab: Lab, token: str) -> None:
     """The cluster's token must be the lab's (``K10<ca hash>::server:<token>``, or the bare token)."""
-    expected = lab.secret(lab.k3s.token)
-    if token.rsplit(":", 1)[-1] != expected:
-        raise K3sError(f"{lab.master.name}: the cluster's token is not the one k3s.token ({lab.k3s.token}) "
-                       "resolves to; the server was installed with another token. Restore the original "
-                       "secret, or reinstall the server (k3s-uninstall.sh) to start a new cluster")
+    if token.rsplit(":", 1)[-1] != lab.secret(lab.k3s.token):
+        raise K3sError(token_drift(lab, lab.master.name))
 
 
 def join_agents(ssh: Session, lab: Lab, names: list[str], timeout: float = 600, step: StepTimer = untimed,
@@ -355,8 +394,11 @@ def fetch_kubeconfig(ssh: Session, lab: Lab, *, dry_run: bool = False, step: Ste
         text = ssh.run(lab.master.name, f"cat {K3S_YAML}", sudo=True).stdout
     config = rewrite_kubeconfig(yaml.safe_load(text), lab)
     for user in config.get("users", []):
-        for value in (user.get("user") or {}).values():
+        for key, value in (user.get("user") or {}).items():
             secrets.register(str(value))
+            if key.endswith("-data"):  # and the PEM inside, as a cell that decodes it would print it
+                with suppress(ValueError):
+                    secrets.register(base64.b64decode(str(value)).decode())
     write_private(lab.kubeconfig, yaml.safe_dump(config, sort_keys=False))
     return lab.kubeconfig
 

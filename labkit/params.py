@@ -15,7 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,26 +27,54 @@ from pydantic import (
     model_validator,
 )
 
-from labkit import secrets
-from labkit.errors import LabError, ParamsError
+from labkit import localfiles, secrets, yamlfile
+from labkit.errors import LabError, ParamsError, SecretError
 
 IPv4 = ipaddress.IPv4Address
 
 # -- field types -------------------------------------------------------------------------------------
 
 
+EXCERPT = 60  # characters of an offending value a message quotes
+
+
+def excerpt(value: Any) -> str:
+    """A value as a message quotes it: short, and a mapping or a list named, never printed whole
+    (a huge or nested value would flood the terminal, or hold a secret)."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)} items"
+    text = repr(value if isinstance(value, bool | int | float | None) else str(value))
+    return text if len(text) <= EXCERPT else f"{text[:EXCERPT - 4]}...{text[-1]}"
+
+
 def _ipv4(value: Any) -> IPv4:
     try:
         return IPv4(str(value))
     except ValueError:
-        raise ValueError(f"{str(value)!r} is not an IPv4 address") from None
+        raise ValueError(f"{excerpt(value)} is not an IPv4 address") from None
 
 
 def _subnet(value: Any) -> ipaddress.IPv4Network:
     try:
         return ipaddress.IPv4Network(str(value), strict=True)
     except ValueError:
-        raise ValueError(f"{str(value)!r} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
+        raise ValueError(f"{excerpt(value)} is not an IPv4 subnet like 192.168.2.0/24 (host bits zero)") from None
+
+
+DNS_NAME = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+
+
+def _host(value: Any) -> str:
+    """An IPv4 address or a DNS name (a name's last label is not all digits: 192.168.2.300 is neither)."""
+    if isinstance(value, str):
+        try:
+            return str(IPv4(value))
+        except ValueError:
+            if DNS_NAME.fullmatch(value) and not value.rsplit(".", 1)[-1].isdigit() and len(value) <= 253:
+                return value
+    raise ValueError(f"{excerpt(value)} is not an IPv4 address or a DNS name")
 
 
 def _secret_ref(value: Any) -> secrets.SecretRef:
@@ -58,12 +85,20 @@ def _secret_ref(value: Any) -> secrets.SecretRef:
     return secrets.parse(value)
 
 
+def _no_secret_after_equals(value: Any) -> Any:
+    # PVE shows a new token as `user@realm!name=SECRET`: pasted whole, the secret must not be echoed.
+    if isinstance(value, str) and "=" in value:
+        raise ValueError("holds '=' and what follows it, as PVE's `user@realm!name=SECRET` does: give the id "
+                         "only (like root@pam!labkit) and the secret as a reference in proxmox.token_secret")
+    return value
+
+
 def _pattern(regex: str, hint: str):
     compiled = re.compile(regex)
 
     def check(value: Any) -> str:
         if not isinstance(value, str) or not compiled.fullmatch(value):
-            raise ValueError(f"{value!r} {hint}")
+            raise ValueError(f"{excerpt(value)} {hint}")
         return value
 
     return check
@@ -72,6 +107,7 @@ def _pattern(regex: str, hint: str):
 Address = Annotated[IPv4, BeforeValidator(_ipv4)]
 Subnet = Annotated[ipaddress.IPv4Network, BeforeValidator(_subnet)]
 SecretField = Annotated[secrets.SecretRef, BeforeValidator(_secret_ref)]
+Host = Annotated[str, BeforeValidator(_host)]
 PathField = Annotated[Path, BeforeValidator(lambda v: Path(str(v)).expanduser())]
 Hostname = Annotated[str, AfterValidator(_pattern(
     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "is not a valid host name: lowercase letters, digits and '-', at most 63"))]
@@ -86,7 +122,7 @@ K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-s
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # strict: `cores: true` is no 1
 
 
 # -- sections -----------------------------------------------------------------------------------------
@@ -98,10 +134,10 @@ class Embedded(Section):
 
 
 class Proxmox(Section):
-    host: str
+    host: Host
     port: Port = 8006
     node: Hostname
-    token_id: Annotated[str, AfterValidator(_pattern(
+    token_id: Annotated[str, BeforeValidator(_no_secret_after_equals), AfterValidator(_pattern(
         r"[^@!\s]+@[^@!\s]+![A-Za-z][A-Za-z0-9._-]*", "is not an API token id like root@pam!labkit (user@realm!name)"))]
     token_secret: SecretField
     ca_file: PathField | None = None
@@ -109,8 +145,12 @@ class Proxmox(Section):
         r"([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}",
         "is not a SHA-256 fingerprint (32 hex bytes separated by ':', as PVE shows it)"))] | None = None
     template_vmid: VmId = 9000
-    storage: str = "local-lvm"
-    bridge: str = "vmbr0"
+    # PVE identifiers (its formats pve-storage-id and pve-bridge-id): they end up in API
+    # parameters such as net0, where a comma or '=' would splice in options of their own.
+    storage: Annotated[str, AfterValidator(_pattern(
+        r"[A-Za-z][A-Za-z0-9_.-]*[A-Za-z0-9]", "is not a PVE storage id like local-lvm"))] = "local-lvm"
+    bridge: Annotated[str, AfterValidator(_pattern(
+        r"[A-Za-z][A-Za-z0-9_.-]{0,14}", "is not a Linux bridge name like vmbr0 (at most 15 characters)"))] = "vmbr0"
 
     @model_validator(mode="after")
     def _one_trust_anchor(self) -> Proxmox:
@@ -151,7 +191,7 @@ class K3s(Section):
     version: Annotated[str, AfterValidator(_pattern(
         r"v\d+\.\d+\.\d+\+k3s\d+", "is not a k3s version like v1.34.3+k3s1"))]
     token: SecretField
-    tls_san: list[str] = []
+    tls_san: list[Host] = []
     disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
     cluster_init: bool = True
     # Pod and service networks (k3s cluster-cidr/service-cidr); unset = k3s' 10.42.0.0/16 and 10.43.0.0/16.
@@ -182,7 +222,7 @@ class MetalLB(Section):
 
 
 class Nfs(Section):
-    server: str
+    server: Host
     path: Annotated[str, AfterValidator(_pattern(r"/\S*", "is not an absolute export path like /volume1/k8s-data"))]
 
 
@@ -295,7 +335,7 @@ def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
     lab._path = path
     errors = cross_check(lab)
     if check_files:
-        errors += missing_files(lab) + unset_variables(lab)
+        errors += missing_files(lab) + unset_variables(lab) + file_problems(lab)
     if errors:
         raise ParamsError(errors, source=str(path))
     return lab
@@ -303,13 +343,11 @@ def load_lab(path: str | Path, *, check_files: bool = True) -> Lab:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yamlfile.load(localfiles.read_text(path))
     except FileNotFoundError:
         raise ParamsError([f"{path}: file not found"], source=str(path)) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ParamsError([f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"], source=str(path)) from None
+    except (localfiles.FileProblem, yamlfile.YamlProblem) as exc:
+        raise ParamsError([str(exc)], source=str(path)) from None
     if not isinstance(doc, dict):
         raise ParamsError(["the lab file must be a YAML mapping (name:, kind:, proxmox:, ...)"], source=str(path))
     return doc
@@ -340,12 +378,12 @@ def _message(err: dict, loc: list, doc: dict) -> str:
     if kind == "value_error":
         return err["msg"].removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"{_value_at(doc, loc)!r} is not allowed; {err['msg'].lower()}"
+        return f"{excerpt(_value_at(doc, loc))} is not allowed; {err['msg'].lower()[:200]}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        return f"{_value_at(doc, loc)!r} is out of range: {err['msg'].lower()}"
+        return f"{excerpt(_value_at(doc, loc))} is out of range: {err['msg'].lower()}"
     if kind == "too_short":
         return "must not be empty"
-    return f"{_value_at(doc, loc)!r}: {err['msg'].lower()}"
+    return f"{excerpt(_value_at(doc, loc))}: {err['msg'].lower()}"
 
 
 def _unknown_key(loc: list, doc: dict) -> str:
@@ -404,10 +442,12 @@ def cross_check(lab: Lab) -> list[str]:
     inside("metallb.addresses", first)
     inside("metallb.addresses", last)
     taken = {n.ip: f"nodes[{i}] ({n.name})" for i, n in enumerate(lab.nodes)} | {lab.network.gateway: "the gateway"}
+    if _is_ipv4(lab.nfs.server):
+        taken[IPv4(lab.nfs.server)] = "the NFS server (nfs.server)"
     for ip, owner in taken.items():
         if first <= ip <= last:
             errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
-                          "the pool must be disjoint from node IPs and the gateway")
+                          "the pool must be disjoint from node IPs, the gateway and the NFS server")
 
     errors += _pod_network_rules(lab)
 
@@ -457,6 +497,14 @@ def _pod_network_rules(lab: Lab) -> list[str]:
     return errors
 
 
+def _is_ipv4(text: str) -> bool:
+    try:
+        IPv4(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _duplicates(nodes: list[Node], field: str) -> list[str]:
     seen: dict[Any, int] = {}
     errors = []
@@ -478,7 +526,7 @@ def _embedded_rules(lab: Lab) -> list[str]:
         if not IPv4(lab.proxmox.host).is_loopback:
             raise ValueError
     except ValueError:
-        errors.append(f"proxmox.host: {lab.proxmox.host!r} is not a loopback address; the embedded lab serves PVE on 127.0.0.1")
+        errors.append(f"proxmox.host: {excerpt(lab.proxmox.host)} is not a loopback address; the embedded lab serves PVE on 127.0.0.1")
     return errors
 
 
@@ -495,6 +543,32 @@ def missing_files(lab: Lab) -> list[str]:
         if path is None or path.exists() or (state is not None and path.is_relative_to(state)):
             continue
         errors.append(f"{where}: file {path} does not exist; create it or fix the path")
+    return errors
+
+
+def file_problems(lab: Lab) -> list[str]:
+    """What is wrong inside the local files the lab needs (those present: ``missing_files``
+    names the others): secrets that cannot be read (a folder, /dev/zero, not UTF-8, no such
+    key), a public key that is not one, a CA that is not a certificate, a state folder that is
+    a file. Messages never quote a file's content."""
+    errors = []
+    checks = {"ssh.public_key": (lab.ssh.public_key, localfiles.public_key_line),
+              "proxmox.ca_file": (lab.proxmox.ca_file, localfiles.check_pem_certificate)}
+    for where, (path, check) in checks.items():
+        try:
+            if path is not None and path.exists():
+                check(path)
+        except localfiles.FileProblem as exc:
+            errors.append(f"{where}: {exc}")
+    for where, ref in lab.secret_refs().items():
+        if ref.path and secrets.resolve_path(ref.path, lab.base_dir).exists():
+            try:
+                lab.secret(ref)
+            except SecretError as exc:
+                errors.append(f"{where}: {exc}")
+    state = lab.embedded.state_dir if lab.kind == "embedded" and lab.embedded else None
+    if state is not None and state.exists() and not state.is_dir():
+        errors.append(f"embedded.state_dir: {state} is a file; give a folder (the embedded lab keeps its state there)")
     return errors
 
 

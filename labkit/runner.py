@@ -10,6 +10,7 @@ where, the temporary folder goes and an embedded lab the run started is stopped.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -28,13 +29,14 @@ import nbformat
 from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError, Terminated
-from labkit.params import Lab
+from labkit.params import Lab, excerpt
 from labkit.render import render_html
 from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
 KERNEL = "homelab-notebooks"
+SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (labkit.secrets.SINK_ENV)
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
 
 
@@ -114,7 +116,7 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     interrupted = None
     try:
         with EmbeddedLab(lab, keep=options.keep_lab, report=report):
-            known = _resolve_secrets(lab)
+            known = _resolve_secrets(lab, options.parameters)
             with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
                 for path, result in zip(notebooks, results, strict=True):
                     _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
@@ -154,27 +156,53 @@ def _run_folder(outputs: Path, started: datetime, lab: str) -> Path:
     return folder
 
 
-def _declared(path: Path) -> set[str]:
+def _declared(path: Path) -> dict[str, str]:
+    """The notebook's parameters: name -> default, as written in its parameters cell."""
     from papermill import inspect_notebook
 
-    return set(inspect_notebook(str(path)))
+    return {name: str(p["default"]) for name, p in inspect_notebook(str(path)).items()}
 
 
 def _check_parameters(notebooks: list[Path], parameters: dict[str, Any]) -> None:
-    """A parameter no notebook declares would be ignored silently (a typo of ``reconcile``, say)."""
+    """A parameter no notebook declares would be ignored silently (a typo of ``reconcile``, say);
+    a value must have its default's type (``-p reconcile 1`` is no bool)."""
     if not parameters:
         return
-    declared = set().union(*(_declared(p) for p in notebooks))
+    declared: dict[str, tuple[str, str]] = {}
+    for path in notebooks:
+        for name, default in _declared(path).items():
+            declared.setdefault(name, (path.stem, default))
     unknown = [name for name in parameters if name not in declared]
     if unknown:
         raise ParamsError([f"-p {name}: no notebook of this run has that parameter (they have: "
                            f"{', '.join(sorted(declared))})" for name in unknown], source="the command line")
+    wrong = [_wrong_type(name, value, *declared[name]) for name, value in parameters.items()]
+    if any(wrong):
+        raise ParamsError([w for w in wrong if w], source="the command line")
 
 
-def _resolve_secrets(lab: Lab) -> frozenset[str]:
-    """Resolve the lab's secrets up front: a missing one stops the run before any notebook."""
-    for ref in lab.secret_refs().values():
-        lab.secret(ref)
+def _wrong_type(name: str, value: Any, notebook: str, default: str) -> str | None:
+    try:
+        expected = type(ast.literal_eval(default))
+    except (ValueError, SyntaxError):
+        return None  # a default that is an expression: nothing to compare with
+    number = expected is float and type(value) is int
+    if expected is type(None) or type(value) is expected or number:
+        return None
+    got, want = type(value).__name__, expected.__name__
+    return (f"-p {name}: {excerpt(value)} is {'an' if got[0] in 'aeiou' else 'a'} {got}; {notebook} expects "
+            f"{'an' if want[0] in 'aeiou' else 'a'} {want} like its default {default[:40]}")
+
+
+def _resolve_secrets(lab: Lab, parameters: dict[str, Any]) -> frozenset[str]:
+    """Resolve the lab's secrets up front: a missing one stops the run before any notebook, and so
+    does a -p value holding one (secrets come by reference only; never echoed)."""
+    values = {where: lab.secret(ref) for where, ref in lab.secret_refs().items()}
+    misplaced = [f"-p {name}: the value holds the lab's secret {where}; secrets never go on the command line: "
+                 "the notebooks read them through the lab file" for name, value in parameters.items()
+                 for where, secret in values.items() if secret in str(value)]
+    if misplaced:
+        raise ParamsError(misplaced, source="the command line")
     return secrets.registered()
 
 
@@ -201,11 +229,15 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
             # warning), and the 'KeyboardInterrupt caught in kernel' ERROR it logs when jupyter_client's
             # shutdown (which always interrupts first) lands inside a message handler. Cell errors
             # reach the run through the notebook, a dead kernel through papermill.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            # No IPython history either: it would keep every cell, -p values included, in ~/.ipython.
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.enabled=False"],
         )
         result.status = "passed"
     except PapermillExecutionError as failure:
-        result.status, result.error = "failed", describe_failure(failure)
+        # The cells as executed: without the two error notes papermill adds, which shift the indices.
+        cells = [c for c in (nbformat.read(executed, as_version=4).cells if executed.exists() else [])
+                 if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
+        result.status, result.error = "failed", describe_failure(failure, cells)
     except Exception as exc:  # kernel died, timeout, papermill itself
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt as stop:  # papermill has stopped the kernel and saved what ran
@@ -214,6 +246,7 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
         result.status = "interrupted"
         result.error = f"interrupted by {_signal_name(stop)} in {cells[-1] if cells else 'the kernel start'}"
     result.duration_s = round(time.monotonic() - t0, 1)
+    known = known | secrets.learnt(scratch / SECRETS_SINK)  # what the kernel learnt, before anything is kept
     if executed.exists():
         _store(executed, result, folder, known)
     if result.error:
@@ -256,14 +289,14 @@ def _store(executed: Path, result: NotebookResult, folder: Path, known: frozense
 def _cell_reporter(report: Reporter, started: list[str]) -> Callable[[int, list], None]:
     """Report each code cell as it starts, under the heading of the section it belongs to; the
     lines go to ``started`` too."""
+    from labkit.engine import section_heading
 
     def on_cell(index: int, cells: list) -> None:
         cell = cells[index]
         tags = cell.get("metadata", {}).get("tags", [])
         if cell.get("cell_type") != "code" or not cell.get("source", "").strip() or "injected-parameters" in tags:
             return
-        heading = next((line.lstrip("# ").strip() for c in reversed(cells[:index]) if c.get("cell_type") == "markdown"
-                        for line in c.get("source", "").splitlines() if line.startswith("#")), "")
+        heading = section_heading(cells, index)
         first = cell["source"].strip().splitlines()[0][:60]
         started.append(f"cell {index + 1}/{len(cells)}" + (f" · {heading[:50]}" if heading else "") + f": {first}")
         report(f"    {started[-1]}")
@@ -277,11 +310,13 @@ def own_kernel(scratch: Path) -> Iterator[None]:
 
     The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
     venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
-    makes a run use the labkit that runs it."""
+    makes a run use the labkit that runs it. Its kernels report the secrets they learn to a file
+    of the scratch folder (``labkit.secrets.SINK_ENV``)."""
     from ipykernel.kernelspec import write_kernel_spec
 
     spec_dir = scratch / "jupyter" / "kernels" / KERNEL
-    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks"})
+    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks",
+                                           "env": {secrets.SINK_ENV: str(scratch / SECRETS_SINK)}})
     before = os.environ.get("JUPYTER_PATH")
     os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
     try:

@@ -2,7 +2,8 @@
 
 Host keys are pinned in the lab's own known_hosts file (``ssh.known_hosts``): the first contact
 with a node records its key (and is reported, so the notebook shows it), later contacts must
-present the same key, and a changed key is refused with an error that says what to do. Commands
+present the same key, and a changed key is refused with an error that says what to do. Hashed
+entries count as pins, ``@revoked`` keys are refused, ``@cert-authority`` lines are refused clearly. Commands
 run with a timeout and captured output; a failure names the node and the command, with every
 registered secret redacted. All connections live on labkit's background loop
 (``labkit.eventloop``), so the sync methods here work the same in a notebook and a script.
@@ -11,6 +12,10 @@ registered secret redacted. All connections live on labkit's background loop
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import re
 import shlex
 import time
 from collections.abc import Iterable
@@ -27,8 +32,16 @@ from labkit.params import Lab
 from labkit.secrets import redact
 
 
-class HostKeyChanged(SshError):
+class HostKeyRefused(SshError):
+    """A node's host key was refused: changed, revoked, or not checkable by labkit."""
+
+
+class HostKeyChanged(HostKeyRefused):
     """A node presented a host key other than the one pinned for it."""
+
+
+class SshTimeout(SshError):
+    """A command did not finish in time: the node answers, but slowly (or the command hangs)."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +60,14 @@ class Result:
 
 @dataclass(frozen=True)
 class Probe:
-    """The answers of one node to a set of commands, or why it could not be asked."""
+    """The answers of one node to a set of commands, or why it could not be asked (``failure``:
+    the SshError's class, so a reader tells a slow node or a refused host key from a VM that
+    is not there)."""
 
     node: str
     results: dict[str, Result]
     error: str | None = None
+    failure: type[SshError] | None = None
 
     def stdout(self, key: str) -> str:
         result = self.results.get(key)
@@ -74,22 +90,40 @@ def _host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+@dataclass(frozen=True)
+class KnownHost:
+    """One line of known_hosts that names a host: its marker (``@revoked``,
+    ``@cert-authority`` or none), its key (``type base64``) and its line number."""
+
+    marker: str
+    key: str
+    line: int
+
+
 class KnownHosts:
-    """The lab's known_hosts file: one pinned key per ``host`` / ``[host]:port``."""
+    """The lab's known_hosts file, read as OpenSSH reads it: plain or hashed (``ssh-keygen -H``)
+    host patterns with wildcards and negations, and the ``@revoked`` / ``@cert-authority``
+    markers. One pinned key per ``host`` / ``[host]:port``; labkit appends only for a host that
+    has no line at all."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def pinned(self, host: str, port: int) -> list[str]:
-        """Pinned keys (``type base64``) for the address."""
+    def entries(self, host: str, port: int) -> list[KnownHost]:
+        """Every line whose host patterns match the address."""
         if not self.path.exists():
             return []
-        pattern, keys = _host_pattern(host, port), []
-        for line in self.path.read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and not line.startswith("#") and pattern in parts[0].split(","):
-                keys.append(f"{parts[1]} {parts[2]}")
-        return keys
+        name, found = _host_pattern(host, port), []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            fields = line.split()
+            marker = fields.pop(0) if fields and fields[0].startswith("@") else ""
+            if len(fields) >= 3 and not fields[0].startswith("#") and _hosts_match(fields[0], name):
+                found.append(KnownHost(marker, f"{fields[1]} {fields[2]}", number))
+        return found
+
+    def pinned(self, host: str, port: int) -> list[str]:
+        """Pinned keys (``type base64``) for the address."""
+        return [e.key for e in self.entries(host, port) if not e.marker]
 
     def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,33 +131,78 @@ class KnownHosts:
             out.write(f"{_host_pattern(host, port)} {_openssh(key)}\n")
 
 
+def _hosts_match(patterns: str, name: str) -> bool:
+    """OpenSSH's rule: a hashed entry (``|1|salt|hash``) matches its one name; otherwise a
+    comma-separated list matches if a pattern does and no negated (``!``) pattern does."""
+    if patterns.startswith("|1|"):
+        salt, _, digest = patterns[3:].partition("|")
+        try:
+            mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+            return hmac.compare_digest(mac, base64.b64decode(digest))
+        except ValueError:  # binascii.Error too: not base64
+            return False
+    matched = False
+    for pattern in patterns.lower().split(","):
+        negated = pattern.startswith("!")
+        if _wildcard(pattern.removeprefix("!")).fullmatch(name.lower()):
+            if negated:
+                return False
+            matched = True
+    return matched
+
+
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern))
+
+
 def _openssh(key: asyncssh.SSHKey) -> str:
     """``type base64`` of a public key, as known_hosts holds it."""
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 
+def _fingerprint(openssh: str) -> str:
+    try:
+        return asyncssh.import_public_key(openssh).get_fingerprint("sha256")
+    except (asyncssh.KeyImportError, ValueError):
+        return f"(unreadable key {openssh.split()[0]})"
+
+
 class _PinningClient(asyncssh.SSHClient):
-    """Accepts exactly the pinned key, or records the key on first contact."""
+    """Accepts exactly the pinned key, or records the key on first contact (a host with no
+    line at all); a revoked key, or a host pinned by a certificate authority, is refused."""
 
     def __init__(self, known: KnownHosts, node: str):
         self.known, self.node = known, node
         self.event: HostKeyEvent | None = None
-        self.mismatch: str | None = None
+        self.offered: str | None = None  # fingerprint of the key the node presented
+        self.pinned: list[str] = []  # fingerprints pinned for it, when they differ
+        self.refusal: str | None = None  # why the key was refused, other than a change
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        offered = _openssh(key)
-        pinned = self.known.pinned(addr, port)
-        fingerprint = key.get_fingerprint("sha256")
-        if not pinned:
-            self.known.record(addr, port, key)
-            self.event = HostKeyEvent(self.node, f"{addr}:{port}", key.get_algorithm(), fingerprint,
-                                      "first contact: recorded")
-            return True
+        offered, entries = _openssh(key), self.known.entries(addr, port)
+        self.offered = fingerprint = key.get_fingerprint("sha256")
+        revoked = next((e for e in entries if e.marker == "@revoked" and e.key == offered), None)
+        if revoked is not None:
+            self.refusal = (f"the host key {fingerprint} is marked @revoked in {self.known.path} (line "
+                            f"{revoked.line}); it must never be accepted: find out why the node presents it")
+            return False
+        pinned = [e.key for e in entries if not e.marker]
         if offered in pinned:
             self.event = HostKeyEvent(self.node, f"{addr}:{port}", key.get_algorithm(), fingerprint, "known: matches")
             return True
-        self.mismatch = fingerprint
-        return False
+        if pinned:
+            self.pinned = [_fingerprint(k) for k in pinned]
+            return False
+        if entries:  # only @cert-authority or @revoked lines: never pin a key beside them
+            self.refusal = (f"{self.known.path} names this host only in @cert-authority or @revoked lines (line "
+                            f"{', '.join(str(e.line) for e in entries)}); labkit pins plain host keys and does "
+                            f"not check host certificates. Add the node's key ({key.get_algorithm()} {fingerprint}, "
+                            f"once verified on its console) as a plain line, or remove those lines")
+            return False
+        self.known.record(addr, port, key)
+        self.event = HostKeyEvent(self.node, f"{addr}:{port}", key.get_algorithm(), fingerprint,
+                                  "first contact: recorded")
+        return True
 
 
 # -- sessions --------------------------------------------------------------------------------------
@@ -169,7 +248,7 @@ class Session:
                 return Probe(node, {k: await self.arun(node, c, timeout=timeout, check=False)
                                     for k, c in commands.items()})
             except SshError as exc:
-                return Probe(node, {}, str(exc))
+                return Probe(node, {}, str(exc), type(exc))
 
         return {p.node: p for p in await asyncio.gather(*(one(n) for n in nodes))}
 
@@ -218,7 +297,7 @@ class Session:
         while True:
             try:
                 return await self.connection(node)
-            except HostKeyChanged:
+            except HostKeyRefused:
                 raise
             except SshError:
                 if loop.time() + delay > deadline:
@@ -236,11 +315,13 @@ class Session:
                 lambda: client, host, port, username=self.lab.ssh.user, client_keys=[self._client_key],
                 known_hosts=b"", agent_path=None, connect_timeout=self.connect_timeout)
         except asyncssh.HostKeyNotVerifiable:
+            if client.refusal:
+                raise HostKeyRefused(f"{node} ({host}:{port}): {client.refusal}.") from None
             raise HostKeyChanged(
-                f"{node} ({host}:{port}): the host key changed (now {client.mismatch}); the pinned key in "
-                f"{self.lab.ssh.known_hosts} no longer matches. If the VM was re-created on purpose, remove "
-                f"its line ({_host_pattern(host, port)}) from that file and re-run; otherwise stop and "
-                "find out why.") from None
+                f"{node} ({host}:{port}): the host key changed: it presents {client.offered}, pinned is "
+                f"{', '.join(client.pinned)} in {self.lab.ssh.known_hosts}. If the VM was re-created on purpose, "
+                f"remove its line (`ssh-keygen -R '{_host_pattern(host, port)}' -f {self.lab.ssh.known_hosts}`) "
+                "and re-run; otherwise stop and find out why.") from None
         except asyncssh.PermissionDenied:
             raise SshError(f"{node} ({host}:{port}): the operator key was refused for user {self.lab.ssh.user}; "
                            "check sshkeys and ciuser of the VM (cloud-init)") from None
@@ -264,7 +345,7 @@ class Session:
                     # The channel closed without an exit status: the connection went away mid-command.
                     raise asyncssh.ConnectionLost("the channel closed before the command exited")
             except asyncssh.TimeoutError as exc:
-                raise SshError(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
+                raise SshTimeout(f"{node}: `{redact(command)}` did not finish within {timeout:.0f} s "
                                f"(output so far: {redact(str(exc.stdout or ''))[-200:]!r})") from None
             except (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError,
                     BrokenPipeError, ConnectionResetError) as exc:

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--detach", action="store_true", help="run in the background; return once it answers")
         if name == "status":
             sub.add_argument("--json", action="store_true", help="machine-readable output")
+            sub.add_argument("--show-secrets", action="store_true",
+                             help="include the API token's secret in --json (hidden otherwise)")
     return parser
 
 
@@ -172,6 +174,9 @@ def status(config: SimConfig, args: argparse.Namespace) -> int:
     live = _live_status(config) if running_pid(config.state_dir) is not None else None
     doc = live or static_status(config)
     if args.json:
+        if not args.show_secrets and doc["pve"].get("token_secret"):
+            # A status is pasted into issues and logs; the token is in secrets.yaml for those who need it.
+            doc["pve"]["token_secret"] = "(hidden: --show-secrets, or secrets.yaml#pve_token_secret)"
         print(json.dumps(doc, indent=2))
         return 0
     if not doc["running"]:

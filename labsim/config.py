@@ -38,6 +38,7 @@ class SimConfig:
     subnet: ipaddress.IPv4Network
     cluster_cidr: ipaddress.IPv4Network  # the pod network the twin's k3s uses when config.yaml sets none
     service_cidr: ipaddress.IPv4Network
+    metallb_pool: str  # FIRST-LAST, the lab file's metallb.addresses
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:
@@ -77,6 +78,18 @@ class SimConfig:
             if not getattr(self, field).subnet_of(loopback):
                 raise ConfigError(f"{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
                                   "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")
+        if not all(network.subnet_of(loopback) for network in self.metallb_networks):
+            raise ConfigError(f"metallb_pool: {self.metallb_pool} is not inside 127.0.0.0/8; labsim binds loopback only")
+
+    @property
+    def metallb_networks(self) -> list[ipaddress.IPv4Network]:
+        first, last = (ipaddress.IPv4Address(part.strip()) for part in self.metallb_pool.split("-", 1))
+        return list(ipaddress.summarize_address_range(first, last))
+
+    @property
+    def networks(self) -> tuple[ipaddress.IPv4Network, ...]:
+        """The lab's address ranges: the only ones a node's network reaches (labsim.node.network)."""
+        return (self.subnet, *self.metallb_networks, self.cluster_cidr, self.service_cidr)
 
 
 CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}

@@ -166,7 +166,7 @@ def detached_lab(state_dir: Path) -> Iterator[dict[str, Any]]:
     subprocess.run([*labsim, "up", *state, "--detach"], check=True, capture_output=True, text=True,
                    timeout=START_TIMEOUT)
     try:
-        out = subprocess.run([*labsim, "status", *state, "--json"], check=True,
+        out = subprocess.run([*labsim, "status", *state, "--json", "--show-secrets"], check=True,
                              capture_output=True, text=True, timeout=START_TIMEOUT).stdout
         yield json.loads(out)
     finally:

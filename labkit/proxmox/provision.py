@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from labkit import cloudinit
+from labkit import cloudinit, localfiles
 from labkit.changes import Change, Check, Drift, Plan, StepTimer, untimed
 from labkit.errors import ProxmoxError
 from labkit.params import Lab, Node
@@ -34,7 +34,7 @@ REBOOT_FIELDS = {"cores", "memory", "agent", "ciuser", "sshkeys", "ipconfig0", "
 
 def desired_config(lab: Lab, node: Node) -> dict[str, Any]:
     """The VM config the lab file asks for (what ``apply`` writes and ``plan`` compares)."""
-    public_key = lab.ssh.public_key.read_text().strip()
+    public_key = localfiles.public_key_line(lab.ssh.public_key)  # never a private key into the VMs
     return {"cores": node.cores, "memory": node.memory_mib, **cloudinit.settings(lab, node, public_key),
             "agent": "1", "onboot": 1, "tags": ";".join(node.tags)}
 

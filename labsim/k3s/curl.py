@@ -1,23 +1,25 @@
 """`curl` on a node. https://get.k3s.io answers with the k3s install script (the embedded lab
 has no Internet); any other URL is fetched for real on the loopback lab, so a node reaches the
-Kubernetes API or an ingress address as on the real network. There is no DNS: only IP
-addresses, `localhost` and the node's own name resolve. Failures carry curl's exit codes and
-messages (6 resolve, 7 connect, 22 HTTP error with -f, 60 certificate)."""
+Kubernetes API or an ingress address as on the real network, and only its lab's addresses
+(labsim.node.network: `localhost` is the node itself, there is no DNS). Failures carry curl's
+exit codes and messages (6 resolve, 7 connect or unreachable, 22 HTTP error with -f, 60 certificate)."""
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
 import ssl
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
 from labsim.k3s.installer import INSTALL_URLS, SCRIPT
+from labsim.node import network
 from labsim.node.registry import CommandContext, CommandResult, command
 
 TIMEOUT = 30  # seconds, curl's connect timeout stands in for "the network is down"
+MAX_REDIRECTS = 50  # curl's default --max-redirs
+REDIRECTS = (301, 302, 303, 307, 308)
 _VALUED = {"-o": "output", "--output": "output", "-H": "headers", "--header": "headers", "-X": "method",
            "--request": "method", "-d": "data", "--data": "data", "--cacert": "cacert"}
 _SWITCHES = {"s": "silent", "S": "show_error", "f": "fail", "L": "location", "k": "insecure", "I": "head"}
@@ -93,43 +95,73 @@ def _quiet(argv: list[str]) -> bool:
 
 
 async def fetch(ctx: CommandContext, req: Request) -> bytes:
-    parts = urlsplit(req.url if "://" in req.url else f"http://{req.url}")
-    host = _resolve(ctx.node, parts.hostname or "")
-    url = parts._replace(netloc=parts.netloc.replace(parts.hostname or "", host, 1)).geturl()
+    """The body (or, with -I, the head) of the URL; with -L, redirects are followed, each hop
+    fenced to the lab's network as the first one."""
+    url = req.url if "://" in req.url else f"http://{req.url}"
     method = req.method or ("HEAD" if "head" in req.flags else "POST" if req.data is not None else "GET")
-    headers = dict(h.split(":", 1) for h in req.headers if ":" in h)
-    headers = {k.strip(): v.strip() for k, v in headers.items()}
-    if parts.hostname and parts.hostname != host:
-        headers.setdefault("Host", parts.netloc)
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session, \
-                session.request(method, url, data=req.data, headers=headers, ssl=_tls(ctx, req),
-                                allow_redirects="location" in req.flags) as response:
-            body = await response.read()
-    except aiohttp.ClientConnectorCertificateError as e:
-        raise CurlError(60, f"SSL certificate problem: {e.certificate_error.verify_message}") from e
-    except aiohttp.ClientConnectorError as e:
-        raise CurlError(7, f"Failed to connect to {parts.hostname} port {parts.port or _port(parts.scheme)} "
-                           "after 0 ms: Couldn't connect to server") from e
-    except TimeoutError as e:
-        raise CurlError(28, f"Connection timed out after {TIMEOUT * 1000} milliseconds") from e
+    data = req.data
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+        for _hop in range(MAX_REDIRECTS + 1):
+            response = await _request(ctx, session, req, url, method, data)
+            location = response.headers.get("Location")
+            if "location" not in req.flags or response.status not in REDIRECTS or not location:
+                break
+            url = urljoin(url, location)
+            if response.status in (301, 302, 303) and method == "POST":
+                method, data = "GET", None  # as curl does
+        else:
+            raise CurlError(47, f"Maximum ({MAX_REDIRECTS}) redirects followed")
     if "fail" in req.flags and response.status >= 400:
         raise CurlError(22, f"The requested URL returned error: {response.status}")
     if "head" in req.flags:
         lines = [f"HTTP/1.1 {response.status} {response.reason}", *(f"{k}: {v}" for k, v in response.headers.items())]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
-    return body
+    return response.body
 
 
-def _resolve(node, name: str) -> str:
-    if name in ("localhost", ""):
-        return "127.0.0.1"
-    if name in (node.hostname, node.spec.fqdn):
-        return node.spec.ip
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+
+
+async def _request(ctx: CommandContext, session: aiohttp.ClientSession, req: Request, url: str,
+                   method: str, data: str | None) -> Response:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise CurlError(1, f'Protocol "{parts.scheme}" not supported or disabled in libcurl')
     try:
-        return str(ipaddress.ip_address(name))
+        name, port = parts.hostname or "", parts.port or _port(parts.scheme)
     except ValueError:
+        raise CurlError(3, "URL using bad/illegal format or missing URL") from None
+    address = _resolve(ctx.node, name, port)
+    headers = {k.strip(): v.strip() for k, v in (h.split(":", 1) for h in req.headers if ":" in h)}
+    if name != address:
+        headers.setdefault("Host", parts.netloc.rpartition("@")[2])
+    target = parts._replace(netloc=f"{address}:{port}").geturl()
+    try:
+        async with session.request(method, target, data=data, headers=headers, ssl=_tls(ctx, req),
+                                   allow_redirects=False) as response:
+            return Response(response.status, response.reason or "", dict(response.headers), await response.read())
+    except aiohttp.ClientConnectorCertificateError as e:
+        raise CurlError(60, f"SSL certificate problem: {e.certificate_error.verify_message}") from e
+    except aiohttp.ClientConnectorError as e:
+        raise CurlError(7, f"Failed to connect to {name} port {port} after 0 ms: Couldn't connect to server") from e
+    except aiohttp.ClientError as e:
+        raise CurlError(56, "Recv failure: Connection reset by peer") from e
+    except TimeoutError as e:
+        raise CurlError(28, f"Connection timed out after {TIMEOUT * 1000} milliseconds") from e
+
+
+def _resolve(node, name: str, port: int) -> str:
+    try:
+        return network.resolve(node, name)
+    except network.NoSuchHost:
         raise CurlError(6, f"Could not resolve host: {name}") from None
+    except network.NetworkUnreachable:
+        raise CurlError(7, f"Failed to connect to {name} port {port} after 0 ms: Network is unreachable") from None
 
 
 def _tls(ctx: CommandContext, req: Request) -> ssl.SSLContext | bool:

@@ -42,6 +42,7 @@ from labsim.kube.store import StoreError
 from labsim.net import cidrs
 from labsim.net.coredns import CoreDNS
 from labsim.net.kubeproxy import KubeProxy
+from labsim.node import network
 from labsim.node.registry import on_boot
 
 API_PORT = 6443
@@ -315,9 +316,10 @@ async def _reachable_cluster(node, url: str, log: Logger):
     port = parts.port or 443
     failure = f"Failed to validate connection to cluster at {url}: failed to get CA certs: " \
               f'Get "{url.rstrip("/")}/cacerts"'
+    address = _route(node, parts.hostname, port, failure)
     for attempt in range(CONNECT_ATTEMPTS):
         try:
-            _reader, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), 5)
+            _reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port), 5)
         except (OSError, TimeoutError) as e:
             reason = "connect: connection refused" if isinstance(e, ConnectionRefusedError) else "i/o timeout"
             error = f"{failure}: dial tcp {parts.hostname}:{port}: {reason}"
@@ -329,10 +331,20 @@ async def _reachable_cluster(node, url: str, log: Logger):
             continue
         writer.close()
         break
-    cluster = node.lab.clusters.find(parts.hostname)
+    cluster = node.lab.clusters.find(address)
     if cluster is None or port != API_PORT:
         raise UnitError(f"{failure}: 404 Not Found", "error")
     return cluster
+
+
+def _route(node, host: str, port: int, failure: str) -> str:
+    """The address the agent dials for ``host``: within the node's lab only (labsim.node.network)."""
+    try:
+        return network.resolve(node, host)
+    except network.NoSuchHost:
+        raise UnitError(f"{failure}: dial tcp: lookup {host}: no such host", "error") from None
+    except network.NetworkUnreachable:
+        raise UnitError(f"{failure}: dial tcp {host}:{port}: connect: network is unreachable", "error") from None
 
 
 # --- the Node -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -84,7 +85,11 @@ class Cluster:
             "port": self.port, "cluster_cidr": self.cluster_cidr, "service_cidr": self.service_cidr}, indent=1))
         if self.store.resource_version != self._saved_rv:
             tmp = self.state_dir / "store.json.tmp"
-            tmp.write_bytes(self.store.snapshot())
+            # The store holds Secrets (tokens, keys): owner-only, as etcd's data is on a k3s server.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a leftover tmp file keeps its mode through O_CREAT
+            with os.fdopen(fd, "wb") as out:
+                out.write(self.store.snapshot())
             tmp.replace(self.state_dir / "store.json")
             self._saved_rv = self.store.resource_version
         kubeconfig = self.state_dir / "kubeconfig"

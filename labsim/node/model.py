@@ -15,6 +15,7 @@ import os
 import posixpath
 import shutil
 import stat
+import string
 import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -53,6 +54,16 @@ def default_umask(user: str) -> int:
 
 def unit_name(name: str) -> str:
     return name.removesuffix(".service")
+
+
+UNIT_CHARS = frozenset(string.ascii_letters + string.digits + ":-_.\\@")
+
+
+def mangle_unit(name: str) -> str:
+    """A unit name as systemd reads one a user typed: ``/`` becomes ``-`` and what a unit name
+    cannot hold is escaped (``\\xNN``), so a name (``-u ../../etc/passwd``) is never a path."""
+    return "".join("-" if c == "/" else c if c in UNIT_CHARS else "".join(f"\\x{b:02x}" for b in c.encode())
+                   for c in name)
 
 
 class NodeModel:
@@ -374,7 +385,7 @@ class NodeModel:
         unit = unit_name(unit)
         stamp = datetime.fromtimestamp(self.clock.now(), UTC).strftime("%b %d %H:%M:%S")
         pid = 1 if unit == "systemd" else 1000 + zlib.crc32(unit.encode()) % 30000
-        path = self.folder / "journal" / f"{unit}.log"
+        path = self._journal_file(unit)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as out:
             for part in line.splitlines() or [""]:
@@ -382,6 +393,9 @@ class NodeModel:
 
     def journal(self, unit: str) -> list[str]:
         try:
-            return (self.folder / "journal" / f"{unit_name(unit)}.log").read_text().splitlines()
+            return self._journal_file(unit).read_text().splitlines()
         except FileNotFoundError:
             return []
+
+    def _journal_file(self, unit: str) -> Path:
+        return self.folder / "journal" / f"{unit_name(mangle_unit(unit))}.log"

@@ -430,6 +430,8 @@ async def journalctl(ctx: CommandContext) -> CommandResult:
     if len(units) != 1:
         lines.sort(key=lambda line: line[:15])  # merge units by their time stamps
     if count is not None and count != "all":
+        if not count.isdigit():
+            return CommandResult.fail(f"Failed to parse lines '{count}'\n")
         lines = lines[-int(count):] if int(count) else []
     if not lines:
         return CommandResult.ok("" if "-q" in flags else "-- No entries --\n")

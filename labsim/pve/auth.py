@@ -36,7 +36,7 @@ class Auth:
         """``POST /access/ticket``: a password, or a still valid ticket (proxmoxer renews so)."""
         user = username if "@" in username else f"{username}@pam"
         renewing = self._ticket_user(password) == user
-        if user != ROOT or not (renewing or hmac.compare_digest(password, self._root_password)):
+        if user != ROOT or not (renewing or _same(password, self._root_password)):
             raise PVEError(401, "authentication failure")
         stamp = f"{int(self._clock.now()):08X}"
         return {
@@ -74,7 +74,7 @@ class Auth:
         if token_id != self.token_id:
             user, _, name = token_id.partition("!")
             raise PVEError(401, f"no such token '{name}' for user '{user}'")
-        if not hmac.compare_digest(secret, self._token_secret):
+        if not _same(secret, self._token_secret):
             raise PVEError(401, "invalid token value!")
         return Identity(token_id)
 
@@ -83,7 +83,7 @@ class Auth:
         if len(parts) != 5 or parts[0] != "PVE":
             return None
         _, user, stamp, _, signature = parts
-        if not hmac.compare_digest(signature, self._sign(f"PVE:{user}:{stamp}")):
+        if not _same(signature, self._sign(f"PVE:{user}:{stamp}")):
             return None
         if self._clock.now() - int(stamp, 16) > TICKET_LIFETIME:
             return None
@@ -91,10 +91,16 @@ class Auth:
 
     def _check_csrf(self, token: str, user: str) -> None:
         stamp, _, signature = token.partition(":")
-        valid = bool(stamp) and hmac.compare_digest(signature, self._sign(f"{stamp}:{user}"))
+        valid = bool(stamp) and _same(signature, self._sign(f"{stamp}:{user}"))
         if not valid or self._clock.now() - int(stamp, 16) > TICKET_LIFETIME:
             raise PVEError(401, "Permission denied - invalid csrf token")
 
     def _sign(self, text: str) -> str:
         digest = hmac.new(self._key, text.encode(), hashlib.sha256).digest()
         return base64.b64encode(digest).decode().rstrip("=")
+
+
+def _same(given: str, expected: str) -> bool:
+    """A constant-time comparison that takes any text: compare_digest refuses non-ASCII str
+    (a TypeError, once a 500), so a token or ticket with an 'é' is simply a wrong one: 401."""
+    return hmac.compare_digest(given.encode(errors="surrogateescape"), expected.encode(errors="surrogateescape"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import asyncssh
 import pytest
 import yaml
 
 from labkit import secrets, ssh
+from labsim.pki import make_ca
 from tests.labfiles import REPO
 from tests.labkit.embedded import provisioned_lab
 
@@ -41,9 +44,10 @@ def session(provisioned):
 @pytest.fixture
 def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """homelab.yaml with its local files made in tmp_path and its secrets in the environment."""
-    (tmp_path / "pve-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    (tmp_path / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample operator\n")
-    (tmp_path / "id").write_text("not-a-real-key-but-a-file\n")
+    ca, key = _local_files()
+    (tmp_path / "pve-ca.pem").write_bytes(ca)
+    (tmp_path / "id.pub").write_text(key.export_public_key().decode().strip() + " operator\n")
+    (tmp_path / "id").write_bytes(key.export_private_key())
     monkeypatch.setenv("LABKIT_PVE_TOKEN", PVE_TOKEN)
     monkeypatch.setenv("LABKIT_K3S_TOKEN", K3S_TOKEN)
     doc = yaml.safe_load(HOMELAB.read_text())
@@ -51,6 +55,12 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     doc["kubeconfig"] = "kubeconfig"
     return doc
+
+
+@functools.cache
+def _local_files() -> tuple[bytes, asyncssh.SSHKey]:
+    """A PEM CA and an operator key pair, made once: what a real lab's files hold."""
+    return make_ca("pve-ca-test").cert_pem, asyncssh.generate_private_key("ssh-ed25519")
 
 
 def write(tmp_path: Path, doc: dict, name: str = "lab.yaml") -> Path:

@@ -179,3 +179,37 @@ def test_an_agent_that_cannot_join_fails_with_its_journal(provisioned, session):
     session.run(worker.name, k3s.installer_command(provisioned.lab, "agent", bad), sudo=True, timeout=60, check=False)
     with pytest.raises(K3sError, match=rf"{worker.name}: k3s-agent is .* its journal says"):
         k3s.wait_active(session, worker, timeout=5)
+
+
+def test_preflight_says_what_happened_token_drift_slow_node_changed_host_key(provisioned, session):
+    lab = provisioned.lab
+    k3s.install_server(session, lab, lab.master, timeout=60)
+    secrets_file = lab.base_dir / "labsim" / "secrets.yaml"
+    original = secrets_file.read_text()
+    doc = yaml.safe_load(original)
+    doc["k3s_token"] = "a-token-the-cluster-never-saw-0123456789"
+    secrets_file.write_text(yaml.safe_dump(doc))
+    pre = k3s.preflight(session, lab)
+    assert pre.problems == [f"{lab.master.name}: the cluster's token is not the one k3s.token ({lab.k3s.token}) "
+                            "resolves to; the server was installed with another token, and agents joining with "
+                            "the lab's would be refused. Restore the original secret, or reinstall the server "
+                            "(k3s-uninstall.sh) to start a new cluster"]
+    assert "a-token-the-cluster-never-saw" not in str(pre.table().to_dict())
+    secrets_file.write_text(original)
+
+    slow, moved = lab.agents
+    provisioned.handle.lab.nodes.faults.slow(slow.vmid, 2)
+    known = lab.ssh.known_hosts.read_text()
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVrbm93bi1rZXktb2YtYW5vdGhlci1ob3N0LTAwMDAw"
+    lab.ssh.known_hosts.write_text("".join(line + "\n" if f"[{moved.ip}]" not in line else
+                                           f"{line.split()[0]} {other}\n" for line in known.splitlines()))
+    fresh = ssh.connect(lab)  # new connections: the changed key is seen
+    pre = k3s.preflight(fresh, lab, timeout=1)
+    provisioned.handle.lab.nodes.faults.slow(slow.vmid, 0)
+    fresh.close()
+    problems = dict(p.split(": ", 1) for p in pre.problems)
+    assert problems[slow.name].startswith("answers over SSH, but too slowly (`cat /etc/os-release` did not finish "
+                                          "within 1 s") and "overloaded or hung" in problems[slow.name]
+    assert problems[moved.name].startswith(f"({moved.ip}:{lab.ssh.port}): the host key changed: it presents SHA256:")
+    assert "run 01" not in " ".join(pre.problems)
+    assert list(pre.table()["ssh"]) == ["ok", "slow", "host key refused"]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import copy
+import resource
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncssh
 import pytest
 
+from labkit.cli import main
 from labkit.errors import LabError, ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
@@ -120,6 +125,20 @@ BAD = {
     "nfs path relative": (_set("nfs.path", "volume1"), "nfs.path: 'volume1' is not an absolute export path"),
     "dns empty": (_set("network.dns", []), "network.dns: must not be empty"),
     "missing CA file": (_set("proxmox.ca_file", "nope.pem"), "proxmox.ca_file: file"),
+    "bool for int": (_set("nodes.0.cores", True), "nodes[0].cores: True: input should be a valid integer"),
+    "string for port": (_set("ssh.port", "22"), "ssh.port: '22': input should be a valid integer"),
+    "string for bool": (_set("k3s.cluster_init", "yes"), "k3s.cluster_init: 'yes': input should be a valid boolean"),
+    "pool holds NFS": (_set("metallb.addresses", "192.168.2.2-192.168.2.9"),
+                       "contains 192.168.2.2, used by the NFS server (nfs.server)"),
+    "storage with options": (_set("proxmox.storage", "local-lvm,size=1"),
+                             "proxmox.storage: 'local-lvm,size=1' is not a PVE storage id like local-lvm"),
+    "bridge with options": (_set("proxmox.bridge", "vmbr0,firewall=0"),
+                            "proxmox.bridge: 'vmbr0,firewall=0' is not a Linux bridge name like vmbr0"),
+    "nfs server not a host": (_set("nfs.server", "nas server"), "nfs.server: 'nas server' is not an IPv4 address or a DNS name"),
+    "nfs server bad IP": (_set("nfs.server", "192.168.2.300"), "nfs.server: '192.168.2.300' is not an IPv4 address or a DNS"),
+    "tls_san not a host": (_set("k3s.tls_san", ["k3s-master", "https://k3s"]),
+                           "k3s.tls_san[1]: 'https://k3s' is not an IPv4 address or a DNS name"),
+    "proxmox host URL": (_set("proxmox.host", "https://pve:8006"), "proxmox.host: 'https://pve:8006' is not an IPv4"),
 }
 
 
@@ -146,6 +165,16 @@ def test_a_pasted_secret_is_refused_without_being_echoed(lab_doc, tmp_path):
     assert "proxmox.token_secret: must be a secret reference (env:NAME or file:PATH#key), not a value" in text
     assert "k3s.token: must be a secret reference" in text
     assert PVE_TOKEN not in text and "hunter2" not in text
+
+
+def test_a_token_id_with_its_secret_pasted_is_refused_without_echo(lab_doc, tmp_path):
+    lab_doc["proxmox"]["token_id"] = f"root@pam!labkit={PVE_TOKEN}"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert err.value.errors == ["proxmox.token_id: holds '=' and what follows it, as PVE's `user@realm!name=SECRET` "
+                                "does: give the id only (like root@pam!labkit) and the secret as a reference in "
+                                "proxmox.token_secret"]
+    assert PVE_TOKEN not in str(err.value) and PVE_TOKEN[:8] not in str(err.value)
 
 
 def test_all_errors_are_reported_at_once(lab_doc, tmp_path):
@@ -215,3 +244,144 @@ def test_real_lab_files_must_exist(lab_doc, tmp_path):
     with pytest.raises(ParamsError, match=r"ssh.public_key: file .*id.pub does not exist"):
         load_lab(write(tmp_path, lab_doc))
     assert load_lab(write(tmp_path, lab_doc), check_files=False).ssh.public_key == Path(tmp_path / "id.pub")
+
+
+def test_a_private_key_as_public_key_is_refused_without_being_printed(lab_doc, tmp_path, capsys):
+    """The common slip: ssh.public_key pointing at the private key, which a run would otherwise
+    write into the VMs' PVE config and authorized_keys."""
+    lab_doc["ssh"]["public_key"] = "id"
+    path = write(tmp_path, lab_doc)
+    assert main(["check", "--params", str(path), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "ssh.public_key: " in err and "is a PRIVATE key, which must never leave this machine" in err
+    body = [line for line in (tmp_path / "id").read_text().splitlines() if "-----" not in line]
+    assert body and not any(line in err for line in body)
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample operator\n", "is not an OpenSSH public key line"),
+    ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBHklVyrsYDYPkINZQCPZpE6PgRElmVgOfMRfFyvPhfc me\n", "is not an OpenSSH public"),
+    ('command="sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBHklVyrsYDYPkINZQCPZpE6PgRElmVgOfMRfFyvPhfc\n', "not an OpenSSH"),
+    ("", "holds 0 key lines"),
+])
+def test_public_key_must_be_one_openssh_public_key_line(content, expected, lab_doc, tmp_path):
+    (tmp_path / "id.pub").write_text(content)
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert any(line.startswith("ssh.public_key: ") and expected in line for line in err.value.errors), err.value.errors
+
+
+def test_a_public_key_line_without_comment_passes_and_two_keys_do_not(lab_doc, tmp_path):
+    line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    (tmp_path / "id.pub").write_text(" ".join(line.split()[:2]))
+    assert load_lab(write(tmp_path, lab_doc)).ssh.public_key == tmp_path / "id.pub"
+    (tmp_path / "id.pub").write_text(line * 2)
+    with pytest.raises(ParamsError, match="holds 2 key lines"):
+        load_lab(write(tmp_path, lab_doc))
+
+
+BOMB = "lol: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"l{i}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)) + "name: *i\n"
+
+
+def _check_limited(path: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`labkit check` in a process of its own held to 1 GiB of memory and a minute: what a bomb
+    or /dev/zero would exhaust fails there, not in the test run."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run([sys.executable, "-m", "labkit.cli", "check", "--params", str(path), *extra],
+                          capture_output=True, text=True, timeout=60, preexec_fn=limit)
+
+
+def test_a_yaml_bomb_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB) < 1024
+    done = _check_limited(path)
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "aliases (*name) expand to more than 100000 values, as a YAML bomb does" in done.stderr
+    path.write_text("a: &x [1, *x]\n")
+    with pytest.raises(ParamsError, match="line 1: a recursive alias"):
+        load_lab(path)
+
+
+def test_duplicate_keys_are_refused_with_both_lines(lab_doc, tmp_path):
+    text = write(tmp_path, lab_doc).read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "nodes:\n- {name: other, role: server, vmid: 130, ip: 192.168.2.30}\n")
+    with pytest.raises(ParamsError) as err:
+        load_lab(path)
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("nodes:"))
+    assert err.value.errors == [f"line {len(text.splitlines()) + 1}: key 'nodes' appears twice in one mapping "
+                                f"(first on line {first}); the second would silently replace the first: keep one"]
+    path.write_text("base: &b {cores: 2}\nnode: {<<: *b, memory: 1}\n")  # a merge key is no duplicate
+    with pytest.raises(ParamsError, match="base: unknown key"):
+        load_lab(path)
+
+
+def test_messages_quote_a_short_excerpt_never_a_whole_value(lab_doc, tmp_path):
+    lab_doc["nodes"][0]["name"] = "x" * 100_000
+    lab_doc["nodes"][1]["ip"] = {"nested": ["deep"] * 1000}
+    lab_doc["proxmox"]["node"] = ["pve"] * 1000
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert max(len(line) for line in err.value.errors) < 200, err.value.errors
+    assert any(line.startswith("nodes[0].name: 'xxxx") and "...' is not a valid host name" in line
+               for line in err.value.errors)
+    assert "nodes[1].ip: a mapping is not an IPv4 address" in err.value.errors
+    assert "proxmox.node: a list of 1000 items: input should be a valid string" in err.value.errors
+
+
+def test_huge_or_special_files_are_refused_not_read(lab_doc, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(ParamsError, match=r"big.yaml is \d+ bytes; at most 1048576 bytes are read"):
+        load_lab(big)
+    lab_doc["k3s"]["token"] = "file:/dev/zero"
+    done = _check_limited(write(tmp_path, lab_doc), "--strict")
+    assert done.returncode == 2, done.stderr[-500:]
+    assert "k3s.token: secret file:/dev/zero: /dev/zero is not a regular file" in done.stderr
+
+
+def test_check_strict_reads_the_referenced_files(lab_doc, tmp_path):
+    (tmp_path / "secrets.yaml").write_text("pve: x-secret-value\n")
+    (tmp_path / "latin1").write_bytes("contraseña\n".encode("latin-1"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "pve-ca.pem").write_text("not a certificate\n")
+    lab_doc["proxmox"]["token_secret"] = "file:secrets.yaml#token"
+    lab_doc["k3s"]["token"] = "file:folder"
+    lab_doc["ssh"]["private_key"] = "file:latin1"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, lab_doc))
+    assert err.value.errors == [
+        f"proxmox.ca_file: {tmp_path}/pve-ca.pem is not a PEM certificate (-----BEGIN CERTIFICATE-----...); "
+        "give the PVE CA, /etc/pve/pve-root-ca.pem on the host",
+        f"proxmox.token_secret: secret file:secrets.yaml#token: key 'token' not found in {tmp_path}/secrets.yaml",
+        f"ssh.private_key: secret file:latin1: {tmp_path}/latin1 is not UTF-8 text",
+        f"k3s.token: secret file:folder: {tmp_path}/folder is a directory; give a file"]
+    assert "x-secret-value" not in str(err.value) and "contrase" not in str(err.value)
+
+
+def test_an_embedded_state_dir_that_is_a_file_is_refused(tmp_path):
+    from tests.labfiles import sim_lab, write_lab
+
+    doc = sim_lab(tmp_path)
+    Path(doc["embedded"]["state_dir"]).write_text("a file\n")
+    with pytest.raises(ParamsError, match=r"embedded.state_dir: .*labsim is a file; give a folder"):
+        load_lab(write_lab(tmp_path, doc))
+
+
+def test_unreadable_lab_files_and_bad_command_lines_exit_2_with_a_message(tmp_path, capsys):
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_text("name: lab\n", encoding="utf-16")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    for path, expected in ((utf16, "utf16.yaml is not UTF-8 text"), (latin1, "latin1.yaml is not UTF-8 text"),
+                           (tmp_path, f"{tmp_path} is a directory; give a file")):
+        assert main(["check", "--params", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err
+    assert main(["run", "--params", str(REPO / "parameters" / "sim.yaml"), "-p", "reconcile", "[true"]) == 2
+    err = capsys.readouterr().err
+    assert "-p reconcile: line 1, column 6: not valid YAML" in err and "Traceback" not in err

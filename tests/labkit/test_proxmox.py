@@ -378,3 +378,16 @@ def test_reads_are_retried_when_the_connection_drops(sim):
     with pytest.raises(ProxmoxError, match="no answer from Proxmox VE"):
         proxmox.apply(api, sim.lab, plan)  # the clone POST is not sent twice
     assert 120 not in [v.vmid for v in proxmox.list_vms(api)]
+
+
+def test_a_private_key_in_ssh_public_key_never_reaches_a_vm_config(lab_doc, tmp_path):
+    """Even a lab loaded without its files checked: the desired config refuses, naming the slip."""
+    from labkit.errors import LabError
+    from labkit.proxmox.provision import desired_config
+    from tests.labkit.conftest import write
+
+    lab_doc["ssh"]["public_key"] = "id"
+    lab = load_lab(write(tmp_path, lab_doc), check_files=False)
+    with pytest.raises(LabError, match="is a PRIVATE key, which must never leave this machine") as err:
+        desired_config(lab, lab.master)
+    assert "PRIVATE KEY-----" not in str(err.value)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -80,7 +83,7 @@ def test_failure_stops_the_run_naming_notebook_and_cell(series):
     assert done.returncode == 1
     nbs = summary(series)["notebooks"]
     assert nbs[0]["status"] == "failed" and nbs[1]["status"] == "skipped"
-    assert "cell In [5] `raise RuntimeError('disk on fire')`: RuntimeError: disk on fire" in nbs[0]["error"]
+    assert "cell In [5] · 01-broken `raise RuntimeError('disk on fire')`: RuntimeError: disk on fire" in nbs[0]["error"]
     assert "01-broken" in done.stdout and "disk on fire" in done.stdout
 
 
@@ -229,9 +232,10 @@ def test_a_run_that_cannot_start_leaves_no_empty_run_folder(series, tmp_path, la
     (tmp_path / "secrets.yaml").write_text("other_key: value\n")
     lab_doc["k3s"]["token"] = "file:secrets.yaml#k3s_token"
     write(tmp_path, lab_doc)
-    done = labkit_run(series)
-    assert done.returncode == 1 and "error: secret file:secrets.yaml#k3s_token" in done.stderr
-    assert list(series["outputs"].iterdir()) == []
+    done = labkit_run(series)  # the lab file's check reads the secrets file: a usage error, before any folder
+    assert done.returncode == 2 and "k3s.token: secret file:secrets.yaml#k3s_token: key 'k3s_token' not found" \
+        in done.stderr
+    assert not series["outputs"].exists() or list(series["outputs"].iterdir()) == []
 
 
 def test_the_kernels_own_log_stays_off_the_console(series):
@@ -318,3 +322,66 @@ def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, cod
     assert first["secrets_scrubbed"] >= 1
     assert list(scratch.iterdir()) == []  # no unscrubbed notebook left in the temporary folder
     assert not any(_alive(pid) for pid in kernels)
+
+
+CANARY_CELLS = [
+    "from labkit import secrets\nimport pandas as pd\nimport plotly.graph_objects as go\n"
+    "canary = open(canary_file).read().strip()\nsecrets.register(canary)  # as labkit does with what it learns",
+    "display(pd.DataFrame({'node': ['k3s-master'], 'token': [canary]}))",
+    "class Holder:\n    def __init__(self, value):\n        self.value = value\n"
+    "    def __repr__(self):\n        return f'Holder({self.value!r})'\nHolder(canary)",
+    "go.Figure(layout_title_text=f'token {canary}')",
+]
+
+
+def test_secrets_only_the_kernel_knows_never_reach_outputs_nor_history(series, tmp_path):
+    """Canaries the runner never resolves itself (the kernel reads and registers them, as it
+    does a node token or a kubeconfig key) printed in a table, a repr, a figure and an exception."""
+    canary = f"kernel-only-canary-{os.urandom(12).hex()}"
+    canary_file = tmp_path / "canary.txt"
+    canary_file.write_text(canary)
+    path = notebook(series["notebooks"] / "01-canary.ipynb", *CANARY_CELLS)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source += '\ncanary_file = ""'
+    nb.cells.append(nbformat.v4.new_markdown_cell("## The step that fails\n\nIt names the canary."))
+    nb.cells.append(nbformat.v4.new_code_cell("raise ValueError(f'cannot use {canary}')"))
+    nbformat.write(nb, path)
+    ipython = tmp_path / "ipython"
+    argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(series["lab"]), "--notebooks",
+            str(series["notebooks"]), "--outputs", str(series["outputs"]), "-p", "canary_file", str(canary_file)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, "IPYTHONDIR": str(ipython)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    forms = [canary, base64.b64encode(canary.encode()).decode()]
+    folder = series["outputs"] / "latest"
+    files = sorted(folder.iterdir())
+    assert {p.suffix for p in files} >= {".ipynb", ".html", ".json", ".md"}
+    for file in files:
+        text = file.read_text()
+        assert not any(form in text for form in forms), file
+    executed = (folder / "01-canary.ipynb").read_text()
+    assert executed.count("***") >= 4 and "application/vnd.plotly.v1+json" in executed
+    assert summary(series)["notebooks"][0]["secrets_scrubbed"] >= 4
+    assert not any(form in done.stdout + done.stderr for form in forms)
+    error = summary(series)["notebooks"][0]["error"]
+    assert error.startswith("cell In [8] · The step that fails `raise ValueError(") and "cannot use ***" in error
+    history = ipython / "profile_default" / "history.sqlite"  # the kernel kept no history of cells or -p values
+    assert not history.exists() or not sqlite3.connect(history).execute("select * from history").fetchall()
+    assert not list(Path(tempfile.gettempdir()).glob("labkit-run-*/kernel-secrets.jsonl"))
+
+
+def test_parameters_that_are_secrets_or_the_wrong_type_are_refused_before_anything(series):
+    declares = notebook(series["notebooks"] / "01-declares.ipynb", "print(reconcile, note)")
+    nb = nbformat.read(declares, as_version=4)
+    nb.cells[1].source += '\nreconcile = False\nnote = ""'
+    nbformat.write(nb, declares)
+    k3s_token = "K10" + "ab" * 32 + "::server:hunter2hunter2"
+    refused = {("api_token", "abc"): "-p api_token: the value looks like a secret's name",
+               ("note", k3s_token): "-p note: the value looks like a k3s token",
+               ("note", "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"): "-p note: the value looks like a UUID",
+               ("note", f"prefix {K3S_TOKEN}"): "-p note: the value holds the lab's secret k3s.token",
+               ("reconcile", "1"): "-p reconcile: 1 is an int; 01-declares expects a bool like its default False"}
+    for (name, value), expected in refused.items():
+        done = labkit_run(series, "-p", name, value)
+        assert done.returncode == 2 and expected in done.stderr, (name, done.stderr)
+        assert value not in done.stderr + done.stdout or name == "reconcile"
+        assert "Traceback" not in done.stderr and not list(series["outputs"].glob("*/*.ipynb"))

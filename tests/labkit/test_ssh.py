@@ -3,8 +3,11 @@ pinned host keys, commands, sudo, upload, fan-out, timeouts, dropped connections
 
 from __future__ import annotations
 
+import subprocess
 import threading
+from pathlib import Path
 
+import asyncssh
 import pytest
 
 from labkit import secrets, ssh
@@ -45,7 +48,66 @@ def test_a_changed_host_key_is_refused(provisioned, session):
         ssh.connect(provisioned.lab).run(master.name, "true")
     message = str(err.value)
     assert master.name in message and str(known) in message and pattern in message
+    assert "the host key changed: it presents SHA256:" in message and "pinned is SHA256:" in message
     assert known.read_text() == f"{pattern} {other}\n"  # the pin is not overwritten
+
+
+def _hashed(known: Path) -> None:
+    """Hash the file's host names as Debian's and Ubuntu's ssh does (HashKnownHosts yes)."""
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    known.with_name(known.name + ".old").unlink()
+    assert "|1|" in known.read_text()
+
+
+def test_hashed_revoked_and_cert_authority_entries_are_honoured(provisioned, session):
+    master = provisioned.lab.master
+    session.run(master.name, "true")
+    known = provisioned.lab.ssh.known_hosts
+    pattern = f"[{master.ip}]:{provisioned.lab.ssh.port}"
+    actual = next(line for line in known.read_text().splitlines() if line.startswith(pattern)).split(maxsplit=1)[1]
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+
+    known.write_text(f"{pattern} {actual}\n")
+    _hashed(known)
+    hashed = known.read_text()
+    again = ssh.connect(provisioned.lab)
+    again.run(master.name, "true")
+    assert list(again.host_key_table()["event"]) == ["known: matches"] and known.read_text() == hashed
+
+    known.write_text(f"{pattern} {other}\n")
+    _hashed(known)
+    hashed = known.read_text()
+    with pytest.raises(ssh.HostKeyChanged, match="the host key changed"):
+        ssh.connect(provisioned.lab).run(master.name, "true")
+    assert known.read_text() == hashed  # no key appended beside the hashed pin
+
+    cases = {f"@revoked {pattern} {actual}\n{pattern} {actual}\n": "is marked @revoked in",
+             f"@revoked * {actual}\n": "is marked @revoked in",
+             f"@cert-authority *.example.com,{pattern} {other}\n": "does not check host certificates",
+             f"@revoked {pattern} {other}\n": "names this host only in @cert-authority or @revoked lines"}
+    for content, expected in cases.items():
+        known.write_text(content)
+        with pytest.raises(ssh.HostKeyRefused, match=expected):
+            ssh.connect(provisioned.lab).run(master.name, "true")
+        assert known.read_text() == content
+
+    known.write_text(f"[127.*]:*,![{master.ip}]:* {other}\n*.example.com {other}\n")  # negated: not this host
+    lone = ssh.connect(provisioned.lab)
+    lone.run(master.name, "true")
+    assert list(lone.host_key_table()["event"]) == ["first contact: recorded"]
+
+
+def test_known_hosts_patterns_match_as_openssh_reads_them(tmp_path):
+    known = ssh.KnownHosts(tmp_path / "known_hosts")
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBHklVyrsYDYPkINZQCPZpE6PgRElmVgOfMRfFyvPhfc"
+    known.path.write_text(f"# comment\n10.0.0.?,!10.0.0.9 {key}\n[10.1.*]:2222 {key} c\n{key}\n")
+    assert known.pinned("10.0.0.5", 22) == [key] and known.pinned("10.0.0.9", 22) == []
+    assert known.pinned("10.0.0.50", 22) == [] and known.pinned("10.1.2.3", 2222) == [key]
+    assert known.pinned("10.1.2.3", 22) == []
+    known.path.write_text(f"10.0.0.5,[10.1.2.3]:2222 {key}\n")
+    _hashed(known.path)
+    assert known.pinned("10.0.0.5", 22) == [key] and known.pinned("10.1.2.3", 2222) == [key]
+    assert known.pinned("10.0.0.6", 22) == [] and known.pinned("10.1.2.3", 22) == []
 
 
 def test_run_captures_output_and_failures_name_node_and_command(provisioned, session):

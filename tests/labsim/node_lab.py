@@ -4,6 +4,7 @@ with the lab's real Clock at time_scale 0, an operator key, and clients to reach
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -89,10 +90,10 @@ def write_key(path: Path) -> asyncssh.SSHKey:
 async def node_lab(tmp: Path, vmid: int = 120, name: str = "k3s-master", time_scale: float = 0.0,
                    **spec_changes):
     """One running node (more with ``lab.host.start_node``), torn down at the end."""
-    lab = SimpleNamespace(state_dir=tmp / "labsim", config=SimpleNamespace(ssh_port=free_port()),
-                          clock=Clock(time_scale), clusters=None)
-    key = write_key(tmp / "id_ed25519")
     net = unique_subnet()
+    config = SimpleNamespace(ssh_port=free_port(), networks=(ipaddress.IPv4Network(f"{net}.0/24"),))
+    lab = SimpleNamespace(state_dir=tmp / "labsim", config=config, clock=Clock(time_scale), clusters=None)
+    key = write_key(tmp / "id_ed25519")
     spec = NodeSpec(vmid=vmid, name=name, ip=f"{net}.20", user="ubuntu",
                     authorized_keys=[key.export_public_key().decode().strip()], cores=2, memory_mib=4096,
                     disk_bytes=32 * GIB, searchdomain="home.example.com", nameservers=[f"{net}.1"])

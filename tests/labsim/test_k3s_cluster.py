@@ -5,10 +5,14 @@ uninstall. The tests share one lab and run in order, each leaving the cluster us
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import ipaddress
 import ssl
+import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -16,7 +20,7 @@ from cryptography import x509
 from kubernetes import client
 
 from labsim.lab import running_lab
-from tests.labfiles import sim_config, write_lab
+from tests.labfiles import free_port, sim_config, unique_subnet, write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
 from tests.polling import wait_until
 
@@ -75,6 +79,11 @@ def test_server_writes_kubeconfig_and_node_token_as_k3s(k3s: K3sLab) -> None:
     assert prefix.startswith("K10") and len(prefix) == 3 + 64 and creds == f"server:{TOKEN}"
 
 
+def test_the_twins_kubernetes_store_holding_secrets_is_owner_only(k3s: K3sLab) -> None:
+    stores = list(k3s.handle.lab.state_dir.glob("kube/*/store.json"))
+    assert stores and all(p.stat().st_mode & 0o777 == 0o600 for p in stores), stores
+
+
 def test_api_certificate_covers_the_node_ip_loopback_and_tls_sans(k3s: K3sLab) -> None:
     pem = ssl.get_server_certificate((k3s.ip(0), 6443))
     sans = x509.load_pem_x509_certificate(pem.encode()).extensions.get_extension_for_class(
@@ -92,6 +101,55 @@ def test_curl_on_a_node_reaches_the_api_with_tls_verified(k3s: K3sLab) -> None:
     assert k3s.ssh(0, "test -s /tmp/version").exit_status == 0
     assert k3s.ssh(1, "curl -sS http://example.com/").stderr == "curl: (6) Could not resolve host: example.com\n"
     assert k3s.ssh(1, f"curl -sS https://{k3s.ip(2)}:6443/").exit_status == 7
+
+
+@contextlib.contextmanager
+def http_server(ip: str, body: bytes = b"", redirect: str | None = None) -> Iterator[int]:
+    """An HTTP server of the host on ``ip`` (a free port): answers ``body``, or redirects."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302 if redirect else 200)
+            if redirect:
+                self.send_header("Location", redirect)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((ip, free_port(ip)), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_node_reaches_its_lab_only_and_localhost_is_the_node_itself(k3s: K3sLab) -> None:
+    secret = b"the host's own service"
+    outside = f"{unique_subnet()}.5"  # loopback, but no address of this lab
+    with http_server("127.0.0.1", secret) as host_port, http_server(outside, secret) as outside_port:
+        for url in (f"http://127.0.0.1:{host_port}/", f"http://localhost:{host_port}/",
+                    f"http://[::1]:{host_port}/", f"http://{outside}:{outside_port}/"):
+            result = k3s.ssh(1, f"curl -sS {url}")
+            assert result.exit_status == 7 and secret.decode() not in result.stdout, (url, result)
+        unreachable = k3s.ssh(1, "curl -sS http://192.0.2.1/")
+        assert unreachable.stderr == "curl: (7) Failed to connect to 192.0.2.1 port 80 after 0 ms: " \
+                                     "Network is unreachable\n"
+        lb = k3s.doc["metallb"]["addresses"].split("-")[0]  # a lab address: reached, and its redirects fenced
+        with http_server(lb, b"from the lab") as lab_port, \
+                http_server(lb, redirect=f"http://127.0.0.1:{host_port}/") as redirect_port:
+            assert k3s.ok(1, f"curl -sS http://{lb}:{lab_port}/") == "from the lab"
+            followed = k3s.ssh(1, f"curl -sSL http://{lb}:{redirect_port}/")
+            assert followed.exit_status == 7 and secret.decode() not in followed.stdout
+    ca = "/var/lib/rancher/k3s/server/tls/server-ca.crt"  # the master's own API, as its k3s.yaml says
+    assert '"gitVersion"' in k3s.ok(0, f"sudo curl -sS --cacert {ca} https://localhost:6443/version")
+    assert k3s.ssh(0, "curl -sS file:///etc/shadow").exit_status == 1
 
 
 def test_agent_joins_and_nodes_are_ready_with_the_pinned_version(k3s: K3sLab, kube: client.ApiClient) -> None:
@@ -196,6 +254,13 @@ def test_agent_with_an_unreachable_url_or_a_newer_version_fails(k3s: K3sLab) -> 
     token = node_token(k3s)
     assert k3s.install_agent(2, token, url=f"https://{k3s.ip(2)}:6443").exit_status == 1
     assert "connection refused" in k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
+    pve_port = urlsplit(k3s.status["pve"]["url"]).port  # the host's 127.0.0.1: the node itself for the node
+    assert k3s.install_agent(2, token, url=f"https://127.0.0.1:{pve_port}").exit_status == 1
+    assert f"dial tcp 127.0.0.1:{pve_port}: connect: connection refused" in \
+        k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
+    assert k3s.install_agent(2, token, url="https://192.0.2.1:6443").exit_status == 1
+    assert "dial tcp 192.0.2.1:6443: connect: network is unreachable" in \
+        k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
     assert k3s.install_agent(2, token, version="v1.35.0+k3s1").exit_status == 1
     assert "newer than the API server" in k3s.ok(2, "journalctl -u k3s-agent -n 5 --no-pager")
     assert k3s.ssh(2, "systemctl is-active k3s-agent").exit_status == 3

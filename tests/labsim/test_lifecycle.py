@@ -19,7 +19,7 @@ from labsim.clock import Clock
 from labsim.config import ConfigError, SimConfig
 from labsim.lab import detached_lab, running_lab
 from labsim.state import lock_state_dir
-from tests.labfiles import sim_config, write_lab
+from tests.labfiles import sim_config, sim_lab, write_lab
 from tests.labsim.pveclient import token_client, wait_for, wait_task
 
 STATUS_KEYS = {"running", "state_dir", "pve", "vms", "ssh", "kube"}
@@ -83,6 +83,18 @@ def test_refuses_non_loopback_addresses_and_an_incomplete_config(tmp_path: Path)
         SimConfig.from_dict({**{k: v for k, v in good.items() if k != "ssh_port"}, "ssh.port": 22}, tmp_path)
 
 
+def test_a_nodes_network_is_the_labs_ranges_within_loopback(tmp_path: Path) -> None:
+    doc = sim_lab(tmp_path)
+    net = doc["network"]["subnet"].rsplit(".", 1)[0]
+    doc["metallb"]["addresses"] = f"{net}.100-{net}.103"
+    doc["k3s"].update(cluster_cidr="127.42.0.0/16", service_cidr="127.43.0.0/16")
+    config = sim_config(write_lab(tmp_path, doc))
+    assert [str(n) for n in config.networks] == [f"{net}.0/24", f"{net}.100/30", "127.42.0.0/16", "127.43.0.0/16"]
+    good = json.loads((config.state_dir / "config.json").read_text())
+    with pytest.raises(ConfigError, match=r"metallb_pool: 10\.0\.0\.1-10\.0\.0\.9 is not inside 127\.0\.0\.0/8"):
+        SimConfig.from_dict({**good, "metallb_pool": "10.0.0.1-10.0.0.9"}, tmp_path)  # it would open the LAN
+
+
 async def test_clock_scales_sleeps_and_advance_wakes_sleepers() -> None:
     instant = Clock(0)
     await asyncio.wait_for(instant.sleep(3600), 5)  # time_scale 0: an hour of lab time is instant
@@ -107,8 +119,13 @@ def test_cli_up_detach_status_down(tmp_path: Path) -> None:
     up = _labsim("up", "--state", str(state), "--detach")
     try:
         assert up.returncode == 0, up.stderr
-        status = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
+        shown = _labsim("status", "--state", str(state), "--json").stdout
+        secret = yaml.safe_load((state / "secrets.yaml").read_text())["pve_token_secret"]
+        assert secret not in shown
+        assert json.loads(shown)["pve"]["token_secret"].startswith("(hidden: --show-secrets")
+        status = json.loads(_labsim("status", "--state", str(state), "--json", "--show-secrets").stdout)
         assert set(status) >= STATUS_KEYS and status["running"] is True
+        assert status["pve"]["token_secret"] == secret
         assert status["state_dir"] == str(state)
         api = token_client(status)
         assert [vm["vmid"] for vm in api.nodes("pve").qemu.get()] == [9000]
@@ -121,8 +138,9 @@ def test_cli_up_detach_status_down(tmp_path: Path) -> None:
         down = _labsim("down", "--state", str(state))
     assert down.returncode == 0, down.stderr
     assert not (state / "labsim.pid").exists()
-    stopped = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
-    assert stopped["running"] is False and stopped["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
+    stopped = _labsim("status", "--state", str(state), "--json").stdout
+    assert json.loads(stopped)["running"] is False and secret not in stopped
+    assert json.loads(stopped)["pve"]["ca_file"] == str(state / "pve" / "ca.pem")
     assert _labsim("status", "--state", str(state)).returncode == 3
     never = _labsim("status", "--state", str(tmp_path / "never"))  # a folder no lab was started in
     assert never.returncode == 3 and "not running" in never.stdout
@@ -155,7 +173,7 @@ def test_a_killed_lab_restarts_with_its_running_vms_agents(tmp_path: Path) -> No
     state = sim_config(write_lab(tmp_path, time_scale=0.1)).state_dir  # the agent starts well after the boot's last save
     assert _labsim("up", "--state", str(state), "--detach").returncode == 0
     try:
-        status = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
+        status = json.loads(_labsim("status", "--state", str(state), "--json", "--show-secrets").stdout)
         api = token_client(status)
         wait_task(api, api.nodes("pve").qemu(9000).clone.post(newid=120, name="k3s-master"))
         wait_task(api, api.nodes("pve").qemu(120).status.start.post())
@@ -181,7 +199,7 @@ def test_concurrent_ups_from_any_folder_one_wins(tmp_path: Path) -> None:
     try:
         said = sorted(up.communicate(timeout=120)[0] for up in ups)
         assert [up.returncode for up in ups] == [0, 0], said
-        status = json.loads(_labsim("status", "--state", str(state), "--json").stdout)
+        status = json.loads(_labsim("status", "--state", str(state), "--json", "--show-secrets").stdout)
         assert status["running"] is True
         assert (state / "labsim.pid").read_text().strip() == str(status["pid"])  # the loser left it alone
         assert said[0].startswith(f"labsim: already running (pid {status['pid']})")

@@ -95,6 +95,16 @@ async def test_systemctl_drives_registered_units_and_journalctl_shows_their_log(
         assert calls[-1] == "stop"
 
 
+async def test_journalctl_unit_names_are_names_not_paths(tmp_path):
+    async with node_lab(tmp_path) as lab:
+        twin_log = lab.node.folder.parent.parent / "labsim.log"  # the twin's own log, beside the nodes
+        twin_log.write_text("the twin's log\n")
+        await lab.sh("echo root only | sudo tee /root/secret.log && sudo chmod 600 /root/secret.log")
+        for unit in ("../../../labsim", "../../../../labsim", "../root/root/secret", "/../../labsim"):
+            assert await lab.sh(f"journalctl -u {unit} --no-pager") == ("-- No entries --\n", "", 0), unit
+        assert await lab.sh("journalctl -u ssh -n many") == ("", "Failed to parse lines 'many'\n", 1)
+
+
 async def test_a_unit_whose_start_fails_is_failed_and_says_so(tmp_path):
     async def on_start(node):
         raise RuntimeError("bad config")

@@ -90,6 +90,25 @@ def test_ticket_writes_need_the_csrf_token(lab: LabHandle) -> None:
     assert protected.status_code == 200 and protected.json()["data"].startswith("UPID:pve:")
 
 
+def test_non_ascii_tokens_tickets_and_passwords_are_refused_with_401(lab: LabHandle) -> None:
+    status = lab.status()
+    url, ca = status["pve"]["url"] + "/api2/json", status["pve"]["ca_file"]
+    secrets = yaml.safe_load((lab.lab.state_dir / "secrets.yaml").read_text())
+    login = requests.post(f"{url}/access/ticket", data={"username": "root@pam", "password": secrets["pve_root_password"]},
+                          verify=ca, timeout=10).json()["data"]
+    tries = [{"Authorization": f"PVEAPIToken={status['pve']['token_id']}=s\u00e9cret"},
+             {"Authorization": "PVEAPIToken=r\u00f6ot@pam!labkit=secret"},
+             {"Cookie": "PVEAuthCookie=PVE:root@pam:00000000::s\u00efg"},
+             {"Cookie": f"PVEAuthCookie={login['ticket']}", "CSRFPreventionToken": "00000000:\u00e9t\u00e9"}]
+    for headers in tries:
+        answer = requests.post(f"{url}/nodes/pve/qemu/9000/clone", data={"newid": 131}, verify=ca, timeout=10,
+                               headers={k: v.encode() for k, v in headers.items()})
+        assert answer.status_code == 401, (headers, answer.status_code, answer.text)
+    wrong = requests.post(f"{url}/access/ticket", data={"username": "root@pam", "password": "p\u00e4sswort"},
+                          verify=ca, timeout=10)
+    assert wrong.status_code == 401
+
+
 def test_tls_is_verified_against_the_lab_ca(lab: LabHandle, tmp_path: Path) -> None:
     url = lab.status()["pve"]["url"] + "/api2/json/version"
     with pytest.raises(requests.exceptions.SSLError):
