@@ -26,6 +26,7 @@ from labsim.kube.apiserver import ApiServer, tls_context
 from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
 from labsim.node import image
+from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
 API_PORT = 6443
@@ -45,6 +46,7 @@ class Cluster:
         self.port, self.run_controllers = port, run_controllers
         self.store = Store(clock)
         self.logs = PodLogs(self.store.now)
+        self.runtime = ContainerRuntime(self)
         self._api = ApiServer(self)
         self._tasks: list[asyncio.Task] = []
         self._saved_rv = -1
@@ -175,6 +177,7 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._api.stop()
+        await self.runtime.close()
         self.save()
 
     @property

@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING
 import yaml
 from aiohttp import web
 
-from labsim.kube import admission, apply, metrics, patch, protobuf, schemas, subresources, tables, watch
+from labsim.kube import (
+    admission,
+    apply,
+    metrics,
+    patch,
+    protobuf,
+    schemas,
+    streaming,
+    subresources,
+    tables,
+    watch,
+)
 from labsim.kube.resources import Resource
 from labsim.kube.responses import WARNINGS, dumps, json_response, status_response
 from labsim.kube.store import StoreError
@@ -100,6 +111,8 @@ class RestHandler:
                                    f"requested resource ({verb} {target.res.plural})")
         if target.res.group == metrics.GROUP:
             return metrics.serve(self, request, target)
+        if target.subresource in streaming.SUBRESOURCES:
+            return await streaming.handle(self, request, target)
         if target.subresource and target.subresource not in ("status", "finalize"):
             return await subresources.handle(self, request, target)
         if target.name is None:
