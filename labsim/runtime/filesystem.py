@@ -70,7 +70,7 @@ def build(cluster: Cluster, pod: dict, container: dict) -> ContainerFS:
                     memory_mib=1024, disk_bytes=8 << 30)
     fs = ContainerFS(node, folder, model_for(container.get("image", "")))
     fs.root.mkdir(parents=True, exist_ok=True)
-    for path in _DIRECTORIES:
+    for path in (*_DIRECTORIES, container.get("workingDir") or "/"):
         fs.host_path(path).mkdir(parents=True, exist_ok=True)
     os.chmod(fs.host_path("/tmp"), 0o1777)
     dns = _cluster_dns(cluster)
