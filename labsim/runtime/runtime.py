@@ -7,15 +7,18 @@ inside a container (what pods/exec serves), ``attach`` joins a container's proce
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labsim.node.registry import CommandResult
 from labsim.node.shell import PATH, Shell
-from labsim.runtime import filesystem, images
+from labsim.runtime import filesystem, registry
 from labsim.runtime.filesystem import ContainerFS, field_value
 from labsim.runtime.processes import ShellProcess
+from labsim.runtime.supervisor import RealProcess, Supervisor
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
@@ -23,13 +26,19 @@ if TYPE_CHECKING:
 Key = tuple[str, str]  # (pod uid, container name)
 # Annotations with which a pod's run is modelled (labsim.kube.controllers.kubelet): no process then.
 MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
+Process = ShellProcess | RealProcess
+
+
+class ProgramMissing(Exception):
+    """A real program's image whose software is not installed here: that pod fails, not the lab."""
 
 
 class ContainerRuntime:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self._filesystems: dict[Key, ContainerFS] = {}
-        self._processes: dict[Key, ShellProcess] = {}
+        self._processes: dict[Key, Process] = {}
+        self.supervisor = Supervisor(cluster.state_dir / "run")
 
     # -- filesystems and environment --------------------------------------------------------
     def filesystem(self, pod: dict, container: dict) -> ContainerFS:
@@ -76,29 +85,51 @@ class ContainerRuntime:
         return str(var.get("value", ""))
 
     # -- processes --------------------------------------------------------------------------
-    def start(self, pod: dict, exited: Callable[[], None]) -> None:
-        """Run the pod's plain containers that have a command (a restart runs them anew);
-        ``exited`` is called as each ends."""
+    def start(self, pod: dict, exited: Callable[[], None]) -> list[tuple[str, str]]:
+        """Run the pod's real programs and the plain containers that have a command (a restart
+        runs them anew); ``exited`` is called as each ends. Returns (container, message) for
+        the containers that cannot start here (their program is not installed)."""
         meta = pod["metadata"]
         if MODELLED_RUN & set(meta.get("annotations") or {}):
-            return  # a test or chart model says how the pod runs
+            return []  # a test or chart model says how the pod runs
+        problems = []
         for container in pod["spec"].get("containers") or []:
-            argv = (container.get("command") or []) + (container.get("args") or [])
-            if not argv or not images.is_plain(container.get("image", "")):
-                continue  # the image's own entrypoint, or software without a runner: modelled
             key = (meta["uid"], container["name"])
             old = self._processes.get(key)
             if old is not None and old.exit_code is None:
                 continue
+            try:
+                process = self._launch(pod, container, exited)
+            except ProgramMissing as exc:
+                problems.append((container["name"], str(exc)))
+                continue
+            if process is not None:
+                self._processes[key] = process
+        return problems
 
-            self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
+    def _launch(self, pod: dict, container: dict, exited: Callable[[], None]) -> Process | None:
+        meta, image = pod["metadata"], container.get("image", "")
+        runner = registry.runner_for(image)
+        argv = (container.get("command") or []) + (container.get("args") or [])
+        if runner == "modelled" or (runner == "plain" and not argv):
+            return None  # the image's own entrypoint, or software without a runner: modelled
+        self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
 
-            def log(line: str, name: str = container["name"]) -> None:
-                self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
+        def log(line: str, name: str = container["name"]) -> None:
+            self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
 
-            self._processes[key] = ShellProcess(
-                self.filesystem(pod, container), argv, self.env(pod, container), container.get("workingDir") or "/",
-                wants_stdin=bool(container.get("stdin")), log=log, exited=exited)
+        fs, env = self.filesystem(pod, container), self.env(pod, container)
+        if runner == "plain":
+            return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
+                                wants_stdin=bool(container.get("stdin")), log=log, exited=exited)
+        program = registry.program_for(image)
+        if program is None or program.bin_dir() is None:
+            raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
+        steps = program.prepare(fs, image, env)
+        server = program.server(fs, image, env, (pod.get("status") or {}).get("podIP", ""))
+        return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
+                                      env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
+                                      log_line=log, exited=exited)
 
     def runs_process(self, pod: dict) -> bool:
         uid = pod["metadata"]["uid"]
@@ -128,6 +159,10 @@ class ContainerRuntime:
             del self._filesystems[key]
         filesystem.remove(self.cluster, uid)
 
+    def reap(self) -> list[int]:
+        """Kill what a lab killed with -9 left running (called as the cluster starts)."""
+        return self.supervisor.reap()
+
     async def close(self) -> None:
         """The lab stops: every process ends (the pods run again when it comes back)."""
         processes, self._processes = list(self._processes.values()), {}
@@ -141,6 +176,10 @@ class ContainerRuntime:
 
     async def exec(self, pod: dict, container: dict, argv: list[str], stdin: bytes) -> CommandResult:
         fs = self.filesystem(pod, container)
+        real = registry.program_for(container.get("image", ""))
+        if real is not None and real.bin_dir() is not None and argv[0].rsplit("/", 1)[-1] in real.TOOLS:
+            return await run_tool(real.bin_dir() / argv[0].rsplit("/", 1)[-1], argv[1:], stdin,
+                                  real.tool_env(fs, {"PATH": PATH, **self.env(pod, container)}))
         program = argv[0]
         if fs.program_path(program) is None and not fs.is_file(program):
             return CommandResult(stderr=(
@@ -157,3 +196,11 @@ class ContainerRuntime:
         if stdin is not None:
             process.feed(stdin)
         return await process.wait()
+
+
+async def run_tool(binary: Path, args: list[str], stdin: bytes, env: dict[str, str]) -> CommandResult:
+    """A real program's client tool (psql, pg_dump) run for an exec into its container."""
+    process = await asyncio.create_subprocess_exec(str(binary), *args, env=env, stdin=asyncio.subprocess.PIPE,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await process.communicate(stdin)
+    return CommandResult(out, err, process.returncode or 0)

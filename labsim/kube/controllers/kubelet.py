@@ -112,6 +112,8 @@ class Kubelet(Controller):
             self.store.delete(self.pods, *key)  # the pod garbage collector: its node is gone
             return
         status = pod.setdefault("status", {})
+        if not node_ready(node):
+            self.runtime.stop(pod["metadata"]["uid"])  # the node is down: so are its processes
         if not node_ready(node) or status.get("phase") in TERMINAL:
             return
         if not status.get("hostIP"):
@@ -143,7 +145,7 @@ class Kubelet(Controller):
                 self._exit(pod, key)
         else:
             self._mark_ready(pod, True)
-            self.store.update(pod, subresource="status")
+            self._run(self.store.update(pod, subresource="status"))  # after a lab or node restart
 
     # -- the steps of a pod's life ------------------------------------------------------------
     def _accept(self, pod: dict, node: dict) -> None:
@@ -250,7 +252,16 @@ class Kubelet(Controller):
     def _run(self, pod: dict) -> None:
         """Start the pod's processes; each one's end brings the pod back here."""
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-        self.runtime.start(pod, lambda: self.queue.add(key))
+        for container, message in self.runtime.start(pod, lambda: self.queue.add(key)):
+            waiting = {"waiting": {"reason": "CreateContainerError", "message": message}}
+            changed = [cs for cs in pod["status"].get("containerStatuses") or []
+                       if cs["name"] == container and cs.get("state") != waiting]
+            for cs in changed:
+                cs.update(ready=False, started=False, state=waiting)
+                self.events.record(pod, "Failed", f"Error: {message}", WARNING, pod["spec"].get("nodeName"))
+            if changed:
+                self._mark_ready(pod, False)
+                self.store.update(pod, subresource="status")
 
     def _exit(self, pod: dict, key: Key, code: int | None = None) -> None:
         """The containers end (with ``code``, else as the pod's annotation says): the pod
