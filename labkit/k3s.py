@@ -22,11 +22,10 @@ import pandas as pd
 import yaml
 
 from labkit import secrets
+from labkit.changes import Change, Drift, Plan, StepTimer, drift_keys, untimed
 from labkit.errors import K3sError, SshError
 from labkit.params import Lab, Node
-from labkit.report import Change
 from labkit.ssh import Probe, Result, Session
-from labkit.timing import StepTimer, untimed
 
 INSTALLER = "curl -sfL https://get.k3s.io"
 CONFIG = "/etc/rancher/k3s/config.yaml"
@@ -173,7 +172,7 @@ def preflight(ssh: Session, lab: Lab) -> Preflight:
 # -- plan --------------------------------------------------------------------------------------------
 
 
-def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
+def plan(lab: Lab, facts: list[NodeFacts]) -> Plan[Change]:
     """Install the server, join agents; a node running the pinned version is left alone.
     A node at another version stops the plan (see 08-upgrade-k3s)."""
     changes = []
@@ -183,7 +182,8 @@ def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
             raise K3sError(f"{f.name} runs k3s {f.k3s_version}, the lab pins {lab.k3s.version}: " + UPGRADE_HINT)
         drift = config_drift(lab, node, f.config)
         if f.k3s_version == lab.k3s.version and f.k3s_active and drift:
-            changes.append(Change(f.name, "drift", f"config.yaml differs ({drift}); fixing it restarts {service(node)}"))
+            changes.append(Change(f.name, "drift",
+                                  f"config.yaml differs ({drift_keys(drift)}); fixing it restarts {service(node)}"))
         elif f.k3s_version == lab.k3s.version and f.k3s_active:
             changes.append(Change(f.name, "unchanged", f"k3s {f.k3s_version} {node.role}, active"))
         elif f.reachable != "yes":
@@ -193,7 +193,7 @@ def plan(lab: Lab, facts: list[NodeFacts]) -> list[Change]:
             changes.append(Change(f.name, "install", f"k3s {lab.k3s.version} server (config.yaml, installer)"))
         else:
             changes.append(Change(f.name, "join", f"k3s {lab.k3s.version} agent of {lab.master.name}"))
-    return changes
+    return Plan(changes)
 
 
 # -- configuration -------------------------------------------------------------------------------------
@@ -208,6 +208,9 @@ def server_config(lab: Lab, node: Node) -> dict:
         "disable": list(lab.k3s.disable),
         "node-label": _labels(lab, node),
     }
+    for key, net in (("cluster-cidr", lab.k3s.cluster_cidr), ("service-cidr", lab.k3s.service_cidr)):
+        if net is not None:  # unset: k3s' own defaults, and config.yaml stays as it was
+            config[key] = str(net)
     if lab.k3s.cluster_init:
         config["cluster-init"] = True
     if node is not lab.master:
@@ -219,10 +222,10 @@ def desired_config(lab: Lab, node: Node, token: str) -> dict:
     return server_config(lab, node) if node.role == "server" else agent_config(lab, node, token)
 
 
-def config_drift(lab: Lab, node: Node, found: dict) -> str:
-    """Keys of config.yaml whose value differs from the lab file's ('' when it matches)."""
+def config_drift(lab: Lab, node: Node, found: dict) -> Drift:
+    """Keys of config.yaml whose value differs from the lab file's (empty when it matches)."""
     want = _without_token(desired_config(lab, node, token=""))
-    return ", ".join(sorted(k for k in want.keys() | found.keys() if want.get(k) != found.get(k)))
+    return {k: (found.get(k), want.get(k)) for k in want.keys() | found.keys() if want.get(k) != found.get(k)}
 
 
 def agent_config(lab: Lab, node: Node, token: str) -> dict:
@@ -377,11 +380,11 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def bootstrap(ssh: Session, lab: Lab, changes: list[Change], timeout: float = 600, reconcile: bool = False,
+def bootstrap(ssh: Session, lab: Lab, plan_: Plan[Change], timeout: float = 600, reconcile: bool = False,
               step: StepTimer = untimed) -> list[Change]:
     """Apply a k3s plan: servers first, one at a time, then the agents concurrently; config drift
     only with ``reconcile``. Returns what was done."""
-    todo = {c.target: c for c in changes if c.is_change and (c.action != "drift" or reconcile)}
+    todo = {c.target: c for c in plan_.changes() if c.is_change and (c.action != "drift" or reconcile)}
     agents = [n.name for n in lab.agents if n.name in todo and todo[n.name].action == "join"]
     try:
         if todo and todo.get(lab.master.name, Change("", "")).action != "install":

@@ -26,7 +26,7 @@ from labkit.errors import KubeError
 from labkit.progress import Progress, progress
 
 
-def api_client(kubeconfig: Path) -> client.ApiClient:
+def connect(kubeconfig: Path) -> client.ApiClient:
     """A client for the kubeconfig's current context (TLS verified against its CA)."""
     if not Path(kubeconfig).exists():
         raise KubeError(f"kubeconfig {kubeconfig} does not exist; run 02-bootstrap-k3s first")

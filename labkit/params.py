@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from labkit import secrets
-from labkit.errors import ParamsError
+from labkit.errors import LabError, ParamsError
 
 IPv4 = ipaddress.IPv4Address
 
@@ -152,6 +152,9 @@ class K3s(Section):
     tls_san: list[str] = []
     disable: list[Literal[K3S_COMPONENTS]] = []  # type: ignore[valid-type]
     cluster_init: bool = True
+    # Pod and service networks (k3s cluster-cidr/service-cidr); unset = k3s' 10.42.0.0/16 and 10.43.0.0/16.
+    cluster_cidr: Subnet | None = None
+    service_cidr: Subnet | None = None
 
 
 class MetalLB(Section):
@@ -244,7 +247,11 @@ class Lab(Section):
                 "k3s.token": self.k3s.token}
 
     def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
+        found = next((n for n in self.nodes if n.name == name), None)
+        if found is None:
+            raise LabError(f"no node named {name!r} in lab '{self.name}' ({self.path}); its nodes are "
+                           f"{', '.join(n.name for n in self.nodes)}")
+        return found
 
 
 def _absolutize(lab: Lab, base: Path) -> None:
@@ -386,6 +393,8 @@ def cross_check(lab: Lab) -> list[str]:
             errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
                           "the pool must be disjoint from node IPs and the gateway")
 
+    errors += _pod_network_rules(lab)
+
     servers = len(lab.servers)
     if servers == 0:
         errors.append("nodes: no node has role: server; k3s needs at least one server")
@@ -398,6 +407,39 @@ def cross_check(lab: Lab) -> list[str]:
         errors += _embedded_rules(lab)
     elif lab.embedded is not None:
         errors.append("embedded: only for kind: embedded; remove the section or set kind: embedded")
+    return errors
+
+
+K3S_DEFAULT_CIDRS = {"cluster_cidr": ipaddress.IPv4Network("10.42.0.0/16"),
+                     "service_cidr": ipaddress.IPv4Network("10.43.0.0/16")}
+
+
+def _pod_network_rules(lab: Lab) -> list[str]:
+    """The pod and service networks (as set, else k3s' defaults) must not overlap each other, the
+    node subnet or the MetalLB pool; the embedded lab must set both inside 127.0.0.0/8."""
+    errors = []
+    first, last = lab.metallb.pool
+    nets = {f: getattr(lab.k3s, f) or K3S_DEFAULT_CIDRS[f] for f in K3S_DEFAULT_CIDRS}
+    for field, net in nets.items():
+        where = f"k3s.{field}: {net}" + ("" if getattr(lab.k3s, field) else " (k3s' default)")
+        if net.overlaps(lab.network.subnet):
+            errors.append(f"{where} overlaps network.subnet {lab.network.subnet}; pick a range outside it")
+        if first <= net.broadcast_address and last >= net.network_address:
+            errors.append(f"{where} overlaps metallb.addresses {first}-{last}; pick a range outside the pool")
+    if nets["cluster_cidr"].overlaps(nets["service_cidr"]):
+        errors.append(f"k3s.service_cidr: {nets['service_cidr']} overlaps k3s.cluster_cidr {nets['cluster_cidr']}; "
+                      "pods and services need separate ranges")
+    if nets["cluster_cidr"].prefixlen > 24 - (len(lab.nodes) - 1).bit_length():
+        errors.append(f"k3s.cluster_cidr: {nets['cluster_cidr']} is too small: each of the {len(lab.nodes)} nodes "
+                      "takes a /24 of it")
+    if lab.kind == "embedded":
+        loopback = ipaddress.IPv4Network("127.0.0.0/8")
+        for field, example in (("cluster_cidr", "127.42.0.0/16"), ("service_cidr", "127.43.0.0/16")):
+            net = getattr(lab.k3s, field)
+            if net is None or not net.subnet_of(loopback):
+                shown = f"unset (k3s' default {nets[field]})" if net is None else str(net)
+                errors.append(f"k3s.{field}: {shown} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
+                              f"set e.g. {field}: {example}")
     return errors
 
 

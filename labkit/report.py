@@ -18,25 +18,11 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from labkit.changes import Change, Plan
 from labkit.errors import ChecksFailed
 from labkit.progress import say
 
 RECORD_MIME = "application/vnd.labkit.record+json"
-NO_CHANGE = ("unchanged", "none")
-
-
-@dataclass(frozen=True)
-class Change:
-    """One line of a plan: what would change on which target, and why."""
-
-    target: str
-    action: str  # create | update | drift | delete | install | unchanged ...
-    detail: str = ""
-    needs_reboot: bool = False
-
-    @property
-    def is_change(self) -> bool:
-        return self.action not in NO_CHANGE
 
 
 def plan_table(changes: Iterable[Change]) -> pd.DataFrame:
@@ -76,9 +62,9 @@ class Report:
         self.checks.append(result)
         return result
 
-    def plan(self, changes: Iterable[Change]) -> pd.DataFrame:
+    def plan(self, plan: Plan | Iterable[Change]) -> pd.DataFrame:
         """Remember a plan and return its table."""
-        changes = list(changes)
+        changes = plan.changes() if isinstance(plan, Plan) else list(plan)
         self.planned.extend(c for c in changes if c.is_change)
         return plan_table(changes)
 

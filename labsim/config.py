@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from labsim.net.cidrs import SIM_CLUSTER_CIDR, SIM_SERVICE_CIDR
+
 DEFAULT_TIME_SCALE = 0.02
 
 
@@ -34,12 +36,16 @@ class SimConfig:
     ssh_user: str
     ssh_port: int
     subnet: ipaddress.IPv4Network
+    # The pod and service networks the twin's k3s uses when config.yaml sets none (lab file k3s.*).
+    cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_CLUSTER_CIDR)
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network(SIM_SERVICE_CIDR)
 
     @classmethod
     def from_file(cls, path: Path, state_dir: Path | None = None) -> SimConfig:
         doc = yaml.safe_load(path.read_text()) or {}
         base = path.resolve().parent
         emb, pve, ssh, net = (doc.get(k) or {} for k in ("embedded", "proxmox", "ssh", "network"))
+        k3s = doc.get("k3s") or {}
         config = cls(
             name=str(doc.get("name", "sim")),
             state_dir=(state_dir or base / emb.get("state_dir", ".labsim")).resolve(),
@@ -54,6 +60,8 @@ class SimConfig:
             ssh_user=str(ssh.get("user", "ubuntu")),
             ssh_port=int(ssh.get("port", 2222)),
             subnet=ipaddress.IPv4Network(str(net.get("subnet", "127.0.2.0/24"))),
+            cluster_cidr=ipaddress.IPv4Network(str(k3s.get("cluster_cidr", SIM_CLUSTER_CIDR))),
+            service_cidr=ipaddress.IPv4Network(str(k3s.get("service_cidr", SIM_SERVICE_CIDR))),
         )
         config.check_loopback()
         return config
@@ -65,3 +73,7 @@ class SimConfig:
             raise ConfigError(f"proxmox.host: {self.pve_host} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if not self.subnet.subnet_of(loopback):
             raise ConfigError(f"network.subnet: {self.subnet} is not inside 127.0.0.0/8; labsim binds loopback only")
+        for field in ("cluster_cidr", "service_cidr"):
+            if not getattr(self, field).subnet_of(loopback):
+                raise ConfigError(f"k3s.{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
+                                  "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")

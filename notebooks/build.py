@@ -291,7 +291,7 @@ and prints a line when its state moves.
 """),
     code("""
 if not dry_run:
-    api = kube.api_client(lab.kubeconfig)
+    api = kube.connect(lab.kubeconfig)
     ready = kube.wait_nodes_ready(api, [n.name for n in lab.nodes], timeout=ready_timeout_s)
     installed = report.timings().groupby("target")["end"].max()  # per node: its install or join ended
     for name, at in ready.items():  # from installed to Ready; a node Ready before this run: no bar
@@ -312,7 +312,7 @@ if not dry_run:
     versions = set(nodes["version"])
     phases = set(system_pods["phase"])
     sans = kube.server_certificate_sans(lab.kubeconfig)
-    left = [c for c in k3s.plan(lab, k3s.preflight(session, lab).facts) if c.is_change]
+    left = [c for c in k3s.plan(lab, k3s.preflight(session, lab).facts).changes() if c.is_change]
     report.check("k3s and config.yaml match the lab file", not left, "; ".join(f"{c.target}: {c.detail}" for c in left) or "no drift")
     report.check("every lab node is Ready", set(nodes.query("ready")["name"]) == names, f"{nodes['ready'].sum()} Ready")
     report.check(f"kubelet versions = pin {lab.k3s.version}", versions == {lab.k3s.version}, ", ".join(sorted(versions)))

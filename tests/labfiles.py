@@ -22,10 +22,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def _unique(space: int) -> int:
+    return (os.getpid() * 131 + next(_counter) * 7 + random.randrange(1 << 12)) % space
+
+
 def unique_subnet() -> str:
     """A /24 in 127.0.0.0/8 that no other test (or test process) of this run uses."""
-    n = (os.getpid() * 131 + next(_counter) * 7 + random.randrange(1 << 12)) % (240 * 250)  # second octet <= 249
+    n = _unique(190 * 250)  # second octet 10-199; 200-247 hold the pod and service networks
     return f"127.{10 + n // 250}.{n % 250}"
+
+
+def unique_pod_networks() -> tuple[str, str]:
+    """A cluster CIDR (/22: four nodes' /24s) and a service CIDR (/24) of their own, so that
+    parallel labs' pod IPs and ClusterIPs (which the twin binds) never collide."""
+    n, m = _unique(32 * 64), _unique(16 * 256)
+    return f"127.{200 + n // 64}.{(n % 64) * 4}.0/22", f"127.{232 + m // 256}.{m % 256}.0/24"
 
 
 def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **overrides) -> dict:
@@ -52,7 +63,9 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
         port=free_port(),
         known_hosts=str(state / "operator" / "known_hosts"),
     )
-    doc["k3s"].update(token=f"file:{state}/secrets.yaml#k3s_token", tls_san=[f"{net}.20", "k3s-master"])
+    cluster_cidr, service_cidr = unique_pod_networks()
+    doc["k3s"].update(token=f"file:{state}/secrets.yaml#k3s_token", tls_san=[f"{net}.20", "k3s-master"],
+                      cluster_cidr=cluster_cidr, service_cidr=service_cidr)
     doc["metallb"] = {"addresses": f"{net}.100-{net}.149"}
     doc["nfs"] = {"server": f"{net}.2", "path": "/volume1/k8s-data"}
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")

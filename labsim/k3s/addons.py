@@ -16,8 +16,8 @@ import yaml
 from labsim.k3s.config import DATA_DIR
 from labsim.k3s.logs import Logger
 from labsim.k3s.manifests import MANIFESTS_DIR, addon, apply_text, delete_if_present
+from labsim.net import cidrs
 
-CLUSTER_DNS = "10.43.0.10"
 SYSTEM = "kube-system"
 TRAEFIK_CHART = "traefik-37.1.1+up37.1.0"
 TRAEFIK_CRD_CHART = "traefik-crd-37.1.1+up37.1.0"
@@ -98,7 +98,7 @@ import /etc/coredns/custom/*.server
 """
 
 
-def coredns(node_hosts: str) -> list[dict]:
+def coredns(node_hosts: str, cluster_dns: str) -> list[dict]:
     labels = {"k8s-app": "kube-dns"}
     container = {
         "name": "coredns", "image": "rancher/mirrored-coredns-coredns:1.13.1", "imagePullPolicy": "IfNotPresent",
@@ -127,7 +127,7 @@ def coredns(node_hosts: str) -> list[dict]:
          "metadata": _meta("kube-dns", labels={**labels, "kubernetes.io/cluster-service": "true",
                                                "kubernetes.io/name": "CoreDNS"},
                            annotations={"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}),
-         "spec": {"selector": labels, "clusterIP": CLUSTER_DNS, "clusterIPs": [CLUSTER_DNS],
+         "spec": {"selector": labels, "clusterIP": cluster_dns, "clusterIPs": [cluster_dns],
                   "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                             {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
                             {"name": "metrics", "port": 9153, "protocol": "TCP"}],
@@ -325,10 +325,10 @@ def k3s_crds() -> list[dict]:
 
 # --- deploying ------------------------------------------------------------------------------------
 
-def packaged(node_hosts: str) -> dict[str, dict[str, Callable[[], list[dict]]]]:
+def packaged(node_hosts: str, cluster_dns: str) -> dict[str, dict[str, Callable[[], list[dict]]]]:
     """Component (the name `--disable` takes) -> manifest file (relative) -> its objects."""
     return {
-        "coredns": {"coredns.yaml": lambda: coredns(node_hosts)},
+        "coredns": {"coredns.yaml": lambda: coredns(node_hosts, cluster_dns)},
         "local-storage": {"local-storage.yaml": local_storage},
         "metrics-server": {"metrics-server/metrics-server-deployment.yaml": metrics_server_deployment,
                            "metrics-server/metrics-server-service.yaml": metrics_server_service,
@@ -344,7 +344,7 @@ async def deploy(node, cluster, disable: list[str], log: Logger) -> None:
         await cluster.apply_manifest(crd)
     node.mkdir(MANIFESTS_DIR)
     node_hosts = _node_hosts(cluster, node.spec.ip, node.hostname)
-    for component, files in packaged(node_hosts).items():
+    for component, files in packaged(node_hosts, cidrs.cluster_dns_ip(cluster.service_cidr)).items():
         for relative, build in files.items():
             path = f"{MANIFESTS_DIR}/{relative}"
             objects = build()

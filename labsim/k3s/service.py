@@ -39,6 +39,7 @@ from labsim.k3s.versions import K3sVersion, skew_error
 from labsim.kube.controllers.schedule import Schedule, ScheduleError
 from labsim.kube.controllers.workqueue import Controller
 from labsim.kube.store import StoreError
+from labsim.net import cidrs
 from labsim.node.registry import on_boot
 
 API_PORT = 6443
@@ -129,7 +130,7 @@ async def start_server(node, log: Logger) -> None:
     name, password = node_name(node, cfg), _server_password(node, cfg)
     cluster = await node.lab.clusters.create_server(
         node_name=name, ip=node.spec.ip, version=str(version), token=password,
-        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=cfg.embedded_etcd)
+        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=cfg.embedded_etcd, **_cidrs(node, cfg))
     try:
         if cluster.token != password:
             raise UnitError("starting kubernetes: preparing server: bootstrap data already found and encrypted "
@@ -200,6 +201,23 @@ def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: 
     cluster._tasks.extend(asyncio.create_task(c.run(), name=f"k3s-{c.name}") for c in controllers)
 
 
+def _cidrs(node, cfg: K3sConfig) -> dict[str, str]:
+    """cluster-cidr and service-cidr from config.yaml, else the lab's (k3s' defaults moved into
+    loopback); anything the twin cannot bind stops k3s at start, as a bad flag value does."""
+    chosen = {}
+    for flag, default in (("cluster-cidr", node.lab.config.cluster_cidr), ("service-cidr", node.lab.config.service_cidr)):
+        values = cfg.get(flag) or [str(default)]
+        if len(values) > 1:
+            raise UnitError(f"Error: {flag} {','.join(values)}: dual-stack is not modelled by the embedded lab")
+        error = cidrs.loopback_error(flag, values[0])
+        if error:
+            raise UnitError(f"Error: {error}")
+        chosen[flag.replace("-", "_")] = values[0]
+    if cidrs.network(chosen["cluster_cidr"]).overlaps(cidrs.network(chosen["service_cidr"])):
+        raise UnitError(f"Error: cluster-cidr {chosen['cluster_cidr']} overlaps service-cidr {chosen['service_cidr']}")
+    return chosen
+
+
 def _server_password(node, cfg: K3sConfig) -> str:
     """The cluster's token: configured, or the one this server made before, or a new one."""
     given = cfg.token or (_read_text(node, cfg.get("token-file")) if cfg.get("token-file") else None)
@@ -219,7 +237,7 @@ async def bootstrap_cluster(node, cfg: K3sConfig):
     name, password = node_name(node, cfg), _server_password(node, cfg)
     cluster = await node.lab.clusters.create_server(
         node_name=name, ip=node.spec.ip, version=str(_version(node)), token=password,
-        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=True)
+        tls_san=cfg.tls_san, disable=cfg.disable, cluster_init=True, **_cidrs(node, cfg))
     await cluster.stop_api()
     _write_tokens(node, cluster, password)
     return cluster

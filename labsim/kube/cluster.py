@@ -25,12 +25,12 @@ from labsim.kube import apply
 from labsim.kube.apiserver import ApiServer, tls_context
 from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
+from labsim.net import cidrs
 from labsim.node import image
 from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
 API_PORT = 6443
-SERVICE_IP = "10.43.0.1"
 SAVE_EVERY = 1.0  # real seconds between saves of a changed store
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
@@ -38,12 +38,14 @@ _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 class Cluster:
     def __init__(self, state_dir: Path, clock, *, name: str, version: str, token: str, server_ip: str,
                  embedded_etcd: bool = True, disable: list[str] | None = None, tls_san: list[str] | None = None,
-                 port: int = API_PORT, run_controllers: bool = True) -> None:
+                 port: int = API_PORT, run_controllers: bool = True, cluster_cidr: str = cidrs.SIM_CLUSTER_CIDR,
+                 service_cidr: str = cidrs.SIM_SERVICE_CIDR) -> None:
         self.state_dir = Path(state_dir)
         self.clock = clock
         self.name, self.version, self.token, self.server_ip = name, version, token, server_ip
         self.embedded_etcd, self.disable, self.tls_san = embedded_etcd, list(disable or []), list(tls_san or [])
         self.port, self.run_controllers = port, run_controllers
+        self.cluster_cidr, self.service_cidr = cluster_cidr, service_cidr
         self.store = Store(clock)
         self.logs = PodLogs(self.store.now)
         self.runtime = ContainerRuntime(self)
@@ -63,7 +65,7 @@ class Cluster:
         if "ca" not in pairs:
             pairs = {"ca": pki.make_ca(f"k3s-server-ca@{self.name}")}
         sans = [self.server_ip, "127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
-                "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", SERVICE_IP, self.name, *self.tls_san]
+                "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", self.service_ip, self.name, *self.tls_san]
         server = pairs.get("server")
         if server is None or set(_sans(server)) != set(sans):
             pairs["server"] = pki.issue(pairs["ca"], "k3s", sans=sans)
@@ -81,7 +83,7 @@ class Cluster:
         meta.write_text(json.dumps({
             "name": self.name, "version": self.version, "token": self.token, "server_ip": self.server_ip,
             "embedded_etcd": self.embedded_etcd, "disable": self.disable, "tls_san": self.tls_san,
-            "port": self.port}, indent=1))
+            "port": self.port, "cluster_cidr": self.cluster_cidr, "service_cidr": self.service_cidr}, indent=1))
         if self.store.resource_version != self._saved_rv:
             tmp = self.state_dir / "store.json.tmp"
             tmp.write_bytes(self.store.snapshot())
@@ -112,6 +114,11 @@ class Cluster:
     def now(self) -> float:
         """Lab time in epoch seconds."""
         return self.clock.now() if self.clock is not None else time.time()
+
+    @property
+    def service_ip(self) -> str:
+        """The kubernetes Service's ClusterIP: the service CIDR's first address."""
+        return cidrs.kubernetes_ip(self.service_cidr)
 
     def ca_pem(self) -> bytes:
         return self._ca.cert_pem
@@ -197,7 +204,7 @@ class Cluster:
             store.create({"apiVersion": "v1", "kind": "Service", "metadata": {
                 "name": "kubernetes", "namespace": "default",
                 "labels": {"component": "apiserver", "provider": "kubernetes"}},
-                "spec": {"clusterIP": SERVICE_IP, "clusterIPs": [SERVICE_IP],
+                "spec": {"clusterIP": self.service_ip, "clusterIPs": [self.service_ip],
                          "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": self.port}]}})
         # The API server keeps the endpoints of its own Service (it has no selector).
         port = {"name": "https", "port": self.port, "protocol": "TCP"}
@@ -229,7 +236,7 @@ class Cluster:
         known = ((existing or {}).get("status") or {}).get("nodeInfo", {}).get("bootID")
         node = _node_object(name=name, ip=ip, role=role, version=version, labels=labels, taints=taints,
                             cores=cores, memory_mib=memory_mib, disk_bytes=disk_bytes, now=self.store.now(),
-                            etcd=self.embedded_etcd, index=len(self.store.list(res)),
+                            etcd=self.embedded_etcd, pod_cidr=self._pod_cidr(existing),
                             boot_id=boot_id or known or str(uuid.uuid4()))
         if existing is None:
             self.store.create(node)
@@ -243,6 +250,13 @@ class Cluster:
                              or node["status"]["conditions"]}
         self.store.update(updated, subresource="status")
         await self.set_node_ready(name, True)
+
+    def _pod_cidr(self, existing: dict | None) -> str:
+        """A node keeps its podCIDR; a new one gets the next free /24 of the cluster CIDR."""
+        if existing is not None and (existing.get("spec") or {}).get("podCIDR"):
+            return existing["spec"]["podCIDR"]
+        nodes = self.store.list(self.store.resource("v1", "Node"))
+        return cidrs.node_cidr(self.cluster_cidr, ((n.get("spec") or {}).get("podCIDR") for n in nodes))
 
     async def set_node_ready(self, name: str, ready: bool) -> None:
         res = self.store.resource("v1", "Node")
@@ -310,7 +324,7 @@ def _sans(pair: pki.KeyPair) -> list[str]:
 
 
 def _node_object(*, name: str, ip: str, role: str, version: str, labels: dict, taints: list[dict], cores: int,
-                 memory_mib: int, disk_bytes: int, now: str, etcd: bool, index: int, boot_id: str) -> dict:
+                 memory_mib: int, disk_bytes: int, now: str, etcd: bool, pod_cidr: str, boot_id: str) -> dict:
     node_labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/instance-type": "k3s",
                    "beta.kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name,
                    "kubernetes.io/os": "linux", "node.kubernetes.io/instance-type": "k3s"}
@@ -322,12 +336,11 @@ def _node_object(*, name: str, ip: str, role: str, version: str, labels: dict, t
     capacity = {"cpu": str(cores), "memory": f"{memory_mib * 1024}Ki", "ephemeral-storage": f"{disk_bytes // 1024}Ki",
                 "pods": "110", "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
     allocatable = {**capacity, "ephemeral-storage": str(int(disk_bytes * 0.97))}
-    cidr = f"10.42.{index}.0/24"
     condition_rows = (("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
                       ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                       ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                       ("Ready", "True", "KubeletReady", "kubelet is posting ready status"))
-    spec: dict = {"podCIDR": cidr, "podCIDRs": [cidr], "providerID": f"k3s://{name}"}
+    spec: dict = {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr], "providerID": f"k3s://{name}"}
     if taints:
         spec["taints"] = taints
     return {

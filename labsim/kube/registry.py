@@ -39,13 +39,15 @@ class ClusterRegistry:
             await cluster.stop_api()
 
     async def create_server(self, *, node_name: str, ip: str, version: str, token: str, tls_san: list[str],
-                            disable: list[str], cluster_init: bool) -> Cluster:
+                            disable: list[str], cluster_init: bool, cluster_cidr: str, service_cidr: str) -> Cluster:
         """The cluster whose server runs on ``node_name`` (created and persisted once; the caller
-        starts its API with ``start_api``)."""
+        starts its API with ``start_api``). Its CIDRs are the ones it was created with, as a k3s
+        cluster's cannot change once it is initialised."""
         cluster = self.clusters.get(node_name)
         if cluster is None:
             cluster = Cluster(self.root / node_name, self.lab.clock, name=node_name, version=version, token=token,
-                              server_ip=ip, embedded_etcd=cluster_init, disable=disable, tls_san=tls_san)
+                              server_ip=ip, embedded_etcd=cluster_init, disable=disable, tls_san=tls_san,
+                              cluster_cidr=cluster_cidr, service_cidr=service_cidr)
             self.clusters[node_name] = cluster
             cluster.save()
         return cluster

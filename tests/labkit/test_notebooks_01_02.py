@@ -71,7 +71,7 @@ def test_labkit_run_builds_the_cluster_and_a_rerun_changes_nothing(tmp_path):
 
         api = proxmox.connect(lab)
         tasks_before = proxmox.task_ids(api, lab)
-        kube_api = kube.api_client(lab.kubeconfig)
+        kube_api = kube.connect(lab.kubeconfig)
         nodes_before = {n.metadata.uid for n in kube.client.CoreV1Api(kube_api).list_node().items}
 
         second, summary = labkit_run(lab_file, outputs, "--keep-lab")

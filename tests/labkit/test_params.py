@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.errors import ParamsError
+from labkit.errors import LabError, ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
 from tests.labkit.conftest import PVE_TOKEN, write
@@ -22,6 +22,15 @@ def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
     sim = load_lab(REPO / "parameters" / "sim.yaml")
     assert sim.kind == "embedded" and str(sim.nodes[0].ip) == "127.0.2.20"
     assert sim.embedded.state_dir == REPO / ".labsim"
+    assert (str(sim.k3s.cluster_cidr), str(sim.k3s.service_cidr)) == ("127.42.0.0/16", "127.43.0.0/16")
+    assert lab.k3s.cluster_cidr is None and lab.k3s.service_cidr is None  # the real lab keeps k3s' defaults
+
+
+def test_an_unknown_node_name_is_a_lab_error_naming_it(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    assert lab.node("k3s-worker-01") is lab.nodes[1]
+    with pytest.raises(LabError, match=r"no node named 'k3s-worker-09'.*k3s-master, k3s-worker-01, k3s-worker-02"):
+        lab.node("k3s-worker-09")
 
 
 def _set(path: str, value) -> Callable[[dict], None]:
@@ -78,6 +87,11 @@ BAD = {
     "pool overlaps node": (_set("metallb.addresses", "192.168.2.10-192.168.2.30"), "metallb.addresses: 192.168.2.10-192.168.2.30 contains 192.168.2.20, used by nodes[0] (k3s-master)"),
     "pool overlaps gateway": (_set("metallb.addresses", "192.168.2.1-192.168.2.5"), "contains 192.168.2.1, used by the gateway"),
     "pool reversed": (_set("metallb.addresses", "192.168.2.149-192.168.2.100"), "192.168.2.149 comes after 192.168.2.100"),
+    "pod network overlaps subnet": (_set("k3s.cluster_cidr", "192.168.0.0/16"), "k3s.cluster_cidr: 192.168.0.0/16 overlaps network.subnet 192.168.2.0/24"),
+    "service network overlaps pods": (_set("k3s.service_cidr", "10.42.128.0/20"), "k3s.service_cidr: 10.42.128.0/20 overlaps k3s.cluster_cidr 10.42.0.0/16"),
+    "service network overlaps pool": (_set("k3s.service_cidr", "192.168.2.128/25"), "k3s.service_cidr: 192.168.2.128/25 overlaps metallb.addresses 192.168.2.100-192.168.2.149"),
+    "pod network too small": (_set("k3s.cluster_cidr", "10.42.0.0/23"), "k3s.cluster_cidr: 10.42.0.0/23 is too small: each of the 3 nodes takes a /24"),
+    "pod network host bits": (_set("k3s.cluster_cidr", "10.42.0.1/16"), "k3s.cluster_cidr: '10.42.0.1/16' is not an IPv4 subnet"),
     "no server": (_set("nodes.0.role", "agent"), "nodes: no node has role: server"),
     "bad role": (_set("nodes.0.role", "master"), "nodes[0].role: 'master' is not allowed; input should be 'server' or 'agent'"),
     "even servers": (_both(_set("nodes.1.role", "server")), "nodes: 2 servers; embedded etcd HA needs an odd number"),
@@ -168,6 +182,31 @@ def test_embedded_state_files_need_not_exist_yet(tmp_path):
 
     lab = load_lab(write_lab(tmp_path))
     assert not lab.proxmox.ca_file.exists()
+
+
+def test_pod_and_service_networks_go_into_the_k3s_config_only_when_set(lab_doc, tmp_path):
+    from labkit import k3s
+
+    real = load_lab(write(tmp_path, lab_doc))
+    assert not {"cluster-cidr", "service-cidr"} & k3s.server_config(real, real.master).keys()
+    lab_doc["k3s"].update(cluster_cidr="10.52.0.0/16", service_cidr="10.53.0.0/16")
+    custom = load_lab(write(tmp_path, lab_doc))
+    config = k3s.server_config(custom, custom.master)
+    assert (config["cluster-cidr"], config["service-cidr"]) == ("10.52.0.0/16", "10.53.0.0/16")
+    assert "cluster-cidr" not in k3s.agent_config(custom, custom.agents[0], token="t")  # a server flag only
+
+
+def test_the_embedded_lab_needs_loopback_pod_and_service_networks(tmp_path):
+    from tests.labfiles import sim_lab, write_lab
+
+    doc = sim_lab(tmp_path)
+    del doc["k3s"]["cluster_cidr"]
+    doc["k3s"]["service_cidr"] = "10.43.0.0/16"
+    with pytest.raises(ParamsError) as err:
+        load_lab(write_lab(tmp_path, doc))
+    assert "k3s.cluster_cidr: unset (k3s' default 10.42.0.0/16) is not loopback; the embedded lab binds 127.0.0.0/8 " \
+           "only: set e.g. cluster_cidr: 127.42.0.0/16" in err.value.errors
+    assert any(e.startswith("k3s.service_cidr: 10.43.0.0/16 is not loopback") for e in err.value.errors)
 
 
 def test_real_lab_files_must_exist(lab_doc, tmp_path):

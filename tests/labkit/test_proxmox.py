@@ -49,7 +49,7 @@ def test_connect_verifies_tls_with_the_lab_ca(sim):
     assert cap.cpus > 0 and cap.memory_total > cap.memory_used > 0 and cap.storage_avail > 0
 
 
-def _with_trust(sim: EmbeddedLab, tmp_path, **trust) -> proxmox.ProxmoxAPI:
+def _with_trust(sim: EmbeddedLab, tmp_path, **trust) -> proxmox.Api:
     doc = yaml.safe_load(sim.path.read_text())
     doc["proxmox"].pop("ca_file")
     doc["proxmox"].update(trust)
@@ -96,7 +96,7 @@ def test_a_wrong_token_is_refused_without_echoing_it(sim, tmp_path):
 def test_full_flow_creates_configures_and_boots_every_vm(sim):
     api = proxmox.connect(sim.lab)
     plan = proxmox.plan(api, sim.lab)
-    assert [(v.name, v.action) for v in plan.vms] == [(n.name, "create") for n in sim.lab.nodes]
+    assert [(v.name, v.action) for v in plan.items] == [(n.name, "create") for n in sim.lab.nodes]
     assert proxmox.check_capacity(plan, sim.lab, proxmox.capacity(api, sim.lab)).ok
 
     applied = provision(sim)
@@ -171,7 +171,7 @@ def test_a_stopped_vm_is_started_and_a_stopped_drifted_one_reconciled_then_start
         proxmox.wait_task(api, node, api.nodes(node).qemu(vm.vmid).status.stop.post(), what="test stop")
     api.nodes(node).qemu(drifted.vmid).config.put(memory=2048)
     plan = proxmox.plan(api, sim.lab)
-    assert {v.name: v.action for v in plan.vms if v.action != "unchanged"} == {stopped.name: "start",
+    assert {v.name: v.action for v in plan.items if v.action != "unchanged"} == {stopped.name: "start",
                                                                                 drifted.name: "drift"}
     proxmox.apply(api, sim.lab, plan, reconcile=True)
     proxmox.wait_agents(api, sim.lab, [stopped.name, drifted.name], timeout=10)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from labkit.changes import Change
 from labkit.errors import ChecksFailed
-from labkit.report import Change, Report, record
+from labkit.report import Report, record
 
 
 def test_a_step_is_timed_and_announced(capsys):

@@ -15,7 +15,7 @@ import pytest
 from tests.labkit.conftest import K3S_TOKEN, write
 
 PARAMS = 'lab_file = ""\ndry_run = False'
-LOAD = "import labkit\nfrom labkit.params import load_lab\nfrom labkit.report import Change, Report\nlab = load_lab(lab_file)"
+LOAD = "import labkit\nfrom labkit.params import load_lab\nfrom labkit.changes import Change\nfrom labkit.report import Report\nlab = load_lab(lab_file)"
 
 
 def notebook(path: Path, *cells: str) -> Path:

@@ -25,6 +25,8 @@ class InProcessCluster:
     store: Store = field(init=False)
     server_ip: str = "127.9.0.20"
     token: str = "K10test::server:secret"
+    cluster_cidr: str = "127.42.0.0/16"
+    service_cidr: str = "127.43.0.0/16"
 
     def __post_init__(self) -> None:
         self.store = Store(self.clock)
@@ -47,7 +49,7 @@ class InProcessCluster:
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                                   **(labels or {})}},
-            "spec": {"podCIDR": f"10.42.{index}.0/24", "podCIDRs": [f"10.42.{index}.0/24"],
+            "spec": {"podCIDR": f"127.42.{index}.0/24", "podCIDRs": [f"127.42.{index}.0/24"],
                      **({"taints": taints} if taints else {})},
             "status": {
                 "addresses": [{"type": "InternalIP", "address": f"127.9.0.{20 + index}"},

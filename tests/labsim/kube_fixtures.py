@@ -20,7 +20,7 @@ import pytest
 
 from labsim.clock import Clock
 from labsim.kube.cluster import Cluster
-from tests.labfiles import REPO, unique_subnet
+from tests.labfiles import REPO, unique_pod_networks, unique_subnet
 
 VERSION = "v1.34.3+k3s1"
 TOOLS = REPO / ".tools" / "bin"
@@ -90,7 +90,8 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
     else:
         cluster = Cluster(state, Clock(time_scale), name="k3s-master", version=VERSION,
                           token="K10test::server:secret", server_ip=ip, embedded_etcd=True, tls_san=[ip],
-                          run_controllers=controllers)
+                          run_controllers=controllers,
+                          **dict(zip(("cluster_cidr", "service_cidr"), unique_pod_networks(), strict=True)))
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     running = RunningCluster(cluster, loop, state / "kubeconfig", f"https://{ip}:6443", home)

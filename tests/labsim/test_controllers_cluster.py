@@ -150,7 +150,7 @@ async def test_service_gets_a_cluster_ip_and_endpoints():
         ep = await wait_for(lambda: len(((lab.store.get(endpoints, "default", "web") or {}).get("subsets") or [{}])[0]
                                         .get("addresses") or []) == 2 and lab.store.get(endpoints, "default", "web"))
         svc = lab.store.get(services, "default", "web")
-        assert ipaddress.ip_address(svc["spec"]["clusterIP"]) in ipaddress.ip_network("10.43.0.0/16")
+        assert ipaddress.ip_address(svc["spec"]["clusterIP"]) in ipaddress.ip_network(cluster.service_cidr)
         assert svc["spec"]["clusterIPs"] == [svc["spec"]["clusterIP"]]
         (subset,) = ep["subsets"]
         assert subset["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]

@@ -59,7 +59,7 @@ async def test_deployment_pods_run_with_complete_status():
             assert status["phase"] == "Running"
             assert status["hostIP"].startswith("127.9.0.")
             node_index = pod["spec"]["nodeName"][-1] == "a" and 1 or 2
-            assert status["podIP"].startswith(f"10.42.{node_index}.")
+            assert status["podIP"].startswith(f"127.42.{node_index}.")
             types = {c["type"]: c["status"] for c in status["conditions"]}
             assert types == {"PodScheduled": "True", "Initialized": "True", "Ready": "True",
                              "ContainersReady": "True", "PodReadyToStartContainers": "True"}

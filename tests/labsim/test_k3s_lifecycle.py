@@ -5,6 +5,7 @@ starts a fresh one."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import ssl
 from pathlib import Path
 
@@ -117,6 +118,27 @@ def test_a_restart_reads_the_configuration_again(tmp_path: Path) -> None:
         lab.ok(0, "sudo rm /etc/rancher/k3s/config.yaml")
         lab.ok(0, "sudo systemctl restart k3s")  # the token k3s made at the first start is kept
         assert nodes(lab.kube(tmp_path))[lab.name(0)]["ready"]
+
+
+def test_k3s_takes_its_pod_and_service_networks_from_its_flags_and_refuses_what_the_twin_cannot_bind(
+        tmp_path: Path) -> None:
+    lab_file = write_lab(tmp_path, workers=0)
+    with running_lab(lab_file) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        refused = lab.install_server(flags="--cluster-cidr=10.42.0.0/16")
+        assert refused.exit_status != 0
+        journal = lab.ok(0, "journalctl -u k3s -n 5 --no-pager")
+        assert "level=fatal" in journal and "cluster-cidr 10.42.0.0/16 is not inside 127.0.0.0/8" in journal
+        pods, services = ipaddress.ip_network(lab.doc["k3s"]["cluster_cidr"]), ipaddress.ip_network(
+            lab.doc["k3s"]["service_cidr"])
+        # Other networks than the lab file's (its defaults for the twin): halves of the same ranges.
+        pod_half, service_half = next(pods.subnets()), list(services.subnets())[1]
+        assert lab.install_server(flags=f"--cluster-cidr={pod_half} --service-cidr={service_half}").exit_status == 0
+        core = client.CoreV1Api(lab.kube(tmp_path))
+        (node,) = core.list_node().items
+        assert ipaddress.ip_network(node.spec.pod_cidr) == next(pod_half.subnets(new_prefix=24))
+        assert core.read_namespaced_service("kubernetes", "default").spec.cluster_ip == str(service_half[1])
+        assert core.read_namespaced_service("kube-dns", "kube-system").spec.cluster_ip == str(service_half[10])
 
 
 def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:

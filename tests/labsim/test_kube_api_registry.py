@@ -14,7 +14,7 @@ import yaml
 
 from labsim.clock import Clock
 from labsim.kube.registry import ClusterRegistry
-from tests.labfiles import unique_subnet
+from tests.labfiles import unique_pod_networks, unique_subnet
 
 
 @dataclass
@@ -39,13 +39,15 @@ async def _get(kubeconfig: str, path: str) -> tuple[int, dict]:
 
 async def test_clusters_persist_and_resume(tmp_path: Path) -> None:
     ip = f"{unique_subnet()}.20"
+    pods, services = unique_pod_networks()
     lab = FakeLab(tmp_path, Clock(0))
     registry = ClusterRegistry(lab)
     cluster = await registry.create_server(node_name="k3s-master", ip=ip, version="v1.34.3+k3s1", token="secret",
                                            tls_san=["k3s-master.home.example.com"], disable=["servicelb"],
-                                           cluster_init=True)
+                                           cluster_init=True, cluster_cidr=pods, service_cidr=services)
     assert await registry.create_server(node_name="k3s-master", ip=ip, version="v1.34.3+k3s1", token="secret",
-                                        tls_san=[], disable=[], cluster_init=True) is cluster
+                                        tls_san=[], disable=[], cluster_init=True, cluster_cidr="127.42.0.0/16",
+                                        service_cidr="127.43.0.0/16") is cluster
     await cluster.start_api()
     cluster.store.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "default"},
                           "data": {"v": "1"}})
@@ -60,6 +62,7 @@ async def test_clusters_persist_and_resume(tmp_path: Path) -> None:
     await again.start()
     resumed = again.find(ip)
     assert resumed is not None and resumed.embedded_etcd and resumed.disable == ["servicelb"]
+    assert (resumed.cluster_cidr, resumed.service_cidr) == (pods, services)  # as created, kept across restarts
     await resumed.start_api()
     code, body = await _get(kubeconfig, "/api/v1/namespaces/default/configmaps/kept")  # same CA, same client cert
     assert code == 200 and body["data"] == {"v": "1"}

@@ -225,7 +225,7 @@ class Kubelet(Controller):
 
     def _allocate_ip(self, node: dict, pod: dict) -> str:
         name = node["metadata"]["name"]
-        cidr = (node.get("spec") or {}).get("podCIDR") or "10.42.0.0/24"
+        cidr = node["spec"]["podCIDR"]  # k3s gives every node one when it registers
         used = self._ips.setdefault(name, {})
         hosts = ipaddress.ip_network(cidr).hosts()
         next(hosts)  # .1 is the node's cni0 bridge

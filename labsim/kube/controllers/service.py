@@ -1,20 +1,16 @@
-"""Services: a ClusterIP from 10.43.0.0/16 (and NodePorts) for each Service, and the Endpoints
+"""Services: a ClusterIP from the cluster's service CIDR (and NodePorts) for each Service, and the Endpoints
 and EndpointSlices of the pods its selector picks, ready or not, with named target ports
 resolved against each pod's containers."""
 
 from __future__ import annotations
 
-import ipaddress
 import random
 
 from labsim.kube.controllers.pods import TERMINAL, controller_ref, is_ready, is_terminating
 from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.kube.store import StoreError
+from labsim.net import cidrs
 
-SERVICE_CIDR = ipaddress.ip_network("10.43.0.0/16")
-# The first 256 addresses are the static band (10.43.0.1 kubernetes, 10.43.0.10 kube-dns):
-# dynamic allocation stays above it, as the real allocator prefers.
-_STATIC_BAND = 256
 NODE_PORTS = range(30000, 32768)
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -101,8 +97,11 @@ class ServiceController(Controller):
         return self.store.update(svc) if changed else svc
 
     def _free_ip(self) -> str:
+        # Dynamic allocation stays above the static band (kubernetes .1, kube-dns .10), as the
+        # real allocator prefers.
+        network = cidrs.network(self.cluster.service_cidr)
         while True:
-            ip = str(SERVICE_CIDR[self._rng.randrange(_STATIC_BAND, SERVICE_CIDR.num_addresses - 1)])
+            ip = str(network[self._rng.randrange(cidrs.static_band(self.cluster.service_cidr), network.num_addresses - 1)])
             if ip not in self._ips:
                 self._ips.add(ip)
                 return ip
