@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
+from labsim.kube import portforward
 from labsim.kube.store import StoreError
 from labsim.node.registry import CommandResult
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from labsim.kube.rest import RestHandler, Target
     from labsim.node.shell import Shell
 
-SUBRESOURCES = ("exec", "attach")
+SUBRESOURCES = ("exec", "attach", "portforward")
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 CHUNK = 32 * 1024
@@ -37,6 +38,11 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
     pod = store.get(target.res, target.namespace, target.name or "")
     if pod is None:
         raise StoreError.not_found(target.res, target.name or "")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise StoreError(400, "BadRequest", "Upgrade request required (labsim serves exec, attach and port-forward "
+                         "over WebSocket only)")
+    if target.subresource == "portforward":
+        return await portforward.serve(request, pod)
     q = request.query
     container = _container(pod, q.get("container"))
     argv = q.getall("command", [])
@@ -46,9 +52,6 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
                   if s.get("name") == container["name"]), {})
     if "running" not in state:
         raise StoreError(400, "BadRequest", f'unable to upgrade connection: container not found ("{container["name"]}")')
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise StoreError(400, "BadRequest", "Upgrade request required (labsim serves exec and attach over "
-                         "WebSocket only: v5.channel.k8s.io or v4.channel.k8s.io)")
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
     await ws.prepare(request)
     session = Session(ws, tty=q.get("tty") in ("true", "1"))

@@ -13,6 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from kubernetes import client
+from kubernetes.stream import portforward
 
 from labsim.runtime.programs import postgres
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
@@ -183,3 +185,20 @@ def test_no_orphans_after_stop_or_after_kill_9(tmp_path: Path) -> None:
         restarted = wait_until(lambda: _pids(kube.cluster), timeout=60)  # the pod runs again
         assert set(restarted).isdisjoint(pids)
     assert not any(_alive(pid) for pid in restarted)  # a clean stop leaves nothing
+
+
+def test_reached_on_the_pod_ip_and_through_the_python_clients_port_forward(kube: RunningCluster) -> None:
+    pod_ip = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["status"]["podIP"]
+    assert pod_ip.startswith("127.")  # the pod network is loopback: PostgreSQL listens on the pod's address
+    direct = subprocess.run([str(postgres.bin_dir() / "psql"), "-h", pod_ip, "-U", "postgres", "-d", "shop", "-tA",
+                             "-c", "select current_database()"], env={**os.environ, "PGPASSWORD": "pw"},
+                            capture_output=True, text=True, timeout=30)
+    assert (direct.returncode, direct.stdout) == (0, "shop\n"), direct.stderr
+    api = client.CoreV1Api(kube.api_client())
+    forward = portforward(api.connect_get_namespaced_pod_portforward, "pg", "default", ports="5432")
+    sock = forward.socket(5432)
+    sock.settimeout(10)
+    sock.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))  # SSLRequest
+    assert sock.recv(1) == b"N"  # a real PostgreSQL built without SSL answers so
+    sock.close()
+    assert forward.error(5432) is None
