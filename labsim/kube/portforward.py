@@ -25,6 +25,13 @@ PROTOCOLS = (SPDY_PROTOCOL, "v4.channel.k8s.io", "portforward.k8s.io")
 CHUNK = 64 * 1024
 
 
+def require_websocket(request: web.Request) -> None:
+    """SPDY upgrades (kubectl's fallback) are refused: both kubectl versions speak WebSocket."""
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise StoreError(400, "BadRequest", "Upgrade request required (labsim serves exec, attach and port-forward "
+                         "over WebSocket only)")
+
+
 def requested_ports(values: list[str]) -> list[int]:
     ports = [p for value in values for p in value.split(",") if p]
     if not ports or not all(p.isdigit() and 0 < int(p) < 65536 for p in ports):
@@ -36,6 +43,7 @@ async def serve(request: web.Request, pod: dict) -> web.WebSocketResponse:
     pod_ip = (pod.get("status") or {}).get("podIP")
     if not pod_ip:
         raise StoreError(400, "BadRequest", f"pod {pod['metadata']['name']} has no IP address yet")
+    require_websocket(request)
     spdy_wanted = SPDY_PROTOCOL in request.headers.get("Sec-WebSocket-Protocol", "")
     ports = [] if spdy_wanted else requested_ports(request.query.getall("ports", []))
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import yaml
@@ -27,20 +26,13 @@ from labsim.kube import (
     tables,
     watch,
 )
+from labsim.kube.handling import Target
 from labsim.kube.resources import Resource
 from labsim.kube.responses import WARNINGS, dumps, json_response, status_response
 from labsim.kube.store import StoreError
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
-
-@dataclass
-class Target:
-    res: Resource
-    namespace: str | None
-    name: str | None
-    subresource: str | None
-
 
 def parse_target(parts: list[str]) -> tuple[str, str, list[str]]:
     """Split /api/v1/... or /apis/G/V/... into (group, version, rest)."""

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
 from labsim.kube import portforward
+from labsim.kube.handling import Handler, Target
 from labsim.kube.store import StoreError
 from labsim.node.registry import CommandResult
-
-if TYPE_CHECKING:
-    from labsim.kube.rest import RestHandler, Target
-    from labsim.node.shell import Shell
+from labsim.node.shell import Shell
 
 SUBRESOURCES = ("exec", "attach", "portforward")
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -33,14 +30,11 @@ CHUNK = 32 * 1024
 _INTERACTIVE = {"sh", "bash", "ash", "/bin/sh", "/bin/bash", "/bin/ash"}
 
 
-async def handle(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+async def handle(handler: Handler, request: web.Request, target: Target) -> web.StreamResponse:
     store = handler.store
     pod = store.get(target.res, target.namespace, target.name or "")
     if pod is None:
         raise StoreError.not_found(target.res, target.name or "")
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise StoreError(400, "BadRequest", "Upgrade request required (labsim serves exec, attach and port-forward "
-                         "over WebSocket only)")
     if target.subresource == "portforward":
         return await portforward.serve(request, pod)
     q = request.query
@@ -52,6 +46,7 @@ async def handle(handler: RestHandler, request: web.Request, target: Target) -> 
                   if s.get("name") == container["name"]), {})
     if "running" not in state:
         raise StoreError(400, "BadRequest", f'unable to upgrade connection: container not found ("{container["name"]}")')
+    portforward.require_websocket(request)
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
     await ws.prepare(request)
     session = Session(ws, tty=q.get("tty") in ("true", "1"))
