@@ -5,12 +5,14 @@ container's log."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.request
 
 import pytest
 
 from labsim.runtime.programs import nginx
-from tests.labsim.kube_fixtures import RunningCluster
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make tools)")
@@ -64,3 +66,35 @@ def test_nginx_pods_serve_on_their_pod_ips(shared_kube: RunningCluster) -> None:
     status, page = wait_until(lambda: (answer := _get(f"http://{ips['stock']}/"))[0] and answer, timeout=30)
     assert status == 200 and "Welcome to nginx!" in page
     assert '"GET /health HTTP/1.1" 200' in kube.kubectl("logs", "site").stdout
+
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: front}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: front}}
+  template:
+    metadata: {labels: {app: front}}
+    spec:
+      containers: [{name: nginx, image: nginx:1.27, ports: [{containerPort: 80}]}]
+"""
+
+
+@pytest.mark.parametrize("version", ["1.32", "1.34"])
+def test_kubectl_port_forward_to_a_deployment(shared_kube: RunningCluster, version: str) -> None:
+    kube = shared_kube
+    kube.kubectl("apply", "-f", "-", input=DEPLOYMENT)
+    kube.kubectl("rollout", "status", "deploy/front", "--timeout=60s")
+    env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "HOME": str(kube.home)}
+    forward = subprocess.Popen([str(TOOLS / f"kubectl-{version}"), "port-forward", "deploy/front", ":80"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert forward.stdout is not None
+        local = forward.stdout.readline().split(":")[1].split()[0]
+        status, page = wait_until(lambda: (answer := _get(f"http://127.0.0.1:{local}/"))[0] and answer, timeout=30)
+        assert status == 200 and "Welcome to nginx!" in page
+    finally:
+        forward.terminate()
+        forward.wait(10)
