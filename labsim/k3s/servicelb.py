@@ -81,6 +81,10 @@ class ServiceLB(Controller):
         self._publish(svc, wanted["metadata"]["name"])
 
     def _ensure(self, wanted: dict) -> None:
+        accounts = self.res("v1", "ServiceAccount")
+        if self.store.get(accounts, NAMESPACE, "svclb") is None:  # the account its pods run as, as k3s makes it
+            self.store.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                               "metadata": {"name": "svclb", "namespace": NAMESPACE}})
         current = self.store.get(self.daemonsets, NAMESPACE, wanted["metadata"]["name"])
         if current is None:
             self.store.create(wanted)

@@ -1,5 +1,6 @@
-"""The HTTPS front of one cluster: TLS with the cluster CA, client-certificate authentication as in
-k3s.yaml, and routing to discovery, OpenAPI, version/health and the REST handlers."""
+"""The HTTPS front of one cluster: TLS with the cluster CA, authentication (client certificates as
+in k3s.yaml, ServiceAccount tokens, impersonation) and RBAC authorization of every request, then
+routing to discovery, OpenAPI, version/health and the REST handlers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from labsim.kube import discovery, openapi, tokens
+from labsim.kube import authn, authz, discovery, openapi, openapi_v2
 from labsim.kube.responses import WARNINGS, json_response, status_response
 from labsim.kube.rest import RestHandler, parse_target
 from labsim.kube.store import StoreError
@@ -57,9 +58,9 @@ class ApiServer:
         path = request.path.rstrip("/") or "/"
         log.debug("%s %s accept=%s content-type=%s", request.method, request.path_qs,
                   request.headers.get("Accept"), request.headers.get("Content-Type"))
-        if path not in _ANONYMOUS and not self.authenticated(request):
-            return status_response(401, "Unauthorized", "Unauthorized")
         try:
+            if path not in _ANONYMOUS:
+                request[authn.USER] = self.admit_user(request, path)
             response = await self.route(request, path)
             if not response.prepared:
                 for warning in request.get(WARNINGS, ()):
@@ -73,12 +74,17 @@ class ApiServer:
             log.exception("internal error serving %s %s", request.method, request.path)
             return status_response(500, "InternalError", f"Internal error occurred: {exc}")
 
-    def authenticated(self, request: web.Request) -> bool:
-        """A client certificate of the cluster CA (verified by TLS) or a service account token."""
-        if request.transport.get_extra_info("peercert"):
-            return True
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and tokens.subject(self.cluster.token, token, self.cluster.now()) is not None
+    def admit_user(self, request: web.Request, path: str) -> authn.User:
+        """The one place requests are authenticated and authorized: 401 without valid credentials,
+        403 for what RBAC does not allow (impersonation included)."""
+        user = authn.authenticate(self.cluster, request.transport.get_extra_info("peercert"),
+                                  request.headers.get("Authorization", ""))
+        if user is None:
+            raise StoreError(401, "Unauthorized", "Unauthorized")
+        authorizer = self.rest.authorizer
+        user = authn.impersonate(user, request.headers, authorizer.may_impersonate)
+        authorizer.check(authz.request_attributes(user, request.method, path, request.query))
+        return user
 
     async def route(self, request: web.Request, path: str) -> web.StreamResponse:
         cluster, catalog = self.cluster, self.cluster.store.catalog
@@ -94,6 +100,11 @@ class ApiServer:
                     "Content-Type": discovery.AGGREGATED, "Vary": "Accept"})
             return json_response(discovery.api_versions(f"{cluster.server_ip}:{cluster.port}")
                                  if path == "/api" else discovery.group_list(catalog))
+        if path == "/openapi/v2":
+            doc = openapi_v2.document(catalog, cluster.version)
+            if "protobuf" in accept:
+                return web.Response(body=openapi_v2.encode(doc), content_type=openapi_v2.PROTOBUF)
+            return json_response(doc)
         if path.startswith("/openapi/"):
             return self.openapi(path)
         parts = path.strip("/").split("/")

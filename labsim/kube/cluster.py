@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from labsim import pki
-from labsim.kube import apply
+from labsim.kube import apply, rbac_defaults
 from labsim.kube.apiserver import ApiServer, tls_context
 from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
@@ -189,17 +189,27 @@ class Cluster:
         self.save()
 
     @property
+    def authorizer(self):
+        """The API server's authorizer (its ``mode`` is "RBAC", as k3s', or "AlwaysAllow")."""
+        return self._api.rest.authorizer
+
+    @property
     def api_running(self) -> bool:
         return bool(self._tasks)
 
     def _bootstrap(self) -> None:
-        """What a fresh API server creates by itself: system namespaces, the kubernetes Service and
-        its endpoints (refreshed at every start: the server's address may have changed)."""
+        """What a fresh API server creates by itself: system namespaces, the default RBAC roles and
+        bindings, the kubernetes Service and its endpoints (refreshed at every start: the server's
+        address may have changed)."""
         store = self.store
         ns_res = store.resource("v1", "Namespace")
         for ns in _SYSTEM_NAMESPACES:
             if store.get(ns_res, None, ns) is None:
                 store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        for obj in rbac_defaults.objects():
+            res, meta = store.resource(obj["apiVersion"], obj["kind"]), obj["metadata"]
+            if store.get(res, meta.get("namespace"), meta["name"]) is None:
+                store.create(obj)
         if store.get(store.resource("v1", "Service"), "default", "kubernetes") is None:
             store.create({"apiVersion": "v1", "kind": "Service", "metadata": {
                 "name": "kubernetes", "namespace": "default",

@@ -1,4 +1,4 @@
-"""OpenAPI documents: /openapi/v3, one per group/version (/openapi/v2 is not served).
+"""OpenAPI documents: /openapi/v3, one per group/version (/openapi/v2: openapi_v2.py).
 
 kubectl downloads /openapi/v3 for `apply` (default validation): each group/version document's
 PATCH operations carry x-kubernetes-group-version-kind and a fieldValidation parameter, which

@@ -172,6 +172,14 @@ SelfSubjectAccessReviewSpec: 1 resourceAttributes ResourceAttributes; 2 nonResou
 ResourceAttributes: 1 namespace string; 2 verb string; 3 group string; 4 version string; 5 resource string;
   6 subresource string; 7 name string
 NonResourceAttributes: 1 path string; 2 verb string
+SubjectAccessReview: 1 metadata ObjectMeta; 2 spec SubjectAccessReviewSpec; 3 status ignored
+LocalSubjectAccessReview: 1 metadata ObjectMeta; 2 spec SubjectAccessReviewSpec; 3 status ignored
+SubjectAccessReviewSpec: 1 resourceAttributes ResourceAttributes; 2 nonResourceAttributes NonResourceAttributes;
+  3 user string; 4 groups [string]; 6 uid string
+TokenReview: 1 metadata ObjectMeta; 2 spec TokenReviewSpec; 3 status ignored
+TokenReviewSpec: 1 token string; 2 audiences [string]
+SelfSubjectRulesReview: 1 metadata ObjectMeta; 2 spec SelfSubjectRulesReviewSpec; 3 status ignored
+SelfSubjectRulesReviewSpec: 1 namespace string
 SelfSubjectReview: 1 metadata ObjectMeta; 2 status ignored
 TokenRequest: 1 metadata ObjectMeta; 2 spec TokenRequestSpec; 3 status ignored
 TokenRequestSpec: 1 audiences [string]; 3 boundObjectRef BoundObjectReference; 4 expirationSeconds? int

@@ -122,6 +122,10 @@ BUILTINS: tuple[Resource, ...] = (
        verbs=("create",)),
     _r("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", cluster=True,
        verbs=("create",)),
+    _r("authorization.k8s.io/v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", verbs=("create",)),
+    _r("authorization.k8s.io/v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", cluster=True,
+       verbs=("create",)),
+    _r("authentication.k8s.io/v1", "TokenReview", "tokenreviews", cluster=True, verbs=("create",)),
     _r("authentication.k8s.io/v1", "SelfSubjectReview", "selfsubjectreviews", cluster=True, verbs=("create",)),
     # served by k3s' metrics-server through an APIService (labsim.kube.metrics)
     _r("metrics.k8s.io/v1beta1", "NodeMetrics", "nodes", cluster=True, verbs=("get", "list")),

@@ -17,6 +17,9 @@ from aiohttp import web
 from labsim.kube import (
     admission,
     apply,
+    authn,
+    authz,
+    fieldselectors,
     metrics,
     patch,
     protobuf,
@@ -73,22 +76,12 @@ def _verb(method: str, target: Target, watching: bool) -> str:
     return {"GET": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
 
 
-def review(request: web.Request, obj: dict) -> dict:
-    """Access reviews: the kubeconfig's user is system:admin in system:masters, allowed everything."""
-    subject = dict(pair for rdn in (request.transport.get_extra_info("peercert") or {}).get("subject", ())
-                   for pair in rdn)
-    user = {"username": subject.get("commonName", "system:anonymous"),
-            "groups": [g for g in (subject.get("organizationName"), "system:authenticated") if g]}
-    if obj.get("kind") == "SelfSubjectReview":
-        return {**obj, "status": {"userInfo": user}}
-    return {**obj, "status": {"allowed": True, "reason": "system:masters may do anything"}}
-
-
 class RestHandler:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.store = cluster.store
         self.watches: set = set()  # open watch subscriptions, ended when the server stops
+        self.authorizer = authz.Authorizer(self.store)
 
     def close_watches(self) -> None:
         for sub in list(self.watches):
@@ -101,6 +94,8 @@ class RestHandler:
         if not target.subresource and verb not in target.res.verbs:
             return status_response(405, "MethodNotAllowed", f"the server does not allow this method on the "
                                    f"requested resource ({verb} {target.res.plural})")
+        if target.name is None and request.query.get("fieldSelector"):
+            fieldselectors.check(target.res, request.query["fieldSelector"])
         if target.res.group == metrics.GROUP:
             return metrics.serve(self, request, target)
         if target.subresource in streaming.SUBRESOURCES:
@@ -263,8 +258,12 @@ class RestHandler:
         self.check_fields(request, target, obj)
         apply.record_update(None, obj, manager=self.manager(request), group=target.res.group,
                             kind=target.res.kind, now=self.store.now())
+        if obj["kind"] == "TokenReview":
+            return json_response(authn.token_review(self.cluster, obj), 201)
         if target.res.group in ("authorization.k8s.io", "authentication.k8s.io"):
-            return json_response(review(request, obj), 201)
+            answer = authz.review(self.authorizer, request[authn.USER], obj,
+                                  target.namespace if obj["kind"] == "LocalSubjectAccessReview" else None)
+            return json_response(answer, 201)
         return self.respond(request, self.store.create(obj, dry_run=self.dry_run(request)), target, 201)
 
     def update(self, request: web.Request, target: Target, obj: dict) -> web.StreamResponse:

@@ -105,7 +105,39 @@ def component_name(model_name: str) -> str:
     return f"io.k8s.api.{group.lower() + '.' if group else ''}{version.lower()}.{rest}"
 
 
-def _property(type_: str, refs: set[str]) -> dict:
+# What the client's models flatten: int-or-string fields (typed "object") and quantities (typed
+# "str", or maps of them), published as the API's v3 documents do (oneOf, no type) so that
+# `kubectl explain` shows <IntOrString> and <Quantity>.
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_INT_OR_STRING_FIELDS = {"max_surge", "max_unavailable", "min_available", "port", "target_port"}
+_QUANTITY_FIELDS = {"limits", "requests", "capacity", "allocatable", "hard", "used", "default", "default_request",
+                    "max", "min", "max_limit_request_ratio", "overhead", "size_limit"}
+SPECIAL = {
+    INT_OR_STRING: {"description": "IntOrString is a type that can hold an int32 or a string.  When used in JSON "
+                    "or YAML marshalling and unmarshalling, it produces or consumes the inner type.  This allows "
+                    "you to have, for example, a JSON field that can accept a name or number.",
+                    "format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}]},
+    QUANTITY: {"description": "Quantity is a fixed-point representation of a number. It provides convenient "
+               "marshaling/unmarshaling in JSON and YAML, in addition to String() and AsInt64() accessors.",
+               "oneOf": [{"type": "string"}, {"type": "number"}]},
+}
+
+
+def _special(attr: str, type_: str) -> str | None:
+    """The apimachinery type a model attribute really has, if the client flattened it."""
+    if type_ == "object" and attr in _INT_OR_STRING_FIELDS:
+        return INT_OR_STRING
+    if type_ in ("str", "Dict[str, str]") and attr in _QUANTITY_FIELDS:
+        return QUANTITY
+    return None
+
+
+def _property(type_: str, refs: set[str], attr: str = "") -> dict:
+    special = _special(attr, type_)
+    if special is not None:
+        ref = {"allOf": [{"$ref": f"#/components/schemas/{special}"}]}
+        return {"type": "object", "additionalProperties": ref} if type_.startswith("Dict[") else ref
     if type_ in _OPENAPI_SCALARS:
         return dict(_OPENAPI_SCALARS[type_])
     if type_.startswith("List["):
@@ -125,7 +157,7 @@ def _component(name: str) -> tuple[dict, frozenset[str]]:
     refs: set[str] = set()
     properties = {}
     for attr, type_ in model.openapi_types.items():
-        prop = _property(type_, refs)
+        prop = _property(type_, refs, attr)
         field = getattr(model, "model_fields", {}).get(attr)
         if field is not None and field.description:
             prop["description"] = field.description
@@ -145,4 +177,4 @@ def openapi_components(model: type) -> dict[str, dict]:
         schema, refs = _component(name)
         found[component_name(name)] = schema
         pending += [r for r in refs if component_name(r) not in found]
-    return found
+    return {**found, **SPECIAL}

@@ -18,7 +18,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from labsim.kube import admission
+from labsim.kube import admission, nsconditions
+from labsim.kube.errors import StoreError
 from labsim.kube.resources import Catalog, Resource
 from labsim.kube.selectors import parse_fields, parse_labels
 
@@ -26,49 +27,7 @@ HISTORY = 10_000
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String: no vowels, no look-alikes
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
-
-
-class StoreError(Exception):
-    """An API error; ``status()`` is the Kubernetes Status object the REST layer returns."""
-
-    def __init__(self, code: int, reason: str, message: str, *, details: dict | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
-
-    def status(self) -> dict:
-        out = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code}
-        if self.details:
-            out["details"] = self.details
-        return out
-
-    @classmethod
-    def not_found(cls, res: Resource, name: str) -> StoreError:
-        return cls(404, "NotFound", f'{_qualified(res)} "{name}" not found',
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def already_exists(cls, res: Resource, name: str) -> StoreError:
-        return cls(409, "AlreadyExists", f'{_qualified(res)} "{name}" already exists',
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def conflict(cls, res: Resource, name: str) -> StoreError:
-        return cls(409, "Conflict", f'Operation cannot be fulfilled on {_qualified(res)} "{name}": the object '
-                   "has been modified; please apply your changes to the latest version and try again",
-                   details={"name": name, "group": res.group, "kind": res.plural})
-
-    @classmethod
-    def invalid(cls, res: Resource, name: str, causes: list[tuple[str, str]]) -> StoreError:
-        text = "; ".join(f"{f}: {m}" for f, m in causes)
-        return cls(422, "Invalid", f'{res.kind}.{res.group or "core"} "{name}" is invalid: {text}',
-                   details={"name": name, "group": res.group, "kind": res.kind,
-                            "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f}
-                                       for f, m in causes]})
-
-
-def _qualified(res: Resource) -> str:
-    return f"{res.plural}.{res.group}" if res.group else res.plural
+FOREGROUND = "foregroundDeletion"
 
 
 @dataclass(frozen=True)
@@ -139,6 +98,8 @@ class Store:
         self._rv = 0
         self._history: deque[Event] = deque(maxlen=HISTORY)
         self._subs: set[Subscription] = set()
+        self._changed: dict[tuple[str, str], int] = {}  # per resource key, the rv of its last event
+        self._emptying: set[str] = set()  # namespaces being swept by their deletion
 
     # -- lookups ------------------------------------------------------------------------------
     def resource(self, api_version: str, kind: str) -> Resource:
@@ -228,7 +189,7 @@ class Store:
 
     def _check_valid(self, res: Resource, obj: dict, old: dict | None = None) -> None:
         name = obj["metadata"].get("name") or ""
-        causes = admission.validate(res, obj) + (admission.validate_update(res, old, obj) if old else [])
+        causes = admission.validate(self, res, obj, old)
         if causes:
             raise StoreError.invalid(res, name, causes)
 
@@ -292,7 +253,8 @@ class Store:
     def delete(self, res: Resource, namespace: str | None, name: str, *, propagation: str = "Background",
                preconditions: dict | None = None) -> dict | None:
         """Delete (or, with finalizers, mark for deletion) an object; None if it did not exist.
-        Dependents (ownerReferences) are deleted too, or orphaned with propagation "Orphan"."""
+        Dependents (ownerReferences) are deleted once it is gone, or orphaned with propagation
+        "Orphan", or first with "Foreground"."""
         ns = (namespace or "default") if res.namespaced else ""
         obj = self._data.get(res.key, {}).get((ns, name))
         if obj is None:
@@ -302,10 +264,10 @@ class Store:
         if (pre.get("uid") and pre["uid"] != meta["uid"]) or (
                 pre.get("resourceVersion") and str(pre["resourceVersion"]) != meta["resourceVersion"]):
             raise StoreError.conflict(res, name)
+        if propagation == "Foreground" and res.key != NAMESPACE_KEY and self._dependents(meta["uid"]):
+            return self._mark_foreground(res, ns, name, obj)
         if propagation == "Orphan":
             self._orphan_dependents(meta["uid"])
-        else:
-            self._delete_dependents(meta["uid"], propagation)
         if res.key == NAMESPACE_KEY:
             return self._delete_namespace(obj)
         if meta.get("finalizers"):
@@ -314,15 +276,18 @@ class Store:
                 marked["metadata"].update(deletionTimestamp=self.now(), deletionGracePeriodSeconds=0)
                 self._write(res, ns, name, marked, "MODIFIED")
                 return _clone(marked)
-            return _clone(obj)
+            return _clone(obj)  # its dependents wait until it is really gone
         return self._remove(res, ns, name, obj)
 
     def _remove(self, res: Resource, ns: str, name: str, obj: dict) -> dict:
+        """Drop an object; its dependents go too (in the background), as the collector does."""
         obj = _clone(obj)
         del self._data[res.key][(ns, name)]
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._publish(Event(self._rv, "DELETED", res.key, ns, obj))
+        if obj["metadata"].get("uid"):
+            self._delete_dependents(obj["metadata"]["uid"], "Background")
         if res.key == CRD_KEY:
             self._drop_crd(obj)
         if ns:
@@ -337,6 +302,20 @@ class Store:
                 if versions:
                     found.append((versions[0], obj))
         return found
+
+    def _mark_foreground(self, res: Resource, ns: str, name: str, obj: dict) -> dict:
+        """A foreground deletion: the owner stays, marked for deletion with the ``foregroundDeletion``
+        finalizer, until the garbage collector has deleted its blocking dependents. (One without
+        dependents goes at once: the collector would drop the finalizer straight away.)"""
+        marked = _clone(obj)
+        meta = marked["metadata"]
+        if FOREGROUND not in (meta.get("finalizers") or []):
+            meta["finalizers"] = [*(meta.get("finalizers") or []), FOREGROUND]
+        if not meta.get("deletionTimestamp"):
+            meta.update(deletionTimestamp=self.now(), deletionGracePeriodSeconds=0)
+        if marked != obj:
+            self._write(res, ns, name, marked, "MODIFIED")
+        return _clone(marked)
 
     def _delete_dependents(self, uid: str, propagation: str) -> None:
         for res, obj in self._dependents(uid):
@@ -367,24 +346,43 @@ class Store:
             marked["metadata"]["deletionTimestamp"] = self.now()
             marked.setdefault("status", {})["phase"] = "Terminating"
             self._write(res, "", name, marked, "MODIFIED")
-        for key, items in list(self._data.items()):
-            versions = self.catalog.versions_of(key)
-            if not versions or not versions[0].namespaced:
-                continue
-            for (ns, obj_name) in [k for k in items if k[0] == name]:
-                self.delete(versions[0], ns, obj_name)
+        self._emptying.add(name)  # its conditions are reported once, after the sweep
+        try:
+            for key, items in list(self._data.items()):
+                versions = self.catalog.versions_of(key)
+                if not versions or not versions[0].namespaced:
+                    continue
+                for (ns, obj_name) in [k for k in items if k[0] == name]:
+                    self.delete(versions[0], ns, obj_name)
+        finally:
+            self._emptying.discard(name)
         self._maybe_finish_namespace(name)
         current = self._data[NAMESPACE_KEY].get(("", name))
         return _clone(current) if current is not None else _clone(space)
+
+    def _report_termination(self, space: dict) -> None:
+        """Write the conditions of a Terminating namespace that cannot go yet."""
+        name = space["metadata"]["name"]
+        remaining = []
+        for key, items in self._data.items():
+            if key != NAMESPACE_KEY:
+                qualified = f"{key[1]}.{key[0]}"
+                remaining += [(qualified, obj) for (ns, _), obj in items.items() if ns == name]
+        status = space.get("status") or {}
+        wanted = nsconditions.conditions(remaining, status.get("conditions") or [], self.now())
+        if wanted != status.get("conditions"):
+            marked = _clone(space)
+            marked.setdefault("status", {})["conditions"] = wanted
+            self._write(self.catalog.by_plural("", "v1", "namespaces"), "", name, marked, "MODIFIED")
 
     def _maybe_finish_namespace(self, name: str) -> None:
         space = self._data.get(NAMESPACE_KEY, {}).get(("", name))
         if space is None or not space["metadata"].get("deletionTimestamp"):
             return
         if any(key[0] == name for key_res, items in self._data.items() for key in items
-               if key_res != NAMESPACE_KEY):
-            return
-        if space["metadata"].get("finalizers"):
+               if key_res != NAMESPACE_KEY) or space["metadata"].get("finalizers"):
+            if name not in self._emptying:
+                self._report_termination(space)
             return
         self._remove(self.catalog.by_plural("", "v1", "namespaces"), "", name, space)
 
@@ -397,7 +395,13 @@ class Store:
         items[(ns, name)] = obj
         self._publish(Event(self._rv, kind, res.key, ns, obj, previous))
 
+    def changed(self, key: tuple[str, str]) -> int:
+        """The resourceVersion of the last write to a resource's objects (0 if none): caches of
+        one kind (e.g. the RBAC authorizer's index) know when to rebuild."""
+        return self._changed.get(key, 0)
+
     def _publish(self, event: Event) -> None:
+        self._changed[event.key] = event.rv
         self._history.append(event)
         for sub in list(self._subs):
             if sub.wants(event):

@@ -43,8 +43,10 @@ async def test_traefik_helmchart_installs_upgrades_and_uninstalls():
         doc = release_doc(deployed(1))
         assert doc["info"]["status"] == "deployed" and doc["chart"]["metadata"]["name"] == "traefik"
         assert doc["config"]["image"]["repository"] == "rancher/mirrored-library-traefik"
+        # the service controller allocates the ClusterIP after the release is recorded
+        await wait_for(lambda: store.get(services, "kube-system", "traefik")["spec"].get("clusterIP"))
         svc = store.get(services, "kube-system", "traefik")
-        assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["clusterIP"]
+        assert svc["spec"]["type"] == "LoadBalancer"
         assert [p["port"] for p in svc["spec"]["ports"]] == [80, 443]
         ingress_class = store.get(store.resource("networking.k8s.io/v1", "IngressClass"), None, "traefik")
         assert ingress_class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"] == "true"

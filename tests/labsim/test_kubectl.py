@@ -198,9 +198,17 @@ def test_create_commands_send_protobuf_the_server_decodes(kube: RunningCluster, 
 def test_service_account_tokens_authenticate(kube: RunningCluster) -> None:
     token = kube.kubectl("create", "token", "default", "--duration=10m").stdout.strip()
     ca = kube.cluster.state_dir / "tls" / "ca.crt"
-    ok = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {token}"},
-                      verify=ca, timeout=10)
-    assert ok.status_code == 200 and ok.json()["kind"] == "NamespaceList"
+    who = requests.post(f"{kube.server}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                        json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+                        headers={"Authorization": f"Bearer {token}"}, verify=ca, timeout=10)
+    assert who.status_code == 201
+    assert who.json()["status"]["userInfo"]["username"] == "system:serviceaccount:default:default"
+    # authenticated, but the default ServiceAccount is granted nothing beyond discovery (RBAC)
+    denied = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {token}"},
+                          verify=ca, timeout=10)
+    assert denied.status_code == 403 and denied.json()["message"] == (
+        'namespaces is forbidden: User "system:serviceaccount:default:default" cannot list resource "namespaces" '
+        'in API group "" at the cluster scope')
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     refused = requests.get(f"{kube.server}/api/v1/namespaces", headers={"Authorization": f"Bearer {forged}"},
                            verify=ca, timeout=10)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from labsim.kube.controllers.clusterroles import ClusterRoleAggregationController
 from labsim.kube.controllers.cronjob import CronJobController
 from labsim.kube.controllers.daemonset import DaemonSetController
 from labsim.kube.controllers.deployment import DeploymentController
@@ -20,10 +21,12 @@ from labsim.kube.controllers.namespace import NamespaceController
 from labsim.kube.controllers.nodelifecycle import NodeLifecycleController
 from labsim.kube.controllers.pvc import VolumeController
 from labsim.kube.controllers.replicaset import ReplicaSetController
+from labsim.kube.controllers.resourcequota import ResourceQuotaController
 from labsim.kube.controllers.scheduler import Scheduler
 from labsim.kube.controllers.service import ServiceController
 from labsim.kube.controllers.serviceaccount import ServiceAccountController
 from labsim.kube.controllers.statefulset import StatefulSetController
+from labsim.kube.controllers.tokens import TokenController
 from labsim.kube.controllers.workqueue import Controller
 
 _KINDS: tuple[type[Controller], ...] = (
@@ -42,6 +45,9 @@ _KINDS: tuple[type[Controller], ...] = (
     NamespaceController,
     GarbageCollector,
     ServiceAccountController,
+    TokenController,
+    ClusterRoleAggregationController,
+    ResourceQuotaController,
     HelmChartController,
     IngressStatusController,
 )

@@ -20,6 +20,9 @@ REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 DESIRED = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+# Annotations of a Deployment not copied to its new ReplicaSet (the rest are, e.g. change-cause)
+_NOT_COPIED = {REVISION, REVISION_HISTORY, DESIRED, MAX_REPLICAS,
+               "kubectl.kubernetes.io/last-applied-configuration"}
 _SAFE_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet of Kubernetes' SafeEncodeString
 
 
@@ -78,6 +81,10 @@ class DeploymentController(Controller):
             annotations[REVISION_HISTORY] = ",".join([*history, str(_revision(new))])
             annotations[REVISION] = str(revision)
             new = self.store.update(new)
+        copied = _copied_annotations(deploy)
+        if any(new["metadata"].get("annotations", {}).get(k) != v for k, v in copied.items()):
+            new["metadata"].setdefault("annotations", {}).update(copied)
+            new = self.store.update(new)
         if deploy["metadata"].get("annotations", {}).get(REVISION) != new["metadata"]["annotations"][REVISION]:
             deploy["metadata"].setdefault("annotations", {})[REVISION] = new["metadata"]["annotations"][REVISION]
             deploy.update(self.store.update(deploy))
@@ -96,7 +103,7 @@ class DeploymentController(Controller):
                 "name": f"{deploy['metadata']['name']}-{pod_hash}",
                 "namespace": deploy["metadata"]["namespace"],
                 "labels": template["metadata"]["labels"],
-                "annotations": {REVISION: str(revision), DESIRED: str(desired),
+                "annotations": {**_copied_annotations(deploy), REVISION: str(revision), DESIRED: str(desired),
                                 MAX_REPLICAS: str(desired + _max_surge(deploy))},
                 "ownerReferences": [controller_ref(deploy)],
             },
@@ -259,3 +266,9 @@ def _max_unavailable(deploy: dict) -> int:
     if unavailable == 0 and _max_surge(deploy) == 0:
         return 1  # both zero would stall the rollout; the API forbids it, the controller assumes 1
     return min(unavailable, desired)
+
+
+def _copied_annotations(deploy: dict) -> dict:
+    """What the Deployment controller copies to the new ReplicaSet (``kubectl rollout history``
+    reads kubernetes.io/change-cause there)."""
+    return {k: v for k, v in (deploy["metadata"].get("annotations") or {}).items() if k not in _NOT_COPIED}

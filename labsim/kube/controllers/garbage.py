@@ -27,9 +27,10 @@ class GarbageCollector(Controller):
     def _interesting(self, event_type: str, obj: dict) -> list[Key]:
         meta = obj.get("metadata") or {}
         uid = meta.get("uid", "")
-        if event_type == "DELETED":
+        if event_type == "DELETED":  # its owners, if deleting in the foreground, may now go
             self._checked.pop(uid, None)
-            return []
+            return [(ref.get("apiVersion"), ref.get("kind"), meta.get("namespace"), ref.get("name"))
+                    for ref in meta.get("ownerReferences") or ()]
         finalizing = meta.get("deletionTimestamp") and {FOREGROUND, ORPHAN} & set(meta.get("finalizers") or ())
         owners = tuple(ref.get("uid") for ref in meta.get("ownerReferences") or ())
         if not finalizing and (not owners or self._checked.get(uid) == owners):
@@ -86,7 +87,10 @@ class GarbageCollector(Controller):
             if not dep["metadata"].get("deletionTimestamp"):
                 self.store.delete(dep_res, dep["metadata"].get("namespace"), dep["metadata"]["name"],
                                   propagation="Foreground")
-        if not self._dependents(owner["metadata"]["uid"]):
+        uid = owner["metadata"]["uid"]
+        blocking = [dep for _, dep in self._dependents(uid) if any(
+            ref.get("uid") == uid and ref.get("blockOwnerDeletion") for ref in dep["metadata"]["ownerReferences"])]
+        if not blocking:  # dependents that do not block their owner's deletion are not waited for
             self._drop_finalizer(owner, FOREGROUND)
 
     def _orphan(self, res: Resource, owner: dict) -> None:

@@ -3,7 +3,7 @@
 The store does the work as the deletion happens (contents deleted, the namespace dropped once
 nothing is left, objects with finalizers waited for). This controller drives namespaces that
 are Terminating with nothing in motion, e.g. restored from a snapshot taken mid-deletion.
-It writes no status conditions: an update of a Terminating namespace would drop it early.
+Its status conditions (what content and finalizers remain) are written by the store (nsconditions).
 """
 
 from __future__ import annotations
