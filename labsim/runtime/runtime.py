@@ -111,8 +111,10 @@ class ContainerRuntime:
         meta, image = pod["metadata"], container.get("image", "")
         runner = registry.runner_for(image)
         argv = (container.get("command") or []) + (container.get("args") or [])
-        if runner == "modelled" or (runner == "plain" and not argv):
-            return None  # the image's own entrypoint, or software without a runner: modelled
+        if runner == "modelled" or (runner == "plain" and not argv) or (runner == "program" and container.get("command")):
+            # The image's own entrypoint, software without a runner, or a command of its own in a
+            # real program's image (a pg_dump job): modelled, as the adapters run the entrypoint only.
+            return None
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
 
         def log(line: str, name: str = container["name"]) -> None:
