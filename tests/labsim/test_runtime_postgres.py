@@ -235,3 +235,15 @@ def test_kubectl_port_forward_pod_and_service(kube: RunningCluster, version: str
         finally:
             forward.terminate()
             forward.wait(10)
+
+
+def test_node_not_ready_stops_its_pods_processes(kube: RunningCluster) -> None:
+    node = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["spec"]["nodeName"]
+    (pid,) = _pids(kube.cluster)
+    kube.call(kube.cluster.set_node_ready, node, False)
+    try:
+        wait_until(lambda: not _alive(pid), timeout=30)
+    finally:
+        kube.call(kube.cluster.set_node_ready, node, True)
+    wait_until(lambda: _answers(kube), timeout=60)  # the node is back: so is the server, with its data
+    assert _psql(kube, "select name from items").stdout == "lamp\n"
