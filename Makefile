@@ -7,15 +7,15 @@ PARAMS ?= parameters/sim.yaml
 KERNEL := homelab-notebooks
 TOOLS  := .tools
 
-.PHONY: lab test lint check notebooks tools kernel stop-lab clean-lab clean
+.PHONY: lab test lint check notebooks tools programs kernel stop-lab clean-lab clean
 
 # The embedded lab stays up afterwards, so the cluster can be explored; `make stop-lab` stops it.
-lab: $(VENV)/.installed kernel
+lab: $(VENV)/.installed kernel programs
 	$(VENV)/bin/labkit run --params $(PARAMS) --keep-lab
 	@echo "The embedded lab is still running: kubectl --kubeconfig .labsim/operator/kubeconfig get nodes"
 	@echo "Stop it with: make stop-lab   (its state stays in .labsim/; make clean-lab deletes it)"
 
-test: $(VENV)/.installed-test kernel tools
+test: $(VENV)/.installed-test kernel tools programs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
@@ -53,6 +53,10 @@ kernel: $(VENV)/.installed
 tools:
 	@bash scripts/install-tools.sh $(TOOLS)
 	@bash scripts/install-browser.sh
+
+# Real programs the embedded lab's pods run (nginx into .tools/nginx; PostgreSQL comes from PyPI).
+programs:
+	@bash scripts/install-programs.sh $(TOOLS)
 
 stop-lab:
 	-$(VENV)/bin/labsim down --state .labsim

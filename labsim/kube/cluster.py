@@ -28,6 +28,7 @@ from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
 from labsim.net import cidrs
 from labsim.node import image
+from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
 API_PORT = 6443
@@ -48,6 +49,7 @@ class Cluster:
         self.cluster_cidr, self.service_cidr = cluster_cidr, service_cidr
         self.store = Store(clock)
         self.logs = PodLogs(self.store.now)
+        self.runtime = ContainerRuntime(self)
         self._api = ApiServer(self)
         self._tasks: list[asyncio.Task] = []
         self._saved_rv = -1
@@ -153,6 +155,7 @@ class Cluster:
         if self._tasks:
             return
         self._bootstrap()
+        self.runtime.reap()  # what a lab killed with -9 left running
         d = self.state_dir / "tls"
         tls = tls_context(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt"))
         await self._api.start(self.server_ip, self.port, tls)
@@ -187,6 +190,7 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._api.stop()
+        await self.runtime.close()
         self.save()
 
     @property

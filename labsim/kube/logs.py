@@ -25,6 +25,10 @@ class PodLogs:
         for queue in self._followers.get((namespace, pod, container), ()):
             queue.put_nowait(entry)
 
+    def begin(self, namespace: str, pod: str, container: str) -> None:
+        """A container whose process writes its own log: empty until it writes, never modelled."""
+        self._lines.setdefault((namespace, pod, container), deque(maxlen=MAX_LINES))
+
     def follow(self, namespace: str, pod: str, container: str) -> asyncio.Queue:
         """A queue of the lines written from now on (``kubectl logs -f``); ``unfollow`` it when done."""
         queue: asyncio.Queue = asyncio.Queue()
@@ -41,7 +45,7 @@ class PodLogs:
     def read(self, pod: dict, container: str, *, previous: bool = False) -> list[tuple[str, str]]:
         meta = pod["metadata"]
         lines = self._lines.get((meta.get("namespace", ""), meta["name"], container))
-        if lines:
+        if lines is not None:
             return list(lines)
         spec = next((c for c in (pod["spec"].get("containers") or []) + (pod["spec"].get("initContainers") or [])
                      if c["name"] == container), {})

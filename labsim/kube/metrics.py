@@ -4,16 +4,12 @@ in kube-system is available (else 503, as an APIService without a ready backend)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from labsim.kube.handling import Handler, Target
 from labsim.kube.responses import json_response
 from labsim.kube.selectors import parse_labels
 from labsim.kube.store import StoreError
-
-if TYPE_CHECKING:
-    from labsim.kube.rest import RestHandler, Target
 
 GROUP = "metrics.k8s.io"
 WINDOW = "15s"
@@ -48,7 +44,7 @@ def _running(pod: dict) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
 
 
-def _available(handler: RestHandler) -> bool:
+def _available(handler: Handler) -> bool:
     store = handler.store
     server = store.get(store.resource("apps/v1", "Deployment"), "kube-system", "metrics-server")
     return bool(server and (server.get("status") or {}).get("availableReplicas"))
@@ -64,7 +60,7 @@ def _usage(cpu: int, memory: int) -> dict:
     return {"cpu": f"{cpu}n", "memory": f"{memory // 1024}Ki"}
 
 
-def pod_metrics(handler: RestHandler, namespace: str | None) -> list[dict]:
+def pod_metrics(handler: Handler, namespace: str | None) -> list[dict]:
     store, now = handler.store, handler.store.now()
     out = []
     for pod in store.list(store.resource("v1", "Pod"), namespace):
@@ -75,7 +71,7 @@ def pod_metrics(handler: RestHandler, namespace: str | None) -> list[dict]:
     return out
 
 
-def node_metrics(handler: RestHandler) -> list[dict]:
+def node_metrics(handler: Handler) -> list[dict]:
     store, now = handler.store, handler.store.now()
     load: dict[str, list[int]] = {}
     for pod in store.list(store.resource("v1", "Pod")):
@@ -96,7 +92,7 @@ def node_metrics(handler: RestHandler) -> list[dict]:
     return out
 
 
-def serve(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+def serve(handler: Handler, request: web.Request, target: Target) -> web.StreamResponse:
     if request.method != "GET":
         raise StoreError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     if not _available(handler):

@@ -61,7 +61,7 @@ def _r(gv: str, kind: str, plural: str, *, cluster: bool = False, short: str = "
 
 BUILTINS: tuple[Resource, ...] = (
     # core/v1
-    _r("v1", "Pod", "pods", short="po", cats="all", sub="status log eviction binding ephemeralcontainers"),
+    _r("v1", "Pod", "pods", short="po", cats="all", sub="status log eviction binding ephemeralcontainers exec attach portforward"),
     _r("v1", "Service", "services", short="svc", cats="all", sub="status proxy"),
     _r("v1", "Endpoints", "endpoints", short="ep"),
     _r("v1", "Namespace", "namespaces", cluster=True, short="ns", sub="status finalize",

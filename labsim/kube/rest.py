@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import yaml
@@ -25,24 +24,18 @@ from labsim.kube import (
     patch,
     protobuf,
     schemas,
+    streaming,
     subresources,
     tables,
     watch,
 )
+from labsim.kube.handling import Target
 from labsim.kube.resources import Resource
 from labsim.kube.responses import WARNINGS, dumps, json_response, status_response
 from labsim.kube.store import StoreError
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
-
-@dataclass
-class Target:
-    res: Resource
-    namespace: str | None
-    name: str | None
-    subresource: str | None
-
 
 def parse_target(parts: list[str]) -> tuple[str, str, list[str]]:
     """Split /api/v1/... or /apis/G/V/... into (group, version, rest)."""
@@ -105,6 +98,8 @@ class RestHandler:
             fieldselectors.check(target.res, request.query["fieldSelector"])
         if target.res.group == metrics.GROUP:
             return metrics.serve(self, request, target)
+        if target.subresource in streaming.SUBRESOURCES:
+            return await streaming.handle(self, request, target)
         if target.subresource and target.subresource not in ("status", "finalize"):
             return await subresources.handle(self, request, target)
         if target.name is None:

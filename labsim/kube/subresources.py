@@ -9,21 +9,18 @@ import copy
 import datetime as dt
 import json
 import math
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from labsim.kube import apply, patch, tokens
+from labsim.kube.handling import Handler, Target
+from labsim.kube.resources import Resource
 from labsim.kube.responses import json_response, success
 from labsim.kube.selectors import match_label_selector, selector_string
 from labsim.kube.store import StoreError
 
-if TYPE_CHECKING:
-    from labsim.kube.resources import Resource
-    from labsim.kube.rest import RestHandler, Target
 
-
-async def handle(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+async def handle(handler: Handler, request: web.Request, target: Target) -> web.StreamResponse:
     store = handler.store
     await request.read()  # first: later reads return the cached body without suspending, so the
     # object read below is still current when it is written back
@@ -82,7 +79,7 @@ def scale_of(res: Resource, obj: dict) -> dict:
             "spec": {"replicas": _dig(obj, spec_path) or 0}, "status": status}
 
 
-async def _write_scale(handler: RestHandler, request: web.Request, target: Target, obj: dict) -> dict:
+async def _write_scale(handler: Handler, request: web.Request, target: Target, obj: dict) -> dict:
     current = scale_of(target.res, obj)
     if request.method == "PUT":
         wanted = await handler.body(request)
@@ -135,7 +132,7 @@ def _desired_healthy(pdb: dict, expected: int) -> int:
     return 0
 
 
-def evict(handler: RestHandler, pod: dict, options: dict) -> None:
+def evict(handler: Handler, pod: dict, options: dict) -> None:
     """Delete the pod unless a PodDisruptionBudget covering it allows no disruption (429)."""
     store = handler.store
     meta = pod["metadata"]
@@ -160,7 +157,7 @@ def evict(handler: RestHandler, pod: dict, options: dict) -> None:
 
 
 # -- service account tokens ----------------------------------------------------------------------
-def _token(handler: RestHandler, account: dict, request: dict) -> dict:
+def _token(handler: Handler, account: dict, request: dict) -> dict:
     spec = request.get("spec") or {}
     meta = account["metadata"]
     seconds = int(spec.get("expirationSeconds") or tokens.DEFAULT_SECONDS)
@@ -174,7 +171,7 @@ def _token(handler: RestHandler, account: dict, request: dict) -> dict:
 
 
 # -- logs ---------------------------------------------------------------------------------------
-async def _log(handler: RestHandler, request: web.Request, pod: dict) -> web.StreamResponse:
+async def _log(handler: Handler, request: web.Request, pod: dict) -> web.StreamResponse:
     q = request.query
     names = [c["name"] for c in pod["spec"].get("containers") or []]
     every = names + [c["name"] for c in pod["spec"].get("initContainers") or []]

@@ -11,16 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from labsim.kube import tables
+from labsim.kube.handling import Handler, Target
 from labsim.kube.selectors import parse_fields, parse_labels
 from labsim.kube.store import StoreError
-
-if TYPE_CHECKING:
-    from labsim.kube.rest import RestHandler, Target
 
 CONTENT_TYPE = "application/json;stream=watch"
 DEFAULT_TIMEOUT = 1800.0
@@ -38,7 +35,7 @@ def _bookmark(target: Target, rv: int, *, initial_end: bool = False) -> bytes:
     return _line("BOOKMARK", {"kind": target.res.kind, "apiVersion": target.res.api_version, "metadata": meta})
 
 
-async def serve(handler: RestHandler, request: web.Request, target: Target) -> web.StreamResponse:
+async def serve(handler: Handler, request: web.Request, target: Target) -> web.StreamResponse:
     q = request.query
     store = handler.store
     label_ok, field_ok = parse_labels(q.get("labelSelector") or None), parse_fields(q.get("fieldSelector") or None)

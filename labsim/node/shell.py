@@ -821,6 +821,9 @@ SET_USAGE = "set: usage: set [-abefhkmnptuvxBCEHPT] [-o option-name] [--] [-] [a
 
 def locate(node: NodeModel, name: str) -> str | None:
     """Where a program lives on the node (``which``): its install path, else /usr/bin."""
+    in_image = getattr(node, "program_path", None)  # a container: only its image's programs
+    if in_image is not None:
+        return in_image(name)
     handler = registry.lookup(name)
     if handler is None:
         path = normpath(name) if "/" in name else None

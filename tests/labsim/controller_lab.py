@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labsim.clock import Clock
 from labsim.kube.controllers import CONTROLLERS
+from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store
 from labsim.pki import make_ca
+from labsim.runtime.runtime import ContainerRuntime
 
 
 @dataclass
@@ -19,17 +24,24 @@ class InProcessCluster:
     clock: Clock = field(default_factory=lambda: Clock(0))
     store: Store = field(init=False)
     server_ip: str = "127.9.0.20"
+    token: str = "K10test::server:secret"
     cluster_cidr: str = "127.42.0.0/16"
     service_cidr: str = "127.43.0.0/16"
 
     def __post_init__(self) -> None:
         self.store = Store(self.clock)
+        self.logs = PodLogs(self.store.now)
+        self.state_dir = Path(tempfile.mkdtemp(prefix="labsim-controllers-"))  # containers' files
+        self.runtime = ContainerRuntime(self)
         self._ca = make_ca("k3s-server-ca")
         for ns in ("default", "kube-system"):
             self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
 
     def ca_pem(self) -> bytes:
         return self._ca.cert_pem
+
+    def now(self) -> float:
+        return self.clock.now()
 
     def add_node(self, name: str, index: int, *, cpu: str = "2", memory: str = "4Gi", ready: bool = True,
                  labels: dict | None = None, taints: list | None = None) -> dict:
@@ -67,6 +79,8 @@ async def running(cluster: InProcessCluster):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await cluster.runtime.close()
+        shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float = 10.0):

@@ -85,9 +85,13 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
     thread = threading.Thread(target=loop.run_forever, name="kube-test-loop", daemon=True)
     thread.start()
     state = tmp_path / "kube" / "k3s-master"
-    cluster = Cluster(state, Clock(time_scale), name="k3s-master", version=VERSION, token="K10test::server:secret",
-                      server_ip=ip, embedded_etcd=True, tls_san=[ip], run_controllers=controllers,
-                      **dict(zip(("cluster_cidr", "service_cidr"), unique_pod_networks(), strict=True)))
+    if (state / "cluster.json").exists():  # a cluster this folder held before: resume it, as a lab restart does
+        cluster = Cluster.load(state, Clock(time_scale), server_ip=ip, tls_san=[ip], run_controllers=controllers)
+    else:
+        cluster = Cluster(state, Clock(time_scale), name="k3s-master", version=VERSION,
+                          token="K10test::server:secret", server_ip=ip, embedded_etcd=True, tls_san=[ip],
+                          run_controllers=controllers,
+                          **dict(zip(("cluster_cidr", "service_cidr"), unique_pod_networks(), strict=True)))
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     running = RunningCluster(cluster, loop, state / "kubeconfig", f"https://{ip}:6443", home)

@@ -45,6 +45,7 @@ class Kubelet(Controller):
         self.pods = self.res("v1", "Pod")
         self.nodes = self.res("v1", "Node")
         self.events = EventRecorder(self.store, self.clock, "kubelet")
+        self.runtime = cluster.runtime  # what runs in the containers
         self._on_node: dict[str, set[Key]] = {}
         self._ips: dict[str, dict[str, Key]] = {}  # node -> pod IP -> pod
         self._boots: dict[str, tuple] = {}  # node -> (bootID, kubeletVersion) last seen
@@ -74,6 +75,7 @@ class Kubelet(Controller):
             self._backoff.pop(key, None)
             self._waiting.get(key[0], set()).discard(key)
             self.forget((pod["metadata"]["uid"],))
+            self.runtime.remove(pod["metadata"]["uid"])
             return []
         self._on_node.setdefault(node, set()).add(key)
         status = pod.get("status") or {}
@@ -101,6 +103,8 @@ class Kubelet(Controller):
 
     async def reconcile(self, key: Key) -> None:
         pod = self.store.get(self.pods, *key)
+        if pod is not None and is_terminating(pod):
+            self.runtime.stop(pod["metadata"]["uid"])
         if pod is None or not pod["spec"].get("nodeName") or is_terminating(pod):
             return
         node = self.store.get(self.nodes, None, pod["spec"]["nodeName"])
@@ -108,6 +112,8 @@ class Kubelet(Controller):
             self.store.delete(self.pods, *key)  # the pod garbage collector: its node is gone
             return
         status = pod.setdefault("status", {})
+        if not node_ready(node):
+            self.runtime.stop(pod["metadata"]["uid"])  # the node is down: so are its processes
         if not node_ready(node) or status.get("phase") in TERMINAL:
             return
         if not status.get("hostIP"):
@@ -129,13 +135,17 @@ class Kubelet(Controller):
             if self.clock.now() >= self._backoff.get(key, 0.0):
                 self._backoff.pop(key, None)
                 self._restart_containers(pod, None, record_exit=False)
+        elif self.runtime.runs_process(pod):
+            code = self.runtime.exit_code(pod)
+            if code is not None:
+                self._exit(pod, key, code)
         elif _runs_to_completion(pod) or EXIT_CODE in _annotations(pod):
             uid, restarts = pod["metadata"]["uid"], _restarts(pod)
             if self.after((uid, "run", restarts), key, _run_seconds(pod)):
                 self._exit(pod, key)
         else:
             self._mark_ready(pod, True)
-            self.store.update(pod, subresource="status")
+            self._run(self.store.update(pod, subresource="status"))  # after a lab or node restart
 
     # -- the steps of a pod's life ------------------------------------------------------------
     def _accept(self, pod: dict, node: dict) -> None:
@@ -195,7 +205,8 @@ class Kubelet(Controller):
         for type_ in ("PodReadyToStartContainers", "Initialized"):
             status["conditions"] = set_condition(status["conditions"], type_, "True", now, probe_time=True)
         self._mark_ready(pod, True)
-        self.store.update(pod, subresource="status")
+        stored = self.store.update(pod, subresource="status")
+        self._run(stored)
         pulled = self._images.setdefault(node_name, set())
         for container in pod["spec"]["containers"]:
             self._container_events(pod, container, node_name, container["image"] in pulled)
@@ -238,11 +249,25 @@ class Kubelet(Controller):
             status["conditions"] = set_condition(status["conditions"], type_, "False" if unready else "True", now,
                                                  reason, message, probe_time=True)
 
-    def _exit(self, pod: dict, key: Key) -> None:
-        """The containers end: the pod Succeeds or Fails, or its restart policy brings them back
-        after the crash-loop back-off."""
+    def _run(self, pod: dict) -> None:
+        """Start the pod's processes; each one's end brings the pod back here."""
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for container, message in self.runtime.start(pod, lambda: self.queue.add(key)):
+            waiting = {"waiting": {"reason": "CreateContainerError", "message": message}}
+            changed = [cs for cs in pod["status"].get("containerStatuses") or []
+                       if cs["name"] == container and cs.get("state") != waiting]
+            for cs in changed:
+                cs.update(ready=False, started=False, state=waiting)
+                self.events.record(pod, "Failed", f"Error: {message}", WARNING, pod["spec"].get("nodeName"))
+            if changed:
+                self._mark_ready(pod, False)
+                self.store.update(pod, subresource="status")
+
+    def _exit(self, pod: dict, key: Key, code: int | None = None) -> None:
+        """The containers end (with ``code``, else as the pod's annotation says): the pod
+        Succeeds or Fails, or its restart policy brings them back after the crash-loop back-off."""
         status, now = pod["status"], self.clock.now()
-        code = int(_annotations(pod).get(EXIT_CODE, "0"))
+        code = int(_annotations(pod).get(EXIT_CODE, "0")) if code is None else code
         policy = pod["spec"].get("restartPolicy", "Always")
         if policy == "Always" or (code and policy == "OnFailure"):
             self._crash(pod, key, code)
@@ -265,6 +290,7 @@ class Kubelet(Controller):
         if node is not None:
             self.events.record(pod, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
                                host=node["metadata"]["name"])
+            self.runtime.stop(pod["metadata"]["uid"])
         restarted = []
         for spec, cs in zip(pod["spec"]["containers"], status.get("containerStatuses") or [], strict=False):
             restarts = int(cs.get("restartCount", 0)) + (1 if record_exit else 0)
@@ -273,7 +299,7 @@ class Kubelet(Controller):
             self.events.record(pod, "Started", f"Started container {spec['name']}", host=pod["spec"]["nodeName"])
         status["containerStatuses"] = restarted
         self._mark_ready(pod, True)
-        self.store.update(pod, subresource="status")
+        self._run(self.store.update(pod, subresource="status"))
 
     def _crash(self, pod: dict, key: Key, code: int) -> None:
         """The containers exited and will be restarted: CrashLoopBackOff until the back-off ends."""

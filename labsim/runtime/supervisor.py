@@ -1,0 +1,114 @@
+"""The supervisor of real processes: each runs in a session (process group) of its own, its
+stdout/stderr lines become the container's log, its end is reported, and its PID (with the
+process's start time, so a reused PID is never hit) is kept in ``<cluster state>/run/`` until it
+ends. ``reap`` kills what a lab killed with -9 left behind; ``close`` stops everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("labsim.runtime.supervisor")
+STOP_SECONDS = 5.0  # SIGTERM, then SIGKILL after this (the kubelet's grace period, shortened)
+
+
+def _start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat: when the process started (ticks since boot)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+class RealProcess:
+    """A container's real process: its preparation steps (initdb...), then the program itself."""
+
+    def __init__(self, supervisor: Supervisor, name: str, steps: list[tuple[list[str], bytes]], argv: list[str], *,
+                 env: dict[str, str], cwd: str, log_line: Callable[[str], None], exited: Callable[[], None]) -> None:
+        self.supervisor, self.name, self.steps, self.argv = supervisor, name, steps, argv
+        self.env, self.cwd, self._log, self._exited = env, cwd, log_line, exited
+        self.process: asyncio.subprocess.Process | None = None
+        self.exit_code: int | None = None
+        self.pid_file = supervisor.run_dir / f"{name}.pid"
+        self.task = asyncio.create_task(self._run())
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def _run(self) -> None:
+        try:
+            for argv, stdin in [*self.steps, (self.argv, None)]:
+                code = await self._one(argv, stdin)
+                if code != 0 or stdin is None:
+                    self.exit_code = code
+                    return
+        except OSError as exc:  # the binary vanished or cannot run: the container fails, not the lab
+            self._log(f"labsim: cannot start {self.argv[0]}: {exc}")
+            self.exit_code = 128
+        finally:
+            self.pid_file.unlink(missing_ok=True)
+            if self.exit_code is not None:
+                self._exited()
+
+    async def _one(self, argv: list[str], stdin: bytes | None) -> int:
+        self.supervisor.run_dir.mkdir(parents=True, exist_ok=True)
+        self.process = process = await asyncio.create_subprocess_exec(
+            *argv, env=self.env, cwd=self.cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(json.dumps({"pid": process.pid, "start": _start_time(process.pid)}))
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(stdin or b"")
+        process.stdin.close()
+        async for raw in process.stdout:
+            self._log(raw.decode(errors="replace").rstrip("\n"))
+        code = await process.wait()
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as the kubelet reports
+
+    def kill(self) -> None:
+        """SIGTERM now, SIGKILL if it still runs after STOP_SECONDS."""
+        if self.process is None or self.process.returncode is not None:
+            self.task.cancel()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(STOP_SECONDS, self._force)
+
+    def _force(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def killed(self) -> None:
+        self.kill()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def launch(self, name: str, steps: list[tuple[list[str], bytes]], argv: list[str], **kw) -> RealProcess:
+        return RealProcess(self, name, steps, argv, **kw)
+
+    def reap(self) -> list[int]:
+        """Kill the process groups a previous run left (its PID files); the PIDs killed."""
+        killed = []
+        for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.is_dir() else []:
+            with contextlib.suppress(ValueError, OSError):
+                entry = json.loads(pid_file.read_text())
+                if entry.get("start") and _start_time(entry["pid"]) == entry["start"]:
+                    os.killpg(entry["pid"], signal.SIGKILL)
+                    killed.append(entry["pid"])
+            pid_file.unlink(missing_ok=True)
+        if killed:
+            log.info("killed %d processes a previous run of the lab left: %s", len(killed), killed)
+        return killed

