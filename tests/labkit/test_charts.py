@@ -14,6 +14,7 @@ from kubernetes import client
 from labkit import charts, manifests
 from labsim.k3s.addons import k3s_crds, traefik
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
+from tests.polling import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +95,30 @@ def test_traefik_is_configured_through_a_helmchartconfig_and_rolled_out(api, cap
     assert "traefik Deployments: 1/1 rolled out" in out
     assert _helmchart(api, "traefik", "helmchartconfigs")["spec"]["valuesContent"] == "deployment:\n  replicas: 2\n"
     assert charts.plan(api, [config]).is_empty
+
+
+def test_a_failing_helm_job_stops_the_wait_naming_its_last_log_line(api, k3s):
+    """klipper-helm exits non-zero (a chart version that does not exist): the wait stops at once with
+    helm's last line, not at the timeout. The Job is made by hand in the shape k3s' controller gives
+    it (the twin's helm controller models no failing chart yet), with restartPolicy Never: the twin's
+    pods/log does not yet serve ``previous`` for a crash-looping container, as a kubelet does."""
+    broken = charts.Chart("broken", chart="metallb", version="9.9.9", repo="https://metallb.github.io/metallb",
+                          target_namespace="metallb-system")
+    template = {"metadata": {"annotations": {"sim.labsim.io/exit-code": "1", "sim.labsim.io/run-seconds": "1"}},
+                "spec": {"restartPolicy": "Never",
+                         "containers": [{"name": "helm", "image": "rancher/klipper-helm:v0.9.8-build20250709",
+                                         "args": ["install"]}]}}
+    client.BatchV1Api(api).create_namespaced_job("kube-system", {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "helm-install-broken"},
+        "spec": {"backoffLimit": 0, "template": template}})
+    core = client.CoreV1Api(api)
+    pod = wait_until(lambda: core.list_namespaced_pod("kube-system", label_selector="job-name=helm-install-broken").items)[0]
+    said = 'Error: chart "metallb" version "9.9.9" not found in https://metallb.github.io/metallb repository'
+    k3s.call(k3s.cluster.logs.write, "kube-system", pod.metadata.name, "helm", said)
+    with pytest.raises(charts.ChartError) as err:
+        charts.wait(api, charts.ChartPlan(broken, "install", "absent"), timeout=60)
+    assert str(err.value).startswith(f"the helm-install-broken Job failed installing metallb 9.9.9: {said}\n")
+    assert "kubectl -n kube-system logs job/helm-install-broken" in str(err.value)
 
 
 def _configmap(name: str, data: dict, namespace: str = "lab-objects") -> dict:
