@@ -103,13 +103,13 @@ def plan(api: client.ApiClient, charts: list[Deployable]) -> Plan[ChartPlan]:
 def _plan_chart(api: client.ApiClient, dyn, chart: Deployable) -> ChartPlan:
     want = chart.manifest()
     planned = manifests.plan_object(dyn, want)
+    job = _job(api, chart.name)  # k3s' own chart (Traefik) has one before our HelmChartConfig exists
+    job_uid = job.metadata.uid if job else None
     if planned.action == "create":
         what = f"{chart.chart} {chart.version} into {chart.target_namespace}" if isinstance(chart, Chart) \
             else f"values for k3s' {chart.name}"
-        return ChartPlan(chart, "install", f"absent: {what}", revision=_revision(api, chart))
+        return ChartPlan(chart, "install", f"absent: {what}", job_uid=job_uid, revision=_revision(api, chart))
     live = _live_spec(dyn, chart)
-    job = _job(api, chart.name)
-    job_uid = job.metadata.uid if job else None
     if planned.action == "unchanged":
         return ChartPlan(chart, "unchanged", "as applied", job_uid=job_uid)
     differs, values_diff = [], ""
