@@ -11,6 +11,7 @@ end and then the release's workloads until they are rolled out, with a progress 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 from kubernetes import client
@@ -19,6 +20,7 @@ from labkit import manifests
 from labkit.changes import Change, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.kube import until
+from labkit.params import Lab
 from labkit.progress import progress
 
 GROUP_VERSION = "helm.cattle.io/v1"
@@ -75,6 +77,25 @@ class ChartConfig:
 
 
 Deployable = Chart | ChartConfig
+
+
+def from_lab(lab: Lab) -> list[Chart]:
+    """The lab file's ``charts``, each with the values of its values file (the release is named
+    after the chart, as the original system's ``helm upgrade --install <chart>`` did)."""
+    return [Chart(name, chart=name, version=source.version, repo=source.repo, target_namespace=source.namespace,
+                  values=_values_file(source.values, f"charts.{name}.values")) for name, source in lab.charts.items()]
+
+
+def _values_file(path: Path | None, where: str) -> dict:
+    if path is None:
+        return {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ChartError(f"{where}: cannot read values file {path}: {exc}") from None
+    if not isinstance(values, dict):
+        raise ChartError(f"{where}: {path} must hold a YAML mapping of chart values, not a {type(values).__name__}")
+    return values
 
 
 def render_values(values: dict) -> str:

@@ -12,7 +12,10 @@ import yaml
 from kubernetes import client
 
 from labkit import charts, manifests
+from labkit.errors import LabError
+from labkit.params import load_lab
 from labsim.k3s.addons import k3s_crds, traefik
+from tests.labfiles import REPO, sim_lab, write_lab
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 from tests.polling import wait_until
 
@@ -119,6 +122,23 @@ def test_a_failing_helm_job_stops_the_wait_naming_its_last_log_line(api, k3s):
         charts.wait(api, charts.ChartPlan(broken, "install", "absent"), timeout=60)
     assert str(err.value).startswith(f"the helm-install-broken Job failed installing metallb 9.9.9: {said}\n")
     assert "kubectl -n kube-system logs job/helm-install-broken" in str(err.value)
+
+
+def test_the_lab_files_charts_become_helmcharts_with_their_values_files(tmp_path):
+    lab = load_lab(REPO / "parameters" / "sim.yaml")
+    found = {c.name: c for c in charts.from_lab(lab)}
+    assert sorted(found) == ["cert-manager", "metallb", "nfs-subdir-external-provisioner"]
+    manager = found["cert-manager"].manifest()
+    assert manager["spec"]["version"] == "v1.19.1" and manager["spec"]["targetNamespace"] == "infra"
+    assert manager["spec"]["repo"] == "https://charts.jetstack.io" and manager["metadata"]["namespace"] == "kube-system"
+    assert "--dns01-recursive-nameservers-only" in manager["spec"]["valuesContent"]
+    assert found["metallb"].values["speaker"]["frr"] == {"enabled": False}
+
+    (tmp_path / "list.yaml").write_text("- not\n- a mapping\n")
+    doc = sim_lab(tmp_path)
+    doc["charts"]["metallb"]["values"] = str(tmp_path / "list.yaml")
+    with pytest.raises(LabError, match=r"charts.metallb.values: .*list.yaml must hold a YAML mapping of chart values"):
+        charts.from_lab(load_lab(write_lab(tmp_path, doc)))
 
 
 def _configmap(name: str, data: dict, namespace: str = "lab-objects") -> dict:
