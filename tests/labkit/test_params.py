@@ -265,4 +265,3 @@ def test_real_lab_files_must_exist(lab_doc, tmp_path):
     with pytest.raises(ParamsError, match=r"ssh.public_key: file .*id.pub does not exist"):
         load_lab(write(tmp_path, lab_doc))
     assert load_lab(write(tmp_path, lab_doc), check_files=False).ssh.public_key == Path(tmp_path / "id.pub")
-
