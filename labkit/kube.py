@@ -109,6 +109,25 @@ def wait_pods_running(api: client.ApiClient, namespace: str, timeout: float = 30
                 break
 
 
+def until(list_call: Callable[..., Any], check: Callable[[Any], Any], *, what: str, timeout: float,
+          **selectors: Any) -> Any:
+    """List, then ``check(listing)``: its result when not None; else wake on the next change (a
+    watch from the listing's resourceVersion) and list again, until ``timeout`` (KubeError)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = _api(what, lambda: list_call(**selectors))
+        result = check(listing)
+        if result is not None:
+            return result
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KubeError(f"{what}: not done after {timeout:.0f} s")
+        stream = watch.Watch().stream(list_call, resource_version=listing.metadata.resource_version,
+                                      timeout_seconds=max(1, int(left)), **selectors)
+        for _ in _events(stream):
+            break
+
+
 def _api(what: str, request: Callable[[], Any]) -> Any:
     try:
         return request()

@@ -199,36 +199,123 @@ class K3s(Section):
     service_cidr: Subnet | None = None
 
 
+def _address_range(text: str) -> tuple[IPv4, IPv4]:
+    """First and last address of ``A-B`` or a CIDR."""
+    text = text.strip()
+    if "-" in text:
+        first, last = (_ipv4(part.strip()) for part in text.split("-", 1))
+    else:
+        net = _subnet(text)
+        first, last = net.network_address, net.broadcast_address
+    if first > last:
+        raise ValueError(f"{first} comes after {last}; write FIRST-LAST")
+    return first, last
+
+
+AddressRange = Annotated[str, AfterValidator(lambda v: (_address_range(v), v)[1])]
+ObjectName = Annotated[str, AfterValidator(_pattern(
+    r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", "is not a Kubernetes name: lowercase letters, digits and '-', at most 63"))]
+
+
+class Pool(Section):
+    """A further MetalLB IPAddressPool (``auto_assign: false``: only for Services that ask for it)."""
+
+    name: ObjectName
+    addresses: Annotated[list[AddressRange], Field(min_length=1)]
+    auto_assign: bool = True
+
+
 class MetalLB(Section):
-    addresses: str
+    addresses: AddressRange  # the pool named ``default``, from which Services get addresses
+    pools: list[Pool] = []
+    l2_advertisement: bool = True  # announce every pool over ARP (MetalLB's L2 mode)
 
     @cached_property
     def pool(self) -> tuple[IPv4, IPv4]:
-        """First and last address of the pool (``A-B`` or a CIDR)."""
-        text = self.addresses.strip()
-        if "-" in text:
-            first, last = (_ipv4(part.strip()) for part in text.split("-", 1))
-        else:
-            net = _subnet(text)
-            first, last = net.network_address, net.broadcast_address
-        return first, last
+        """First and last address of the default pool."""
+        return _address_range(self.addresses)
 
-    @model_validator(mode="after")
-    def _range(self) -> MetalLB:
-        first, last = self.pool
-        if first > last:
-            raise ValueError(f"addresses: {first} comes after {last}; write FIRST-LAST")
-        return self
+    def ranges(self) -> list[tuple[str, IPv4, IPv4]]:
+        """Every range of every pool, with its YAML path."""
+        found = [("metallb.addresses", *self.pool)]
+        for i, pool in enumerate(self.pools):
+            found += [(f"metallb.pools[{i}].addresses[{j}]", *_address_range(text))
+                      for j, text in enumerate(pool.addresses)]
+        return found
 
 
 class Nfs(Section):
     server: Host
     path: Annotated[str, AfterValidator(_pattern(r"/\S*", "is not an absolute export path like /volume1/k8s-data"))]
+    storage_class: ObjectName = "nfs-client"
+    default_class: bool = True  # the cluster's default StorageClass (k3s' local-path is then disabled as default)
+    reclaim_policy: Literal["Delete", "Retain"] = "Delete"
+    archive_on_delete: bool = True  # a released volume's folder is renamed archived-..., not deleted
+    mount_options: list[str] = ["nfsvers=4.1"]
+
+
+class Dns01(Section):
+    provider: Literal["cloudflare"] = "cloudflare"
+    api_token: SecretField  # a Cloudflare API token with Zone:DNS:Edit on the domain's zone
+
+
+class Http01(Section):
+    ingress_class: ObjectName = "traefik"
+
+
+class Solver(Section):
+    dns01: Dns01 | None = None
+    http01: Http01 | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Solver:
+        if (self.dns01 is None) == (self.http01 is None):
+            raise ValueError("give exactly one of dns01 (Cloudflare API token reference) or http01")
+        return self
+
+
+class Issuer(Section):
+    name: ObjectName
+    server: Annotated[str, AfterValidator(_pattern(r"https://\S+", "is not an ACME directory URL (https://...)"))]
+
+
+LETSENCRYPT = {"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+               "letsencrypt-prod": "https://acme-v02.api.letsencrypt.org/directory"}
+
+
+class Tls(Section):
+    email: Annotated[str, AfterValidator(_pattern(r"[^@\s]+@[^@\s]+\.[^@\s]+", "is not an e-mail address"))]
+    issuers: Annotated[list[Issuer], Field(min_length=1)] = [Issuer(name=n, server=u) for n, u in LETSENCRYPT.items()]
+    solver: Solver
 
 
 class Ingress(Section):
     domain: DomainName
     issuer: str = "letsencrypt-prod"
+    redirect_https: bool = True  # Traefik redirects HTTP to HTTPS on its web entry point
+    dashboard: bool = False  # Traefik's dashboard stays off unless asked for
+    access_logs: bool = True
+
+
+def _pinned(value: Any) -> str:
+    text = str(value) if isinstance(value, str | int | float) else ""
+    if not re.fullmatch(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?", text):
+        raise ValueError(f"{value!r} is not a pinned chart version: give an exact version like 1.19.1 "
+                         "(no ranges, no 'latest'), so a re-run installs the same chart")
+    return text
+
+
+class ChartSource(Section):
+    """A Helm chart the lab installs (through k3s' HelmChart): the key is the chart's name."""
+
+    repo: Annotated[str, AfterValidator(_pattern(r"(https|oci)://\S+", "is not a chart repository URL (https:// or oci://)"))]
+    version: Annotated[str, BeforeValidator(_pinned)]
+    namespace: ObjectName
+    values: PathField | None = None  # a values file, relative to the lab file (parameters/values/<chart>.yaml)
+
+
+ChartKey = Annotated[str, AfterValidator(_pattern(
+    r"[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?", "is not a chart name: lowercase letters, digits and '-'"))]
 
 
 # -- the lab --------------------------------------------------------------------------------------
@@ -247,6 +334,8 @@ class Lab(Section):
     metallb: MetalLB
     nfs: Nfs
     ingress: Ingress
+    tls: Tls | None = None
+    charts: dict[ChartKey, ChartSource] = {}
     kubeconfig: PathField
 
     # Set by load_lab: where the file lives, for relative paths and secrets.
@@ -299,8 +388,11 @@ class Lab(Section):
         return secrets.resolve(ref, self.base_dir)
 
     def secret_refs(self) -> dict[str, secrets.SecretRef]:
-        return {"proxmox.token_secret": self.proxmox.token_secret, "ssh.private_key": self.ssh.private_key,
+        refs = {"proxmox.token_secret": self.proxmox.token_secret, "ssh.private_key": self.ssh.private_key,
                 "k3s.token": self.k3s.token}
+        if self.tls is not None and self.tls.solver.dns01 is not None:
+            refs["tls.solver.dns01.api_token"] = self.tls.solver.dns01.api_token
+        return refs
 
     def node(self, name: str) -> Node:
         found = next((n for n in self.nodes if n.name == name), None)
@@ -319,6 +411,9 @@ def _absolutize(lab: Lab, base: Path) -> None:
         if value is not None:
             object.__setattr__(model, field, secrets.resolve_path(value, base))
     object.__setattr__(lab, "kubeconfig", secrets.resolve_path(lab.kubeconfig, base))
+    for chart in lab.charts.values():
+        if chart.values is not None:
+            object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -396,10 +491,13 @@ def _unknown_key(loc: list, doc: dict) -> str:
 
 def _known_keys(loc: list) -> list[str]:
     model: Any = Lab
+    keyed = False  # the last field was a mapping (charts): this part is its key, not a field
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
-        annotation = model.model_fields[part].annotation  # Section, Section | None or list[Section]
+        annotation = model.model_fields[part].annotation  # Section, Section | None, list/dict of Section
+        keyed = getattr(annotation, "__origin__", None) is dict
         model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
                       and issubclass(a, BaseModel)), None)
         if model is None:
@@ -438,16 +536,8 @@ def cross_check(lab: Lab) -> list[str]:
     for field in ("name", "vmid", "ip"):
         errors += _duplicates(lab.nodes, field)
 
-    first, last = lab.metallb.pool
-    inside("metallb.addresses", first)
-    inside("metallb.addresses", last)
-    taken = {n.ip: f"nodes[{i}] ({n.name})" for i, n in enumerate(lab.nodes)} | {lab.network.gateway: "the gateway"}
-    if _is_ipv4(lab.nfs.server):
-        taken[IPv4(lab.nfs.server)] = "the NFS server (nfs.server)"
-    for ip, owner in taken.items():
-        if first <= ip <= last:
-            errors.append(f"metallb.addresses: {first}-{last} contains {ip}, used by {owner}; "
-                          "the pool must be disjoint from node IPs, the gateway and the NFS server")
+    errors += _pool_rules(lab, inside)
+    errors += _ingress_rules(lab)
 
     errors += _pod_network_rules(lab)
 
@@ -466,6 +556,40 @@ def cross_check(lab: Lab) -> list[str]:
     return errors
 
 
+def _pool_rules(lab: Lab, inside) -> list[str]:
+    """Every pool range inside the subnet, clear of nodes, gateway, NFS server and each other; pool names unique."""
+    errors: list[str] = []
+    taken = {n.ip: f"nodes[{i}] ({n.name})" for i, n in enumerate(lab.nodes)} | {lab.network.gateway: "the gateway"}
+    if _is_ipv4(lab.nfs.server):
+        taken[IPv4(lab.nfs.server)] = "the NFS server (nfs.server)"
+    ranges = lab.metallb.ranges()
+    for k, (where, first, last) in enumerate(ranges):
+        inside(where, first)
+        inside(where, last)
+        for ip, owner in taken.items():
+            if first <= ip <= last:
+                errors.append(f"{where}: {first}-{last} contains {ip}, used by {owner}; "
+                              "the pool must be disjoint from node IPs, the gateway and the NFS server")
+        for other, a, b in ranges[:k]:
+            if first <= b and last >= a:
+                errors.append(f"{where}: {first}-{last} overlaps {other} ({a}-{b}); MetalLB pools must not overlap")
+    names = ["default", *(p.name for p in lab.metallb.pools)]
+    for i, name in enumerate(names[1:]):
+        if name in names[: i + 1]:
+            errors.append(f"metallb.pools[{i}].name: {name!r} is already a pool's name ('default' is metallb.addresses)")
+    return errors
+
+
+def _ingress_rules(lab: Lab) -> list[str]:
+    """The ingress issuer is one of tls.issuers."""
+    if lab.tls is None:
+        return []
+    names = [i.name for i in lab.tls.issuers]
+    if lab.ingress.issuer not in names:
+        return [f"ingress.issuer: {lab.ingress.issuer!r} is not one of tls.issuers ({', '.join(names)})"]
+    return []
+
+
 K3S_DEFAULT_CIDRS = {"cluster_cidr": ipaddress.IPv4Network("10.42.0.0/16"),
                      "service_cidr": ipaddress.IPv4Network("10.43.0.0/16")}
 
@@ -474,14 +598,14 @@ def _pod_network_rules(lab: Lab) -> list[str]:
     """The pod and service networks (as set, else k3s' defaults) must not overlap each other, the
     node subnet or the MetalLB pool; the embedded lab must set both inside 127.0.0.0/8."""
     errors = []
-    first, last = lab.metallb.pool
     nets = {f: getattr(lab.k3s, f) or K3S_DEFAULT_CIDRS[f] for f in K3S_DEFAULT_CIDRS}
     for field, net in nets.items():
         where = f"k3s.{field}: {net}" + ("" if getattr(lab.k3s, field) else " (k3s' default)")
         if net.overlaps(lab.network.subnet):
             errors.append(f"{where} overlaps network.subnet {lab.network.subnet}; pick a range outside it")
-        if first <= net.broadcast_address and last >= net.network_address:
-            errors.append(f"{where} overlaps metallb.addresses {first}-{last}; pick a range outside the pool")
+        for pool, first, last in lab.metallb.ranges():
+            if first <= net.broadcast_address and last >= net.network_address:
+                errors.append(f"{where} overlaps {pool} {first}-{last}; pick a range outside the pool")
     if nets["cluster_cidr"].overlaps(nets["service_cidr"]):
         errors.append(f"k3s.service_cidr: {nets['service_cidr']} overlaps k3s.cluster_cidr {nets['cluster_cidr']}; "
                       "pods and services need separate ranges")
@@ -534,6 +658,7 @@ def missing_files(lab: Lab) -> list[str]:
     """Local files the lab needs. For an embedded lab, files inside its state folder are made
     by labsim on first start, so they are not required yet."""
     wanted = {"proxmox.ca_file": lab.proxmox.ca_file, "ssh.public_key": lab.ssh.public_key}
+    wanted |= {f"charts.{name}.values": c.values for name, c in lab.charts.items()}
     for where, ref in lab.secret_refs().items():
         if ref.path:
             wanted[where] = secrets.resolve_path(ref.path, lab.base_dir)

@@ -66,8 +66,11 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
     cluster_cidr, service_cidr = unique_pod_networks()
     doc["k3s"].update(token=f"file:{state}/secrets.yaml#k3s_token", tls_san=[f"{net}.20", "k3s-master"],
                       cluster_cidr=cluster_cidr, service_cidr=service_cidr)
-    doc["metallb"] = {"addresses": f"{net}.100-{net}.149"}
-    doc["nfs"] = {"server": f"{net}.2", "path": "/volume1/k8s-data"}
+    doc["metallb"].update(addresses=f"{net}.100-{net}.149")
+    doc["nfs"].update(server=f"{net}.2")
+    doc["tls"]["solver"]["dns01"]["api_token"] = f"file:{state}/secrets.yaml#cloudflare_api_token"
+    for chart in doc["charts"].values():  # values files stay the repository's
+        chart["values"] = str(SIM_YAML.parent / chart["values"])
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")
     doc.update(overrides)
     return doc

@@ -17,6 +17,7 @@ from tests.labkit.embedded import provisioned_lab
 HOMELAB = REPO / "parameters" / "homelab.yaml"
 PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"
 K3S_TOKEN = "k3s-canary-token-5d41402abc4b2a76"
+CLOUDFLARE_TOKEN = "cf-canary-token-0c8d2f1e9a7b4c3d"
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +51,10 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     (tmp_path / "id").write_bytes(key.export_private_key())
     monkeypatch.setenv("LABKIT_PVE_TOKEN", PVE_TOKEN)
     monkeypatch.setenv("LABKIT_K3S_TOKEN", K3S_TOKEN)
+    monkeypatch.setenv("LABKIT_CLOUDFLARE_TOKEN", CLOUDFLARE_TOKEN)
     doc = yaml.safe_load(HOMELAB.read_text())
+    for chart in doc["charts"].values():  # the repository's values files
+        chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     doc["kubeconfig"] = "kubeconfig"

@@ -16,7 +16,7 @@ from labkit.cli import main
 from labkit.errors import LabError, ParamsError
 from labkit.params import load_lab
 from tests.labfiles import REPO
-from tests.labkit.conftest import PVE_TOKEN, write
+from tests.labkit.conftest import CLOUDFLARE_TOKEN, PVE_TOKEN, write
 
 
 def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
@@ -29,6 +29,37 @@ def test_the_committed_lab_files_are_valid(lab_doc, tmp_path):
     assert sim.embedded.state_dir == REPO / ".labsim"
     assert (str(sim.k3s.cluster_cidr), str(sim.k3s.service_cidr)) == ("127.42.0.0/16", "127.43.0.0/16")
     assert lab.k3s.cluster_cidr is None and lab.k3s.service_cidr is None  # the real lab keeps k3s' defaults
+
+
+def test_the_core_infra_sections_of_the_committed_lab_files(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    sim = load_lab(REPO / "parameters" / "sim.yaml")
+    for each, net in ((lab, "192.168.2"), (sim, "127.0.2")):
+        assert (str(each.nfs.server), each.nfs.path) == (f"{net}.2", "/volume1/k8s-data")
+        assert (each.nfs.storage_class, each.nfs.default_class, each.nfs.archive_on_delete) == ("nfs-client", True, True)
+        assert [(p, str(a), str(b)) for p, a, b in each.metallb.ranges()] == [
+            ("metallb.addresses", f"{net}.100", f"{net}.149")]
+        assert [i.name for i in each.tls.issuers] == ["letsencrypt-staging", "letsencrypt-prod"]
+        assert each.tls.solver.dns01.provider == "cloudflare" and each.tls.solver.http01 is None
+        assert (each.ingress.domain, each.ingress.redirect_https, each.ingress.dashboard) == ("home.example.com", True, False)
+        assert sorted(each.charts) == ["cert-manager", "metallb", "nfs-subdir-external-provisioner"]
+        assert each.charts["cert-manager"].namespace == "infra"
+        assert each.charts["metallb"].values == REPO / "parameters" / "values" / "metallb.yaml"
+        assert each.charts["metallb"].values.exists()
+    assert lab.tls.issuers[1].server == "https://acme-v02.api.letsencrypt.org/directory"
+    assert lab.secret_refs()["tls.solver.dns01.api_token"].env == "LABKIT_CLOUDFLARE_TOKEN"
+
+
+def test_the_lab_file_sections_before_issue_11_still_load(lab_doc, tmp_path):
+    """Lab files written before charts/tls existed (metallb/nfs/ingress in their short form) stay valid."""
+    for key in ("charts", "tls"):
+        del lab_doc[key]
+    lab_doc["metallb"] = {"addresses": "192.168.2.100-192.168.2.149"}
+    lab_doc["nfs"] = {"server": "192.168.2.2", "path": "/volume1/k8s-data"}
+    lab_doc["ingress"] = {"domain": "home.example.com", "issuer": "letsencrypt-prod"}
+    lab = load_lab(write(tmp_path, lab_doc))
+    assert lab.charts == {} and lab.tls is None and lab.nfs.storage_class == "nfs-client"
+    assert lab.nfs.mount_options == ["nfsvers=4.1"] and lab.metallb.l2_advertisement
 
 
 def test_an_unknown_node_name_is_a_lab_error_naming_it(lab_doc, tmp_path):
@@ -139,6 +170,24 @@ BAD = {
     "tls_san not a host": (_set("k3s.tls_san", ["k3s-master", "https://k3s"]),
                            "k3s.tls_san[1]: 'https://k3s' is not an IPv4 address or a DNS name"),
     "proxmox host URL": (_set("proxmox.host", "https://pve:8006"), "proxmox.host: 'https://pve:8006' is not an IPv4"),
+    "chart version unpinned": (_set("charts.metallb.version", "^0.15"), "charts.metallb.version: '^0.15' is not a pinned chart version"),
+    "chart version latest": (_set("charts.cert-manager.version", "latest"), "charts.cert-manager.version: 'latest' is not a pinned chart version"),
+    "chart version missing": (_delete("charts.metallb.version"), "charts.metallb.version: required key is missing"),
+    "chart unknown key": (_set("charts.metallb.valuess", "x.yaml"), "charts.metallb.valuess: unknown key (did you mean 'values'?)"),
+    "chart values file missing": (_set("charts.metallb.values", "values/nope.yaml"), "charts.metallb.values: file"),
+    "chart repo not a URL": (_set("charts.metallb.repo", "metallb/metallb"), "charts.metallb.repo: 'metallb/metallb' is not a chart repository URL"),
+    "pool range reversed": (_set("metallb.pools", [{"name": "extra", "addresses": ["192.168.2.160-192.168.2.150"]}]), "metallb.pools[0].addresses[0]: 192.168.2.160 comes after 192.168.2.150"),
+    "pools overlap": (_set("metallb.pools", [{"name": "extra", "addresses": ["192.168.2.144/28"]}]), "metallb.pools[0].addresses[0]: 192.168.2.144-192.168.2.159 overlaps metallb.addresses"),
+    "pool name taken": (_set("metallb.pools", [{"name": "default", "addresses": ["192.168.2.200/30"]}]), "metallb.pools[0].name: 'default' is already a pool's name"),
+    "nfs reclaim policy": (_set("nfs.reclaim_policy", "Recycle"), "nfs.reclaim_policy: 'Recycle' is not allowed"),
+    "storage class name": (_set("nfs.storage_class", "NFS_Client"), "nfs.storage_class: 'NFS_Client' is not a Kubernetes name"),
+    "nfs unknown key": (_set("nfs.archiveOnDelete", True), "nfs.archiveOnDelete: unknown key (did you mean 'archive_on_delete'?)"),
+    "two solvers": (_set("tls.solver.http01", {}), "tls.solver: give exactly one of dns01"),
+    "no solver": (_set("tls.solver", {}), "tls.solver: give exactly one of dns01"),
+    "acme over http": (_set("tls.issuers.0.server", "http://acme.example"), "tls.issuers[0].server: 'http://acme.example' is not an ACME directory URL"),
+    "bad email": (_set("tls.email", "admin"), "tls.email: 'admin' is not an e-mail address"),
+    "ingress issuer unknown": (_set("ingress.issuer", "letsencrypt"), "ingress.issuer: 'letsencrypt' is not one of tls.issuers (letsencrypt-staging, letsencrypt-prod)"),
+    "ingress unknown key": (_set("ingress.redirect", True), "ingress.redirect: unknown key (did you mean 'redirect_https'?)"),
 }
 
 
@@ -158,13 +207,15 @@ def test_enough_distinct_bad_cases():
 
 def test_a_pasted_secret_is_refused_without_being_echoed(lab_doc, tmp_path):
     lab_doc["proxmox"]["token_secret"] = PVE_TOKEN
+    lab_doc["tls"]["solver"]["dns01"]["api_token"] = CLOUDFLARE_TOKEN
     lab_doc["k3s"]["token"] = "K10abcdef::server:hunter2hunter2"
     with pytest.raises(ParamsError) as err:
         load_lab(write(tmp_path, lab_doc))
     text = str(err.value)
     assert "proxmox.token_secret: must be a secret reference (env:NAME or file:PATH#key), not a value" in text
     assert "k3s.token: must be a secret reference" in text
-    assert PVE_TOKEN not in text and "hunter2" not in text
+    assert "tls.solver.dns01.api_token: must be a secret reference" in text
+    assert PVE_TOKEN not in text and "hunter2" not in text and CLOUDFLARE_TOKEN not in text
 
 
 def test_a_token_id_with_its_secret_pasted_is_refused_without_echo(lab_doc, tmp_path):

@@ -119,16 +119,25 @@ class Kubelet(Controller):
         if not status.get("hostIP"):
             self._accept(pod, node)
         elif status.get("phase") == "Pending":
-            waiting = self._waiting.setdefault(key[0], set())
-            waiting.add(key)
-            if not self._volumes_ready(pod):
-                return
-            waiting.discard(key)
-            if _annotations(pod).get(IMAGE_PULL) == "fail":
-                self._pull_failed(pod, node, key)
-            elif self.after((pod["metadata"]["uid"], "start"), key, self._start_seconds(pod, node)):
-                self._start(pod, node)
-        elif key in self._restart:
+            self._pending(pod, node, key)
+        else:
+            self._running(pod, node, key)
+
+    def _pending(self, pod: dict, node: dict, key: Key) -> None:
+        """Wait for volumes, then pull (or fail to) and start the containers after their start time."""
+        waiting = self._waiting.setdefault(key[0], set())
+        waiting.add(key)
+        if not self._volumes_ready(pod):
+            return
+        waiting.discard(key)
+        if _annotations(pod).get(IMAGE_PULL) == "fail":
+            self._pull_failed(pod, node, key)
+        elif self.after((pod["metadata"]["uid"], "start"), key, self._start_seconds(pod, node)):
+            self._start(pod, node)
+
+    def _running(self, pod: dict, node: dict, key: Key) -> None:
+        """Restarts asked for, crash-loop back-off, a real process's exit, a modelled run's end."""
+        if key in self._restart:
             self._restart.discard(key)
             self._restart_containers(pod, node)
         elif _crash_looping(pod):
