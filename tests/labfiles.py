@@ -90,6 +90,10 @@ def minimal_lab(tmp_path: Path) -> dict:
                   "known_hosts": ".labsim/operator/known_hosts"}
     doc["k3s"] = {"version": doc["k3s"]["version"], "token": secrets + "k3s_token"}
     doc["ingress"] = {"domain": doc["ingress"]["domain"]}
+    for optional in ("tls", "charts"):
+        doc.pop(optional, None)
+    doc["metallb"] = {"addresses": doc["metallb"]["addresses"]}
+    doc["nfs"] = {k: doc["nfs"][k] for k in ("server", "path")}
     doc["kubeconfig"] = ".labsim/operator/kubeconfig"
     return doc
 

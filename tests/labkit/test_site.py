@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from labkit.site import Drift, drift
-from tests.labkit.conftest import HOMELAB, K3S_TOKEN, PVE_TOKEN
+from tests.labkit.conftest import CLOUDFLARE_TOKEN, HOMELAB, K3S_TOKEN, PVE_TOKEN, _local_files
 
 PARAMS = 'lab_file = ""\ndry_run = False\nmemory = 2048\nversion = "v1"'
 VMS = '''import labkit, pandas as pd
@@ -51,10 +51,13 @@ def _notebook(path: Path, *cells: str) -> None:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two passing runs of lab 'homelab': the second with VM memory 4096 and k3s version v2."""
     base = tmp_path_factory.mktemp("site")
-    (base / "pve-ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    (base / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample operator\n")
-    (base / "id").write_text("not-a-real-key-but-a-file\n")
+    ca, key = _local_files()
+    (base / "pve-ca.pem").write_bytes(ca)
+    (base / "id.pub").write_text(key.export_public_key().decode().strip() + " operator\n")
+    (base / "id").write_bytes(key.export_private_key())
     doc = yaml.safe_load(HOMELAB.read_text())
+    for chart in doc["charts"].values():  # the repository's values files
+        chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     (base / "lab.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -62,7 +65,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     books.mkdir()
     _notebook(books / "01-vms.ipynb", VMS, FIGURE, "pd.DataFrame({'n': range(40)})", "labkit.record(r, vms=len(vms))")
     _notebook(books / "02-k3s.ipynb", VERSION)
-    env = {**os.environ, "LABKIT_PVE_TOKEN": PVE_TOKEN, "LABKIT_K3S_TOKEN": K3S_TOKEN}
+    env = {**os.environ, "LABKIT_PVE_TOKEN": PVE_TOKEN, "LABKIT_K3S_TOKEN": K3S_TOKEN,
+           "LABKIT_CLOUDFLARE_TOKEN": CLOUDFLARE_TOKEN}
     folders = []
     for extra in ([], ["-p", "memory", "4096", "-p", "version", "v2"]):
         argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(base / "lab.yaml"), "--notebooks",
