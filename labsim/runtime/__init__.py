@@ -19,5 +19,5 @@ Not modelled: OOM kills, resource limits, readOnly mounts, probes (a running pro
 """
 
 # The node shell's programs (coreutils, sh, ...) and tar: what a plain container runs.
-from labsim.node import coreutils, system, textutils  # noqa: F401
+from labsim.node import builtins, coreutils, system, textutils  # noqa: F401
 from labsim.runtime import tar  # noqa: F401

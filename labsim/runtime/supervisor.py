@@ -67,10 +67,20 @@ class RealProcess:
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(stdin or b"")
         process.stdin.close()
-        async for raw in process.stdout:
-            self._log(raw.decode(errors="replace").rstrip("\n"))
+        reader = asyncio.ensure_future(self._read(process.stdout))
+        while process.returncode is None and not reader.done():  # children may hold stdout open
+            await asyncio.wait({reader}, timeout=0.2)
+        # The container ends with its main process, as its cgroup does: children it left (nginx's
+        # workers after a kill -9 of their master) go with it, never orphaned.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await reader
         code = await process.wait()
         return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as the kubelet reports
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        async for raw in stdout:
+            self._log(raw.decode(errors="replace").rstrip("\n"))
 
     def kill(self) -> None:
         """SIGTERM now, SIGKILL if it still runs after STOP_SECONDS."""

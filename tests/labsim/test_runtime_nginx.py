@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +68,25 @@ def test_nginx_pods_serve_on_their_pod_ips(shared_kube: RunningCluster) -> None:
     status, page = wait_until(lambda: (answer := _get(f"http://{ips['stock']}/"))[0] and answer, timeout=30)
     assert status == 200 and "Welcome to nginx!" in page
     assert '"GET /health HTTP/1.1" 200' in kube.kubectl("logs", "site").stdout
+
+    # kill -9 of the master: its workers go with it, as a container's processes do with its cgroup.
+    uid = json.loads(kube.kubectl("get", "pod", "site", "-o", "json").stdout)["metadata"]["uid"]
+    master = json.loads((kube.cluster.state_dir / "run" / f"{uid}.nginx.pid").read_text())["pid"]
+    assert _group(master) != [master]  # the workers, in the container's process group
+    os.kill(master, signal.SIGKILL)
+    assert wait_until(lambda: not _group(master), timeout=10) is True
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of a process group (a container's)."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _pgid(p) == pgid]
+
+
+def _pgid(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 DEPLOYMENT = """
