@@ -28,8 +28,11 @@ def _unique(space: int) -> int:
 
 def unique_subnet() -> str:
     """A /24 in 127.0.0.0/8 that no other test (or test process) of this run uses."""
-    n = _unique(190 * 250)  # second octet 10-199; 200-247 hold the pod and service networks
-    return f"127.{10 + n // 250}.{n % 250}"
+    # Second octet 10-199 less 42 and 43: 127.42/16 and 127.43/16 are the embedded lab's default pod
+    # and service networks (a lab file without them gets those); 200-247 hold the tests' own.
+    n = _unique(188 * 250)
+    second = 10 + n // 250
+    return f"127.{second + 2 if second >= 42 else second}.{n % 250}"
 
 
 def unique_pod_networks() -> tuple[str, str]:
