@@ -7,17 +7,17 @@ forwards to these pods like any Service. Answers come from the API objects (dnsz
 from __future__ import annotations
 
 from labsim.kube.controllers.pods import TERMINAL, is_terminating
-from labsim.kube.controllers.workqueue import Controller, Key
+from labsim.kube.controllers.workqueue import Key
 from labsim.net.dnsserver import TcpDnsServer, UdpDnsServer
 from labsim.net.dnszone import SYSTEM, ClusterZone
-from labsim.net.listeners import Address, Listeners
+from labsim.net.listeners import Address, Listeners, ListeningController
 
 SELECTOR = {"k8s-app": "kube-dns"}
 DNS_PORT = 53
 _PODS = "pods"
 
 
-class CoreDNS(Controller):
+class CoreDNS(ListeningController):
     name = "coredns"
 
     def __init__(self, cluster) -> None:
@@ -28,12 +28,6 @@ class CoreDNS(Controller):
 
     def watches(self):
         return [(self.pods, lambda event_type, pod: [_PODS] if _is_coredns(pod) else [])]
-
-    async def run(self) -> None:
-        try:
-            await super().run()
-        finally:
-            self.listeners.close()
 
     async def reconcile(self, key: Key) -> None:
         wanted = set()

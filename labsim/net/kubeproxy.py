@@ -14,16 +14,16 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from labsim.kube.controllers.workqueue import Controller, Key
+from labsim.kube.controllers.workqueue import Key
 from labsim.net.forward import Backend, TcpForwarder, UdpForwarder
-from labsim.net.listeners import Address, Listeners, is_loopback
+from labsim.net.listeners import Address, Listeners, ListeningController, is_loopback
 
 SERVICE_NAME = "kubernetes.io/service-name"
 PROTOCOLS = ("TCP", "UDP")  # SCTP is not modelled
 _TABLE = "table"  # the one key: any change recomputes the whole table, as kube-proxy's sync does
 
 
-class KubeProxy(Controller):
+class KubeProxy(ListeningController):
     name = "kube-proxy"
 
     def __init__(self, cluster) -> None:
@@ -37,12 +37,6 @@ class KubeProxy(Controller):
 
     def watches(self):
         return [(res, lambda event_type, obj: [_TABLE]) for res in (self.services, self.slices, self.nodes)]
-
-    async def run(self) -> None:
-        try:
-            await super().run()
-        finally:
-            self.listeners.close()
 
     async def reconcile(self, key: Key) -> None:
         self.table = self._table()

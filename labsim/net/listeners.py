@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from labsim.kube.controllers.workqueue import Controller
+
 log = logging.getLogger("labsim.net.listeners")
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
@@ -71,3 +73,15 @@ class Listeners:
         if self._failed.get(address) != why:
             log.warning("%s: cannot listen on %s %s:%d: %s", self.owner, *address, why)
         self._failed[address] = why
+
+
+class ListeningController(Controller):
+    """A controller whose listeners close when it stops (the lab, or k3s, going down)."""
+
+    listeners: Listeners
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self.listeners.close()
