@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import threading
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from labsim.clock import Clock
 from labsim.kube.cluster import Cluster
@@ -44,7 +46,7 @@ class RunningCluster:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def api_client(self):
-        from kubernetes import client, config
+        from kubernetes import config
 
         configuration = client.Configuration()
         config.load_kube_config(str(self.kubeconfig), client_configuration=configuration)
@@ -106,3 +108,13 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
         thread.join(10)
         loop.close()
 
+
+
+_namespaces = itertools.count()
+
+
+def new_namespace(api: client.ApiClient, prefix: str) -> str:
+    """A namespace no other test of this process uses, created through ``api``."""
+    name = f"{prefix}{next(_namespaces)}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+    return name

@@ -4,17 +4,14 @@ controller, and field selectors limited per resource."""
 
 from __future__ import annotations
 
-import itertools
 import json
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.labsim.kube_fixtures import RunningCluster
+from tests.labsim.kube_fixtures import RunningCluster, new_namespace
 from tests.polling import wait_until
-
-_ns_counter = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +21,7 @@ def api(shared_kube: RunningCluster) -> client.ApiClient:
 
 @pytest.fixture
 def ns(api: client.ApiClient) -> str:
-    name = f"adm{next(_ns_counter)}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
+    return new_namespace(api, "adm")
 
 
 def _refused(call, *args, status: int = 422, **kwargs) -> dict:

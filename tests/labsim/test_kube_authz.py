@@ -5,7 +5,6 @@ roles and their aggregation, the access reviews, and 403 bodies worded as the re
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 
 import pytest
@@ -13,10 +12,9 @@ import requests
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.labsim.kube_fixtures import RunningCluster
+from tests.labsim.kube_fixtures import RunningCluster, new_namespace
 from tests.polling import wait_until
 
-_ns_counter = itertools.count()
 RBAC = "rbac.authorization.k8s.io"
 
 
@@ -27,9 +25,7 @@ def api(shared_kube: RunningCluster) -> client.ApiClient:
 
 @pytest.fixture
 def ns(api: client.ApiClient) -> str:
-    name = f"authz{next(_ns_counter)}"
-    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
-    return name
+    return new_namespace(api, "authz")
 
 
 def _account(api: client.ApiClient, ns: str, name: str, role: str | None = "view") -> str:
