@@ -15,7 +15,7 @@ import re
 
 import yaml
 
-from labsim.kube.controllers.chart_models import CHART_MODELS, Release
+from labsim.charts import CHART_MODELS, Release
 from labsim.kube.controllers.events import WARNING, EventRecorder
 from labsim.kube.controllers.kubelet import RUN_SECONDS
 from labsim.kube.controllers.pods import condition, controller_ref

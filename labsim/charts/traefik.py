@@ -1,53 +1,10 @@
-"""What a Helm chart creates when k3s' Helm controller installs it, modelled per chart: a
-function from the release (name, namespace, chart version) and its merged values to the
-objects the chart would render. ``CHART_MODELS`` is keyed by chart name; the notebooks' later
-charts (MetalLB, cert-manager, kube-prometheus-stack...) add theirs here. A chart without a
-model installs as a release with no objects."""
+"""k3s' bundled Traefik: the ``traefik-crd`` chart (Traefik's CRDs) and the ``traefik`` chart
+(Deployment, LoadBalancer Service, default IngressClass), with the real chart's names and labels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from labsim.charts.release import Release, value
 
-
-@dataclass(frozen=True)
-class Release:
-    name: str
-    namespace: str
-    chart: str
-    version: str
-    values: dict
-
-    def labels(self, component: str | None = None) -> dict:
-        labels = {"app.kubernetes.io/instance": f"{self.name}-{self.namespace}",
-                  "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/name": self.chart,
-                  "helm.sh/chart": f"{self.chart}-{self.version.replace('+', '_')}"}
-        if component:
-            labels["app.kubernetes.io/component"] = component
-        return labels
-
-    def meta(self, name: str, namespaced: bool = True) -> dict:
-        meta = {"name": name, "labels": self.labels(),
-                "annotations": {"meta.helm.sh/release-name": self.name,
-                                "meta.helm.sh/release-namespace": self.namespace}}
-        if namespaced:
-            meta["namespace"] = self.namespace
-        return meta
-
-
-ChartModel = Callable[[Release], list[dict]]
-
-
-def _get(values: dict, path: str, default=None):
-    node = values
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
-# -- Traefik ---------------------------------------------------------------------------------------
 _TRAEFIK_CRDS = ("ingressroutes", "ingressroutetcps", "ingressrouteudps", "middlewares", "middlewaretcps",
                  "serverstransports", "serverstransporttcps", "tlsoptions", "tlsstores", "traefikservices")
 _KINDS = {"ingressroutes": "IngressRoute", "ingressroutetcps": "IngressRouteTCP", "ingressrouteudps": "IngressRouteUDP",
@@ -73,8 +30,8 @@ def traefik(release: Release) -> list[dict]:
     """traefik: the ingress controller k3s ships, default IngressClass, LoadBalancer Service."""
     values, name, ns = release.values, release.name, release.namespace
     selector = {"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": f"{name}-{ns}"}
-    image = f"{_get(values, 'image.registry', 'docker.io')}/{_get(values, 'image.repository', 'traefik')}:" \
-            f"{_get(values, 'image.tag', '3.5.1')}"
+    image = f"{value(values, 'image.registry', 'docker.io')}/{value(values, 'image.repository', 'traefik')}:" \
+            f"{value(values, 'image.tag', '3.5.1')}"
     ports = [("metrics", 9100), ("traefik", 8080), ("web", 8000), ("websecure", 8443)]
     pod_spec = {
         "serviceAccountName": name,
@@ -92,15 +49,15 @@ def traefik(release: Release) -> list[dict]:
             "livenessProbe": {"httpGet": {"path": "/ping", "port": 8080, "scheme": "HTTP"}},
         }],
     }
-    if _get(values, "tolerations"):
-        pod_spec["tolerations"] = _get(values, "tolerations")
-    if _get(values, "priorityClassName"):
-        pod_spec["priorityClassName"] = _get(values, "priorityClassName")
-    service_spec = {"type": _get(values, "service.type", "LoadBalancer"), "selector": selector,
+    if value(values, "tolerations"):
+        pod_spec["tolerations"] = value(values, "tolerations")
+    if value(values, "priorityClassName"):
+        pod_spec["priorityClassName"] = value(values, "priorityClassName")
+    service_spec = {"type": value(values, "service.type", "LoadBalancer"), "selector": selector,
                     "ports": [{"name": "web", "port": 80, "protocol": "TCP", "targetPort": "web"},
                               {"name": "websecure", "port": 443, "protocol": "TCP", "targetPort": "websecure"}]}
-    if _get(values, "service.ipFamilyPolicy"):
-        service_spec["ipFamilyPolicy"] = _get(values, "service.ipFamilyPolicy")
+    if value(values, "service.ipFamilyPolicy"):
+        service_spec["ipFamilyPolicy"] = value(values, "service.ipFamilyPolicy")
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": release.meta(name)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -114,10 +71,10 @@ def traefik(release: Release) -> list[dict]:
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{name}-{ns}"},
          "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": release.meta(name),
-         "spec": {"replicas": int(_get(values, "deployment.replicas", 1)),
+         "spec": {"replicas": int(value(values, "deployment.replicas", 1)),
                   "selector": {"matchLabels": selector},
                   "template": {"metadata": {"labels": {**release.labels(), **selector},
-                                            "annotations": dict(_get(values, "deployment.podAnnotations", {}))},
+                                            "annotations": dict(value(values, "deployment.podAnnotations", {}))},
                                "spec": pod_spec}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": release.meta(name), "spec": service_spec},
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
@@ -126,6 +83,3 @@ def traefik(release: Release) -> list[dict]:
                                       "ingressclass.kubernetes.io/is-default-class": "true"}},
          "spec": {"controller": "traefik.io/ingress-controller"}},
     ]
-
-
-CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik, "traefik-crd": traefik_crd}

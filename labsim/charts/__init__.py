@@ -1,0 +1,14 @@
+"""What a Helm chart creates when k3s' Helm controller installs it, modelled per chart: a
+function from the release (name, namespace, chart version) and its merged values to the
+objects the chart would render, one module per chart. ``CHART_MODELS`` is keyed by chart name;
+a chart without a model installs as a release with no objects. What runs inside the pods
+(controllers such as MetalLB's or cert-manager's) lives in ``labsim.apps``."""
+
+from __future__ import annotations
+
+from labsim.charts import traefik
+from labsim.charts.release import ChartModel, Release
+
+CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd}
+
+__all__ = ["CHART_MODELS", "ChartModel", "Release"]

@@ -1,0 +1,45 @@
+"""A Helm release as a chart model sees it: name, namespace, chart, version and merged values,
+with the labels and annotations Helm puts on every object it renders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    chart: str
+    version: str
+    values: dict
+
+    def labels(self, component: str | None = None) -> dict:
+        labels = {"app.kubernetes.io/instance": f"{self.name}-{self.namespace}",
+                  "app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/name": self.chart,
+                  "helm.sh/chart": f"{self.chart}-{self.version.replace('+', '_')}"}
+        if component:
+            labels["app.kubernetes.io/component"] = component
+        return labels
+
+    def meta(self, name: str, namespaced: bool = True) -> dict:
+        meta = {"name": name, "labels": self.labels(),
+                "annotations": {"meta.helm.sh/release-name": self.name,
+                                "meta.helm.sh/release-namespace": self.namespace}}
+        if namespaced:
+            meta["namespace"] = self.namespace
+        return meta
+
+
+ChartModel = Callable[[Release], list[dict]]
+
+
+def value(values: dict, path: str, default=None):
+    """``values['a']['b']`` for path ``a.b``, or ``default`` where a key is missing."""
+    node = values
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
