@@ -113,6 +113,7 @@ class MetalLBController(Controller):
         self.services = self.res("v1", "Service")
         self.events = EventRecorder(self.store, self.clock, "metallb-controller")
         self.speaker_events = EventRecorder(self.store, self.clock, "metallb-speaker")
+        self._announced: dict[str, tuple[str, str]] = {}  # Service uid -> (address, node) announced
 
     async def run(self) -> None:
         """MetalLB's kinds exist once its chart has installed their CRDs: wait for them."""
@@ -226,7 +227,10 @@ class MetalLBController(Controller):
         node = speakers[0]["spec"].get("nodeName", "")
         for svc in services:
             pool = (svc["metadata"].get("annotations") or {}).get(FROM_POOL)
-            if pool and (every or pool in named):
+            address = ",".join(map(str, _assigned(svc, pools)))
+            if pool and address and (every or pool in named) \
+                    and self._announced.get(svc["metadata"]["uid"]) != (address, node):
+                self._announced[svc["metadata"]["uid"]] = (address, node)
                 self.speaker_events.record(svc, "nodeAssigned", f'announcing from node "{node}" with protocol "layer2"')
 
 
