@@ -16,6 +16,7 @@ import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -156,8 +157,25 @@ def test_the_chart_gives_the_default_class_and_the_provisioner_pod(lab: K3sLab, 
     pods = nfs.list_namespaced_pod("infra", label_selector="app=nfs-subdir-external-provisioner,"
                                                            "release=nfs-subdir-external-provisioner").items
     assert [p.status.phase for p in pods] == ["Running"]
-    # k3s' local-path stays, no longer the default: a claim without a class gets nfs-client.
     assert client.StorageV1Api(nfs.api_client).read_storage_class("local-path").provisioner == "rancher.io/local-path"
+
+
+def test_kubectl_shows_the_default_class_and_the_provisioner_pod(lab: K3sLab, nfs: client.CoreV1Api,
+                                                                  tmp_path: Path) -> None:
+    kubeconfig = lab.kubeconfig(tmp_path)
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    classes = {line.split()[0]: line for line in kubectl("get", "sc").splitlines()[1:]}
+    assert classes["nfs-client"].split()[:3] == ["nfs-client", "(default)", "cluster.local/nfs-subdir-external-provisioner"]
+    # k3s' local-path keeps its own default annotation (k3s re-applies its manifest): two defaults, as on a real
+    # k3s, until k3s runs with `--disable local-storage`; a claim without a class gets the newest, nfs-client.
+    assert classes["local-path"].split()[:2] == ["local-path", "(default)"]
+    pods = [line.split()[:2] for line in kubectl("get", "pods", "-A").splitlines()[1:]]
+    assert any(ns == "infra" and name.startswith("nfs-subdir-external-provisioner-") for ns, name in pods)
 
 
 def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, nfs: client.CoreV1Api) -> None:
@@ -195,6 +213,23 @@ def test_releasing_the_claim_archives_its_folder(lab: K3sLab, nfs: client.CoreV1
     wait_until(pv_gone, 30)
     listing = nas_ssh(lab, "ls /volume1/k8s-data").stdout.split()
     assert f"archived-default-shared-{pv_name}" in listing and f"default-shared-{pv_name}" not in listing
+
+
+def test_a_class_with_archive_on_delete_false_deletes_the_folder(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    storage = client.StorageV1Api(nfs.api_client)
+    storage.create_storage_class({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                  "metadata": {"name": "nfs-scratch"},
+                                  "provisioner": "cluster.local/nfs-subdir-external-provisioner",
+                                  "reclaimPolicy": "Delete", "parameters": {"archiveOnDelete": "false"}})
+    nfs.create_namespaced_persistent_volume_claim("default", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "scratch"},
+        "spec": {"storageClassName": "nfs-scratch", "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "100Mi"}}}})
+    pv_name = wait_until(lambda: bound(nfs, "scratch"), 30).spec.volume_name
+    assert f"default-scratch-{pv_name}" in nas_ssh(lab, "ls /volume1/k8s-data").stdout.split()
+    nfs.delete_namespaced_persistent_volume_claim("scratch", "default")
+    wait_until(lambda: f"default-scratch-{pv_name}" not in nas_ssh(lab, "ls /volume1/k8s-data").stdout, 30)
+    assert f"archived-default-scratch-{pv_name}" not in nas_ssh(lab, "ls /volume1/k8s-data").stdout
 
 
 def test_a_nas_that_does_not_answer_fails_provisioning_with_the_provisioners_event(
