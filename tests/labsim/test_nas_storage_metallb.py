@@ -114,6 +114,15 @@ def test_the_nas_answers_ssh_with_its_export_and_serves_it_over_nfs(lab: K3sLab)
     assert len(keys) == 1
 
 
+def test_a_node_with_nfs_common_lists_the_nas_exports(lab: K3sLab) -> None:
+    nas = lab.handle.status()["nas"]
+    before = lab.ssh(1, f"showmount -e {nas['ip']}")
+    assert before.exit_status == 127 and "showmount: command not found" in before.stderr
+    lab.ok(1, "sudo apt-get install -y nfs-common")
+    assert lab.ok(1, "which showmount").strip() == "/usr/sbin/showmount"
+    assert lab.ok(1, f"showmount -e {nas['ip']}") == f"Export list for {nas['ip']}:\n/volume1/k8s-data *\n"
+
+
 # -- the NFS provisioner --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -239,6 +248,9 @@ def test_a_nas_that_does_not_answer_fails_provisioning_with_the_provisioners_eve
     try:
         with pytest.raises((OSError, asyncssh.Error)):
             nas_ssh(lab, "true")
+        down = lab.ssh(1, f"showmount -e {lab.handle.status()['nas']['ip']}")
+        assert (down.exit_status, down.stderr) == (1, "clnt_create: RPC: Timed out\n")
+        assert lab.handle.status()["nas"]["nfs"] is None  # nfs-ganesha is down with it
         claim(nfs, "while-down")
 
         def failed() -> list[str]:
