@@ -204,6 +204,8 @@ def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, 
     assert nfs.read_namespaced_pod_log("reader", "default").strip() == "written-on-worker"
     seen = nas_ssh(lab, f"ls /volume1/k8s-data && cat /volume1/k8s-data/{folder}/note.txt")
     assert folder in seen.stdout.split() and "written-on-worker" in seen.stdout
+    usage = nas_ssh(lab, f"du -sb /volume1/k8s-data/{folder}").stdout  # the export's usage, from the NAS
+    assert usage.endswith(f"\t/volume1/k8s-data/{folder}\n") and int(usage.split()[0]) >= len("written-on-worker\n")
     assert "note.txt" in nfs_ls(lab, f"/{folder}")
 
 
