@@ -350,7 +350,6 @@ class _Hello(socketserver.BaseRequestHandler):
 
 def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
     core = client.CoreV1Api(metallb.api_client)
-    pod_ip = "127.0.0.1"  # replaced below by the pod's IP
     core.create_namespaced_pod("default", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-a", "labels": {"app": "web-a"}},
         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]}]}})
@@ -367,6 +366,17 @@ def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metall
                     return sock.recv(100)
             except OSError:
                 return b""
+        assert wait_until(answer, 30) == b"hello from the pod\n"
+        statuses = metallb.list_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "servicel2statuses")
+        announced = [i["status"] for i in statuses["items"] if i["status"]["serviceName"] == "web-a"]
+        assert len(announced) == 1 and announced[0]["node"] in (lab.name(0), lab.name(1))
+        # Without an L2Advertisement nobody answers ARP for the address: allocated, but unreachable.
+        metallb.delete_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", "l2")
+        wait_until(lambda: answer() == b"", 30)
+        assert lb_ip(core, "web-a") == address
+        metallb.create_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", {
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2"},
+            "spec": {"ipAddressPools": ["small"]}})
         assert wait_until(answer, 30) == b"hello from the pod\n"
     finally:
         server.shutdown()
