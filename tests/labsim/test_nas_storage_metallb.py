@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import requests
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -112,6 +113,35 @@ def test_the_nas_answers_ssh_with_its_export_and_serves_it_over_nfs(lab: K3sLab)
     # The host key is the NAS's own and stays the same: clients pin it like the nodes'.
     keys = {asyncio.run(asyncssh.get_server_host_key(nas["ip"], nas["ssh_port"])).export_public_key() for _ in range(2)}
     assert len(keys) == 1
+
+
+def test_the_admin_endpoint_takes_the_nas_down_and_back(lab: K3sLab) -> None:
+    """A detached lab's NAS fault, through labsim's admin endpoint; OpenSSH and nfs-ls see it."""
+    status, nas = lab.handle.status(), lab.handle.status()["nas"]
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+
+    def ssh() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", "-i", status["ssh"]["private_key"], "-p", str(nas["ssh_port"]), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+             f"{nas['user']}@{nas['ip']}", "ls /volume1"], capture_output=True, text=True, timeout=30)
+    answer = requests.post(base, json={"fault": "nas_down"}, headers=token, verify=ca, timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["nas_down"] is True
+    refused = ssh()
+    assert refused.returncode == 255 and "Connection refused" in refused.stderr
+    with pytest.raises(AssertionError):
+        nfs_ls(lab)  # nfs-ganesha is down too
+    assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    assert wait_until(lambda: ssh().stdout, 30) == "k8s-data\n"
+    assert "hello.txt" in wait_until(lambda: _listing_or_empty(lab), 30)
+
+
+def _listing_or_empty(lab: K3sLab) -> str:
+    try:
+        return nfs_ls(lab)
+    except AssertionError:
+        return ""
 
 
 def test_a_node_with_nfs_common_lists_the_nas_exports(lab: K3sLab) -> None:
