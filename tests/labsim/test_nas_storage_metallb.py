@@ -88,8 +88,9 @@ def rolled_out(api: client.ApiClient, namespace: str, name: str, kind: str = "De
     try:
         if kind == "Deployment":
             status = apps.read_namespaced_deployment(name, namespace).status
-            return bool(status.available_replicas)
-        return bool(apps.read_namespaced_daemon_set(name, namespace).status.number_ready)
+            return bool(status and status.available_replicas)
+        status = apps.read_namespaced_daemon_set(name, namespace).status
+        return bool(status and status.number_ready)
     except ApiException:
         return False
 
@@ -327,9 +328,14 @@ def lb_ip(core: client.CoreV1Api, name: str) -> str | None:
 
 def test_the_chart_runs_controller_and_speakers_with_the_real_names(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
     core = client.CoreV1Api(metallb.api_client)
-    pods = core.list_namespaced_pod("metallb-system", label_selector="app.kubernetes.io/name=metallb").items
+
+    def running() -> list:
+        found = core.list_namespaced_pod("metallb-system", label_selector="app.kubernetes.io/name=metallb").items
+        return [p for p in found if p.status.phase == "Running"]
+    wait_until(lambda: len(running()) == 3, 30)
+    pods = running()
     components = sorted(p.metadata.labels["app.kubernetes.io/component"] for p in pods)
-    assert components == ["controller", "speaker", "speaker"]
+    assert components == ["controller", "speaker", "speaker"]  # one speaker per node
     assert all(p.metadata.name.startswith(("metallb-controller-", "metallb-speaker-")) for p in pods)
 
 
@@ -411,3 +417,21 @@ def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metall
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pools_are_refused_while_no_controller_serves_the_webhook(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    """As on a real cluster right after the chart is applied: failurePolicy Fail, nobody to call."""
+    apps, core = client.AppsV1Api(metallb.api_client), client.CoreV1Api(metallb.api_client)
+    apps.patch_namespaced_deployment_scale("metallb-controller", "metallb-system", {"spec": {"replicas": 0}})
+    wait_until(lambda: not core.list_namespaced_pod(
+        "metallb-system", label_selector="app.kubernetes.io/component=controller").items, 30)
+    try:
+        with pytest.raises(ApiException) as refused:
+            pool(metallb, "late", ["10.9.9.0/30"])
+        assert refused.value.status == 500
+        assert ('failed calling webhook \\"ipaddresspoolvalidationwebhook.metallb.io\\": failed to call webhook: Post '
+                '\\"https://metallb-webhook-service.metallb-system.svc:443/validate-metallb-io-v1beta1-ipaddresspool'
+                '?timeout=10s\\": no endpoints available for service \\"metallb-webhook-service\\"') in refused.value.body
+    finally:
+        apps.patch_namespaced_deployment_scale("metallb-controller", "metallb-system", {"spec": {"replicas": 1}})
+    wait_until(lambda: rolled_out(metallb.api_client, "metallb-system", "metallb-controller"), 60)
