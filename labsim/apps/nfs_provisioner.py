@@ -55,8 +55,8 @@ class NfsProvisioner(Controller):
             self._volume(key)
 
     def _instances(self) -> dict[str, dict[str, str]]:
-        """PROVISIONER_NAME -> the environment of a Ready provisioner pod (one without its three
-        variables exits at start, as the real one: "NFS_SERVER not set")."""
+        """PROVISIONER_NAME -> the environment of a Ready provisioner pod. One without its three
+        variables provisions nothing (the real one exits at start: "NFS_SERVER not set")."""
         return {e["PROVISIONER_NAME"]: e for e in map(env, ready_pods(self.store, POD_LABELS))
                 if all(e.get(k) for k in ("PROVISIONER_NAME", "NFS_SERVER", "NFS_PATH"))}
 
