@@ -7,8 +7,9 @@ POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qm
 "local-lvm"}``, ``{"fault": "drop_requests", "count": 2}``, ``{"fault": "request_delay", "seconds": 1.5}``,
 and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 120, "command": "k3s"}``,
 ``{"fault": "ssh_fail", "vmid": 120, "command": "apt-get", "stderr": "...", "exit_status": 100}``,
-``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``.
-DELETE clears them all (PVE's and the nodes').
+``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``,
+and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``.
+DELETE clears them all (PVE's, the nodes' and the NAS's).
 """
 
 from __future__ import annotations
@@ -85,20 +86,29 @@ def add_routes(app: web.Application, server: Any) -> None:
     async def status(request: web.Request) -> Any:
         return server.status()
 
+    def nas() -> Any:
+        return getattr(pve.node_host().lab, "nas", None)
+
     async def faults(request: web.Request) -> Any:
-        return {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
+        found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
+        return {**found, "nas_down": nas() is not None and not nas().reachable}
 
     async def add_fault(request: web.Request) -> Any:
         try:
             body = await request.json()
         except json.JSONDecodeError:
             raise PVEError(400, "expected a JSON object") from None
-        inject(pve, body)
+        if isinstance(body, dict) and body.get("fault") in ("nas_down", "nas_up") and nas() is not None:
+            await nas().set_reachable(body["fault"] == "nas_up")
+        else:
+            inject(pve, body)
         return await faults(request)
 
     async def clear_faults(request: web.Request) -> Any:
         pve.clear_faults()
         pve.node_host().faults.clear()
+        if nas() is not None:
+            await nas().set_reachable(True)
         return None
 
     async def clock(request: web.Request) -> Any:
