@@ -105,6 +105,11 @@ class Preflight:
         ordered = sorted(self.nodes, key=lambda s: s.role != "server")
         return [s.name for s in ordered if s.name in self.selected and s.action == "upgrade"]
 
+    def summary(self) -> str:
+        if not self.todo:
+            return f"every node already runs k3s {self.target}: nothing to upgrade"
+        return f"{len(self.todo)} node(s) to upgrade to k3s {self.target}, in this order: {' → '.join(self.todo)}"
+
     def table(self) -> pd.DataFrame:
         rows = [{"node": s.name, "role": s.role, "installed": s.installed or "-", "kubelet": s.kubelet or "-",
                  "target": s.target, "ready": s.ready, "cordoned": s.cordoned,
@@ -308,6 +313,25 @@ def matches(selector: dict, labels: dict[str, str]) -> bool:
     return True
 
 
+# -- the availability probe -------------------------------------------------------------------------
+
+
+def probe_for(lab: Lab, pre: Preflight, target: str = "", *, dry_run: bool = False) -> availability.Probe | None:
+    """The probe to run during the upgrade: of ``target`` (a URL), or, when it is empty, of a probe
+    workload made for the purpose (``availability.probe_workload``). None when nothing will be
+    upgraded (or in a dry run): then nothing is made."""
+    if dry_run or not pre.ok or not pre.todo:
+        return None
+    url = target or availability.probe_workload(kube.connect(lab.kubeconfig), lab)
+    return availability.Probe(url, interval=probe_interval(lab))
+
+
+def remove_probe(lab: Lab, target: str, outcome: Outcome) -> None:
+    """Remove the probe workload if this run made it (``target`` empty and an upgrade ran)."""
+    if not target and outcome.runs:
+        availability.remove_probe_workload(kube.connect(lab.kubeconfig))
+
+
 # -- upgrade ------------------------------------------------------------------------------------------
 
 
@@ -350,6 +374,13 @@ class Outcome:
 
     def availability(self) -> pd.DataFrame:
         return availability.summary(self.probe, self.phases())
+
+    def headline(self) -> dict[str, float | int | None]:
+        """The whole run's figures as plain numbers (for the run summary)."""
+        whole = self.availability().iloc[0]
+        pct = whole["availability_pct"]
+        return {"probe_requests": int(whole["requests"]), "availability_pct": None if pd.isna(pct) else float(pct),
+                "longest_outage_s": float(whole["longest_outage_s"])}
 
     def per_node(self) -> pd.DataFrame:
         """Seconds per phase per node (the timing table)."""

@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: homelab-notebooks
+#     language: python
+#     name: homelab-notebooks
+# ---
+
+# %% [markdown]
+# # 08 · Upgrade k3s
+#
+# Brings every node to the lab file's `k3s.version`, the original lab's runbook done by labkit: an etcd
+# snapshot first, then the server, then each agent, one at a time: cordon, drain, upgrade through k3s'
+# own installer, wait until the node is Ready at the new version, uncordon. While it runs, a probe asks a
+# service of the lab every 200 ms (lab time) and the notebook reports what its users saw.
+#
+# **To upgrade**, raise the pin in the lab file (`k3s.version`) and run this notebook
+# (`labkit run --only 08`). With the pin unchanged it finds every node at the pin and changes nothing.
+#
+# **Prerequisites.** 02-bootstrap-k3s has run: k3s on every node, the kubeconfig fetched.
+#
+# **What it changes.** Takes an etcd snapshot (`pre-upgrade-<version>`) on the master; cordons, drains
+# and re-runs the installer on each node below the pin; creates a small probe workload (namespace
+# `availability-probe`) for the duration when `availability_probe` is empty, and removes it after.
+# config.yaml is not touched: every setting 02 wrote stays. With `dry_run=True` it runs the read-only
+# preflight and shows the plan.
+#
+# **The traps it refuses** (before anything changes): a downgrade, a skipped minor version (unless
+# `allow_minor_skip`), an agent left ahead of a server, a node not Ready, installer flags a re-run would
+# drop. A PodDisruptionBudget that allows no disruption is named here and stops the drain after
+# `drain_timeout_s`; a node that does not come back within `ready_timeout_s` stops the run, cordoned,
+# rolled back to its previous version with `rollback_on_failure`; re-running 08 resumes.
+
+# %% tags=["parameters"]
+lab_file = "../parameters/sim.yaml"  # the lab (labkit run passes the lab file it runs)
+dry_run = False                      # True: preflight and plan only
+nodes = []                           # names of the nodes to upgrade; empty: every node (servers first)
+max_unavailable = 1                  # agents upgraded at a time
+drain_timeout_s = 300                # per node: evictions refused by a budget for this long stop the run
+ready_timeout_s = 300                # per node: to be Ready at the new version after the installer
+availability_probe = ""              # URL to probe during the upgrade; "": a probe workload of 08's own
+snapshot_first = True                # etcd snapshot before the first change
+allow_minor_skip = False             # True: allow e.g. 1.33 -> 1.35 in one step (k3s advises against it)
+rollback_on_failure = True           # a node that does not come back gets its previous version again
+
+# %%
+from labkit import k3s, kube, params, plots, ssh, upgrade
+from labkit.report import Report, record
+
+report = Report("08-upgrade-k3s", dry_run=dry_run)
+lab = params.load_lab(lab_file)
+session = ssh.connect(lab)
+print(f"lab '{lab.name}': pin k3s {lab.k3s.version}, nodes {', '.join(n.name for n in lab.nodes)}")
+
+# %% [markdown]
+# ## Preflight
+#
+# Every node over SSH and through the API: the k3s binary's version, the kubelet's, Ready, cordoned,
+# the settings config.yaml holds (they survive the installer's re-run), the flags on the k3s unit (they
+# would not). The target must be newer than each node, one minor version at a time, and no agent may
+# end up ahead of a server. Only when all of that passes is the etcd snapshot taken and listed: a failed
+# preflight changes nothing.
+
+# %%
+pre = upgrade.preflight(session, lab, nodes=nodes or None, allow_minor_skip=allow_minor_skip,
+                        snapshot_first=snapshot_first, dry_run=dry_run)
+report.require("preflight passes", pre.ok, "; ".join(pre.problems) or pre.summary())
+print(pre.summary())
+pre.table()
+
+# %% [markdown]
+# The etcd snapshot taken before the first change (the way back, with 07-backup-restore's restore
+# drill), and the snapshots the server keeps:
+
+# %%
+print(f"pre-upgrade snapshot: {pre.snapshot or 'none taken (nothing to upgrade, a dry run, or snapshot_first off)'}")
+pre.snapshots
+
+# %% [markdown]
+# ## What a drain will meet
+#
+# PodDisruptionBudgets with the disruptions they allow now: one that `blocks` (none allowed while it
+# covers a pod on a node to drain) holds the drain until `drain_timeout_s`. Workloads of one replica with
+# no budget are down while their node drains (their pod is recreated on another node).
+
+# %%
+pre.budgets
+
+# %%
+pre.single_replicas
+
+# %% [markdown]
+# ## Plan
+
+# %%
+report.plan(pre.plan())
+
+# %% [markdown]
+# ## Upgrade
+#
+# The availability probe starts first (its target made now if `availability_probe` is empty: nginx, two
+# replicas, a budget of minAvailable 1, a NodePort Service on the master's address). Then each node in
+# turn; evicted pods are listed as they go. A stop leaves the failing node named in the checks below,
+# with the command to resume.
+
+# %%
+probe = upgrade.probe_for(lab, pre, availability_probe, dry_run=dry_run)
+outcome = upgrade.upgrade(session, lab, pre, max_unavailable=max_unavailable, drain_timeout_s=drain_timeout_s,
+                          ready_timeout_s=ready_timeout_s, rollback_on_failure=rollback_on_failure, probe=probe,
+                          dry_run=dry_run, step=report.step, applied=report.applied)
+upgrade.remove_probe(lab, availability_probe, outcome)
+outcome.versions()
+
+# %% [markdown]
+# ## What users saw
+#
+# From the probe's records: availability (answers 2xx/3xx over requests), the longest outage (first
+# failure to the next success) and latency percentiles of the answers, for the whole run and for each
+# node's phases. Then seconds per phase per node, and the pods each drain evicted.
+
+# %%
+outcome.availability()
+
+# %%
+outcome.per_node()
+
+# %%
+outcome.evicted()
+
+# %%
+plots.upgrade_timeline(outcome.phases(), outcome.probe, title="Node phases above the availability probe")
+
+# %% [markdown]
+# ## Verify
+#
+# Read back from the nodes and the API: the binary and the kubelet at the pin everywhere, every node
+# Ready and schedulable, servers before agents, the snapshot listed.
+
+# %%
+report.verify(upgrade.verify(session, lab, pre, outcome))
+
+# %%
+cluster_nodes = kube.node_table(kube.connect(lab.kubeconfig))
+report.inventory("nodes", cluster_nodes, columns=["roles", "ready", "version", "internal_ip"])
+cluster_nodes
+
+# %%
+record(report, k3s_version=lab.k3s.version, upgraded=outcome.upgraded, snapshot=pre.snapshot,
+       installed=k3s.versions(session, lab), dry_run=dry_run, **outcome.headline())
