@@ -133,15 +133,16 @@ def preflight(ssh: Session, lab: Lab, *, nodes: list[str] | None = None, allow_m
     """Read the lab and refuse the traps; nothing changes but the etcd snapshot, taken last, only
     when every check passed and there is something to upgrade (never in a dry run)."""
     selected = [lab.node(n).name for n in nodes] if nodes else [n.name for n in lab.nodes]
-    api = kube.connect(lab.kubeconfig)
-    states = node_states(ssh, lab, api)
-    problems = (skew_problems(lab, states, selected, allow_minor_skip) + health_problems(states)
-                + kept_setting_problems(states, selected))
+    api, table, unreadable = _cluster(lab)
+    states = node_states(ssh, lab, table)
+    problems = unreadable + (skew_problems(lab, states, selected, allow_minor_skip) + health_problems(states)
+                             + kept_setting_problems(states, selected))
     todo_nodes = [s.name for s in states if s.name in selected and s.action == "upgrade"]
     if snapshot_first and todo_nodes and not lab.k3s.cluster_init:
         problems.append(f"{lab.master.name}: snapshot_first needs embedded etcd (k3s.cluster_init: true); back up "
                         "/var/lib/rancher/k3s/server/db by hand and set snapshot_first=False")
-    pre = Preflight(lab.k3s.version, states, selected, problems, budgets(api, todo_nodes), single_replicas(api))
+    pre = Preflight(lab.k3s.version, states, selected, problems,
+                    budgets(api, todo_nodes) if api else _EMPTY_BUDGETS, single_replicas(api) if api else _EMPTY_SINGLES)
     if pre.ok and pre.todo and snapshot_first and not dry_run:
         try:
             pre.snapshot, pre.snapshots = take_snapshot(ssh, lab)
@@ -150,11 +151,33 @@ def preflight(ssh: Session, lab: Lab, *, nodes: list[str] | None = None, allow_m
     return pre
 
 
-def node_states(ssh: Session, lab: Lab, api: client.ApiClient) -> list[NodeState]:
+def installed_versions(ssh: Session, lab: Lab) -> dict[str, str | None]:
+    """`k3s --version` per node; None where k3s is not installed or the node does not answer."""
+    probes = ssh.collect([n.name for n in lab.nodes], {"k3s": "k3s --version"})
+    return {name: None if p.error else k3s.parse_version(p.stdout("k3s")) for name, p in probes.items()}
+
+
+def cluster_nodes(lab: Lab) -> pd.DataFrame:
+    """``kube.node_table`` of the lab, empty when its API cannot be read (no cluster yet: a dry run)."""
+    return _cluster(lab)[1]
+
+
+def _cluster(lab: Lab) -> tuple[client.ApiClient | None, pd.DataFrame, list[str]]:
+    """The API client, the nodes table, and why the API could not be read (as a problem)."""
+    try:
+        api = kube.connect(lab.kubeconfig)
+        return api, kube.node_table(api), []
+    except KubeError as exc:
+        return None, pd.DataFrame(columns=kube.NODE_COLUMNS), [f"{lab.master.name}: the cluster's API cannot be "
+                                                                 f"read ({exc})"]
+
+
+def node_states(ssh: Session, lab: Lab, nodes: pd.DataFrame) -> list[NodeState]:
+    """Each node as SSH and the API (``nodes``: ``kube.node_table``) show it."""
     facts = {f.name: f for f in k3s.gather_facts(ssh, lab)}
     reachable = [n.name for n in lab.nodes if facts[n.name].reachable == "yes"]
     units = ssh.run_many({n: _unit_command(lab.node(n)) for n in reachable}, sudo=True, check=False)
-    table = kube.node_table(api).set_index("name")
+    table = nodes.set_index("name")
     states = []
     for node in lab.nodes:
         f = facts[node.name]
@@ -266,6 +289,11 @@ def snapshot_table(text: str) -> pd.DataFrame:
     return pd.DataFrame([r[:4] for r in rows if len(r) >= 4], columns=["name", "location", "size", "created"])
 
 
+_EMPTY_BUDGETS = pd.DataFrame(columns=["namespace", "name", "min_available", "max_unavailable", "allowed_disruptions",
+                                       "pods_on_nodes_to_drain", "blocks"])
+_EMPTY_SINGLES = pd.DataFrame(columns=["namespace", "kind", "name"])
+
+
 def budgets(api: client.ApiClient, nodes: list[str]) -> pd.DataFrame:
     """Every PodDisruptionBudget with its allowed disruptions and how many of its pods run on the
     nodes to drain; ``blocks``: none allowed while it covers such a pod (the drain will wait)."""
@@ -282,8 +310,7 @@ def budgets(api: client.ApiClient, nodes: list[str]) -> pd.DataFrame:
                      "min_available": pdb.spec.min_available, "max_unavailable": pdb.spec.max_unavailable,
                      "allowed_disruptions": allowed, "pods_on_nodes_to_drain": len(covered),
                      "blocks": allowed == 0 and bool(covered)})
-    return pd.DataFrame(rows, columns=["namespace", "name", "min_available", "max_unavailable",
-                                       "allowed_disruptions", "pods_on_nodes_to_drain", "blocks"])
+    return pd.DataFrame(rows, columns=_EMPTY_BUDGETS.columns)
 
 
 def single_replicas(api: client.ApiClient) -> pd.DataFrame:
@@ -298,7 +325,7 @@ def single_replicas(api: client.ApiClient) -> pd.DataFrame:
             for kind, w in workloads if (w.spec.replicas or 0) == 1 and not any(
                 p.metadata.namespace == w.metadata.namespace and p.spec.selector
                 and matches(p.spec.selector.to_dict(), w.spec.template.metadata.labels or {}) for p in pdbs)]
-    return pd.DataFrame(rows, columns=["namespace", "kind", "name"])
+    return pd.DataFrame(rows, columns=_EMPTY_SINGLES.columns)
 
 
 def matches(selector: dict, labels: dict[str, str]) -> bool:
@@ -401,12 +428,14 @@ def upgrade(ssh: Session, lab: Lab, pre: Preflight, *, max_unavailable: int = 1,
             applied: Callable[[list[Change]], None] = lambda changes: None) -> Outcome:
     """Upgrade the preflight's nodes in order; returns what happened (``failure`` says where a run
     stopped and how to resume). ``probe`` runs for the whole of it. Nothing in a dry run."""
-    if not pre.ok:
-        raise UpgradeError("the preflight failed; nothing was upgraded:\n" + "\n".join(pre.problems))
     if max_unavailable < 1:
         raise UpgradeError(f"max_unavailable: {max_unavailable} must be 1 or more (agents upgraded at a time)")
     outcome = Outcome(pre.target)
-    if dry_run or not pre.todo:
+    if dry_run:
+        return outcome
+    if not pre.ok:
+        raise UpgradeError("the preflight failed; nothing was upgraded:\n" + "\n".join(pre.problems))
+    if not pre.todo:
         return outcome
     states = {s.name: s for s in pre.nodes}
     servers = [n for n in pre.todo if states[n].role == "server"]
@@ -549,18 +578,18 @@ class _Upgrader:
 def verify(ssh: Session, lab: Lab, pre: Preflight, outcome: Outcome) -> list[Check]:
     """Read the lab back: every node at the pin (binary and kubelet), Ready and schedulable, the
     snapshot listed, servers upgraded before agents, the run finished."""
-    api = kube.connect(lab.kubeconfig)
-    installed = k3s.versions(ssh, lab)
-    nodes = kube.node_table(api)
+    installed = installed_versions(ssh, lab)
+    nodes = cluster_nodes(lab)
     off = {n: v for n, v in installed.items() if v != lab.k3s.version}
     kubelets = sorted(set(nodes["version"]))
-    cordoned = sorted(nodes.loc[nodes["unschedulable"], "name"])
+    cordoned = sorted(nodes.loc[nodes["unschedulable"].astype(bool), "name"])
     roles = [r.role for r in outcome.runs]
     checks = [
         Check(f"every node runs k3s {lab.k3s.version}", not off,
               ", ".join(f"{n}: {v}" for n, v in off.items()) or f"{len(installed)} nodes"),
         Check(f"kubelet versions = pin {lab.k3s.version}", kubelets == [lab.k3s.version], ", ".join(kubelets)),
-        Check("every node Ready", bool(nodes["ready"].all()), f"{int(nodes['ready'].sum())}/{len(nodes)} Ready"),
+        Check("every node Ready", len(nodes) == len(lab.nodes) and bool(nodes["ready"].all()),
+              f"{int(nodes['ready'].sum())}/{len(lab.nodes)} Ready"),
         Check("no node left cordoned", not cordoned, ", ".join(cordoned) or "all schedulable"),
         Check("servers upgraded before agents", roles == sorted(roles, key=lambda r: r != "server"),
               " → ".join(r.name for r in outcome.runs) or "nothing to upgrade"),

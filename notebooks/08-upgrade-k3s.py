@@ -49,7 +49,7 @@ allow_minor_skip = False             # True: allow e.g. 1.33 -> 1.35 in one step
 rollback_on_failure = True           # a node that does not come back gets its previous version again
 
 # %%
-from labkit import k3s, kube, params, plots, ssh, upgrade
+from labkit import params, plots, ssh, upgrade
 from labkit.report import Report, record
 
 report = Report("08-upgrade-k3s", dry_run=dry_run)
@@ -145,10 +145,10 @@ plots.upgrade_timeline(outcome.phases(), outcome.probe, title="Node phases above
 report.verify(upgrade.verify(session, lab, pre, outcome))
 
 # %%
-cluster_nodes = kube.node_table(kube.connect(lab.kubeconfig))
+cluster_nodes = upgrade.cluster_nodes(lab)
 report.inventory("nodes", cluster_nodes, columns=["roles", "ready", "version", "internal_ip"])
 cluster_nodes
 
 # %%
 record(report, k3s_version=lab.k3s.version, upgraded=outcome.upgraded, snapshot=pre.snapshot,
-       installed=k3s.versions(session, lab), dry_run=dry_run, **outcome.headline())
+       installed=upgrade.installed_versions(session, lab), dry_run=dry_run, **outcome.headline())

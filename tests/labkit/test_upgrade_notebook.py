@@ -45,6 +45,9 @@ def test_08_upgrades_a_lab_pinned_one_minor_lower_and_a_rerun_changes_nothing(tm
     lab_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     outputs = tmp_path / "outputs"
     try:
+        planned, summary = run(lab_file, outputs, "01", "02", "08", "--dry-run")  # a fresh lab: no cluster to read
+        assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
+        assert [(n["status"], n["changes"]) for n in summary["notebooks"]] == [("passed", 0)] * 3
         built, _ = run(lab_file, outputs, "01", "02")
         assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
         doc["k3s"]["version"] = TARGET
