@@ -539,37 +539,45 @@ class _Upgrader:
         k3s.wait_active(self.ssh, node, timeout=self.ready_timeout_s, installer=installed)
 
     def wait_ready(self, name: str, version: str) -> None:
-        """The Node Ready with kubelet ``version``; the API server may be restarting meanwhile (a
-        server's own upgrade), so refused connections are retried until the timeout."""
-        core = client.CoreV1Api(self.api)
-        deadline = time.monotonic() + self.ready_timeout_s
-
-        def there(listing) -> bool | None:
-            node = next(iter(listing.items), None)
-            ready = node is not None and any(c.type == "Ready" and c.status == "True"
-                                             for c in node.status.conditions or [])
-            return True if ready and node.status.node_info.kubelet_version == version else None
-
-        while True:
-            try:
-                kube.until(core.list_node, there, what=f"{name} Ready at {version}",
-                           timeout=max(deadline - time.monotonic(), 0.1), field_selector=f"metadata.name={name}")
-                return
-            except (KubeError, ApiException, HTTPError, OSError) as exc:
-                if time.monotonic() >= deadline:
-                    raise KubeError(f"{name} not Ready at k3s {version} within {self.ready_timeout_s:.0f} s "
-                                    f"({exc})") from None
-                time.sleep(max(pace(self.lab), 0.05))  # the API server is restarting: ask again shortly
+        wait_node(self.api, name, lambda node: node.status.node_info.kubelet_version == version,
+                  what=f"{name} Ready at k3s {version}", timeout=self.ready_timeout_s, pause=pace(self.lab))
 
     def wait_pods(self, name: str) -> None:
-        """Every pod left on the node (DaemonSet pods, restarted with the new kubelet) running again."""
-        core = client.CoreV1Api(self.api)
+        wait_pods(self.api, name, self.ready_timeout_s)
 
-        def running(listing) -> bool | None:
-            return True if all(p.status.phase in ("Running", "Succeeded") for p in listing.items) else None
 
-        kube.until(core.list_pod_for_all_namespaces, running, what=f"pods on {name} running",
-                   timeout=self.ready_timeout_s, field_selector=f"spec.nodeName={name}")
+def wait_node(api: client.ApiClient, name: str, done: Callable[[client.V1Node], bool], *, what: str,
+              timeout: float, pause: float = 1.0) -> None:
+    """The Node Ready and ``done(node)``; the API server may be restarting meanwhile (a server's
+    own upgrade or reboot), so refused connections are retried (every ``pause`` s) until the timeout."""
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+
+    def there(listing) -> bool | None:
+        node = next(iter(listing.items), None)
+        ready = node is not None and any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+        return True if ready and done(node) else None
+
+    while True:
+        try:
+            kube.until(core.list_node, there, what=what, timeout=max(deadline - time.monotonic(), 0.1),
+                       field_selector=f"metadata.name={name}")
+            return
+        except (KubeError, ApiException, HTTPError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise KubeError(f"{what}: not within {timeout:.0f} s ({exc})") from None
+            time.sleep(max(pause, 0.05))
+
+
+def wait_pods(api: client.ApiClient, name: str, timeout: float) -> None:
+    """Every pod left on the node (DaemonSet pods, restarted with the kubelet) running again."""
+    core = client.CoreV1Api(api)
+
+    def running(listing) -> bool | None:
+        return True if all(p.status.phase in ("Running", "Succeeded") for p in listing.items) else None
+
+    kube.until(core.list_pod_for_all_namespaces, running, what=f"pods on {name} running", timeout=timeout,
+               field_selector=f"spec.nodeName={name}")
 
 
 # -- verify -------------------------------------------------------------------------------------------

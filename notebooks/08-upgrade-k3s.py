@@ -47,9 +47,10 @@ availability_probe = ""              # URL to probe during the upgrade; "": a pr
 snapshot_first = True                # etcd snapshot before the first change
 allow_minor_skip = False             # True: allow e.g. 1.33 -> 1.35 in one step (k3s advises against it)
 rollback_on_failure = True           # a node that does not come back gets its previous version again
+os_patch = False                     # True: apply pending OS updates, node by node (drain, upgrade, reboot if asked)
 
 # %%
-from labkit import params, plots, ssh, upgrade
+from labkit import maintenance, params, plots, ssh, upgrade
 from labkit.report import Report, record
 
 report = Report("08-upgrade-k3s", dry_run=dry_run)
@@ -122,6 +123,11 @@ outcome.versions()
 # From the probe's records: availability (answers 2xx/3xx over requests), the longest outage (first
 # failure to the next success) and latency percentiles of the answers, for the whole run and for each
 # node's phases. Then seconds per phase per node, and the pods each drain evicted.
+#
+# On the embedded lab, expect failures while the *server* upgrades: the twin runs every pod process and
+# its one kube-proxy with the server's API, so a restart of the server's k3s stops them all for a moment.
+# On a real lab, pods and kube-proxy's rules outlive a k3s restart. While the agents drain, the probe
+# workload's budget keeps one replica answering; a request in flight when its pod is evicted can fail.
 
 # %%
 outcome.availability()
@@ -134,6 +140,27 @@ outcome.evicted()
 
 # %%
 plots.upgrade_timeline(outcome.phases(), outcome.probe, title="Node phases above the availability probe")
+
+# %% [markdown]
+# ## Maintenance: OS security updates
+#
+# Ubuntu's unattended-upgrades applies security fixes daily, but some need a restart
+# (`/var/run/reboot-required`), and a node rebooting on its own takes its pods down without a drain.
+# Below: per node, whether unattended-upgrades is on, the updates pending and whether a restart is
+# asked for. With `os_patch=True`, the nodes that need it go one at a time, servers first: cordon,
+# drain, `apt-get upgrade`, reboot only if asked, wait until the Node is back Ready (a new boot id) with
+# its pods, uncordon.
+
+# %%
+patches = maintenance.patch_status(session, lab)
+report.verify([maintenance.unattended_check(patches)])
+patches
+
+# %%
+patched = maintenance.os_patch(session, lab, enabled=os_patch, drain_timeout_s=drain_timeout_s,
+                               ready_timeout_s=ready_timeout_s, dry_run=dry_run, step=report.step,
+                               applied=report.applied)
+patched
 
 # %% [markdown]
 # ## Verify
@@ -150,5 +177,5 @@ report.inventory("nodes", cluster_nodes, columns=["roles", "ready", "version", "
 cluster_nodes
 
 # %%
-record(report, k3s_version=lab.k3s.version, upgraded=outcome.upgraded, snapshot=pre.snapshot,
+record(report, k3s_version=lab.k3s.version, upgraded=outcome.upgraded, snapshot=pre.snapshot, patched=len(patched),
        installed=upgrade.installed_versions(session, lab), dry_run=dry_run, **outcome.headline())

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from labkit import availability, k3s, kube, ssh, upgrade
+from labkit import availability, k3s, kube, maintenance, ssh, upgrade
 from labkit.params import Lab, load_lab
 from tests.labkit.embedded import EmbeddedLab, provisioned_lab
 
@@ -294,3 +294,25 @@ def test_availability_figures_from_records():
     assert table.loc["whole run"].to_dict() == {"requests": 6, "failed": 3, "availability_pct": 50.0,
                                                 "longest_outage_s": 2.0, "p50_ms": 2.0, "p95_ms": 2.9}
     assert table.loc["n drain", "requests"] == 3 and table.loc["n drain", "longest_outage_s"] == 1.0
+
+
+def test_os_patch_drains_upgrades_reboots_when_asked_and_uncordons(cluster):
+    sim, session = cluster
+    lab = pinned(sim, MINOR)
+    names = [n.name for n in lab.nodes]
+    status = maintenance.patch_status(session, lab)
+    assert status["node"].tolist() == names and set(status["unattended_upgrades"]) == {"on"}
+    assert set(status["pending"]) == {4} and "systemd" in status["packages"][0] and not status["reboot_required"].any()
+    before = node_ids(lab)
+    assert maintenance.os_patch(session, lab, enabled=False).empty and node_ids(lab) == before
+
+    patched = maintenance.os_patch(session, lab, enabled=True, drain_timeout_s=60, ready_timeout_s=120)
+    assert patched["node"].tolist() == names and patched["rebooted"].all() and set(patched["upgraded"]) == {4}
+    after = node_ids(lab)
+    assert all(after[n][1] != before[n][1] for n in names)  # a new boot id: each node rebooted
+    assert all(after[n][0] == before[n][0] and after[n][2] == MINOR for n in names)  # the same Nodes, same k3s
+    nodes = kube.node_table(kube.connect(lab.kubeconfig))
+    assert nodes["ready"].all() and not nodes["unschedulable"].any()
+    status = maintenance.patch_status(session, lab)
+    assert set(status["pending"]) == {0} and not status["reboot_required"].any()
+    assert maintenance.os_patch(session, lab, enabled=True).empty  # patched: nothing left to do

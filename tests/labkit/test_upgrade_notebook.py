@@ -1,7 +1,8 @@
 """Notebook 08 end to end, as the issue's documented command does it: ``labkit run --only 01 02`` on a
 lab file pinned one minor lower, the pin raised, ``labkit run --only 08`` (a real rolling upgrade,
 its executed notebook holding versions, availability figures and the phase timeline), then 08
-again: every node already at the pin, nothing changed."""
+again: every node already at the pin, nothing changed; then 08 with ``os_patch``: each node patched
+and rebooted in turn."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_committed_notebook_08_has_its_parameters():
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     for name in ("lab_file", "dry_run", "max_unavailable", "drain_timeout_s", "availability_probe", "snapshot_first",
-                 "allow_minor_skip", "rollback_on_failure"):
+                 "allow_minor_skip", "rollback_on_failure", "os_patch"):
         assert f"\n{name} = " in "\n" + tagged[0].source
 
 
@@ -78,6 +79,12 @@ def test_08_upgrades_a_lab_pinned_one_minor_lower_and_a_rerun_changes_nothing(tm
         assert [(n["status"], n["changes"], n["planned"]) for n in summary["notebooks"]] == [("passed", 0, 0)]
         rerun = json.dumps(nbformat.read(outputs / "latest" / "08-upgrade-k3s.ipynb", as_version=4))
         assert f"every node already runs k3s {TARGET}: nothing to upgrade" in rerun
+
+        patched, summary = run(lab_file, outputs, "08", "-p", "os_patch", "true")  # maintenance: OS updates
+        assert patched.returncode == 0, patched.stdout[-3000:] + patched.stderr[-3000:]
+        (nb_summary,) = summary["notebooks"]
+        assert nb_summary["status"] == "passed" and nb_summary["changes"] == 3
+        assert {n["version"] for n in summary["inventory"]["nodes"].values()} == {TARGET}
     finally:
         subprocess.run([sys.executable, "-m", "labsim", "down", "--state", str(state_dir(lab_file))],
                        capture_output=True, timeout=120)
