@@ -583,10 +583,12 @@ def wait_pods(api: client.ApiClient, name: str, timeout: float) -> None:
 # -- verify -------------------------------------------------------------------------------------------
 
 
-def verify(ssh: Session, lab: Lab, pre: Preflight, outcome: Outcome) -> list[Check]:
-    """Read the lab back: every node at the pin (binary and kubelet), Ready and schedulable, the
-    snapshot listed, servers upgraded before agents, the run finished."""
-    installed = installed_versions(ssh, lab)
+def verify(ssh: Session, lab: Lab, pre: Preflight, outcome: Outcome, absent: list[str] | tuple[str, ...] = ()
+           ) -> list[Check]:
+    """Read the lab back: every node (but those taken out on purpose, ``absent``) at the pin
+    (binary and kubelet), Ready and schedulable; the snapshot listed, servers upgraded before
+    agents, the run finished."""
+    installed = {n: v for n, v in installed_versions(ssh, lab).items() if n not in absent}
     nodes = cluster_nodes(lab)
     off = {n: v for n, v in installed.items() if v != lab.k3s.version}
     kubelets = sorted(set(nodes["version"]))
@@ -596,8 +598,8 @@ def verify(ssh: Session, lab: Lab, pre: Preflight, outcome: Outcome) -> list[Che
         Check(f"every node runs k3s {lab.k3s.version}", not off,
               ", ".join(f"{n}: {v}" for n, v in off.items()) or f"{len(installed)} nodes"),
         Check(f"kubelet versions = pin {lab.k3s.version}", kubelets == [lab.k3s.version], ", ".join(kubelets)),
-        Check("every node Ready", len(nodes) == len(lab.nodes) and bool(nodes["ready"].all()),
-              f"{int(nodes['ready'].sum())}/{len(lab.nodes)} Ready"),
+        Check("every node Ready", len(nodes) == len(installed) and bool(nodes["ready"].all()),
+              f"{int(nodes['ready'].sum())}/{len(installed)} Ready" + (f", {', '.join(absent)} removed" if absent else "")),
         Check("no node left cordoned", not cordoned, ", ".join(cordoned) or "all schedulable"),
         Check("servers upgraded before agents", roles == sorted(roles, key=lambda r: r != "server"),
               " → ".join(r.name for r in outcome.runs) or "nothing to upgrade"),

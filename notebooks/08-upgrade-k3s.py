@@ -48,6 +48,9 @@ snapshot_first = True                # etcd snapshot before the first change
 allow_minor_skip = False             # True: allow e.g. 1.33 -> 1.35 in one step (k3s advises against it)
 rollback_on_failure = True           # a node that does not come back gets its previous version again
 os_patch = False                     # True: apply pending OS updates, node by node (drain, upgrade, reboot if asked)
+remove = []                          # agents to take out: drain, delete the Node, uninstall k3s
+confirm = False                      # True: removing also destroys the agents' VMs (01's destroy path)
+rejoin = []                          # agents to bring back: 01 + 02 for them (VM if missing, k3s join)
 
 # %%
 from labkit import maintenance, params, plots, ssh, upgrade
@@ -163,13 +166,29 @@ patched = maintenance.os_patch(session, lab, enabled=os_patch, drain_timeout_s=d
 patched
 
 # %% [markdown]
+# ## Maintenance: remove and rejoin an agent
+#
+# `remove` takes agents out: drained (their pods go to the other nodes), their Node deleted, k3s
+# uninstalled; the VM stays unless `confirm=True`, which destroys it through 01's destroy path and
+# forgets its pinned SSH host key (a VM made again presents a new one). `rejoin` brings agents back as
+# 01 and 02 would: the VM cloned if it is missing, k3s joined at the pin, the Node Ready. Both skip what
+# is already done. A removed agent stays in the lab file, so the next full run (02) joins it again.
+
+# %%
+removed = maintenance.remove_nodes(session, lab, remove, confirm=confirm, drain_timeout_s=drain_timeout_s,
+                                   dry_run=dry_run, step=report.step, applied=report.applied)
+rejoined = maintenance.rejoin_nodes(session, lab, rejoin, timeout=ready_timeout_s, dry_run=dry_run,
+                                    step=report.step, applied=report.applied)
+removed.merge(rejoined, on="node", how="outer", suffixes=("_remove", "_rejoin"))
+
+# %% [markdown]
 # ## Verify
 #
 # Read back from the nodes and the API: the binary and the kubelet at the pin everywhere, every node
-# Ready and schedulable, servers before agents, the snapshot listed.
+# Ready and schedulable (but the agents removed above), servers before agents, the snapshot listed.
 
 # %%
-report.verify(upgrade.verify(session, lab, pre, outcome))
+report.verify(upgrade.verify(session, lab, pre, outcome, absent=sorted(set(remove) - set(rejoin))))
 
 # %%
 cluster_nodes = upgrade.cluster_nodes(lab)

@@ -14,6 +14,7 @@ import yaml
 from kubernetes import client
 
 from labkit import availability, k3s, kube, maintenance, ssh, upgrade
+from labkit.errors import LabError
 from labkit.params import Lab, load_lab
 from tests.labkit.embedded import EmbeddedLab, provisioned_lab
 
@@ -316,3 +317,43 @@ def test_os_patch_drains_upgrades_reboots_when_asked_and_uncordons(cluster):
     status = maintenance.patch_status(session, lab)
     assert set(status["pending"]) == {0} and not status["reboot_required"].any()
     assert maintenance.os_patch(session, lab, enabled=True).empty  # patched: nothing left to do
+
+
+def test_an_agent_removed_and_rejoined_with_and_without_its_vm(cluster):
+    sim, session = cluster
+    lab = pinned(sim, MINOR)
+    w2 = lab.agents[-1]
+    api = kube.connect(lab.kubeconfig)
+    with pytest.raises(LabError, match="is a server"):
+        maintenance.remove_nodes(session, lab, [lab.master.name])
+    assert maintenance.remove_nodes(session, lab, [w2.name], dry_run=True).empty
+
+    removed = maintenance.remove_nodes(session, lab, [w2.name], drain_timeout_s=60)
+    assert removed.iloc[0].to_dict() | {"evicted": 0} == {"node": w2.name, "evicted": 0, "node_deleted": True,
+                                                          "k3s_uninstalled": True, "vm_destroyed": False,
+                                                          "result": "removed"}
+    assert w2.name not in node_ids(lab) and upgrade.installed_versions(session, lab)[w2.name] is None
+    pods = client.CoreV1Api(api).list_pod_for_all_namespaces().items
+    assert not [p for p in pods if p.spec.node_name == w2.name]  # its pods run elsewhere now
+    again = maintenance.remove_nodes(session, lab, [w2.name])
+    assert again["result"].tolist() == ["already removed"]
+    pre, nothing = upgrade.preflight(session, lab, dry_run=True), upgrade.Outcome(MINOR)
+    checks = {c.name: c.passed for c in upgrade.verify(session, lab, pre, nothing, absent=[w2.name])}
+    assert all(checks.values()), checks  # the lab as it should be, but the agent taken out on purpose
+    assert not all(c.passed for c in upgrade.verify(session, lab, pre, nothing))
+
+    rejoined = maintenance.rejoin_nodes(session, lab, [w2.name], timeout=120)
+    assert rejoined.iloc[0][["vm", "k3s", "result"]].tolist() == ["kept", "joined", "rejoined"]
+    assert node_ids(lab)[w2.name][2] == MINOR
+
+    pinned_key = session.known_hosts.pinned(str(w2.ip), lab.ssh.port)
+    gone = maintenance.remove_nodes(session, lab, [w2.name], confirm=True)
+    assert gone.iloc[0][["node_deleted", "k3s_uninstalled", "vm_destroyed"]].tolist() == [True, True, True]
+    assert w2.vmid not in {vm["vmid"] for vm in sim.handle.status()["vms"]}
+    assert session.known_hosts.pinned(str(w2.ip), lab.ssh.port) == []
+    back = maintenance.rejoin_nodes(session, lab, [w2.name], timeout=120)
+    assert back.iloc[0][["vm", "k3s", "result"]].tolist() == ["made", "joined", "rejoined"]
+    assert session.known_hosts.pinned(str(w2.ip), lab.ssh.port) not in ([], pinned_key)  # the new VM's key
+    nodes = kube.node_table(api)
+    assert len(nodes) == 3 and nodes["ready"].all() and set(nodes["version"]) == {MINOR}
+    assert maintenance.rejoin_nodes(session, lab, [w2.name])["result"].tolist() == ["unchanged"]

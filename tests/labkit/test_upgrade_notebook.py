@@ -35,7 +35,7 @@ def test_committed_notebook_08_has_its_parameters():
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     for name in ("lab_file", "dry_run", "max_unavailable", "drain_timeout_s", "availability_probe", "snapshot_first",
-                 "allow_minor_skip", "rollback_on_failure", "os_patch"):
+                 "allow_minor_skip", "rollback_on_failure", "os_patch", "remove", "confirm", "rejoin"):
         assert f"\n{name} = " in "\n" + tagged[0].source
 
 
