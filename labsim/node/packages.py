@@ -74,10 +74,12 @@ def write_status(node: NodeModel, packages: dict[str, str]) -> None:
 
 @on_boot
 async def seed(node: NodeModel) -> None:
-    """First boot: the image's packages and its unattended-upgrades setting; every boot: /run is
-    empty again (no reboot pending)."""
+    """First boot: the image's packages; the image's unattended-upgrades setting when missing (a
+    node first booted by an older labsim gets it at its next boot); every boot: /run is empty
+    again (no reboot pending)."""
     if not node.exists(STATUS):
         write_status(node, BASE)
+    if not node.exists(AUTO_UPGRADES):
         node.mkdir("/etc/apt/apt.conf.d")
         node.write(AUTO_UPGRADES, AUTO_UPGRADES_TEXT.encode(), mode=0o644)
     for path in (REBOOT_REQUIRED, REBOOT_REQUIRED + ".pkgs"):
