@@ -30,7 +30,7 @@ from urllib3.exceptions import HTTPError
 
 from labkit import availability, drain, k3s, kube
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
-from labkit.errors import K3sError, KubeError, LabError
+from labkit.errors import KubeError, LabError
 from labkit.params import Lab, Node
 from labkit.ssh import Session
 
@@ -506,7 +506,7 @@ class _Upgrader:
             with self.phase(run, "ready"):
                 self.wait_ready(node.name, target)
                 self.wait_pods(node.name)
-        except (K3sError, KubeError) as exc:
+        except LabError as exc:  # the installer failed, the node not back in time, SSH lost with it
             raise _Stopped(self.lost(run, exc)) from None
         with self.phase(run, "uncordon"):
             drain.uncordon(self.api, node.name)
@@ -523,7 +523,7 @@ class _Upgrader:
             with self.phase(run, "rollback"):
                 self.install(self.lab.node(run.name), run.before)
                 self.wait_ready(run.name, run.before)
-        except (K3sError, KubeError) as again:
+        except LabError as again:
             run.result = "failed"
             return f"{said}. The rollback to {run.before} failed too ({again}); the node is left cordoned"
         run.result, run.after = "rolled back", run.before
