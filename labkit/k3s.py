@@ -294,9 +294,10 @@ def write_config(ssh: Session, node: Node, config: dict) -> None:
 # -- install and join ------------------------------------------------------------------------------------
 
 
-def installer_command(lab: Lab, role: str, env: dict[str, str] | None = None) -> str:
-    """k3s' documented installer, version pinned; ``env`` goes to the script (K3S_URL...)."""
-    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"INSTALL_K3S_VERSION": lab.k3s.version,
+def installer_command(lab: Lab, role: str, env: dict[str, str] | None = None, version: str | None = None) -> str:
+    """k3s' documented installer, pinned to ``version`` (default: the lab's); ``env`` goes to the
+    script (K3S_URL...)."""
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in {"INSTALL_K3S_VERSION": version or lab.k3s.version,
                                                              **(env or {})}.items())
     return f"{INSTALLER} | {assigns} sh -s - {role}"
 

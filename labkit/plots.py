@@ -78,3 +78,28 @@ def node_allocatable(nodes: pd.DataFrame, title: str = "Allocatable per node") -
     fig.update_layout(title=title, barmode="group", yaxis={"title": "cores"},
                       yaxis2={"title": "GiB", "overlaying": "y", "side": "right"})
     return fig
+
+
+def upgrade_timeline(phases: pd.DataFrame, probe: pd.DataFrame, title: str = "Upgrade timeline") -> go.Figure:
+    """Each node's phases (rows of node, phase, start, end) as bars, above the probe's answers
+    (time, ok, latency_ms): successes as latency points, failures marked at the bottom."""
+    from plotly.subplots import make_subplots
+
+    if phases.empty:
+        return go.Figure(layout={"title": f"{title} (nothing ran)"})
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.55, 0.45], vertical_spacing=0.08,
+                        subplot_titles=("node phases", "availability probe"))
+    for phase, rows in phases.groupby("phase", sort=False):
+        millis = (rows["end"] - rows["start"]).dt.total_seconds() * 1000
+        fig.add_bar(name=phase, y=rows["node"], x=millis, base=rows["start"], orientation="h", row=1, col=1,
+                    hovertext=[f"{phase} {n}: {m / 1000:.1f} s" for n, m in zip(rows["node"], millis, strict=True)])
+    ok, failed = probe[probe["ok"]], probe[~probe["ok"]] if not probe.empty else probe
+    fig.add_scatter(name="answered (latency)", x=ok["time"], y=ok["latency_ms"], mode="markers",
+                    marker={"size": 4, "color": "seagreen"}, row=2, col=1)
+    fig.add_scatter(name="failed", x=failed["time"], y=[0] * len(failed), mode="markers",
+                    marker={"size": 7, "color": "crimson", "symbol": "x"}, hovertext=failed["error"], row=2, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text="ms", row=2, col=1)
+    fig.update_xaxes(type="date")
+    fig.update_layout(title=title, barmode="overlay", height=int(320 + 40 * phases["node"].nunique()))
+    return fig

@@ -125,6 +125,15 @@ class KnownHosts:
         """Pinned keys (``type base64``) for the address."""
         return [e.key for e in self.entries(host, port) if not e.marker]
 
+    def forget(self, host: str, port: int) -> int:
+        """Remove the lines naming the address (``ssh-keygen -R``): for a VM destroyed on purpose,
+        whose successor will present a new key. Returns how many lines went."""
+        numbers = {e.line for e in self.entries(host, port)}
+        if numbers:
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(line for n, line in enumerate(lines, 1) if n not in numbers))
+        return len(numbers)
+
     def record(self, host: str, port: int, key: asyncssh.SSHKey) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as out:
@@ -276,6 +285,14 @@ class Session:
     def host_key_table(self) -> pd.DataFrame:
         rows = sorted((e.__dict__ for e in self.host_keys), key=lambda e: e["node"])
         return pd.DataFrame(rows, columns=["node", "address", "key_type", "fingerprint", "event"])
+
+    def forget_host(self, node: str) -> int:
+        """Forget the node's pinned host key and its connection (its VM was destroyed on purpose)."""
+        eventloop.run(self._aforget(node))
+        return self.known_hosts.forget(str(self.lab.node(node).ip), self.lab.ssh.port)
+
+    async def _aforget(self, node: str) -> None:
+        self._drop(node)
 
     def close(self) -> None:
         eventloop.run(self.aclose())

@@ -154,9 +154,12 @@ def _release(env: dict[str, str], info) -> K3sVersion:
     info(f"Using {text} as release")
     info(f"Downloading hash {RELEASES}/{text}/sha256sum-amd64.txt")
     try:
-        return K3sVersion.parse(text)
+        version = K3sVersion.parse(text)
     except VersionError as e:
         raise InstallError("Download failed") from e
+    if not version.released:  # the release's sha256sum file answers 404: curl -f fails
+        raise InstallError("Download failed")
+    return version
 
 
 async def _install_binary(node, version: K3sVersion, info) -> None:

@@ -293,6 +293,9 @@ async def start_agent(node, log: Logger) -> None:
         raise UnitError(f"Error: {skew}")
     _check_password(node, cluster, node_name(node, cfg))
     await node.lab.clock.sleep(AGENT_JOIN_SECONDS)
+    if node.lab.nodes.faults.stalls(node.spec.vmid, str(version)):  # injected: the node never comes back
+        log.log("error", '"Failed to start ContainerManager" err="failed to initialise top level QOS containers"')
+        return
     await register_node(node, cluster, cfg, "agent", version)
     log.info(f"Connecting to proxy url=\"wss://{urlsplit(url).hostname}:{API_PORT}/v1-k3s/connect\"")
     log.info("k3s agent is up and running")

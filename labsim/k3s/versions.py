@@ -1,8 +1,10 @@
 """k3s release versions: parsing, what `k3s --version` prints, and the version skew policy.
 
 A k3s version is a Kubernetes version with a k3s revision: ``v1.34.3+k3s1``. The sim has no
-release server: any well-formed version "exists"; the few releases below print their real
-commit and Go version, others a stable made-up commit derived from the version.
+release server: ``RELEASES`` lists the k3s releases of the 1.33, 1.34 and 1.35 lines (as published
+on github.com/k3s-io/k3s/releases), and the installer refuses any other version as the real one
+does (its download of the release's checksums fails). A few releases print their real commit and
+Go version, the others a stable made-up commit derived from the version.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ _RELEASES = {
     "v1.34.3+k3s1": ("48ffa7b6", "go1.24.11"),
     "v1.33.3+k3s1": ("236cbf25", "go1.24.4"),
 }
+# Published releases (1.34 starts at v1.34.1: there was no k3s v1.34.0).
+RELEASES = frozenset(
+    [f"v1.33.{p}+k3s1" for p in range(0, 8)]
+    + [f"v1.34.{p}+k3s1" for p in range(1, 6)]
+    + [f"v1.35.{p}+k3s1" for p in range(0, 4)]
+)
 # Go used per Kubernetes minor, for releases not listed above.
 _GO_BY_MINOR = {35: "go1.25.5", 34: "go1.24.11", 33: "go1.24.4", 32: "go1.23.6", 31: "go1.22.12", 30: "go1.22.8"}
 
@@ -64,6 +72,10 @@ class K3sVersion:
     def version_lines(self) -> str:
         """What `k3s --version` prints."""
         return f"k3s version {self.text} ({self.commit})\ngo version {self.go_version}\n"
+
+    @property
+    def released(self) -> bool:
+        return self.text in RELEASES
 
     def kubernetes(self) -> tuple[int, int, int]:
         return (self.major, self.minor, self.patch)

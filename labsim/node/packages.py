@@ -1,7 +1,13 @@
 """Debian packages on a node: dpkg's status file (``/var/lib/dpkg/status``, so it persists with
-the node's files), ``apt-get``/``apt`` install, remove and update from a small archive of the
-packages a K3s lab asks for, and ``dpkg -s``/``dpkg -l``/``dpkg-query``. Installing records the
-package; it does not add the package's programs to the node."""
+the node's files), ``apt-get``/``apt`` install, remove, update and upgrade from a small archive of
+the packages a K3s lab asks for, ``apt list --upgradable``, and ``dpkg -s``/``dpkg -l``/``dpkg-query``.
+Installing records the package; it does not add the package's programs to the node.
+
+The archive holds security updates newer than the cloud image's packages (``UPDATES``), so a
+fresh node has pending updates; upgrading one that needs a restart (systemd) writes
+``/var/run/reboot-required`` as Ubuntu's update-notifier does, and a boot clears it (/run is a
+tmpfs). The image has unattended-upgrades enabled (``/etc/apt/apt.conf.d/20auto-upgrades``), as
+Ubuntu's cloud images do."""
 
 from __future__ import annotations
 
@@ -33,6 +39,16 @@ ARCHIVE = BASE | {
 }
 # The programs a package puts on the node, for those modelled with ``command(installed_at=...)``.
 PROGRAMS = {"nfs-common": ("/usr/sbin/showmount",)}
+# jammy-security updates of the image's packages: name -> newer version.
+UPDATES = {
+    "openssh-server": "1:8.9p1-3ubuntu0.13", "systemd": "249.11-0ubuntu3.16", "sudo": "1.9.9-1ubuntu2.5",
+    "curl": "7.81.0-1ubuntu1.21",
+}
+# Packages whose upgrade asks for a restart (update-notifier's list, as far as the archive goes).
+NEEDS_REBOOT = frozenset({"systemd"})
+REBOOT_REQUIRED = "/var/run/reboot-required"
+AUTO_UPGRADES = "/etc/apt/apt.conf.d/20auto-upgrades"
+AUTO_UPGRADES_TEXT = 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n'
 LOCK_ERROR = ("E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n"
               "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?\n")
 # Modelled seconds to download and set up one package.
@@ -60,9 +76,22 @@ def write_status(node: NodeModel, packages: dict[str, str]) -> None:
 
 @on_boot
 async def seed(node: NodeModel) -> None:
-    """First boot: the image's packages."""
+    """First boot: the image's packages; the image's unattended-upgrades setting when missing (a
+    node first booted by an older labsim gets it at its next boot); every boot: /run is empty
+    again (no reboot pending)."""
     if not node.exists(STATUS):
         write_status(node, BASE)
+    if not node.exists(AUTO_UPGRADES):
+        node.mkdir("/etc/apt/apt.conf.d")
+        node.write(AUTO_UPGRADES, AUTO_UPGRADES_TEXT.encode(), mode=0o644)
+    for path in (REBOOT_REQUIRED, REBOOT_REQUIRED + ".pkgs"):
+        if node.exists(path):
+            node.remove(path)
+
+
+def upgradable(have: dict[str, str]) -> dict[str, str]:
+    """Installed packages with a newer version in the archive: name -> that version."""
+    return {name: new for name, new in UPDATES.items() if name in have and have[name] != new}
 
 
 @command("apt-get", "apt")
@@ -71,6 +100,8 @@ async def apt_get(ctx: CommandContext) -> CommandResult:
     warning = "\nWARNING: apt does not have a stable CLI interface. Use with caution in scripts.\n\n" \
         if ctx.argv[0].endswith("apt") else ""
     verb, names = (operands[0] if operands else ""), operands[1:]
+    if verb == "list" and ctx.argv[0].endswith("apt"):
+        return _list(ctx, flags, warning)
     if verb not in ("update", "install", "remove", "purge", "upgrade"):
         return CommandResult.fail(f"{warning}E: Invalid operation {verb}\n", 100)
     if not ctx.is_root:
@@ -100,8 +131,41 @@ async def apt_get(ctx: CommandContext) -> CommandResult:
         lines = "".join(f"Removing {n} ({ARCHIVE[n]}) ...\n" for n in gone)
         return CommandResult(f"{head}0 upgraded, 0 newly installed, {len(gone)} to remove and 0 not upgraded.\n"
                              f"{lines}".encode(), warning.encode())
-    return CommandResult(f"{head}Calculating upgrade...\n0 upgraded, 0 newly installed, 0 to remove and "
-                         "0 not upgraded.\n".encode(), warning.encode())
+    return await _upgrade(ctx, have, head, assume_yes=bool(flags & {"-y", "--yes", "--assume-yes"}), warning=warning)
+
+
+async def _upgrade(ctx: CommandContext, have: dict[str, str], head: str, assume_yes: bool,
+                   warning: str) -> CommandResult:
+    newer = upgradable(have)
+    lines = [head, "Calculating upgrade...\n"]
+    if newer:
+        lines.append("The following packages will be upgraded:\n  " + " ".join(sorted(newer)) + "\n")
+    lines.append(f"{len(newer)} upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n")
+    if newer and not assume_yes:
+        return CommandResult.fail(warning, 1, stdout="".join(lines) + "Do you want to continue? [Y/n] Abort.\n")
+    for name in sorted(newer):
+        await ctx.node.clock.sleep(INSTALL_SECONDS)
+        lines.append(f"Preparing to unpack .../{name}_{newer[name]}_amd64.deb ...\n"
+                     f"Unpacking {name} ({newer[name]}) over ({have[name]}) ...\nSetting up {name} ({newer[name]}) ...\n")
+        have[name] = newer[name]
+    write_status(ctx.node, have)
+    restart = sorted(NEEDS_REBOOT & newer.keys())
+    if restart:
+        ctx.node.mkdir("/var/run")
+        ctx.node.write(REBOOT_REQUIRED, b"*** System restart required ***\n", mode=0o644)
+        ctx.node.write(REBOOT_REQUIRED + ".pkgs", "".join(f"{n}\n" for n in restart).encode(), mode=0o644)
+    return CommandResult("".join(lines).encode(), warning.encode())
+
+
+def _list(ctx: CommandContext, flags: set[str], warning: str) -> CommandResult:
+    """`apt list --upgradable` (or `--installed`): apt's one line per package."""
+    have = installed(ctx.node)
+    if "--upgradable" in flags:
+        rows = [f"{n}/jammy-updates,jammy-security {v} amd64 [upgradable from: {have[n]}]"
+                for n, v in sorted(upgradable(have).items())]
+    else:
+        rows = [f"{n}/jammy,now {v} amd64 [installed]" for n, v in sorted(have.items())]
+    return CommandResult(("Listing...\n" + "".join(r + "\n" for r in rows)).encode(), warning.encode())
 
 
 async def _install(ctx: CommandContext, have: dict[str, str], wanted: list[str], head: str,

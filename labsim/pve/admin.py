@@ -8,6 +8,8 @@ POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qm
 and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 120, "command": "k3s"}``,
 ``{"fault": "ssh_fail", "vmid": 120, "command": "apt-get", "stderr": "...", "exit_status": 100}``,
 ``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``,
+``{"fault": "ssh_k3s_never_ready", "vmid": 121, "version": "v1.35.0+k3s1"}`` (that node's k3s agent at
+that version never brings its Node back Ready: a failed upgrade),
 and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``.
 DELETE clears them all (PVE's, the nodes' and the NAS's).
 """
@@ -70,6 +72,8 @@ def _inject_ssh(faults: NodeFaults, kind: str, fault: dict[str, Any]) -> None:
         faults.slow(vmid, float(fault["seconds"]))
     elif kind == "ssh_refuse":
         faults.refuse_connections(vmid)
+    elif kind == "ssh_k3s_never_ready":
+        faults.never_ready(vmid, str(fault["version"]))
     else:
         raise PVEError(400, f"unknown fault '{kind}'")
 

@@ -358,6 +358,33 @@ def test_upgrading_a_node_changes_its_version_and_restarts_its_pods(k3s: K3sLab,
     assert after != before
 
 
+def test_an_unreleased_version_is_refused_and_a_node_can_be_kept_from_coming_back(k3s: K3sLab) -> None:
+    """The installer downloads only published releases; the admin endpoint's fault makes one
+    version of an agent start without its Node ever turning Ready (a failed upgrade), until cleared."""
+    import requests
+
+    installed = k3s.ok(1, "k3s --version")
+    refused = k3s.install_agent(1, node_token(k3s), version="v1.34.99+k3s1")
+    assert refused.exit_status == 1 and "[ERROR]  Download failed" in refused.stderr
+    assert k3s.ok(1, "k3s --version") == installed  # nothing replaced, still running
+    assert k3s.ssh(1, "systemctl is-active k3s-agent").stdout == "active\n"
+
+    status, vmid, newer = k3s.status, k3s.doc["nodes"][1]["vmid"], "v1.35.0+k3s1"
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+    answer = requests.post(base, json={"fault": "ssh_k3s_never_ready", "vmid": vmid, "version": newer},
+                           headers=token, verify=ca, timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["ssh"][str(vmid)]["never_ready"] == newer
+    k3s.ok(0, f"curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={newer} sh -s - server")
+    assert k3s.install_agent(1, node_token(k3s), version=newer).exit_status == 0  # the unit starts...
+    kube = k3s.kube(k3s.handle.lab.state_dir)
+    assert not nodes(kube)[k3s.name(1)]["ready"]  # ...its Node never comes back
+    assert "Failed to start ContainerManager" in k3s.ok(1, "journalctl -u k3s-agent -n 3 --no-pager")
+    assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    k3s.ok(1, "sudo systemctl restart k3s-agent")
+    assert nodes(kube)[k3s.name(1)] | {"labels": {}} == {"ready": True, "version": newer, "labels": {}}
+
+
 def test_sqlite_server_refuses_etcd_snapshots(k3s: K3sLab) -> None:
     k3s.ok(2, "sudo /usr/local/bin/k3s-agent-uninstall.sh")
     assert k3s.ssh(2, "test -e /usr/local/bin/k3s").exit_status == 1

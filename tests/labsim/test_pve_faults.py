@@ -149,7 +149,8 @@ async def test_admin_endpoint_drives_the_nodes_ssh_faults(lab: LabHandle, api: P
         assert (await answer).stdout == "k3s-master\n"  # slow, not dead: the answer comes late
         inject(fault="ssh_slow", vmid=120, seconds=0)
     view = inject(fault="ssh_fail", vmid=120, command="mkdir", stderr="mkdir: No space left on device\n")
-    assert view["ssh"] == {"120": {"drop": [], "fail": ["mkdir"], "slow": 0.0, "refused": False}}
+    assert view["ssh"] == {"120": {"drop": [], "fail": ["mkdir"], "slow": 0.0, "refused": False,
+                                   "never_ready": None}}
     failed = ssh("sudo mkdir /x")
     assert (failed.returncode, failed.stderr) == (1, "mkdir: No space left on device\n")
     inject(fault="ssh_drop", vmid=120, command="hostname")
