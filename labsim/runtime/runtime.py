@@ -161,9 +161,9 @@ class ContainerRuntime:
             del self._filesystems[key]
         filesystem.remove(self.cluster, uid)
 
-    def reap(self) -> list[int]:
+    async def reap(self) -> list[int]:
         """Kill what a lab killed with -9 left running (called as the cluster starts)."""
-        return self.supervisor.reap()
+        return await self.supervisor.reap()
 
     async def close(self) -> None:
         """The lab stops: every process ends (the pods run again when it comes back)."""
