@@ -21,5 +21,5 @@ readOnly mounts, gRPC probes (they pass).
 """
 
 # The node shell's programs (coreutils, sh, ...) and tar: what a plain container runs.
-from labsim.node import builtins, coreutils, system, textutils  # noqa: F401
+from labsim.node import builtins, coreutils, system, textutils, wget  # noqa: F401
 from labsim.runtime import tar  # noqa: F401
