@@ -4,7 +4,8 @@
 runner), ``filesystem`` (container folders from the image model + volumes), ``images`` (the image
 model), ``processes`` (a plain container's command in the node shell model), ``supervisor`` (real
 processes: process groups, PID files, reaping), ``programs/`` (one adapter per real program),
-``probes`` (startup/liveness/readiness checks), ``tar`` (the ``tar`` kubectl cp runs).
+``probes`` (startup/liveness/readiness checks), ``podnet`` (what a container's curl and wget
+reach: its cluster's DNS and addresses), ``tar`` (the ``tar`` kubectl cp runs).
 
 Image -> runner:
 
@@ -21,5 +22,6 @@ readOnly mounts, gRPC probes (they pass).
 """
 
 # The node shell's programs (coreutils, sh, ...) and tar: what a plain container runs.
+from labsim.k3s import curl  # noqa: F401
 from labsim.node import builtins, coreutils, system, textutils, wget  # noqa: F401
 from labsim.runtime import tar  # noqa: F401

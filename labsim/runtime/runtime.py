@@ -20,6 +20,7 @@ from labsim.node.shell import PATH, Shell
 from labsim.runtime import filesystem, probes, registry
 from labsim.runtime.filesystem import ContainerFS, field_value
 from labsim.runtime.processes import ShellProcess
+from labsim.runtime.programs import CannotStart
 from labsim.runtime.supervisor import RealProcess, Supervisor
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
 
 
-class ProgramMissing(Exception):
+class ProgramMissing(CannotStart):
     """A real program's image whose software is not installed here: that pod fails, not the lab."""
 
 
@@ -92,7 +93,7 @@ class ContainerRuntime:
         """Run the pod's real programs and the plain containers that have a command (``only``
         those named; one whose process still runs is left alone) with their probes; ``changed``
         is called as a process ends or a probe's outcome moves. Returns (container, message) for
-        the containers that cannot start here (their program is not installed)."""
+        the containers that cannot start here (their program is not installed, a privileged port)."""
         meta, problems = pod["metadata"], []
         for container in pod["spec"].get("containers") or []:
             key = (meta["uid"], container["name"])
@@ -101,7 +102,7 @@ class ContainerRuntime:
                 continue
             try:
                 process = self._launch(pod, container, changed)
-            except ProgramMissing as exc:
+            except CannotStart as exc:
                 problems.append((container["name"], str(exc)))
                 continue
             if process is not None:
@@ -138,7 +139,8 @@ class ContainerRuntime:
         fs, env = self.filesystem(pod, container), self.env(pod, container)
         if runner == "plain":
             return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
-                                wants_stdin=bool(container.get("stdin")), log=log, exited=exited)
+                                wants_stdin=bool(container.get("stdin")) and not container.get("tty"),
+                                log=log, exited=exited)
         program = registry.program_for(image)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")

@@ -20,7 +20,8 @@ spec:
   containers:
   - name: box
     image: busybox:1.37
-    command: [sh, -c, "touch /tmp/ready /tmp/alive; sleep 3600"]
+    command: [sh, -c, 'touch /tmp/ready /tmp/alive; n=$(cat /tmp/n 2>/dev/null || echo 0); n=$((n+1));
+              echo $n > /tmp/n; echo "run $n"; sleep 3600']
     readinessProbe:
       exec: {command: [cat, /tmp/ready]}
       periodSeconds: 2
@@ -108,6 +109,9 @@ def test_exec_and_tcp_probes_in_a_plain_container(kube: RunningCluster) -> None:
     assert _container(kube, "box", "closed")["restartCount"] == 0  # only the failing container restarts
     kube.call(kube.cluster.clock.advance, 11)  # its back-off, on the lab clock
     wait_until(lambda: _container(kube, "box", "box")["ready"], timeout=30)  # its command ran again
+    logs = ("logs", "-n", "probes", "box", "-c", "box")
+    assert kube.kubectl(*logs).stdout == "run 2\n"
+    assert kube.kubectl(*logs, "--previous").stdout == "run 1\n"  # the run the liveness probe ended
 
 
 @pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make tools)")
