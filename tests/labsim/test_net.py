@@ -10,11 +10,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import pty
+import select
 import socket
 import socketserver
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -300,6 +303,9 @@ def test_busybox_wget_reaches_services_by_name(k3s: K3sLab, tmp_path: Path, vers
                    env=env, check=True, capture_output=True, text=True)
     page = run("page", "wget", "-qO-", "http://web")  # search list: web.default.svc.cluster.local
     assert page.returncode == 0 and "<title>Welcome to nginx!</title>" in page.stdout, page
+    code, screen = _on_a_terminal([str(TOOLS / f"kubectl-{version}"), "run", "-it", "--rm", f"tty{version[-2:]}",
+                                   "--image=busybox", "--restart=Never", "--", "wget", "-qO-", "http://web"], env)
+    assert code == 0 and "<title>Welcome to nginx!</title>\r\n" in screen, screen  # kubectl run -it
     loud = run("loud", "wget", "-O-", "http://web.default.svc/")
     ip = core_ip = json.loads(subprocess.run([str(TOOLS / f"kubectl-{version}"), "get", "svc", "web", "-o", "json"],
                                              env=env, capture_output=True, text=True).stdout)["spec"]["clusterIP"]
@@ -321,3 +327,25 @@ def test_busybox_wget_reaches_services_by_name(k3s: K3sLab, tmp_path: Path, vers
                                            "https://kubernetes.default.svc/version")
     assert version_doc.returncode == 0 and '"gitVersion":"v1.34' in version_doc.stdout, version_doc
     assert "wget: note: TLS certificate validation not implemented" in version_doc.stderr
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal (as `kubectl run -it` wants); its exit code and screen."""
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(argv, env=env, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    screen, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # EIO: the terminal's last user is gone
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+        return process.wait(10), screen.decode(errors="replace")
+    finally:
+        process.kill()
+        os.close(main)
