@@ -318,19 +318,10 @@ class Kubelet(Controller):
             self.store.update(pod, subresource="status")
 
     def _crash_container(self, pod: dict, key: Key, cs: dict, code: int) -> None:
-        """One container exited and will be restarted: CrashLoopBackOff until its back-off ends."""
-        meta, now = pod["metadata"], self.clock.now()
-        restarts = int(cs.get("restartCount", 0))
-        delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
-        message = (f"back-off {delay}s restarting failed container={cs['name']} "
-                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
-        cs.update(ready=False, started=False, restartCount=restarts + 1,
-                  lastState=_terminated(cs, code, "Error" if code else "Completed", now),
-                  state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
-        self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
-                           f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
-        self._backoff[(*key, cs["name"])] = now + delay
-        self.at(now + delay, key)
+        """One container exited and will be restarted: CrashLoopBackOff until its own back-off ends."""
+        deadline = self.clock.now() + self._back_off(pod, cs, code)
+        self._backoff[(*key, cs["name"])] = deadline
+        self.at(deadline, key)
 
     def _exit(self, pod: dict, key: Key, code: int | None = None) -> None:
         """The containers end (with ``code``, else as the pod's annotation says): the pod
@@ -373,25 +364,27 @@ class Kubelet(Controller):
 
     def _crash(self, pod: dict, key: Key, code: int) -> None:
         """The containers exited and will be restarted: CrashLoopBackOff until the back-off ends."""
-        status, now = pod["status"], self.clock.now()
-        meta = pod["metadata"]
-        crashed, longest = [], 0
-        for cs in status.get("containerStatuses") or []:
-            restarts = int(cs.get("restartCount", 0))
-            delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
-            longest = max(longest, delay)
-            message = (f"back-off {delay}s restarting failed container={cs['name']} "
-                       f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
-            crashed.append({**cs, "ready": False, "started": False, "restartCount": restarts + 1,
-                            "lastState": _terminated(cs, code, "Error" if code else "Completed", now),
-                            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": message}}})
-            self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
-                               f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
-        status["containerStatuses"] = crashed
+        status = pod["status"]
+        longest = max((self._back_off(pod, cs, code) for cs in status.get("containerStatuses") or []), default=0)
         self._mark_ready(pod, False)
         self.store.update(pod, subresource="status")
-        self._backoff[key] = now + longest
+        self._backoff[key] = self.clock.now() + longest
         self.at(self._backoff[key], key)
+
+    def _back_off(self, pod: dict, cs: dict, code: int) -> int:
+        """Container status ``cs`` exited with ``code``: waiting in CrashLoopBackOff, its restart
+        counted, the BackOff event recorded. Returns its back-off in seconds."""
+        meta, now = pod["metadata"], self.clock.now()
+        restarts = int(cs.get("restartCount", 0))
+        delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
+        message = (f"back-off {delay}s restarting failed container={cs['name']} "
+                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
+        cs.update(ready=False, started=False, restartCount=restarts + 1,
+                  lastState=_terminated(cs, code, "Error" if code else "Completed", now),
+                  state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
+        self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
+                           f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
+        return delay
 
     def _pull_failed(self, pod: dict, node: dict, key: Key) -> None:
         """The image cannot be pulled: ErrImagePull first, ImagePullBackOff after a retry."""
@@ -480,8 +473,7 @@ def _backing_off(cs: dict) -> bool:
 
 
 def _crash_looping(pod: dict) -> bool:
-    return any(cs.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
-               for cs in pod["status"].get("containerStatuses") or [])
+    return any(_backing_off(cs) for cs in pod["status"].get("containerStatuses") or [])
 
 
 def _runs_to_completion(pod: dict) -> bool:
