@@ -18,6 +18,7 @@ from labsim.node import network
 from labsim.node.registry import CommandContext, CommandResult, command
 
 TIMEOUT = 30  # seconds, curl's connect timeout stands in for "the network is down"
+CONNECT_SECONDS = 127  # the kernel's SYN retries give up after this (tcp_syn_retries=6)
 MAX_REDIRECTS = 50  # curl's default --max-redirs
 REDIRECTS = (301, 302, 303, 307, 308)
 _VALUED = {"-o": "output", "--output": "output", "-H": "headers", "--header": "headers", "-X": "method",
@@ -136,7 +137,7 @@ async def _request(ctx: CommandContext, session: aiohttp.ClientSession, req: Req
         name, port = parts.hostname or "", parts.port or _port(parts.scheme)
     except ValueError:
         raise CurlError(3, "URL using bad/illegal format or missing URL") from None
-    address = _resolve(ctx.node, name, port)
+    address = await _resolve(ctx.node, name, port)
     headers = {k.strip(): v.strip() for k, v in (h.split(":", 1) for h in req.headers if ":" in h)}
     if name != address:
         headers.setdefault("Host", parts.netloc.rpartition("@")[2])
@@ -155,9 +156,13 @@ async def _request(ctx: CommandContext, session: aiohttp.ClientSession, req: Req
         raise CurlError(28, f"Connection timed out after {TIMEOUT * 1000} milliseconds") from e
 
 
-def _resolve(node, name: str, port: int) -> str:
+async def _resolve(node, name: str, port: int) -> str:
     try:
-        return network.resolve(node, name)
+        return await network.address(node, name, port)
+    except network.TimedOut:
+        await node.clock.sleep(CONNECT_SECONDS)
+        raise CurlError(28, f"Failed to connect to {name} port {port} after {CONNECT_SECONDS * 1000} ms: "
+                            "Couldn't connect to server") from None
     except network.NoSuchHost:
         raise CurlError(6, f"Could not resolve host: {name}") from None
     except network.NetworkUnreachable:

@@ -155,7 +155,7 @@ class Cluster:
         if self._tasks:
             return
         self._bootstrap()
-        self.runtime.reap()  # what a lab killed with -9 left running
+        await self.runtime.reap()  # what a lab killed with -9 left running
         d = self.state_dir / "tls"
         tls = tls_context(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt"))
         await self._api.start(self.server_ip, self.port, tls)

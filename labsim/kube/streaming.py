@@ -56,8 +56,14 @@ async def handle(handler: Handler, request: web.Request, target: Target) -> web.
         if target.subresource == "exec" and wants_stdin and session.tty and argv[-1] in _INTERACTIVE:
             await session.interactive(runtime.shell(pod, container))
             return ws
-        stdin = await session.read_stdin() if wants_stdin else b""
-        if target.subresource == "exec":
+        # A terminal's typing into an attached process is not modelled: it ran without input (kubectl run -it).
+        typed = target.subresource == "attach" and session.tty
+        stdin = await session.read_stdin() if wants_stdin and not typed else b""
+        if typed:
+            result = await _attached(session, runtime.attach(pod, container, None))
+            if result is None:
+                return ws
+        elif target.subresource == "exec":
             result = await runtime.exec(pod, container, argv, stdin)
         else:
             result = await runtime.attach(pod, container, stdin if wants_stdin else None)
@@ -71,6 +77,22 @@ async def handle(handler: Handler, request: web.Request, target: Target) -> web.
     finally:
         await ws.close()
     return ws
+
+
+async def _attached(session: Session, attach) -> CommandResult | None:
+    """What the attached process wrote until it ended, the client's input read and dropped
+    meanwhile; None when the client left first."""
+    drain = asyncio.ensure_future(session.drain())
+    result = asyncio.ensure_future(attach)
+    await asyncio.wait({drain, result}, return_when=asyncio.FIRST_COMPLETED)
+    if not result.done():
+        result.cancel()
+        return None
+    if result.result() is None:  # the image's entrypoint: nothing to say until the client leaves
+        await drain
+        return None
+    drain.cancel()
+    return result.result()
 
 
 def _container(pod: dict, name: str | None) -> dict:

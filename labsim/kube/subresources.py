@@ -182,7 +182,9 @@ async def _log(handler: Handler, request: web.Request, pod: dict) -> web.StreamR
                          f"of: [{' '.join(names)}]")
     if container not in every:
         raise StoreError(400, "BadRequest", f"container {container} is not valid for pod {pod_name}")
-    if _state(pod, container) in ("waiting", None):
+    previous = q.get("previous") == "true"
+    restarted = int(_status(pod, container).get("restartCount") or 0) > 0  # a run ended: its log is there
+    if _state(pod, container) in ("waiting", None) and not (previous or restarted):
         reason = ((_status(pod, container).get("state") or {}).get("waiting") or {}).get("reason", "ContainerCreating")
         raise StoreError(400, "BadRequest", f'container "{container}" in pod "{pod_name}" is waiting to start: '
                          f"{reason}")
@@ -190,8 +192,12 @@ async def _log(handler: Handler, request: web.Request, pod: dict) -> web.StreamR
     tail = int(q["tailLines"]) if q.get("tailLines", "").isdigit() else None
     logs = handler.cluster.logs
     ns = pod["metadata"]["namespace"]
-    queue = logs.follow(ns, pod_name, container) if q.get("follow") == "true" else None
-    lines = logs.read(pod, container, previous=q.get("previous") == "true")
+    lines = logs.read(pod, container, previous=previous)
+    if lines is None:
+        raise StoreError(400, "BadRequest", f'previous terminated container "{container}" in pod "{pod_name}" '
+                         "not found")
+    following = q.get("follow") == "true" and not previous and _state(pod, container) == "running"
+    queue = logs.follow(ns, pod_name, container) if following else None
     if tail is not None:
         lines = lines[-tail:] if tail else []
     if queue is None:

@@ -3,8 +3,10 @@ and with its permissions, answering with GNU's wording and exit statuses."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import math
 import posixpath
 import re
 import shlex
@@ -642,12 +644,17 @@ async def dirname(ctx: CommandContext) -> CommandResult:
 async def sleep(ctx: CommandContext) -> CommandResult:
     total = 0.0
     for arg in ctx.argv[1:]:
+        if arg in ("inf", "infinity"):  # a container's "keep running" (GNU and busybox sleep)
+            total = math.inf
+            continue
         match = re.fullmatch(r"(\d+(?:\.\d*)?)([smhd]?)", arg)
         if not match:
             return CommandResult.fail(f"sleep: invalid time interval '{arg}'\n")
         total += float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     if len(ctx.argv) < 2:
         return CommandResult.fail("sleep: missing operand\n")
+    if total == math.inf:
+        await asyncio.Event().wait()
     await ctx.node.clock.sleep(total)
     return CommandResult()
 

@@ -3,7 +3,10 @@ node's `curl` would reach any service of the host (or of the LAN the host sees).
 only its lab: the lab's address ranges (``SimConfig.networks``: node subnet, MetalLB pool,
 pod and service CIDRs) and itself. ``localhost`` and the rest of 127.0.0.0/8 outside those
 ranges are the node's own loopback, as on a real machine: they lead to the node's IP. There is
-no DNS: only IP addresses, ``localhost`` and the node's own names resolve."""
+no DNS: only IP addresses, ``localhost`` and the node's own names resolve.
+
+A container (a node model with a ``pod_network``: labsim.runtime.podnet) resolves names through
+its cluster's DNS and reaches its cluster's addresses; ``address`` is what curl and wget ask."""
 
 from __future__ import annotations
 
@@ -20,6 +23,19 @@ class NoSuchHost(Exception):
 
 class NetworkUnreachable(Exception):
     """The address is outside the lab: no route from the node."""
+
+
+class TimedOut(Exception):
+    """Nothing answers the connection (a ClusterIP on a port its Service does not have: the
+    packet is routed nowhere, as with kube-proxy's iptables rules); the connect times out."""
+
+
+async def address(node: Any, name: str, port: int) -> str:
+    """The address a node's (or a container's) TCP connection to ``name``:``port`` goes to."""
+    pod_network = getattr(node, "pod_network", None)
+    if pod_network is None:
+        return resolve(node, name)
+    return await pod_network.address(node, name, port)
 
 
 def resolve(node: Any, name: str) -> str:

@@ -83,10 +83,31 @@ def login_env(node: NodeModel, user: str) -> dict[str, str]:
             "LANG": "C.UTF-8", "PWD": home}
 
 
+Live = Callable[[bytes, int], None]  # output (data, fd 1 or 2) handed on as it is written
+
+
+class _Emitted(bytearray):
+    """Output that leaves as it is written (a container's log, ``kubectl logs -f``): kept nowhere."""
+
+    def __init__(self, emit: Live, fd: int) -> None:
+        super().__init__()
+        self._emit, self._fd = emit, fd
+
+    def __iadd__(self, data):  # type: ignore[override]
+        if data:
+            self._emit(bytes(data), self._fd)
+        return self
+
+
 @dataclass
 class Output:
     stdout: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
+    live: Live | None = None  # where output goes as it is written, if it does
+
+    def __post_init__(self) -> None:
+        if self.live is not None:
+            self.stdout, self.stderr = _Emitted(self.live, 1), _Emitted(self.live, 2)
 
 
 class Shell:
@@ -94,8 +115,12 @@ class Shell:
 
     def __init__(self, node: NodeModel, user: str, env: dict[str, str] | None = None,
                  cwd: str | None = None, args: list[str] | None = None, name: str = "bash",
-                 umask: int | None = None, dialect: str | None = None) -> None:
+                 umask: int | None = None, dialect: str | None = None,
+                 live: Live | None = None) -> None:
         self.node = node
+        # Where this shell's own output goes as it is written (a container's main shell); output
+        # captured by a pipe, a redirection, $(...) or a function is kept as usual.
+        self.live = live
         self.user = user
         self.vars = dict(env if env is not None else login_env(node, user))
         self.exported = set(self.vars)
@@ -120,8 +145,9 @@ class Shell:
         self.umask = default_umask(user) if umask is None else umask
 
     async def run(self, text: str, stdin: bytes = b"") -> CommandResult:
-        """Run a command line or script; stdout, stderr and the exit status of its last command."""
-        out = Output()
+        """Run a command line or script; stdout, stderr and the exit status of its last command
+        (what was not already handed to ``live``)."""
+        out = Output(live=self.live)
         try:
             lists = parse(text)
         except ShellSyntaxError as exc:
@@ -257,7 +283,7 @@ class Shell:
     async def _pipeline(self, pipeline: Pipeline, stdin: bytes, out: Output) -> None:
         if len(pipeline.commands) == 1:
             try:
-                result = await self._one(pipeline.commands[0], stdin)
+                result = await self._one(pipeline.commands[0], stdin, out.live)
             except Unwind as unwind:
                 self._keep(unwind, out)
                 raise
@@ -291,21 +317,25 @@ class Shell:
         failed = [status for status in statuses if status]
         self.status = failed[-1] if failed and "pipefail" in self.options else statuses[-1]
 
-    async def _one(self, cmd: Command | Compound, stdin: bytes) -> CommandResult:
-        """One command of a pipeline; what its ``$(...)`` printed on stderr comes first."""
-        result = await (self._compound(cmd, stdin) if isinstance(cmd, Compound) else self._command(cmd, stdin))
+    async def _one(self, cmd: Command | Compound, stdin: bytes, live: Live | None = None
+                   ) -> CommandResult:
+        """One command of a pipeline; what its ``$(...)`` printed on stderr comes first. A compound
+        command whose output is not captured hands it to ``live`` as it runs."""
+        result = await (self._compound(cmd, stdin, live) if isinstance(cmd, Compound)
+                        else self._command(cmd, stdin))
         errors, self._pending_stderr = bytes(self._pending_stderr), bytearray()
         return CommandResult(result.stdout, errors + result.stderr, result.exit_status)
 
     # --- compound commands ----------------------------------------------------------------------
 
-    async def _compound(self, cmd: Compound, stdin: bytes) -> CommandResult:
+    async def _compound(self, cmd: Compound, stdin: bytes, live: Live | None = None
+                        ) -> CommandResult:
         try:
             stdin, sinks = await self._redirections(cmd.redirects, stdin)
         except OSError as exc:
             self.status = 1
             return CommandResult(stderr=f"{self.where()}{describe_error(exc)}\n".encode(), exit_status=1)
-        out = Output()
+        out = Output(live=live if sinks == {1: "out", 2: "err"} else None)  # not redirected: it goes on
         try:
             await self._compound_body(cmd, stdin, out)
         except Unwind as unwind:

@@ -4,7 +4,8 @@
 runner), ``filesystem`` (container folders from the image model + volumes), ``images`` (the image
 model), ``processes`` (a plain container's command in the node shell model), ``supervisor`` (real
 processes: process groups, PID files, reaping), ``programs/`` (one adapter per real program),
-``tar`` (the ``tar`` kubectl cp runs).
+``probes`` (startup/liveness/readiness checks), ``podnet`` (what a container's curl and wget
+reach: its cluster's DNS and addresses), ``tar`` (the ``tar`` kubectl cp runs).
 
 Image -> runner:
 
@@ -15,9 +16,12 @@ Image -> runner:
 | busybox, alpine, curlimages/curl, ubuntu, debian | plain container: its command in the node shell model; with no command, its entrypoint is modelled as running |
 | any other | modelled: the kubelet reports it running, nothing runs |
 
-Not modelled: OOM kills, resource limits, readOnly mounts, probes (a running process is Ready).
+Probes are checked for real on containers that run a process (HTTP/TCP to the pod IP, exec inside
+the container); a modelled container's probes pass. Not modelled: OOM kills, resource limits,
+readOnly mounts, gRPC probes (they pass).
 """
 
 # The node shell's programs (coreutils, sh, ...) and tar: what a plain container runs.
-from labsim.node import builtins, coreutils, system, textutils  # noqa: F401
+from labsim.k3s import curl  # noqa: F401
+from labsim.node import builtins, coreutils, system, textutils, wget  # noqa: F401
 from labsim.runtime import tar  # noqa: F401

@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING
 from labsim.clock import Clock
 from labsim.kube import tokens
 from labsim.nas import exports
+from labsim.net import cidrs
 from labsim.node.model import NodeModel, normpath
 from labsim.node.spec import NodeSpec
 from labsim.runtime.images import ImageModel, model_for
+from labsim.runtime.podnet import PodNetwork
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
@@ -44,9 +46,9 @@ class ContainerFS(NodeModel):
     """A container's files, as the node shell model works on them. Its processes run on real
     time (``sleep 3600`` in a container lasts an hour whatever the lab's time scale)."""
 
-    def __init__(self, spec: NodeSpec, folder: Path, image: ImageModel) -> None:
+    def __init__(self, spec: NodeSpec, folder: Path, image: ImageModel, pod_network: PodNetwork) -> None:
         super().__init__(spec, None, folder)
-        self.image = image
+        self.image, self.pod_network = image, pod_network  # what its curl and wget reach
         self._clock = Clock(1.0)
 
     @property
@@ -72,7 +74,7 @@ def build(cluster: Cluster, pod: dict, container: dict) -> ContainerFS:
     ip = status.get("podIP") or ""
     node = NodeSpec(vmid=0, name=meta["name"], ip=ip, user="root", authorized_keys=[], cores=1,
                     memory_mib=1024, disk_bytes=8 << 30)
-    fs = ContainerFS(node, folder, model_for(container.get("image", "")))
+    fs = ContainerFS(node, folder, model_for(container.get("image", "")), PodNetwork(cluster, ip))
     fs.root.mkdir(parents=True, exist_ok=True)
     for path in (*_DIRECTORIES, container.get("workingDir") or "/"):
         fs.host_path(path).mkdir(parents=True, exist_ok=True)
@@ -228,4 +230,4 @@ def field_value(pod: dict, path: str) -> str:
 def _cluster_dns(cluster: Cluster) -> str:
     store = cluster.store
     dns = store.get(store.resource("v1", "Service"), "kube-system", "kube-dns")
-    return ((dns or {}).get("spec") or {}).get("clusterIP") or "10.43.0.10"
+    return ((dns or {}).get("spec") or {}).get("clusterIP") or cidrs.cluster_dns_ip(cluster.service_cidr)

@@ -1,8 +1,10 @@
-"""The container runtime a cluster's kubelet asks: filesystems, processes and exec sessions.
+"""The container runtime a cluster's kubelet asks: filesystems, processes, probes and exec sessions.
 
-``filesystem`` gives a container's files (built on first use), ``start`` runs a pod's plain
-containers that have a command, ``exit_code`` says when they all ended, ``exec`` runs a command
-inside a container (what pods/exec serves), ``attach`` joins a container's process.
+``filesystem`` gives a container's files (built on first use), ``start`` runs a pod's real
+programs and plain containers that have a command (with their probes), ``exit_codes`` and
+``health`` say how each container's process and probes are doing, ``stop`` kills a pod's or one
+container's process, ``exec`` runs a command inside a container (what pods/exec serves),
+``attach`` joins a container's process.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from labsim.node.registry import CommandResult
 from labsim.node.shell import PATH, Shell
-from labsim.runtime import filesystem, registry
+from labsim.runtime import filesystem, probes, registry
 from labsim.runtime.filesystem import ContainerFS, field_value
 from labsim.runtime.processes import ShellProcess
+from labsim.runtime.programs import CannotStart
 from labsim.runtime.supervisor import RealProcess, Supervisor
 
 if TYPE_CHECKING:
@@ -29,7 +32,7 @@ MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
 
 
-class ProgramMissing(Exception):
+class ProgramMissing(CannotStart):
     """A real program's image whose software is not installed here: that pod fails, not the lab."""
 
 
@@ -38,6 +41,7 @@ class ContainerRuntime:
         self.cluster = cluster
         self._filesystems: dict[Key, ContainerFS] = {}
         self._processes: dict[Key, Process] = {}
+        self._probers: dict[Key, probes.Prober] = {}
         self.supervisor = Supervisor(cluster.state_dir / "run")
 
     # -- filesystems and environment --------------------------------------------------------
@@ -85,35 +89,47 @@ class ContainerRuntime:
         return str(var.get("value", ""))
 
     # -- processes --------------------------------------------------------------------------
-    def start(self, pod: dict, exited: Callable[[], None]) -> list[tuple[str, str]]:
-        """Run the pod's real programs and the plain containers that have a command (a restart
-        runs them anew); ``exited`` is called as each ends. Returns (container, message) for
-        the containers that cannot start here (their program is not installed)."""
-        meta = pod["metadata"]
-        if MODELLED_RUN & set(meta.get("annotations") or {}):
-            return []  # a test or chart model says how the pod runs
-        problems = []
+    def start(self, pod: dict, changed: Callable[[], None], only: set[str] | None = None) -> list[tuple[str, str]]:
+        """Run the pod's real programs and the plain containers that have a command (``only``
+        those named; one whose process still runs is left alone) with their probes; ``changed``
+        is called as a process ends or a probe's outcome moves. Returns (container, message) for
+        the containers that cannot start here (their program is not installed, a privileged port)."""
+        meta, problems = pod["metadata"], []
         for container in pod["spec"].get("containers") or []:
             key = (meta["uid"], container["name"])
             old = self._processes.get(key)
-            if old is not None and old.exit_code is None:
+            if (old is not None and old.exit_code is None) or (only is not None and container["name"] not in only):
                 continue
             try:
-                process = self._launch(pod, container, exited)
-            except ProgramMissing as exc:
+                process = self._launch(pod, container, changed)
+            except CannotStart as exc:
                 problems.append((container["name"], str(exc)))
                 continue
             if process is not None:
                 self._processes[key] = process
+                self._probe(pod, container, changed)
         return problems
+
+    def _probe(self, pod: dict, container: dict, changed: Callable[[], None]) -> None:
+        key = (pod["metadata"]["uid"], container["name"])
+        if (old := self._probers.pop(key, None)) is not None:
+            old.stop()
+        if probes.has_probes(container):
+            async def run(argv: list[str], timeout: float) -> tuple[int, str]:
+                try:
+                    result = await asyncio.wait_for(self.exec(pod, container, argv, b""), timeout)
+                except TimeoutError:
+                    return 1, f"command {argv!r} timed out"
+                return result.exit_status, (result.stdout + result.stderr).decode(errors="replace")
+
+            pod_ip = (pod.get("status") or {}).get("podIP", "")
+            self._probers[key] = probes.Prober(container, pod_ip, run, self.cluster.clock, changed)
 
     def _launch(self, pod: dict, container: dict, exited: Callable[[], None]) -> Process | None:
         meta, image = pod["metadata"], container.get("image", "")
         runner = registry.runner_for(image)
         argv = (container.get("command") or []) + (container.get("args") or [])
-        if runner == "modelled" or (runner == "plain" and not argv) or (runner == "program" and container.get("command")):
-            # The image's own entrypoint, software without a runner, or a command of its own in a
-            # real program's image (a pg_dump job): modelled, as the adapters run the entrypoint only.
+        if not self.runs(pod, container):
             return None
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
 
@@ -123,7 +139,8 @@ class ContainerRuntime:
         fs, env = self.filesystem(pod, container), self.env(pod, container)
         if runner == "plain":
             return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
-                                wants_stdin=bool(container.get("stdin")), log=log, exited=exited)
+                                wants_stdin=bool(container.get("stdin")) and not container.get("tty"),
+                                log=log, exited=exited)
         program = registry.program_for(image)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
@@ -133,26 +150,46 @@ class ContainerRuntime:
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
                                       log_line=log, exited=exited)
 
+    @staticmethod
+    def runs(pod: dict, container: dict) -> bool:
+        """Whether the container gets a process here. Not: a pod whose run is modelled by its
+        annotations, the image's own entrypoint in a plain image, software without a runner, or
+        a command of its own in a real program's image (a pg_dump job: the adapters run the
+        entrypoint only)."""
+        if MODELLED_RUN & set(pod["metadata"].get("annotations") or {}):
+            return False
+        runner = registry.runner_for(container.get("image", ""))
+        if runner == "plain":
+            return bool(container.get("command") or container.get("args"))
+        return runner == "program" and not container.get("command")
+
+    def probed(self, pod: dict, container: dict) -> bool:
+        """Its probes are checked for real (a modelled container's pass)."""
+        return probes.has_probes(container) and self.runs(pod, container)
+
     def runs_process(self, pod: dict) -> bool:
         uid = pod["metadata"]["uid"]
         return any(key[0] == uid for key in self._processes)
 
-    def exit_code(self, pod: dict) -> int | None:
-        """When every container of the pod ran a command and all have ended: the first failing
-        exit code, else 0. None while any still runs (or runs the image's entrypoint)."""
+    def exit_codes(self, pod: dict) -> dict[str, int | None]:
+        """Container -> its process's exit code (None while it runs), for the containers that run one."""
         uid = pod["metadata"]["uid"]
-        codes = []
-        for container in pod["spec"].get("containers") or []:
-            process = self._processes.get((uid, container["name"]))
-            if process is None or process.exit_code is None:
-                return None
-            codes.append(process.exit_code)
-        return next((c for c in codes if c), 0)
+        return {name: process.exit_code for (owner, name), process in self._processes.items() if owner == uid}
 
-    def stop(self, uid: str) -> None:
-        """Kill the pod's processes (SIGKILL: they end with 137)."""
-        for key in [k for k in self._processes if k[0] == uid]:
-            self._processes.pop(key).kill()
+    def health(self, pod: dict) -> dict[str, probes.Health]:
+        """Container -> what its probes say (containers without probes are absent)."""
+        uid = pod["metadata"]["uid"]
+        return {name: prober.health for (owner, name), prober in self._probers.items() if owner == uid}
+
+    def stop(self, uid: str, container: str | None = None) -> None:
+        """Kill the pod's processes, or one container's (SIGTERM, then SIGKILL), and their probes.
+        A whole pod's processes are forgotten; one container's process stays until it is restarted,
+        so its exit code is seen."""
+        for key in [k for k in self._probers if k[0] == uid and container in (None, k[1])]:
+            self._probers.pop(key).stop()
+        for key in [k for k in self._processes if k[0] == uid and container in (None, k[1])]:
+            process = self._processes[key] if container else self._processes.pop(key)
+            process.kill()
 
     def remove(self, uid: str) -> None:
         """The pod is gone: its processes stop, its container folders and emptyDirs go."""
@@ -161,13 +198,15 @@ class ContainerRuntime:
             del self._filesystems[key]
         filesystem.remove(self.cluster, uid)
 
-    def reap(self) -> list[int]:
+    async def reap(self) -> list[int]:
         """Kill what a lab killed with -9 left running (called as the cluster starts)."""
-        return self.supervisor.reap()
+        return await self.supervisor.reap()
 
     async def close(self) -> None:
         """The lab stops: every process ends (the pods run again when it comes back)."""
-        processes, self._processes = list(self._processes.values()), {}
+        for prober in self._probers.values():
+            prober.stop()
+        processes, self._processes, self._probers = list(self._processes.values()), {}, {}
         for process in processes:
             await process.killed()
 

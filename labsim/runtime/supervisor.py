@@ -16,6 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger("labsim.runtime.supervisor")
 STOP_SECONDS = 5.0  # SIGTERM, then SIGKILL after this (the kubelet's grace period, shortened)
+REAP_SECONDS = 10.0  # how long a start waits for the processes it killed to be gone
 
 
 def _start_time(pid: int) -> str | None:
@@ -109,8 +110,10 @@ class Supervisor:
     def launch(self, name: str, steps: list[tuple[list[str], bytes]], argv: list[str], **kw) -> RealProcess:
         return RealProcess(self, name, steps, argv, **kw)
 
-    def reap(self) -> list[int]:
-        """Kill the process groups a previous run left (its PID files); the PIDs killed."""
+    async def reap(self) -> list[int]:
+        """Kill the process groups a previous run left (its PID files) and wait until they are
+        gone: a PostgreSQL started again while its killed predecessor still shows in /proc finds
+        its lock file held and exits. Returns the PIDs killed."""
         killed = []
         for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.is_dir() else []:
             with contextlib.suppress(ValueError, OSError):
@@ -121,4 +124,7 @@ class Supervisor:
             pid_file.unlink(missing_ok=True)
         if killed:
             log.info("killed %d processes a previous run of the lab left: %s", len(killed), killed)
+        deadline = asyncio.get_running_loop().time() + REAP_SECONDS
+        while any(Path(f"/proc/{pid}").exists() for pid in killed) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)  # their new parent (init) collects them
         return killed

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import subprocess
 import threading
@@ -81,14 +82,16 @@ async def _join(cluster: Cluster, nodes: int, net: str) -> None:
 @contextlib.contextmanager
 def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
                     time_scale: float = 0.0) -> Iterator[RunningCluster]:
-    net = unique_subnet()
-    ip = f"{net}.20"
+    state = tmp_path / "kube" / "k3s-master"
+    resumed = (state / "cluster.json").exists()
+    # A cluster this folder held before is resumed, as a lab restart does: same addresses, same kubeconfig.
+    ip = json.loads((state / "cluster.json").read_text())["server_ip"] if resumed else f"{unique_subnet()}.20"
+    net = ip.rsplit(".", 1)[0]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="kube-test-loop", daemon=True)
     thread.start()
-    state = tmp_path / "kube" / "k3s-master"
-    if (state / "cluster.json").exists():  # a cluster this folder held before: resume it, as a lab restart does
-        cluster = Cluster.load(state, Clock(time_scale), server_ip=ip, tls_san=[ip], run_controllers=controllers)
+    if resumed:
+        cluster = Cluster.load(state, Clock(time_scale), run_controllers=controllers)
     else:
         cluster = Cluster(state, Clock(time_scale), name="k3s-master", version=VERSION,
                           token="K10test::server:secret", server_ip=ip, embedded_etcd=True, tls_san=[ip],

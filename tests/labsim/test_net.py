@@ -8,10 +8,16 @@ The tests share one lab (a k3s server installed over SSH, ServiceLB on) and run 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import pty
+import select
 import socket
 import socketserver
 import ssl
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +29,10 @@ import pytest
 from kubernetes import client
 
 from labsim.lab import running_lab
+from labsim.runtime.programs import nginx
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
+from tests.labsim.kube_fixtures import TOOLS
 from tests.polling import wait_until
 
 PORT = 8081  # Traefik's LoadBalancer holds 80 and 443 on the node (ServiceLB gives one port to one Service)
@@ -254,3 +262,90 @@ def test_lab_down_closes_every_listener(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: nginx, image: nginx:1.27, ports: [{containerPort: 80}],
+                    readinessProbe: {httpGet: {path: /, port: 80}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+
+
+@pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make tools)")
+@pytest.mark.parametrize("version", ["1.34", "1.32"])
+def test_busybox_wget_reaches_services_by_name(k3s: K3sLab, tmp_path: Path, version: str) -> None:
+    """`kubectl run … --image=busybox -- wget …`: the container resolves names through CoreDNS and
+    connects through the kube-proxy, with busybox's messages and exit codes."""
+    env = {**os.environ, "KUBECONFIG": str(k3s.kubeconfig(tmp_path)), "HOME": str(tmp_path)}
+
+    def run(name: str, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(TOOLS / f"kubectl-{version}"), "run", "-i", "--rm", f"{name}{version[-2:]}",
+                               "--image=busybox", "--restart=Never", "--", *argv], env=env, input="",
+                              capture_output=True, text=True, timeout=120)
+
+    subprocess.run([str(TOOLS / f"kubectl-{version}"), "apply", "-f", "-"], env=env, input=WEB, check=True,
+                   capture_output=True, text=True)
+    subprocess.run([str(TOOLS / f"kubectl-{version}"), "rollout", "status", "deploy/web", "--timeout=60s"],
+                   env=env, check=True, capture_output=True, text=True)
+    page = run("page", "wget", "-qO-", "http://web")  # search list: web.default.svc.cluster.local
+    assert page.returncode == 0 and "<title>Welcome to nginx!</title>" in page.stdout, page
+    code, screen = _on_a_terminal([str(TOOLS / f"kubectl-{version}"), "run", "-it", "--rm", f"tty{version[-2:]}",
+                                   "--image=busybox", "--restart=Never", "--", "wget", "-qO-", "http://web"], env)
+    assert code == 0 and "<title>Welcome to nginx!</title>\r\n" in screen, screen  # kubectl run -it
+    loud = run("loud", "wget", "-O-", "http://web.default.svc/")
+    ip = core_ip = json.loads(subprocess.run([str(TOOLS / f"kubectl-{version}"), "get", "svc", "web", "-o", "json"],
+                                             env=env, capture_output=True, text=True).stdout)["spec"]["clusterIP"]
+    assert f"Connecting to web.default.svc ({ip}:80)\nwriting to stdout\n" in loud.stdout + loud.stderr
+    spider = run("spider", "wget", "--spider", "http://web.default.svc.cluster.local/nope.html")
+    assert spider.returncode == 1
+    assert "wget: server returned error: HTTP/1.1 404 Not Found" in spider.stdout + spider.stderr
+    missing = run("missing", "wget", "-qO-", "http://nosuch.default.svc")
+    assert missing.returncode == 1 and "wget: bad address 'nosuch.default.svc'" in missing.stdout + missing.stderr
+    # The kubernetes Service has port 443 only: port 80 of its ClusterIP is routed nowhere (iptables), so
+    # busybox waits; -T ends the wait. Over https the API server answers (busybox checks no certificate).
+    api_ip = json.loads(subprocess.run([str(TOOLS / f"kubectl-{version}"), "get", "svc", "kubernetes", "-o", "json"],
+                                       env=env, capture_output=True, text=True).stdout)["spec"]["clusterIP"]
+    assert api_ip != core_ip
+    plain = run("plain", "wget", "-T", "2", "-qO-", "http://kubernetes.default.svc")
+    assert plain.returncode == 1 and "wget: download timed out" in plain.stdout + plain.stderr
+    token = "$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)"
+    version_doc = run("token", "sh", "-c", f'wget -qO- --header "Authorization: Bearer {token}" '
+                                           "https://kubernetes.default.svc/version")
+    assert version_doc.returncode == 0 and '"gitVersion":"v1.34' in version_doc.stdout, version_doc
+    assert "wget: note: TLS certificate validation not implemented" in version_doc.stderr
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
+    """Run ``argv`` on a pseudo-terminal (as `kubectl run -it` wants); its exit code and screen."""
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(argv, env=env, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True)
+    os.close(terminal)
+    screen, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([main], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:  # EIO: the terminal's last user is gone
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+        return process.wait(10), screen.decode(errors="replace")
+    finally:
+        process.kill()
+        os.close(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from labsim.runtime import programs
 from labsim.runtime.programs import nginx
 from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.polling import wait_until
@@ -119,3 +120,30 @@ def test_kubectl_port_forward_to_a_deployment(shared_kube: RunningCluster, versi
     finally:
         forward.terminate()
         forward.wait(10)
+
+
+def test_privileged_port_without_root_fails_only_that_pod(shared_kube: RunningCluster,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """labsim not root and net.ipv4.ip_unprivileged_port_start at 1024: nginx's `listen 80` cannot
+    bind, so the pod fails with the fix in its event; the pods already running run on."""
+    kube = shared_kube
+    kube.kubectl("apply", "-f", "-", input=DOC)
+    stock_ip = wait_until(lambda: json.loads(kube.kubectl("get", "pod", "stock", "-o", "json").stdout)["status"]
+                          .get("podIP"), timeout=30)
+    monkeypatch.setattr(programs, "lowest_bindable_port", lambda: 1024)
+    kube.kubectl("run", "low", "--image=nginx:1.27")
+
+    def waiting() -> dict:
+        pod = json.loads(kube.kubectl("get", "pod", "low", "-o", "json").stdout)
+        return ((pod["status"].get("containerStatuses") or [{}])[0].get("state") or {}).get("waiting") or {}
+
+    state = wait_until(lambda: (w := waiting()).get("reason") == "CreateContainerError" and w, timeout=30)
+    fix = ("nginx:1.27 listens on port 80, below net.ipv4.ip_unprivileged_port_start (1024), and labsim does not run "
+           "as root: run labsim as root, or set sysctl net.ipv4.ip_unprivileged_port_start=80")
+    assert state["message"] == fix
+    events = json.loads(kube.kubectl("get", "events", "--field-selector", "involvedObject.name=low", "-o",
+                                     "json").stdout)["items"]
+    assert ("Warning", "Failed", f"Error: {fix}") in [(e["type"], e["reason"], e["message"]) for e in events]
+    assert kube.cluster.api_running
+    assert wait_until(lambda: _get(f"http://{stock_ip}/"), timeout=30)[0] == 200  # the lab runs on
+    kube.kubectl("delete", "pod", "low", "--wait=false")

@@ -156,15 +156,20 @@ LAB_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from tests.labsim.kube_fixtures import running_cluster
+    from tests.polling import wait_until
     with running_cluster(Path({tmp!r}), nodes=1) as kube:
         kube.kubectl("apply", "-f", "-", input={pod!r})
+        psql = ("exec", "pg", "--", "psql", "-d", "shop", "-tA", "-c")
+        wait_until(lambda: kube.kubectl(*psql, "select 1", check=False).stdout == "1\\n", timeout=60)
+        kube.kubectl(*psql, "create table kept(t text); insert into kept values ('before the kill')")
         print(kube.server, flush=True)
         time.sleep(600)
 """)
 
 
 def test_no_orphans_after_stop_or_after_kill_9(tmp_path: Path) -> None:
-    """A lab killed with -9 leaves PostgreSQL running; the next start of its cluster reaps it."""
+    """A lab killed with -9 leaves PostgreSQL running; the next start of its cluster reaps it and
+    runs the pod again with its data; a clean stop leaves nothing."""
     pod = POD.replace("    volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]\n", "").replace(
         "  volumes: [{name: data, persistentVolumeClaim: {claimName: pg-data}}]\n", "")
     repo = str(Path(__file__).resolve().parents[2])
@@ -179,8 +184,15 @@ def test_no_orphans_after_stop_or_after_kill_9(tmp_path: Path) -> None:
         lab.kill()  # -9: no chance to stop its processes
         lab.wait(10)
     assert all(_alive(pid) for pid in pids)  # orphans, as a real kill -9 leaves them
-    with running_cluster(tmp_path, nodes=1):
+    with running_cluster(tmp_path, nodes=1) as kube:
         assert not any(_alive(pid) for pid in pids)  # reaped as the cluster started
+        wait_until(lambda: _answers(kube), timeout=60)  # the pod runs again, with its data
+        assert _psql(kube, "select t from kept").stdout == "before the kill\n"
+        status = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["status"]
+        assert status["containerStatuses"][0]["restartCount"] == 0  # its first start found the orphan gone
+        restarted = _pids(kube.cluster)
+        assert restarted and set(restarted).isdisjoint(pids)
+    assert not any(_alive(pid) for pid in restarted)  # a clean stop leaves nothing
 
 
 def test_reached_on_the_pod_ip_and_through_the_python_clients_port_forward(kube: RunningCluster) -> None:

@@ -14,6 +14,7 @@ probe never passes) and ``sim.labsim.io/image-pull: "fail"`` (ErrImagePull, Imag
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import secrets
@@ -72,7 +73,8 @@ class Kubelet(Controller):
         if event_type == "DELETED":
             self._on_node.get(node, set()).discard(key)
             self._restart.discard(key)
-            self._backoff.pop(key, None)
+            for backoff in [k for k in self._backoff if k[:2] == key]:  # the pod's and its containers'
+                del self._backoff[backoff]
             self._waiting.get(key[0], set()).discard(key)
             self.forget((pod["metadata"]["uid"],))
             self.runtime.remove(pod["metadata"]["uid"])
@@ -140,14 +142,12 @@ class Kubelet(Controller):
         if key in self._restart:
             self._restart.discard(key)
             self._restart_containers(pod, node)
+        elif self.runtime.runs_process(pod):
+            self._supervise(pod, key)
         elif _crash_looping(pod):
             if self.clock.now() >= self._backoff.get(key, 0.0):
                 self._backoff.pop(key, None)
                 self._restart_containers(pod, None, record_exit=False)
-        elif self.runtime.runs_process(pod):
-            code = self.runtime.exit_code(pod)
-            if code is not None:
-                self._exit(pod, key, code)
         elif _runs_to_completion(pod) or EXIT_CODE in _annotations(pod):
             uid, restarts = pod["metadata"]["uid"], _restarts(pod)
             if self.after((uid, "run", restarts), key, _run_seconds(pod)):
@@ -243,13 +243,19 @@ class Kubelet(Controller):
         return ip
 
     def _mark_ready(self, pod: dict, ready: bool) -> None:
-        """Readiness as probes would report it: ready while running, unless the pod says its probe
-        fails. Changes ``pod`` only; the caller writes it."""
+        """Readiness as the probes report it: a container whose process is probed is ready when
+        its probes say so; others are ready while running, unless the pod's annotation says its
+        probe fails. Changes ``pod`` only; the caller writes it."""
         status, now = pod["status"], self.clock.now()
-        probe_ok = ready and _annotations(pod).get(READY) != "false"
+        modelled_ok = ready and _annotations(pod).get(READY) != "false"
+        health = self.runtime.health(pod)
         unready = []
         for container in status.get("containerStatuses") or []:
-            container["ready"] = probe_ok and "running" in container.get("state", {})
+            running, probed = "running" in container.get("state", {}), health.get(container["name"])
+            if self.runtime.probed(pod, _spec(pod, container["name"])):
+                container["ready"] = bool(ready and running and probed and probed.ready and probed.started)
+            else:
+                container["ready"] = modelled_ok and running
             if not container["ready"]:
                 unready.append(container["name"])
         reason = "ContainersNotReady" if unready else None
@@ -272,6 +278,51 @@ class Kubelet(Controller):
                 self._mark_ready(pod, False)
                 self.store.update(pod, subresource="status")
 
+    def _supervise(self, pod: dict, key: Key) -> None:
+        """A pod whose containers run processes, each container on its own: probes set its
+        readiness, a failed liveness/startup probe kills it, its end restarts it after its
+        back-off (restartPolicy), and the pod ends when every container has ended for good."""
+        status, node_name, uid = pod["status"], pod["spec"]["nodeName"], pod["metadata"]["uid"]
+        health, codes, now = self.runtime.health(pod), self.runtime.exit_codes(pod), self.clock.now()
+        policy = pod["spec"].get("restartPolicy", "Always")
+        before = copy.deepcopy([status.get("containerStatuses"), status.get("conditions")])
+        for cs in status.get("containerStatuses") or []:
+            name, state, probed = cs["name"], cs.get("state", {}), health.get(cs["name"])
+            for message in probed.events if probed else []:
+                self.events.record(pod, "Unhealthy", message, WARNING, node_name)
+            if probed:
+                probed.events.clear()
+            code = codes.get(name)
+            if "running" in state and code is not None:
+                if policy == "Always" or (code and policy == "OnFailure"):
+                    self._crash_container(pod, key, cs, code)
+                else:
+                    cs.update(ready=False, started=False,
+                              state=_terminated(cs, code, "Error" if code else "Completed", now))
+            elif "running" in state and probed and probed.kill:
+                self.events.record(pod, "Killing", probed.kill, host=node_name)
+                probed.kill = ""
+                self.runtime.stop(uid, name)  # its end comes back here as an exit
+            elif "running" in state:
+                cs["started"] = probed.started if probed else True
+            elif _backing_off(cs) and name in codes and now >= self._backoff.get((*key, name), 0.0):
+                self._backoff.pop((*key, name), None)
+                cs.update(_running(_spec(pod, name), now, restarts=cs["restartCount"]), lastState=cs["lastState"])
+                self.events.record(pod, "Started", f"Started container {name}", host=node_name)
+                self.runtime.start(pod, lambda: self.queue.add(key), only={name})
+        if all("terminated" in cs.get("state", {}) for cs in status["containerStatuses"]):
+            self._exit(pod, key, next((c for c in codes.values() if c), 0))
+            return
+        self._mark_ready(pod, True)
+        if [status.get("containerStatuses"), status.get("conditions")] != before:
+            self.store.update(pod, subresource="status")
+
+    def _crash_container(self, pod: dict, key: Key, cs: dict, code: int) -> None:
+        """One container exited and will be restarted: CrashLoopBackOff until its own back-off ends."""
+        deadline = self.clock.now() + self._back_off(pod, cs, code)
+        self._backoff[(*key, cs["name"])] = deadline
+        self.at(deadline, key)
+
     def _exit(self, pod: dict, key: Key, code: int | None = None) -> None:
         """The containers end (with ``code``, else as the pod's annotation says): the pod
         Succeeds or Fails, or its restart policy brings them back after the crash-loop back-off."""
@@ -283,7 +334,8 @@ class Kubelet(Controller):
             return
         status["phase"] = "Failed" if code else "Succeeded"
         reason = "Error" if code else "Completed"
-        status["containerStatuses"] = [{**cs, "ready": False, "started": False, "state": _terminated(cs, code, reason, now)}
+        status["containerStatuses"] = [{**cs, "ready": False, "started": False, "state": cs["state"]
+                                        if "terminated" in cs.get("state", {}) else _terminated(cs, code, reason, now)}
                                        for cs in status.get("containerStatuses") or []]
         for type_ in ("Ready", "ContainersReady"):
             status["conditions"] = set_condition(status["conditions"], type_, "False", now, "PodCompleted",
@@ -312,25 +364,27 @@ class Kubelet(Controller):
 
     def _crash(self, pod: dict, key: Key, code: int) -> None:
         """The containers exited and will be restarted: CrashLoopBackOff until the back-off ends."""
-        status, now = pod["status"], self.clock.now()
-        meta = pod["metadata"]
-        crashed, longest = [], 0
-        for cs in status.get("containerStatuses") or []:
-            restarts = int(cs.get("restartCount", 0))
-            delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
-            longest = max(longest, delay)
-            message = (f"back-off {delay}s restarting failed container={cs['name']} "
-                       f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
-            crashed.append({**cs, "ready": False, "started": False, "restartCount": restarts + 1,
-                            "lastState": _terminated(cs, code, "Error" if code else "Completed", now),
-                            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": message}}})
-            self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
-                               f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
-        status["containerStatuses"] = crashed
+        status = pod["status"]
+        longest = max((self._back_off(pod, cs, code) for cs in status.get("containerStatuses") or []), default=0)
         self._mark_ready(pod, False)
         self.store.update(pod, subresource="status")
-        self._backoff[key] = now + longest
+        self._backoff[key] = self.clock.now() + longest
         self.at(self._backoff[key], key)
+
+    def _back_off(self, pod: dict, cs: dict, code: int) -> int:
+        """Container status ``cs`` exited with ``code``: waiting in CrashLoopBackOff, its restart
+        counted, the BackOff event recorded. Returns its back-off in seconds."""
+        meta, now = pod["metadata"], self.clock.now()
+        restarts = int(cs.get("restartCount", 0))
+        delay = min(BACKOFF_SECONDS * 2 ** restarts, BACKOFF_MAX)
+        message = (f"back-off {delay}s restarting failed container={cs['name']} "
+                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
+        cs.update(ready=False, started=False, restartCount=restarts + 1,
+                  lastState=_terminated(cs, code, "Error" if code else "Completed", now),
+                  state={"waiting": {"reason": "CrashLoopBackOff", "message": message}})
+        self.events.record(pod, "BackOff", f"Back-off restarting failed container {cs['name']} in pod "
+                           f"{meta['name']}_{meta['namespace']}({meta['uid']})", WARNING, pod["spec"]["nodeName"])
+        return delay
 
     def _pull_failed(self, pod: dict, node: dict, key: Key) -> None:
         """The image cannot be pulled: ErrImagePull first, ImagePullBackOff after a retry."""
@@ -410,9 +464,16 @@ def _annotations(pod: dict) -> dict:
     return pod["metadata"].get("annotations") or {}
 
 
+def _spec(pod: dict, name: str) -> dict:
+    return next((c for c in pod["spec"]["containers"] if c["name"] == name), {})
+
+
+def _backing_off(cs: dict) -> bool:
+    return cs.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+
+
 def _crash_looping(pod: dict) -> bool:
-    return any(cs.get("state", {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
-               for cs in pod["status"].get("containerStatuses") or [])
+    return any(_backing_off(cs) for cs in pod["status"].get("containerStatuses") or [])
 
 
 def _runs_to_completion(pod: dict) -> bool:

@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+from labsim.runtime import programs
 from labsim.runtime.filesystem import ContainerFS
 
 IMAGES = ("nginx",)
@@ -90,7 +91,8 @@ def _image_files(fs: ContainerFS) -> None:
         fs.host_path(folder).mkdir(parents=True, exist_ok=True)
 
 
-def _translate(text: str, fs: ContainerFS, shadow: Path, pod_ip: str) -> str:
+def _translate(text: str, fs: ContainerFS, shadow: Path, pod_ip: str, ports: list[int]) -> str:
+    """The configuration with real paths, listening on the pod IP; the ports it listens on go to ``ports``."""
     def path(match: re.Match) -> str:
         value = match.group(4)
         if value in _LOGS or value.startswith("/dev/"):
@@ -106,6 +108,8 @@ def _translate(text: str, fs: ContainerFS, shadow: Path, pod_ip: str) -> str:
         if address.startswith("["):
             return ""  # IPv6: the pod network here is IPv4 only
         port = address.rsplit(":", 1)[-1]
+        if port.isdigit():
+            ports.append(int(port))
         return f"{match.group(1)}listen {pod_ip}:{port} {' '.join(options)};".replace(" ;", ";")
 
     # Debian's build keeps its temporary files in /var/lib/nginx: here, the container's cache folder.
@@ -120,15 +124,17 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     shadow = fs.folder / "nginx-etc"
     shutil.rmtree(shadow, ignore_errors=True)
     source = fs.host_path("/etc/nginx").resolve()
+    ports: list[int] = []
     for folder, _, files in os.walk(source, followlinks=True):  # conf.d is often a ConfigMap's folder
         (shadow / Path(folder).relative_to(source)).mkdir(parents=True, exist_ok=True)
         for name in files:
             real = Path(folder) / name
             target = shadow / real.relative_to(source)
             if name.endswith(".conf"):
-                target.write_text(_translate(real.read_text(), fs, shadow, fs.spec.ip))
+                target.write_text(_translate(real.read_text(), fs, shadow, fs.spec.ip, ports))
             else:
                 shutil.copy(real, target)
+    programs.check_ports(image, ports)  # nginx would die on bind(): say so and how to fix it instead
     return []
 
 

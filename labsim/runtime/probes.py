@@ -1,0 +1,167 @@
+"""A container's startup, liveness and readiness probes, run as the kubelet's prober workers do.
+
+Each probe is checked for real: ``httpGet`` and ``tcpSocket`` against the pod IP (or the
+probe's ``host``), ``exec`` inside the container (what ``kubectl exec`` runs). Timing follows
+the probe's initialDelaySeconds / periodSeconds on the lab clock, with at least PERIOD_FLOOR
+real seconds between checks, so a lab at time_scale 0 converges in a fraction of a second
+without spinning. The counters follow successThreshold / failureThreshold. The outcome is a
+``Health`` the kubelet reads: ready, started, a reason to kill the container, and the
+``Unhealthy`` events to record. gRPC probes are not checked (they pass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+PERIOD_FLOOR = 0.2  # real seconds between two checks of one probe, whatever the time scale
+USER_AGENT = "kube-probe/1.34"
+# (probe field, its name in the kubelet's events)
+KINDS = (("startupProbe", "Startup"), ("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"))
+
+Exec = Callable[[list[str], float], Awaitable[tuple[int, str]]]  # argv, timeout -> exit code, output
+
+
+@dataclass
+class Health:
+    ready: bool
+    started: bool
+    kill: str = ""  # set when a liveness or startup probe gave up: the kubelet's "Killing" message
+    events: list[str] = field(default_factory=list)  # "Readiness probe failed: ..." not yet recorded
+
+
+def has_probes(container: dict) -> bool:
+    return any(container.get(kind) for kind, _ in KINDS)
+
+
+class Prober:
+    """The probes of one running container; ``changed`` is called when its Health moved."""
+
+    def __init__(self, container: dict, pod_ip: str, run: Exec, clock, changed: Callable[[], None]) -> None:
+        self.container, self.pod_ip, self.run, self.clock, self.changed = container, pod_ip, run, clock, changed
+        self.health = Health(ready=not container.get("readinessProbe"), started=not container.get("startupProbe"))
+        self.task = asyncio.create_task(self._work())
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+    async def _work(self) -> None:
+        if self.container.get("startupProbe") and not await self._loop("startupProbe", "Startup"):
+            return
+        loops = [self._loop(kind, name) for kind, name in KINDS[1:] if self.container.get(kind)]
+        await asyncio.gather(*loops)
+
+    async def _loop(self, kind: str, name: str) -> bool:
+        """Check until the probe is done: False when it gave up (the container must be killed)."""
+        spec = self.container[kind]
+        await self._sleep(spec.get("initialDelaySeconds", 0))
+        successes = failures = 0
+        while True:
+            error = await check(spec, self.container, self.pod_ip, self.run)
+            successes, failures = (successes + 1, 0) if error is None else (0, failures + 1)
+            if error is not None:
+                self.health.events.append(f"{name} probe failed: {error}")
+            done = self._apply(kind, successes, failures, spec)
+            self.changed()
+            if done is not None:
+                return done
+            await self._sleep(spec.get("periodSeconds", 10))
+
+    def _apply(self, kind: str, successes: int, failures: int, spec: dict) -> bool | None:
+        """Move Health by the counters; True/False when the probe's work ends (passed/gave up)."""
+        threshold = spec.get("failureThreshold", 3)
+        if kind == "readinessProbe":
+            if successes >= spec.get("successThreshold", 1):
+                self.health.ready = True
+            elif failures >= threshold:
+                self.health.ready = False
+            return None
+        if successes and kind == "startupProbe":
+            self.health.started = True
+            return True
+        if failures >= threshold:
+            self.health.ready = False
+            what = "liveness" if kind == "livenessProbe" else "startup"
+            self.health.kill = f"Container {self.container['name']} failed {what} probe, will be restarted"
+            return False
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        await self.clock.sleep(seconds)
+        await asyncio.sleep(PERIOD_FLOOR)
+
+
+async def check(spec: dict, container: dict, pod_ip: str, run: Exec) -> str | None:
+    """One check of a probe: None when it passes, else the kubelet's failure message."""
+    timeout = float(spec.get("timeoutSeconds", 1))
+    if "exec" in spec:
+        code, output = await run(list(spec["exec"].get("command") or []), timeout)
+        return None if code == 0 else output
+    action = spec.get("httpGet") or spec.get("tcpSocket")
+    if action is None:
+        return None  # gRPC: not checked here
+    host, port = action.get("host") or pod_ip, _port(action.get("port"), container)
+    if "tcpSocket" in spec:
+        return await _tcp(host, port, timeout)
+    return await _http(action, host, port, timeout)
+
+
+def _port(port: int | str | None, container: dict) -> int:
+    """A number, or the name of one of the container's ports."""
+    if isinstance(port, str) and not port.isdigit():
+        return next((int(p["containerPort"]) for p in container.get("ports") or [] if p.get("name") == port), 0)
+    return int(port or 0)
+
+
+async def _tcp(host: str, port: int, timeout: float) -> str | None:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except TimeoutError:
+        return f"dial tcp {host}:{port}: i/o timeout"
+    except OSError as exc:
+        return f"dial tcp {host}:{port}: connect: {_reason(exc)}"
+    writer.close()
+    return None
+
+
+async def _http(action: dict, host: str, port: int, timeout: float) -> str | None:
+    scheme = str(action.get("scheme", "HTTP")).lower()
+    path = action.get("path") or "/"
+    url = f"{scheme}://{host}:{port}{path}"
+    headers = {"Host": f"{host}:{port}", "User-Agent": USER_AGENT, "Accept": "*/*", "Connection": "close"}
+    headers.update({h["name"]: h["value"] for h in action.get("httpHeaders") or []})
+    request = f"GET {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    tls = _insecure_tls() if scheme == "https" else None  # the kubelet does not verify probe certificates
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls)
+            try:
+                writer.write(request.encode())
+                status_line = await reader.readline()
+            finally:
+                writer.close()
+    except TimeoutError:
+        return f'Get "{url}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
+    except OSError as exc:
+        return f'Get "{url}": dial tcp {host}:{port}: connect: {_reason(exc)}'
+    parts = status_line.split()
+    code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    if 200 <= code < 400:
+        return None
+    return f"HTTP probe failed with statuscode: {code}" if code else f'Get "{url}": EOF'
+
+
+def _reason(exc: OSError) -> str:
+    with contextlib.suppress(TypeError, AttributeError):
+        return {111: "connection refused", 113: "no route to host"}.get(exc.errno, exc.strerror.lower())
+    return str(exc)
+
+
+def _insecure_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
