@@ -33,6 +33,7 @@ def sim_config(lab: Lab) -> dict[str, Any]:
         "ssh_user": lab.ssh.user, "ssh_port": lab.ssh.port, "subnet": str(lab.network.subnet),
         "cluster_cidr": str(lab.k3s.cluster_cidr), "service_cidr": str(lab.k3s.service_cidr),
         "metallb_pool": "-".join(map(str, lab.metallb.pool)),
+        "acme_servers": sorted({issuer.server for issuer in lab.tls.issuers}) if lab.tls else [],
     }
 
 

@@ -39,6 +39,7 @@ class SimConfig:
     cluster_cidr: ipaddress.IPv4Network  # the pod network the twin's k3s uses when config.yaml sets none
     service_cidr: ipaddress.IPv4Network
     metallb_pool: str  # FIRST-LAST, the lab file's metallb.addresses
+    acme_servers: list[str]  # the ACME directory URLs of tls.issuers: Pebble serves those on loopback
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:
@@ -92,4 +93,5 @@ class SimConfig:
         return (self.subnet, *self.metallb_networks, self.cluster_cidr, self.service_cidr)
 
 
-CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}
+CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network,
+              "list[str]": lambda items: [str(item) for item in items]}
