@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -41,6 +42,7 @@ log = logging.getLogger("labsim.apps.cert_manager")
 CM, ACME = "cert-manager.io/v1", "acme.cert-manager.io/v1"
 KINDS = {"Certificate": CM, "CertificateRequest": CM, "Issuer": CM, "ClusterIssuer": CM, "Order": ACME,
          "Challenge": ACME}
+CHALLENGE_FINALIZER = "finalizer.acme.cert-manager.io"
 CONTROLLER_POD = {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0)  # real seconds between attempts after an ACME or DNS error
 POLL_SECONDS, POLL_LIMIT = 0.2, 150  # authorization and order polling (Pebble answers within a second)
@@ -104,11 +106,31 @@ class CertManager(Controller):
             return
         kind, ns, name = key
         obj = self.store.get(self.kinds[kind], ns, name)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
+        if obj is None:
+            return
+        if obj["metadata"].get("deletionTimestamp"):
+            self.finalize(obj)
             return
         step = {"Issuer": self.issuer, "ClusterIssuer": self.issuer, "Certificate": self.certificate,
                 "CertificateRequest": self.request, "Order": self.order, "Challenge": self.challenge}[kind]
         await step(obj)
+
+    def finalize(self, obj: dict) -> None:
+        """A deleted Challenge: its TXT record is gone once it was validated or failed (else now), then
+        its finalizer goes."""
+        finalizers = obj["metadata"].get("finalizers") or []
+        if CHALLENGE_FINALIZER not in finalizers:
+            return
+        if (obj.get("status") or {}).get("presented") and self.cloudflare_ready():
+            issuer = self.issuer_of(obj)
+            with contextlib.suppress(AcmeFailure):
+                if issuer is not None:
+                    _clean_up(self.cloudflare, obj, self.cloudflare_token(obj, issuer))
+        obj["metadata"]["finalizers"] = [f for f in finalizers if f != CHALLENGE_FINALIZER]
+        self.store.update(obj)
+
+    def cloudflare_ready(self) -> bool:
+        return getattr(self.cluster, "cloudflare", None) is not None
 
     def retry(self, key: Key) -> None:
         """Try ``key`` again later, backing off (an unreachable ACME server, a refused DNS token)."""
@@ -418,7 +440,7 @@ class CertManager(Controller):
         key_auth = body.chall.validation(key) if kind == "DNS-01" else body.chall.key_authorization(key)
         return {"apiVersion": ACME, "kind": "Challenge",
                 "metadata": {"name": name, "namespace": order["metadata"]["namespace"],
-                             "ownerReferences": [controller_ref(order)], "finalizers": ["finalizer.acme.cert-manager.io"]},
+                             "ownerReferences": [controller_ref(order)], "finalizers": [CHALLENGE_FINALIZER]},
                 "spec": {"authorizationURL": authz["url"], "dnsName": authz["identifier"], "issuerRef": order["spec"]["issuerRef"],
                          "key": key_auth, "solver": solver, "token": jose.encode_b64jose(token), "type": kind,
                          "url": chall["url"], "wildcard": bool(authz.get("wildcard"))}}
@@ -567,7 +589,7 @@ def _client(server: str, key: jose.JWK, uri: str, trust: str, ca_bundle: str | N
 
 
 def _authorization(authz) -> dict:
-    return {"url": authz.uri, "identifier": authz.body.identifier.value, "initialState": str(authz.body.status),
+    return {"url": authz.uri, "identifier": authz.body.identifier.value, "initialState": authz.body.status.name,
             "wildcard": bool(authz.body.wildcard),
             "challenges": [{"type": c.chall.typ, "url": c.uri, "token": jose.encode_b64jose(c.chall.token)}
                            for c in authz.body.challenges if hasattr(c.chall, "token")]}
