@@ -114,6 +114,7 @@ class PebbleServer:
         self.directories = [Directory(url) for url in dict.fromkeys(urls)]
         self.supervisor = Supervisor(self.root / "run")
         self.programs: dict[str, Supervised] = {}
+        self.stopped: list[Directory] = []  # down by a fault, until restart_stopped()
         self.tls = self._tls()
 
     # -- where clients find it -------------------------------------------------------------------
@@ -180,6 +181,7 @@ class PebbleServer:
 
     async def start_directory(self, directory: Directory) -> None:
         """Start (or restart, after ``stop_directory``) one directory's Pebble and record its CA."""
+        self.stopped = [d for d in self.stopped if d != directory]
         config = self.root / directory.key / "pebble-config.json"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps({"pebble": {
@@ -199,6 +201,12 @@ class PebbleServer:
         program = self.programs.pop(f"pebble-{directory.key}", None)
         if program is not None:
             await program.stop()
+            self.stopped.append(directory)
+
+    async def restart_stopped(self) -> None:
+        stopped, self.stopped = self.stopped, []
+        for directory in stopped:
+            await self.start_directory(directory)
 
     def _launch(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         program = Supervised(self.supervisor, name, argv, {"PATH": os.environ.get("PATH", ""), **env})
