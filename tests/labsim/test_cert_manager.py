@@ -18,12 +18,18 @@ from kubernetes import client
 
 from labsim.apps.cloudflare import CloudflareAPI
 from labsim.charts import CHART_MODELS, Release
+from labsim.k3s.addons import k3s_crds
 from labsim.pebble import PebbleServer, tools_dir
 from tests.labfiles import unique_subnet
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 from tests.polling import wait_until
 
 TOKEN = "lab-cloudflare-token-0123456789abcdefghijk"
+HELMCHART = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+             "metadata": {"name": "cert-manager", "namespace": "kube-system"},
+             "spec": {"chart": "cert-manager", "repo": "https://charts.jetstack.io", "version": "v1.19.1",
+                      "targetNamespace": "infra", "createNamespace": True,
+                      "valuesContent": yaml.safe_dump({"crds": {"enabled": True}})}}
 DOMAIN = "home.example.com"
 
 pytestmark = pytest.mark.skipif(not (tools_dir() / "pebble").exists(), reason="pebble is not installed (make programs)")
@@ -38,11 +44,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningClust
         running.call(pebble.start)
         cluster = running.cluster
         cluster.pebble, cluster.cloudflare = pebble, CloudflareAPI(TOKEN, pebble.challtestsrv)
-        try:
-            running.call(cluster.apply_manifest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "infra"}})
-            release = Release("cert-manager", "infra", "cert-manager", "v1.19.1", {"crds": {"enabled": True}})
-            for obj in CHART_MODELS["cert-manager"](release):
+        try:  # installed as the lab file's charts section does it: a HelmChart k3s' Helm controller runs
+            for obj in [*k3s_crds(), HELMCHART]:
                 running.call(cluster.apply_manifest, obj)
+            wait_until(lambda: running.kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode == 0,
+                       timeout=60)
             yield running, pebble
         finally:
             running.call(pebble.close)
@@ -99,13 +105,14 @@ def issued(lab, tmp_path_factory) -> dict:
 
 def test_the_chart_model_has_the_real_charts_deployments_and_crds(lab):
     running, _ = lab
-    out = running.kubectl("get", "deploy", "-n", "infra", "-o", "name").stdout.split()
+    out = wait_until(lambda: running.kubectl("get", "deploy", "-n", "infra", "-o", "name").stdout.split(), timeout=30)
     assert out == ["deployment.apps/cert-manager", "deployment.apps/cert-manager-cainjector",
                    "deployment.apps/cert-manager-webhook"]
-    labels = running.kubectl("get", "pods", "-n", "infra", "-l",
-                             "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller",
-                             "-o", "jsonpath={.items[*].status.phase}").stdout
-    assert labels == "Running"
+    wait_until(lambda: running.kubectl("get", "pods", "-n", "infra", "-l",
+                                       "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller",
+                                       "-o", "jsonpath={.items[*].status.phase}").stdout == "Running", timeout=30)
+    releases = running.kubectl("get", "secret", "-n", "infra", "-l", "owner=helm,name=cert-manager", "-o", "name")
+    assert releases.stdout.split() == ["secret/sh.helm.release.v1.cert-manager.v1"]
     crds = running.kubectl("get", "crd", "-o", "name").stdout
     for name in ("certificates.cert-manager.io", "certificaterequests.cert-manager.io", "issuers.cert-manager.io",
                  "clusterissuers.cert-manager.io", "orders.acme.cert-manager.io", "challenges.acme.cert-manager.io"):
