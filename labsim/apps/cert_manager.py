@@ -491,7 +491,8 @@ class CertManager(Controller):
                                         authorizations=[_authorization(a) for a in created.authorizations])
             challenges = self.ensure_challenges(order, issuer, key)
             states = [(c.get("status") or {}).get("state") for c in challenges]
-            failed = next((c["status"] for c in challenges if c["status"].get("state") in ("invalid", "errored")), None)
+            failed = next((c["status"] for c in challenges
+                           if (c.get("status") or {}).get("state") in ("invalid", "errored")), None)
             if failed is not None:
                 self.set_status(order, state=failed["state"], reason=failed.get("reason", ""),
                                 failureTime=rfc3339(self.clock.now()))

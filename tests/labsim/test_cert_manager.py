@@ -281,3 +281,58 @@ def test_a_refused_order_fails_the_request_and_is_retried_after_the_back_off(iss
     running.call(running.cluster.clock.advance, 1900)  # past 1h: a new request, failing again
     wait_until(lambda: (c := issuing()) and c["status"]["failedIssuanceAttempts"] == 2, timeout=60)
     assert _get(api, "certificaterequests", "refused-1")["metadata"]["uid"] != first
+
+
+def test_a_restarted_lab_keeps_its_certificates_verifiable_and_issues_again(tmp_path):
+    """Pebble forgets accounts and makes a new CA when the lab restarts: the CA bundle in the state
+    still verifies the certificate issued before, and the issuer registers again for the next."""
+    subnet = unique_subnet()
+
+    def cluster_with_pebble():
+        running_cm = running_cluster(tmp_path, nodes=1)
+        running = running_cm.__enter__()
+        pebble = PebbleServer(tmp_path / "labsim", [f"https://{subnet}.3:14000/dir"])
+        running.call(pebble.start)
+        running.cluster.pebble, running.cluster.cloudflare = pebble, CloudflareAPI(TOKEN, pebble.challtestsrv)
+        return running_cm, running, pebble
+
+    def stop(running_cm, running, pebble):
+        running.call(pebble.close)
+        running_cm.__exit__(None, None, None)
+
+    first = cluster_with_pebble()
+    running, pebble = first[1], first[2]
+    try:
+        for obj in [*k3s_crds(), HELMCHART]:
+            running.call(running.cluster.apply_manifest, obj)
+        wait_until(lambda: running.kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode == 0,
+                   timeout=60)
+        token = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare-api-token", "namespace": "infra"},
+                 "stringData": {"api-token": TOKEN}}
+        running.kubectl("apply", "-f", "-", input="---\n".join([
+            yaml.safe_dump(token), _issuer("letsencrypt-prod", pebble.directories[0].url),
+            _certificate("before", "letsencrypt-prod", f"before.{DOMAIN}")]))
+        api = running.api_client()
+        wait_until(lambda: (_ready(_get(api, "certificates", "before")) or {}).get("status") == "True", timeout=90)
+        old_uri = _get(api, "clusterissuers", "letsencrypt-prod", None)["status"]["acme"]["uri"]
+    finally:
+        stop(*first)
+    (tmp_path / "kube" / "k3s-master" / "kubeconfig").unlink()  # the resumed cluster serves on a new address
+    second = cluster_with_pebble()
+    running, pebble = second[1], second[2]
+    try:
+        api = running.api_client()
+        running.kubectl("apply", "-f", "-", input=_certificate("after", "letsencrypt-prod", f"after.{DOMAIN}"))
+        wait_until(lambda: (_ready(_get(api, "certificates", "after")) or {}).get("status") == "True", timeout=90)
+        bundle = pebble.ca_file(pebble.directories[0])
+        assert bundle.read_text().count("BEGIN CERTIFICATE") == 4  # the CAs of both runs
+        for name in ("before", "after"):
+            chain = tmp_path / f"{name}.pem"
+            chain.write_bytes(base64.b64decode(
+                client.CoreV1Api(api).read_namespaced_secret(f"{name}-tls", "default").data["tls.crt"]))
+            done = subprocess.run(["openssl", "verify", "-CAfile", str(bundle), "-untrusted", str(chain), str(chain)],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        assert _get(api, "clusterissuers", "letsencrypt-prod", None)["status"]["acme"]["uri"] != old_uri
+    finally:
+        stop(*second)
