@@ -100,7 +100,12 @@ class CertManager(Controller):
                 return []
             return [("Ingress", obj["metadata"]["namespace"], obj["metadata"]["name"])]
 
-        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod), (self.ingresses, ingress)]
+        def secret(event_type: str, obj: dict) -> list[Key]:  # a Certificate's Secret changed or went
+            name = (obj["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name")
+            return [("Certificate", obj["metadata"]["namespace"], name)] if name else []
+
+        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod), (self.ingresses, ingress),
+                (self.secrets, secret)]
 
     def namespace(self) -> str | None:
         """The namespace of a Running cert-manager controller pod: none, and nothing is done."""
@@ -111,7 +116,7 @@ class CertManager(Controller):
 
     async def reconcile(self, key: Key) -> None:
         if key == ("all",):
-            for kind, res in self.kinds.items():
+            for kind, res in [*self.kinds.items(), ("Ingress", self.ingresses)]:
                 for obj in self.store.list(res):
                     self.queue.add((kind, obj["metadata"].get("namespace"), obj["metadata"]["name"]))
             return
@@ -414,7 +419,8 @@ class CertManager(Controller):
         before = _duration(spec["renewBefore"]) if spec.get("renewBefore") else lifetime / 3
         renewal = self.clock.now() + lifetime - before
         cert = self.store.get(self.kinds["Certificate"], ns, cert["metadata"]["name"])
-        status = {k: v for k, v in cert["status"].items() if k != "nextPrivateKeySecretName"}
+        status = {k: v for k, v in cert["status"].items()  # a success forgets earlier failures
+                  if k not in ("nextPrivateKeySecretName", "lastFailureTime", "failedIssuanceAttempts")}
         status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != "Issuing"]
         status.update(notBefore=rfc3339(not_before), notAfter=rfc3339(not_after), renewalTime=rfc3339(renewal),
                       revision=revision)

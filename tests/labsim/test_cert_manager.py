@@ -19,6 +19,7 @@ from kubernetes import client
 from labsim.apps.cloudflare import CloudflareAPI
 from labsim.charts import CHART_MODELS, Release
 from labsim.k3s.addons import k3s_crds
+from labsim.kube.controllers.times import parse_rfc3339
 from labsim.pebble import PebbleServer, tools_dir
 from tests.labfiles import unique_subnet
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
@@ -202,8 +203,6 @@ def test_renewal_falls_due_at_two_thirds_of_the_lifetime_on_the_lab_clock(issued
     api, running = issued["api"], issued["running"]
     cert = _get(api, "certificates", "whoami")
     secret = client.CoreV1Api(api).read_namespaced_secret("whoami-tls", "default")
-    from labsim.kube.controllers.times import parse_rfc3339
-
     lifetime = parse_rfc3339(cert["status"]["notAfter"]) - parse_rfc3339(cert["status"]["notBefore"])
     due_in = parse_rfc3339(cert["status"]["renewalTime"]) - running.cluster.clock.now()
     assert abs(due_in - lifetime * 2 / 3) < 120  # 2/3 of Pebble's 5-year lifetime from issuance
@@ -336,3 +335,14 @@ def test_a_restarted_lab_keeps_its_certificates_verifiable_and_issues_again(tmp_
         assert _get(api, "clusterissuers", "letsencrypt-prod", None)["status"]["acme"]["uri"] != old_uri
     finally:
         stop(*second)
+
+
+def test_renew_before_moves_the_renewal_time(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    (tmp_path / "soon.yaml").write_text(_certificate("soon", "letsencrypt-prod", f"soon.{DOMAIN}", renewBefore="43800h"))
+    running.kubectl("apply", "-f", str(tmp_path / "soon.yaml"))
+    cert = wait_until(lambda: (c := _get(api, "certificates", "soon")) and (_ready(c) or {}).get("status") == "True" and c,
+                      timeout=60)
+    lifetime = parse_rfc3339(cert["status"]["notAfter"]) - parse_rfc3339(cert["status"]["notBefore"])
+    due_in = parse_rfc3339(cert["status"]["renewalTime"]) - running.cluster.clock.now()
+    assert abs(due_in - (lifetime - 43800 * 3600)) < 120  # 43800h before the end, not at 2/3
