@@ -22,6 +22,7 @@ import logging
 import secrets
 import time
 import urllib.parse
+import zlib
 
 import josepy as jose
 import requests
@@ -43,6 +44,7 @@ CM, ACME = "cert-manager.io/v1", "acme.cert-manager.io/v1"
 KINDS = {"Certificate": CM, "CertificateRequest": CM, "Issuer": CM, "ClusterIssuer": CM, "Order": ACME,
          "Challenge": ACME}
 CHALLENGE_FINALIZER = "finalizer.acme.cert-manager.io"
+ACME_SOLVER_PORT = 8089  # acmesolver's --listen-port
 SHIM_ANNOTATIONS = {"cert-manager.io/cluster-issuer": "ClusterIssuer", "cert-manager.io/issuer": "Issuer"}
 CONTROLLER_POD = {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0)  # real seconds between attempts after an ACME or DNS error
@@ -130,23 +132,25 @@ class CertManager(Controller):
         if obj is None:
             return
         if obj["metadata"].get("deletionTimestamp"):
-            self.finalize(obj)
+            await self.finalize(obj)
             return
         step = {"Issuer": self.issuer, "ClusterIssuer": self.issuer, "Certificate": self.certificate,
                 "CertificateRequest": self.request, "Order": self.order, "Challenge": self.challenge}[kind]
         await step(obj)
 
-    def finalize(self, obj: dict) -> None:
-        """A deleted Challenge: its TXT record is gone once it was validated or failed (else now), then
-        its finalizer goes."""
+    async def finalize(self, obj: dict) -> None:
+        """A deleted Challenge: what it presented (TXT record, HTTP-01 solver) is gone once it was
+        validated or failed, else now; then its finalizer goes."""
         finalizers = obj["metadata"].get("finalizers") or []
         if CHALLENGE_FINALIZER not in finalizers:
             return
-        if (obj.get("status") or {}).get("presented") and self.cloudflare_ready():
+        if (obj.get("status") or {}).get("presented"):
             issuer = self.issuer_of(obj)
             with contextlib.suppress(AcmeFailure):
-                if issuer is not None:
-                    _clean_up(self.cloudflare, obj, self.cloudflare_token(obj, issuer))
+                if obj["spec"]["type"] == "HTTP-01":
+                    await self.clean_up_http01(obj)
+                elif issuer is not None and self.cloudflare_ready():
+                    await asyncio.to_thread(_clean_up, self.cloudflare, obj, self.cloudflare_token(obj, issuer))
         obj["metadata"]["finalizers"] = [f for f in finalizers if f != CHALLENGE_FINALIZER]
         self.store.update(obj)
 
@@ -566,10 +570,11 @@ class CertManager(Controller):
             return
         if not challenge["status"].get("presented"):
             try:
-                if challenge["spec"]["type"] != "DNS-01":
-                    raise AcmeFailure("HTTP-01 is not modelled in the embedded lab: use a DNS-01 (Cloudflare) solver")
-                token = self.cloudflare_token(challenge, issuer)
-                await asyncio.to_thread(_present, self.cloudflare, challenge, token)
+                if challenge["spec"]["type"] == "HTTP-01":
+                    await self.present_http01(challenge)
+                else:
+                    token = self.cloudflare_token(challenge, issuer)
+                    await asyncio.to_thread(_present, self.cloudflare, challenge, token)
             except AcmeFailure as failure:
                 self.events.record(challenge, "PresentError", f"Error presenting challenge: {failure}", WARNING)
                 self.set_status(challenge, reason=str(failure))
@@ -590,7 +595,10 @@ class CertManager(Controller):
             self.retry(self.key_of(challenge))
             return
         try:
-            await asyncio.to_thread(_clean_up, self.cloudflare, challenge, self.cloudflare_token(challenge, issuer))
+            if challenge["spec"]["type"] == "HTTP-01":
+                await self.clean_up_http01(challenge)
+            else:
+                await asyncio.to_thread(_clean_up, self.cloudflare, challenge, self.cloudflare_token(challenge, issuer))
         except AcmeFailure as failure:
             self.events.record(challenge, "CleanUpError", str(failure), WARNING)
         if state == "valid":
@@ -608,6 +616,39 @@ class CertManager(Controller):
         for ref in obj["metadata"].get("ownerReferences") or ():
             if ref.get("controller") and ref.get("kind") in KINDS:
                 self.queue.add((ref["kind"], obj["metadata"]["namespace"], ref["name"]))
+
+    # -- HTTP-01: the solver's pod, Service and Ingress, as cert-manager makes them; the answer Pebble
+    # fetches is served by challtestsrv (every name resolves there), not routed through Traefik
+    async def present_http01(self, challenge: dict) -> None:
+        pebble = getattr(self.cluster, "pebble", None)
+        if pebble is None:
+            raise AcmeFailure("no HTTP-01 responder: the embedded lab has no ACME server")
+        spec, ns = challenge["spec"], challenge["metadata"]["namespace"]
+        labels = {"acme.cert-manager.io/http-domain": str(zlib.adler32(spec["dnsName"].encode())),
+                  "acme.cert-manager.io/http-token": str(zlib.adler32(spec["token"].encode())),
+                  "acme.cert-manager.io/http01-solver": "true"}
+        if not self.store.list(self.pods, ns, labels=labels):
+            for obj in _solver_objects(challenge, labels, self.solver_image()):
+                self.store.create(obj)
+        await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/add-http01",
+                                {"token": spec["token"], "content": spec["key"]})
+
+    async def clean_up_http01(self, challenge: dict) -> None:
+        pebble = getattr(self.cluster, "pebble", None)
+        if pebble is not None:
+            await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/del-http01", {"token": challenge["spec"]["token"]})
+        ns, token = challenge["metadata"]["namespace"], str(zlib.adler32(challenge["spec"]["token"].encode()))
+        for api, kind in (("v1", "Pod"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress")):
+            res = self.res(api, kind)
+            for obj in self.store.list(res, ns, labels={"acme.cert-manager.io/http-token": token}):
+                self.store.delete(res, ns, obj["metadata"]["name"])
+
+    def solver_image(self) -> str:
+        for found in self.store.list(self.pods, labels=CONTROLLER_POD):
+            for arg in found["spec"]["containers"][0].get("args") or []:
+                if arg.startswith("--acme-http01-solver-image="):
+                    return arg.split("=", 1)[1]
+        return "quay.io/jetstack/cert-manager-acmesolver:v1.19.1"
 
     @property
     def cloudflare(self):
@@ -671,6 +712,44 @@ def _cloudflare(api, method: str, uri: str | None, token: str, body: dict | None
         raise AcmeFailure(f"while attempting to find Zones for domain {fqdn}\n{last_error}")
     raise AcmeFailure(f"Found no Zones for domain {fqdn} (neither in the sub-domain nor in the SLD) please make sure "
                       "your domain-entries in the config are correct and the API key is correctly setup with Zone.read rights.")
+
+
+def _solver_objects(challenge: dict, labels: dict, image: str) -> list[dict]:
+    """cert-manager's HTTP-01 solver: a pod running acmesolver, a NodePort Service and an Ingress
+    routing /.well-known/acme-challenge/<token> of the domain to it (names cm-acme-http-solver-*)."""
+    spec, ns = challenge["spec"], challenge["metadata"]["namespace"]
+    name = f"cm-acme-http-solver-{secrets.token_hex(3)[:5]}"
+    meta = {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [controller_ref(challenge)]}
+    ingress_spec = ((spec.get("solver") or {}).get("http01") or {}).get("ingress") or {}
+    rule = {"host": spec["dnsName"], "http": {"paths": [{
+        "path": f"/.well-known/acme-challenge/{spec['token']}", "pathType": "ImplementationSpecific",
+        "backend": {"service": {"name": name, "port": {"number": ACME_SOLVER_PORT}}}}]}}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {**meta, "annotations": {"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/0,::/0"}},
+               "spec": {"rules": [rule]}}
+    if ingress_spec.get("ingressClassName"):
+        ingress["spec"]["ingressClassName"] = ingress_spec["ingressClassName"]
+    elif ingress_spec.get("class"):
+        ingress["metadata"]["annotations"]["kubernetes.io/ingress.class"] = ingress_spec["class"]
+    return [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {**meta, "annotations": {"sidecar.istio.io/inject": "false"}},
+         "spec": {"restartPolicy": "OnFailure", "enableServiceLinks": False,
+                  "containers": [{"name": "acmesolver", "image": image, "imagePullPolicy": "IfNotPresent",
+                                  "args": [f"--listen-port={ACME_SOLVER_PORT}", f"--domain={spec['dnsName']}",
+                                           f"--token={spec['token']}", f"--key={spec['key']}"],
+                                  "ports": [{"name": "http", "containerPort": ACME_SOLVER_PORT}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {**meta, "annotations": {"auth.istio.io/8089": "NONE"}},
+         "spec": {"type": "NodePort", "selector": labels,
+                  "ports": [{"name": "http", "port": ACME_SOLVER_PORT, "targetPort": ACME_SOLVER_PORT}]}},
+        ingress,
+    ]
+
+
+def _post_json(url: str, doc: dict) -> None:
+    try:
+        requests.post(url, json=doc, timeout=10).raise_for_status()
+    except requests.RequestException as error:
+        raise AcmeFailure(f"HTTP-01 responder: {error}") from None
 
 
 # -- ACME, through certbot's library (blocking: called in threads) -------------------------------------
