@@ -20,9 +20,11 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+import tempfile
 import time
 import urllib.parse
 import zlib
+from pathlib import Path
 
 import josepy as jose
 import requests
@@ -756,10 +758,9 @@ def _post_json(url: str, doc: dict) -> None:
 def _network(key: jose.JWK, trust: str, ca_bundle: str | None, account=None) -> acme_client.ClientNetwork:
     verify = trust
     if ca_bundle:  # spec.acme.caBundle: base64 PEM the issuer trusts the ACME server with
-        path = f"{trust}.{hashlib.sha256(ca_bundle.encode()).hexdigest()[:12]}.pem"
-        with open(path, "wb") as out:
-            out.write(base64.b64decode(ca_bundle))
-        verify = path
+        path = Path(tempfile.gettempdir()) / f"labsim-acme-ca-{hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]}.pem"
+        path.write_bytes(base64.b64decode(ca_bundle))  # named by its content: rewriting it changes nothing
+        verify = str(path)
     return acme_client.ClientNetwork(key, account=account, alg=jose.RS256, verify_ssl=verify,
                                      user_agent="cert-manager-clusterissuers/v1.19.1 (linux/amd64)")
 
@@ -826,6 +827,10 @@ def _call(func, *args):
         return func(*args)
     except acme_errors.ConflictError:
         raise
+    except requests.exceptions.SSLError as error:
+        request = getattr(error, "request", None)
+        raise AcmeFailure(f'Get "{request.url if request is not None else ""}": tls: failed to verify certificate: '
+                          "x509: certificate signed by unknown authority") from None
     except requests.ConnectionError as error:
         request = getattr(error, "request", None)
         url = request.url if request is not None else ""

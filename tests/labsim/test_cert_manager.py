@@ -372,3 +372,20 @@ def test_http01_is_solved_by_cert_managers_solver_objects_and_cleaned_up(issued,
     orders = objects.list_namespaced_custom_object("acme.cert-manager.io", "v1", "default", "orders")["items"]
     order = next(o for o in orders if o["spec"]["dnsNames"] == [f"web.{DOMAIN}"])
     assert order["status"]["state"] == "valid"
+
+
+def test_an_issuers_ca_bundle_is_what_it_trusts_the_acme_server_with(issued, tmp_path):
+    api, running, pebble = issued["api"], issued["running"], issued["pebble"]
+    docs = []
+    for name, bundle in (("own-bundle", pebble.tls_ca_file.read_bytes()), ("other-bundle", running.cluster.ca_pem())):
+        issuer = yaml.safe_load(_issuer(name, issued["directory"].url))
+        issuer["spec"]["acme"]["caBundle"] = base64.b64encode(bundle).decode()
+        docs.append(yaml.safe_dump(issuer))
+    (tmp_path / "bundles.yaml").write_text("---\n".join(docs))
+    running.kubectl("apply", "-f", str(tmp_path / "bundles.yaml"))
+    trusted = wait_until(lambda: _ready(_get(api, "clusterissuers", "own-bundle", None)), timeout=30)
+    assert trusted["status"] == "True"
+    refused = wait_until(lambda: _ready(_get(api, "clusterissuers", "other-bundle", None)), timeout=30)
+    assert (refused["status"], refused["reason"]) == ("False", "ErrRegisterACMEAccount")
+    assert refused["message"] == (f'Failed to register ACME account: Get "{issued["directory"].url}": tls: failed to '
+                                  "verify certificate: x509: certificate signed by unknown authority")
