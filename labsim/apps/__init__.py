@@ -1,7 +1,8 @@
-"""What runs inside the pods of charts whose software does not run here: one module per app, a
-controller that acts only while a Ready pod of its Deployment runs (as the real one, whose pod
+"""What runs inside the pods of charts whose software does not run here: one module per app. A
+controller app acts only while a Ready pod of its Deployment runs (as the real one, whose pod
 it is), reading its settings from that pod's spec (environment, arguments). ``APPS`` is what a
-cluster runs beside its own controllers (labsim.kube.cluster)."""
+cluster runs beside its own controllers (labsim.kube.cluster); other apps (the Cloudflare API)
+are the lab's."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 
 ``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``,
 ``{"fault": "ssh_k3s_never_ready", "vmid": 121, "version": "v1.35.0+k3s1"}`` (that node's k3s agent at
 that version never brings its Node back Ready: a failed upgrade),
-and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``.
-DELETE clears them all (PVE's, the nodes' and the NAS's).
+and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``,
+and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``).
+DELETE clears them all (PVE's, the nodes', the NAS's, and a stopped Pebble starts again).
 """
 
 from __future__ import annotations
@@ -78,6 +79,16 @@ def _inject_ssh(faults: NodeFaults, kind: str, fault: dict[str, Any]) -> None:
         raise PVEError(400, f"unknown fault '{kind}'")
 
 
+async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
+    pebble = pve.node_host().lab.pebble
+    directories = pebble.directories if pebble is not None else []
+    chosen = [d for d in directories if server in (None, d.url)]
+    if not chosen:
+        raise PVEError(400, f"fault 'acme_down': no ACME directory {server or ''} in this lab".replace("  ", " "))
+    for directory in chosen:
+        await pebble.stop_directory(directory)
+
+
 def add_routes(app: web.Application, server: Any) -> None:
     pve: ProxmoxVE = server.pve
 
@@ -94,8 +105,10 @@ def add_routes(app: web.Application, server: Any) -> None:
         return getattr(pve.node_host().lab, "nas", None)
 
     async def faults(request: web.Request) -> Any:
+        pebble = pve.node_host().lab.pebble
         found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
-        return {**found, "nas_down": nas() is not None and not nas().reachable}
+        return {**found, "nas_down": nas() is not None and not nas().reachable,
+                "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
 
     async def add_fault(request: web.Request) -> Any:
         try:
@@ -104,6 +117,8 @@ def add_routes(app: web.Application, server: Any) -> None:
             raise PVEError(400, "expected a JSON object") from None
         if isinstance(body, dict) and body.get("fault") in ("nas_down", "nas_up") and nas() is not None:
             await nas().set_reachable(body["fault"] == "nas_up")
+        elif isinstance(body, dict) and body.get("fault") == "acme_down":
+            await _acme_down(pve, body.get("server"))
         else:
             inject(pve, body)
         return await faults(request)
@@ -113,6 +128,9 @@ def add_routes(app: web.Application, server: Any) -> None:
         pve.node_host().faults.clear()
         if nas() is not None:
             await nas().set_reachable(True)
+        pebble = pve.node_host().lab.pebble
+        if pebble is not None:
+            await pebble.restart_stopped()
         return None
 
     async def clock(request: web.Request) -> Any:
