@@ -169,8 +169,7 @@ class PebbleServer:
         return f"{', '.join(absent)} not found: install {PACKAGE}" if absent else None
 
     async def start(self) -> None:
-        for pid in self.supervisor.reap():  # what a lab killed with -9 left: gone before its ports are reused
-            await _gone(pid)
+        await self.supervisor.reap()  # what a lab killed with -9 left: gone before its ports are reused
         if not self.directories:
             return
         if problem := self.missing():
@@ -241,17 +240,6 @@ class PebbleServer:
         for program in reversed(list(self.programs.values())):
             await program.stop()
         self.programs.clear()
-
-
-async def _gone(pid: int, seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return
-        if state == "Z":
-            return
-        await asyncio.sleep(0.05)
 
 
 def _check_free(host: str, ports: list[tuple[int, int]]) -> None:

@@ -56,7 +56,7 @@ class Nas:
             node.mkdir(self.path, mode=0o777)  # the shared folder, NFS permission "no mapping"
         exports.register(self.ip, self)
         self.nfs.exports = self.exports()
-        self.nfs.reap()
+        await self.nfs.reap()
         self.nfs.start()
 
     async def close(self) -> None:

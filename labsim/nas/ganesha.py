@@ -112,6 +112,6 @@ class Ganesha:
         if process is not None:
             await process.killed()
 
-    def reap(self) -> None:
-        """Kill a ganesha a lab killed with -9 left running."""
-        self.supervisor.reap()
+    async def reap(self) -> None:
+        """Kill a ganesha a lab killed with -9 left running, and wait until it is gone."""
+        await self.supervisor.reap()
