@@ -10,9 +10,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from labsim.runtime import images
-from labsim.runtime.programs import nginx, postgres, traefik
+from labsim.runtime.programs import alertmanager, nginx, node_exporter, postgres, prometheus, traefik
 
-PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (postgres, nginx, traefik) for name in adapter.IMAGES}
+PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter) for name in adapter.IMAGES}
 
 
 def program_for(image: str) -> ModuleType | None:
