@@ -48,6 +48,17 @@ spec:
     volumeMounts: [{name: data, mountPath: /alertmanager}]
   volumes: [{name: data, emptyDir: {}}]
 """
+HTTP_SD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: http-sd}
+spec:
+  containers:
+  - name: nginx
+    image: nginx
+    volumeMounts: [{name: targets, mountPath: /usr/share/nginx/html}]
+  volumes: [{name: targets, configMap: {name: http-sd}}]
+"""
 RULES = """
 groups:
 - name: test
@@ -58,19 +69,25 @@ groups:
 """
 
 
-def _prometheus(alertmanager_ip: str, exporter_ip: str) -> str:
+def _targets(exporter_ip: str) -> str:
+    return json.dumps([{"targets": [f"{exporter_ip}:9100"], "labels": {"role": "node"}}])
+
+
+def _prometheus(alertmanager_ip: str, exporter_ip: str, sd_ip: str) -> str:
     config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
               "rule_files": ["rules/*.yml"],  # relative: to the configuration file's folder
               "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"{alertmanager_ip}:9093"]}]}]},
               "scrape_configs": [{"job_name": "nodes", "file_sd_configs": [
-                  {"files": ["/etc/prometheus/targets/*.json"], "refresh_interval": "1s"}]}]}
-    targets = [{"targets": [f"{exporter_ip}:9100"], "labels": {"role": "node"}}]
+                  {"files": ["/etc/prometheus/targets/*.json"], "refresh_interval": "1s"}]},
+                                 {"job_name": "nodes-http", "http_sd_configs": [
+                                     {"url": f"http://{sd_ip}/targets.json", "refresh_interval": "1s"}]}]}
     objects = [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prometheus"},
          "data": {"prometheus.yml": yaml.safe_dump(config)}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prometheus-rules"}, "data": {"test.yml": RULES}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "prometheus-targets"},
-         "data": {"nodes.json": json.dumps(targets)}},
+         "data": {"nodes.json": _targets(exporter_ip)}},
+
         {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prometheus"}, "spec": {
             "containers": [{"name": "prometheus", "image": "prom/prometheus:v2.53.0",
                             "args": ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus",
@@ -113,7 +130,9 @@ def test_prometheus_scrapes_node_exporter_and_alerts_through_alertmanager(shared
     kube.kubectl("create", "namespace", ns)
     kube.kubectl("-n", ns, "apply", "-f", "-", input=EXPORTERS)
     exporter, manager = _pod_ip(kube, "node-exporter", ns), _pod_ip(kube, "alertmanager", ns)
-    kube.kubectl("-n", ns, "apply", "-f", "-", input=_prometheus(manager, exporter))
+    kube.kubectl("-n", ns, "create", "configmap", "http-sd", f"--from-literal=targets.json={_targets(exporter)}")
+    kube.kubectl("-n", ns, "apply", "-f", "-", input=HTTP_SD)
+    kube.kubectl("-n", ns, "apply", "-f", "-", input=_prometheus(manager, exporter, _pod_ip(kube, "http-sd", ns)))
     server = _pod_ip(kube, "prometheus", ns)
 
     metrics = _ok(f"http://{exporter}:9100/metrics")
@@ -123,13 +142,14 @@ def test_prometheus_scrapes_node_exporter_and_alerts_through_alertmanager(shared
     assert _ok(f"http://{manager}:9093/-/ready")
     assert _ok(f"http://{manager}:9093/api/v2/status")["versionInfo"]["version"].startswith("0.")
 
-    # Prometheus scrapes the file-SD target (node-exporter on its pod IP) and evaluates its rule.
+    # Prometheus scrapes node-exporter on its pod IP, found by file SD and by HTTP SD (nginx).
     def up() -> list:
-        status, answer = _http(f"http://{server}:9090/api/v1/query?query=up%7Bjob%3D%22nodes%22%7D")
-        return status == 200 and [r for r in answer["data"]["result"] if r["value"][1] == "1"]
+        status, answer = _http(f"http://{server}:9090/api/v1/query?query=up%3D%3D1")
+        return status == 200 and len(answer["data"]["result"]) == 2 and answer["data"]["result"]
 
-    (series,) = wait_until(up, timeout=30)
-    assert series["metric"]["instance"] == f"{exporter}:9100" and series["metric"]["role"] == "node"
+    found = wait_until(up, timeout=30)
+    assert {(s["metric"]["job"], s["metric"]["instance"], s["metric"]["role"]) for s in found} == {
+        ("nodes", f"{exporter}:9100", "node"), ("nodes-http", f"{exporter}:9100", "node")}
 
     # Alertmanager takes an alert through its v2 API, and Prometheus' alert from the rule.
     assert _http(f"http://{manager}:9093/api/v2/alerts", [{"labels": {"alertname": "ByHand"}}])[0] == 200
