@@ -44,7 +44,10 @@ spec:
   containers:
   - name: alertmanager
     image: prom/alertmanager:v0.27.0
-    args: [--config.file=/etc/alertmanager/alertmanager.yml, --storage.path=/alertmanager, --cluster.listen-address=]
+    # as the alertmanager chart has them: $(POD_IP) is expanded, the gossip port bound to the pod IP
+    args: [--config.file=/etc/alertmanager/alertmanager.yml, --storage.path=/alertmanager,
+           "--cluster.advertise-address=[$(POD_IP)]:9094", --cluster.listen-address=0.0.0.0:9094]
+    env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
     volumeMounts: [{name: data, mountPath: /alertmanager}]
   volumes: [{name: data, emptyDir: {}}]
 """
@@ -140,7 +143,9 @@ def test_prometheus_scrapes_node_exporter_and_alerts_through_alertmanager(shared
     assert _ok(f"http://{server}:9090/-/ready")
     assert _ok(f"http://{server}:9090/api/v1/status/buildinfo")["data"]["version"].startswith("2.")
     assert _ok(f"http://{manager}:9093/-/ready")
-    assert _ok(f"http://{manager}:9093/api/v2/status")["versionInfo"]["version"].startswith("0.")
+    status = _ok(f"http://{manager}:9093/api/v2/status")
+    assert status["versionInfo"]["version"].startswith("0.")
+    assert [peer["address"] for peer in status["cluster"]["peers"]] == [f"{manager}:9094"]
 
     # Prometheus scrapes node-exporter on its pod IP, found by file SD and by HTTP SD (nginx).
     def up() -> list:
