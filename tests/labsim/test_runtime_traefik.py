@@ -19,7 +19,7 @@ from labsim.pki import issue, make_ca
 from labsim.runtime.programs import nginx, traefik
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
-from tests.labsim.kube_fixtures import TOOLS
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.skipif(traefik.bin_dir() is None or nginx.bin_dir() is None,
@@ -167,3 +167,43 @@ def test_ingress_and_ingressroute_answer_through_the_real_traefik(k3s: K3sLab, t
     assert "forbidden" not in logs and "Failed to watch" not in logs  # RBAC: the chart's ClusterRole suffices
     ingress = json.loads(_kubectl(kubeconfig, "get", "ingress", "web", "-o", "json"))
     assert [i["ip"] for i in ingress["status"]["loadBalancer"]["ingress"]] == [lb]
+
+
+STATIC = """
+entryPoints:
+  web: {address: ":8000"}
+  traefik: {address: ":8080"}
+ping: {}
+accessLog: {}
+providers:
+  file: {directory: /etc/traefik/dynamic, watch: true}
+"""
+
+
+def test_traefik_with_a_static_configuration_file(shared_kube: RunningCluster) -> None:
+    """The traefik image with its /etc/traefik/traefik.yml from a ConfigMap, and a file provider."""
+    kube, ns = shared_kube, "traefik-file"
+    kube.kubectl("create", "namespace", ns)
+    kube.kubectl("-n", ns, "run", "web", "--image=nginx")
+    backend = wait_until(lambda: json.loads(kube.kubectl("-n", ns, "get", "pod", "web", "-o", "json").stdout)
+                         ["status"].get("podIP"), timeout=30)
+    dynamic = {"http": {"routers": {"web": {"rule": "Host(`file.example.test`)", "service": "web"}},
+                        "services": {"web": {"loadBalancer": {"servers": [{"url": f"http://{backend}"}]}}}}}
+    kube.kubectl("-n", ns, "create", "configmap", "static", f"--from-literal=traefik.yml={STATIC}")
+    kube.kubectl("-n", ns, "create", "configmap", "dynamic", f"--from-literal=web.yml={json.dumps(dynamic)}")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "proxy"}, "spec": {
+        "containers": [{"name": "traefik", "image": "docker.io/traefik:v3.1",
+                        "volumeMounts": [{"name": "static", "mountPath": "/etc/traefik/traefik.yml",
+                                          "subPath": "traefik.yml"},
+                                         {"name": "dynamic", "mountPath": "/etc/traefik/dynamic"}]}],
+        "volumes": [{"name": "static", "configMap": {"name": "static"}},
+                    {"name": "dynamic", "configMap": {"name": "dynamic"}}]}}
+    kube.kubectl("-n", ns, "apply", "-f", "-", input=json.dumps(pod))
+    ip = wait_until(lambda: json.loads(kube.kubectl("-n", ns, "get", "pod", "proxy", "-o", "json").stdout)
+                    ["status"].get("podIP"), timeout=30)
+
+    assert wait_until(lambda: _curl(f"http://{ip}:8080/ping")[0] == 200, timeout=30)
+    status, answer = wait_until(lambda: (got := _curl("-H", "Host: file.example.test", f"http://{ip}:8000/"))[0]
+                                == 200 and got, timeout=30)
+    assert "Welcome to nginx!" in answer
+    assert "web@file" in kube.kubectl("-n", ns, "logs", "proxy").stdout  # the access log
