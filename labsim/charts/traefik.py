@@ -91,6 +91,28 @@ def traefik(release: Release) -> list[dict]:
                               {"name": "websecure", "port": 443, "protocol": "TCP", "targetPort": "websecure"}]}
     if value(values, "service.ipFamilyPolicy"):
         service_spec["ipFamilyPolicy"] = value(values, "service.ipFamilyPolicy")
+    service_spec.update(value(values, "service.spec", {}) or {})  # loadBalancerIP, loadBalancerClass...
+    service_meta = release.meta(name)
+    service_meta["labels"].update(value(values, "service.labels", {}) or {})
+    service_meta["annotations"].update(value(values, "service.annotations", {}) or {})  # metallb.io/...
+    return [*_objects(release, pod_spec, selector, service_meta, service_spec), *_dashboard(release)]
+
+
+def _dashboard(release: Release) -> list[dict]:
+    """The dashboard's IngressRoute (``ingressRoute.dashboard.enabled``; off by default since chart 26)."""
+    values = release.values
+    if not value(values, "ingressRoute.dashboard.enabled", False):
+        return []
+    rule = value(values, "ingressRoute.dashboard.matchRule", "PathPrefix(`/dashboard`) || PathPrefix(`/api`)")
+    return [{"apiVersion": "traefik.io/v1alpha1", "kind": "IngressRoute",
+             "metadata": release.meta(f"{release.name}-dashboard"),
+             "spec": {"entryPoints": list(value(values, "ingressRoute.dashboard.entryPoints", ["traefik"])),
+                      "routes": [{"match": rule, "kind": "Rule",
+                                  "services": [{"name": "api@internal", "kind": "TraefikService"}]}]}}]
+
+
+def _objects(release: Release, pod_spec: dict, selector: dict, service_meta: dict, service_spec: dict) -> list[dict]:
+    values, name, ns = release.values, release.name, release.namespace
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": release.meta(name)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -106,7 +128,7 @@ def traefik(release: Release) -> list[dict]:
                   "template": {"metadata": {"labels": {**release.labels(), **selector},
                                             "annotations": dict(value(values, "deployment.podAnnotations", {}))},
                                "spec": pod_spec}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": release.meta(name), "spec": service_spec},
+        {"apiVersion": "v1", "kind": "Service", "metadata": service_meta, "spec": service_spec},
         {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
          "metadata": {**release.meta(name, namespaced=False),
                       "annotations": {**release.meta(name)["annotations"],

