@@ -28,6 +28,7 @@ from labsim.state import StateFile
 
 if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
     from labsim.kube.registry import ClusterRegistry
+    from labsim.nas import Nas
     from labsim.node.host import NodeHost
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Lab:
         self.pve = ProxmoxVE(config, self.clock, lambda: self.nodes)
         self.nodes: NodeHost | None = None  # set by start()
         self.clusters: ClusterRegistry | None = None
+        self.nas: Nas | None = None
         self.secrets: LabSecrets | None = None
         self._server: Any = None
 
@@ -52,6 +54,7 @@ class Lab:
         # Imported here so that `labsim status` and `down` stay quick to start.
         import labsim.k3s  # noqa: F401  -- registers k3s (installer, CLI, units) with the nodes' shell
         from labsim.kube.registry import ClusterRegistry
+        from labsim.nas import Nas
         from labsim.node.host import NodeHost
         from labsim.pve.server import PVEServer
 
@@ -59,6 +62,8 @@ class Lab:
         self.pve.load()
         self.nodes = NodeHost(self)
         await self.nodes.start()
+        self.nas = Nas(self)
+        await self.nas.start()
         self.clusters = ClusterRegistry(self)
         await self.clusters.start()
         self._server = PVEServer(self.pve, self.secrets, self.status)
@@ -69,7 +74,7 @@ class Lab:
         if self._server is not None:
             await self._server.close()
         await self.pve.close()
-        for component in (self.clusters, self.nodes):
+        for component in (self.clusters, self.nas, self.nodes):
             if component is not None:
                 await component.close()
         self._clock_state.save({"clock_offset": self.clock.offset})
@@ -86,7 +91,9 @@ class Lab:
             vms.append({"vmid": vm.vmid, "name": vm.name, "status": vm.status, "ip": ip,
                         "ssh_port": self.config.ssh_port if ip else None})
         kube = self.clusters.status() if self.clusters is not None else None
-        return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube}
+        nas = self.nas.status() if self.nas is not None else None
+        return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube,
+                "nas": nas}
 
 
 def static_status(config: SimConfig) -> dict[str, Any]:

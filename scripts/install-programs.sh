@@ -28,3 +28,27 @@ if [ ! -x "$tools/nginx/usr/sbin/nginx" ]; then
   rm -rf "$tmp"
   echo "installed $("$tools/nginx/usr/sbin/nginx" -v 2>&1) into $tools/nginx"
 fi
+
+# The NAS's NFS server: Debian's nfs-ganesha + its VFS backend and the libraries it needs that a
+# base system lacks, into TOOLS/ganesha (labsim.nas.ganesha runs it, as root, on the NAS's
+# address); with libnfs-utils (nfs-ls, nfs-cat), the userspace NFS client the tests list it with.
+ganesha_debs="nfs-ganesha nfs-ganesha-vfs libntirpc4.3 libwbclient0 libnfsidmap1 liburcu8 libnfs13 libnfs-utils"
+if [ ! -x "$tools/ganesha/usr/bin/ganesha.nfsd" ] || [ ! -x "$tools/ganesha/usr/bin/nfs-ls" ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "nfs-ganesha: apt-get is missing; the NAS serves no NFS until $tools/ganesha exists" >&2
+    exit 0
+  fi
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  # shellcheck disable=SC2086  # a list of package names
+  if ! (cd "$tmp" && apt-get download $ganesha_debs >/dev/null 2>&1); then
+    [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$tmp" && apt-get download $ganesha_debs >/dev/null 2>&1) || {
+      echo "nfs-ganesha: apt-get download failed; the NAS serves no NFS until it is installed" >&2
+      rm -rf "$tmp"; exit 0; }
+  fi
+  rm -rf "$tools/ganesha" && mkdir -p "$tools/ganesha"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tools/ganesha"; done
+  rm -rf "$tmp"
+  echo "installed nfs-ganesha and libnfs-utils into $tools/ganesha"
+fi
