@@ -58,8 +58,8 @@ def issuer_objects(lab: Lab) -> list[dict]:
 def _cluster_issuer(lab: Lab, issuer: Issuer, solver: dict) -> dict:
     acme = {"server": issuer.server, "email": lab.tls.email,
             "privateKeySecretRef": {"name": f"{issuer.name}-account-key"}, "solvers": [solver]}
-    if issuer.ca_file is not None:  # a test CA (Pebble, a private ACME server): trust its HTTPS
-        acme["caBundle"] = base64.b64encode(issuer.ca_file.read_bytes()).decode()
+    if issuer.server_ca_file is not None:  # a test CA (Pebble, a private ACME server): trust its HTTPS
+        acme["caBundle"] = base64.b64encode(issuer.server_ca_file.read_bytes()).decode()
     return {"apiVersion": CERT_MANAGER, "kind": "ClusterIssuer", "metadata": {"name": issuer.name}, "spec": {"acme": acme}}
 
 

@@ -285,9 +285,9 @@ class Solver(Section):
 class Issuer(Section):
     name: ObjectName
     server: Annotated[str, AfterValidator(_pattern(r"https://\S+", "is not an ACME directory URL (https://...)"))]
-    # PEM bundle trusted for this ACME server's HTTPS and for the certificates it issues (a test CA
-    # such as Pebble or LE staging); unset: the system's trust store (Let's Encrypt production).
-    ca_file: PathField | None = None
+    # For a test CA (Pebble, LE staging), PEM files; unset: the system's trust store (LE production).
+    ca_file: PathField | None = None  # the roots of the certificates it issues: what HTTPS probes trust
+    server_ca_file: PathField | None = None  # what the ACME server's own HTTPS is trusted with (caBundle)
 
 
 LETSENCRYPT = {"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -426,8 +426,9 @@ def _absolutize(lab: Lab, base: Path) -> None:
         if chart.values is not None:
             object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
     for issuer in lab.tls.issuers if lab.tls is not None else []:
-        if issuer.ca_file is not None:
-            object.__setattr__(issuer, "ca_file", secrets.resolve_path(issuer.ca_file, base))
+        for field in ("ca_file", "server_ca_file"):
+            if getattr(issuer, field) is not None:
+                object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -673,7 +674,8 @@ def missing_files(lab: Lab) -> list[str]:
     by labsim on first start, so they are not required yet."""
     wanted = {"proxmox.ca_file": lab.proxmox.ca_file, "ssh.public_key": lab.ssh.public_key}
     wanted |= {f"charts.{name}.values": c.values for name, c in lab.charts.items()}
-    wanted |= {f"tls.issuers[{i}].ca_file": issuer.ca_file for i, issuer in enumerate(lab.tls.issuers if lab.tls else [])}
+    for i, issuer in enumerate(lab.tls.issuers if lab.tls else []):
+        wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
     for where, ref in lab.secret_refs().items():
         if ref.path:
             wanted[where] = secrets.resolve_path(ref.path, lab.base_dir)

@@ -78,8 +78,7 @@ pre.nodes
 # %%
 nfs_plan = charts.plan(api, [wanted["nfs-subdir-external-provisioner"]])
 default_plan = storage.plan_default_class(api, lab)
-report.plan(nfs_plan)
-report.plan(default_plan)
+report.plan(nfs_plan.changes() + default_plan.changes())
 
 # %%
 report.applied(charts.apply(api, nfs_plan, timeout=chart_timeout_s, dry_run=dry_run, step=report.step))

@@ -92,7 +92,8 @@ def test_cluster_issuers_carry_the_acme_server_email_solver_and_the_test_cas_bun
     ca = tmp_path / "pebble.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
     doc = sim_lab(tmp_path)
-    doc["tls"]["issuers"][0]["ca_file"] = "pebble.pem"  # relative: to the lab file's folder
+    doc["tls"]["issuers"][0]["server_ca_file"] = "pebble.pem"  # relative: to the lab file's folder
+    del doc["tls"]["issuers"][1]["server_ca_file"]  # as for Let's Encrypt: the system's trust store
     (tmp_path / "labsim").mkdir()
     (tmp_path / "labsim" / "secrets.yaml").write_text("cloudflare_api_token: cf-token-under-test\n")
     lab = load_lab(write_lab(tmp_path, doc), check_files=False)
