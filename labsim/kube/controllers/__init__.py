@@ -53,7 +53,7 @@ _KINDS: tuple[type[Controller], ...] = (
 )
 
 
-def _runner(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
+def run_controller(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
     async def run(cluster: Any) -> None:
         await kind(cluster).run()
 
@@ -61,4 +61,4 @@ def _runner(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
     return run
 
 
-CONTROLLERS: list[Callable[[Any], Awaitable[None]]] = [_runner(kind) for kind in _KINDS]
+CONTROLLERS: list[Callable[[Any], Awaitable[None]]] = [run_controller(kind) for kind in _KINDS]

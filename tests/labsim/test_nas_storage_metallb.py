@@ -1,0 +1,321 @@
+"""The NAS, the NFS provisioner and MetalLB over the wire: the NAS over SSH (as the operator
+reaches a Synology) and over real NFSv4 (nfs-ganesha, listed with libnfs' nfs-ls); the charts
+installed through k3s' HelmChart; a PVC on nfs-client binds to a folder of the NAS export that
+pods on two nodes share; release archives (or deletes) it; a NAS that does not answer fails
+provisioning with the provisioner's event; MetalLB hands out pool addresses (requested one,
+exhausted pool) and the address answers from this machine; its webhook refuses a bad pool.
+
+The tests share one lab (server + one agent, ServiceLB off) and run in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import socketserver
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from labsim.lab import running_lab
+from labsim.nas import ganesha
+from tests.labfiles import sim_config, write_lab
+from tests.labsim.k3s_lab import K3sLab
+from tests.polling import wait_until
+
+NFS_VALUES = {"nfs": {"server": None, "path": "/volume1/k8s-data", "mountOptions": ["nfsvers=4.1"]},
+              "storageClass": {"name": "nfs-client", "defaultClass": True, "reclaimPolicy": "Delete",
+                               "archiveOnDelete": True}}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[K3sLab]:
+    tmp = tmp_path_factory.mktemp("nas")
+    lab_file = write_lab(tmp, workers=1)
+    with running_lab(sim_config(lab_file)) as handle:
+        k3s = K3sLab.boot(handle, lab_file)
+        assert k3s.install_server(flags="--disable servicelb").exit_status == 0
+        token = k3s.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
+        assert k3s.install_agent(1, token).exit_status == 0
+        yield k3s
+
+
+@pytest.fixture(scope="module")
+def api(lab: K3sLab, tmp_path_factory: pytest.TempPathFactory) -> client.ApiClient:
+    api = lab.kube(tmp_path_factory.mktemp("kubeconfig"))
+    core = client.CoreV1Api(api)
+    wait_until(lambda: len([n for n in core.list_node().items
+                            if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)]) == 2, 60)
+    return api
+
+
+def nas_ssh(lab: K3sLab, command: str) -> asyncssh.SSHCompletedProcess:
+    nas, key = lab.handle.status()["nas"], lab.status["ssh"]["private_key"]
+
+    async def run() -> asyncssh.SSHCompletedProcess:
+        async with asyncssh.connect(nas["ip"], port=nas["ssh_port"], username=nas["user"], client_keys=[key],
+                                    known_hosts=None) as conn:
+            return await conn.run(command, check=False)
+    return asyncio.run(run())
+
+
+def nfs_ls(lab: K3sLab, folder: str = "") -> str:
+    nas, root = lab.handle.status()["nas"], ganesha.install_dir()
+    libs = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
+    done = subprocess.run([str(root / "usr/bin/nfs-ls"), f"nfs://{nas['ip']}{nas['export']}{folder}?version=4"],
+                          env={**os.environ, "LD_LIBRARY_PATH": libs}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def install_chart(api: client.ApiClient, name: str, namespace: str, version: str, values: dict) -> None:
+    client.CustomObjectsApi(api).create_namespaced_custom_object("helm.cattle.io", "v1", "kube-system", "helmcharts", {
+        "apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {"chart": name, "version": version, "targetNamespace": namespace, "createNamespace": True,
+                 "valuesContent": yaml.safe_dump(values)}})
+
+
+def rolled_out(api: client.ApiClient, namespace: str, name: str, kind: str = "Deployment") -> bool:
+    apps = client.AppsV1Api(api)
+    try:
+        if kind == "Deployment":
+            status = apps.read_namespaced_deployment(name, namespace).status
+            return bool(status.available_replicas)
+        return bool(apps.read_namespaced_daemon_set(name, namespace).status.number_ready)
+    except ApiException:
+        return False
+
+
+def events(core: client.CoreV1Api, namespace: str, name: str) -> list[tuple[str, str]]:
+    found = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+    return [(e.reason, e.message) for e in found]
+
+
+# -- the NAS --------------------------------------------------------------------------------------
+
+def test_the_nas_answers_ssh_with_its_export_and_serves_it_over_nfs(lab: K3sLab) -> None:
+    assert ganesha.missing() is None, f"the NAS's real NFS server cannot run: {ganesha.missing()} (run `make programs`)"
+    nas = lab.handle.status()["nas"]
+    assert nas["nfs"] == f"{nas['ip']}:2049"
+    done = nas_ssh(lab, f"ls -ld {nas['export']} && cat /etc.defaults/VERSION && echo hello > {nas['export']}/hello.txt")
+    assert done.exit_status == 0, done.stderr
+    assert done.stdout.startswith("drwxrwxrwx") and 'productversion="7.2.2"' in done.stdout
+    listing = nfs_ls(lab)
+    assert "hello.txt" in listing
+    # The host key is the NAS's own and stays the same: clients pin it like the nodes'.
+    keys = {asyncio.run(asyncssh.get_server_host_key(nas["ip"], nas["ssh_port"])).export_public_key() for _ in range(2)}
+    assert len(keys) == 1
+
+
+# -- the NFS provisioner --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nfs(lab: K3sLab, api: client.ApiClient) -> client.CoreV1Api:
+    values = {**NFS_VALUES, "nfs": {**NFS_VALUES["nfs"], "server": lab.handle.status()["nas"]["ip"]}}
+    install_chart(api, "nfs-subdir-external-provisioner", "infra", "4.0.18", values)
+    wait_until(lambda: rolled_out(api, "infra", "nfs-subdir-external-provisioner"), 60)
+    return client.CoreV1Api(api)
+
+
+def claim(core: client.CoreV1Api, name: str, namespace: str = "default") -> None:
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+
+
+def bound(core: client.CoreV1Api, name: str) -> client.V1PersistentVolumeClaim | None:
+    pvc = core.read_namespaced_persistent_volume_claim(name, "default")
+    return pvc if pvc.status.phase == "Bound" else None
+
+
+def pod_on(core: client.CoreV1Api, name: str, node: str, claim_name: str, command: str) -> None:
+    core.create_namespaced_pod("default", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "sh", "image": "busybox", "command": ["sh", "-c", command],
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name}}]}})
+
+
+def succeeded(core: client.CoreV1Api, name: str) -> bool:
+    return core.read_namespaced_pod(name, "default").status.phase == "Succeeded"
+
+
+def test_the_chart_gives_the_default_class_and_the_provisioner_pod(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    sc = client.StorageV1Api(nfs.api_client).read_storage_class("nfs-client")
+    assert sc.metadata.annotations["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert sc.provisioner == "cluster.local/nfs-subdir-external-provisioner"
+    assert sc.parameters == {"archiveOnDelete": "true"} and sc.reclaim_policy == "Delete"
+    assert sc.mount_options == ["nfsvers=4.1"]
+    pods = nfs.list_namespaced_pod("infra", label_selector="app=nfs-subdir-external-provisioner,"
+                                                           "release=nfs-subdir-external-provisioner").items
+    assert [p.status.phase for p in pods] == ["Running"]
+    # k3s' local-path stays, no longer the default: a claim without a class gets nfs-client.
+    assert client.StorageV1Api(nfs.api_client).read_storage_class("local-path").provisioner == "rancher.io/local-path"
+
+
+def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    claim(nfs, "shared")
+    pvc = wait_until(lambda: bound(nfs, "shared"), 30)
+    assert pvc.spec.storage_class_name == "nfs-client"
+    pv = nfs.read_persistent_volume(pvc.spec.volume_name)
+    folder = f"default-shared-{pv.metadata.name}"
+    assert pv.spec.nfs.server == lab.handle.status()["nas"]["ip"]
+    assert pv.spec.nfs.path == f"/volume1/k8s-data/{folder}"
+    assert pv.spec.mount_options == ["nfsvers=4.1"] and pv.spec.persistent_volume_reclaim_policy == "Delete"
+    assert ("ProvisioningSucceeded", f"Successfully provisioned volume {pv.metadata.name}") in events(nfs, "default", "shared")
+    pod_on(nfs, "writer", lab.name(1), "shared", "echo written-on-worker > /data/note.txt")
+    wait_until(lambda: succeeded(nfs, "writer"), 30)
+    pod_on(nfs, "reader", lab.name(0), "shared", "cat /data/note.txt")
+    wait_until(lambda: succeeded(nfs, "reader"), 30)
+    assert nfs.read_namespaced_pod_log("reader", "default").strip() == "written-on-worker"
+    seen = nas_ssh(lab, f"ls /volume1/k8s-data && cat /volume1/k8s-data/{folder}/note.txt")
+    assert folder in seen.stdout.split() and "written-on-worker" in seen.stdout
+    assert "note.txt" in nfs_ls(lab, f"/{folder}")
+
+
+def test_releasing_the_claim_archives_its_folder(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    pv_name = nfs.read_namespaced_persistent_volume_claim("shared", "default").spec.volume_name
+    for pod in ("writer", "reader"):
+        nfs.delete_namespaced_pod(pod, "default", grace_period_seconds=0)
+    nfs.delete_namespaced_persistent_volume_claim("shared", "default")
+
+    def pv_gone() -> bool:
+        try:
+            nfs.read_persistent_volume(pv_name)
+        except ApiException as error:
+            return error.status == 404
+        return False
+    wait_until(pv_gone, 30)
+    listing = nas_ssh(lab, "ls /volume1/k8s-data").stdout.split()
+    assert f"archived-default-shared-{pv_name}" in listing and f"default-shared-{pv_name}" not in listing
+
+
+def test_a_nas_that_does_not_answer_fails_provisioning_with_the_provisioners_event(
+        lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    nas = lab.handle.lab.nas
+    lab.handle.run(nas.set_reachable(False))
+    try:
+        with pytest.raises((OSError, asyncssh.Error)):
+            nas_ssh(lab, "true")
+        claim(nfs, "while-down")
+
+        def failed() -> list[str]:
+            return [m for r, m in events(nfs, "default", "while-down") if r == "ProvisioningFailed"]
+        message = wait_until(failed, 30)[0]
+        uid = nfs.read_namespaced_persistent_volume_claim("while-down", "default").metadata.uid
+        assert message == ('failed to provision volume with StorageClass "nfs-client": unable to create directory to '
+                           f"provision new pv: mkdir /persistentvolumes/default-while-down-pvc-{uid}: "
+                           "connection timed out")
+        assert nfs.read_namespaced_persistent_volume_claim("while-down", "default").status.phase == "Pending"
+    finally:
+        lab.handle.run(nas.set_reachable(True))
+    wait_until(lambda: bound(nfs, "while-down"), 30)  # the provisioner retries once the NAS answers
+
+
+# -- MetalLB ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def metallb(lab: K3sLab, api: client.ApiClient) -> client.CustomObjectsApi:
+    install_chart(api, "metallb", "metallb-system", "0.15.2", {"speaker": {"frr": {"enabled": False}}})
+    wait_until(lambda: rolled_out(api, "metallb-system", "metallb-controller"), 60)
+    wait_until(lambda: rolled_out(api, "metallb-system", "metallb-speaker", "DaemonSet"), 60)
+    return client.CustomObjectsApi(api)
+
+
+def pool(objects: client.CustomObjectsApi, name: str, addresses: list[str], auto_assign: bool = True) -> None:
+    objects.create_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "ipaddresspools", {
+        "apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool", "metadata": {"name": name},
+        "spec": {"addresses": addresses, "autoAssign": auto_assign}})
+
+
+def lb_service(core: client.CoreV1Api, name: str, annotations: dict | None = None, port: int = 8080) -> None:
+    core.create_namespaced_service("default", {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": port, "targetPort": port}]}})
+
+
+def lb_ip(core: client.CoreV1Api, name: str) -> str | None:
+    ingress = core.read_namespaced_service(name, "default").status.load_balancer.ingress or []
+    return ingress[0].ip if ingress else None
+
+
+def test_the_chart_runs_controller_and_speakers_with_the_real_names(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    core = client.CoreV1Api(metallb.api_client)
+    pods = core.list_namespaced_pod("metallb-system", label_selector="app.kubernetes.io/name=metallb").items
+    components = sorted(p.metadata.labels["app.kubernetes.io/component"] for p in pods)
+    assert components == ["controller", "speaker", "speaker"]
+    assert all(p.metadata.name.startswith(("metallb-controller-", "metallb-speaker-")) for p in pods)
+
+
+def test_the_webhook_refuses_a_reversed_range_and_an_overlapping_pool(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    net = lab.doc["network"]["subnet"].rsplit(".", 1)[0]
+    with pytest.raises(ApiException) as refused:
+        pool(metallb, "reversed", [f"{net}.110-{net}.100"])
+    assert refused.value.status == 403
+    assert (f'admission webhook \\"ipaddresspoolvalidationwebhook.metallb.io\\" denied the request: parsing address '
+            f'pool reversed: invalid CIDR \\"{net}.110-{net}.100\\" in pool \\"reversed\\": invalid IP range') in refused.value.body
+    pool(metallb, "small", [f"{net}.100-{net}.101"])
+    with pytest.raises(ApiException) as overlap:
+        pool(metallb, "overlapping", [f"{net}.100/31"])
+    assert "overlaps with already defined CIDR" in overlap.value.body
+
+
+def test_services_get_pool_addresses_a_requested_one_and_a_full_pool_leaves_one_pending(
+        lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    core = client.CoreV1Api(metallb.api_client)
+    net = lab.doc["network"]["subnet"].rsplit(".", 1)[0]
+    metallb.create_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", {
+        "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2"}, "spec": {}})
+    lb_service(core, "web-a", {"metallb.io/loadBalancerIPs": f"{net}.101"})
+    assert wait_until(lambda: lb_ip(core, "web-a"), 30) == f"{net}.101"
+    lb_service(core, "web-b")
+    assert wait_until(lambda: lb_ip(core, "web-b"), 30) == f"{net}.100"
+    svc = core.read_namespaced_service("web-b", "default")
+    assert svc.metadata.annotations["metallb.io/ip-allocated-from-pool"] == "small"
+    assert ("IPAllocated", f'Assigned IP ["{net}.100"]') in events(core, "default", "web-b")
+    lb_service(core, "web-c")
+
+    def failed() -> list[str]:
+        return [m for r, m in events(core, "default", "web-c") if r == "AllocationFailed"]
+    assert wait_until(failed, 30) == ['Failed to allocate IP for "default/web-c": no available IPs']
+    assert lb_ip(core, "web-c") is None
+    core.delete_namespaced_service("web-b", "default")  # a freed address goes to the pending Service
+    assert wait_until(lambda: lb_ip(core, "web-c"), 30) == f"{net}.100"
+
+
+class _Hello(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(b"hello from the pod\n")
+
+
+def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    core = client.CoreV1Api(metallb.api_client)
+    pod_ip = "127.0.0.1"  # replaced below by the pod's IP
+    core.create_namespaced_pod("default", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-a", "labels": {"app": "web-a"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]}]}})
+    pod_ip = wait_until(lambda: core.read_namespaced_pod("web-a", "default").status.pod_ip, 30)
+    wait_until(lambda: core.read_namespaced_pod("web-a", "default").status.phase == "Running", 30)
+    server = socketserver.TCPServer((pod_ip, 8080), _Hello)  # what the pod's program would do
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = lb_ip(core, "web-a")
+
+        def answer() -> bytes:
+            try:
+                with socket.create_connection((address, 8080), timeout=5) as sock:
+                    return sock.recv(100)
+            except OSError:
+                return b""
+        assert wait_until(answer, 30) == b"hello from the pod\n"
+    finally:
+        server.shutdown()
+        server.server_close()
