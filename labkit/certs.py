@@ -59,7 +59,12 @@ def _cluster_issuer(lab: Lab, issuer: Issuer, solver: dict) -> dict:
     acme = {"server": issuer.server, "email": lab.tls.email,
             "privateKeySecretRef": {"name": f"{issuer.name}-account-key"}, "solvers": [solver]}
     if issuer.server_ca_file is not None:  # a test CA (Pebble, a private ACME server): trust its HTTPS
-        acme["caBundle"] = base64.b64encode(issuer.server_ca_file.read_bytes()).decode()
+        try:
+            acme["caBundle"] = base64.b64encode(issuer.server_ca_file.read_bytes()).decode()
+        except OSError as exc:
+            raise CertError(f"tls.issuers ({issuer.name}).server_ca_file: cannot read {issuer.server_ca_file}: "
+                            f"{exc.strerror}; give the PEM the ACME server's HTTPS is trusted with (the embedded "
+                            "lab's Pebble writes it when it starts)") from None
     return {"apiVersion": CERT_MANAGER, "kind": "ClusterIssuer", "metadata": {"name": issuer.name}, "spec": {"acme": acme}}
 
 

@@ -137,7 +137,7 @@ def _leaf(ca: tuple, host: str, path: Path) -> x509.Certificate:
 
 
 class _Site(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         if self.server.redirect:
             self.send_response(308)
             self.send_header("Location", f"https://{self.headers['Host']}{self.path}")
