@@ -111,10 +111,20 @@ class MetalLBController(Controller):
     def __init__(self, cluster: Any) -> None:
         super().__init__(cluster)
         self.services = self.res("v1", "Service")
-        self.pools = self.res("metallb.io/v1beta1", "IPAddressPool")
-        self.adverts = self.res("metallb.io/v1beta1", "L2Advertisement")
         self.events = EventRecorder(self.store, self.clock, "metallb-controller")
         self.speaker_events = EventRecorder(self.store, self.clock, "metallb-speaker")
+
+    async def run(self) -> None:
+        """MetalLB's kinds exist once its chart has installed their CRDs: wait for them."""
+        subscription = self.store.subscribe(self.res("apiextensions.k8s.io/v1", "CustomResourceDefinition"))
+        try:
+            while not all(self.store.catalog.by_kind("metallb.io/v1beta1", k) for k in ("IPAddressPool", "L2Advertisement")):
+                await subscription.next_event()
+        finally:
+            subscription.close()
+        self.pools = self.res("metallb.io/v1beta1", "IPAddressPool")
+        self.adverts = self.res("metallb.io/v1beta1", "L2Advertisement")
+        await super().run()
 
     def watches(self):
         everything = lambda event_type, obj: [_ALL]  # noqa: E731

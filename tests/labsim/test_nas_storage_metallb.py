@@ -16,7 +16,6 @@ import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -262,7 +261,7 @@ def test_the_webhook_refuses_a_reversed_range_and_an_overlapping_pool(lab: K3sLa
     assert refused.value.status == 403
     assert (f'admission webhook \\"ipaddresspoolvalidationwebhook.metallb.io\\" denied the request: parsing address '
             f'pool reversed: invalid CIDR \\"{net}.110-{net}.100\\" in pool \\"reversed\\": invalid IP range') in refused.value.body
-    pool(metallb, "small", [f"{net}.100-{net}.101"])
+    pool(metallb, "small", [f"{net}.100-{net}.102"])
     with pytest.raises(ApiException) as overlap:
         pool(metallb, "overlapping", [f"{net}.100/31"])
     assert "overlaps with already defined CIDR" in overlap.value.body
@@ -274,13 +273,17 @@ def test_services_get_pool_addresses_a_requested_one_and_a_full_pool_leaves_one_
     net = lab.doc["network"]["subnet"].rsplit(".", 1)[0]
     metallb.create_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", {
         "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2"}, "spec": {}})
-    lb_service(core, "web-a", {"metallb.io/loadBalancerIPs": f"{net}.101"})
-    assert wait_until(lambda: lb_ip(core, "web-a"), 30) == f"{net}.101"
+    # k3s' Traefik, the oldest LoadBalancer Service, gets the pool's first address.
+    traefik = core.read_namespaced_service("traefik", "kube-system").status.load_balancer.ingress
+    assert [i.ip for i in traefik] == [f"{net}.100"]
+    lb_service(core, "web-a", {"metallb.io/loadBalancerIPs": f"{net}.102"})
+    assert wait_until(lambda: lb_ip(core, "web-a"), 30) == f"{net}.102"
     lb_service(core, "web-b")
-    assert wait_until(lambda: lb_ip(core, "web-b"), 30) == f"{net}.100"
+    assert wait_until(lambda: lb_ip(core, "web-b"), 30) == f"{net}.101"
     svc = core.read_namespaced_service("web-b", "default")
     assert svc.metadata.annotations["metallb.io/ip-allocated-from-pool"] == "small"
-    assert ("IPAllocated", f'Assigned IP ["{net}.100"]') in events(core, "default", "web-b")
+    assert ("IPAllocated", f'Assigned IP ["{net}.101"]') in events(core, "default", "web-b")
+    assert any(r == "nodeAssigned" and m.endswith('with protocol "layer2"') for r, m in events(core, "default", "web-b"))
     lb_service(core, "web-c")
 
     def failed() -> list[str]:
@@ -288,7 +291,7 @@ def test_services_get_pool_addresses_a_requested_one_and_a_full_pool_leaves_one_
     assert wait_until(failed, 30) == ['Failed to allocate IP for "default/web-c": no available IPs']
     assert lb_ip(core, "web-c") is None
     core.delete_namespaced_service("web-b", "default")  # a freed address goes to the pending Service
-    assert wait_until(lambda: lb_ip(core, "web-c"), 30) == f"{net}.100"
+    assert wait_until(lambda: lb_ip(core, "web-c"), 30) == f"{net}.101"
 
 
 class _Hello(socketserver.BaseRequestHandler):
