@@ -34,6 +34,7 @@ def sim_config(lab: Lab) -> dict[str, Any]:
         "cluster_cidr": str(lab.k3s.cluster_cidr), "service_cidr": str(lab.k3s.service_cidr),
         "metallb_pool": "-".join(map(str, lab.metallb.pool)),
         "nfs_server": str(lab.nfs.server), "nfs_path": lab.nfs.path, "operator_key_file": str(lab.ssh.public_key),
+        "acme_servers": sorted({issuer.server for issuer in lab.tls.issuers}) if lab.tls else [],
     }
 
 

@@ -42,6 +42,7 @@ class SimConfig:
     nfs_server: str  # the NAS (lab file nfs.server): SSH and NFS on this loopback address
     nfs_path: str  # its export (nfs.path), a folder of the NAS's files
     operator_key_file: str  # the operator's public key (ssh.public_key): the NAS accepts it over SSH
+    acme_servers: list[str]  # the ACME directory URLs of tls.issuers: Pebble serves those on loopback
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:
@@ -104,4 +105,5 @@ def _is_loopback_ip(text: str) -> bool:
         return False
 
 
-CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}
+CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network,
+              "list[str]": lambda items: [str(item) for item in items]}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -27,9 +29,11 @@ from labsim.secrets import LabSecrets, ensure_secrets
 from labsim.state import StateFile
 
 if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
+    from labsim.apps.cloudflare import CloudflareAPI
     from labsim.kube.registry import ClusterRegistry
     from labsim.nas import Nas
     from labsim.node.host import NodeHost
+    from labsim.pebble import PebbleServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,6 +52,8 @@ class Lab:
         self.clusters: ClusterRegistry | None = None
         self.nas: Nas | None = None
         self.secrets: LabSecrets | None = None
+        self.pebble: PebbleServer | None = None  # the ACME server of tls.issuers (set by start())
+        self.cloudflare: CloudflareAPI | None = None
         self._server: Any = None
 
     async def start(self) -> None:
@@ -59,6 +65,7 @@ class Lab:
         from labsim.pve.server import PVEServer
 
         self.secrets = ensure_secrets(self.state_dir, [self.config.pve_host, "localhost", self.config.pve_node])
+        await self._start_acme()
         self.pve.load()
         self.nodes = NodeHost(self)
         await self.nodes.start()
@@ -70,6 +77,21 @@ class Lab:
         await self._server.start()
         await self.pve.resume()
 
+    async def _start_acme(self) -> None:
+        """Pebble for the loopback directories of tls.issuers, and the Cloudflare model in front of
+        its DNS server (a directory elsewhere, like Let's Encrypt's own, is out of the lab's reach)."""
+        from labsim.apps.cloudflare import CloudflareAPI
+        from labsim.pebble import PebbleServer
+
+        local = [url for url in self.config.acme_servers if _loopback_url(url)]
+        for url in set(self.config.acme_servers) - set(local):
+            log.warning("tls.issuers: %s is not on loopback; the embedded lab serves no ACME directory there", url)
+        self.pebble = PebbleServer(self.state_dir, local)
+        await self.pebble.start()
+        if local:
+            assert self.secrets is not None
+            self.cloudflare = CloudflareAPI(self.secrets.cloudflare_api_token, self.pebble.challtestsrv)
+
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.close()
@@ -77,6 +99,8 @@ class Lab:
         for component in (self.clusters, self.nas, self.nodes):
             if component is not None:
                 await component.close()
+        if self.pebble is not None:
+            await self.pebble.close()
         self._clock_state.save({"clock_offset": self.clock.offset})
 
     @property
@@ -92,8 +116,17 @@ class Lab:
                         "ssh_port": self.config.ssh_port if ip else None})
         kube = self.clusters.status() if self.clusters is not None else None
         nas = self.nas.status() if self.nas is not None else None
+        acme = self.pebble.status() if self.pebble is not None and self.pebble.directories else None
         return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube,
-                "nas": nas}
+                "nas": nas, "acme": acme}
+
+
+def _loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def static_status(config: SimConfig) -> dict[str, Any]:

@@ -58,6 +58,27 @@ install_debs prometheus-node-exporter usr/bin/prometheus-node-exporter prometheu
 install_debs prometheus-postgres-exporter usr/bin/prometheus-postgres-exporter prometheus-postgres-exporter
 install_debs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter prometheus-blackbox-exporter
 
+# Pebble (Let's Encrypt's test ACME server) and pebble-challtestsrv, one Debian package, into
+# TOOLS/pebble: the embedded lab's stand-in for the Let's Encrypt directories (labsim/pebble.py).
+if [ ! -x "$tools/pebble/usr/bin/pebble" ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "pebble: apt-get is missing; certificates will not be issued until $tools/pebble/usr/bin/pebble exists" >&2
+    exit 0
+  fi
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  if ! (cd "$tmp" && apt-get download pebble >/dev/null 2>&1); then
+    [ "$(id -u)" = 0 ] && apt-get update -qq >/dev/null 2>&1 || true
+    (cd "$tmp" && apt-get download pebble >/dev/null 2>&1) || {
+      echo "pebble: apt-get download pebble failed; certificates will not be issued until it is installed" >&2
+      rm -rf "$tmp"; exit 0; }
+  fi
+  rm -rf "$tools/pebble" && mkdir -p "$tools/pebble"
+  dpkg-deb -x "$tmp"/pebble_*.deb "$tools/pebble"
+  rm -rf "$tmp"
+  echo "installed pebble and pebble-challtestsrv into $tools/pebble"
+fi
+
 # The NAS's NFS server: Debian's nfs-ganesha + its VFS backend and the libraries it needs that a
 # base system lacks, into TOOLS/ganesha (labsim.nas.ganesha runs it, as root, on the NAS's
 # address); with libnfs-utils (nfs-ls, nfs-cat), the userspace NFS client the tests list it with.

@@ -73,6 +73,8 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
     doc["metallb"].update(addresses=f"{net}.100-{net}.149")
     doc["nfs"].update(server=f"{net}.2")
     doc["tls"]["solver"]["dns01"]["api_token"] = f"file:{state}/secrets.yaml#cloudflare_api_token"
+    for issuer in doc["tls"]["issuers"]:  # the lab's Pebble, on an address of its own subnet
+        issuer["server"] = f"https://{net}.3:14000/dir"
     for chart in doc["charts"].values():  # values files stay the repository's
         chart["values"] = str(SIM_YAML.parent / chart["values"])
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")

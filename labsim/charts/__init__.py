@@ -6,10 +6,11 @@ a chart without a model installs as a release with no objects. What runs inside 
 
 from __future__ import annotations
 
-from labsim.charts import metallb, nfs_subdir_external_provisioner, traefik
+from labsim.charts import cert_manager, metallb, nfs_subdir_external_provisioner, traefik
 from labsim.charts.release import ChartModel, Release
 
-CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd}
+CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd,
+                                       "cert-manager": cert_manager.cert_manager}
 CHART_MODELS["nfs-subdir-external-provisioner"] = nfs_subdir_external_provisioner.nfs_subdir_external_provisioner
 CHART_MODELS["metallb"] = metallb.metallb
 

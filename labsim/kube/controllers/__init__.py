@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from labsim.apps.cert_manager import CertManager
 from labsim.kube.controllers.clusterroles import ClusterRoleAggregationController
 from labsim.kube.controllers.cronjob import CronJobController
 from labsim.kube.controllers.daemonset import DaemonSetController
@@ -50,6 +51,7 @@ _KINDS: tuple[type[Controller], ...] = (
     ResourceQuotaController,
     HelmChartController,
     IngressStatusController,
+    CertManager,
 )
 
 

@@ -1,0 +1,230 @@
+"""cert-manager in the twin, over the wire: the chart model's objects, a ClusterIssuer registered
+with the real Pebble, a Certificate issued over DNS-01 through the Cloudflare model and
+challtestsrv whose chain verifies against Pebble's CA (openssl and ``cryptography``), a wrong
+token failing the Challenge with cert-manager's Cloudflare message, renewal on the lab clock, and
+the ACME server down."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from kubernetes import client
+
+from labsim.apps.cloudflare import CloudflareAPI
+from labsim.charts import CHART_MODELS, Release
+from labsim.pebble import PebbleServer, tools_dir
+from tests.labfiles import unique_subnet
+from tests.labsim.kube_fixtures import RunningCluster, running_cluster
+from tests.polling import wait_until
+
+TOKEN = "lab-cloudflare-token-0123456789abcdefghijk"
+DOMAIN = "home.example.com"
+
+pytestmark = pytest.mark.skipif(not (tools_dir() / "pebble").exists(), reason="pebble is not installed (make programs)")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningCluster, PebbleServer]]:
+    """A cluster with the cert-manager chart's objects, the lab's Pebble and Cloudflare model."""
+    home = tmp_path_factory.mktemp("certs")
+    with running_cluster(home, nodes=1) as running:
+        pebble = PebbleServer(home / "labsim", [f"https://{unique_subnet()}.3:14000/dir"])
+        running.call(pebble.start)
+        cluster = running.cluster
+        cluster.pebble, cluster.cloudflare = pebble, CloudflareAPI(TOKEN, pebble.challtestsrv)
+        try:
+            running.call(cluster.apply_manifest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "infra"}})
+            release = Release("cert-manager", "infra", "cert-manager", "v1.19.1", {"crds": {"enabled": True}})
+            for obj in CHART_MODELS["cert-manager"](release):
+                running.call(cluster.apply_manifest, obj)
+            yield running, pebble
+        finally:
+            running.call(pebble.close)
+
+
+def _issuer(name: str, server: str, token_secret: str = "cloudflare-api-token") -> str:
+    return yaml.safe_dump({
+        "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": name},
+        "spec": {"acme": {"server": server, "email": "admin@home.example.com",
+                          "privateKeySecretRef": {"name": f"{name}-account-key"},
+                          "solvers": [{"dns01": {"cloudflare": {"apiTokenSecretRef": {
+                              "name": token_secret, "key": "api-token"}}}}]}}})
+
+
+def _certificate(name: str, issuer: str, host: str, **spec) -> str:
+    return yaml.safe_dump({
+        "apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"secretName": f"{name}-tls", "dnsNames": [host],
+                 "issuerRef": {"name": issuer, "kind": "ClusterIssuer"}, **spec}})
+
+
+def _get(api: client.ApiClient, plural: str, name: str, namespace: str | None = "default",
+         group: str = "cert-manager.io") -> dict:
+    objects = client.CustomObjectsApi(api)
+    if namespace is None:
+        return objects.get_cluster_custom_object(group, "v1", plural, name)
+    return objects.get_namespaced_custom_object(group, "v1", namespace, plural, name)
+
+
+def _ready(obj: dict) -> dict | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), None)
+
+
+def _events(api: client.ApiClient, name: str, namespace: str = "default") -> list[tuple[str, str]]:
+    found = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.reason, e.message) for e in found.items]
+
+
+@pytest.fixture(scope="module")
+def issued(lab, tmp_path_factory) -> dict:
+    """The token Secret, a ClusterIssuer and a Certificate for whoami.<domain>, applied with kubectl."""
+    running, pebble = lab
+    directory = pebble.directories[0]
+    manifest = tmp_path_factory.mktemp("manifests") / "issuer.yaml"
+    token = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare-api-token", "namespace": "infra"},
+             "stringData": {"api-token": TOKEN}}
+    manifest.write_text("---\n".join([yaml.safe_dump(token), _issuer("letsencrypt-prod", directory.url),
+                                      _certificate("whoami", "letsencrypt-prod", f"whoami.{DOMAIN}")]))
+    running.kubectl("apply", "-f", str(manifest))
+    api = running.api_client()
+    wait_until(lambda: (_ready(_get(api, "certificates", "whoami")) or {}).get("status") == "True", timeout=90)
+    return {"api": api, "running": running, "pebble": pebble, "directory": directory}
+
+
+def test_the_chart_model_has_the_real_charts_deployments_and_crds(lab):
+    running, _ = lab
+    out = running.kubectl("get", "deploy", "-n", "infra", "-o", "name").stdout.split()
+    assert out == ["deployment.apps/cert-manager", "deployment.apps/cert-manager-cainjector",
+                   "deployment.apps/cert-manager-webhook"]
+    labels = running.kubectl("get", "pods", "-n", "infra", "-l",
+                             "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller",
+                             "-o", "jsonpath={.items[*].status.phase}").stdout
+    assert labels == "Running"
+    crds = running.kubectl("get", "crd", "-o", "name").stdout
+    for name in ("certificates.cert-manager.io", "certificaterequests.cert-manager.io", "issuers.cert-manager.io",
+                 "clusterissuers.cert-manager.io", "orders.acme.cert-manager.io", "challenges.acme.cert-manager.io"):
+        assert f"customresourcedefinition.apiextensions.k8s.io/{name}" in crds
+    without = CHART_MODELS["cert-manager"](Release("cert-manager", "infra", "cert-manager", "v1.19.1", {}))
+    assert not [o for o in without if o["kind"] == "CustomResourceDefinition"]  # crds.enabled unset: none
+    legacy = CHART_MODELS["cert-manager"](Release("cert-manager", "infra", "cert-manager", "v1.19.1",
+                                                  {"installCRDs": True}))
+    assert len([o for o in legacy if o["kind"] == "CustomResourceDefinition"]) == 6
+
+
+def test_a_clusterissuer_registers_its_acme_account_with_pebble(issued):
+    api = issued["api"]
+    issuer = _get(api, "clusterissuers", "letsencrypt-prod", None)
+    ready = _ready(issuer)
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "True", "ACMEAccountRegistered", "The ACME account was registered with the ACME server")
+    directory = issued["directory"]
+    assert issuer["status"]["acme"]["uri"].startswith(f"https://{directory.host}:{directory.port}/my-account/")
+    key = client.CoreV1Api(api).read_namespaced_secret("letsencrypt-prod-account-key", "infra")
+    assert b"PRIVATE KEY" in base64.b64decode(key.data["tls.key"])  # the account key, in the cluster resource namespace
+
+
+def test_a_certificate_is_issued_over_dns01_and_its_chain_verifies_against_pebbles_ca(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    cert = _get(api, "certificates", "whoami")
+    ready = _ready(cert)
+    assert (ready["reason"], ready["message"]) == ("Ready", "Certificate is up to date and has not expired")
+    assert cert["status"]["revision"] == 1
+    secret = client.CoreV1Api(api).read_namespaced_secret("whoami-tls", "default")
+    assert secret.type == "kubernetes.io/tls"
+    assert sorted(secret.data) == ["tls.crt", "tls.key"]  # ACME gives no CA: no ca.crt, as cert-manager
+    assert secret.metadata.annotations["cert-manager.io/issuer-name"] == "letsencrypt-prod"
+    chain = base64.b64decode(secret.data["tls.crt"])
+    leaf = x509.load_pem_x509_certificate(chain)
+    assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == [f"whoami.{DOMAIN}"]
+    # The chain verifies against the root Pebble serves (and the lab keeps in its state).
+    ca_file = issued["pebble"].ca_file(issued["directory"])
+    (tmp_path / "chain.pem").write_bytes(chain)
+    done = subprocess.run(["openssl", "verify", "-CAfile", str(ca_file), "-untrusted", str(tmp_path / "chain.pem"),
+                           str(tmp_path / "chain.pem")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Pebble Intermediate CA" in leaf.issuer.rfc4514_string()
+    # The way there, as cert-manager shows it.
+    reasons = [r for r, _ in _events(api, "whoami")]
+    assert reasons[:3] == ["Issuing", "Generated", "Requested"] and reasons[-1] == "Issuing"
+    assert ("Issuing", "The certificate has been successfully issued") in _events(api, "whoami")
+    request = _get(api, "certificaterequests", "whoami-1")
+    assert [(c["type"], c["status"], c["reason"]) for c in request["status"]["conditions"]] == [
+        ("Approved", "True", "cert-manager.io"), ("Ready", "True", "Issued")]
+    orders = client.CustomObjectsApi(api).list_namespaced_custom_object("acme.cert-manager.io", "v1", "default",
+                                                                        "orders")["items"]
+    assert [o["status"]["state"] for o in orders] == ["valid"]
+    assert ("Complete", "Order completed successfully") in _events(api, orders[0]["metadata"]["name"])
+    table = running.kubectl("get", "certificate", "whoami").stdout
+    assert table.split("\n")[0].split() == ["NAME", "READY", "SECRET", "AGE"] and "True" in table
+
+
+def test_a_wrong_cloudflare_token_fails_the_challenge_with_cert_managers_message(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    manifest = tmp_path / "wrong.yaml"
+    wrong = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "wrong-token", "namespace": "infra"},
+             "stringData": {"api-token": "not-the-labs-token"}}
+    manifest.write_text("---\n".join([yaml.safe_dump(wrong), _issuer("wrong-token", issued["directory"].url,
+                                                                     "wrong-token"),
+                                      _certificate("denied", "wrong-token", f"denied.{DOMAIN}")]))
+    running.kubectl("apply", "-f", str(manifest))
+    objects = client.CustomObjectsApi(api)
+
+    def failing_challenge():
+        items = objects.list_namespaced_custom_object("acme.cert-manager.io", "v1", "default", "challenges")["items"]
+        return next((c for c in items if c["spec"]["dnsName"] == f"denied.{DOMAIN}"
+                     and "Cloudflare" in (c.get("status") or {}).get("reason", "")), None)
+
+    challenge = wait_until(failing_challenge, timeout=60)
+    reason = challenge["status"]["reason"]
+    assert reason.startswith(f"while attempting to find Zones for domain _acme-challenge.denied.{DOMAIN}.\n")
+    assert 'while querying the Cloudflare API for GET "/zones?name=example.com"' in reason
+    assert reason.endswith("Error: 9109: Invalid access token")
+    assert not challenge["status"]["presented"] and challenge["status"]["state"] == "pending"
+    assert ("PresentError", f"Error presenting challenge: {reason}") in _events(api, challenge["metadata"]["name"])
+    assert (_ready(_get(api, "certificates", "denied")) or {}).get("status") == "False"
+
+
+def test_renewal_falls_due_at_two_thirds_of_the_lifetime_on_the_lab_clock(issued):
+    api, running = issued["api"], issued["running"]
+    cert = _get(api, "certificates", "whoami")
+    secret = client.CoreV1Api(api).read_namespaced_secret("whoami-tls", "default")
+    from labsim.kube.controllers.times import parse_rfc3339
+
+    lifetime = parse_rfc3339(cert["status"]["notAfter"]) - parse_rfc3339(cert["status"]["notBefore"])
+    due_in = parse_rfc3339(cert["status"]["renewalTime"]) - running.cluster.clock.now()
+    assert abs(due_in - lifetime * 2 / 3) < 120  # 2/3 of Pebble's 5-year lifetime from issuance
+    running.call(running.cluster.clock.advance, due_in - 3600)  # an hour before: nothing happens
+    assert _get(api, "certificates", "whoami")["status"]["revision"] == 1
+    running.call(running.cluster.clock.advance, 7200)
+    renewed = wait_until(lambda: (c := _get(api, "certificates", "whoami"))["status"].get("revision") == 2 and c,
+                         timeout=90)
+    assert _ready(renewed)["status"] == "True"
+    assert any(r == "Issuing" and m.startswith("Renewing certificate as renewal was scheduled at ")
+               for r, m in _events(api, "whoami"))
+    after = client.CoreV1Api(api).read_namespaced_secret("whoami-tls", "default")
+    assert after.data["tls.crt"] != secret.data["tls.crt"]
+    assert parse_rfc3339(renewed["status"]["renewalTime"]) > running.cluster.clock.now()  # not due again at once
+
+
+def test_an_issuer_of_an_acme_server_that_is_down_is_not_ready_until_it_is_back(issued, tmp_path):
+    api, running, pebble, directory = issued["api"], issued["running"], issued["pebble"], issued["directory"]
+    running.call(pebble.stop_directory, directory)
+    try:
+        (tmp_path / "down.yaml").write_text(_issuer("letsencrypt-staging", directory.url))
+        running.kubectl("apply", "-f", str(tmp_path / "down.yaml"))
+        ready = wait_until(lambda: _ready(_get(api, "clusterissuers", "letsencrypt-staging", None)), timeout=30)
+        assert (ready["status"], ready["reason"]) == ("False", "ErrRegisterACMEAccount")
+        assert ready["message"] == (f'Failed to register ACME account: Get "{directory.url}": dial tcp '
+                                    f"{directory.host}:{directory.port}: connect: connection refused")
+    finally:
+        running.call(pebble.start_directory, directory)
+    wait_until(lambda: (_ready(_get(api, "clusterissuers", "letsencrypt-staging", None)) or {}).get("status") == "True",
+               timeout=60)
+    assert Path(pebble.ca_file(directory)).read_text().count("BEGIN CERTIFICATE") == 4  # both CAs Pebble has had
