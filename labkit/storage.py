@@ -124,9 +124,10 @@ def probe_volume(api: client.ApiClient, lab: Lab, *, timeout: float = 180, dry_r
     kube.ensure_namespace(api, PROBE_NAMESPACE)
     _create_claim(api, lab)
     volume = wait_bound(api, PROBE_NAMESPACE, PROBE, timeout=timeout)
-    token = f"written by labkit {uuid.uuid4().hex[:12]}"
-    kube.run_pod(api, _pod("write", writer, f"echo {shlex.quote(token)} > /data/{PROBE_FILE}"), timeout=timeout)
-    read = kube.run_pod(api, _pod("read", reader, f"cat /data/{PROBE_FILE}"), timeout=timeout)
+    run = uuid.uuid4().hex[:12]  # in the pods' names too: a run never reads an earlier run's pod or log
+    token = f"written by labkit {run}"
+    kube.run_pod(api, _pod(f"write-{run}", writer, f"echo {shlex.quote(token)} > /data/{PROBE_FILE}"), timeout=timeout)
+    read = kube.run_pod(api, _pod(f"read-{run}", reader, f"cat /data/{PROBE_FILE}"), timeout=timeout)
     pv = client.CoreV1Api(api).read_persistent_volume(volume)
     return replace(probe, volume=volume, folder=pv.spec.nfs.path if pv.spec.nfs else "", writer_node=writer,
                    reader_node=reader, written=token, read=read)
@@ -159,7 +160,7 @@ def _pod(role: str, node: str, script: str) -> dict:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{PROBE}-{role}", "namespace": PROBE_NAMESPACE, "labels": {"app": PROBE}},
             "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": node},
-                     "containers": [{"name": role, "image": PROBE_IMAGE, "command": ["sh", "-c", script],
+                     "containers": [{"name": role.split("-")[0], "image": PROBE_IMAGE, "command": ["sh", "-c", script],
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": PROBE}}]}}
 
