@@ -25,10 +25,11 @@ from labkit import certs, charts, infra, kube, manifests, net, ssh, storage
 from labkit.params import Lab, load_lab
 from labkit.render import render_html
 from labkit.report import applied_in, records_in
+from labkit.runner import own_kernel
 from labkit.ssh import NAS
 from labsim.charts import CHART_MODELS
 from tests.labkit.embedded import EmbeddedLab, embedded_lab
-from tests.labkit.test_notebooks_01_02 import KUBECTL, run_notebook
+from tests.labkit.test_notebooks_01_02 import KUBECTL, NOTEBOOKS, run_notebook
 
 CORE = "03-core-infra.ipynb"
 CURL = shutil.which("curl")
@@ -78,15 +79,21 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Core]:
     tmp = tmp_path_factory.mktemp("core")
     with embedded_lab(tmp) as sim:
         first_dir, second_dir = tmp / "first", tmp / "second"
-        first_dir.mkdir()
-        second_dir.mkdir()
-        for name in ("01-provision-vms.ipynb", "02-bootstrap-k3s.ipynb"):
-            run_notebook(name, sim.path, first_dir)
-        first = run_notebook(CORE, sim.path, first_dir)
-        api = kube.connect(sim.lab.kubeconfig)
-        before = versions(api)
-        second = run_notebook(CORE, sim.path, second_dir, keep_probes=True)
+        with own_kernel(tmp / "kernel"):  # this checkout's labkit in the notebooks' kernel
+            for name in ("01-provision-vms.ipynb", "02-bootstrap-k3s.ipynb"):
+                execute(name, sim.path, first_dir)
+            first = execute(CORE, sim.path, first_dir)
+            api = kube.connect(sim.lab.kubeconfig)
+            before = versions(api)
+            second = execute(CORE, sim.path, second_dir, keep_probes=True)
         yield Core(sim, api, first, second, before, versions(api), second_dir)
+
+
+def execute(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
+    out.mkdir(exist_ok=True)
+    papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), progress_bar=False,
+                               kernel_name="homelab-notebooks", parameters={"lab_file": str(lab_file), **params})
+    return nbformat.read(out / name, as_version=4)
 
 
 def _record(nb: nbformat.NotebookNode) -> dict:
