@@ -44,6 +44,7 @@ if not set(CHART_MODELS) >= TWIN:
 class Core:
     sim: EmbeddedLab
     api: client.ApiClient
+    dry: nbformat.NotebookNode  # a dry run before the first run
     first: nbformat.NotebookNode
     second: nbformat.NotebookNode
     before: dict[str, str]  # object -> resourceVersion after the first run
@@ -82,11 +83,12 @@ def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Core]:
         with own_kernel(tmp / "kernel"):  # this checkout's labkit in the notebooks' kernel
             for name in ("01-provision-vms.ipynb", "02-bootstrap-k3s.ipynb"):
                 execute(name, sim.path, first_dir)
+            dry = execute(CORE, sim.path, tmp / "dry", dry_run=True)
             first = execute(CORE, sim.path, first_dir)
             api = kube.connect(sim.lab.kubeconfig)
             before = versions(api)
             second = execute(CORE, sim.path, second_dir, keep_probes=True)
-        yield Core(sim, api, first, second, before, versions(api), second_dir)
+        yield Core(sim, api, dry, first, second, before, versions(api), second_dir)
 
 
 def execute(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
@@ -98,6 +100,19 @@ def execute(name: str, lab_file: Path, out: Path, **params) -> nbformat.Notebook
 
 def _record(nb: nbformat.NotebookNode) -> dict:
     return records_in(json.loads(nbformat.writes(nb)))[-1]
+
+
+def test_a_dry_run_on_the_fresh_cluster_plans_every_piece_and_changes_nothing(core: Core):
+    record = _record(core.dry)
+    assert record["dry_run"] and record["changes"] == []
+    assert {(c["action"], c["target"]) for c in record["planned"]} >= {
+        ("install", "HelmChart/nfs-subdir-external-provisioner"), ("install", "HelmChart/metallb"),
+        ("install", "HelmChart/cert-manager"), ("install", "HelmChartConfig/traefik"),
+        ("create", "IPAddressPool/metallb-system/default"), ("create", "ClusterIssuer/letsencrypt-prod")}
+    assert "dry run: would fail" in nbformat.writes(core.dry)  # probes not run, shown as such
+    # what the dry run saw is what the first run then did
+    done = {(c["action"], c["target"]) for c in applied_in(json.loads(nbformat.writes(core.first)))}
+    assert {(c["action"], c["target"]) for c in record["planned"]} == done
 
 
 def test_the_first_run_installs_everything_and_proves_it_by_using_it(core: Core):
