@@ -24,6 +24,7 @@ SPEAKER = {"app.kubernetes.io/name": "metallb", "app.kubernetes.io/component": "
 LB_IPS = "metallb.io/loadBalancerIPs"
 ADDRESS_POOL = "metallb.io/address-pool"
 FROM_POOL = "metallb.io/ip-allocated-from-pool"
+L2_NODE, L2_SERVICE_NAME, L2_SERVICE_NAMESPACE = "metallb.io/node", "metallb.io/service-name", "metallb.io/service-namespace"
 _ALL = "all"  # one key: an allocation depends on every other Service's
 
 
@@ -113,6 +114,7 @@ class MetalLBController(Controller):
         self.services = self.res("v1", "Service")
         self.events = EventRecorder(self.store, self.clock, "metallb-controller")
         self.speaker_events = EventRecorder(self.store, self.clock, "metallb-speaker")
+        self._announced: dict[str, tuple[str, str]] = {}  # Service uid -> (address, node) announced
 
     async def run(self) -> None:
         """MetalLB's kinds exist once its chart has installed their CRDs: wait for them."""
@@ -215,19 +217,50 @@ class MetalLBController(Controller):
             self.store.update(svc, subresource="status")
 
     def _announce(self, services: list[dict], pools: list[Pool], ns: str) -> None:
-        """A speaker announces the addresses of pools an L2Advertisement covers."""
+        """A speaker announces the addresses of pools an L2Advertisement covers (event
+        ``nodeAssigned``, a ServiceL2Status per Service); an address nobody announces is not
+        reachable from the LAN (the twin's kube-proxy does not listen on it)."""
         speakers = ready_pods(self.store, SPEAKER)
         adverts = self.store.list(self.adverts, ns)
-        if not speakers or not adverts:
-            return
         named = {p for a in adverts for p in (a.get("spec") or {}).get("ipAddressPools") or []}
         every = any(not (a.get("spec") or {}).get("ipAddressPools") and not (a.get("spec") or {}).get(
             "ipAddressPoolSelectors") for a in adverts)
-        node = speakers[0]["spec"].get("nodeName", "")
-        for svc in services:
+        announced = {}
+        for svc in services if speakers else []:
             pool = (svc["metadata"].get("annotations") or {}).get(FROM_POOL)
-            if pool and (every or pool in named):
+            address = ",".join(map(str, _assigned(svc, pools)))
+            if pool and address and (every or pool in named):
+                announced[svc_key(svc)] = (svc, address)
+        speaker = speakers[0] if speakers else None
+        node = speaker["spec"].get("nodeName", "") if speaker else ""
+        for svc, address in announced.values():
+            if self._announced.get(svc["metadata"]["uid"]) != (address, node):
+                self._announced[svc["metadata"]["uid"]] = (address, node)
                 self.speaker_events.record(svc, "nodeAssigned", f'announcing from node "{node}" with protocol "layer2"')
+        self._l2_statuses(ns, set(announced), speaker)
+
+    def _l2_statuses(self, ns: str, announced: set[str], speaker: dict | None) -> None:
+        """One ServiceL2Status per announced Service, owned by the announcing speaker pod."""
+        statuses = self.res("metallb.io/v1beta1", "ServiceL2Status")
+        have = {}
+        for obj in self.store.list(statuses, ns):
+            labels = obj["metadata"].get("labels") or {}
+            key = f"{labels.get(L2_SERVICE_NAMESPACE)}/{labels.get(L2_SERVICE_NAME)}"
+            if key in announced and key not in have and labels.get(L2_NODE) == speaker["spec"].get("nodeName"):
+                have[key] = obj
+            else:
+                self.store.delete(statuses, ns, obj["metadata"]["name"])
+        for key in sorted(announced - have.keys()):
+            node, (svc_ns, svc_name) = speaker["spec"].get("nodeName", ""), key.split("/", 1)
+            created = self.store.create({
+                "apiVersion": "metallb.io/v1beta1", "kind": "ServiceL2Status",
+                "metadata": {"generateName": "l2-", "namespace": ns,
+                             "labels": {L2_NODE: node, L2_SERVICE_NAME: svc_name, L2_SERVICE_NAMESPACE: svc_ns},
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": speaker["metadata"]["name"],
+                                                  "uid": speaker["metadata"]["uid"]}]}})
+            created["status"] = {"node": node, "serviceName": svc_name, "serviceNamespace": svc_ns,
+                                 "interfaces": [{"name": "lo"}]}
+            self.store.update(created, subresource="status")
 
 
 def svc_key(svc: dict) -> str:

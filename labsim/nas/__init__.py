@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from labsim.nas import exports
+from labsim.nas import exports, showmount  # noqa: F401  -- showmount registers with the nodes' shell
 from labsim.nas.ganesha import NFS_PORT, Ganesha
 from labsim.node.spec import NodeSpec
 

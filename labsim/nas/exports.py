@@ -34,6 +34,11 @@ def unregister(ip: str, server: NfsServer) -> None:
         del _SERVERS[ip]
 
 
+def server(ip: str) -> NfsServer | None:
+    """The NAS at this address, answering or not."""
+    return _SERVERS.get(ip)
+
+
 def known(ip: str) -> bool:
     """A NAS of a running lab has this address (whether it answers or not)."""
     return ip in _SERVERS

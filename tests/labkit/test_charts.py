@@ -199,11 +199,12 @@ def test_manifests_apply_plan_nothing_then_diff_and_prune_only_what_labkit_appli
 
 
 def test_an_object_of_a_kind_not_served_names_the_missing_crd(api):
-    pool = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "default", "namespace": "metallb-system"}, "spec": {"addresses": ["10.0.0.0/28"]}}
-    planned = manifests.plan(api, "core-infra", [pool])  # planned: the chart before it brings the CRD
-    assert [(c.target, c.action) for c in planned.changes()] == [("IPAddressPool/metallb-system/default", "create")]
-    with pytest.raises(manifests.ManifestError, match=r"does not serve IPAddressPool \(metallb.io/v1beta1\); "
+    # cert-manager's chart is not installed in this cluster (MetalLB's is: its kinds are served).
+    issuer = {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt-prod"},
+              "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory"}}}
+    planned = manifests.plan(api, "core-infra", [issuer])  # planned: the chart before it brings the CRD
+    assert [(c.target, c.action) for c in planned.changes()] == [("ClusterIssuer/letsencrypt-prod", "create")]
+    with pytest.raises(manifests.ManifestError, match=r"does not serve ClusterIssuer \(cert-manager.io/v1\); "
                        "install the chart that brings its CRD first"):
         manifests.apply(api, planned)
 

@@ -16,6 +16,7 @@ import socketserver
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -113,6 +114,15 @@ def test_the_nas_answers_ssh_with_its_export_and_serves_it_over_nfs(lab: K3sLab)
     assert len(keys) == 1
 
 
+def test_a_node_with_nfs_common_lists_the_nas_exports(lab: K3sLab) -> None:
+    nas = lab.handle.status()["nas"]
+    before = lab.ssh(1, f"showmount -e {nas['ip']}")
+    assert before.exit_status == 127 and "showmount: command not found" in before.stderr
+    lab.ok(1, "sudo apt-get install -y nfs-common")
+    assert lab.ok(1, "which showmount").strip() == "/usr/sbin/showmount"
+    assert lab.ok(1, f"showmount -e {nas['ip']}") == f"Export list for {nas['ip']}:\n/volume1/k8s-data *\n"
+
+
 # -- the NFS provisioner --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -156,8 +166,25 @@ def test_the_chart_gives_the_default_class_and_the_provisioner_pod(lab: K3sLab, 
     pods = nfs.list_namespaced_pod("infra", label_selector="app=nfs-subdir-external-provisioner,"
                                                            "release=nfs-subdir-external-provisioner").items
     assert [p.status.phase for p in pods] == ["Running"]
-    # k3s' local-path stays, no longer the default: a claim without a class gets nfs-client.
     assert client.StorageV1Api(nfs.api_client).read_storage_class("local-path").provisioner == "rancher.io/local-path"
+
+
+def test_kubectl_shows_the_default_class_and_the_provisioner_pod(lab: K3sLab, nfs: client.CoreV1Api,
+                                                                  tmp_path: Path) -> None:
+    kubeconfig = lab.kubeconfig(tmp_path)
+
+    def kubectl(*args: str) -> str:
+        done = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+    classes = {line.split()[0]: line for line in kubectl("get", "sc").splitlines()[1:]}
+    assert classes["nfs-client"].split()[:3] == ["nfs-client", "(default)", "cluster.local/nfs-subdir-external-provisioner"]
+    # k3s' local-path keeps its own default annotation (k3s re-applies its manifest): two defaults, as on a real
+    # k3s, until k3s runs with `--disable local-storage`; a claim without a class gets the newest, nfs-client.
+    assert classes["local-path"].split()[:2] == ["local-path", "(default)"]
+    pods = [line.split()[:2] for line in kubectl("get", "pods", "-A").splitlines()[1:]]
+    assert any(ns == "infra" and name.startswith("nfs-subdir-external-provisioner-") for ns, name in pods)
 
 
 def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, nfs: client.CoreV1Api) -> None:
@@ -177,6 +204,8 @@ def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, 
     assert nfs.read_namespaced_pod_log("reader", "default").strip() == "written-on-worker"
     seen = nas_ssh(lab, f"ls /volume1/k8s-data && cat /volume1/k8s-data/{folder}/note.txt")
     assert folder in seen.stdout.split() and "written-on-worker" in seen.stdout
+    usage = nas_ssh(lab, f"du -sb /volume1/k8s-data/{folder}").stdout  # the export's usage, from the NAS
+    assert usage.endswith(f"\t/volume1/k8s-data/{folder}\n") and int(usage.split()[0]) >= len("written-on-worker\n")
     assert "note.txt" in nfs_ls(lab, f"/{folder}")
 
 
@@ -197,6 +226,23 @@ def test_releasing_the_claim_archives_its_folder(lab: K3sLab, nfs: client.CoreV1
     assert f"archived-default-shared-{pv_name}" in listing and f"default-shared-{pv_name}" not in listing
 
 
+def test_a_class_with_archive_on_delete_false_deletes_the_folder(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    storage = client.StorageV1Api(nfs.api_client)
+    storage.create_storage_class({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                                  "metadata": {"name": "nfs-scratch"},
+                                  "provisioner": "cluster.local/nfs-subdir-external-provisioner",
+                                  "reclaimPolicy": "Delete", "parameters": {"archiveOnDelete": "false"}})
+    nfs.create_namespaced_persistent_volume_claim("default", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "scratch"},
+        "spec": {"storageClassName": "nfs-scratch", "accessModes": ["ReadWriteOnce"],
+                 "resources": {"requests": {"storage": "100Mi"}}}})
+    pv_name = wait_until(lambda: bound(nfs, "scratch"), 30).spec.volume_name
+    assert f"default-scratch-{pv_name}" in nas_ssh(lab, "ls /volume1/k8s-data").stdout.split()
+    nfs.delete_namespaced_persistent_volume_claim("scratch", "default")
+    wait_until(lambda: f"default-scratch-{pv_name}" not in nas_ssh(lab, "ls /volume1/k8s-data").stdout, 30)
+    assert f"archived-default-scratch-{pv_name}" not in nas_ssh(lab, "ls /volume1/k8s-data").stdout
+
+
 def test_a_nas_that_does_not_answer_fails_provisioning_with_the_provisioners_event(
         lab: K3sLab, nfs: client.CoreV1Api) -> None:
     nas = lab.handle.lab.nas
@@ -204,6 +250,9 @@ def test_a_nas_that_does_not_answer_fails_provisioning_with_the_provisioners_eve
     try:
         with pytest.raises((OSError, asyncssh.Error)):
             nas_ssh(lab, "true")
+        down = lab.ssh(1, f"showmount -e {lab.handle.status()['nas']['ip']}")
+        assert (down.exit_status, down.stderr) == (1, "clnt_create: RPC: Timed out\n")
+        assert lab.handle.status()["nas"]["nfs"] is None  # nfs-ganesha is down with it
         claim(nfs, "while-down")
 
         def failed() -> list[str]:
@@ -301,7 +350,6 @@ class _Hello(socketserver.BaseRequestHandler):
 
 def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
     core = client.CoreV1Api(metallb.api_client)
-    pod_ip = "127.0.0.1"  # replaced below by the pod's IP
     core.create_namespaced_pod("default", {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-a", "labels": {"app": "web-a"}},
         "spec": {"containers": [{"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]}]}})
@@ -318,6 +366,17 @@ def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metall
                     return sock.recv(100)
             except OSError:
                 return b""
+        assert wait_until(answer, 30) == b"hello from the pod\n"
+        statuses = metallb.list_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "servicel2statuses")
+        announced = [i["status"] for i in statuses["items"] if i["status"]["serviceName"] == "web-a"]
+        assert len(announced) == 1 and announced[0]["node"] in (lab.name(0), lab.name(1))
+        # Without an L2Advertisement nobody answers ARP for the address: allocated, but unreachable.
+        metallb.delete_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", "l2")
+        wait_until(lambda: answer() == b"", 30)
+        assert lb_ip(core, "web-a") == address
+        metallb.create_namespaced_custom_object("metallb.io", "v1beta1", "metallb-system", "l2advertisements", {
+            "apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "l2"},
+            "spec": {"ipAddressPools": ["small"]}})
         assert wait_until(answer, 30) == b"hello from the pod\n"
     finally:
         server.shutdown()
