@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import ssl
 import urllib.parse
 import urllib.request
@@ -165,13 +166,19 @@ class PebbleServer:
         return f"{', '.join(absent)} not found: install {PACKAGE}" if absent else None
 
     async def start(self) -> None:
-        self.supervisor.reap()  # what a lab killed with -9 left running
+        for pid in self.supervisor.reap():  # what a lab killed with -9 left: gone before its ports are reused
+            await _gone(pid)
         if not self.directories:
             return
         if problem := self.missing():
             log.warning("no ACME server for %s: %s", [d.url for d in self.directories], problem)
             return
         host = self.directories[0].host
+        _check_free(host, [(DNS_PORT, socket.SOCK_STREAM), (DNS_PORT, socket.SOCK_DGRAM),
+                           (MANAGEMENT_PORT, socket.SOCK_STREAM)])
+        for directory in self.directories:
+            _check_free(directory.host, [(directory.port, socket.SOCK_STREAM),
+                                         (directory.port + MANAGEMENT_OFFSET, socket.SOCK_STREAM)])
         self._launch("challtestsrv", [
             str(tools_dir() / "pebble-challtestsrv"), "-dns01", self.dns_address, "-http01", "", "-https01", "",
             "-tlsalpn01", "", "-management", f"{host}:{MANAGEMENT_PORT}", "-defaultIPv4", host, "-defaultIPv6", ""],
@@ -194,7 +201,11 @@ class PebbleServer:
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
         self._launch(f"pebble-{directory.key}", [str(tools_dir() / "pebble"), "-config", str(config),
                                                  "-dnsserver", self.dns_address], env)
-        await self._record_ca(directory)
+        try:
+            await self._record_ca(directory)
+        except OSError as error:  # Pebble did not come up: its log says why; the lab runs on without it
+            log.warning("Pebble for %s did not serve its CA: %s; its log: %s", directory.url, error,
+                        " | ".join(self.programs[f"pebble-{directory.key}"].lines[-3:]))
 
     async def stop_directory(self, directory: Directory) -> None:
         """The ACME server down (a fault a test injects): its listener is gone until restarted."""
@@ -227,6 +238,25 @@ class PebbleServer:
         for program in reversed(list(self.programs.values())):
             await program.stop()
         self.programs.clear()
+
+
+async def _gone(pid: int, seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return
+        if state == "Z":
+            return
+        await asyncio.sleep(0.05)
+
+
+def _check_free(host: str, ports: list[tuple[int, int]]) -> None:
+    """Raise EADDRINUSE (as the lab's other listeners do) if another lab or program holds a port."""
+    for port, kind in ports:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
 
 
 async def _fetch(url: str, context: ssl.SSLContext, attempts: int = 100) -> str:

@@ -43,13 +43,19 @@ CM, ACME = "cert-manager.io/v1", "acme.cert-manager.io/v1"
 KINDS = {"Certificate": CM, "CertificateRequest": CM, "Issuer": CM, "ClusterIssuer": CM, "Order": ACME,
          "Challenge": ACME}
 CHALLENGE_FINALIZER = "finalizer.acme.cert-manager.io"
+SHIM_ANNOTATIONS = {"cert-manager.io/cluster-issuer": "ClusterIssuer", "cert-manager.io/issuer": "Issuer"}
 CONTROLLER_POD = {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0)  # real seconds between attempts after an ACME or DNS error
 POLL_SECONDS, POLL_LIMIT = 0.2, 150  # authorization and order polling (Pebble answers within a second)
 
 
 class AcmeFailure(Exception):
-    """An error in cert-manager's words, for a condition or an event."""
+    """An error in cert-manager's words, for a condition or an event; ``code`` is the ACME problem
+    type (``accountDoesNotExist``, ``malformed``...) when the server answered with one."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class CertManager(Controller):
@@ -71,6 +77,7 @@ class CertManager(Controller):
             subscription.close()
         self.kinds = {kind: self.res(api, kind) for kind, api in KINDS.items()}
         self.secrets, self.pods = self.res("v1", "Secret"), self.res("v1", "Pod")
+        self.ingresses = self.res("networking.k8s.io/v1", "Ingress")
         await super().run()
 
     def watches(self):
@@ -87,7 +94,13 @@ class CertManager(Controller):
             labels = obj["metadata"].get("labels") or {}
             return [("all",)] if all(labels.get(k) == v for k, v in CONTROLLER_POD.items()) else []
 
-        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod)]
+        def ingress(event_type: str, obj: dict) -> list[Key]:
+            annotations = obj["metadata"].get("annotations") or {}
+            if not any(a in annotations for a in SHIM_ANNOTATIONS):
+                return []
+            return [("Ingress", obj["metadata"]["namespace"], obj["metadata"]["name"])]
+
+        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod), (self.ingresses, ingress)]
 
     def namespace(self) -> str | None:
         """The namespace of a Running cert-manager controller pod: none, and nothing is done."""
@@ -105,6 +118,9 @@ class CertManager(Controller):
         if self.namespace() is None:
             return
         kind, ns, name = key
+        if kind == "Ingress":
+            self.ingress_shim(ns, name)
+            return
         obj = self.store.get(self.kinds[kind], ns, name)
         if obj is None:
             return
@@ -196,6 +212,15 @@ class CertManager(Controller):
         self.set_cond(fresh, "Ready", "True", "ACMEAccountRegistered", "The ACME account was registered with the ACME server")
         return client, key
 
+    def account_gone(self, issuer: dict, failure: AcmeFailure) -> bool:
+        """The ACME server no longer knows the account (Pebble restarted): register it again."""
+        if failure.code != "accountDoesNotExist":
+            return False
+        server = issuer["spec"]["acme"]["server"]
+        for cached in [k for k in self.accounts if k[0] == server]:
+            del self.accounts[cached]
+        return True
+
     def account_key(self, issuer: dict) -> jose.JWK:
         ref = issuer["spec"]["acme"]["privateKeySecretRef"]
         ns, item = self.resource_namespace(issuer), ref.get("key") or "tls.key"
@@ -211,6 +236,40 @@ class CertManager(Controller):
                            "data": {item: base64.b64encode(pem).decode()}})
         return jose.JWKRSA(key=key)
 
+    # -- ingress-shim ----------------------------------------------------------------------------------
+    def ingress_shim(self, ns: str, name: str) -> None:
+        """An Ingress annotated with an issuer gets a Certificate per TLS block (named after its
+        secretName, owned by the Ingress), kept in step with the block's hosts."""
+        ingress = self.store.get(self.ingresses, ns, name)
+        if ingress is None or ingress["metadata"].get("deletionTimestamp"):
+            return
+        annotations = ingress["metadata"].get("annotations") or {}
+        kind = next((k for a, k in SHIM_ANNOTATIONS.items() if a in annotations), None)
+        if kind is None:
+            return
+        issuer = annotations[next(a for a, k in SHIM_ANNOTATIONS.items() if k == kind)]
+        for block in (ingress.get("spec") or {}).get("tls") or []:
+            if not block.get("secretName") or not block.get("hosts"):
+                self.events.record(ingress, "BadConfig", "Skipped a TLS block: spec.tls[].secretName: Required value"
+                                   if not block.get("secretName") else "Skipped a TLS block: spec.tls[].hosts: Required value",
+                                   WARNING)
+                continue
+            wanted = {"apiVersion": CM, "kind": "Certificate",
+                      "metadata": {"name": block["secretName"], "namespace": ns,
+                                   "labels": dict(ingress["metadata"].get("labels") or {}),
+                                   "ownerReferences": [controller_ref(ingress)]},
+                      "spec": {"dnsNames": list(block["hosts"]), "secretName": block["secretName"],
+                               "issuerRef": {"name": issuer, "kind": kind, "group": "cert-manager.io"},
+                               "usages": ["digital signature", "key encipherment"]}}
+            current = self.store.get(self.kinds["Certificate"], ns, block["secretName"])
+            if current is None:
+                self.store.create(wanted)
+                self.events.record(ingress, "CreateCertificate", f'Successfully created Certificate "{block["secretName"]}"')
+            elif current["spec"].get("dnsNames") != wanted["spec"]["dnsNames"] or \
+                    current["spec"].get("issuerRef") != wanted["spec"]["issuerRef"]:
+                self.store.update({**current, "spec": {**current["spec"], **wanted["spec"]}})
+                self.events.record(ingress, "UpdateCertificate", f'Successfully updated Certificate "{block["secretName"]}"')
+
     # -- certificates ----------------------------------------------------------------------------------
     async def certificate(self, cert: dict) -> None:
         ns, name = cert["metadata"]["namespace"], cert["metadata"]["name"]
@@ -220,6 +279,8 @@ class CertManager(Controller):
             self.schedule_renewal(cert)
             return
         reason, message = why
+        if self.backing_off(cert):
+            return
         if (condition(cert, "Issuing") or {}).get("status") != "True":
             self.events.record(cert, "Issuing", message)
             cert = self.set_cond(cert, "Issuing", "True", reason, message)
@@ -232,8 +293,36 @@ class CertManager(Controller):
             self.store.create(self.certificate_request(cert, key_pem, revision))
             self.events.record(cert, "Requested", f'Created new CertificateRequest resource "{name}-{revision}"')
             return
-        if (condition(request, "Ready") or {}).get("status") == "True":
+        ready = condition(request, "Ready") or {}
+        if ready.get("status") == "True":
             self.issued(cert, request, key_pem, revision)
+        elif ready.get("reason") == "Failed":
+            self.failed(cert, request, ready)
+
+    def failed(self, cert: dict, request: dict, ready: dict) -> None:
+        """A failed request: Issuing False; a new request follows after cert-manager's back-off."""
+        attempts = int((cert.get("status") or {}).get("failedIssuanceAttempts") or 0) + 1
+        message = f"The certificate request has failed to complete and will be retried: {ready.get('message', '')}"
+        cert = self.set_status(cert, lastFailureTime=rfc3339(self.clock.now()), failedIssuanceAttempts=attempts)
+        cert = self.set_cond(cert, "Issuing", "False", ready.get("reason", "Failed"), message)
+        self.events.record(cert, ready.get("reason", "Failed"), message, WARNING)
+        self.backing_off(cert)
+
+    def backing_off(self, cert: dict) -> bool:
+        """After a failed issuance, wait on the lab clock (1h, doubling per failed attempt, at most
+        32h); once it has passed, the failed request goes and issuance starts again."""
+        status = cert.get("status") or {}
+        if not status.get("lastFailureTime") or (condition(cert, "Issuing") or {}).get("status") != "False":
+            return False
+        attempts = int(status.get("failedIssuanceAttempts") or 1)
+        due = parse_rfc3339(status["lastFailureTime"]) + min(3600 * 2 ** (attempts - 1), 32 * 3600)
+        if self.clock.now() < due:
+            self.at(due, self.key_of(cert))
+            return True
+        revision = int(status.get("revision") or 0) + 1
+        self.store.delete(self.kinds["CertificateRequest"], cert["metadata"]["namespace"],
+                          f"{cert['metadata']['name']}-{revision}")
+        return False
 
     def needs_issuance(self, cert: dict, secret: dict | None) -> tuple[str, str] | None:
         if secret is None:
@@ -351,6 +440,9 @@ class CertManager(Controller):
             return
         order_name = f"{name}-{_hash32(request['spec']['request'])}"
         order = self.store.get(self.kinds["Order"], ns, order_name)
+        if order is not None and not _controlled_by(order, request):  # a failed request's order, being collected
+            self.retry(self.key_of(request))
+            return
         if order is None:
             self.store.create(self.new_order(request, issuer, order_name))
             self.events.record(request, "OrderCreated", f"Created Order resource {ns}/{order_name}")
@@ -399,9 +491,10 @@ class CertManager(Controller):
                                         authorizations=[_authorization(a) for a in created.authorizations])
             challenges = self.ensure_challenges(order, issuer, key)
             states = [(c.get("status") or {}).get("state") for c in challenges]
-            if any(state == "invalid" for state in states):
-                reason = next(c["status"].get("reason", "") for c in challenges if c["status"].get("state") == "invalid")
-                self.set_status(order, state="invalid", reason=reason, failureTime=rfc3339(self.clock.now()))
+            failed = next((c["status"] for c in challenges if c["status"].get("state") in ("invalid", "errored")), None)
+            if failed is not None:
+                self.set_status(order, state=failed["state"], reason=failed.get("reason", ""),
+                                failureTime=rfc3339(self.clock.now()))
                 return
             if all(state == "valid" for state in states):  # none: Pebble re-used valid authorizations
                 chain = await asyncio.to_thread(_finalize, client, order)
@@ -411,6 +504,14 @@ class CertManager(Controller):
                     self.store.delete(self.kinds["Challenge"], challenge["metadata"]["namespace"],
                                       challenge["metadata"]["name"])
         except AcmeFailure as failure:
+            if failure.code and not self.account_gone(issuer, failure):
+                # The server refused the order, or no longer knows it (a restarted Pebble): final, as in cert-manager
+                what = "retrieve" if (order.get("status") or {}).get("url") else "create"
+                self.set_status(order, state="errored", reason=f"Failed to {what} Order resource: {failure}"
+                                if what == "retrieve" else f"Failed to create Order: {failure}",
+                                failureTime=rfc3339(self.clock.now()))
+                self.queue_owner(order)
+                return
             self.events.record(order, "Solver", f"Failed to process order: {failure}", WARNING)
             self.retry(self.key_of(order))
 
@@ -473,6 +574,11 @@ class CertManager(Controller):
             client, _ = await self.account(issuer)
             state, detail = await asyncio.to_thread(_accept, client, challenge)
         except AcmeFailure as failure:
+            if failure.code and not self.account_gone(issuer, failure):  # the server refused it: final
+                self.set_status(challenge, state="errored", reason=f"Error accepting challenge: {failure}",
+                                processing=False)
+                self.queue_owner(challenge)
+                return
             self.set_status(challenge, reason=f"Error accepting challenge: {failure}")
             self.retry(self.key_of(challenge))
             return
@@ -488,9 +594,13 @@ class CertManager(Controller):
         else:
             self.set_status(challenge, state="invalid", reason=detail, presented=False, processing=False)
             self.events.record(challenge, "Failed", f"Accepting challenge authorization failed: {detail}", WARNING)
-        owner = next((r for r in challenge["metadata"].get("ownerReferences") or () if r.get("kind") == "Order"), None)
-        if owner:
-            self.queue.add(("Order", challenge["metadata"]["namespace"], owner["name"]))
+        self.queue_owner(challenge)
+
+    def queue_owner(self, obj: dict) -> None:
+        """Reconcile the object's controller (a Challenge's Order, an Order's CertificateRequest) now."""
+        for ref in obj["metadata"].get("ownerReferences") or ():
+            if ref.get("controller") and ref.get("kind") in KINDS:
+                self.queue.add((ref["kind"], obj["metadata"]["namespace"], ref["name"]))
 
     @property
     def cloudflare(self):
@@ -637,7 +747,7 @@ def _call(func, *args):
         raise AcmeFailure(f'{(request.method if request is not None else "GET").capitalize()} "{url}": dial tcp '
                           f'{where.hostname}:{where.port or 443}: connect: connection refused') from None
     except messages.Error as error:
-        raise AcmeFailure(f"{error.code or error.typ}: {error.detail}") from None
+        raise AcmeFailure(f"{error.code or error.typ}: {error.detail}", error.code or "unknown") from None
     except (acme_errors.Error, requests.RequestException) as error:
         raise AcmeFailure(str(error)) from None
 
@@ -652,6 +762,11 @@ def _private_key_pem(spec: dict) -> bytes:
     encoding = serialization.PrivateFormat.PKCS8 if spec.get("encoding") == "PKCS8" else \
         serialization.PrivateFormat.TraditionalOpenSSL
     return key.private_bytes(serialization.Encoding.PEM, encoding, serialization.NoEncryption())
+
+
+def _controlled_by(obj: dict, owner: dict) -> bool:
+    uid = owner["metadata"]["uid"]
+    return any(ref.get("uid") == uid and ref.get("controller") for ref in obj["metadata"].get("ownerReferences") or ())
 
 
 def _hash32(text: str) -> int:

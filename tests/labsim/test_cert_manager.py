@@ -18,12 +18,18 @@ from kubernetes import client
 
 from labsim.apps.cloudflare import CloudflareAPI
 from labsim.charts import CHART_MODELS, Release
+from labsim.k3s.addons import k3s_crds
 from labsim.pebble import PebbleServer, tools_dir
 from tests.labfiles import unique_subnet
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
 from tests.polling import wait_until
 
 TOKEN = "lab-cloudflare-token-0123456789abcdefghijk"
+HELMCHART = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+             "metadata": {"name": "cert-manager", "namespace": "kube-system"},
+             "spec": {"chart": "cert-manager", "repo": "https://charts.jetstack.io", "version": "v1.19.1",
+                      "targetNamespace": "infra", "createNamespace": True,
+                      "valuesContent": yaml.safe_dump({"crds": {"enabled": True}})}}
 DOMAIN = "home.example.com"
 
 pytestmark = pytest.mark.skipif(not (tools_dir() / "pebble").exists(), reason="pebble is not installed (make programs)")
@@ -38,11 +44,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningClust
         running.call(pebble.start)
         cluster = running.cluster
         cluster.pebble, cluster.cloudflare = pebble, CloudflareAPI(TOKEN, pebble.challtestsrv)
-        try:
-            running.call(cluster.apply_manifest, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "infra"}})
-            release = Release("cert-manager", "infra", "cert-manager", "v1.19.1", {"crds": {"enabled": True}})
-            for obj in CHART_MODELS["cert-manager"](release):
+        try:  # installed as the lab file's charts section does it: a HelmChart k3s' Helm controller runs
+            for obj in [*k3s_crds(), HELMCHART]:
                 running.call(cluster.apply_manifest, obj)
+            wait_until(lambda: running.kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode == 0,
+                       timeout=60)
             yield running, pebble
         finally:
             running.call(pebble.close)
@@ -99,13 +105,14 @@ def issued(lab, tmp_path_factory) -> dict:
 
 def test_the_chart_model_has_the_real_charts_deployments_and_crds(lab):
     running, _ = lab
-    out = running.kubectl("get", "deploy", "-n", "infra", "-o", "name").stdout.split()
+    out = wait_until(lambda: running.kubectl("get", "deploy", "-n", "infra", "-o", "name").stdout.split(), timeout=30)
     assert out == ["deployment.apps/cert-manager", "deployment.apps/cert-manager-cainjector",
                    "deployment.apps/cert-manager-webhook"]
-    labels = running.kubectl("get", "pods", "-n", "infra", "-l",
-                             "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller",
-                             "-o", "jsonpath={.items[*].status.phase}").stdout
-    assert labels == "Running"
+    wait_until(lambda: running.kubectl("get", "pods", "-n", "infra", "-l",
+                                       "app.kubernetes.io/name=cert-manager,app.kubernetes.io/component=controller",
+                                       "-o", "jsonpath={.items[*].status.phase}").stdout == "Running", timeout=30)
+    releases = running.kubectl("get", "secret", "-n", "infra", "-l", "owner=helm,name=cert-manager", "-o", "name")
+    assert releases.stdout.split() == ["secret/sh.helm.release.v1.cert-manager.v1"]
     crds = running.kubectl("get", "crd", "-o", "name").stdout
     for name in ("certificates.cert-manager.io", "certificaterequests.cert-manager.io", "issuers.cert-manager.io",
                  "clusterissuers.cert-manager.io", "orders.acme.cert-manager.io", "challenges.acme.cert-manager.io"):
@@ -228,3 +235,49 @@ def test_an_issuer_of_an_acme_server_that_is_down_is_not_ready_until_it_is_back(
     wait_until(lambda: (_ready(_get(api, "clusterissuers", "letsencrypt-staging", None)) or {}).get("status") == "True",
                timeout=60)
     assert Path(pebble.ca_file(directory)).read_text().count("BEGIN CERTIFICATE") == 4  # both CAs Pebble has had
+
+
+def test_an_ingress_annotated_with_a_cluster_issuer_gets_its_certificate(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "shim", "namespace": "default",
+                            "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt-prod"}},
+               "spec": {"tls": [{"hosts": [f"shim.{DOMAIN}"], "secretName": "shim-tls"}],
+                        "rules": [{"host": f"shim.{DOMAIN}", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                                   "backend": {"service": {"name": "whoami", "port": {"number": 80}}}}]}}]}}
+    (tmp_path / "ingress.yaml").write_text(yaml.safe_dump(ingress))
+    running.kubectl("apply", "-f", str(tmp_path / "ingress.yaml"))
+    cert = wait_until(lambda: (c := _get(api, "certificates", "shim-tls")) and
+                      (_ready(c) or {}).get("status") == "True" and c, timeout=60)
+    assert cert["spec"]["dnsNames"] == [f"shim.{DOMAIN}"]
+    assert cert["spec"]["issuerRef"] == {"name": "letsencrypt-prod", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert [(o["kind"], o["name"]) for o in cert["metadata"]["ownerReferences"]] == [("Ingress", "shim")]
+    assert ("CreateCertificate", 'Successfully created Certificate "shim-tls"') in _events(api, "shim")
+    assert client.CoreV1Api(api).read_namespaced_secret("shim-tls", "default").type == "kubernetes.io/tls"
+
+
+def test_a_refused_order_fails_the_request_and_is_retried_after_the_back_off(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    name = f"bad_name.{DOMAIN}"  # Pebble refuses an identifier with an underscore
+    (tmp_path / "bad.yaml").write_text(_certificate("refused", "letsencrypt-prod", name))
+    running.kubectl("apply", "-f", str(tmp_path / "bad.yaml"))
+
+    def issuing(cert_name: str = "refused") -> dict | None:
+        cert = _get(api, "certificates", cert_name)
+        found = next((c for c in cert.get("status", {}).get("conditions", []) if c["type"] == "Issuing"), None)
+        return cert if found and found["status"] == "False" else None
+
+    cert = wait_until(issuing, timeout=60)
+    issuing_condition = next(c for c in cert["status"]["conditions"] if c["type"] == "Issuing")
+    assert issuing_condition["reason"] == "Failed"
+    assert issuing_condition["message"].startswith("The certificate request has failed to complete and will be "
+                                                   'retried: Failed to wait for order resource "refused-1-')
+    assert "Failed to create Order: malformed: Order included DNS identifier with a value containing an illegal " \
+           "character: '_'" in issuing_condition["message"]
+    assert cert["status"]["failedIssuanceAttempts"] == 1
+    first = _get(api, "certificaterequests", "refused-1")["metadata"]["uid"]
+    running.call(running.cluster.clock.advance, 1800)  # half the back-off: the failed request stays
+    assert _get(api, "certificaterequests", "refused-1")["metadata"]["uid"] == first
+    running.call(running.cluster.clock.advance, 1900)  # past 1h: a new request, failing again
+    wait_until(lambda: (c := issuing()) and c["status"]["failedIssuanceAttempts"] == 2, timeout=60)
+    assert _get(api, "certificaterequests", "refused-1")["metadata"]["uid"] != first
