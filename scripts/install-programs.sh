@@ -54,6 +54,11 @@ install_debs() {  # install_debs FOLDER BINARY PACKAGE...
 }
 install_debs prometheus usr/bin/prometheus prometheus
 install_debs prometheus-alertmanager usr/bin/prometheus-alertmanager prometheus-alertmanager
+# Debian's Alertmanager reads its default notification templates from the absolute
+# /usr/share/prometheus/alertmanager (upstream embeds them): made relative (same length, so the
+# binary stays valid), it is found in the container's root, where the adapter links the package's.
+am=$tools/prometheus-alertmanager/usr/bin/prometheus-alertmanager
+[ -x "$am" ] && perl -0777 -pi -e 's{/usr/share/prometheus/alertmanager(?!/)}{usr/share/prometheus//alertmanager}g' "$am"
 install_debs prometheus-node-exporter usr/bin/prometheus-node-exporter prometheus-node-exporter
 install_debs prometheus-postgres-exporter usr/bin/prometheus-postgres-exporter prometheus-postgres-exporter
 install_debs prometheus-blackbox-exporter usr/bin/prometheus-blackbox-exporter prometheus-blackbox-exporter

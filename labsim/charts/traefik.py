@@ -14,6 +14,15 @@ _KINDS = {"ingressroutes": "IngressRoute", "ingressroutetcps": "IngressRouteTCP"
 
 _PORTS = (("metrics", 9100), ("traefik", 8080), ("web", 8000), ("websecure", 8443))
 _EXPOSED = {"web": 80, "websecure": 443}
+_READ = ["get", "list", "watch"]
+# The chart's ClusterRole: what Traefik's providers read (the twin's RBAC enforces it).
+_RULES = [{"apiGroups": [""], "resources": ["configmaps", "nodes", "services"], "verbs": _READ},
+          {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+          {"apiGroups": [""], "resources": ["secrets"], "verbs": _READ},
+          {"apiGroups": ["extensions", "networking.k8s.io"], "resources": ["ingressclasses", "ingresses"],
+           "verbs": _READ},
+          {"apiGroups": ["extensions", "networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
+          {"apiGroups": ["traefik.io"], "resources": list(_TRAEFIK_CRDS), "verbs": _READ}]
 
 
 def traefik_crd(release: Release) -> list[dict]:
@@ -86,10 +95,7 @@ def traefik(release: Release) -> list[dict]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": release.meta(name)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": release.meta(f"{name}-{ns}", namespaced=False),
-         "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.k8s.io", "extensions", "traefik.io"],
-                    "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["networking.k8s.io", "extensions"], "resources": ["ingresses/status"],
-                    "verbs": ["update"]}]},
+         "rules": _RULES},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": release.meta(f"{name}-{ns}", namespaced=False),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{name}-{ns}"},

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3607  # what the kubelet asks for a projected token
+# ...which the API server extends to a year (--service-account-extend-token-expiration, on by
+# default), so a program reading the token once (Traefik) outlives a jump of the lab clock.
+EXTENDED_SECONDS = 365 * 24 * 3600
 _DIRECTORIES = ("/bin", "/usr/bin", "/usr/local/bin", "/etc", "/tmp", "/root", "/var", "/var/run", "/home", "/dev",
                 "/proc")
 
@@ -208,6 +211,7 @@ def _token(cluster: Cluster, pod: dict, source: dict) -> bytes:
     account = pod["spec"].get("serviceAccountName") or "default"
     sa = store.get(store.resource("v1", "ServiceAccount"), meta["namespace"], account) or {}
     seconds = int(source["serviceAccountToken"].get("expirationSeconds") or TOKEN_SECONDS)
+    seconds = EXTENDED_SECONDS if seconds == TOKEN_SECONDS else seconds
     audience = source["serviceAccountToken"].get("audience")
     token, _ = tokens.issue(cluster.token, meta["namespace"], account, (sa.get("metadata") or {}).get("uid", ""),
                             audiences=[audience] if audience else [], seconds=seconds, now=cluster.now())

