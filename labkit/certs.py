@@ -10,6 +10,7 @@ import base64
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 from cryptography import x509
@@ -103,7 +104,7 @@ class _Listing:
 
     def __init__(self, doc: dict):
         self.doc = doc
-        self.metadata = type("Meta", (), {"resource_version": doc["metadata"].get("resourceVersion")})
+        self.metadata = SimpleNamespace(resource_version=doc["metadata"].get("resourceVersion"))
 
     def __getitem__(self, key: str):
         return self.doc[key]
