@@ -79,8 +79,7 @@ def check_pool(store: Any, pool: dict) -> str | None:
 
 
 WEBHOOKS["ipaddresspoolvalidationwebhook.metallb.io"] = Webhook(
-    "ipaddresspoolvalidationwebhook.metallb.io", "metallb.io", "IPAddressPool", CONTROLLER,
-    "metallb-system/metallb-webhook-service", check_pool)
+    "ipaddresspoolvalidationwebhook.metallb.io", "metallb.io", "IPAddressPool", CONTROLLER, check_pool)
 
 
 class Pool:

@@ -55,9 +55,10 @@ class NfsProvisioner(Controller):
             self._volume(key)
 
     def _instances(self) -> dict[str, dict[str, str]]:
-        """PROVISIONER_NAME -> the environment of a Ready provisioner pod."""
+        """PROVISIONER_NAME -> the environment of a Ready provisioner pod. One without its three
+        variables provisions nothing (the real one exits at start: "NFS_SERVER not set")."""
         return {e["PROVISIONER_NAME"]: e for e in map(env, ready_pods(self.store, POD_LABELS))
-                if e.get("PROVISIONER_NAME")}
+                if all(e.get(k) for k in ("PROVISIONER_NAME", "NFS_SERVER", "NFS_PATH"))}
 
     def _events(self, settings: dict[str, str]) -> EventRecorder:
         name = settings["PROVISIONER_NAME"]

@@ -47,7 +47,7 @@ def nfs_subdir_external_provisioner(release: Release) -> list[dict]:
     root = ({"persistentVolumeClaim": {"claimName": f"pvc-{name}"}} if mount_options
             else {"nfs": {"server": server, "path": path}})
     env = [{"name": "PROVISIONER_NAME", "value": provisioner_name(release)},
-           {"name": "NFS_SERVER", "value": str(server)}, {"name": "NFS_PATH", "value": str(path)}]
+           {"name": "NFS_SERVER", "value": str(server or "")}, {"name": "NFS_PATH", "value": str(path or "")}]
     if value(values, "leaderElection.enabled", True) is False:
         env.append({"name": "ENABLE_LEADER_ELECTION", "value": "false"})
     container = {"name": CHART, "image": f"{value(values, 'image.repository', IMAGE)}:{value(values, 'image.tag', 'v4.0.2')}",

@@ -8,8 +8,9 @@ POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qm
 and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 120, "command": "k3s"}``,
 ``{"fault": "ssh_fail", "vmid": 120, "command": "apt-get", "stderr": "...", "exit_status": 100}``,
 ``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``,
-and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``).
-DELETE clears them all (PVE's, the nodes', and a stopped Pebble starts again).
+and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
+and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``.
+DELETE clears them all (PVE's, the nodes', the NAS's, and a stopped Pebble starts again).
 """
 
 from __future__ import annotations
@@ -96,10 +97,14 @@ def add_routes(app: web.Application, server: Any) -> None:
     async def status(request: web.Request) -> Any:
         return server.status()
 
+    def nas() -> Any:
+        return getattr(pve.node_host().lab, "nas", None)
+
     async def faults(request: web.Request) -> Any:
         pebble = pve.node_host().lab.pebble
-        return {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view(),
-                "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
+        found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view(),
+                 "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
+        return {**found, "nas_down": nas() is not None and not nas().reachable}
 
     async def add_fault(request: web.Request) -> Any:
         try:
@@ -108,6 +113,8 @@ def add_routes(app: web.Application, server: Any) -> None:
             raise PVEError(400, "expected a JSON object") from None
         if isinstance(body, dict) and body.get("fault") == "acme_down":
             await _acme_down(pve, body.get("server"))
+        elif isinstance(body, dict) and body.get("fault") in ("nas_down", "nas_up") and nas() is not None:
+            await nas().set_reachable(body["fault"] == "nas_up")
         else:
             inject(pve, body)
         return await faults(request)
@@ -118,6 +125,8 @@ def add_routes(app: web.Application, server: Any) -> None:
         pebble = pve.node_host().lab.pebble
         if pebble is not None:
             await pebble.restart_stopped()
+        if nas() is not None:
+            await nas().set_reachable(True)
         return None
 
     async def clock(request: web.Request) -> Any:

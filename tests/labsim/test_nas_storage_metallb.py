@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import requests
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -87,8 +88,9 @@ def rolled_out(api: client.ApiClient, namespace: str, name: str, kind: str = "De
     try:
         if kind == "Deployment":
             status = apps.read_namespaced_deployment(name, namespace).status
-            return bool(status.available_replicas)
-        return bool(apps.read_namespaced_daemon_set(name, namespace).status.number_ready)
+            return bool(status and status.available_replicas)
+        status = apps.read_namespaced_daemon_set(name, namespace).status
+        return bool(status and status.number_ready)
     except ApiException:
         return False
 
@@ -112,6 +114,35 @@ def test_the_nas_answers_ssh_with_its_export_and_serves_it_over_nfs(lab: K3sLab)
     # The host key is the NAS's own and stays the same: clients pin it like the nodes'.
     keys = {asyncio.run(asyncssh.get_server_host_key(nas["ip"], nas["ssh_port"])).export_public_key() for _ in range(2)}
     assert len(keys) == 1
+
+
+def test_the_admin_endpoint_takes_the_nas_down_and_back(lab: K3sLab) -> None:
+    """A detached lab's NAS fault, through labsim's admin endpoint; OpenSSH and nfs-ls see it."""
+    status, nas = lab.handle.status(), lab.handle.status()["nas"]
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+
+    def ssh() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ssh", "-i", status["ssh"]["private_key"], "-p", str(nas["ssh_port"]), "-o", "StrictHostKeyChecking=no",
+             "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+             f"{nas['user']}@{nas['ip']}", "ls /volume1"], capture_output=True, text=True, timeout=30)
+    answer = requests.post(base, json={"fault": "nas_down"}, headers=token, verify=ca, timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["nas_down"] is True
+    refused = ssh()
+    assert refused.returncode == 255 and "Connection refused" in refused.stderr
+    with pytest.raises(AssertionError):
+        nfs_ls(lab)  # nfs-ganesha is down too
+    assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    assert wait_until(lambda: ssh().stdout, 30) == "k8s-data\n"
+    assert "hello.txt" in wait_until(lambda: _listing_or_empty(lab), 30)
+
+
+def _listing_or_empty(lab: K3sLab) -> str:
+    try:
+        return nfs_ls(lab)
+    except AssertionError:
+        return ""
 
 
 def test_a_node_with_nfs_common_lists_the_nas_exports(lab: K3sLab) -> None:
@@ -297,9 +328,14 @@ def lb_ip(core: client.CoreV1Api, name: str) -> str | None:
 
 def test_the_chart_runs_controller_and_speakers_with_the_real_names(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
     core = client.CoreV1Api(metallb.api_client)
-    pods = core.list_namespaced_pod("metallb-system", label_selector="app.kubernetes.io/name=metallb").items
+
+    def running() -> list:
+        found = core.list_namespaced_pod("metallb-system", label_selector="app.kubernetes.io/name=metallb").items
+        return [p for p in found if p.status.phase == "Running"]
+    wait_until(lambda: len(running()) == 3, 30)
+    pods = running()
     components = sorted(p.metadata.labels["app.kubernetes.io/component"] for p in pods)
-    assert components == ["controller", "speaker", "speaker"]
+    assert components == ["controller", "speaker", "speaker"]  # one speaker per node
     assert all(p.metadata.name.startswith(("metallb-controller-", "metallb-speaker-")) for p in pods)
 
 
@@ -381,3 +417,21 @@ def test_the_load_balancer_address_answers_from_this_machine(lab: K3sLab, metall
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pools_are_refused_while_no_controller_serves_the_webhook(lab: K3sLab, metallb: client.CustomObjectsApi) -> None:
+    """As on a real cluster right after the chart is applied: failurePolicy Fail, nobody to call."""
+    apps, core = client.AppsV1Api(metallb.api_client), client.CoreV1Api(metallb.api_client)
+    apps.patch_namespaced_deployment_scale("metallb-controller", "metallb-system", {"spec": {"replicas": 0}})
+    wait_until(lambda: not core.list_namespaced_pod(
+        "metallb-system", label_selector="app.kubernetes.io/component=controller").items, 30)
+    try:
+        with pytest.raises(ApiException) as refused:
+            pool(metallb, "late", ["10.9.9.0/30"])
+        assert refused.value.status == 500
+        assert ('failed calling webhook \\"ipaddresspoolvalidationwebhook.metallb.io\\": failed to call webhook: Post '
+                '\\"https://metallb-webhook-service.metallb-system.svc:443/validate-metallb-io-v1beta1-ipaddresspool'
+                '?timeout=10s\\": no endpoints available for service \\"metallb-webhook-service\\"') in refused.value.body
+    finally:
+        apps.patch_namespaced_deployment_scale("metallb-controller", "metallb-system", {"spec": {"replicas": 1}})
+    wait_until(lambda: rolled_out(metallb.api_client, "metallb-system", "metallb-controller"), 60)
