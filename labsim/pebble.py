@@ -1,6 +1,8 @@
 """The ACME CA of the embedded lab: the real Pebble (Let's Encrypt's test server, Debian ``pebble``)
 stands in for the Let's Encrypt directories the lab file names, with ``pebble-challtestsrv`` as
-the DNS server Pebble validates DNS-01 against (the Cloudflare model writes TXT records into it).
+the DNS server Pebble validates DNS-01 against (the Cloudflare model writes TXT records into it)
+and, since every name resolves to challtestsrv's address, the HTTP server Pebble validates HTTP-01
+against (port 5002; cert-manager's solver pod model publishes its token there).
 
 One Pebble per distinct directory address of ``tls.issuers`` (sim.yaml names one for both
 staging and prod: two ACME accounts on one server, as LE's two environments differ in trust, not
@@ -35,6 +37,7 @@ from labsim.runtime.supervisor import RealProcess, Supervisor
 log = logging.getLogger("labsim.pebble")
 PACKAGE = "Debian's pebble (make programs: scripts/install-programs.sh unpacks it into .tools/pebble)"
 DNS_PORT, MANAGEMENT_PORT, MANAGEMENT_OFFSET = 8053, 8055, 1000  # challtestsrv's defaults; Pebble's own
+HTTP01_PORT = 5002  # where Pebble validates HTTP-01 and challtestsrv answers it (both projects' default)
 _BACKOFF = (1.0, 2.0, 5.0, 10.0)  # real seconds before restarting a program that died
 
 
@@ -175,12 +178,12 @@ class PebbleServer:
             return
         host = self.directories[0].host
         _check_free(host, [(DNS_PORT, socket.SOCK_STREAM), (DNS_PORT, socket.SOCK_DGRAM),
-                           (MANAGEMENT_PORT, socket.SOCK_STREAM)])
+                           (MANAGEMENT_PORT, socket.SOCK_STREAM), (HTTP01_PORT, socket.SOCK_STREAM)])
         for directory in self.directories:
             _check_free(directory.host, [(directory.port, socket.SOCK_STREAM),
                                          (directory.port + MANAGEMENT_OFFSET, socket.SOCK_STREAM)])
         self._launch("challtestsrv", [
-            str(tools_dir() / "pebble-challtestsrv"), "-dns01", self.dns_address, "-http01", "", "-https01", "",
+            str(tools_dir() / "pebble-challtestsrv"), "-dns01", self.dns_address, "-http01", f"{host}:{HTTP01_PORT}", "-https01", "",
             "-tlsalpn01", "", "-management", f"{host}:{MANAGEMENT_PORT}", "-defaultIPv4", host, "-defaultIPv6", ""],
             {})
         for directory in self.directories:
@@ -195,7 +198,7 @@ class PebbleServer:
             "listenAddress": f"{directory.host}:{directory.port}",
             "managementListenAddress": directory.management.removeprefix("https://"),
             "certificate": str(self.root / "tls" / "server.pem"), "privateKey": str(self.root / "tls" / "server-key.pem"),
-            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
+            "httpPort": HTTP01_PORT, "tlsPort": 443, "ocspResponderURL": "", "externalAccountBindingRequired": False}}))
         # No random validation sleeps and no rejected nonces: the lab's issuance is quick and its
         # tests deterministic; validation itself stays real (DNS lookups against challtestsrv).
         env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}

@@ -20,8 +20,11 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+import tempfile
 import time
 import urllib.parse
+import zlib
+from pathlib import Path
 
 import josepy as jose
 import requests
@@ -43,6 +46,7 @@ CM, ACME = "cert-manager.io/v1", "acme.cert-manager.io/v1"
 KINDS = {"Certificate": CM, "CertificateRequest": CM, "Issuer": CM, "ClusterIssuer": CM, "Order": ACME,
          "Challenge": ACME}
 CHALLENGE_FINALIZER = "finalizer.acme.cert-manager.io"
+ACME_SOLVER_PORT = 8089  # acmesolver's --listen-port
 SHIM_ANNOTATIONS = {"cert-manager.io/cluster-issuer": "ClusterIssuer", "cert-manager.io/issuer": "Issuer"}
 CONTROLLER_POD = {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}
 RETRY_SECONDS = (2.0, 5.0, 10.0, 30.0)  # real seconds between attempts after an ACME or DNS error
@@ -100,7 +104,12 @@ class CertManager(Controller):
                 return []
             return [("Ingress", obj["metadata"]["namespace"], obj["metadata"]["name"])]
 
-        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod), (self.ingresses, ingress)]
+        def secret(event_type: str, obj: dict) -> list[Key]:  # a Certificate's Secret changed or went
+            name = (obj["metadata"].get("annotations") or {}).get("cert-manager.io/certificate-name")
+            return [("Certificate", obj["metadata"]["namespace"], name)] if name else []
+
+        return [*[(res, own(kind)) for kind, res in self.kinds.items()], (self.pods, pod), (self.ingresses, ingress),
+                (self.secrets, secret)]
 
     def namespace(self) -> str | None:
         """The namespace of a Running cert-manager controller pod: none, and nothing is done."""
@@ -111,7 +120,7 @@ class CertManager(Controller):
 
     async def reconcile(self, key: Key) -> None:
         if key == ("all",):
-            for kind, res in self.kinds.items():
+            for kind, res in [*self.kinds.items(), ("Ingress", self.ingresses)]:
                 for obj in self.store.list(res):
                     self.queue.add((kind, obj["metadata"].get("namespace"), obj["metadata"]["name"]))
             return
@@ -125,23 +134,25 @@ class CertManager(Controller):
         if obj is None:
             return
         if obj["metadata"].get("deletionTimestamp"):
-            self.finalize(obj)
+            await self.finalize(obj)
             return
         step = {"Issuer": self.issuer, "ClusterIssuer": self.issuer, "Certificate": self.certificate,
                 "CertificateRequest": self.request, "Order": self.order, "Challenge": self.challenge}[kind]
         await step(obj)
 
-    def finalize(self, obj: dict) -> None:
-        """A deleted Challenge: its TXT record is gone once it was validated or failed (else now), then
-        its finalizer goes."""
+    async def finalize(self, obj: dict) -> None:
+        """A deleted Challenge: what it presented (TXT record, HTTP-01 solver) is gone once it was
+        validated or failed, else now; then its finalizer goes."""
         finalizers = obj["metadata"].get("finalizers") or []
         if CHALLENGE_FINALIZER not in finalizers:
             return
-        if (obj.get("status") or {}).get("presented") and self.cloudflare_ready():
+        if (obj.get("status") or {}).get("presented"):
             issuer = self.issuer_of(obj)
             with contextlib.suppress(AcmeFailure):
-                if issuer is not None:
-                    _clean_up(self.cloudflare, obj, self.cloudflare_token(obj, issuer))
+                if obj["spec"]["type"] == "HTTP-01":
+                    await self.clean_up_http01(obj)
+                elif issuer is not None and self.cloudflare_ready():
+                    await asyncio.to_thread(_clean_up, self.cloudflare, obj, self.cloudflare_token(obj, issuer))
         obj["metadata"]["finalizers"] = [f for f in finalizers if f != CHALLENGE_FINALIZER]
         self.store.update(obj)
 
@@ -414,7 +425,8 @@ class CertManager(Controller):
         before = _duration(spec["renewBefore"]) if spec.get("renewBefore") else lifetime / 3
         renewal = self.clock.now() + lifetime - before
         cert = self.store.get(self.kinds["Certificate"], ns, cert["metadata"]["name"])
-        status = {k: v for k, v in cert["status"].items() if k != "nextPrivateKeySecretName"}
+        status = {k: v for k, v in cert["status"].items()  # a success forgets earlier failures
+                  if k not in ("nextPrivateKeySecretName", "lastFailureTime", "failedIssuanceAttempts")}
         status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != "Issuing"]
         status.update(notBefore=rfc3339(not_before), notAfter=rfc3339(not_after), renewalTime=rfc3339(renewal),
                       revision=revision)
@@ -491,7 +503,8 @@ class CertManager(Controller):
                                         authorizations=[_authorization(a) for a in created.authorizations])
             challenges = self.ensure_challenges(order, issuer, key)
             states = [(c.get("status") or {}).get("state") for c in challenges]
-            failed = next((c["status"] for c in challenges if c["status"].get("state") in ("invalid", "errored")), None)
+            failed = next((c["status"] for c in challenges
+                           if (c.get("status") or {}).get("state") in ("invalid", "errored")), None)
             if failed is not None:
                 self.set_status(order, state=failed["state"], reason=failed.get("reason", ""),
                                 failureTime=rfc3339(self.clock.now()))
@@ -559,10 +572,11 @@ class CertManager(Controller):
             return
         if not challenge["status"].get("presented"):
             try:
-                if challenge["spec"]["type"] != "DNS-01":
-                    raise AcmeFailure("HTTP-01 is not modelled in the embedded lab: use a DNS-01 (Cloudflare) solver")
-                token = self.cloudflare_token(challenge, issuer)
-                await asyncio.to_thread(_present, self.cloudflare, challenge, token)
+                if challenge["spec"]["type"] == "HTTP-01":
+                    await self.present_http01(challenge)
+                else:
+                    token = self.cloudflare_token(challenge, issuer)
+                    await asyncio.to_thread(_present, self.cloudflare, challenge, token)
             except AcmeFailure as failure:
                 self.events.record(challenge, "PresentError", f"Error presenting challenge: {failure}", WARNING)
                 self.set_status(challenge, reason=str(failure))
@@ -583,7 +597,10 @@ class CertManager(Controller):
             self.retry(self.key_of(challenge))
             return
         try:
-            await asyncio.to_thread(_clean_up, self.cloudflare, challenge, self.cloudflare_token(challenge, issuer))
+            if challenge["spec"]["type"] == "HTTP-01":
+                await self.clean_up_http01(challenge)
+            else:
+                await asyncio.to_thread(_clean_up, self.cloudflare, challenge, self.cloudflare_token(challenge, issuer))
         except AcmeFailure as failure:
             self.events.record(challenge, "CleanUpError", str(failure), WARNING)
         if state == "valid":
@@ -601,6 +618,39 @@ class CertManager(Controller):
         for ref in obj["metadata"].get("ownerReferences") or ():
             if ref.get("controller") and ref.get("kind") in KINDS:
                 self.queue.add((ref["kind"], obj["metadata"]["namespace"], ref["name"]))
+
+    # -- HTTP-01: the solver's pod, Service and Ingress, as cert-manager makes them; the answer Pebble
+    # fetches is served by challtestsrv (every name resolves there), not routed through Traefik
+    async def present_http01(self, challenge: dict) -> None:
+        pebble = getattr(self.cluster, "pebble", None)
+        if pebble is None:
+            raise AcmeFailure("no HTTP-01 responder: the embedded lab has no ACME server")
+        spec, ns = challenge["spec"], challenge["metadata"]["namespace"]
+        labels = {"acme.cert-manager.io/http-domain": str(zlib.adler32(spec["dnsName"].encode())),
+                  "acme.cert-manager.io/http-token": str(zlib.adler32(spec["token"].encode())),
+                  "acme.cert-manager.io/http01-solver": "true"}
+        if not self.store.list(self.pods, ns, labels=labels):
+            for obj in _solver_objects(challenge, labels, self.solver_image()):
+                self.store.create(obj)
+        await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/add-http01",
+                                {"token": spec["token"], "content": spec["key"]})
+
+    async def clean_up_http01(self, challenge: dict) -> None:
+        pebble = getattr(self.cluster, "pebble", None)
+        if pebble is not None:
+            await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/del-http01", {"token": challenge["spec"]["token"]})
+        ns, token = challenge["metadata"]["namespace"], str(zlib.adler32(challenge["spec"]["token"].encode()))
+        for api, kind in (("v1", "Pod"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress")):
+            res = self.res(api, kind)
+            for obj in self.store.list(res, ns, labels={"acme.cert-manager.io/http-token": token}):
+                self.store.delete(res, ns, obj["metadata"]["name"])
+
+    def solver_image(self) -> str:
+        for found in self.store.list(self.pods, labels=CONTROLLER_POD):
+            for arg in found["spec"]["containers"][0].get("args") or []:
+                if arg.startswith("--acme-http01-solver-image="):
+                    return arg.split("=", 1)[1]
+        return "quay.io/jetstack/cert-manager-acmesolver:v1.19.1"
 
     @property
     def cloudflare(self):
@@ -666,14 +716,51 @@ def _cloudflare(api, method: str, uri: str | None, token: str, body: dict | None
                       "your domain-entries in the config are correct and the API key is correctly setup with Zone.read rights.")
 
 
+def _solver_objects(challenge: dict, labels: dict, image: str) -> list[dict]:
+    """cert-manager's HTTP-01 solver: a pod running acmesolver, a NodePort Service and an Ingress
+    routing /.well-known/acme-challenge/<token> of the domain to it (names cm-acme-http-solver-*)."""
+    spec, ns = challenge["spec"], challenge["metadata"]["namespace"]
+    name = f"cm-acme-http-solver-{secrets.token_hex(3)[:5]}"
+    meta = {"name": name, "namespace": ns, "labels": labels, "ownerReferences": [controller_ref(challenge)]}
+    ingress_spec = ((spec.get("solver") or {}).get("http01") or {}).get("ingress") or {}
+    rule = {"host": spec["dnsName"], "http": {"paths": [{
+        "path": f"/.well-known/acme-challenge/{spec['token']}", "pathType": "ImplementationSpecific",
+        "backend": {"service": {"name": name, "port": {"number": ACME_SOLVER_PORT}}}}]}}
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {**meta, "annotations": {"nginx.ingress.kubernetes.io/whitelist-source-range": "0.0.0.0/0,::/0"}},
+               "spec": {"rules": [rule]}}
+    if ingress_spec.get("ingressClassName"):
+        ingress["spec"]["ingressClassName"] = ingress_spec["ingressClassName"]
+    elif ingress_spec.get("class"):
+        ingress["metadata"]["annotations"]["kubernetes.io/ingress.class"] = ingress_spec["class"]
+    return [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {**meta, "annotations": {"sidecar.istio.io/inject": "false"}},
+         "spec": {"restartPolicy": "OnFailure", "enableServiceLinks": False,
+                  "containers": [{"name": "acmesolver", "image": image, "imagePullPolicy": "IfNotPresent",
+                                  "args": [f"--listen-port={ACME_SOLVER_PORT}", f"--domain={spec['dnsName']}",
+                                           f"--token={spec['token']}", f"--key={spec['key']}"],
+                                  "ports": [{"name": "http", "containerPort": ACME_SOLVER_PORT}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {**meta, "annotations": {"auth.istio.io/8089": "NONE"}},
+         "spec": {"type": "NodePort", "selector": labels,
+                  "ports": [{"name": "http", "port": ACME_SOLVER_PORT, "targetPort": ACME_SOLVER_PORT}]}},
+        ingress,
+    ]
+
+
+def _post_json(url: str, doc: dict) -> None:
+    try:
+        requests.post(url, json=doc, timeout=10).raise_for_status()
+    except requests.RequestException as error:
+        raise AcmeFailure(f"HTTP-01 responder: {error}") from None
+
+
 # -- ACME, through certbot's library (blocking: called in threads) -------------------------------------
 def _network(key: jose.JWK, trust: str, ca_bundle: str | None, account=None) -> acme_client.ClientNetwork:
     verify = trust
     if ca_bundle:  # spec.acme.caBundle: base64 PEM the issuer trusts the ACME server with
-        path = f"{trust}.{hashlib.sha256(ca_bundle.encode()).hexdigest()[:12]}.pem"
-        with open(path, "wb") as out:
-            out.write(base64.b64decode(ca_bundle))
-        verify = path
+        path = Path(tempfile.gettempdir()) / f"labsim-acme-ca-{hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]}.pem"
+        path.write_bytes(base64.b64decode(ca_bundle))  # named by its content: rewriting it changes nothing
+        verify = str(path)
     return acme_client.ClientNetwork(key, account=account, alg=jose.RS256, verify_ssl=verify,
                                      user_agent="cert-manager-clusterissuers/v1.19.1 (linux/amd64)")
 
@@ -740,6 +827,10 @@ def _call(func, *args):
         return func(*args)
     except acme_errors.ConflictError:
         raise
+    except requests.exceptions.SSLError as error:
+        request = getattr(error, "request", None)
+        raise AcmeFailure(f'Get "{request.url if request is not None else ""}": tls: failed to verify certificate: '
+                          "x509: certificate signed by unknown authority") from None
     except requests.ConnectionError as error:
         request = getattr(error, "request", None)
         url = request.url if request is not None else ""

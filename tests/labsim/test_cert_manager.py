@@ -19,6 +19,7 @@ from kubernetes import client
 from labsim.apps.cloudflare import CloudflareAPI
 from labsim.charts import CHART_MODELS, Release
 from labsim.k3s.addons import k3s_crds
+from labsim.kube.controllers.times import parse_rfc3339
 from labsim.pebble import PebbleServer, tools_dir
 from tests.labfiles import unique_subnet
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
@@ -202,8 +203,6 @@ def test_renewal_falls_due_at_two_thirds_of_the_lifetime_on_the_lab_clock(issued
     api, running = issued["api"], issued["running"]
     cert = _get(api, "certificates", "whoami")
     secret = client.CoreV1Api(api).read_namespaced_secret("whoami-tls", "default")
-    from labsim.kube.controllers.times import parse_rfc3339
-
     lifetime = parse_rfc3339(cert["status"]["notAfter"]) - parse_rfc3339(cert["status"]["notBefore"])
     due_in = parse_rfc3339(cert["status"]["renewalTime"]) - running.cluster.clock.now()
     assert abs(due_in - lifetime * 2 / 3) < 120  # 2/3 of Pebble's 5-year lifetime from issuance
@@ -281,3 +280,112 @@ def test_a_refused_order_fails_the_request_and_is_retried_after_the_back_off(iss
     running.call(running.cluster.clock.advance, 1900)  # past 1h: a new request, failing again
     wait_until(lambda: (c := issuing()) and c["status"]["failedIssuanceAttempts"] == 2, timeout=60)
     assert _get(api, "certificaterequests", "refused-1")["metadata"]["uid"] != first
+
+
+def test_a_restarted_lab_keeps_its_certificates_verifiable_and_issues_again(tmp_path):
+    """Pebble forgets accounts and makes a new CA when the lab restarts: the CA bundle in the state
+    still verifies the certificate issued before, and the issuer registers again for the next."""
+    subnet = unique_subnet()
+
+    def cluster_with_pebble():
+        running_cm = running_cluster(tmp_path, nodes=1)
+        running = running_cm.__enter__()
+        pebble = PebbleServer(tmp_path / "labsim", [f"https://{subnet}.3:14000/dir"])
+        running.call(pebble.start)
+        running.cluster.pebble, running.cluster.cloudflare = pebble, CloudflareAPI(TOKEN, pebble.challtestsrv)
+        return running_cm, running, pebble
+
+    def stop(running_cm, running, pebble):
+        running.call(pebble.close)
+        running_cm.__exit__(None, None, None)
+
+    first = cluster_with_pebble()
+    running, pebble = first[1], first[2]
+    try:
+        for obj in [*k3s_crds(), HELMCHART]:
+            running.call(running.cluster.apply_manifest, obj)
+        wait_until(lambda: running.kubectl("get", "crd", "certificates.cert-manager.io", check=False).returncode == 0,
+                   timeout=60)
+        token = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudflare-api-token", "namespace": "infra"},
+                 "stringData": {"api-token": TOKEN}}
+        running.kubectl("apply", "-f", "-", input="---\n".join([
+            yaml.safe_dump(token), _issuer("letsencrypt-prod", pebble.directories[0].url),
+            _certificate("before", "letsencrypt-prod", f"before.{DOMAIN}")]))
+        api = running.api_client()
+        wait_until(lambda: (_ready(_get(api, "certificates", "before")) or {}).get("status") == "True", timeout=90)
+        old_uri = _get(api, "clusterissuers", "letsencrypt-prod", None)["status"]["acme"]["uri"]
+    finally:
+        stop(*first)
+    (tmp_path / "kube" / "k3s-master" / "kubeconfig").unlink()  # the resumed cluster serves on a new address
+    second = cluster_with_pebble()
+    running, pebble = second[1], second[2]
+    try:
+        api = running.api_client()
+        running.kubectl("apply", "-f", "-", input=_certificate("after", "letsencrypt-prod", f"after.{DOMAIN}"))
+        wait_until(lambda: (_ready(_get(api, "certificates", "after")) or {}).get("status") == "True", timeout=90)
+        bundle = pebble.ca_file(pebble.directories[0])
+        assert bundle.read_text().count("BEGIN CERTIFICATE") == 4  # the CAs of both runs
+        for name in ("before", "after"):
+            chain = tmp_path / f"{name}.pem"
+            chain.write_bytes(base64.b64decode(
+                client.CoreV1Api(api).read_namespaced_secret(f"{name}-tls", "default").data["tls.crt"]))
+            done = subprocess.run(["openssl", "verify", "-CAfile", str(bundle), "-untrusted", str(chain), str(chain)],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        assert _get(api, "clusterissuers", "letsencrypt-prod", None)["status"]["acme"]["uri"] != old_uri
+    finally:
+        stop(*second)
+
+
+def test_renew_before_moves_the_renewal_time(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    (tmp_path / "soon.yaml").write_text(_certificate("soon", "letsencrypt-prod", f"soon.{DOMAIN}", renewBefore="43800h"))
+    running.kubectl("apply", "-f", str(tmp_path / "soon.yaml"))
+    cert = wait_until(lambda: (c := _get(api, "certificates", "soon")) and (_ready(c) or {}).get("status") == "True" and c,
+                      timeout=60)
+    lifetime = parse_rfc3339(cert["status"]["notAfter"]) - parse_rfc3339(cert["status"]["notBefore"])
+    due_in = parse_rfc3339(cert["status"]["renewalTime"]) - running.cluster.clock.now()
+    assert abs(due_in - (lifetime - 43800 * 3600)) < 120  # 43800h before the end, not at 2/3
+
+
+def test_http01_is_solved_by_cert_managers_solver_objects_and_cleaned_up(issued, tmp_path):
+    api, running = issued["api"], issued["running"]
+    issuer = yaml.safe_load(_issuer("http01", issued["directory"].url))
+    issuer["spec"]["acme"]["solvers"] = [{"http01": {"ingress": {"ingressClassName": "traefik"}}}]
+    (tmp_path / "http01.yaml").write_text("---\n".join([yaml.safe_dump(issuer),
+                                                         _certificate("web", "http01", f"web.{DOMAIN}")]))
+    running.kubectl("apply", "-f", str(tmp_path / "http01.yaml"))
+    objects = client.CustomObjectsApi(api)
+
+    def solver_ingress():
+        found = client.NetworkingV1Api(api).list_namespaced_ingress(
+            "default", label_selector="acme.cert-manager.io/http01-solver=true").items
+        return found[0] if found else None
+
+    ingress = wait_until(solver_ingress, timeout=60)  # what cert-manager routes the validation through
+    assert ingress.metadata.name.startswith("cm-acme-http-solver-") and ingress.spec.ingress_class_name == "traefik"
+    path = ingress.spec.rules[0].http.paths[0]
+    assert ingress.spec.rules[0].host == f"web.{DOMAIN}" and path.path.startswith("/.well-known/acme-challenge/")
+    wait_until(lambda: (_ready(_get(api, "certificates", "web")) or {}).get("status") == "True", timeout=60)
+    assert not client.CoreV1Api(api).list_namespaced_pod(
+        "default", label_selector="acme.cert-manager.io/http01-solver=true").items  # cleaned up after validation
+    orders = objects.list_namespaced_custom_object("acme.cert-manager.io", "v1", "default", "orders")["items"]
+    order = next(o for o in orders if o["spec"]["dnsNames"] == [f"web.{DOMAIN}"])
+    assert order["status"]["state"] == "valid"
+
+
+def test_an_issuers_ca_bundle_is_what_it_trusts_the_acme_server_with(issued, tmp_path):
+    api, running, pebble = issued["api"], issued["running"], issued["pebble"]
+    docs = []
+    for name, bundle in (("own-bundle", pebble.tls_ca_file.read_bytes()), ("other-bundle", running.cluster.ca_pem())):
+        issuer = yaml.safe_load(_issuer(name, issued["directory"].url))
+        issuer["spec"]["acme"]["caBundle"] = base64.b64encode(bundle).decode()
+        docs.append(yaml.safe_dump(issuer))
+    (tmp_path / "bundles.yaml").write_text("---\n".join(docs))
+    running.kubectl("apply", "-f", str(tmp_path / "bundles.yaml"))
+    trusted = wait_until(lambda: _ready(_get(api, "clusterissuers", "own-bundle", None)), timeout=30)
+    assert trusted["status"] == "True"
+    refused = wait_until(lambda: _ready(_get(api, "clusterissuers", "other-bundle", None)), timeout=30)
+    assert (refused["status"], refused["reason"]) == ("False", "ErrRegisterACMEAccount")
+    assert refused["message"] == (f'Failed to register ACME account: Get "{issued["directory"].url}": tls: failed to '
+                                  "verify certificate: x509: certificate signed by unknown authority")

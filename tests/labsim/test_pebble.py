@@ -42,6 +42,13 @@ def test_the_lab_serves_its_issuers_directory_from_pebble_and_keeps_its_ca(lab_f
         assert bundle.startswith(root) and bundle.count("BEGIN CERTIFICATE") == 2  # root + intermediate
         pids = [json.loads(p.read_text())["pid"] for p in (lab.lab.state_dir / "pebble" / "run").glob("*.pid")]
         assert len(pids) == 2 and all(_alive(pid) for pid in pids)  # pebble and challtestsrv
+        net = lab.lab.config.subnet.network_address
+        cluster = lab.run(lab.lab.clusters.create_server(
+            node_name="k3s-master", ip=str(net + 20), version="v1.34.3+k3s1", token="K10x", tls_san=[], disable=[],
+            cluster_init=True, cluster_cidr=str(lab.lab.config.cluster_cidr), service_cidr=str(lab.lab.config.service_cidr)))
+        assert cluster.pebble is lab.lab.pebble and cluster.cloudflare is lab.lab.cloudflare  # what its pods reach
+        assert cluster.cloudflare.token == yaml.safe_load((lab.lab.state_dir / "secrets.yaml").read_text())[
+            "cloudflare_api_token"]
 
         base = status["pve"]["url"] + "/labsim/faults"
         auth = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
