@@ -57,6 +57,7 @@ class EmbeddedLab:
     def __init__(self, lab: Lab, *, keep: bool = False, report: Callable[[str], None] = print):
         self.lab, self.keep, self.report = lab, keep, report
         self.started = False
+        self._stopping: subprocess.Popen | None = None
 
     def __enter__(self) -> EmbeddedLab:
         if self.lab.kind != "embedded":
@@ -74,10 +75,32 @@ class EmbeddedLab:
         self.started = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        """Stop the lab the run started: in the background after a run that ended (the summary need
+        not wait for it, ``wait_stopped`` does), at once after an error or an interrupt."""
         if self.started and not self.keep:
             self.report("stopping the embedded lab (--keep-lab leaves it running)")
-            self._labsim("down", timeout=120)
+            self.started = False
+            if exc_type is not None:
+                self._labsim("down", timeout=120)
+                return
+            command = self._argv("down")
+            self._stopping = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_stopped(self) -> None:
+        """Wait for the background ``labsim down`` (if any) to end; a failed stop is an error."""
+        stopping, self._stopping = self._stopping, None
+        if stopping is None:
+            return
+        try:
+            out, _ = stopping.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            stopping.kill()
+            stopping.communicate()
+            raise LabError("`labsim down` did not finish within 120 s") from None
+        if stopping.returncode != 0:
+            tail = "\n".join(out.strip().splitlines()[-5:])
+            raise LabError(f"`labsim down` failed (exit {stopping.returncode}): {tail}")
 
     @property
     def state_dir(self) -> Path:
@@ -91,12 +114,15 @@ class EmbeddedLab:
         except json.JSONDecodeError:
             return {}
 
-    def _labsim(self, *args: str, timeout: int, check: bool = True) -> str:
+    def _argv(self, *args: str) -> list[str]:
         command = labsim_command()
         if command is None:
             raise LabError("kind: embedded needs the embedded lab, but the `labsim` command is not installed; "
                            "install the project (`make lab`, or `pip install -e .`)")
-        argv = [command, args[0], "--state", str(self.state_dir), *args[1:]]
+        return [command, args[0], "--state", str(self.state_dir), *args[1:]]
+
+    def _labsim(self, *args: str, timeout: int, check: bool = True) -> str:
+        argv = self._argv(*args)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

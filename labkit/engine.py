@@ -1,16 +1,32 @@
-"""A papermill engine that reports each cell as it starts, for the runner's progress display."""
+"""A papermill engine that reports each cell as it starts, for the runner's progress display, and
+runs a notebook in a kernel started ahead of it (``km``, from ``labkit.kernels``)."""
 
 from __future__ import annotations
 
+from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+from papermill.log import logger
 
 ENGINE_NAME = "labkit"
 
 
+class _Client(PapermillNotebookClient):
+    """Given a kernel (``km``), nbclient leaves it running, and its client's channels open: they
+    close with the notebook here; the kernel is its owner's to stop."""
+
+    def execute(self, **kwargs):
+        try:
+            return super().execute(**kwargs)
+        finally:
+            if not self.owns_km and self.kc is not None:
+                self.kc.stop_channels()
+
+
 class ProgressEngine(NBClientEngine):
     @classmethod
-    def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, **kwargs):
+    def execute_managed_notebook(cls, nb_man, kernel_name, on_cell=None, km=None, execution_timeout=None,
+                                 start_timeout=60, **kwargs):
         if on_cell is not None:
             cell_start = nb_man.cell_start
             def reporting_cell_start(cell, cell_index=None, **kw):
@@ -18,7 +34,12 @@ class ProgressEngine(NBClientEngine):
                 return cell_start(cell, cell_index, **kw)
 
             nb_man.cell_start = reporting_cell_start
-        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+        if km is None:
+            return super().execute_managed_notebook(nb_man, kernel_name, execution_timeout=execution_timeout,
+                                                    start_timeout=start_timeout, **kwargs)
+        kwargs.pop("input_path", None)
+        return _Client(nb_man, km=km, kernel_name=kernel_name, timeout=execution_timeout,
+                       startup_timeout=start_timeout, log=logger, **kwargs).execute()
 
 
 papermill_engines.register(ENGINE_NAME, ProgressEngine)
