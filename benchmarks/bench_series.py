@@ -15,6 +15,7 @@ Timings are printed, never asserted (tests assert behaviour only).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_series_path import critical_path  # noqa: E402
 from labkit.kernels import KERNEL  # noqa: E402
 from labkit.runner import own_kernel, select_notebooks  # noqa: E402
-from tests.labfiles import write_lab  # noqa: E402
+from tests.labfiles import sim_lab, write_lab  # noqa: E402
 
 NOTEBOOKS = REPO / "notebooks"
 SCALE = 0.05
@@ -91,7 +92,10 @@ def main() -> None:
         again, summary = labkit_run(lab3, base / "lab3" / "outputs", "converged")
         changes = sum(n["changes"] for n in summary["notebooks"])
         line(f"converged re-run ({changes} changes)", again, verdict(again / empty, 1.8))
-        lab12 = write_lab(base / "lab12", workers=11, time_scale=0.0)
+        doc = sim_lab(base / "lab12", workers=11, time_scale=0.0)
+        pods = ipaddress.ip_network(doc["k3s"]["cluster_cidr"])
+        doc["k3s"]["cluster_cidr"] = str(pods.supernet(new_prefix=20))  # a /24 per node: 12 need more than a /22
+        lab12 = write_lab(base / "lab12", doc)
         big, _ = labkit_run(lab12, base / "lab12" / "outputs", "cold, 12 nodes")
         line("cold run, 12 nodes, time_scale 0", big, verdict(big / cold, 1.2) + " of the 3-node run")
         scaled_lab = write_lab(base / "scaled", workers=2, time_scale=SCALE)

@@ -54,8 +54,9 @@ class EmbeddedLab:
     """Context manager: the embedded lab is up inside, and stopped after unless ``keep`` or it
     was already running before (then it is left as it was found)."""
 
-    def __init__(self, lab: Lab, *, keep: bool = False, report: Callable[[str], None] = print):
-        self.lab, self.keep, self.report = lab, keep, report
+    def __init__(self, lab: Lab, *, keep: bool = False, report: Callable[[str], None] = print,
+                 background_stop: bool = False):
+        self.lab, self.keep, self.report, self.background_stop = lab, keep, report, background_stop
         self.started = False
         self._stopping: subprocess.Popen | None = None
 
@@ -76,16 +77,15 @@ class EmbeddedLab:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
-        """Stop the lab the run started: in the background after a run that ended (the summary need
-        not wait for it, ``wait_stopped`` does), at once after an error or an interrupt."""
+        """Stop the lab if this started it; with ``background_stop`` and no error, in the background
+        (``labkit run``'s summary need not wait for it; ``wait_stopped`` does)."""
         if self.started and not self.keep:
             self.report("stopping the embedded lab (--keep-lab leaves it running)")
             self.started = False
-            if exc_type is not None:
+            if exc_type is not None or not self.background_stop:
                 self._labsim("down", timeout=120)
                 return
-            command = self._argv("down")
-            self._stopping = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._stopping = subprocess.Popen(self._argv("down"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def wait_stopped(self) -> None:
         """Wait for the background ``labsim down`` (if any) to end; a failed stop is an error."""

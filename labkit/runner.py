@@ -114,7 +114,8 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
            f"{' (dry run: plans only)' if options.dry_run else ''}")
     interrupted = None
-    kernels, pages, embedded = Kernels(), RenderWorker(), EmbeddedLab(lab, keep=options.keep_lab, report=report)
+    embedded = EmbeddedLab(lab, keep=options.keep_lab, report=report, background_stop=True)
+    kernels, pages = Kernels(), RenderWorker()
     try:
         with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
             kernels.prepare(notebooks[0])  # boots while the embedded lab starts
