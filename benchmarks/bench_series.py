@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_series_path import critical_path  # noqa: E402
-from labkit.kernels import KERNEL  # noqa: E402
-from labkit.runner import own_kernel, select_notebooks  # noqa: E402
+from labkit.kernels import KERNEL, own_kernel  # noqa: E402
+from labkit.runner import select_notebooks  # noqa: E402
 from tests.labfiles import sim_lab, write_lab  # noqa: E402
 
 NOTEBOOKS = REPO / "notebooks"

@@ -2,7 +2,7 @@
 
 The embedded lab comes up first (as ``labkit run`` brings it up), then JupyterLab on loopback only,
 rooted in the notebooks' folder, with the ``homelab-notebooks`` kernel of this very interpreter
-(``runner.own_kernel``) and jupytext's contents manager (each ``.ipynb`` is paired with its
+(``kernels.own_kernel``) and jupytext's contents manager (each ``.ipynb`` is paired with its
 ``NN-name.py`` source). Ctrl-C or SIGTERM stops JupyterLab (which stops its kernels), then the lab.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from labkit.embedded import EmbeddedLab
+from labkit.kernels import own_kernel
 from labkit.params import Lab
-from labkit.runner import own_kernel
 
 STOP_TIMEOUT_S = 30
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

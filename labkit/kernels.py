@@ -5,7 +5,8 @@ before the notebook's first cell. ``Kernels`` starts the next notebook's kernel 
 notebook runs, and that kernel imports the modules its notebook imports (``warm_modules``) before
 it reports ready. Each notebook still gets a fresh process (no state passes between notebooks):
 only ``sys.modules`` is warm, the namespace is empty. Kernels are shut down in the background once
-their notebook ends; ``close`` waits for them and stops any that never ran.
+their notebook ends; ``close`` waits for them and stops any that never ran. ``own_kernel`` makes
+the kernel spec they start this interpreter's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import nbformat
 from jupyter_client import KernelManager
 
+from labkit import secrets
+from labkit.nbimport import nbformat
+
 KERNEL = "homelab-notebooks"
+SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (labkit.secrets.SINK_ENV)
 # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport warning),
 # and the 'KeyboardInterrupt caught in kernel' ERROR it logs when a shutdown lands inside a message
 # handler. Cell errors reach the run through the notebook, a dead kernel through papermill.
@@ -107,3 +114,27 @@ class Kernels:
 def _shutdown(km: KernelManager, now: bool = False) -> None:
     if km.has_kernel:
         km.shutdown_kernel(now=now)
+
+
+@contextmanager
+def own_kernel(scratch: Path) -> Iterator[None]:
+    """Run the notebooks' kernel (``homelab-notebooks``) with this very interpreter.
+
+    The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
+    venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
+    makes a run use the labkit that runs it. Its kernels report the secrets they learn to a file
+    of the scratch folder (``labkit.secrets.SINK_ENV``)."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    spec_dir = scratch / "jupyter" / "kernels" / KERNEL
+    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks",
+                                           "env": {secrets.SINK_ENV: str(scratch / SECRETS_SINK)}})
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["JUPYTER_PATH"]
+        else:
+            os.environ["JUPYTER_PATH"] = before

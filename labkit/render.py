@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
 
-import nbformat
+from labkit.nbimport import nbformat
 
 ASSETS = "_assets"
 PLOTLY_JS = "plotly.min.js"

@@ -6,6 +6,11 @@ to ``outputs/<UTC timestamp>-<lab>/``. The run stops at the first failure, namin
 and leaves its summary behind (``labkit.summary``). Ctrl-C (SIGINT) and SIGTERM stop it the same
 way: the kernel is stopped, what ran is scrubbed and kept, the summary says ``interrupted`` and
 where, the temporary folder goes and an embedded lab the run started is stopped.
+
+What does not depend on a notebook's cells overlaps them: the first kernel boots while the embedded
+lab starts, each next kernel while the current notebook runs (``labkit.kernels``), each page renders
+while the next notebook runs (``labkit.render.RenderWorker``), and the lab stops while the summary
+is written.
 """
 
 from __future__ import annotations
@@ -24,19 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError, Terminated
-from labkit.kernels import KERNEL, Kernels
+from labkit.kernels import KERNEL, SECRETS_SINK, Kernels, own_kernel
+from labkit.nbimport import nbformat
 from labkit.params import Lab, excerpt
 from labkit.render import RenderWorker
 from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
-SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (labkit.secrets.SINK_ENV)
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
 
 
@@ -320,27 +323,3 @@ def _cell_reporter(report: Reporter, started: list[str]) -> Callable[[int, list]
         report(f"    {started[-1]}")
 
     return on_cell
-
-
-@contextmanager
-def own_kernel(scratch: Path) -> Iterator[None]:
-    """Run the notebooks' kernel (``homelab-notebooks``) with this very interpreter.
-
-    The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
-    venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
-    makes a run use the labkit that runs it. Its kernels report the secrets they learn to a file
-    of the scratch folder (``labkit.secrets.SINK_ENV``)."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    spec_dir = scratch / "jupyter" / "kernels" / KERNEL
-    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks",
-                                           "env": {secrets.SINK_ENV: str(scratch / SECRETS_SINK)}})
-    before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["JUPYTER_PATH"]
-        else:
-            os.environ["JUPYTER_PATH"] = before

@@ -11,7 +11,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -346,10 +345,12 @@ def test_secrets_only_the_kernel_knows_never_reach_outputs_nor_history(series, t
     nb.cells.append(nbformat.v4.new_markdown_cell("## The step that fails\n\nIt names the canary."))
     nb.cells.append(nbformat.v4.new_code_cell("raise ValueError(f'cannot use {canary}')"))
     nbformat.write(nb, path)
-    ipython = tmp_path / "ipython"
+    ipython, scratch = tmp_path / "ipython", tmp_path / "tmp"  # a temporary folder no other run uses
+    scratch.mkdir()
     argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(series["lab"]), "--notebooks",
             str(series["notebooks"]), "--outputs", str(series["outputs"]), "-p", "canary_file", str(canary_file)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, "IPYTHONDIR": str(ipython)})
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "IPYTHONDIR": str(ipython), "TMPDIR": str(scratch)})
     assert done.returncode == 1, done.stdout + done.stderr
     forms = [canary, base64.b64encode(canary.encode()).decode()]
     folder = series["outputs"] / "latest"
@@ -366,7 +367,7 @@ def test_secrets_only_the_kernel_knows_never_reach_outputs_nor_history(series, t
     assert error.startswith("cell In [8] · The step that fails `raise ValueError(") and "cannot use ***" in error
     history = ipython / "profile_default" / "history.sqlite"  # the kernel kept no history of cells or -p values
     assert not history.exists() or not sqlite3.connect(history).execute("select * from history").fetchall()
-    assert not list(Path(tempfile.gettempdir()).glob("labkit-run-*/kernel-secrets.jsonl"))
+    assert not list(scratch.glob("labkit-run-*/kernel-secrets.jsonl"))
 
 
 def test_parameters_that_are_secrets_or_the_wrong_type_are_refused_before_anything(series):
