@@ -8,8 +8,10 @@ Figures (each a fresh embedded lab on loopback addresses of its own, ``labkit ru
 - cold: ``labkit run`` at time_scale 0 on a new lab (3 nodes), target <= 2.5x the floor;
 - converged: the same command again on that lab, which changes nothing, target <= 1.8x the floor;
 - 12 nodes: the cold run with 12 nodes, target <= 1.2x the 3-node cold run;
-- time_scale 0.05: the cold run again, its wall time scaled to time_scale 1 next to the critical path
-  of what the twin performed (``bench_series_path.critical_path``), target <= 1.1x.
+- time_scale 0.05: the cold run again; the critical path of what the twin performed
+  (``bench_series_path.critical_path``) at that scale, the rest of its wall time, and the wall time
+  that makes at time_scale 1 if none of that rest overlapped the modelled waits (an upper estimate),
+  target <= 1.1x the critical path.
 Timings are printed, never asserted (tests assert behaviour only).
 """
 
@@ -101,13 +103,13 @@ def main() -> None:
         scaled_lab = write_lab(base / "scaled", workers=2, time_scale=SCALE)
         scaled, summary = labkit_run(scaled_lab, base / "scaled" / "outputs", f"time_scale {SCALE}")
         path, steps = critical_path(summary)
-        # At time_scale s, modelled seconds cost s x their length; the rest (imports, kernels, the
-        # runner) costs what it costs at time_scale 0: scale only the difference to the cold run.
-        at_one = cold + (scaled - cold) / SCALE
+        # What the run spent beyond its modelled waits at this scale (kernels, imports, the runner,
+        # requests) is assumed to stay serial with them at time_scale 1: an upper estimate.
+        beyond = scaled - path * SCALE
         line(f"cold run, 3 nodes, time_scale {SCALE}", scaled,
-             f"critical path x {SCALE} = {path * SCALE:.2f} s: {scaled / (path * SCALE):4.2f}x")
-        line("  scaled to time_scale 1: cold + (that - cold) / 0.05", at_one,
-             verdict(at_one / path, 1.1) + f" of the critical path {path:.1f} s")
+             f"critical path x {SCALE} = {path * SCALE:.2f} s; the rest {beyond:.2f} s")
+        line("  at time_scale 1 (upper estimate): path + rest", path + beyond,
+             verdict((path + beyond) / path, 1.1) + f" of the critical path {path:.1f} s")
         print("  critical path (modelled seconds): " + " -> ".join(f"{name} {s:g}" for name, s in steps))
 
 

@@ -63,17 +63,18 @@ class EmbeddedLab:
     def __enter__(self) -> EmbeddedLab:
         if self.lab.kind != "embedded":
             return self
-        if self.status().get("running"):
-            self.report("embedded lab already running: using it as it is")
-            return self
         self.report(f"starting the embedded lab (state in {self.state_dir})")
         write_sim_config(self.lab)
         try:
-            self._labsim("up", "--detach", timeout=300)
+            # One command, not `status` first: a Python start-up less before the first notebook.
+            said = self._labsim("up", "--detach", timeout=300)
         except BaseException:  # interrupted or failed mid-start: the lab, detached, may come up anyway
             self._labsim("down", timeout=120, check=False)
             raise
-        self.started = True
+        if "already running" in said:
+            self.report("embedded lab already running: using it as it is")
+        else:
+            self.started = True
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -106,13 +107,6 @@ class EmbeddedLab:
     def state_dir(self) -> Path:
         assert self.lab.embedded is not None
         return self.lab.embedded.state_dir
-
-    def status(self) -> dict:
-        out = self._labsim("status", "--json", timeout=30, check=False)
-        try:
-            return json.loads(out)
-        except json.JSONDecodeError:
-            return {}
 
     def _argv(self, *args: str) -> list[str]:
         command = labsim_command()
