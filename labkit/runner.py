@@ -40,6 +40,9 @@ from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
+# Kernels started ahead of their notebook: a short notebook ends before the next kernel has imported
+# what it needs (the kubernetes client, pandas, plotly: seconds); more would crowd two cores.
+KERNELS_AHEAD = 2
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
 
 
@@ -121,12 +124,13 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     kernels, pages = Kernels(), RenderWorker()
     try:
         with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
-            kernels.prepare(notebooks[0])  # boots while the embedded lab starts
+            for path in notebooks[:KERNELS_AHEAD]:
+                kernels.prepare(path)  # boot and import while the embedded lab starts
             with embedded:
                 known = _resolve_secrets(lab, options.parameters)
                 for n, (path, result) in enumerate(zip(notebooks, results, strict=True)):
                     _run_notebook(path, result, lab, options, Path(scratch), folder, known, report,
-                                  kernels, notebooks[n + 1:n + 2])
+                                  kernels, notebooks[n + 1:n + 1 + KERNELS_AHEAD])
                     if result.output and options.html:
                         pages.submit(folder / result.output)  # rendered while the next notebook runs
                     if result.status == "failed":
