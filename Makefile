@@ -7,13 +7,18 @@ PARAMS ?= parameters/sim.yaml
 KERNEL := homelab-notebooks
 TOOLS  := .tools
 
-.PHONY: lab test lint check notebooks tools programs kernel stop-lab clean-lab clean
+.PHONY: lab test lint check notebooks tools programs kernel stop-lab clean-lab clean jupyter
 
 # The embedded lab stays up afterwards, so the cluster can be explored; `make stop-lab` stops it.
 lab: $(VENV)/.installed kernel programs
 	$(VENV)/bin/labkit run --params $(PARAMS) --keep-lab
 	@echo "The embedded lab is still running: kubectl --kubeconfig .labsim/operator/kubeconfig get nodes"
 	@echo "Stop it with: make stop-lab   (its state stays in .labsim/; make clean-lab deletes it)"
+
+# JupyterLab on http://127.0.0.1:8888/lab in notebooks/ (the project's kernel, jupytext pairing),
+# with the embedded lab up; Ctrl-C stops JupyterLab, its kernels and the lab.
+jupyter: $(VENV)/.installed programs
+	$(VENV)/bin/labkit jupyter --params $(PARAMS)
 
 test: $(VENV)/.installed-test kernel tools programs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

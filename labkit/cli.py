@@ -1,4 +1,5 @@
-"""The ``labkit`` command: ``check`` a lab file, ``run`` the series, ``site`` and ``diff`` its runs.
+"""The ``labkit`` command: ``check`` a lab file, ``run`` the series, ``site`` and ``diff`` its runs,
+``jupyter`` for the notebooks in JupyterLab.
 
 Exit codes: 0 success, 1 a notebook or the run failed, 2 invalid parameters or usage.
 Errors are messages, never tracebacks.
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("run_a", type=Path, metavar="RUN_A", help="the earlier run folder")
     diff.add_argument("run_b", type=Path, metavar="RUN_B", help="the later run folder")
     diff.set_defaults(handler=cmd_diff)
+
+    jupyter = sub.add_parser("jupyter", help="JupyterLab on loopback in the notebooks' folder, on the embedded lab")
+    jupyter.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="lab file (default: %(default)s)")
+    jupyter.add_argument("--notebooks", type=Path, default=REPO / "notebooks", help=argparse.SUPPRESS)
+    jupyter.add_argument("--port", type=int, default=8888, help="JupyterLab's port on 127.0.0.1 (default: %(default)s)")
+    jupyter.set_defaults(handler=cmd_jupyter)
     return parser
 
 
@@ -120,6 +127,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     print(diff_text(load_run(args.run_a), load_run(args.run_b)), end="")
     return 0
+
+
+def cmd_jupyter(args: argparse.Namespace) -> int:
+    from labkit.jupyter import serve
+    from labkit.runner import interruptible
+
+    lab = load_lab(args.params)
+    with interruptible():
+        return serve(lab, args.notebooks, args.port)
 
 
 def parameter_values(pairs: list[list[str]]) -> dict[str, object]:

@@ -56,49 +56,69 @@ class EmbeddedLab:
     """Context manager: the embedded lab is up inside, and stopped after unless ``keep`` or it
     was already running before (then it is left as it was found)."""
 
-    def __init__(self, lab: Lab, *, keep: bool = False, report: Callable[[str], None] = print):
-        self.lab, self.keep, self.report = lab, keep, report
+    def __init__(self, lab: Lab, *, keep: bool = False, report: Callable[[str], None] = print,
+                 background_stop: bool = False):
+        self.lab, self.keep, self.report, self.background_stop = lab, keep, report, background_stop
         self.started = False
+        self._stopping: subprocess.Popen | None = None
 
     def __enter__(self) -> EmbeddedLab:
         if self.lab.kind != "embedded":
             return self
-        if self.status().get("running"):
-            self.report("embedded lab already running: using it as it is")
-            return self
         self.report(f"starting the embedded lab (state in {self.state_dir})")
         write_sim_config(self.lab)
         try:
-            self._labsim("up", "--detach", timeout=300)
+            # One command, not `status` first: a Python start-up less before the first notebook.
+            said = self._labsim("up", "--detach", timeout=300)
         except BaseException:  # interrupted or failed mid-start: the lab, detached, may come up anyway
             self._labsim("down", timeout=120, check=False)
             raise
-        self.started = True
+        if "already running" in said:
+            self.report("embedded lab already running: using it as it is")
+        else:
+            self.started = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        """Stop the lab if this started it; with ``background_stop`` and no error, in the background
+        (``labkit run``'s summary need not wait for it; ``wait_stopped`` does)."""
         if self.started and not self.keep:
             self.report("stopping the embedded lab (--keep-lab leaves it running)")
-            self._labsim("down", timeout=120)
+            self.started = False
+            if exc_type is not None or not self.background_stop:
+                self._labsim("down", timeout=120)
+                return
+            self._stopping = subprocess.Popen(self._argv("down"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_stopped(self) -> None:
+        """Wait for the background ``labsim down`` (if any) to end; a failed stop is an error."""
+        stopping, self._stopping = self._stopping, None
+        if stopping is None:
+            return
+        try:
+            out, _ = stopping.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            stopping.kill()
+            stopping.communicate()
+            raise LabError("`labsim down` did not finish within 120 s") from None
+        if stopping.returncode != 0:
+            tail = "\n".join(out.strip().splitlines()[-5:])
+            raise LabError(f"`labsim down` failed (exit {stopping.returncode}): {tail}")
 
     @property
     def state_dir(self) -> Path:
         assert self.lab.embedded is not None
         return self.lab.embedded.state_dir
 
-    def status(self) -> dict:
-        out = self._labsim("status", "--json", timeout=30, check=False)
-        try:
-            return json.loads(out)
-        except json.JSONDecodeError:
-            return {}
-
-    def _labsim(self, *args: str, timeout: int, check: bool = True) -> str:
+    def _argv(self, *args: str) -> list[str]:
         command = labsim_command()
         if command is None:
             raise LabError("kind: embedded needs the embedded lab, but the `labsim` command is not installed; "
                            "install the project (`make lab`, or `pip install -e .`)")
-        argv = [command, args[0], "--state", str(self.state_dir), *args[1:]]
+        return [command, args[0], "--state", str(self.state_dir), *args[1:]]
+
+    def _labsim(self, *args: str, timeout: int, check: bool = True) -> str:
+        argv = self._argv(*args)
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -30,15 +30,22 @@ def figure_html(spec: dict, div_id: str) -> str:
 
 
 def _install() -> None:
-    """Display figures through IPython's formatter rather than a plotly renderer: plotly's renderers
-    import nbformat, hence jsonschema, which costs each kernel seconds for nothing."""
+    """Display figures as data, through IPython's formatter: plotly's own display
+    (``Figure._ipython_display_``) goes through its renderers, which import nbformat, hence
+    jsonschema: 2.5-5 s of a kernel's first figure, for nothing."""
     try:
         from IPython import get_ipython
     except ImportError:
         return
     shell = get_ipython()
     if shell is not None:
-        shell.display_formatter.mimebundle_formatter.for_type(go.Figure, figure_bundle)
+        shell.display_formatter.ipython_display_formatter.for_type(go.Figure, _show)
+
+
+def _show(fig: go.Figure) -> None:
+    from IPython.display import display
+
+    display(figure_bundle(fig), raw=True)
 
 
 _install()

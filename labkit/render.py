@@ -11,9 +11,11 @@ import filecmp
 import hashlib
 import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 
-import nbformat
+from labkit.nbimport import nbformat
 
 ASSETS = "_assets"
 PLOTLY_JS = "plotly.min.js"
@@ -50,24 +52,54 @@ def plotly_script(page: Path, outputs: Path) -> str:
 
 def render_html(folder: Path) -> None:
     """HTML of each executed notebook in a run folder (``outputs/<run>/``)."""
+    for nb_path in sorted(folder.glob("*.ipynb")):
+        render_notebook(nb_path)
+
+
+def render_notebook(nb_path: Path) -> Path:
+    """``outputs/<run>/NN-name.html`` from the executed (scrubbed) notebook beside it."""
+    from labkit.plots import PLOTLY_MIME, figure_html
+
+    outputs = nb_path.parent.parent
+    shared_plotly(outputs)
+    nb = nbformat.read(nb_path, as_version=4)
+    for n, output in enumerate(o for c in nb.cells for o in c.get("outputs", [])):
+        if PLOTLY_MIME in output.get("data", {}):
+            output["data"]["text/html"] = figure_html(output["data"][PLOTLY_MIME], f"figure-{n}")
+    body, _ = _exporter().from_notebook_node(nb)
+    page = nb_path.with_suffix(".html")
+    body = _shared_css(body, page, outputs)
+    page.write_text(body.replace("</head>", plotly_script(page, outputs) + "\n</head>", 1))
+    return page
+
+
+@cache
+def _exporter():
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    from labkit.plots import PLOTLY_MIME, figure_html
+    return HTMLExporter(extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+                        template_file="offline.html.j2")
 
-    outputs = folder.parent
-    shared_plotly(outputs)
-    exporter = HTMLExporter(extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
-                            template_file="offline.html.j2")
-    for nb_path in sorted(folder.glob("*.ipynb")):
-        nb = nbformat.read(nb_path, as_version=4)
-        for n, output in enumerate(o for c in nb.cells for o in c.get("outputs", [])):
-            if PLOTLY_MIME in output.get("data", {}):
-                output["data"]["text/html"] = figure_html(output["data"][PLOTLY_MIME], f"figure-{n}")
-        body, _ = exporter.from_notebook_node(nb)
-        page = nb_path.with_suffix(".html")
-        body = _shared_css(body, page, outputs)
-        page.write_text(body.replace("</head>", plotly_script(page, outputs) + "\n</head>", 1))
+
+class RenderWorker:
+    """Renders each notebook in a thread of its own as soon as the runner has written it, while
+    the next notebook runs; ``wait`` returns once every page is written (a failure is raised
+    there). It reads only what the runner wrote, so the pages are those ``render_html`` makes."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labkit-render")
+        self._pages: list[Future[Path]] = []
+
+    def submit(self, nb_path: Path) -> None:
+        self._pages.append(self._pool.submit(render_notebook, nb_path.resolve()))  # papermill may chdir
+
+    def wait(self) -> None:
+        try:
+            for page in self._pages:
+                page.result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _shared_css(body: str, page: Path, outputs: Path) -> str:

@@ -6,6 +6,11 @@ to ``outputs/<UTC timestamp>-<lab>/``. The run stops at the first failure, namin
 and leaves its summary behind (``labkit.summary``). Ctrl-C (SIGINT) and SIGTERM stop it the same
 way: the kernel is stopped, what ran is scrubbed and kept, the summary says ``interrupted`` and
 where, the temporary folder goes and an embedded lab the run started is stopped.
+
+What does not depend on a notebook's cells overlaps them: the first kernel boots while the embedded
+lab starts, each next kernel while the current notebook runs (``labkit.kernels``), each page renders
+while the next notebook runs (``labkit.render.RenderWorker``), and the lab stops while the summary
+is written.
 """
 
 from __future__ import annotations
@@ -24,19 +29,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from labkit import secrets
 from labkit.embedded import EmbeddedLab
 from labkit.errors import LabError, ParamsError, Terminated
+from labkit.kernels import KERNEL, SECRETS_SINK, Kernels, own_kernel
+from labkit.nbimport import nbformat
 from labkit.params import Lab, excerpt
-from labkit.render import render_html
+from labkit.render import RenderWorker
 from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 
-KERNEL = "homelab-notebooks"
-SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (labkit.secrets.SINK_ENV)
+# Kernels started ahead of their notebook: a short notebook ends before the next kernel has imported
+# what it needs (the kubernetes client, pandas, plotly: seconds); more would crowd two cores.
+KERNELS_AHEAD = 2
 NOTEBOOK_NAME = re.compile(r"^(\d\d)-[\w-]+\.ipynb$")
 
 
@@ -114,22 +120,31 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     report(f"run {folder.name}: {len(notebooks)} notebook(s) on lab '{lab.name}'"
            f"{' (dry run: plans only)' if options.dry_run else ''}")
     interrupted = None
+    embedded = EmbeddedLab(lab, keep=options.keep_lab, report=report, background_stop=True)
+    kernels, pages = Kernels(), RenderWorker()
     try:
-        with EmbeddedLab(lab, keep=options.keep_lab, report=report):
-            known = _resolve_secrets(lab, options.parameters)
-            with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
-                for path, result in zip(notebooks, results, strict=True):
-                    _run_notebook(path, result, lab, options, Path(scratch), folder, known, report)
+        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
+            for path in notebooks[:KERNELS_AHEAD]:
+                kernels.prepare(path)  # boot and import while the embedded lab starts
+            with embedded:
+                known = _resolve_secrets(lab, options.parameters)
+                for n, (path, result) in enumerate(zip(notebooks, results, strict=True)):
+                    _run_notebook(path, result, lab, options, Path(scratch), folder, known, report,
+                                  kernels, notebooks[n + 1:n + 1 + KERNELS_AHEAD])
+                    if result.output and options.html:
+                        pages.submit(folder / result.output)  # rendered while the next notebook runs
                     if result.status == "failed":
                         break
     except KeyboardInterrupt as stop:
         _hold_signals()
         if all(r.status == "pending" for r in results):
+            _close(kernels, pages, embedded)
             with suppress(OSError):  # interrupted before any notebook ran: nothing to keep
                 folder.rmdir()
             raise
         interrupted = _signal_name(stop)
     except BaseException:
+        _close(kernels, pages, embedded)
         with suppress(OSError):  # a run that could not start leaves no empty folder behind
             folder.rmdir()
         raise
@@ -139,11 +154,22 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
     status = "passed" if all(r.status == "passed" for r in results) else "failed"
     run = RunResult(folder, lab.name, "interrupted" if interrupted else status, results, started.isoformat(),
                     round(time.monotonic() - t0, 1), options.dry_run, interrupted)
-    write_summary(run, options.params, options.notebooks_dir)
-    if options.html:
-        render_html(folder)
-    point_latest(options.outputs_dir, folder)
+    try:
+        write_summary(run, options.params, options.notebooks_dir)  # while the lab stops and pages render
+        pages.wait()
+        point_latest(options.outputs_dir, folder)
+    finally:
+        _close(kernels, pages, embedded)
     return run
+
+
+def _close(kernels: Kernels, pages: RenderWorker, embedded: EmbeddedLab) -> None:
+    """What the run left working in the background: render, kernel and lab shut-downs."""
+    try:
+        pages.wait()
+    finally:
+        kernels.close()
+        embedded.wait_stopped()
 
 
 def _run_folder(outputs: Path, started: datetime, lab: str) -> Path:
@@ -207,7 +233,8 @@ def _resolve_secrets(lab: Lab, parameters: dict[str, Any]) -> frozenset[str]:
 
 
 def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOptions, scratch: Path,
-                  folder: Path, known: frozenset[str], report: Reporter) -> None:
+                  folder: Path, known: frozenset[str], report: Reporter, kernels: Kernels,
+                  following: list[Path]) -> None:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -218,20 +245,16 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
     t0 = time.monotonic()
     cells: list[str] = []  # the cells started so far, as the progress shows them
     interrupted = None
+    km = kernels.take(path)
+    for upcoming in following:
+        kernels.prepare(upcoming)  # boots and imports while this notebook runs
     try:
         papermill.execute_notebook(
             str(path), str(executed), parameters={
                 **{k: v for k, v in options.parameters.items() if k in _declared(path)},
                 "lab_file": lab_file_parameter(lab.path, path.parent), "dry_run": options.dry_run},
-            kernel_name=KERNEL, engine_name=ENGINE_NAME, cwd=str(path.parent), progress_bar=False,
-            execution_timeout=options.timeout_s, on_cell=_cell_reporter(report, cells),
-            # The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport
-            # warning), and the 'KeyboardInterrupt caught in kernel' ERROR it logs when jupyter_client's
-            # shutdown (which always interrupts first) lands inside a message handler. Cell errors
-            # reach the run through the notebook, a dead kernel through papermill.
-            # No IPython history either: it would keep every cell, -p values included, in ~/.ipython.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.enabled=False"],
-        )
+            kernel_name=KERNEL, engine_name=ENGINE_NAME, km=km, cwd=str(path.parent), progress_bar=False,
+            execution_timeout=options.timeout_s, on_cell=_cell_reporter(report, cells))
         result.status = "passed"
     except PapermillExecutionError as failure:
         # The cells as executed: without the two error notes papermill adds, which shift the indices.
@@ -240,11 +263,13 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
         result.status, result.error = "failed", describe_failure(failure, cells)
     except Exception as exc:  # kernel died, timeout, papermill itself
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-    except KeyboardInterrupt as stop:  # papermill has stopped the kernel and saved what ran
+    except KeyboardInterrupt as stop:  # papermill has saved what ran; the kernel is stopped below
         _hold_signals()
         interrupted = stop
         result.status = "interrupted"
         result.error = f"interrupted by {_signal_name(stop)} in {cells[-1] if cells else 'the kernel start'}"
+    finally:
+        kernels.release(km, now=interrupted is not None)
     result.duration_s = round(time.monotonic() - t0, 1)
     known = known | secrets.learnt(scratch / SECRETS_SINK)  # what the kernel learnt, before anything is kept
     if executed.exists():
@@ -302,27 +327,3 @@ def _cell_reporter(report: Reporter, started: list[str]) -> Callable[[int, list]
         report(f"    {started[-1]}")
 
     return on_cell
-
-
-@contextmanager
-def own_kernel(scratch: Path) -> Iterator[None]:
-    """Run the notebooks' kernel (``homelab-notebooks``) with this very interpreter.
-
-    The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
-    venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
-    makes a run use the labkit that runs it. Its kernels report the secrets they learn to a file
-    of the scratch folder (``labkit.secrets.SINK_ENV``)."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    spec_dir = scratch / "jupyter" / "kernels" / KERNEL
-    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks",
-                                           "env": {secrets.SINK_ENV: str(scratch / SECRETS_SINK)}})
-    before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["JUPYTER_PATH"]
-        else:
-            os.environ["JUPYTER_PATH"] = before

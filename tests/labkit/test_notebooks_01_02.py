@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from labkit import kube, proxmox
+from labkit.kernels import own_kernel
 from labkit.params import load_lab
-from labkit.runner import own_kernel
 from tests.labfiles import REPO, minimal_lab, sim_config, state_dir, write_lab
 from tests.labkit.embedded import embedded_lab
 

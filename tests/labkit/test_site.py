@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -170,32 +169,6 @@ def test_site_can_be_written_into_the_outputs_folder_itself(runs):
     assert (runs["outputs"] / "index.html").is_file() and (runs["second"] / "index.html").is_file()
     empty = labkit("site", "--outputs", str(runs["base"] / "notebooks"))
     assert empty.returncode == 1 and "no run folders" in empty.stderr
-
-
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1280,1000"]
-
-
-@pytest.fixture
-def chromium(tmp_path: Path):
-    """Debian's headless Chromium driven through chromedriver (both installed by `make test`)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (binary and driver):
-        pytest.fail("chromium and chromedriver are needed: run `make tools` (scripts/install-browser.sh)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=Service(driver))
-    try:
-        yield browser
-    finally:
-        browser.quit()
 
 
 def test_site_in_headless_chromium(runs, site, chromium, tmp_path):

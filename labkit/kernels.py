@@ -1,0 +1,140 @@
+"""The kernels of a run, each started one notebook ahead.
+
+Starting a kernel and importing what a notebook imports costs seconds that papermill would spend
+before the notebook's first cell. ``Kernels`` starts the next notebook's kernel while the current
+notebook runs, and that kernel imports the modules its notebook imports (``warm_modules``) before
+it reports ready. Each notebook still gets a fresh process (no state passes between notebooks):
+only ``sys.modules`` is warm, the namespace is empty. Kernels are shut down in the background once
+their notebook ends; ``close`` waits for them and stops any that never ran. ``own_kernel`` makes
+the kernel spec they start this interpreter's.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jupyter_client import KernelManager
+
+from labkit import secrets
+from labkit.nbimport import nbformat
+
+KERNEL = "homelab-notebooks"
+SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (labkit.secrets.SINK_ENV)
+# The kernel's own log is not the run's story: its start-up chatter (e.g. the TCP transport warning),
+# and the 'KeyboardInterrupt caught in kernel' ERROR it logs when a shutdown lands inside a message
+# handler. Cell errors reach the run through the notebook, a dead kernel through papermill.
+# No IPython history either: it would keep every cell, -p values included, in ~/.ipython.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.enabled=False"]
+
+
+def warm_modules(notebook: Path) -> list[str]:
+    """The modules a notebook's code cells import at their top level (``from labkit import kube``
+    counts ``labkit.kube``), in order; names that are not importable modules are left out."""
+    names: list[str] = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:  # IPython syntax (magics): not ours to guess
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return [name for name in dict.fromkeys(names) if _is_module(name)]
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # ``datetime.UTC``: an attribute, not a module
+        return False
+
+
+def _preload(modules: list[str]) -> str:
+    """One IPython exec line that imports ``modules`` and binds no name (a comprehension's own scope;
+    ``... and None`` leaves nothing for the display hook)."""
+    return f"[__import__('importlib').import_module(m) for m in {json.dumps(modules)}] and None"
+
+
+class Kernels:
+    """Start with ``prepare(notebook)`` (cheap: the process boots on its own), run the notebook with
+    ``take(notebook)``'s manager, hand it back with ``release``."""
+
+    def __init__(self) -> None:
+        self._ready: dict[Path, KernelManager] = {}
+        self._stopping: list[threading.Thread] = []
+
+    def prepare(self, notebook: Path) -> None:
+        if notebook in self._ready:
+            return
+        km = KernelManager(kernel_name=KERNEL)
+        km.client_class = "jupyter_client.asynchronous.AsyncKernelClient"  # what nbclient drives
+        modules = warm_modules(notebook)
+        preload = [f"--IPKernelApp.exec_lines={_preload(modules)}"] if modules else []
+        km.start_kernel(extra_arguments=KERNEL_ARGS + preload, cwd=str(notebook.parent))
+        self._ready[notebook] = km
+
+    def take(self, notebook: Path) -> KernelManager:
+        self.prepare(notebook)
+        return self._ready.pop(notebook)
+
+    def release(self, km: KernelManager, now: bool = False) -> None:
+        """Shut the kernel down without waiting (``now``: kill it, for an interrupted run)."""
+        if now:
+            _shutdown(km, now=True)
+            return
+        thread = threading.Thread(target=_shutdown, args=(km,), name="labkit-kernel-stop", daemon=True)
+        thread.start()
+        self._stopping.append(thread)
+
+    def close(self) -> None:
+        for km in self._ready.values():
+            _shutdown(km, now=True)
+        self._ready.clear()
+        for thread in self._stopping:
+            thread.join()
+
+    def __enter__(self) -> Kernels:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _shutdown(km: KernelManager, now: bool = False) -> None:
+    if km.has_kernel:
+        km.shutdown_kernel(now=now)
+
+
+@contextmanager
+def own_kernel(scratch: Path) -> Iterator[None]:
+    """Run the notebooks' kernel (``homelab-notebooks``) with this very interpreter.
+
+    The kernel spec registered for JupyterLab lives in the user's folder and names one checkout's
+    venv; another checkout may have registered it last. A spec of our own, first on JUPYTER_PATH,
+    makes a run use the labkit that runs it. Its kernels report the secrets they learn to a file
+    of the scratch folder (``labkit.secrets.SINK_ENV``)."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    spec_dir = scratch / "jupyter" / "kernels" / KERNEL
+    write_kernel_spec(spec_dir, overrides={"display_name": "homelab-notebooks",
+                                           "env": {secrets.SINK_ENV: str(scratch / SECRETS_SINK)}})
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(scratch / "jupyter"), before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["JUPYTER_PATH"]
+        else:
+            os.environ["JUPYTER_PATH"] = before
