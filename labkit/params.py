@@ -329,6 +329,127 @@ ChartKey = Annotated[str, AfterValidator(_pattern(
     r"[a-z0-9]([a-z0-9-]{0,51}[a-z0-9])?", "is not a chart name: lowercase letters, digits and '-'"))]
 
 
+# -- observability (04) ----------------------------------------------------------------------------
+
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+BYTE_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40, "PB": 2**50}  # Prometheus' are base 2
+QUANTITY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                  "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds of a Prometheus/Alertmanager duration like 10s, 4h or 1h30m."""
+    return sum(int(n) * DURATION_UNITS[u] for n, u in re.findall(r"(\d+)(ms|[smhdwy])", text))
+
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"(\d+(ms|[smhdwy]))+", value) or duration_seconds(value) <= 0:
+        raise ValueError(f"{excerpt(value)} is not a duration like 10s, 5m, 4h or 7d (Prometheus' units ms s m h d w y)")
+    return value
+
+
+def _retention_size(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\d+(\.\d+)?(B|KB|MB|GB|TB|PB)", value):
+        raise ValueError(f"{excerpt(value)} is not a size like 15GB (Prometheus' units B KB MB GB TB PB)")
+    return value
+
+
+def _quantity(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\d+(k|M|G|T|Ki|Mi|Gi|Ti)?", value) or value.startswith("0"):
+        raise ValueError(f"{excerpt(value)} is not a volume size like 20Gi (a Kubernetes quantity)")
+    return value
+
+
+def size_bytes(text: str) -> float:
+    """Bytes of a Prometheus size (15GB) or a Kubernetes quantity (20Gi)."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", text).groups()
+    return float(number) * (BYTE_UNITS.get(unit) or QUANTITY_UNITS[unit])
+
+
+Duration = Annotated[str, BeforeValidator(_duration)]
+VolumeSize = Annotated[str, BeforeValidator(_quantity)]
+
+
+class PrometheusStorage(Section):
+    retention: Duration = "7d"
+    retention_size: Annotated[str, BeforeValidator(_retention_size)] = "15GB"  # Prometheus deletes old blocks beyond it
+    storage_class: ObjectName = "nfs-client"
+    volume_size: VolumeSize = "20Gi"
+
+    @model_validator(mode="after")
+    def _fits(self) -> PrometheusStorage:
+        if size_bytes(self.retention_size) > size_bytes(self.volume_size):
+            raise ValueError(f"retention_size {self.retention_size} is larger than volume_size {self.volume_size}: "
+                             "the disk would fill before Prometheus deletes old data; lower retention_size or "
+                             "raise volume_size")
+        return self
+
+
+class LokiStorage(Section):
+    retention: Duration = "168h"
+    storage_class: ObjectName = "nfs-client"
+    volume_size: VolumeSize = "10Gi"
+
+    @model_validator(mode="after")
+    def _whole_days(self) -> LokiStorage:
+        if duration_seconds(self.retention) % 86400:  # Loki's compactor deletes whole 24h index periods
+            raise ValueError(f"retention {self.retention} is not a multiple of 24h, as Loki requires; e.g. 168h")
+        return self
+
+
+class Grafana(Section):
+    host: DomainName  # under ingress.domain, e.g. grafana.home.example.com
+    admin_password: SecretField
+
+
+class Ntfy(Section):
+    server: Annotated[str, AfterValidator(_pattern(r"https://[^\s/]+", "is not an ntfy server URL like https://ntfy.sh "
+                                                                      "(HTTPS, no path: the topic is its own key)"))]
+    topic: Annotated[str, AfterValidator(_pattern(r"[-_A-Za-z0-9]{1,64}", "is not an ntfy topic: letters, digits, "
+                                                                        "'-' and '_', at most 64"))]
+    access_token: SecretField | None = None  # for a server or topic that needs one (ntfy's tk_... tokens)
+
+
+class Routing(Section):
+    """Alertmanager's route to ntfy: how long it gathers a group before the first message, before
+    an update, and before repeating an alert that still fires; which severities page the phone."""
+
+    group_wait: Duration = "10s"
+    group_interval: Duration = "5m"
+    repeat_interval: Duration = "4h"
+    page_severities: Annotated[list[Literal["critical", "warning", "info"]], Field(min_length=1)] = ["critical"]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Routing:
+        if duration_seconds(self.repeat_interval) < duration_seconds(self.group_interval):
+            raise ValueError(f"repeat_interval {self.repeat_interval} is shorter than group_interval "
+                             f"{self.group_interval}; Alertmanager cannot repeat more often than it updates a group")
+        return self
+
+
+OBSERVABILITY_CHARTS = ("kube-prometheus-stack", "promtail")
+
+
+def _the_stack(charts: dict) -> dict:
+    missing = [c for c in OBSERVABILITY_CHARTS if c not in charts]
+    if ("loki" in charts) == ("loki-stack" in charts):
+        missing.append("exactly one of loki or loki-stack")
+    if missing:
+        raise ValueError(f"give {', '.join(missing)} (the stack 04 installs)")
+    return charts
+
+
+class Observability(Section):
+    namespace: ObjectName = "monitoring"
+    charts: Annotated[dict[ChartKey, ChartSource], AfterValidator(_the_stack)]
+    prometheus: PrometheusStorage = PrometheusStorage()
+    loki: LokiStorage = LokiStorage()
+    grafana: Grafana
+    ntfy: Ntfy
+    routing: Routing = Routing()
+    rules: PathField = Path("alerts")  # the alert rule files (PrometheusRule groups), relative to the lab file
+
+
 # -- the lab --------------------------------------------------------------------------------------
 
 
@@ -347,6 +468,7 @@ class Lab(Section):
     ingress: Ingress
     tls: Tls | None = None
     charts: dict[ChartKey, ChartSource] = {}
+    observability: Observability | None = None
     kubeconfig: PathField
 
     # Set by load_lab: where the file lives, for relative paths and secrets.
@@ -403,6 +525,10 @@ class Lab(Section):
                 "k3s.token": self.k3s.token}
         if self.tls is not None and self.tls.solver.dns01 is not None:
             refs["tls.solver.dns01.api_token"] = self.tls.solver.dns01.api_token
+        if self.observability is not None:
+            refs["observability.grafana.admin_password"] = self.observability.grafana.admin_password
+            if self.observability.ntfy.access_token is not None:
+                refs["observability.ntfy.access_token"] = self.observability.ntfy.access_token
         return refs
 
     def node(self, name: str) -> Node:
@@ -429,6 +555,11 @@ def _absolutize(lab: Lab, base: Path) -> None:
         for field in ("ca_file", "server_ca_file"):
             if getattr(issuer, field) is not None:
                 object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
+    if lab.observability is not None:
+        object.__setattr__(lab.observability, "rules", secrets.resolve_path(lab.observability.rules, base))
+        for chart in lab.observability.charts.values():
+            if chart.values is not None:
+                object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -553,6 +684,7 @@ def cross_check(lab: Lab) -> list[str]:
 
     errors += _pool_rules(lab, inside)
     errors += _ingress_rules(lab)
+    errors += _observability_rules(lab)
 
     errors += _pod_network_rules(lab)
 
@@ -602,6 +734,17 @@ def _ingress_rules(lab: Lab) -> list[str]:
     names = [i.name for i in lab.tls.issuers]
     if lab.ingress.issuer not in names:
         return [f"ingress.issuer: {lab.ingress.issuer!r} is not one of tls.issuers ({', '.join(names)})"]
+    return []
+
+
+def _observability_rules(lab: Lab) -> list[str]:
+    """Grafana is served under the ingress domain (its certificate and DNS come from 03)."""
+    if lab.observability is None:
+        return []
+    host, domain = lab.observability.grafana.host, lab.ingress.domain
+    if not host.endswith("." + domain):
+        return [f"observability.grafana.host: {host!r} is not under ingress.domain {domain!r}; "
+                f"use e.g. grafana.{domain}"]
     return []
 
 
@@ -676,6 +819,9 @@ def missing_files(lab: Lab) -> list[str]:
     wanted |= {f"charts.{name}.values": c.values for name, c in lab.charts.items()}
     for i, issuer in enumerate(lab.tls.issuers if lab.tls else []):
         wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
+    if lab.observability is not None:
+        wanted["observability.rules"] = lab.observability.rules
+        wanted |= {f"observability.charts.{n}.values": c.values for n, c in lab.observability.charts.items()}
     for where, ref in lab.secret_refs().items():
         if ref.path:
             wanted[where] = secrets.resolve_path(ref.path, lab.base_dir)

@@ -68,6 +68,7 @@ def _ensure_values(path: Path) -> dict[str, str]:
         "k3s_token": lambda: f"K10{secrets.token_hex(32)}",
         # the DNS-01 token sim.yaml's tls section references (40 characters, as Cloudflare's)
         "cloudflare_api_token": lambda: secrets.token_urlsafe(30),
+        "grafana_admin_password": lambda: secrets.token_urlsafe(18),  # sim.yaml's observability.grafana
     }
     missing = {key: make() for key, make in generated.items() if key not in values}
     if missing:

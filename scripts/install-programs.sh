@@ -41,7 +41,8 @@ install_debs ganesha usr/bin/ganesha.nfsd nfs-ganesha nfs-ganesha-vfs libntirpc4
 # lab's stand-in for the Let's Encrypt directories (labsim/pebble.py).
 install_debs pebble usr/bin/pebble pebble
 # The Prometheus family (Debian's Go builds: static but for libc), for the pods of their images
-# (labsim/runtime/programs/prometheus.py and exporters.py).
+# (labsim/runtime/programs/prometheus.py and exporters.py); the prometheus package also brings
+# promtool, which the alert rules' unit tests run (tests/alerts, labkit.observe).
 install_debs prometheus usr/bin/prometheus prometheus
 install_debs prometheus-alertmanager usr/bin/prometheus-alertmanager prometheus-alertmanager
 # Debian's Alertmanager reads its default notification templates from the absolute

@@ -77,6 +77,8 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
         issuer["server"] = f"https://{net}.3:14000/dir"
     for chart in doc["charts"].values():  # values files stay the repository's
         chart["values"] = str(SIM_YAML.parent / chart["values"])
+    doc["observability"]["grafana"]["admin_password"] = f"file:{state}/secrets.yaml#grafana_admin_password"
+    doc["observability"]["rules"] = str(SIM_YAML.parent / doc["observability"]["rules"])
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")
     for issuer in doc["tls"]["issuers"]:  # the test CA files the lab's Pebble writes into its state
         where = urlsplit(issuer["server"])
@@ -100,7 +102,7 @@ def minimal_lab(tmp_path: Path) -> dict:
                   "known_hosts": ".labsim/operator/known_hosts"}
     doc["k3s"] = {"version": doc["k3s"]["version"], "token": secrets + "k3s_token"}
     doc["ingress"] = {"domain": doc["ingress"]["domain"]}
-    for optional in ("tls", "charts"):
+    for optional in ("tls", "charts", "observability"):
         doc.pop(optional, None)
     doc["metallb"] = {"addresses": doc["metallb"]["addresses"]}
     doc["nfs"] = {k: doc["nfs"][k] for k in ("server", "path")}

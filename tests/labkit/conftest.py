@@ -19,6 +19,8 @@ HOMELAB = REPO / "parameters" / "homelab.yaml"
 PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"
 K3S_TOKEN = "k3s-canary-token-5d41402abc4b2a76"
 CLOUDFLARE_TOKEN = "cf-canary-token-0c8d2f1e9a7b4c3d"
+GRAFANA_PASSWORD = "grafana-canary-password-5e1f"
+NTFY_TOKEN = "tk_ntfycanarytoken7a9b3c"
 
 
 @pytest.fixture(autouse=True)
@@ -53,9 +55,12 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("LABKIT_PVE_TOKEN", PVE_TOKEN)
     monkeypatch.setenv("LABKIT_K3S_TOKEN", K3S_TOKEN)
     monkeypatch.setenv("LABKIT_CLOUDFLARE_TOKEN", CLOUDFLARE_TOKEN)
+    monkeypatch.setenv("LABKIT_GRAFANA_PASSWORD", GRAFANA_PASSWORD)
+    monkeypatch.setenv("LABKIT_NTFY_TOKEN", NTFY_TOKEN)
     doc = yaml.safe_load(HOMELAB.read_text())
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])
+    doc["observability"]["rules"] = str(HOMELAB.parent / doc["observability"]["rules"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     doc["kubeconfig"] = "kubeconfig"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+import yaml
 
 from labkit.cli import main
 from labkit.errors import LabError, ParamsError
@@ -436,3 +437,76 @@ def test_unreadable_lab_files_and_bad_command_lines_exit_2_with_a_message(tmp_pa
     assert main(["run", "--params", str(REPO / "parameters" / "sim.yaml"), "-p", "reconcile", "[true"]) == 2
     err = capsys.readouterr().err
     assert "-p reconcile: line 1, column 6: not valid YAML" in err and "Traceback" not in err
+
+
+# -- observability (04) ------------------------------------------------------------------------------
+
+def test_the_observability_sections_of_the_committed_lab_files(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    sim = load_lab(REPO / "parameters" / "sim.yaml")
+    for each in (lab, sim):
+        obs = each.observability
+        assert sorted(obs.charts) == ["kube-prometheus-stack", "loki-stack", "promtail"]
+        assert (obs.prometheus.retention, obs.prometheus.retention_size, obs.loki.retention) == ("7d", "15GB", "168h")
+        assert (obs.routing.group_wait, obs.routing.repeat_interval, obs.routing.page_severities) == ("10s", "4h", ["critical"])
+        assert obs.grafana.host == "grafana.home.example.com" and obs.ntfy.topic == "homelab-alerts"
+        assert obs.rules == REPO / "parameters" / "alerts" and obs.rules.is_dir()
+    assert lab.secret_refs()["observability.grafana.admin_password"].env == "LABKIT_GRAFANA_PASSWORD"
+    assert lab.secret_refs()["observability.ntfy.access_token"].env == "LABKIT_NTFY_TOKEN"
+    assert sim.observability.ntfy.access_token is None and sim.observability.ntfy.server == "https://127.0.2.9"
+    assert "observability.ntfy.access_token" not in sim.secret_refs()
+
+
+OBS = "observability"
+OBS_BAD = {
+    "retention larger than the volume": (_set(f"{OBS}.prometheus.retention_size", "25GB"),
+                                         f"{OBS}.prometheus: retention_size 25GB is larger than volume_size 20Gi"),
+    "retention size unit": (_set(f"{OBS}.prometheus.retention_size", "15Gi"), f"{OBS}.prometheus.retention_size: '15Gi' is not a size like 15GB"),
+    "retention not a duration": (_set(f"{OBS}.prometheus.retention", "7 days"), f"{OBS}.prometheus.retention: '7 days' is not a duration"),
+    "volume size not a quantity": (_set(f"{OBS}.loki.volume_size", "10GB"), f"{OBS}.loki.volume_size: '10GB' is not a volume size like 20Gi"),
+    "loki retention in part days": (_set(f"{OBS}.loki.retention", "36h"), f"{OBS}.loki: retention 36h is not a multiple of 24h"),
+    "storage class name": (_set(f"{OBS}.prometheus.storage_class", "NFS"), f"{OBS}.prometheus.storage_class: 'NFS' is not a Kubernetes name"),
+    "chart unpinned": (_set(f"{OBS}.charts.kube-prometheus-stack.version", "72.x"),
+                       f"{OBS}.charts.kube-prometheus-stack.version: '72.x' is not a pinned chart version"),
+    "chart missing": (_delete(f"{OBS}.charts.promtail"), f"{OBS}.charts: give promtail (the stack 04 installs)"),
+    "two lokis": (_set(f"{OBS}.charts.loki", {"repo": "https://grafana.github.io/helm-charts", "version": "6.30.1",
+                                              "namespace": "monitoring"}), f"{OBS}.charts: give exactly one of loki or loki-stack"),
+    "grafana outside the domain": (_set(f"{OBS}.grafana.host", "grafana.example.org"),
+                                   f"{OBS}.grafana.host: 'grafana.example.org' is not under ingress.domain 'home.example.com'"),
+    "grafana password pasted": (_set(f"{OBS}.grafana.admin_password", "hunter2-hunter2"), f"{OBS}.grafana.admin_password: must be a secret reference"),
+    "grafana password env unset": (_set(f"{OBS}.grafana.admin_password", "env:LABKIT_NO_SUCH_PASSWORD"),
+                                   f"{OBS}.grafana.admin_password: environment variable LABKIT_NO_SUCH_PASSWORD is not set"),
+    "ntfy over http": (_set(f"{OBS}.ntfy.server", "http://ntfy.sh"), f"{OBS}.ntfy.server: 'http://ntfy.sh' is not an ntfy server URL"),
+    "ntfy topic with a slash": (_set(f"{OBS}.ntfy.topic", "home/alerts"), f"{OBS}.ntfy.topic: 'home/alerts' is not an ntfy topic"),
+    "group_wait not a duration": (_set(f"{OBS}.routing.group_wait", "10"), f"{OBS}.routing.group_wait: '10' is not a duration"),
+    "repeat shorter than group": (_set(f"{OBS}.routing.repeat_interval", "1m"),
+                                  f"{OBS}.routing: repeat_interval 1m is shorter than group_interval 5m"),
+    "paging severity unknown": (_set(f"{OBS}.routing.page_severities", ["page"]), f"{OBS}.routing.page_severities[0]: 'page' is not allowed"),
+    "no paging severity": (_set(f"{OBS}.routing.page_severities", []), f"{OBS}.routing.page_severities: must not be empty"),
+    "rules folder missing": (_set(f"{OBS}.rules", "no-such-alerts"), f"{OBS}.rules: file {{tmp}}/no-such-alerts does not exist"),
+    "unknown key": (_set(f"{OBS}.routing.groupWait", "10s"), f"{OBS}.routing.groupWait: unknown key (did you mean 'group_wait'?)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OBS_BAD), ids=sorted(OBS_BAD))
+def test_bad_observability_parameters_name_the_path_and_the_fix(case, lab_doc, tmp_path):
+    mutate, expected = OBS_BAD[case]
+    doc = copy.deepcopy(lab_doc)
+    mutate(doc)
+    with pytest.raises(ParamsError) as err:
+        load_lab(write(tmp_path, doc))
+    assert any(expected.format(tmp=tmp_path) in line for line in err.value.errors), err.value.errors
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_observability_section_is_optional_and_its_defaults_are_the_original_labs(lab_doc, tmp_path):
+    del lab_doc["observability"]
+    assert load_lab(write(tmp_path, lab_doc)).observability is None
+    lab_doc["observability"] = {"charts": yaml.safe_load((REPO / "parameters" / "homelab.yaml").read_text())[OBS]["charts"],
+                                "grafana": {"host": "grafana.home.example.com", "admin_password": "env:LABKIT_GRAFANA_PASSWORD"},
+                                "ntfy": {"server": "https://ntfy.sh", "topic": "homelab-alerts"},
+                                "rules": str(REPO / "parameters" / "alerts")}
+    obs = load_lab(write(tmp_path, lab_doc)).observability
+    assert (obs.prometheus.retention, obs.prometheus.retention_size, obs.prometheus.volume_size) == ("7d", "15GB", "20Gi")
+    assert (obs.routing.group_wait, obs.routing.group_interval, obs.routing.repeat_interval) == ("10s", "5m", "4h")
+    assert obs.loki.retention == "168h" and obs.namespace == "monitoring"

@@ -16,7 +16,15 @@ import pytest
 import yaml
 
 from labkit.site import Drift, drift
-from tests.labkit.conftest import CLOUDFLARE_TOKEN, HOMELAB, K3S_TOKEN, PVE_TOKEN, _local_files
+from tests.labkit.conftest import (
+    CLOUDFLARE_TOKEN,
+    GRAFANA_PASSWORD,
+    HOMELAB,
+    K3S_TOKEN,
+    NTFY_TOKEN,
+    PVE_TOKEN,
+    _local_files,
+)
 
 PARAMS = 'lab_file = ""\ndry_run = False\nmemory = 2048\nversion = "v1"'
 VMS = '''import labkit, pandas as pd
@@ -57,6 +65,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     doc = yaml.safe_load(HOMELAB.read_text())
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])
+    doc["observability"]["rules"] = str(HOMELAB.parent / doc["observability"]["rules"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     (base / "lab.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -65,7 +74,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _notebook(books / "01-vms.ipynb", VMS, FIGURE, "pd.DataFrame({'n': range(40)})", "labkit.record(r, vms=len(vms))")
     _notebook(books / "02-k3s.ipynb", VERSION)
     env = {**os.environ, "LABKIT_PVE_TOKEN": PVE_TOKEN, "LABKIT_K3S_TOKEN": K3S_TOKEN,
-           "LABKIT_CLOUDFLARE_TOKEN": CLOUDFLARE_TOKEN}
+           "LABKIT_CLOUDFLARE_TOKEN": CLOUDFLARE_TOKEN, "LABKIT_GRAFANA_PASSWORD": GRAFANA_PASSWORD,
+           "LABKIT_NTFY_TOKEN": NTFY_TOKEN}
     folders = []
     for extra in ([], ["-p", "memory", "4096", "-p", "version", "v2"]):
         argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(base / "lab.yaml"), "--notebooks",
