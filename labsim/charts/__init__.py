@@ -6,9 +6,10 @@ a chart without a model installs as a release with no objects. What runs inside 
 
 from __future__ import annotations
 
-from labsim.charts import traefik
+from labsim.charts import postgresql, traefik
 from labsim.charts.release import ChartModel, Release
 
-CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd}
+CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd,
+                                       "postgresql": postgresql.postgresql}
 
 __all__ = ["CHART_MODELS", "ChartModel", "Release"]
