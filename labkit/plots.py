@@ -78,3 +78,13 @@ def node_allocatable(nodes: pd.DataFrame, title: str = "Allocatable per node") -
     fig.update_layout(title=title, barmode="group", yaxis={"title": "cores"},
                       yaxis2={"title": "GiB", "overlaying": "y", "side": "right"})
     return fig
+
+
+def database_stats(stats: pd.DataFrame, title: str = "Database over the run") -> go.Figure:
+    """Size (MiB), connections and commits sampled from pg_stat_database (``labkit.postgres.verify``)."""
+    fig = go.Figure()
+    fig.add_scatter(name="size (MiB)", x=stats["time"], y=stats["size_bytes"] / 2**20, mode="lines+markers")
+    fig.add_scatter(name="connections", x=stats["time"], y=stats["connections"], mode="lines+markers", yaxis="y2")
+    fig.add_scatter(name="commits", x=stats["time"], y=stats["commits"], mode="lines+markers", yaxis="y2")
+    fig.update_layout(title=title, yaxis={"title": "MiB"}, yaxis2={"title": "count", "overlaying": "y", "side": "right"})
+    return fig

@@ -28,7 +28,7 @@ from kubernetes import client
 from kubernetes.stream import portforward, stream
 
 from labkit import charts, secrets
-from labkit.changes import Change, Check, Plan
+from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Postgres
 
@@ -62,6 +62,35 @@ def chart(lab: Lab) -> charts.Chart:
     }
     return charts.Chart(RELEASE, chart="postgresql", version=pg.chart_version, repo=pg.repo,
                         target_namespace=pg.namespace, values=values)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """05's plan: the namespace and credentials Secret, then the chart."""
+
+    credentials: Plan[Change]
+    chart: Plan[charts.ChartPlan]
+
+    def changes(self) -> list[Change]:
+        return self.credentials.changes() + self.chart.changes()
+
+
+def plan(api: client.ApiClient, lab: Lab) -> Planned:
+    return Planned(plan_credentials(api, lab), charts.plan(api, [chart(lab)]))
+
+
+def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = False, timeout: float = 600,
+          step: StepTimer = untimed) -> list[Change]:
+    """What the plan says (nothing in a dry run); the chart is waited for until rolled out."""
+    if dry_run:
+        return []
+    with step("credentials", CREDENTIALS):
+        done = apply_credentials(api, lab, planned.credentials)
+    done += charts.apply(api, planned.chart, timeout=timeout, step=step)
+    left = charts.verify(api, [chart(lab)])
+    if left:
+        raise PostgresError("after the apply the chart still differs from the lab file: " + "; ".join(left))
+    return done
 
 
 # -- credentials ---------------------------------------------------------------------------------
@@ -216,18 +245,23 @@ class Verified:
     server_version: str
 
 
+_STATS = ("connections", "commits", "rollbacks", "blocks_read", "blocks_hit", "rows_inserted", "size_bytes")
+
+
 def stats(conn: psycopg.Connection) -> dict:
     conn.execute("SELECT pg_stat_force_next_flush()")  # this session's counts reported now, not within 1 s
     row = conn.execute("SELECT numbackends, xact_commit, xact_rollback, blks_read, blks_hit, tup_inserted, "
                        "pg_database_size(datname) FROM pg_stat_database WHERE datname = current_database()").fetchone()
-    keys = ("connections", "commits", "rollbacks", "blocks_read", "blocks_hit", "rows_inserted", "size_bytes")
-    return {"time": datetime.now(UTC), **dict(zip(keys, row, strict=True))}
+    return {"time": datetime.now(UTC), **dict(zip(_STATS, row, strict=True))}
 
 
-def verify(api: client.ApiClient, lab: Lab, *, samples: int = 5) -> Verified:
+def verify(api: client.ApiClient, lab: Lab, *, samples: int = 5, dry_run: bool = False) -> Verified:
     """Use the database: canary table, a row written and read back, pg_stat_database sampled
-    while a few transactions run (what the plots show)."""
+    while a few transactions run (what the plots show). A dry run only says so."""
     pg = settings(lab)
+    if dry_run:
+        return Verified([Check("database used (dry run: nothing deployed)", True, enforced=False)],
+                        pd.DataFrame(columns=["time", *_STATS]), "")
     marker = f"run {datetime.now(UTC).isoformat(timespec='seconds')}"
     rows = []
     with connect(api, lab) as conn:
