@@ -286,10 +286,35 @@ def verify(api: client.ApiClient, lab: Lab, *, samples: int = 5, dry_run: bool =
     return Verified(checks, frame, version)
 
 
+@dataclass(frozen=True)
+class ToolResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def exec_tool(api: client.ApiClient, lab: Lab, argv: list[str], *, timeout: float = 300) -> ToolResult:
+    """A PostgreSQL client tool run inside postgresql-0 (``kubectl exec postgresql-0 -- pg_dump ...``)."""
+    pg = settings(lab)
+    ws = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, f"{RELEASE}-0", pg.namespace,
+                container="postgresql", command=argv, stderr=True, stdin=False, stdout=True, tty=False,
+                _preload_content=False)
+    out, err = [], []
+    deadline = time.monotonic() + timeout
+    while ws.is_open() and time.monotonic() < deadline:
+        ws.update(timeout=1)
+        out.append(ws.read_stdout() if ws.peek_stdout() else "")
+        err.append(ws.read_stderr() if ws.peek_stderr() else "")
+    code = ws.returncode
+    ws.close()
+    return ToolResult("".join(out), "".join(err), 124 if code is None else code)
+
+
 def exec_psql(api: client.ApiClient, lab: Lab, sql: str) -> str:
     """``psql -tA -c SQL`` inside the pod (``kubectl exec postgresql-0 -- psql``), as the lab's user."""
     pg = settings(lab)
-    out = stream(client.CoreV1Api(api).connect_get_namespaced_pod_exec, f"{RELEASE}-0", pg.namespace,
-                 container="postgresql", command=["psql", "-U", pg.user, "-d", pg.database, "-tA", "-c", sql],
-                 stderr=True, stdin=False, stdout=True, tty=False)
-    return out
+    return exec_tool(api, lab, ["psql", "-U", pg.user, "-d", pg.database, "-tA", "-c", sql]).stdout
