@@ -301,3 +301,28 @@ def _wait_back(api: client.ApiClient, timeout: float) -> dict[str, tuple[str, st
             last = str(exc).splitlines()[0]
         time.sleep(1)
     raise BackupError(f"the cluster did not come back with namespace {DRILL_NAMESPACE} in {timeout:.0f} s: {last}")
+
+
+# -- both drills (notebook 07) ----------------------------------------------------------------------
+
+
+def dump_folder(lab: Lab) -> Path:
+    """Where the PostgreSQL dumps are kept: the embedded lab's state folder, else beside the lab file."""
+    base = lab.embedded.state_dir if lab.embedded is not None else lab.base_dir
+    return base / "backups" / lab.name / "postgres"
+
+
+def drills(session: Session, lab: Lab, api: client.ApiClient, folder: Path, *, confirm: bool = False,
+           rows: int = 100, later_rows: int = 10, dry_run: bool = False) -> list[Drill]:
+    """The PostgreSQL drill, then the etcd drill (refused without ``confirm``); none in a dry run."""
+    if dry_run:
+        return []
+    if not confirm:  # refused before the PostgreSQL drill too: a run does both or neither
+        etcd_drill(session, lab, api, confirm=False)
+    return [postgres_drill(api, lab, folder, rows=rows, later_rows=later_rows),
+            etcd_drill(session, lab, api, confirm=confirm)]
+
+
+def drill_checks(done: list[Drill], lab: Lab) -> list[Check]:
+    """Each drill's own checks and its RPO/RTO against the targets."""
+    return [c for d in done for c in (*d.checks, *target_checks(d, lab))]

@@ -88,3 +88,23 @@ def database_stats(stats: pd.DataFrame, title: str = "Database over the run") ->
     fig.add_scatter(name="commits", x=stats["time"], y=stats["commits"], mode="lines+markers", yaxis="y2")
     fig.update_layout(title=title, yaxis={"title": "MiB"}, yaxis2={"title": "count", "overlaying": "y", "side": "right"})
     return fig
+
+
+def backup_inventory(backups: pd.DataFrame, title: str = "Backups") -> go.Figure:
+    """Size (KiB) per backup over time, one series per kind (``labkit.backup.inventory``)."""
+    fig = go.Figure()
+    for kind, rows in backups.groupby("kind"):
+        fig.add_scatter(name=kind, x=rows["time"], y=rows["size_bytes"] / 1024, mode="markers+lines",
+                        text=rows["name"])
+    fig.update_layout(title=title, yaxis_title="KiB")
+    return fig
+
+
+def recovery_bars(measures: pd.DataFrame, title: str = "RPO and RTO against targets") -> go.Figure:
+    """Measured RPO and RTO (seconds) per drill next to the targets (``labkit.backup.measures``)."""
+    fig = go.Figure()
+    for column, name in (("rpo_s", "RPO measured"), ("rpo_target_s", "RPO target"), ("rto_s", "RTO measured"),
+                         ("rto_target_s", "RTO target")):
+        fig.add_bar(name=name, x=measures["drill"], y=measures[column])
+    fig.update_layout(title=title, barmode="group", yaxis={"title": "seconds", "type": "log"})
+    return fig
