@@ -54,7 +54,8 @@ tools:
 	@bash scripts/install-tools.sh $(TOOLS)
 	@bash scripts/install-browser.sh
 
-# Real programs the embedded lab's pods run (nginx into .tools/nginx; PostgreSQL comes from PyPI).
+# Real programs the embedded lab's pods run (nginx, Prometheus, Alertmanager and exporters into
+# .tools/<package>; PostgreSQL and Traefik come from PyPI).
 programs:
 	@bash scripts/install-programs.sh $(TOOLS)
 

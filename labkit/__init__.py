@@ -1,7 +1,8 @@
 """labkit: the operator's toolkit behind the homelab-notebooks series.
 
 Notebooks call ``labkit.record(report)`` at their end; the rest lives in one module per concern
-(params, secrets, proxmox, ssh, k3s, kube, report, plots, runner).
+(params, secrets, proxmox, ssh, k3s, kube, charts, manifests, infra, storage, net, certs, report,
+plots, runner).
 """
 
 __version__ = "0.1.0"

@@ -10,14 +10,17 @@ end and then the release's workloads until they are rolled out, with a progress 
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from kubernetes import client
 
 from labkit import manifests
-from labkit.changes import Change, Plan, StepTimer, untimed
+from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.kube import until
 from labkit.params import Lab
@@ -80,10 +83,85 @@ Deployable = Chart | ChartConfig
 
 
 def from_lab(lab: Lab) -> list[Chart]:
-    """The lab file's ``charts``, each with the values of its values file (the release is named
-    after the chart, as the original system's ``helm upgrade --install <chart>`` did)."""
-    return [Chart(name, chart=name, version=source.version, repo=source.repo, target_namespace=source.namespace,
-                  values=_values_file(source.values, f"charts.{name}.values")) for name, source in lab.charts.items()]
+    """The lab file's ``charts``, each with the values of its values file merged with what the
+    lab file derives (the NFS server and export...). The release is named after the chart, as the
+    original system's ``helm upgrade --install <chart>`` did. Checked before anything is applied:
+    a key the chart does not know, or one the lab file derives, is an error naming the file."""
+    found = []
+    for name, source in lab.charts.items():
+        where = f"charts.{name}.values"
+        values = _values_file(source.values, where)
+        _check_keys(name, values, where, source.values)
+        derived = derived_values(lab, name)
+        clash = sorted(_paths(values) & _paths(derived))
+        if clash:
+            raise ChartError(f"{where}: {', '.join(clash)} in {source.values} is derived from the lab file "
+                             f"({DERIVED_FROM.get(name, 'its sections')}); remove it from the values file")
+        found.append(Chart(name, chart=name, version=source.version, repo=source.repo,
+                           target_namespace=source.namespace, values=merge(values, derived)))
+    return found
+
+
+DERIVED_FROM = {"nfs-subdir-external-provisioner": "the nfs section"}
+
+
+def derived_values(lab: Lab, chart: str) -> dict:
+    """The values the lab file decides for a chart (the rest lives in its values file)."""
+    if chart == "nfs-subdir-external-provisioner":
+        nfs = lab.nfs
+        return {"nfs": {"server": nfs.server, "path": nfs.path, "mountOptions": list(nfs.mount_options)},
+                "storageClass": {"name": nfs.storage_class, "defaultClass": nfs.default_class,
+                                 "reclaimPolicy": nfs.reclaim_policy, "archiveOnDelete": nfs.archive_on_delete}}
+    return {}
+
+
+# Top-level keys of the pinned charts' values.yaml (helm takes an unknown key silently, or, for a
+# chart with a values.schema.json, fails in the helm Job: both are caught here, before applying).
+KNOWN_VALUES = {
+    "nfs-subdir-external-provisioner": (
+        "replicaCount strategyType image imagePullSecrets nfs buildMode storageClass leaderElection rbac "
+        "podSecurityPolicy priorityClassName podSecurityContext securityContext serviceAccount resources "
+        "nodeSelector tolerations affinity labels podAnnotations podDisruptionBudget"),
+    "metallb": ("imagePullSecrets nameOverride fullnameOverride loadBalancerClass rbac prometheus controller "
+                "speaker crds frrk8s frr-k8s"),
+    "cert-manager": (
+        "global installCRDs crds replicaCount strategy podDisruptionBudget featureGates maxConcurrentChallenges "
+        "image clusterResourceNamespace namespace fullnameOverride nameOverride serviceAccount "
+        "automountServiceAccountToken enableCertificateOwnerRef enableServiceLinks config "
+        "dns01RecursiveNameservers dns01RecursiveNameserversOnly disableAutoApproval approveSignerNames "
+        "extraArgs extraEnv resources securityContext containerSecurityContext volumes volumeMounts "
+        "deploymentAnnotations podAnnotations podLabels serviceAnnotations serviceLabels serviceIPFamilyPolicy "
+        "serviceIPFamilies podDnsPolicy podDnsConfig hostAliases nodeSelector ingressShim http_proxy "
+        "https_proxy no_proxy affinity tolerations topologySpreadConstraints livenessProbe prometheus webhook "
+        "cainjector acmesolver startupapicheck extraObjects creator enabled"),
+}
+
+
+def _check_keys(chart: str, values: dict, where: str, path: Path | None) -> None:
+    known = KNOWN_VALUES.get(chart, "").split()
+    unknown = [k for k in values if known and k not in known]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"the chart's keys are {', '.join(known)}"
+        raise ChartError(f"{where}: unknown key '{key}' in {path}: {chart} has no such value ({hint})")
+
+
+def _paths(values: dict, prefix: str = "") -> set[str]:
+    """Dotted paths of the leaves of a values mapping."""
+    out: set[str] = set()
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        out |= _paths(value, path + ".") if isinstance(value, dict) and value else {path}
+    return out
+
+
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` over ``base``, mappings merged key by key (as helm merges values)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _values_file(path: Path | None, where: str) -> dict:
@@ -167,10 +245,12 @@ def _job(api: client.ApiClient, name: str) -> client.V1Job | None:
     return jobs.items[0] if jobs.items else None
 
 
-def apply(api: client.ApiClient, plan_: Plan[ChartPlan], *, timeout: float = 600,
+def apply(api: client.ApiClient, plan_: Plan[ChartPlan], *, timeout: float = 600, dry_run: bool = False,
           step: StepTimer = untimed) -> list[Change]:
     """Apply each chart that is absent or differs, then wait for it (in plan order: a chart's CRDs
-    are there before the next chart's objects need them). Returns what was done."""
+    are there before the next chart's objects need them). Returns what was done (a dry run: nothing)."""
+    if dry_run:
+        return []
     dyn = manifests.dynamic(api)
     done = []
     for item in plan_.items:
@@ -311,3 +391,16 @@ def deploy(api: client.ApiClient, charts: list[Deployable], *, dry_run: bool = F
     if left:
         raise ChartError("after the apply these charts still differ from the lab file:\n" + "\n".join(left))
     return plan_
+
+
+def table(charts: Iterable[Deployable]) -> pd.DataFrame:
+    """The charts as the lab file wants them: name, chart, version, namespace."""
+    rows = [{"name": c.name, "chart": getattr(c, "chart", c.name), "version": getattr(c, "version", "(k3s' own)"),
+             "namespace": c.release_namespace} for c in charts]
+    return pd.DataFrame(rows, columns=["name", "chart", "version", "namespace"])
+
+
+def verified(api: client.ApiClient, charts: list[Deployable]) -> Check:
+    """One check: every chart is as the lab file says (a fresh plan finds nothing to do)."""
+    left = verify(api, charts)
+    return Check("charts as the lab file says", not left, "; ".join(left) or ", ".join(c.name for c in charts))

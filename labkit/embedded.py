@@ -23,7 +23,7 @@ CONFIG_FILE = "config.json"  # labsim reads it from its state folder (labsim/con
 
 
 def sim_config(lab: Lab) -> dict[str, Any]:
-    """What labsim needs of an embedded lab: its name, speed, PVE endpoint and the VMs' network."""
+    """What labsim needs of an embedded lab: its name, speed, PVE endpoint, the VMs' network and the NAS."""
     assert lab.embedded is not None  # params gives every embedded lab this section
     pve = lab.proxmox
     return {
@@ -33,6 +33,8 @@ def sim_config(lab: Lab) -> dict[str, Any]:
         "ssh_user": lab.ssh.user, "ssh_port": lab.ssh.port, "subnet": str(lab.network.subnet),
         "cluster_cidr": str(lab.k3s.cluster_cidr), "service_cidr": str(lab.k3s.service_cidr),
         "metallb_pool": "-".join(map(str, lab.metallb.pool)),
+        "nfs_server": str(lab.nfs.server), "nfs_path": lab.nfs.path, "operator_key_file": str(lab.ssh.public_key),
+        "acme_servers": sorted({issuer.server for issuer in lab.tls.issuers}) if lab.tls else [],
     }
 
 

@@ -137,6 +137,9 @@ def _api(what: str, request: Callable[[], Any]) -> Any:
         raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
 
 
+request = _api  # for labkit's other modules: an API call whose failure becomes a KubeError naming it
+
+
 NODE_COLUMNS = ["name", "roles", "ready", "version", "internal_ip", "cpu", "memory_gib", "unschedulable"]
 POD_COLUMNS = ["namespace", "name", "phase", "ready", "containers", "node", "restarts"]
 
@@ -218,3 +221,59 @@ def wait_cluster(kubeconfig: Path, names: list[str], *, timeout: float = 300, dr
         pods = wait_pods_running(api, "kube-system", timeout)
     return Cluster(ready, node_table(api), pods, server_certificate_sans(kubeconfig))
 
+
+
+def warnings(api: client.ApiClient, namespace: str, name: str, kinds: tuple[str, ...] = ()) -> list[str]:
+    """Warning events about an object (``reason: message``), oldest first: what a controller said
+    went wrong with it (ProvisioningFailed, AllocationFailed...)."""
+    events = _api(f"events of {name}", lambda: client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}")).items
+    found = [e for e in events if e.type == "Warning" and (not kinds or e.involved_object.kind in kinds)]
+    found.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    return [f"{e.reason}: {e.message}" for e in found]
+
+
+def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    core = client.CoreV1Api(api)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    except ApiException as exc:
+        if exc.status != 409:  # 409: it exists already
+            raise KubeError(f"create namespace {name}: API server answered {exc.status} {exc.reason}") from None
+
+
+def run_pod(api: client.ApiClient, pod: dict, *, timeout: float = 120) -> str:
+    """Run a pod to its end (an earlier one of the same name is replaced) and return its log; a pod
+    that fails raises KubeError with its log's last lines."""
+    core = client.CoreV1Api(api)
+    meta = pod["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    delete_pod(api, namespace, name, timeout=timeout)
+    _api(f"create pod {name}", lambda: core.create_namespaced_pod(namespace, pod))
+    with progress(f"pod {name}") as bar:
+        def ended(pods) -> str | None:
+            found = next((p for p in pods.items if p.metadata.name == name), None)
+            phase = found.status.phase if found else "gone"
+            bar.update(note=f"{phase} on {found.spec.node_name or '(not scheduled)'}" if found else phase)
+            return phase if phase in ("Succeeded", "Failed", "gone") else None
+
+        phase = until(core.list_namespaced_pod, ended, what=f"pod {namespace}/{name} to finish", timeout=timeout,
+                      namespace=namespace, field_selector=f"metadata.name={name}")
+    log = _api(f"log of pod {name}", lambda: core.read_namespaced_pod_log(name, namespace))
+    if phase != "Succeeded":
+        raise KubeError(f"pod {namespace}/{name} {phase.lower()}: {log.strip()[-300:] or '(no output)'}")
+    return log
+
+
+def delete_pod(api: client.ApiClient, namespace: str, name: str, *, timeout: float = 60) -> None:
+    """Delete a pod and wait until it is gone (nothing to do if there is none)."""
+    core = client.CoreV1Api(api)
+    try:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    except ApiException as exc:
+        if exc.status == 404:
+            return
+        raise KubeError(f"delete pod {namespace}/{name}: API server answered {exc.status} {exc.reason}") from None
+    until(core.list_namespaced_pod, lambda pods: True if not pods.items else None,
+          what=f"pod {namespace}/{name} to go", timeout=timeout, namespace=namespace,
+          field_selector=f"metadata.name={name}")

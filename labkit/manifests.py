@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -88,9 +89,11 @@ def plan(api: client.ApiClient, set_name: str, objects: list[dict], prune_kinds:
 
 def plan_object(dyn: DynamicClient, obj: dict) -> ObjectPlan:
     meta = obj["metadata"]
-    res = resource(dyn, obj["apiVersion"], obj["kind"])
     base = ObjectPlan(obj["kind"], meta["name"], meta.get("namespace"), "create", desired=obj,
                       api_version=obj["apiVersion"])
+    if not served(dyn, obj["apiVersion"], obj["kind"]):
+        return base  # its CRD comes with a chart planned before it (applying fails if it did not)
+    res = resource(dyn, obj["apiVersion"], obj["kind"])
     try:
         live = res.get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
     except NotFoundError:
@@ -109,6 +112,9 @@ def content(obj: dict) -> dict:
     for key in _BOOKKEEPING:
         out.get("metadata", {}).pop(key, None)
     out.pop("status", None)
+    if out.get("kind") == "Secret":  # compared by digest: a plan never shows a Secret's value
+        out["data"] = {k: "sha256:" + hashlib.sha256(str(v).encode()).hexdigest()[:16]
+                       for k, v in (out.get("data") or {}).items()}
     return out
 
 
@@ -120,8 +126,12 @@ def diff(before: object, after: object, name: str) -> str:
     return "".join(difflib.unified_diff(lines(before), lines(after), f"{name} (live)", f"{name} (lab file)"))
 
 
-def apply(api: client.ApiClient, plan_: Plan[ObjectPlan], *, step: StepTimer = untimed) -> list[Change]:
-    """Perform the plan: apply what is absent or differs, delete what was pruned. Returns what was done."""
+def apply(api: client.ApiClient, plan_: Plan[ObjectPlan], *, dry_run: bool = False,
+          step: StepTimer = untimed) -> list[Change]:
+    """Perform the plan: apply what is absent or differs, delete what was pruned. Returns what was
+    done (a dry run: nothing)."""
+    if dry_run:
+        return []
     dyn = dynamic(api)
     done = []
     for item in plan_.items:
@@ -159,6 +169,8 @@ def server_side_apply(res, obj: dict, *, dry_run: bool = False) -> dict:
 
 def _owned(dyn: DynamicClient, set_name: str, api_version: str, kind: str) -> list[dict]:
     """Objects of the kind labelled as the set's AND applied by labkit (managedFields)."""
+    if not served(dyn, api_version, kind):
+        return []
     res = resource(dyn, api_version, kind)
     try:
         found = res.get(label_selector=f"{APPLIED_BY}={set_name}").to_dict()["items"]
@@ -170,6 +182,14 @@ def _owned(dyn: DynamicClient, set_name: str, api_version: str, kind: str) -> li
 def applied_by_labkit(obj: dict) -> bool:
     return any(m.get("manager") == MANAGER and m.get("operation") == "Apply"
                for m in obj["metadata"].get("managedFields") or [])
+
+
+def served(dyn: DynamicClient, api_version: str, kind: str) -> bool:
+    try:
+        dyn.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:  # (discovery is asked again on a miss: a CRD installed since is found)
+        return False
+    return True
 
 
 def resource(dyn: DynamicClient, api_version: str, kind: str):

@@ -236,6 +236,10 @@ class MetalLB(Section):
         """First and last address of the default pool."""
         return _address_range(self.addresses)
 
+    def pool_ranges(self) -> dict[str, list[tuple[IPv4, IPv4]]]:
+        """Pool name -> its ranges (first, last)."""
+        return {"default": [self.pool]} | {p.name: [_address_range(t) for t in p.addresses] for p in self.pools}
+
     def ranges(self) -> list[tuple[str, IPv4, IPv4]]:
         """Every range of every pool, with its YAML path."""
         found = [("metallb.addresses", *self.pool)]
@@ -253,6 +257,10 @@ class Nfs(Section):
     reclaim_policy: Literal["Delete", "Retain"] = "Delete"
     archive_on_delete: bool = True  # a released volume's folder is renamed archived-..., not deleted
     mount_options: list[str] = ["nfsvers=4.1"]
+    # The NAS over SSH (a Synology with SSH on), to look at the export from its side; the operator's
+    # key (ssh.private_key) must be authorized for this user. Unset: ssh.user and ssh.port.
+    ssh_user: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_-]{0,31}", "is not a user name"))] | None = None
+    ssh_port: Port | None = None
 
 
 class Dns01(Section):
@@ -278,6 +286,9 @@ class Solver(Section):
 class Issuer(Section):
     name: ObjectName
     server: Annotated[str, AfterValidator(_pattern(r"https://\S+", "is not an ACME directory URL (https://...)"))]
+    # For a test CA (Pebble, LE staging), PEM files; unset: the system's trust store (LE production).
+    ca_file: PathField | None = None  # the roots of the certificates it issues: what HTTPS probes trust
+    server_ca_file: PathField | None = None  # what the ACME server's own HTTPS is trusted with (caBundle)
 
 
 LETSENCRYPT = {"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -472,6 +483,10 @@ def _absolutize(lab: Lab, base: Path) -> None:
     for chart in lab.charts.values():
         if chart.values is not None:
             object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
+    for issuer in lab.tls.issuers if lab.tls is not None else []:
+        for field in ("ca_file", "server_ca_file"):
+            if getattr(issuer, field) is not None:
+                object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
 
 
 # -- loading ----------------------------------------------------------------------------------------
@@ -734,6 +749,8 @@ def missing_files(lab: Lab) -> list[str]:
     by labsim on first start, so they are not required yet."""
     wanted = {"proxmox.ca_file": lab.proxmox.ca_file, "ssh.public_key": lab.ssh.public_key}
     wanted |= {f"charts.{name}.values": c.values for name, c in lab.charts.items()}
+    for i, issuer in enumerate(lab.tls.issuers if lab.tls else []):
+        wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
     for where, ref in lab.secret_refs().items():
         if ref.path:
             wanted[where] = secrets.resolve_path(ref.path, lab.base_dir)

@@ -108,3 +108,44 @@ def recovery_bars(measures: pd.DataFrame, title: str = "RPO and RTO against targ
         fig.add_bar(name=name, x=measures["drill"], y=measures[column])
     fig.update_layout(title=title, barmode="group", yaxis={"title": "seconds", "type": "log"})
     return fig
+
+
+def pool_usage(usage: pd.DataFrame, title: str = "MetalLB pool usage") -> go.Figure:
+    """Addresses used and free per pool (``labkit.net.pool_usage``), stacked."""
+    fig = go.Figure()
+    fig.add_bar(name="used", x=usage["pool"], y=usage["used"], text=usage["services"], hovertemplate="%{text}")
+    fig.add_bar(name="free", x=usage["pool"], y=usage["free"])
+    fig.update_layout(title=title, barmode="stack", yaxis_title="addresses")
+    return fig
+
+
+def storage(volumes: pd.DataFrame, nas: pd.DataFrame, title: str = "Storage") -> go.Figure:
+    """Left: PersistentVolumes' size by class (``labkit.storage.volumes``); right: the NAS export's
+    used and free space (``NasView.usage``)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("volumes by class (MiB)", "NAS export (GiB)"))
+    by_class = volumes.groupby("storage_class", as_index=False).agg(size_mib=("size_mib", "sum"), count=("name", "count"))
+    fig.add_bar(x=by_class["storage_class"], y=by_class["size_mib"], text=by_class["count"].map(lambda n: f"{n} PV"),
+                name="PVs", row=1, col=1)
+    for column, label in (("used_gib", "used"), ("free_gib", "free")):
+        fig.add_bar(x=nas["export"], y=nas[column], name=label, row=1, col=2)
+    fig.update_layout(title=title, barmode="stack")
+    return fig
+
+
+def certificate_expiry(certs: pd.DataFrame, title: str = "Certificate lifetimes") -> go.Figure:
+    """Per certificate, from not-before to not-after, with the renewal time marked
+    (``labkit.certs.certificates``)."""
+    fig = go.Figure()
+    issued = certs.dropna(subset=["not_before", "not_after"])
+    for row in issued.to_dict("records"):
+        fig.add_trace(go.Scatter(x=[row["not_before"], row["not_after"]], y=[row["certificate"]] * 2,
+                                 mode="lines", line={"width": 12}, name=row["certificate"], showlegend=False,
+                                 hovertext=f"{row['dns_names']} ({row['issuer']})"))
+        if row.get("renewal") is not None and not pd.isna(row["renewal"]):
+            fig.add_trace(go.Scatter(x=[row["renewal"]], y=[row["certificate"]], mode="markers",
+                                     marker={"symbol": "line-ns-open", "size": 18}, name="renewal", showlegend=False))
+    fig.update_layout(title=title if not issued.empty else f"{title} (none issued)", xaxis_title="time",
+                      height=160 + 40 * max(len(issued), 1))
+    return fig

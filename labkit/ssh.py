@@ -31,6 +31,8 @@ from labkit.errors import SshError
 from labkit.params import Lab
 from labkit.secrets import redact
 
+NAS = "nas"  # the session's name for the NAS (nfs.server), beside the lab's nodes
+
 
 class HostKeyRefused(SshError):
     """A node's host key was refused: changed, revoked, or not checkable by labkit."""
@@ -305,14 +307,22 @@ class Session:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def endpoint(self, node: str) -> tuple[str, int, str]:
+        """Address, port and user of a node, or of the NAS (``NAS``: nfs.server, over SSH as a
+        Synology with SSH on is reached)."""
+        if node == NAS:
+            nfs = self.lab.nfs
+            return nfs.server, nfs.ssh_port or self.lab.ssh.port, nfs.ssh_user or self.lab.ssh.user
+        return str(self.lab.node(node).ip), self.lab.ssh.port, self.lab.ssh.user
+
     async def _connect(self, node: str) -> asyncssh.SSHClientConnection:
-        host, port = str(self.lab.node(node).ip), self.lab.ssh.port
+        host, port, user = self.endpoint(node)
         if self._client_key is None:
             self._client_key = asyncssh.import_private_key(self.lab.secret(self.lab.ssh.private_key))
         client = _PinningClient(self.known_hosts, node)
         try:
             conn, _ = await asyncssh.create_connection(
-                lambda: client, host, port, username=self.lab.ssh.user, client_keys=[self._client_key],
+                lambda: client, host, port, username=user, client_keys=[self._client_key],
                 known_hosts=b"", agent_path=None, connect_timeout=self.connect_timeout)
         except asyncssh.HostKeyNotVerifiable:
             if client.refusal:
@@ -323,8 +333,9 @@ class Session:
                 f"remove its line (`ssh-keygen -R '{_host_pattern(host, port)}' -f {self.lab.ssh.known_hosts}`) "
                 "and re-run; otherwise stop and find out why.") from None
         except asyncssh.PermissionDenied:
-            raise SshError(f"{node} ({host}:{port}): the operator key was refused for user {self.lab.ssh.user}; "
-                           "check sshkeys and ciuser of the VM (cloud-init)") from None
+            fix = ("authorize the operator's public key (ssh.public_key) for that user on the NAS" if node == NAS
+                   else "check sshkeys and ciuser of the VM (cloud-init)")
+            raise SshError(f"{node} ({host}:{port}): the operator key was refused for user {user}; {fix}") from None
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise SshError(f"{node} ({host}:{port}): cannot connect: {exc or type(exc).__name__}") from None
         if client.event is not None:

@@ -39,6 +39,10 @@ class SimConfig:
     cluster_cidr: ipaddress.IPv4Network  # the pod network the twin's k3s uses when config.yaml sets none
     service_cidr: ipaddress.IPv4Network
     metallb_pool: str  # FIRST-LAST, the lab file's metallb.addresses
+    nfs_server: str  # the NAS (lab file nfs.server): SSH and NFS on this loopback address
+    nfs_path: str  # its export (nfs.path), a folder of the NAS's files
+    operator_key_file: str  # the operator's public key (ssh.public_key): the NAS accepts it over SSH
+    acme_servers: list[str]  # the ACME directory URLs of tls.issuers: Pebble serves those on loopback
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:
@@ -78,6 +82,8 @@ class SimConfig:
             if not getattr(self, field).subnet_of(loopback):
                 raise ConfigError(f"{field}: {getattr(self, field)} is not inside 127.0.0.0/8; labsim binds "
                                   "loopback only (e.g. 127.42.0.0/16 and 127.43.0.0/16)")
+        if not _is_loopback_ip(self.nfs_server):
+            raise ConfigError(f"nfs_server: {self.nfs_server} is not a loopback address; labsim binds 127.0.0.0/8 only")
         if not all(network.subnet_of(loopback) for network in self.metallb_networks):
             raise ConfigError(f"metallb_pool: {self.metallb_pool} is not inside 127.0.0.0/8; labsim binds loopback only")
 
@@ -92,4 +98,12 @@ class SimConfig:
         return (self.subnet, *self.metallb_networks, self.cluster_cidr, self.service_cidr)
 
 
-CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network}
+def _is_loopback_ip(text: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(text).is_loopback
+    except ValueError:  # a host name: the embedded lab has no DNS for it
+        return False
+
+
+CONVERTERS = {"str": str, "int": int, "float": float, "ipaddress.IPv4Network": ipaddress.IPv4Network,
+              "list[str]": lambda items: [str(item) for item in items]}

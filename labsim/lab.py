@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import subprocess
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -27,8 +29,11 @@ from labsim.secrets import LabSecrets, ensure_secrets
 from labsim.state import StateFile
 
 if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
+    from labsim.apps.cloudflare import CloudflareAPI
     from labsim.kube.registry import ClusterRegistry
+    from labsim.nas import Nas
     from labsim.node.host import NodeHost
+    from labsim.pebble import PebbleServer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,33 +50,57 @@ class Lab:
         self.pve = ProxmoxVE(config, self.clock, lambda: self.nodes)
         self.nodes: NodeHost | None = None  # set by start()
         self.clusters: ClusterRegistry | None = None
+        self.nas: Nas | None = None
         self.secrets: LabSecrets | None = None
+        self.pebble: PebbleServer | None = None  # the ACME server of tls.issuers (set by start())
+        self.cloudflare: CloudflareAPI | None = None
         self._server: Any = None
 
     async def start(self) -> None:
         # Imported here so that `labsim status` and `down` stay quick to start.
         import labsim.k3s  # noqa: F401  -- registers k3s (installer, CLI, units) with the nodes' shell
         from labsim.kube.registry import ClusterRegistry
+        from labsim.nas import Nas
         from labsim.node.host import NodeHost
         from labsim.pve.server import PVEServer
 
         self.secrets = ensure_secrets(self.state_dir, [self.config.pve_host, "localhost", self.config.pve_node])
+        await self._start_acme()
         self.pve.load()
         self.nodes = NodeHost(self)
         await self.nodes.start()
+        self.nas = Nas(self)
+        await self.nas.start()
         self.clusters = ClusterRegistry(self)
         await self.clusters.start()
         self._server = PVEServer(self.pve, self.secrets, self.status)
         await self._server.start()
         await self.pve.resume()
 
+    async def _start_acme(self) -> None:
+        """Pebble for the loopback directories of tls.issuers, and the Cloudflare model in front of
+        its DNS server (a directory elsewhere, like Let's Encrypt's own, is out of the lab's reach)."""
+        from labsim.apps.cloudflare import CloudflareAPI
+        from labsim.pebble import PebbleServer
+
+        local = [url for url in self.config.acme_servers if _loopback_url(url)]
+        for url in set(self.config.acme_servers) - set(local):
+            log.warning("tls.issuers: %s is not on loopback; the embedded lab serves no ACME directory there", url)
+        self.pebble = PebbleServer(self.state_dir, local)
+        await self.pebble.start()
+        if local:
+            assert self.secrets is not None
+            self.cloudflare = CloudflareAPI(self.secrets.cloudflare_api_token, self.pebble.challtestsrv)
+
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.close()
         await self.pve.close()
-        for component in (self.clusters, self.nodes):
+        for component in (self.clusters, self.nas, self.nodes):
             if component is not None:
                 await component.close()
+        if self.pebble is not None:
+            await self.pebble.close()
         self._clock_state.save({"clock_offset": self.clock.offset})
 
     @property
@@ -86,7 +115,18 @@ class Lab:
             vms.append({"vmid": vm.vmid, "name": vm.name, "status": vm.status, "ip": ip,
                         "ssh_port": self.config.ssh_port if ip else None})
         kube = self.clusters.status() if self.clusters is not None else None
-        return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube}
+        nas = self.nas.status() if self.nas is not None else None
+        acme = self.pebble.status() if self.pebble is not None and self.pebble.directories else None
+        return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube,
+                "nas": nas, "acme": acme}
+
+
+def _loopback_url(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def static_status(config: SimConfig) -> dict[str, Any]:

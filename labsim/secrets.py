@@ -26,6 +26,7 @@ class LabSecrets:
     pve_token_secret: str
     pve_root_password: str
     k3s_token: str
+    cloudflare_api_token: str  # what the Cloudflare model accepts (labsim.apps.cloudflare)
     server_cert: Path
     server_key: Path
     ca_file: Path
@@ -43,6 +44,7 @@ def ensure_secrets(state_dir: Path, server_names: list[str]) -> LabSecrets:
         pve_token_secret=values["pve_token_secret"],
         pve_root_password=values["pve_root_password"],
         k3s_token=values["k3s_token"],
+        cloudflare_api_token=values["cloudflare_api_token"],
         server_cert=state_dir / SERVER_CERT,
         server_key=state_dir / SERVER_KEY,
         ca_file=state_dir / CA_CERT,

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -72,9 +73,15 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
     doc["metallb"].update(addresses=f"{net}.100-{net}.149")
     doc["nfs"].update(server=f"{net}.2")
     doc["tls"]["solver"]["dns01"]["api_token"] = f"file:{state}/secrets.yaml#cloudflare_api_token"
+    for issuer in doc["tls"]["issuers"]:  # the lab's Pebble, on an address of its own subnet
+        issuer["server"] = f"https://{net}.3:14000/dir"
     for chart in doc["charts"].values():  # values files stay the repository's
         chart["values"] = str(SIM_YAML.parent / chart["values"])
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")
+    for issuer in doc["tls"]["issuers"]:  # the test CA files the lab's Pebble writes into its state
+        where = urlsplit(issuer["server"])
+        issuer.update(server_ca_file=str(state / "pebble" / "tls" / "ca.pem"),
+                      ca_file=str(state / "pebble" / f"{where.hostname}-{where.port}" / "ca.pem"))
     doc.update(overrides)
     return doc
 

@@ -12,6 +12,18 @@ _KINDS = {"ingressroutes": "IngressRoute", "ingressroutetcps": "IngressRouteTCP"
           "serverstransporttcps": "ServersTransportTCP", "tlsoptions": "TLSOption", "tlsstores": "TLSStore",
           "traefikservices": "TraefikService"}
 
+_PORTS = (("metrics", 9100), ("traefik", 8080), ("web", 8000), ("websecure", 8443))
+_EXPOSED = {"web": 80, "websecure": 443}
+_READ = ["get", "list", "watch"]
+# The chart's ClusterRole: what Traefik's providers read (the twin's RBAC enforces it).
+_RULES = [{"apiGroups": [""], "resources": ["configmaps", "nodes", "services"], "verbs": _READ},
+          {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+          {"apiGroups": [""], "resources": ["secrets"], "verbs": _READ},
+          {"apiGroups": ["extensions", "networking.k8s.io"], "resources": ["ingressclasses", "ingresses"],
+           "verbs": _READ},
+          {"apiGroups": ["extensions", "networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]},
+          {"apiGroups": ["traefik.io"], "resources": list(_TRAEFIK_CRDS), "verbs": _READ}]
+
 
 def traefik_crd(release: Release) -> list[dict]:
     """traefik-crd: Traefik's CustomResourceDefinitions (traefik.io/v1alpha1)."""
@@ -26,25 +38,46 @@ def traefik_crd(release: Release) -> list[dict]:
     } for plural in _TRAEFIK_CRDS]
 
 
+def _args(values: dict, service: str) -> list[str]:
+    """The Traefik arguments the chart's pod template renders from the values that matter here:
+    entry points, dashboard, providers, HTTP -> HTTPS redirect (``ports.web.redirections`` of
+    chart 34+, ``ports.web.redirectTo`` before), log level, access logs, additionalArguments."""
+    args = [f"--entryPoints.{port}.address=:{number}/tcp" for port, number in _PORTS]
+    args += [f"--api.dashboard={str(bool(value(values, 'api.dashboard', True))).lower()}", "--ping=true",
+             "--metrics.prometheus=true", "--metrics.prometheus.entrypoint=metrics",
+             "--providers.kubernetescrd", "--providers.kubernetescrd.allowEmptyServices=true",
+             "--providers.kubernetesingress", "--providers.kubernetesingress.allowEmptyServices=true"]
+    if value(values, "providers.kubernetesIngress.publishedService.enabled", False):
+        args.append(f"--providers.kubernetesingress.ingressendpoint.publishedservice={service}")
+    redirect = value(values, "ports.web.redirections.entryPoint") or value(values, "ports.web.redirectTo")
+    if redirect:
+        target = redirect.get("to") or redirect.get("port") or "websecure"
+        exposed = value(values, f"ports.{target}.exposedPort", _EXPOSED.get(target, 443))
+        args += [f"--entryPoints.web.http.redirections.entryPoint.to=:{exposed}",
+                 f"--entryPoints.web.http.redirections.entryPoint.scheme={redirect.get('scheme', 'https')}",
+                 f"--entryPoints.web.http.redirections.entryPoint.permanent={str(redirect.get('permanent', True)).lower()}"]
+    args += ["--entryPoints.websecure.http.tls=true", f"--log.level={value(values, 'logs.general.level', 'INFO')}"]
+    if value(values, "logs.access.enabled", False):
+        args.append("--accesslog=true")
+        if value(values, "logs.access.format"):
+            args.append(f"--accesslog.format={value(values, 'logs.access.format')}")
+        args += ["--accesslog.fields.defaultmode=keep", "--accesslog.fields.headers.defaultmode=drop"]
+    return args + [str(arg) for arg in value(values, "additionalArguments", []) or []]
+
+
 def traefik(release: Release) -> list[dict]:
     """traefik: the ingress controller k3s ships, default IngressClass, LoadBalancer Service."""
     values, name, ns = release.values, release.name, release.namespace
     selector = {"app.kubernetes.io/name": "traefik", "app.kubernetes.io/instance": f"{name}-{ns}"}
     image = f"{value(values, 'image.registry', 'docker.io')}/{value(values, 'image.repository', 'traefik')}:" \
             f"{value(values, 'image.tag', '3.5.1')}"
-    ports = [("metrics", 9100), ("traefik", 8080), ("web", 8000), ("websecure", 8443)]
     pod_spec = {
         "serviceAccountName": name,
         "terminationGracePeriodSeconds": 60,
         "containers": [{
             "name": name, "image": image,
-            "args": ["--entryPoints.metrics.address=:9100/tcp", "--entryPoints.traefik.address=:8080/tcp",
-                     "--entryPoints.web.address=:8000/tcp", "--entryPoints.websecure.address=:8443/tcp",
-                     "--api.dashboard=true", "--ping=true", "--metrics.prometheus=true",
-                     "--providers.kubernetescrd", "--providers.kubernetesingress",
-                     f"--providers.kubernetesingress.ingressendpoint.publishedservice={ns}/{name}",
-                     "--entryPoints.websecure.http.tls=true"],
-            "ports": [{"name": p, "containerPort": n, "protocol": "TCP"} for p, n in ports],
+            "args": _args(values, f"{ns}/{name}"),
+            "ports": [{"name": p, "containerPort": n, "protocol": "TCP"} for p, n in _PORTS],
             "readinessProbe": {"httpGet": {"path": "/ping", "port": 8080, "scheme": "HTTP"}},
             "livenessProbe": {"httpGet": {"path": "/ping", "port": 8080, "scheme": "HTTP"}},
         }],
@@ -62,10 +95,7 @@ def traefik(release: Release) -> list[dict]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": release.meta(name)},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": release.meta(f"{name}-{ns}", namespaced=False),
-         "rules": [{"apiGroups": ["", "discovery.k8s.io", "networking.k8s.io", "extensions", "traefik.io"],
-                    "resources": ["*"], "verbs": ["get", "list", "watch"]},
-                   {"apiGroups": ["networking.k8s.io", "extensions"], "resources": ["ingresses/status"],
-                    "verbs": ["update"]}]},
+         "rules": _RULES},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": release.meta(f"{name}-{ns}", namespaced=False),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{name}-{ns}"},

@@ -168,11 +168,12 @@ class Cluster:
         if not self.run_controllers:
             return []
         try:
-            from labsim.kube.controllers import CONTROLLERS
+            from labsim.apps import APPS
+            from labsim.kube.controllers import CONTROLLERS, run_controller
         except ImportError:
             log.warning("labsim.kube.controllers is not available: the cluster runs without controllers")
             return []
-        return list(CONTROLLERS)
+        return list(CONTROLLERS) + [run_controller(app) for app in APPS]  # the modelled apps' pods
 
     async def _run(self, controller) -> None:
         try:

@@ -33,6 +33,11 @@ class ClusterRegistry:
                 log.warning("cannot resume the cluster in %s: %s", meta.parent, exc)
                 continue
             self.clusters[name] = cluster
+            self._connect(cluster)
+
+    def _connect(self, cluster: Cluster) -> None:
+        """What the cluster's pods reach outside it: the lab's ACME server and Cloudflare model."""
+        cluster.pebble, cluster.cloudflare = self.lab.pebble, self.lab.cloudflare
 
     async def close(self) -> None:
         for cluster in self.clusters.values():
@@ -49,6 +54,7 @@ class ClusterRegistry:
                               server_ip=ip, embedded_etcd=cluster_init, disable=disable, tls_san=tls_san,
                               cluster_cidr=cluster_cidr, service_cidr=service_cidr)
             self.clusters[node_name] = cluster
+            self._connect(cluster)
             cluster.save()
         return cluster
 

@@ -182,7 +182,8 @@ async def _log(handler: Handler, request: web.Request, pod: dict) -> web.StreamR
                          f"of: [{' '.join(names)}]")
     if container not in every:
         raise StoreError(400, "BadRequest", f"container {container} is not valid for pod {pod_name}")
-    if _state(pod, container) in ("waiting", None):
+    last_run = q.get("previous") == "true" and "terminated" in (_status(pod, container).get("lastState") or {})
+    if _state(pod, container) in ("waiting", None) and not last_run:  # a crash-looping one has its last run's
         reason = ((_status(pod, container).get("state") or {}).get("waiting") or {}).get("reason", "ContainerCreating")
         raise StoreError(400, "BadRequest", f'container "{container}" in pod "{pod_name}" is waiting to start: '
                          f"{reason}")

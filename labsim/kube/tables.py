@@ -4,6 +4,7 @@ the columns `kubectl get` shows for each kind (priority 1 columns appear with -o
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -379,19 +380,37 @@ def _display_name(res: Resource, obj: dict) -> str:
 
 
 def _custom_columns(res: Resource) -> tuple[list[Column], Row]:
+    """A CRD's additionalPrinterColumns; Age alone when it declares none (as the API server does)."""
+    if not res.printer_columns:
+        return [("Age", _D, 0)], lambda obj, now: [_age(obj, now)]
     columns = [(c["name"], c.get("type", "string"), int(c.get("priority", 0))) for c in res.printer_columns]
     paths = [c.get("jsonPath", "") for c in res.printer_columns]
 
     def row(obj: dict, now: float) -> list:
         cells = []
         for (_, kind, _), path in zip(columns, paths, strict=True):
-            node = obj
-            for part in [p for p in path.strip(".").split(".") if p]:
-                node = node.get(part) if isinstance(node, dict) else None
+            node = _json_path(obj, path)
             cells.append(human_duration(now - (_parse_time(node) or now)) if kind == "date" and node else node)
-        return cells + [_age(obj, now)]
+        return cells
 
-    return columns + [("Age", _D, 0)], row
+    return columns, row
+
+
+_STEP = re.compile(r'\.?([\w-]+)|\[\?\(@\.([\w-]+) *== *"([^"]*)"\)\]|\[(\d+)\]')
+
+
+def _json_path(obj: dict, path: str):
+    """The value at a printer column's JSONPath: fields, ``[N]`` and ``[?(@.field == "value")]``."""
+    node = obj
+    for field, key, wanted, index in _STEP.findall(path):
+        if field:
+            node = node.get(field) if isinstance(node, dict) else None
+        elif key:
+            node = next((i for i in node if isinstance(i, dict) and str(i.get(key)) == wanted), None) \
+                if isinstance(node, list) else None
+        else:
+            node = node[int(index)] if isinstance(node, list) and int(index) < len(node) else None
+    return node
 
 
 def printed(res: Resource, objects: list[dict], now: float) -> tuple[list[Column], list[list]]:

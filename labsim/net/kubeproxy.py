@@ -7,10 +7,16 @@ from the Service's EndpointSlices. A front whose port has no ready endpoint is n
 clients get "connection refused" as with kube-proxy's iptables REJECT rule. Endpoints are picked
 at random per connection; session affinity and traffic policies (Local) are not modelled.
 One kube-proxy serves the whole cluster: every node's addresses are on this machine's loopback.
+
+A load-balancer address that is not a node's own (MetalLB's, not ServiceLB's) is reached from
+the LAN only while a speaker announces it: once MetalLB's ServiceL2Status kind is served, such
+an address is listened on only while a ServiceL2Status names its Service (re-checked every
+second while one waits), so a pool without an L2Advertisement hands out addresses nobody reaches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import defaultdict
 
@@ -21,6 +27,8 @@ from labsim.net.listeners import Address, Listeners, ListeningController, is_loo
 SERVICE_NAME = "kubernetes.io/service-name"
 PROTOCOLS = ("TCP", "UDP")  # SCTP is not modelled
 _TABLE = "table"  # the one key: any change recomputes the whole table, as kube-proxy's sync does
+L2_STATUS = ("metallb.io/v1beta1", "ServiceL2Status")
+UNANNOUNCED_RETRY = 1.0  # real seconds before an unannounced load-balancer address is looked at again
 
 
 class KubeProxy(ListeningController):
@@ -34,12 +42,16 @@ class KubeProxy(ListeningController):
         self.listeners = Listeners(f"kube-proxy of {cluster.name}")
         self.table: dict[Address, list[Backend]] = {}
         self._rng = random.Random()
+        self._withheld = False  # a load-balancer address waits for its announcement
 
     def watches(self):
         return [(res, lambda event_type, obj: [_TABLE]) for res in (self.services, self.slices, self.nodes)]
 
     async def reconcile(self, key: Key) -> None:
+        self._withheld = False
         self.table = self._table()
+        if self._withheld:
+            asyncio.get_running_loop().call_later(UNANNOUNCED_RETRY, self.queue.add, _TABLE)
         await self.listeners.sync({a for a, backends in self.table.items() if backends}, self._open)
 
     def pick(self, address: Address) -> Backend | None:
@@ -54,6 +66,7 @@ class KubeProxy(ListeningController):
     # -- the table --------------------------------------------------------------------------------
     def _table(self) -> dict[Address, list[Backend]]:
         node_ips = self._ready_node_ips()
+        reachable = self._lb_reachable()
         table: dict[Address, list[Backend]] = defaultdict(list)
         for svc in self.store.list(self.services):
             spec = svc.get("spec") or {}
@@ -66,9 +79,25 @@ class KubeProxy(ListeningController):
                 if protocol not in PROTOCOLS:
                     continue
                 backends = _ready_backends(slices, port.get("name", ""), protocol)
-                for ip, front_port in _fronts(svc, port, node_ips):
+                for ip, front_port in _fronts(svc, port, node_ips, reachable):
                     table[(protocol, ip, front_port)].extend(backends)
         return dict(table)
+
+    def _lb_reachable(self):
+        """Which load-balancer addresses the LAN reaches: all, or (MetalLB installed) the nodes'
+        and those of announced Services; a withheld one brings a re-sync in a second."""
+        if not self.store.catalog.by_kind(*L2_STATUS):
+            return lambda svc, ip: True
+        nodes = {a["address"] for n in self.store.list(self.nodes) for a in (n.get("status") or {}).get("addresses") or []}
+        labels = [s["metadata"].get("labels") or {} for s in self.store.list(self.res(*L2_STATUS))]
+        announced = {(lb.get("metallb.io/service-namespace"), lb.get("metallb.io/service-name")) for lb in labels}
+
+        def reachable(svc: dict, ip: str) -> bool:
+            if ip in nodes or (svc["metadata"]["namespace"], svc["metadata"]["name"]) in announced:
+                return True
+            self._withheld = True
+            return False
+        return reachable
 
     def _ready_node_ips(self) -> list[str]:
         ips = []
@@ -79,10 +108,11 @@ class KubeProxy(ListeningController):
         return ips
 
 
-def _fronts(svc: dict, port: dict, node_ips: list[str]) -> list[tuple[str, int]]:
+def _fronts(svc: dict, port: dict, node_ips: list[str], reachable) -> list[tuple[str, int]]:
     spec, status = svc["spec"], svc.get("status") or {}
     ips = [*(spec.get("clusterIPs") or [spec["clusterIP"]]), *(spec.get("externalIPs") or [])]
-    ips += [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")]
+    ips += [i["ip"] for i in (status.get("loadBalancer") or {}).get("ingress") or [] if i.get("ip")
+            and reachable(svc, i["ip"])]
     fronts = [(ip, port["port"]) for ip in dict.fromkeys(ips)]
     if spec.get("type") in ("NodePort", "LoadBalancer") and port.get("nodePort"):
         fronts += [(ip, port["nodePort"]) for ip in node_ips]

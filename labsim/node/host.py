@@ -19,7 +19,7 @@ from typing import Any
 import asyncssh
 
 # The shell's builtins and the base system's programs register themselves in the command registry on import.
-from labsim.node import builtins, coreutils, kernel, packages, registry, system, textutils  # noqa: F401
+from labsim.node import builtins, coreutils, kernel, netcat, packages, registry, system, textutils  # noqa: F401
 from labsim.node.faults import NodeFaults
 from labsim.node.model import NodeModel
 from labsim.node.registry import CommandResult

@@ -31,6 +31,8 @@ ARCHIVE = BASE | {
     "postgresql-client": "14+238", "apt-transport-https": "2.4.13", "gnupg": "2.2.27-3ubuntu2.1",
     f"linux-modules-extra-{image.KERNEL}": "5.15.0-126.136",
 }
+# The programs a package puts on the node, for those modelled with ``command(installed_at=...)``.
+PROGRAMS = {"nfs-common": ("/usr/sbin/showmount",)}
 LOCK_ERROR = ("E: Could not open lock file /var/lib/dpkg/lock-frontend - open (13: Permission denied)\n"
               "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), are you root?\n")
 # Modelled seconds to download and set up one package.
@@ -91,6 +93,9 @@ async def apt_get(ctx: CommandContext) -> CommandResult:
         gone = [n for n in wanted if n in have]
         for name in gone:
             del have[name]
+            for path in PROGRAMS.get(name, ()):
+                if ctx.node.exists(path):
+                    ctx.node.remove(path)
         write_status(ctx.node, have)
         lines = "".join(f"Removing {n} ({ARCHIVE[n]}) ...\n" for n in gone)
         return CommandResult(f"{head}0 upgraded, 0 newly installed, {len(gone)} to remove and 0 not upgraded.\n"
@@ -111,6 +116,9 @@ async def _install(ctx: CommandContext, have: dict[str, str], wanted: list[str],
     for name in new:
         await ctx.node.clock.sleep(INSTALL_SECONDS)
         have[name] = ARCHIVE[name]
+        for path in PROGRAMS.get(name, ()):
+            ctx.node.mkdir(path.rsplit("/", 1)[0], parents=True)
+            ctx.node.write(path, b"", mode=0o755)  # the shell finds the modelled program by this file
         lines.append(f"Setting up {name} ({ARCHIVE[name]}) ...\n")
     write_status(ctx.node, have)
     return CommandResult("".join(lines).encode(), warning.encode())

@@ -11,6 +11,7 @@ import re
 import shlex
 import zlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 from labsim.node import image, registry
 from labsim.node.coreutils import parse_flags
@@ -520,3 +521,37 @@ async def cloud_init(ctx: CommandContext) -> CommandResult:
                                 "DataSourceNoCloud [seed=/dev/sr0][dsmode=net]\nerrors: []\nrecoverable_errors: {}\n")
     return CommandResult.ok(f"{dots}status: {status}\n")
 
+
+
+@command("du")
+async def du(ctx: CommandContext) -> CommandResult:
+    """Disk usage of the real files behind node paths: 1K blocks (``-k``), ``-h``, bytes of
+    apparent size (``-b``), totals only (``-s``) or directories down to ``-d N``, post-order."""
+    flags, values, paths = parse_flags(ctx.argv[1:], valued="d")
+    depth = 0 if "-s" in flags else int(values.get("-d") or values.get("--max-depth") or 10 ** 6)
+    apparent = bool(flags & {"-b", "--apparent-size"})
+    lines, errors = [], []
+    for path in paths or ["."]:
+        target = normpath(path, ctx.cwd)
+        if not ctx.node.exists(target):
+            errors.append(f"du: cannot access '{path}': No such file or directory\n")
+            continue
+        _du(ctx.node.host_path(target), path.rstrip("/") or "/", 0, depth, apparent, lines)
+
+    def shown(n: int) -> str:
+        return human(n) if "-h" in flags else str(n if "-b" in flags else math.ceil(n / 1024))
+    out = "".join(f"{shown(n)}\t{p}\n" for n, p in lines)
+    return CommandResult(out.encode(), "".join(errors).encode(), 1 if errors else 0)
+
+
+def _du(real: Path, shown: str, level: int, depth: int, apparent: bool, lines: list[tuple[int, str]]) -> int:
+    info = real.lstat()
+    total = info.st_size if apparent else info.st_blocks * 512
+    if real.is_dir() and not real.is_symlink():
+        for child in sorted(real.iterdir()):
+            total += _du(child, f"{shown.rstrip('/')}/{child.name}", level + 1, depth, apparent, lines)
+        if level <= depth:
+            lines.append((total, shown))
+    elif level == 0:
+        lines.append((total, shown))
+    return total

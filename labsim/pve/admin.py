@@ -7,8 +7,10 @@ POST /labsim/faults takes JSON such as ``{"fault": "fail_next_task", "kind": "qm
 "local-lvm"}``, ``{"fault": "drop_requests", "count": 2}``, ``{"fault": "request_delay", "seconds": 1.5}``,
 and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 120, "command": "k3s"}``,
 ``{"fault": "ssh_fail", "vmid": 120, "command": "apt-get", "stderr": "...", "exit_status": 100}``,
-``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``.
-DELETE clears them all (PVE's and the nodes').
+``{"fault": "ssh_slow", "vmid": 120, "seconds": 5}``, ``{"fault": "ssh_refuse", "vmid": 120}``,
+and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
+and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``.
+DELETE clears them all (PVE's, the nodes', the NAS's, and a stopped Pebble starts again).
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ def _inject_ssh(faults: NodeFaults, kind: str, fault: dict[str, Any]) -> None:
         raise PVEError(400, f"unknown fault '{kind}'")
 
 
+async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
+    pebble = pve.node_host().lab.pebble
+    directories = pebble.directories if pebble is not None else []
+    chosen = [d for d in directories if server in (None, d.url)]
+    if not chosen:
+        raise PVEError(400, f"fault 'acme_down': no ACME directory {server or ''} in this lab".replace("  ", " "))
+    for directory in chosen:
+        await pebble.stop_directory(directory)
+
+
 def add_routes(app: web.Application, server: Any) -> None:
     pve: ProxmoxVE = server.pve
 
@@ -85,20 +97,36 @@ def add_routes(app: web.Application, server: Any) -> None:
     async def status(request: web.Request) -> Any:
         return server.status()
 
+    def nas() -> Any:
+        return getattr(pve.node_host().lab, "nas", None)
+
     async def faults(request: web.Request) -> Any:
-        return {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
+        pebble = pve.node_host().lab.pebble
+        found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view(),
+                 "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
+        return {**found, "nas_down": nas() is not None and not nas().reachable}
 
     async def add_fault(request: web.Request) -> Any:
         try:
             body = await request.json()
         except json.JSONDecodeError:
             raise PVEError(400, "expected a JSON object") from None
-        inject(pve, body)
+        if isinstance(body, dict) and body.get("fault") == "acme_down":
+            await _acme_down(pve, body.get("server"))
+        elif isinstance(body, dict) and body.get("fault") in ("nas_down", "nas_up") and nas() is not None:
+            await nas().set_reachable(body["fault"] == "nas_up")
+        else:
+            inject(pve, body)
         return await faults(request)
 
     async def clear_faults(request: web.Request) -> Any:
         pve.clear_faults()
         pve.node_host().faults.clear()
+        pebble = pve.node_host().lab.pebble
+        if pebble is not None:
+            await pebble.restart_stopped()
+        if nas() is not None:
+            await nas().set_reachable(True)
         return None
 
     async def clock(request: web.Request) -> Any:

@@ -7,8 +7,11 @@ with the pod's volumes mounted as symlinks to their folders:
   at /var/run/secrets/kubernetes.io/serviceaccount, as admission adds it): files written from
   the objects at container start;
 - hostPath: ``nodes/<node>/<path>`` (the node's folder as the runtime sees it);
-- persistentVolumeClaim: its PersistentVolume's folder (hostPath on the pod's node, or an NFS
-  export as ``nfs/<server>/<path>``), so PVC data outlives pods and lab restarts.
+- nfs, and a persistentVolumeClaim bound to an NFS PV: the folder on the lab's NAS
+  (labsim.nas.exports), shared by every pod on every node and seen from the NAS; an NFS server
+  that is not the lab's NAS: ``nfs/<server>/<path>``;
+- persistentVolumeClaim: its PersistentVolume's folder (hostPath on the pod's node, or NFS as
+  above), so PVC data outlives pods and lab restarts.
 
 readOnly mounts are writable here (not modelled).
 """
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from labsim.clock import Clock
 from labsim.kube import tokens
+from labsim.nas import exports
 from labsim.node.model import NodeModel, normpath
 from labsim.node.spec import NodeSpec
 from labsim.runtime.images import ImageModel, model_for
@@ -32,6 +36,9 @@ if TYPE_CHECKING:
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3607  # what the kubelet asks for a projected token
+# ...which the API server extends to a year (--service-account-extend-token-expiration, on by
+# default), so a program reading the token once (Traefik) outlives a jump of the lab clock.
+EXTENDED_SECONDS = 365 * 24 * 3600
 _DIRECTORIES = ("/bin", "/usr/bin", "/usr/local/bin", "/etc", "/tmp", "/root", "/var", "/var/run", "/home", "/dev",
                 "/proc")
 
@@ -122,6 +129,8 @@ def _volume_dir(cluster: Cluster, pod: dict, volume: dict) -> Path:
         return _host_folder(cluster, pod["spec"].get("nodeName", ""), volume["hostPath"]["path"])
     if "persistentVolumeClaim" in volume:
         return _claim_folder(cluster, pod, volume["persistentVolumeClaim"]["claimName"], base)
+    if "nfs" in volume:
+        return _nfs_folder(cluster, volume["nfs"])
     base.mkdir(parents=True, exist_ok=True)
     if "emptyDir" in volume:
         return base
@@ -147,13 +156,21 @@ def _claim_folder(cluster: Cluster, pod: dict, claim: str, fallback: Path) -> Pa
     if "hostPath" in spec:
         return _host_folder(cluster, pod["spec"].get("nodeName", ""), spec["hostPath"]["path"])
     if "nfs" in spec:
-        folder = cluster.state_dir / "nfs" / spec["nfs"]["server"] / spec["nfs"]["path"].lstrip("/")
+        folder = _nfs_folder(cluster, spec["nfs"])
     elif "local" in spec:
         return _host_folder(cluster, pod["spec"].get("nodeName", ""), spec["local"]["path"])
     else:
         folder = cluster.state_dir / "volumes" / (pv_name or f"{pod['metadata']['namespace']}-{claim}")
     folder.mkdir(parents=True, exist_ok=True)
     return folder if pv is not None else fallback
+
+
+def _nfs_folder(cluster: Cluster, source: dict) -> Path:
+    """An NFS mount: the lab's NAS serves it (a NAS that does not answer fails the mount), any
+    other server is a folder of the cluster's own."""
+    if exports.known(source["server"]):
+        return exports.folder(source["server"], source["path"])
+    return cluster.state_dir / "nfs" / source["server"] / source["path"].lstrip("/")
 
 
 def _projected_files(cluster: Cluster, pod: dict, volume: dict) -> dict[str, bytes]:
@@ -194,6 +211,7 @@ def _token(cluster: Cluster, pod: dict, source: dict) -> bytes:
     account = pod["spec"].get("serviceAccountName") or "default"
     sa = store.get(store.resource("v1", "ServiceAccount"), meta["namespace"], account) or {}
     seconds = int(source["serviceAccountToken"].get("expirationSeconds") or TOKEN_SECONDS)
+    seconds = EXTENDED_SECONDS if seconds == TOKEN_SECONDS else seconds
     audience = source["serviceAccountToken"].get("audience")
     token, _ = tokens.issue(cluster.token, meta["namespace"], account, (sa.get("metadata") or {}).get("uid", ""),
                             audiences=[audience] if audience else [], seconds=seconds, now=cluster.now())

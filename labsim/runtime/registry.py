@@ -10,9 +10,20 @@ from __future__ import annotations
 from types import ModuleType
 
 from labsim.runtime import images
-from labsim.runtime.programs import nginx, postgres
+from labsim.runtime.programs import (
+    alertmanager,
+    blackbox_exporter,
+    nginx,
+    node_exporter,
+    postgres,
+    postgres_exporter,
+    prometheus,
+    traefik,
+)
 
-PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (postgres, nginx) for name in adapter.IMAGES}
+PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
+    for name in adapter.IMAGES}
 
 
 def program_for(image: str) -> ModuleType | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ Key = tuple[str, str]  # (pod uid, container name)
 # Annotations with which a pod's run is modelled (labsim.kube.controllers.kubelet): no process then.
 MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
+_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
 class ProgramMissing(Exception):
@@ -128,7 +130,8 @@ class ContainerRuntime:
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
         steps = program.prepare(fs, image, env)
-        server = program.server(fs, image, env, (pod.get("status") or {}).get("podIP", ""))
+        pod_ip = (pod.get("status") or {}).get("podIP", "")
+        server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
                                       log_line=log, exited=exited)
@@ -198,6 +201,12 @@ class ContainerRuntime:
         if stdin is not None:
             process.feed(stdin)
         return await process.wait()
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """The kubelet's ``$(VAR)`` references in an argument: replaced by the container's variable
+    when it has one, kept as written otherwise; ``$$`` is a literal ``$``."""
+    return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
 async def run_tool(binary: Path, args: list[str], stdin: bytes, env: dict[str, str]) -> CommandResult:

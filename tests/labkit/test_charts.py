@@ -101,10 +101,9 @@ def test_traefik_is_configured_through_a_helmchartconfig_and_rolled_out(api, cap
 
 
 def test_a_failing_helm_job_stops_the_wait_naming_its_last_log_line(api, k3s):
-    """klipper-helm exits non-zero (a chart version that does not exist): the wait stops at once with
-    helm's last line, not at the timeout. The Job is made by hand in the shape k3s' controller gives
-    it (the twin's helm controller models no failing chart yet), with restartPolicy Never: the twin's
-    pods/log does not yet serve ``previous`` for a crash-looping container, as a kubelet does."""
+    """klipper-helm exits non-zero: the wait stops at once with helm's last line, not at the timeout.
+    The Failed-pod path (restartPolicy Never, a Job made by hand); k3s' own crash-looping Job is the
+    test above."""
     broken = charts.Chart("broken", chart="metallb", version="9.9.9", repo="https://metallb.github.io/metallb",
                           target_namespace="metallb-system")
     template = {"metadata": {"annotations": {"sim.labsim.io/exit-code": "1", "sim.labsim.io/run-seconds": "1"}},
@@ -122,6 +121,25 @@ def test_a_failing_helm_job_stops_the_wait_naming_its_last_log_line(api, k3s):
         charts.wait(api, charts.ChartPlan(broken, "install", "absent"), timeout=60)
     assert str(err.value).startswith(f"the helm-install-broken Job failed installing metallb 9.9.9: {said}\n")
     assert "kubectl -n kube-system logs job/helm-install-broken" in str(err.value)
+
+
+def test_a_chart_version_that_does_not_exist_stops_the_deploy_with_helms_line(api):
+    """k3s' helm Job (restartPolicy OnFailure) crash-loops on a version the repository lacks: the
+    deploy stops at the first failure with helm's line, read from the pod's previous run."""
+    missing = charts.Chart("metallb-next", chart="metallb", version="9.9.9", repo="https://metallb.github.io/metallb/",
+                           target_namespace="metallb-next")
+    try:
+        with pytest.raises(charts.ChartError) as err:
+            charts.deploy(api, [missing], timeout=120)
+        said = 'Error: chart "metallb" version "9.9.9" not found in https://metallb.github.io/metallb repository'
+        assert str(err.value).startswith(f"the helm-install-metallb-next Job failed installing metallb 9.9.9: {said}\n")
+        assert _releases(api, "metallb-next", "metallb-next") == []  # nothing installed
+        fixed = charts.plan(api, [charts.Chart("metallb-next", chart="metallb", version="0.15.2",
+                                               repo="https://metallb.github.io/metallb/", target_namespace="metallb-next")])
+        assert [(c.action, c.detail) for c in fixed.changes()] == [("upgrade", "version 9.9.9 -> 0.15.2")]
+    finally:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object("helm.cattle.io", "v1", "kube-system", "helmcharts",
+                                                                     "metallb-next")
 
 
 def test_the_lab_files_charts_become_helmcharts_with_their_values_files(tmp_path):
@@ -181,11 +199,14 @@ def test_manifests_apply_plan_nothing_then_diff_and_prune_only_what_labkit_appli
 
 
 def test_an_object_of_a_kind_not_served_names_the_missing_crd(api):
-    pool = {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
-            "metadata": {"name": "default", "namespace": "metallb-system"}, "spec": {"addresses": ["10.0.0.0/28"]}}
-    with pytest.raises(manifests.ManifestError, match=r"does not serve IPAddressPool \(metallb.io/v1beta1\); "
+    # cert-manager's chart is not installed in this cluster (MetalLB's is: its kinds are served).
+    issuer = {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": "letsencrypt-prod"},
+              "spec": {"acme": {"server": "https://acme-v02.api.letsencrypt.org/directory"}}}
+    planned = manifests.plan(api, "core-infra", [issuer])  # planned: the chart before it brings the CRD
+    assert [(c.target, c.action) for c in planned.changes()] == [("ClusterIssuer/letsencrypt-prod", "create")]
+    with pytest.raises(manifests.ManifestError, match=r"does not serve ClusterIssuer \(cert-manager.io/v1\); "
                        "install the chart that brings its CRD first"):
-        manifests.plan(api, "core-infra", [pool])
+        manifests.apply(api, planned)
 
 
 def _yaml(obj: dict) -> str:

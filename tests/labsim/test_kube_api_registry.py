@@ -21,6 +21,8 @@ from tests.labfiles import unique_pod_networks, unique_subnet
 class FakeLab:  # what the registry reads of labsim.lab.Lab
     state_dir: Path
     clock: Clock
+    pebble: None = None  # no ACME server, no Cloudflare model
+    cloudflare: None = None
 
 
 async def _get(kubeconfig: str, path: str) -> tuple[int, dict]:

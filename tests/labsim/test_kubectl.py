@@ -59,6 +59,7 @@ spec:
     storage: true
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}  # the API server adds none of its own
     schema:
       openAPIV3Schema:
         type: object

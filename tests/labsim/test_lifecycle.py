@@ -79,6 +79,8 @@ def test_refuses_non_loopback_addresses_and_an_incomplete_config(tmp_path: Path)
         SimConfig.from_dict({**good, "subnet": "192.168.2.0/24"}, tmp_path)
     with pytest.raises(ConfigError, match=r"service_cidr: 10.43.0.0/16 is not inside 127.0.0.0/8"):
         SimConfig.from_dict({**good, "service_cidr": "10.43.0.0/16"}, tmp_path)
+    with pytest.raises(ConfigError, match=r"nfs_server: 192.168.2.2 is not a loopback address"):
+        SimConfig.from_dict({**good, "nfs_server": "192.168.2.2"}, tmp_path)  # the real NAS
     with pytest.raises(ConfigError, match=r"missing \['ssh_port'\], unknown \['ssh.port'\]"):
         SimConfig.from_dict({**{k: v for k, v in good.items() if k != "ssh_port"}, "ssh.port": 22}, tmp_path)
 

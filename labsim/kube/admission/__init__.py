@@ -1,7 +1,7 @@
 """Admission: what the API server does to a create or update after decoding it and before
 storing it, one module per plugin. ``admit`` runs the mutating ones (defaults, CRD schema
 pruning/defaults, LimitRanger), ``validate`` the validating ones: built-in validation and CRD
-schema/CEL rules (the causes of a 422), then ServiceAccount, LimitRanger and ResourceQuota (which
+schema/CEL rules (the causes of a 422), then modelled apps' webhooks, ServiceAccount, LimitRanger and ResourceQuota (which
 raise a 403 ``StoreError``). The store calls both for every write, whether from a request or from
 an in-process controller."""
 
@@ -17,6 +17,7 @@ from labsim.kube.admission import (
     resourcequota,
     serviceaccount,
     validation,
+    webhooks,
 )
 from labsim.kube.admission.crd_schema import unknown_fields
 from labsim.kube.resources import Resource
@@ -42,6 +43,7 @@ def validate(store: Store, res: Resource, obj: dict, old: dict | None) -> list[t
     if old is not None:
         causes += validation.validate_update(res, old, obj)
     if not causes:
+        webhooks.validate(store, res, obj)
         serviceaccount.validate(store, res, obj, old)
         limitranger.validate(store, res, obj, old)
         resourcequota.validate(store, res, obj, old)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from labsim.apps.cert_manager import CertManager
 from labsim.kube.controllers.clusterroles import ClusterRoleAggregationController
 from labsim.kube.controllers.cronjob import CronJobController
 from labsim.kube.controllers.daemonset import DaemonSetController
@@ -50,10 +51,11 @@ _KINDS: tuple[type[Controller], ...] = (
     ResourceQuotaController,
     HelmChartController,
     IngressStatusController,
+    CertManager,
 )
 
 
-def _runner(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
+def run_controller(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
     async def run(cluster: Any) -> None:
         await kind(cluster).run()
 
@@ -61,4 +63,4 @@ def _runner(kind: type[Controller]) -> Callable[[Any], Awaitable[None]]:
     return run
 
 
-CONTROLLERS: list[Callable[[Any], Awaitable[None]]] = [_runner(kind) for kind in _KINDS]
+CONTROLLERS: list[Callable[[Any], Awaitable[None]]] = [run_controller(kind) for kind in _KINDS]

@@ -15,9 +15,9 @@ import re
 
 import yaml
 
-from labsim.charts import CHART_MODELS, Release
+from labsim.charts import CHART_MODELS, Release, index
 from labsim.kube.controllers.events import WARNING, EventRecorder
-from labsim.kube.controllers.kubelet import RUN_SECONDS
+from labsim.kube.controllers.kubelet import EXIT_CODE, LOG_LINE, RUN_SECONDS
 from labsim.kube.controllers.pods import condition, controller_ref
 from labsim.kube.controllers.times import rfc3339
 from labsim.kube.controllers.workqueue import Controller, Key, by_name
@@ -249,12 +249,15 @@ def _job_object(chart: dict, release: Release, job_name: str, action: str, confi
            "FAILURE_POLICY": spec.get("failurePolicy", "reinstall")}
     labels = {CHART_LABEL: name}
     annotations = {CONFIG_HASH: config_hash}
+    failure = index.not_found(release.chart, spec.get("version", ""), spec.get("repo", "")) if action == "install" else None
+    # helm exits 1 with its error line (restartPolicy OnFailure: the pod crash-loops, as on k3s)
+    failing = {EXIT_CODE: "1", LOG_LINE: failure} if failure else {}
     job = {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name, "namespace": ns, "labels": labels, "annotations": annotations,
                      "ownerReferences": [controller_ref(chart)]},
         "spec": {"backoffLimit": int(spec.get("backOffLimit", 1000)), "template": {
-            "metadata": {"labels": labels, "annotations": {**annotations, RUN_SECONDS: HELM_SECONDS}},
+            "metadata": {"labels": labels, "annotations": {**annotations, RUN_SECONDS: HELM_SECONDS, **failing}},
             "spec": {"restartPolicy": "OnFailure", "serviceAccountName": f"helm-{name}",
                      "containers": [{"name": "helm", "image": spec.get("jobImage") or JOB_IMAGE,
                                      "args": [action] + [f"--set-string={k}={v}" for k, v in

@@ -8,7 +8,8 @@ a restart of the k3s service alone keeps them running, as containerd does.
 Annotations on a pod shape its run, for tests, fault drills and chart models:
 ``sim.labsim.io/run-seconds`` (modelled run time of a container that exits),
 ``sim.labsim.io/exit-code`` (how it exits; a container that must keep running then crash-loops,
-with the kubelet's back-off on the lab clock), ``sim.labsim.io/ready: "false"`` (its readiness
+with the kubelet's back-off on the lab clock), ``sim.labsim.io/log-line`` (what a modelled
+container prints before it exits), ``sim.labsim.io/ready: "false"`` (its readiness
 probe never passes) and ``sim.labsim.io/image-pull: "fail"`` (ErrImagePull, ImagePullBackOff).
 """
 
@@ -26,6 +27,7 @@ from labsim.kube.controllers.workqueue import Controller, Key
 
 RUN_SECONDS = "sim.labsim.io/run-seconds"
 EXIT_CODE = "sim.labsim.io/exit-code"
+LOG_LINE = "sim.labsim.io/log-line"
 READY = "sim.labsim.io/ready"
 IMAGE_PULL = "sim.labsim.io/image-pull"
 BACKOFF_SECONDS, BACKOFF_MAX = 10, 300  # crash-loop back-off: doubles per restart, on the lab clock
@@ -277,6 +279,9 @@ class Kubelet(Controller):
         Succeeds or Fails, or its restart policy brings them back after the crash-loop back-off."""
         status, now = pod["status"], self.clock.now()
         code = int(_annotations(pod).get(EXIT_CODE, "0")) if code is None else code
+        if LOG_LINE in _annotations(pod):
+            for cs in pod["status"].get("containerStatuses") or []:
+                self.cluster.logs.write(key[0], key[1], cs["name"], _annotations(pod)[LOG_LINE])
         policy = pod["spec"].get("restartPolicy", "Always")
         if policy == "Always" or (code and policy == "OnFailure"):
             self._crash(pod, key, code)

@@ -4,7 +4,9 @@ local-path provisioner modelled: WaitForFirstConsumer claims get a volume on the
 first pod was scheduled to (a hostPath PV pinned there by node affinity). A claim in use is
 protected (``kubernetes.io/pvc-protection``: deleting it waits for its pods); a deleted claim's
 volume is reclaimed by the PV's policy. ``PROVISIONERS`` maps a StorageClass provisioner to
-its model; later notebooks add theirs (the NFS provisioner...)."""
+its in-process model; any other provisioner is external (a pod, as the NFS provisioner in
+labsim.apps): the claim is annotated for it, it creates a PV pre-bound to the claim (bound
+here), and a released PV of its with policy Delete is left to it to delete."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 PROVISIONER_ANNOTATIONS = ("volume.beta.kubernetes.io/storage-provisioner", "volume.kubernetes.io/storage-provisioner")
 PROVISION_SECONDS = 1.0
 PROTECTION = "kubernetes.io/pvc-protection"
+PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
 
 # provisioner name -> (claim, storage class, selected node or None) -> the PV's source and node affinity
 Provisioner = Callable[[dict, dict, str | None], dict]
@@ -89,7 +92,7 @@ class VolumeController(Controller):
                 return
             pvc["spec"]["storageClassName"] = default  # retroactive default StorageClass assignment
             pvc = self.store.update(pvc)
-        pv = self._find_static(pvc)
+        pv = self._prebound(pvc) or self._find_static(pvc)
         if pv is not None:
             self._bind(pvc, pv)
             return
@@ -108,8 +111,10 @@ class VolumeController(Controller):
 
     # -- dynamic provisioning -------------------------------------------------------------------
     def _default_class(self) -> str | None:
+        """With several default classes, the newest wins (as since Kubernetes 1.26)."""
         defaults = [sc for sc in self.store.list(self.classes)
                     if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS) == "true"]
+        defaults.sort(key=lambda sc: (sc["metadata"].get("creationTimestamp", ""), sc["metadata"]["name"]))
         return defaults[-1]["metadata"]["name"] if defaults else None
 
     def _provision(self, pvc: dict, key: Key) -> None:
@@ -127,15 +132,14 @@ class VolumeController(Controller):
         provisioner = sc.get("provisioner", "")
         model = PROVISIONERS.get(provisioner)
         if model is None:
+            self._annotate(pvc, provisioner)
             self.events.record(pvc, "ExternalProvisioning",
                                f'Waiting for a volume to be created either by the external provisioner '
                                f'"{provisioner}" or manually by the system administrator. If volume creation is '
                                "delayed, please verify that the provisioner is running and correctly registered.")
             return
-        annotations = pvc["metadata"].setdefault("annotations", {})
-        if any(annotations.get(a) != provisioner for a in PROVISIONER_ANNOTATIONS):
-            annotations.update(dict.fromkeys(PROVISIONER_ANNOTATIONS, provisioner))
-            pvc = self.store.update(pvc)
+        if self._annotate(pvc, provisioner):
+            pvc = self.store.get(self.claims, *key) or pvc
             self.events.record(pvc, "Provisioning",
                                f'External provisioner is provisioning volume for claim "{key[0]}/{key[1]}"')
         if not self.after(("provision", pvc["metadata"]["uid"]), key, PROVISION_SECONDS):
@@ -145,11 +149,20 @@ class VolumeController(Controller):
         self.events.record(pvc, "ProvisioningSucceeded", f"Successfully provisioned volume {pv['metadata']['name']}")
         self._bind(pvc, pv)
 
+    def _annotate(self, pvc: dict, provisioner: str) -> bool:
+        """Name the claim's provisioner, as the PV controller does (the external one waits for it)."""
+        annotations = pvc["metadata"].setdefault("annotations", {})
+        if all(annotations.get(a) == provisioner for a in PROVISIONER_ANNOTATIONS):
+            return False
+        annotations.update(dict.fromkeys(PROVISIONER_ANNOTATIONS, provisioner))
+        self.store.update(pvc)
+        return True
+
     def _volume(self, pvc: dict, sc: dict, source: dict) -> dict:
         return {
             "apiVersion": "v1", "kind": "PersistentVolume",
             "metadata": {"name": f"pvc-{pvc['metadata']['uid']}",
-                         "annotations": {"pv.kubernetes.io/provisioned-by": sc["provisioner"]}},
+                         "annotations": {PROVISIONED_BY: sc["provisioner"]}},
             "spec": {"capacity": {"storage": ((pvc["spec"].get("resources") or {}).get("requests") or {})
                                   .get("storage", "1Gi")},
                      "accessModes": pvc["spec"].get("accessModes") or ["ReadWriteOnce"],
@@ -160,6 +173,12 @@ class VolumeController(Controller):
         }
 
     # -- binding ----------------------------------------------------------------------------------
+    def _prebound(self, pvc: dict) -> dict | None:
+        """A PV whose claimRef already names this claim (what an external provisioner creates)."""
+        uid = pvc["metadata"]["uid"]
+        return next((pv for pv in self.store.list(self.volumes)
+                     if (pv["spec"].get("claimRef") or {}).get("uid") == uid), None)
+
     def _find_static(self, pvc: dict) -> dict | None:
         """An Available PV of the claim's class that is big enough and offers its access modes."""
         wanted = parse_quantity(((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage", "0"))
@@ -196,7 +215,8 @@ class VolumeController(Controller):
             if (ref.get("namespace"), ref.get("name")) != key or ref.get("uid") == uid \
                     or (pv.get("status") or {}).get("phase") != "Bound":
                 continue
-            if pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete":
+            external = (pv["metadata"].get("annotations") or {}).get(PROVISIONED_BY, "") not in ("", *PROVISIONERS)
+            if pv["spec"].get("persistentVolumeReclaimPolicy") == "Delete" and not external:
                 self.store.delete(self.volumes, None, pv["metadata"]["name"])
             else:
                 pv["status"] = {"phase": "Released"}

@@ -132,7 +132,7 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     return []
 
 
-def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str) -> list[str]:
+def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str, args: list[str]) -> list[str]:
     bins = bin_dir()
     assert bins is not None
     prefix = fs.host_path("/var/cache/nginx")
