@@ -1,6 +1,6 @@
-"""Notebooks 05 and 07 end to end with ``labkit run`` on a fresh embedded lab of their own (01 and 02
-first): PostgreSQL deployed and used, both restore drills pass with RPO/RTO within the targets; a
-second run of 05 and 07 changes nothing in 05 (the password kept) and passes 07's drills again; the
+"""Notebooks 05 and 07 end to end with ``labkit run`` on a fresh embedded lab of their own (01, 02 and
+03 first: PostgreSQL's volume on the NAS through the nfs-client class): PostgreSQL deployed and
+used, both restore drills pass with RPO/RTO within the targets; a second run of 05 and 07 changes nothing in 05 (the password kept) and passes 07's drills again; the
 generated password appears in no executed notebook."""
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ def test_05_and_07_on_a_fresh_lab_then_again(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path)
     outputs = tmp_path / "outputs"
     try:
-        first = _run(lab_file, outputs, "01", "02", "05", "07")
+        first = _run(lab_file, outputs, "01", "02", "03", "05", "07")
         by_name = {n["name"]: n for n in first["notebooks"]}
-        assert [n["status"] for n in first["notebooks"]] == ["passed"] * 4
+        assert [n["status"] for n in first["notebooks"]] == ["passed"] * 5
         assert by_name["05-postgres"]["changes"] == 3  # namespace, Secret, HelmChart
         assert (by_name["07-backup-restore"]["checks_passed"], by_name["07-backup-restore"]["checks_failed"]) == (8, 0)
         assert set(first["inventory"]["backups"]) == {"etcd", "pg_dump"}
