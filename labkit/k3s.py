@@ -257,6 +257,9 @@ def server_config(lab: Lab, node: Node) -> dict:
             config[key] = str(net)
     if lab.k3s.cluster_init:
         config["cluster-init"] = True
+    if lab.k3s.cluster_init and lab.backup is not None:  # k3s' own scheduled etcd snapshots (notebook 07 lists them)
+        config["etcd-snapshot-schedule-cron"] = lab.backup.etcd.schedule
+        config["etcd-snapshot-retention"] = lab.backup.etcd.retention
     if node is not lab.master:
         config["server"] = f"https://{lab.master.ip}:6443"
     return config

@@ -29,6 +29,7 @@ from pydantic import (
 
 from labkit import localfiles, secrets, yamlfile
 from labkit.errors import LabError, ParamsError, SecretError
+from labkit.kube import cpu_cores, memory_bytes
 
 IPv4 = ipaddress.IPv4Address
 
@@ -450,6 +451,59 @@ class Observability(Section):
     rules: PathField = Path("alerts")  # the alert rule files (PrometheusRule groups), relative to the lab file
 
 
+# -- postgres and backup (notebooks 05 and 07) ----------------------------------------------------
+
+_CRON_FIELD = r"(\*|\d+(-\d+)?)(/\d+)?(,(\*|\d+(-\d+)?)(/\d+)?)*"
+Cron = Annotated[str, AfterValidator(_pattern(
+    rf"{_CRON_FIELD}( {_CRON_FIELD}){{4}}",
+    "is not a cron schedule: five fields (minute hour day month weekday) like '0 2 * * *'"))]
+Cpu = Annotated[str, AfterValidator(_pattern(r"\d+(\.\d+)?m?", "is not a CPU quantity like 500m or 2"))]
+Memory = Annotated[str, AfterValidator(_pattern(
+    r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?", "is not a memory quantity like 256Mi or 2Gi"))]
+Size = Annotated[str, AfterValidator(_pattern(r"\d+(Mi|Gi|Ti)", "is not a volume size like 8Gi"))]
+
+
+class Resources(Section):
+    cpu: Cpu
+    memory: Memory
+
+
+class Postgres(Section):
+    chart_version: Annotated[str, BeforeValidator(_pinned)]
+    repo: Annotated[str, AfterValidator(_pattern(r"(https|oci)://\S+", "is not a chart repository URL"))] = \
+        "oci://registry-1.docker.io/bitnamicharts"
+    namespace: ObjectName = "databases"
+    database: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_]{0,62}", "is not a database name"))]
+    user: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_]{0,62}", "is not a user name"))]
+    password: SecretField | Literal["generate"] = "generate"  # a reference, or generated once into a Secret
+    storage_class: ObjectName = "nfs-client"
+    size: Size = "8Gi"
+    requests: Resources
+    limits: Resources
+    metrics: bool = True
+    tls: bool = False
+
+
+class PgDump(Section):
+    schedule: Cron = "0 2 * * *"
+    retention: Annotated[int, Field(ge=1, le=365)] = 7
+    pvc: ObjectName = "postgresql-backups"
+    storage_class: ObjectName = "nfs-client"
+    size: Size = "8Gi"
+
+
+class EtcdSnapshots(Section):
+    schedule: Cron = "0 */12 * * *"
+    retention: Annotated[int, Field(ge=1, le=1000)] = 14
+
+
+class Backup(Section):
+    pg_dump: PgDump = PgDump()
+    etcd: EtcdSnapshots = EtcdSnapshots()
+    rpo_minutes: Annotated[float, Field(gt=0)] = 1440
+    rto_minutes: Annotated[float, Field(gt=0)] = 30
+
+
 # -- the lab --------------------------------------------------------------------------------------
 
 
@@ -469,6 +523,8 @@ class Lab(Section):
     tls: Tls | None = None
     charts: dict[ChartKey, ChartSource] = {}
     observability: Observability | None = None
+    postgres: Postgres | None = None
+    backup: Backup | None = None
     kubeconfig: PathField
 
     # Set by load_lab: where the file lives, for relative paths and secrets.
@@ -529,6 +585,8 @@ class Lab(Section):
             refs["observability.grafana.admin_password"] = self.observability.grafana.admin_password
             if self.observability.ntfy.access_token is not None:
                 refs["observability.ntfy.access_token"] = self.observability.ntfy.access_token
+        if self.postgres is not None and self.postgres.password != "generate":
+            refs["postgres.password"] = self.postgres.password
         return refs
 
     def node(self, name: str) -> Node:
@@ -687,6 +745,7 @@ def cross_check(lab: Lab) -> list[str]:
     errors += _observability_rules(lab)
 
     errors += _pod_network_rules(lab)
+    errors += _postgres_rules(lab)
 
     servers = len(lab.servers)
     if servers == 0:
@@ -776,6 +835,22 @@ def _pod_network_rules(lab: Lab) -> list[str]:
             if not nets[field].subnet_of(loopback):
                 errors.append(f"k3s.{field}: {nets[field]} is not loopback; the embedded lab binds 127.0.0.0/8 only: "
                               f"set e.g. {field}: {example}")
+    return errors
+
+
+def _postgres_rules(lab: Lab) -> list[str]:
+    """Limits at or above requests; the backup section needs the database it backs up."""
+    errors, pg = [], lab.postgres
+    if pg is not None:
+        if cpu_cores(pg.limits.cpu) < cpu_cores(pg.requests.cpu):
+            errors.append(f"postgres.limits.cpu: {pg.limits.cpu} is below postgres.requests.cpu {pg.requests.cpu}")
+        if memory_bytes(pg.limits.memory) < memory_bytes(pg.requests.memory):
+            errors.append(f"postgres.limits.memory: {pg.limits.memory} is below postgres.requests.memory "
+                          f"{pg.requests.memory}")
+        if pg.user == "postgres":
+            errors.append("postgres.user: 'postgres' is the superuser; give the application its own user")
+    if lab.backup is not None and pg is None:
+        errors.append("backup: backs up the postgres section's database; add a postgres section")
     return errors
 
 

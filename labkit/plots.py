@@ -112,6 +112,36 @@ def upgrade_timeline(phases: pd.DataFrame, probe: pd.DataFrame, title: str = "Up
     return fig
 
 
+def database_stats(stats: pd.DataFrame, title: str = "Database over the run") -> go.Figure:
+    """Size (MiB), connections and commits sampled from pg_stat_database (``labkit.postgres.verify``)."""
+    fig = go.Figure()
+    fig.add_scatter(name="size (MiB)", x=stats["time"], y=stats["size_bytes"] / 2**20, mode="lines+markers")
+    fig.add_scatter(name="connections", x=stats["time"], y=stats["connections"], mode="lines+markers", yaxis="y2")
+    fig.add_scatter(name="commits", x=stats["time"], y=stats["commits"], mode="lines+markers", yaxis="y2")
+    fig.update_layout(title=title, yaxis={"title": "MiB"}, yaxis2={"title": "count", "overlaying": "y", "side": "right"})
+    return fig
+
+
+def backup_inventory(backups: pd.DataFrame, title: str = "Backups") -> go.Figure:
+    """Size (KiB) per backup over time, one series per kind (``labkit.backup.inventory``)."""
+    fig = go.Figure()
+    for kind, rows in backups.groupby("kind"):
+        fig.add_scatter(name=kind, x=rows["time"], y=rows["size_bytes"] / 1024, mode="markers+lines",
+                        text=rows["name"])
+    fig.update_layout(title=title, yaxis_title="KiB")
+    return fig
+
+
+def recovery_bars(measures: pd.DataFrame, title: str = "RPO and RTO against targets") -> go.Figure:
+    """Measured RPO and RTO (seconds) per drill next to the targets (``labkit.backup.measures``)."""
+    fig = go.Figure()
+    for column, name in (("rpo_s", "RPO measured"), ("rpo_target_s", "RPO target"), ("rto_s", "RTO measured"),
+                         ("rto_target_s", "RTO target")):
+        fig.add_bar(name=name, x=measures["drill"], y=measures[column])
+    fig.update_layout(title=title, barmode="group", yaxis={"title": "seconds", "type": "log"})
+    return fig
+
+
 def pool_usage(usage: pd.DataFrame, title: str = "MetalLB pool usage") -> go.Figure:
     """Addresses used and free per pool (``labkit.net.pool_usage``), stacked."""
     fig = go.Figure()

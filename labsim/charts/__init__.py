@@ -6,12 +6,13 @@ a chart without a model installs as a release with no objects. What runs inside 
 
 from __future__ import annotations
 
-from labsim.charts import cert_manager, metallb, nfs_subdir_external_provisioner, traefik
+from labsim.charts import cert_manager, metallb, nfs_subdir_external_provisioner, postgresql, traefik
 from labsim.charts.release import ChartModel, Release
 
 CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd,
                                        "cert-manager": cert_manager.cert_manager}
 CHART_MODELS["nfs-subdir-external-provisioner"] = nfs_subdir_external_provisioner.nfs_subdir_external_provisioner
 CHART_MODELS["metallb"] = metallb.metallb
+CHART_MODELS["postgresql"] = postgresql.postgresql
 
 __all__ = ["CHART_MODELS", "ChartModel", "Release"]

@@ -88,7 +88,7 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     auth = "scram-sha-256" if password else "trust"
     steps = [(as_user([str(bins / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}", "-E", "UTF8",
                        f"--auth-host={auth}", "--auth-local=trust"]), b"")]
-    if database != user:
+    if database != "postgres":  # initdb makes only "postgres"; the image's entrypoint creates POSTGRES_DB
         steps.append((as_user([str(bins / "postgres"), "--single", "-D", str(data), "-j", "postgres"]),
                       f'CREATE DATABASE "{database}" OWNER "{user}";\n'.encode()))
     return steps

