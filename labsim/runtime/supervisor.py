@@ -69,12 +69,15 @@ class RealProcess:
         process.stdin.write(stdin or b"")
         process.stdin.close()
         reader = asyncio.ensure_future(self._read(process.stdout))
-        while process.returncode is None and not reader.done():  # children may hold stdout open
-            await asyncio.wait({reader}, timeout=0.2)
-        # The container ends with its main process, as its cgroup does: children it left (nginx's
-        # workers after a kill -9 of their master) go with it, never orphaned.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        try:
+            while process.returncode is None and not reader.done():  # children may hold stdout open
+                await asyncio.wait({reader}, timeout=0.2)
+        finally:
+            # The container ends with its main process, as its cgroup does: children it left (nginx's
+            # workers after a kill -9 of their master) go with it, never orphaned; also when this
+            # wait is cancelled (the container stopped just as its process ended).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
         await reader
         code = await process.wait()
         return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as the kubelet reports

@@ -303,4 +303,10 @@ async def test_a_converged_cluster_is_quiet_even_after_the_controllers_restart()
         await wait_for(lambda: Lab(cluster).ready_count("web") == 4)
         converged = await settled()
     async with running(cluster):  # as after a restart of the lab: everything is resynced
-        assert await settled() == converged
+        await settled()
+        # Only k3s' Traefik moves: its pod runs a real program, which the twin restarts with the lab,
+        # so its readiness goes round once (and with it its Endpoints, slice, ReplicaSet and
+        # Deployment status); nothing else is written.
+        moved = {(obj["kind"], obj["metadata"]["name"]) for _, obj in store.all_objects()
+                 if int(obj["metadata"]["resourceVersion"]) > converged}
+        assert ("Deployment", "traefik") in moved and all(name.startswith("traefik") for _, name in moved), moved
