@@ -37,6 +37,9 @@ def _password(lab) -> str:
     return base64.b64decode(secret.data["password"]).decode()
 
 
+# Five notebooks then two again, each run a real `labkit run`: 3 min here, more on a fresh CI
+# machine (over pytest's 300 s default there); its own subprocess timeout (900 s) still bounds it.
+@pytest.mark.timeout(900)
 def test_05_and_07_on_a_fresh_lab_then_again(tmp_path: Path) -> None:
     lab_file = write_lab(tmp_path)
     outputs = tmp_path / "outputs"
