@@ -210,7 +210,6 @@ class ContainerRuntime:
         for prober in self._probers.values():
             prober.stop()
         processes, self._processes, self._probers = list(self._processes.values()), {}, {}
-        self._filesystems = {}  # written again from the pods when the lab comes back
         for process in processes:
             await process.killed()
 

@@ -71,7 +71,9 @@ class InProcessCluster:
 
 
 @contextlib.asynccontextmanager
-async def running(cluster: InProcessCluster):
+async def running(cluster: InProcessCluster, keep_state: bool = False):
+    """The controllers run inside; on exit they stop, and the containers' files go unless
+    ``keep_state`` (a lab that comes back keeps them)."""
     tasks = [asyncio.create_task(run(cluster)) for run in CONTROLLERS]
     try:
         yield cluster
@@ -80,7 +82,8 @@ async def running(cluster: InProcessCluster):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await cluster.runtime.close()
-        shutil.rmtree(cluster.state_dir, ignore_errors=True)
+        if not keep_state:
+            shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float = 10.0):

@@ -295,7 +295,7 @@ async def test_a_converged_cluster_is_quiet_even_after_the_controllers_restart()
             await asyncio.sleep(0.3)
         return last
 
-    async with running(cluster):
+    async with running(cluster, keep_state=True):
         for obj in [*k3s_crds(), *traefik(), replicaset("web", 4)]:
             store.create(obj)
         store.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
