@@ -1,8 +1,9 @@
 """The ACME CA of the embedded lab: the real Pebble (Let's Encrypt's test server, Debian ``pebble``)
 stands in for the Let's Encrypt directories the lab file names, with ``pebble-challtestsrv`` as
-the DNS server Pebble validates DNS-01 against (the Cloudflare model writes TXT records into it)
-and, since every name resolves to challtestsrv's address, the HTTP server Pebble validates HTTP-01
-against (port 5002; cert-manager's solver pod model publishes its token there).
+the lab's public DNS: Pebble resolves every name through it, for DNS-01 (the Cloudflare model
+writes TXT records into it) and for HTTP-01, which Pebble validates on port 80 of the address a
+name resolves to, as Let's Encrypt does (labsim.apps.public_dns points the names at the lab's
+ingress, k3s' Traefik on its LoadBalancer address, where cert-manager's solver answers).
 
 One Pebble per distinct directory address of ``tls.issuers`` (sim.yaml names one for both
 staging and prod: two ACME accounts on one server, as LE's two environments differ in trust, not
@@ -37,7 +38,7 @@ from labsim.runtime.supervisor import RealProcess, Supervisor
 log = logging.getLogger("labsim.pebble")
 PACKAGE = "Debian's pebble (make programs: scripts/install-programs.sh unpacks it into .tools/pebble)"
 DNS_PORT, MANAGEMENT_PORT, MANAGEMENT_OFFSET = 8053, 8055, 1000  # challtestsrv's defaults; Pebble's own
-HTTP01_PORT = 5002  # where Pebble validates HTTP-01 and challtestsrv answers it (both projects' default)
+HTTP01_PORT = 80  # where Pebble validates HTTP-01, as Let's Encrypt: the lab's ingress answers there
 _BACKOFF = (1.0, 2.0, 5.0, 10.0)  # real seconds before restarting a program that died
 
 
@@ -131,6 +132,14 @@ class PebbleServer:
         """challtestsrv's management URL (plain HTTP on loopback: /set-txt, /clear-txt)."""
         return f"http://{self.directories[0].host}:{MANAGEMENT_PORT}"
 
+    def set_public_address(self, ip: str | None) -> None:
+        """Where every name of the lab's public DNS points (challtestsrv's default A answer): the
+        lab's ingress address, or (None) challtestsrv's own address, where nothing answers HTTP."""
+        doc = json.dumps({"ip": ip or self.directories[0].host}).encode()
+        request = urllib.request.Request(f"{self.challtestsrv}/set-default-ipv4", data=doc, method="POST")
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
     @property
     def tls_ca_file(self) -> Path:
         """What an ACME client trusts Pebble's HTTPS with (not the CA of issued certificates)."""
@@ -177,12 +186,12 @@ class PebbleServer:
             return
         host = self.directories[0].host
         _check_free(host, [(DNS_PORT, socket.SOCK_STREAM), (DNS_PORT, socket.SOCK_DGRAM),
-                           (MANAGEMENT_PORT, socket.SOCK_STREAM), (HTTP01_PORT, socket.SOCK_STREAM)])
+                           (MANAGEMENT_PORT, socket.SOCK_STREAM)])
         for directory in self.directories:
             _check_free(directory.host, [(directory.port, socket.SOCK_STREAM),
                                          (directory.port + MANAGEMENT_OFFSET, socket.SOCK_STREAM)])
         self._launch("challtestsrv", [
-            str(tools_dir() / "pebble-challtestsrv"), "-dns01", self.dns_address, "-http01", f"{host}:{HTTP01_PORT}", "-https01", "",
+            str(tools_dir() / "pebble-challtestsrv"), "-dns01", self.dns_address, "-http01", "", "-https01", "",
             "-tlsalpn01", "", "-management", f"{host}:{MANAGEMENT_PORT}", "-defaultIPv4", host, "-defaultIPv6", ""],
             {})
         for directory in self.directories:

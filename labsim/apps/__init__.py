@@ -6,6 +6,6 @@ are the lab's."""
 
 from __future__ import annotations
 
-from labsim.apps import metallb, nfs_provisioner
+from labsim.apps import metallb, nfs_provisioner, public_dns
 
-APPS = [nfs_provisioner.NfsProvisioner, metallb.MetalLBController]
+APPS = [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, public_dns.PublicDNS]

@@ -2,7 +2,10 @@
 Issuers and ClusterIssuers (account registration, the account key in ``privateKeySecretRef``),
 and Certificate -> CertificateRequest -> Order -> Challenge over real ACME (certbot's ``acme``
 library) against the lab's Pebble (labsim.pebble), DNS-01 through the Cloudflare API model
-(labsim.apps.cloudflare). Conditions, events and messages are cert-manager's (v1.19) wording.
+(labsim.apps.cloudflare), HTTP-01 through the lab's ingress: the solver pod (labsim.apps.acmesolver
+on its pod IP) behind its Service and Ingress, which the real Traefik routes; cert-manager's
+self-check must get the key through it before Pebble is asked to validate, which Pebble does on
+port 80 of the name's address. Conditions, events and messages are cert-manager's (v1.19) wording.
 
 It works only while a cert-manager controller pod (the chart's labels) is Running, in that
 pod's namespace as its ``--cluster-resource-namespace`` (where a ClusterIssuer's Secrets live).
@@ -18,14 +21,19 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import http.client
 import logging
 import secrets
+import socket
+import ssl
 import tempfile
 import time
 import urllib.parse
 import zlib
 from pathlib import Path
 
+import dns.exception
+import dns.resolver
 import josepy as jose
 import requests
 from acme import client as acme_client
@@ -584,6 +592,13 @@ class CertManager(Controller):
                 return
             challenge = self.set_status(challenge, presented=True, reason="")
             self.events.record(challenge, "Presented", f"Presented challenge using {challenge['spec']['type']} challenge mechanism")
+        if challenge["spec"]["type"] == "HTTP-01":
+            try:  # the ACME server is asked only once the solver answers through the ingress
+                await self.self_check(challenge)
+            except AcmeFailure as failure:
+                self.set_status(challenge, reason=f"Waiting for HTTP-01 challenge propagation: {failure}")
+                self.retry(self.key_of(challenge))
+                return
         try:
             client, _ = await self.account(issuer)
             state, detail = await asyncio.to_thread(_accept, client, challenge)
@@ -619,12 +634,9 @@ class CertManager(Controller):
             if ref.get("controller") and ref.get("kind") in KINDS:
                 self.queue.add((ref["kind"], obj["metadata"]["namespace"], ref["name"]))
 
-    # -- HTTP-01: the solver's pod, Service and Ingress, as cert-manager makes them; the answer Pebble
-    # fetches is served by challtestsrv (every name resolves there), not routed through Traefik
+    # -- HTTP-01: the solver's pod (labsim.apps.acmesolver on its pod IP), Service and Ingress, as
+    # cert-manager makes them; the lab's ingress (the real Traefik) routes the token's path to it
     async def present_http01(self, challenge: dict) -> None:
-        pebble = getattr(self.cluster, "pebble", None)
-        if pebble is None:
-            raise AcmeFailure("no HTTP-01 responder: the embedded lab has no ACME server")
         spec, ns = challenge["spec"], challenge["metadata"]["namespace"]
         labels = {"acme.cert-manager.io/http-domain": str(zlib.adler32(spec["dnsName"].encode())),
                   "acme.cert-manager.io/http-token": str(zlib.adler32(spec["token"].encode())),
@@ -632,13 +644,20 @@ class CertManager(Controller):
         if not self.store.list(self.pods, ns, labels=labels):
             for obj in _solver_objects(challenge, labels, self.solver_image()):
                 self.store.create(obj)
-        await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/add-http01",
-                                {"token": spec["token"], "content": spec["key"]})
+
+    async def self_check(self, challenge: dict) -> None:
+        """cert-manager's propagation check before it asks the ACME server to validate: GET the
+        token's URL on port 80 of the name (resolved by the lab's public DNS, challtestsrv, where
+        a real pod's resolver would reach the public one), following redirects; AcmeFailure unless
+        the answer is 200 with the key."""
+        pebble = getattr(self.cluster, "pebble", None)
+        if pebble is None or not pebble.directories:
+            raise AcmeFailure("no public DNS: the embedded lab has no ACME server")
+        spec = challenge["spec"]
+        url = f"http://{spec['dnsName']}/.well-known/acme-challenge/{spec['token']}"
+        await asyncio.to_thread(_self_check, url, spec["key"], pebble.dns_address)
 
     async def clean_up_http01(self, challenge: dict) -> None:
-        pebble = getattr(self.cluster, "pebble", None)
-        if pebble is not None:
-            await asyncio.to_thread(_post_json, f"{pebble.challtestsrv}/del-http01", {"token": challenge["spec"]["token"]})
         ns, token = challenge["metadata"]["namespace"], str(zlib.adler32(challenge["spec"]["token"].encode()))
         for api, kind in (("v1", "Pod"), ("v1", "Service"), ("networking.k8s.io/v1", "Ingress")):
             res = self.res(api, kind)
@@ -747,11 +766,46 @@ def _solver_objects(challenge: dict, labels: dict, image: str) -> list[dict]:
     ]
 
 
-def _post_json(url: str, doc: dict) -> None:
-    try:
-        requests.post(url, json=doc, timeout=10).raise_for_status()
-    except requests.RequestException as error:
-        raise AcmeFailure(f"HTTP-01 responder: {error}") from None
+def _self_check(url: str, key: str, nameserver: str) -> None:
+    """GET ``url`` as cert-manager's self-check does (Go's client: up to 10 redirects, TLS not
+    verified), names resolved by ``nameserver`` (host:port); AcmeFailure in its words."""
+    host_port = nameserver.rsplit(":", 1)
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = [host_port[0]], int(host_port[1]), 5.0
+    at = url
+    for _ in range(10):
+        where = urllib.parse.urlsplit(at)
+        try:
+            address = str(resolver.resolve(where.hostname, "A")[0])
+        except dns.exception.DNSException:
+            raise AcmeFailure(f"failed to perform self check GET request '{url}': Get \"{at}\": dial tcp: lookup "
+                              f"{where.hostname}: no such host") from None
+        port = where.port or (443 if where.scheme == "https" else 80)
+        connection = http.client.HTTPConnection(address, port, timeout=10)
+        try:
+            if where.scheme == "https":  # TLS with the name for SNI, the certificate not verified
+                raw = socket.create_connection((address, port), timeout=10)
+                connection.sock = ssl._create_unverified_context().wrap_socket(raw, server_hostname=where.hostname)
+            connection.request("GET", where.path or "/", headers={"Host": where.netloc,
+                                                                   "User-Agent": "cert-manager-challenges/v1.19.1"})
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace")
+        except OSError as error:
+            reason = "connect: connection refused" if isinstance(error, ConnectionRefusedError) else str(error)
+            raise AcmeFailure(f"failed to perform self check GET request '{url}': Get \"{at}\": dial tcp "
+                              f"{address}:{port}: {reason}") from None
+        finally:
+            connection.close()
+        if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
+            at = urllib.parse.urljoin(at, response.getheader("Location"))
+            continue
+        if response.status != 200:
+            raise AcmeFailure(f"wrong status code '{response.status}', expected '200'")
+        if body != key:
+            raise AcmeFailure(f"did not get expected response when querying endpoint, expected {key!r} "
+                              f"but got: {body[:100]}".replace("'", '"'))
+        return
+    raise AcmeFailure(f"failed to perform self check GET request '{url}': Get \"{at}\": stopped after 10 redirects")
 
 
 # -- ACME, through certbot's library (blocking: called in threads) -------------------------------------

