@@ -7,6 +7,7 @@ lifetimes for the expiry timeline.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from kubernetes import client
 from labkit import kube, secrets
 from labkit.errors import KubeError, LabError
 from labkit.params import Issuer, Lab
+from labkit.progress import progress
 
 CERT_MANAGER = "cert-manager.io/v1"
 ACME = "acme.cert-manager.io/v1"
@@ -137,47 +139,99 @@ class Issued:
     dns_names: list[str]
 
 
-def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeout: float = 300) -> Issued:
-    """Wait until a Certificate is Ready; then read the issued certificate from its Secret. One
-    that does not get there raises CertError with what its ACME Challenges say (a DNS provider
-    refusing the token, the ACME server unreachable...)."""
-    custom = client.CustomObjectsApi(api)
-
-    def ready(listing) -> dict | None:
-        cert = next(iter(listing["items"]), None)
-        return cert if cert and _ready(cert)[0] == "True" else None
-
-    try:
-        cert = _until_custom(custom.list_namespaced_custom_object, ready, f"Certificate {namespace_}/{name} to be Ready",
-                             timeout, group="cert-manager.io", version="v1", namespace=namespace_,
-                             plural="certificates", field_selector=f"metadata.name={name}")
-    except KubeError:
-        raise CertError(f"Certificate {namespace_}/{name} is not Ready after {timeout:.0f} s: "
-                        f"{why_not_issued(api, namespace_, name)}") from None
+def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeout: float = 300,
+                     poll: float = 1.0) -> Issued:
+    """Wait until a Certificate is Ready, printing each step of its issuance as cert-manager moves
+    (request, Order, Challenges); then read the issued certificate from its Secret. One that does
+    not get there raises CertError naming the Certificate, its Order's and Challenges' states and
+    cert-manager's reason (a DNS provider refusing the token, the ACME server unreachable...):
+    at ``timeout``, or at once when the request has failed (cert-manager then waits an hour)."""
+    deadline = time.monotonic() + timeout
+    with progress(f"Certificate {namespace_}/{name}") as bar:
+        while True:
+            now = issuance(api, namespace_, name)
+            bar.update(note=now.step)
+            if now.ready:
+                break
+            if now.failed or time.monotonic() >= deadline:
+                when = "its request failed" if now.failed else f"after {timeout:.0f} s"
+                raise CertError(f"Certificate {namespace_}/{name} is not Ready {when}: {now.why}\ncert-manager keeps "
+                                "trying on its own; once the cause is fixed (the ACME server answers, the DNS token is "
+                                "right...), run again")
+            time.sleep(poll)
+    cert = now.certificate
     secret = client.CoreV1Api(api).read_namespaced_secret(cert["spec"]["secretName"], namespace_)
     leaf = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))
     return Issued(name, cert["spec"]["secretName"], leaf.serial_number, leaf.not_valid_after_utc,
                   list(cert["spec"].get("dnsNames") or []))
 
 
-def why_not_issued(api: client.ApiClient, namespace_: str, name: str) -> str:
-    """What stands in the way: the Challenges' reasons, else the Certificate's Ready message, else events."""
+@dataclass(frozen=True)
+class Issuance:
+    """Where a Certificate's issuance stands: ``step`` for progress, ``why`` for an error."""
+
+    certificate: dict
+    ready: bool
+    failed: bool  # its CertificateRequest failed: cert-manager retries only after its back-off
+    step: str
+    why: str
+
+
+def issuance(api: client.ApiClient, namespace_: str, name: str) -> Issuance:
+    """The Certificate, its newest CertificateRequest, that request's Orders and their Challenges
+    (followed by owner), each with its state and cert-manager's reason or last Warning event."""
     custom = client.CustomObjectsApi(api)
-    try:
-        challenges = custom.list_namespaced_custom_object("acme.cert-manager.io", "v1", namespace_, "challenges")["items"]
-    except client.ApiException:
-        challenges = []
-    reasons = [f"Challenge {c['metadata']['name']} ({c['spec'].get('dnsName', '')}) {c.get('status', {}).get('state', '')}: "
-               f"{c.get('status', {}).get('reason', '')}" for c in challenges
-               if c["metadata"]["name"].startswith(name) and (c.get("status") or {}).get("reason")]
-    if reasons:
-        return "; ".join(reasons)
-    try:
-        cert = custom.get_namespaced_custom_object("cert-manager.io", "v1", namespace_, "certificates", name)
-        message = _ready(cert)[1]
-    except client.ApiException:
-        message = ""
-    return message or "; ".join(kube.warnings(api, namespace_, name)) or "no condition or event yet"
+
+    def owned(group: str, plural: str, owners: list[dict]) -> list[dict]:
+        uids = {o["metadata"]["uid"] for o in owners}
+        items = kube.request(f"list {plural}", lambda: custom.list_namespaced_custom_object(
+            group, "v1", namespace_, plural)["items"])
+        return [i for i in items if any(r.get("uid") in uids for r in i["metadata"].get("ownerReferences") or ())]
+
+    cert = kube.request(f"read Certificate {namespace_}/{name}", lambda: custom.get_namespaced_custom_object(
+        "cert-manager.io", "v1", namespace_, "certificates", name))
+    ready, message = _ready(cert)
+    issuing = next((c for c in (cert.get("status") or {}).get("conditions") or [] if c.get("type") == "Issuing"), {})
+    steps = [f"Ready {ready}" + (f", issuing ({issuing.get('reason')})" if issuing else "")]
+    requests = sorted(owned("cert-manager.io", "certificaterequests", [cert]),
+                      key=lambda r: r["metadata"].get("creationTimestamp") or "")[-1:]
+    failed = False
+    for request in requests:
+        status, reason = _condition(request, "Ready")
+        failed = reason == "Failed"
+        steps.append(f"CertificateRequest {request['metadata']['name']} {reason or status}")
+    orders = owned("acme.cert-manager.io", "orders", requests) if requests else []
+    order_lines = []
+    for order in orders:
+        status = order.get("status") or {}
+        state = status.get("state") or ("pending" if status.get("url") else "not created at the ACME server yet")
+        said = status.get("reason") or next(iter(kube.warnings(api, namespace_, order["metadata"]["name"])[-1:]), "")
+        order_lines.append(f"Order {namespace_}/{order['metadata']['name']} {state}" + (f": {said}" if said else ""))
+        steps.append(f"Order {order['metadata']['name']} {state}")
+    challenge_lines = []
+    for challenge in owned("acme.cert-manager.io", "challenges", orders) if orders else []:
+        status = challenge.get("status") or {}
+        line = f"Challenge {challenge['metadata']['name']} ({challenge['spec'].get('dnsName', '')}) {status.get('state', '')}"
+        challenge_lines.append(line + (f": {status['reason']}" if status.get("reason") else ""))
+        steps.append(challenge_lines[-1])
+    if requests and failed:
+        request_message = _condition(requests[0], "Ready", "message")[1]
+        why = "; ".join([*challenge_lines, *order_lines, f"CertificateRequest {requests[0]['metadata']['name']} "
+                         f"failed: {request_message}"])
+    else:
+        why = "; ".join([*challenge_lines, *order_lines]) or message or "; ".join(
+            kube.warnings(api, namespace_, name)) or "no condition or event yet"
+    return Issuance(cert, ready == "True", failed, " · ".join(steps), why)
+
+
+def _condition(obj: dict, type_: str, field: str = "reason") -> tuple[str, str]:
+    found = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
+    return found.get("status", "Unknown"), found.get(field, "")
+
+
+def why_not_issued(api: client.ApiClient, namespace_: str, name: str) -> str:
+    """What stands in the way of a Certificate: its Challenges' and Order's states and reasons."""
+    return issuance(api, namespace_, name).why
 
 
 def certificates(api: client.ApiClient) -> pd.DataFrame:

@@ -1,10 +1,15 @@
-"""HTTP-01 through the lab's ingress, over the wire on a whole embedded lab (k3s installed over
-SSH, its bundled real Traefik on the ServiceLB address, cert-manager's chart, the lab's Pebble):
-the lab's public DNS (challtestsrv) points names at Traefik's address, cert-manager's solver pod
-answers the token on its pod IP, its Ingress routes the token's path through Traefik (with the
-lab's HTTP -> HTTPS redirect on, which Pebble and cert-manager follow), and Pebble's validation
-GET is in Traefik's access log. A solver Ingress of a class no controller serves leaves the
-Challenge pending with cert-manager's reason, which labkit's wait names."""
+"""ACME on a whole embedded lab, over the wire (k3s installed over SSH, its bundled real Traefik
+on the ServiceLB address, cert-manager's chart, the lab's Pebble, labkit's ClusterIssuers):
+
+- HTTP-01 through the lab's ingress: the lab's public DNS (challtestsrv) points names at
+  Traefik's address, cert-manager's solver pod answers the token on its pod IP, its Ingress
+  routes the token's path through Traefik (with the lab's HTTP -> HTTPS redirect on, which Pebble
+  and cert-manager follow), and Pebble's validation GET is in Traefik's access log. A solver
+  Ingress of a class no controller serves leaves the Challenge pending with cert-manager's
+  reason, which labkit's wait names.
+- The ACME server down (the lab's ``acme_down`` fault over its admin API): labkit's wait for a
+  Certificate prints its progress, then stops naming the Certificate, its Order's state and
+  cert-manager's reason; once the fault is cleared the same wait converges."""
 
 from __future__ import annotations
 
@@ -17,10 +22,13 @@ from pathlib import Path
 
 import dns.resolver
 import pytest
+import requests
 import yaml
 from kubernetes import client, config
 
+from labkit import certs, manifests, net
 from labkit.certs import CertError, wait_certificate
+from labkit.params import load_lab
 from labsim.lab import running_lab
 from labsim.pebble import tools_dir
 from labsim.runtime.programs import traefik
@@ -48,11 +56,19 @@ SOLVER = {"acme.cert-manager.io/http01-solver": "true"}
 
 
 class Lab:
-    def __init__(self, k3s: K3sLab, kubeconfig: Path) -> None:
-        self.k3s, self.kubeconfig = k3s, kubeconfig
+    def __init__(self, k3s: K3sLab, kubeconfig: Path, lab_file: Path) -> None:
+        self.k3s, self.kubeconfig, self.lab = k3s, kubeconfig, load_lab(lab_file)
         self.api = config.new_client_from_config(str(kubeconfig))
         acme = k3s.handle.status()["acme"]
         self.directory, self.dns = acme["directories"][0], acme["dns"]
+
+    def fault(self, method: str, body: dict | None = None) -> dict:
+        """The lab's faults over its admin API (HTTPS, the PVE token), as an operator's script would."""
+        pve = self.k3s.handle.status()["pve"]
+        answer = requests.request(method, pve["url"] + "/labsim/faults", json=body, verify=pve["ca_file"], timeout=60,
+                                  headers={"Authorization": f"PVEAPIToken={pve['token_id']}={pve['token_secret']}"})
+        answer.raise_for_status()
+        return answer.json()["data"]
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         done = subprocess.run([str(TOOLS / "kubectl-1.34"), *args], input=input, capture_output=True, text=True,
@@ -96,7 +112,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with running_lab(sim_config(lab_file)) as handle:
         k3s = K3sLab.boot(handle, lab_file)
         assert k3s.install_server().exit_status == 0
-        lab = Lab(k3s, k3s.kubeconfig(tmp))
+        lab = Lab(k3s, k3s.kubeconfig(tmp), lab_file)
         wait_until(lambda: "/helmchartconfigs.helm.cattle.io" in lab.kubectl("get", "crd", "-o", "name"), timeout=60)
         lab.apply(CERT_MANAGER, TRAEFIK)
         wait_until(lambda: "/challenges.acme.cert-manager.io" in lab.kubectl("get", "crd", "-o", "name"), timeout=90)
@@ -185,3 +201,33 @@ def test_a_solver_ingress_no_controller_serves_leaves_the_challenge_waiting_with
         wait_certificate(lab.api, "default", "other", timeout=3)
     assert "Certificate default/other is not Ready after 3 s" in str(failed.value)
     assert f"({host}) pending: {reason}" in str(failed.value)
+
+
+def test_the_acme_server_down_stops_the_wait_with_the_orders_reason_and_a_rerun_converges(lab: Lab, capsys) -> None:
+    manifests.deploy(lab.api, "issuers", certs.issuer_objects(lab.lab))  # notebook 03's issuers (DNS-01)
+    certs.wait_issuers(lab.api, lab.lab, timeout=60)
+    assert lab.fault("POST", {"fault": "acme_down"})["acme_down"] == [lab.directory["url"]]
+    host = f"down.{DOMAIN}"
+    try:
+        net.apply_objects(lab.api, [certs.certificate(lab.lab, "down", "default", [host])])
+        with pytest.raises(CertError) as failed:
+            wait_certificate(lab.api, "default", "down", timeout=15)
+    finally:
+        lab.fault("DELETE")
+    message = str(failed.value)
+    server = lab.directory["url"].removesuffix("/dir")
+    assert message.startswith("Certificate default/down is not Ready after 15 s: Order default/down-1-")
+    assert " not created at the ACME server yet: " in message  # the Order's state
+    assert f'Solver: Failed to process order: Head "{server}/nonce-plz": dial tcp {server.removeprefix("https://")}: ' \
+           "connect: connection refused" in message  # cert-manager's reason
+    assert "run again" in message
+    printed = capsys.readouterr().out
+    assert "Certificate default/down: Ready False, issuing (DoesNotExist)" in printed  # progress, as it moved
+    assert "Order down-1-" in printed and "not created at the ACME server yet" in printed
+
+    # A re-run once the server is back: the same objects, the same wait, and it converges.
+    net.apply_objects(lab.api, [certs.certificate(lab.lab, "down", "default", [host])])
+    issued = wait_certificate(lab.api, "default", "down", timeout=120)
+    assert issued.dns_names == [host]
+    order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
+    assert order["status"]["state"] == "valid"
