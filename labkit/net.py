@@ -30,6 +30,7 @@ from labkit.params import Lab
 METALLB = "metallb.io/v1beta1"
 WEB_IMAGE = "nginx:1.27"  # a real web server wherever the probe runs
 TRAEFIK = ("kube-system", "traefik")  # k3s' bundled Traefik and its LoadBalancer Service
+ANNOUNCE_SECONDS = 15  # how long a just-assigned address may take to answer (the speaker announces it)
 
 
 class NetError(LabError):
@@ -134,10 +135,14 @@ def probe_loadbalancer(api: client.ApiClient, lab: Lab, *, timeout: float = 180,
     wait_available(api, PROBE_NAMESPACE, name, timeout=timeout)
     address = wait_address(api, PROBE_NAMESPACE, name, timeout=timeout)
     in_pool = any(_within(address, first, last) for _, first, last in lab.metallb.ranges())
-    try:
-        return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, http_get(address, 80, "probe.local").status)
-    except OSError as exc:
-        return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, error=f"no answer from {address}:80: {exc}")
+    deadline = time.monotonic() + ANNOUNCE_SECONDS
+    while True:  # a new address answers once a speaker announces it, a moment after it is assigned
+        try:
+            return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, http_get(address, 80, "probe.local").status)
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, error=f"no answer from {address}:80: {exc}")
+            time.sleep(1)
 
 
 def _lb_service(name: str) -> dict:

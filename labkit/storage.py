@@ -34,6 +34,64 @@ class StorageError(LabError):
     """The NFS storage class did not provision, or the volume did not hold the data."""
 
 
+# -- the nodes' NFS client --------------------------------------------------------------------------
+NFS_CLIENT = "nfs-common"  # mount.nfs, which the kubelet mounts NFS volumes with, and showmount
+
+
+def plan_nfs_client(session: Session, lab: Lab, *, timeout: float = 60) -> Plan[Change]:
+    """nfs-common on every node: the kubelet mounts the export on whichever node a pod lands, with
+    nfs-common's mount.nfs; the nodes without it get it installed."""
+    probes = session.collect([n.name for n in lab.nodes],
+                             {"dpkg": f"dpkg-query -W -f '${{Status}}' {NFS_CLIENT}"}, timeout=timeout)
+    items = []
+    for name, probe in probes.items():
+        if probe.error:
+            raise StorageError(f"{name}: cannot ask whether {NFS_CLIENT} is installed: {probe.error}")
+        if probe.stdout("dpkg").strip() != "install ok installed":
+            items.append(Change(f"{NFS_CLIENT}/{name}", "install", "the kubelet mounts NFS volumes with its mount.nfs"))
+    return Plan(items)
+
+
+def apply_nfs_client(session: Session, plan: Plan[Change], *, dry_run: bool = False,
+                     timeout: float = 600) -> list[Change]:
+    """``apt-get install -y nfs-common`` on the nodes the plan names."""
+    if dry_run or not plan.items:
+        return []
+    nodes = [c.target.split("/", 1)[1] for c in plan.items]
+    results = session.fan_out(nodes, f"apt-get install -y {NFS_CLIENT}", sudo=True, timeout=timeout, check=False)
+    failed = {name: _last_line(r.stderr or r.stdout) for name, r in results.items() if not r.ok}
+    if failed:
+        raise StorageError(f"installing {NFS_CLIENT} failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items())
+                           + ". Check the node's apt sources and network (sudo apt-get update), then run again")
+    return list(plan.changes())
+
+
+def verify_exports(session: Session, lab: Lab, *, timeout: float = 60) -> Check:
+    """The NAS exports ``nfs.path`` to every node: ``showmount -e`` (the NFS MOUNT protocol's
+    export list, what a mount asks for first) from each node lists it."""
+    server, path = lab.nfs.server, lab.nfs.path
+    probes = session.collect([n.name for n in lab.nodes],
+                             {"exports": f"showmount -e --no-headers {shlex.quote(server)}"}, timeout=timeout)
+    problems = []
+    for name, probe in probes.items():
+        result = probe.results.get("exports")
+        if probe.error or result is None:
+            problems.append(f"{name}: {probe.error}")
+        elif not result.ok:
+            problems.append(f"{name}: showmount -e {server}: {_last_line(result.stderr or result.stdout)}")
+        elif path not in (listed := [line.split()[0] for line in result.stdout.splitlines() if line.strip()]):
+            problems.append(f"{name}: {server} exports {', '.join(listed) or 'nothing'}, not {path}")
+    remedy = (f". Check that the NAS answers NFS and exports {path} to the nodes' addresses (Synology: Shared "
+              "Folder > Edit > NFS Permissions), and that nfs.server/nfs.path are right") if problems else ""
+    return Check(f"the NAS exports {path} to every node (showmount -e)", not problems,
+                 "; ".join(problems) + remedy or f"listed from {len(probes)} nodes")
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
 # -- the default class ------------------------------------------------------------------------------
 
 

@@ -26,7 +26,8 @@
 #
 # **What it changes.** Installs or upgrades the charts of the lab file's `charts` section
 # (nfs-subdir-external-provisioner, MetalLB, cert-manager) with their values files merged with what
-# the lab file derives; makes `nfs.storage_class` the default StorageClass; applies the MetalLB pools,
+# the lab file derives; installs `nfs-common` on the nodes that lack it (over SSH); makes
+# `nfs.storage_class` the default StorageClass; applies the MetalLB pools,
 # the ClusterIssuers (and the Cloudflare API token Secret) with server-side apply, pruning those a
 # previous run applied and the lab file no longer names; configures k3s' Traefik through a
 # `HelmChartConfig`. Test objects live in the namespace `labkit-probes`, deleted at the end unless
@@ -65,6 +66,25 @@ charts.table(wanted.values())
 pre = infra.preflight(api, session, lab)
 report.require("core-infra preflight passes", pre.ok, "; ".join(pre.problems) or f"{len(pre.nodes)} nodes")
 pre.nodes
+
+# %% [markdown]
+# ## Storage: the nodes' NFS client
+#
+# The kubelet mounts the export on whichever node a pod lands, with `mount.nfs` from Debian's
+# `nfs-common`: the nodes without it get it (`apt-get install -y nfs-common` over SSH). Then each node
+# asks the NAS for its export list (`showmount -e`, the NFS MOUNT protocol's answer), which must
+# name `nfs.path`: a NAS that does not answer, or that does not export the folder to the nodes
+# (Synology: the shared folder's NFS permissions), stops the notebook here, naming the node and what
+# the NAS said.
+
+# %%
+client_plan = storage.plan_nfs_client(session, lab)
+report.plan(client_plan.changes())
+
+# %%
+report.applied(storage.apply_nfs_client(session, client_plan, dry_run=dry_run))
+exported = storage.verify_exports(session, lab)
+report.require(exported.name, exported.passed, exported.detail)
 
 # %% [markdown]
 # ## Storage: the NFS provisioner

@@ -204,8 +204,8 @@ async def dpkg(ctx: CommandContext) -> CommandResult:
     if flags & {"-W", "--show"}:
         fmt = values.get("-f") or values.get("--showformat") or "${Package}\t${Version}\n"
         shown = [n for n in names if n in have] if names else sorted(have)
-        out = "".join(fmt.replace("${Package}", n).replace("${Version}", have[n]).replace("\\n", "\n")
-                      for n in shown)
+        out = "".join(fmt.replace("${Package}", n).replace("${Version}", have[n])
+                      .replace("${Status}", "install ok installed").replace("\\n", "\n") for n in shown)
         errors = "".join(f"dpkg-query: no packages found matching {n}\n" for n in missing)
         return CommandResult(out.encode(), errors.encode(), 1 if missing else 0)
     if flags & {"-l", "--list"}:

@@ -125,13 +125,14 @@ def test_the_first_run_installs_everything_and_proves_it_by_using_it(core: Core)
             "LoadBalancer Service gets a pool address", "the address answers from the operator's machine",
             "Certificate for whoami.home.example.com is Ready", "Traefik serves the issued certificate",
             "https://whoami.home.example.com answers through Traefik", "http://whoami.home.example.com redirects to HTTPS",
-            "charts as the lab file says"} <= names
+            "charts as the lab file says", f"the NAS exports {core.lab.nfs.path} to every node (showmount -e)"} <= names
     changed = {(c["action"], c["target"]) for c in applied_in(json.loads(nbformat.writes(core.first)))}
     assert {("install", "HelmChart/nfs-subdir-external-provisioner"), ("install", "HelmChart/metallb"),
             ("install", "HelmChart/cert-manager"), ("install", "HelmChartConfig/traefik"),
             ("update", "StorageClass/local-path"), ("create", "IPAddressPool/metallb-system/default"),
             ("create", "L2Advertisement/metallb-system/default"), ("create", "ClusterIssuer/letsencrypt-prod"),
-            ("create", "ClusterIssuer/letsencrypt-staging"), ("create", "Secret/infra/cloudflare-api-token")} == changed
+            ("create", "ClusterIssuer/letsencrypt-staging"), ("create", "Secret/infra/cloudflare-api-token"),
+            *{("install", f"nfs-common/{node.name}") for node in core.lab.nodes}} == changed
     token = core.lab.secret(core.lab.tls.solver.dns01.api_token)
     assert token not in nbformat.writes(core.first)  # nor in its plans (Secrets are diffed by digest)
 

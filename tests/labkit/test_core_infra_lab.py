@@ -1,5 +1,6 @@
-"""ACME on a whole embedded lab, over the wire (k3s installed over SSH, its bundled real Traefik
-on the ServiceLB address, cert-manager's chart, the lab's Pebble, labkit's ClusterIssuers):
+"""Notebook 03's pieces on one whole embedded lab, over the wire (k3s installed over SSH, its
+bundled real Traefik on the ServiceLB address, cert-manager's chart, the lab's Pebble and NAS,
+labkit's ClusterIssuers):
 
 - HTTP-01 through the lab's ingress: the lab's public DNS (challtestsrv) points names at
   Traefik's address, cert-manager's solver pod answers the token on its pod IP, its Ingress
@@ -9,7 +10,9 @@ on the ServiceLB address, cert-manager's chart, the lab's Pebble, labkit's Clust
   reason, which labkit's wait names.
 - The ACME server down (the lab's ``acme_down`` fault over its admin API): labkit's wait for a
   Certificate prints its progress, then stops naming the Certificate, its Order's state and
-  cert-manager's reason; once the fault is cleared the same wait converges."""
+  cert-manager's reason; once the fault is cleared the same wait converges.
+- The nodes' NFS client: nfs-common installed where it is missing (once), then ``showmount -e``
+  from every node lists the export, and names what the NAS said when it does not."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import requests
 import yaml
 from kubernetes import client, config
 
-from labkit import certs, manifests, net
+from labkit import certs, manifests, net, ssh, storage
 from labkit.certs import CertError, wait_certificate
 from labkit.params import load_lab
 from labsim.lab import running_lab
@@ -231,3 +234,32 @@ def test_the_acme_server_down_stops_the_wait_with_the_orders_reason_and_a_rerun_
     assert issued.dns_names == [host]
     order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
     assert order["status"]["state"] == "valid"
+
+
+def test_the_nodes_get_the_nfs_client_once_and_see_the_export_until_the_nas_stops_answering(lab: Lab) -> None:
+    nodes, server, path = [n.name for n in lab.lab.nodes], lab.lab.nfs.server, lab.lab.nfs.path
+    session = ssh.connect(lab.lab)
+    try:
+        before = storage.verify_exports(session, lab.lab)
+        assert not before.passed and "showmount: command not found" in before.detail  # no nfs-common yet
+        plan = storage.plan_nfs_client(session, lab.lab)
+        assert [(c.action, c.target) for c in plan.changes()] == [("install", f"nfs-common/{n}") for n in nodes]
+        assert storage.apply_nfs_client(session, plan) == plan.changes()
+        assert storage.plan_nfs_client(session, lab.lab).items == []  # a second run changes nothing
+        exported = storage.verify_exports(session, lab.lab)
+        assert (exported.name, exported.passed, exported.detail) == (
+            f"the NAS exports {path} to every node (showmount -e)", True, f"listed from {len(nodes)} nodes")
+
+        elsewhere = lab.lab.model_copy(update={"nfs": lab.lab.nfs.model_copy(update={"path": "/volume1/other"})})
+        wrong = storage.verify_exports(session, elsewhere)
+        assert not wrong.passed and wrong.detail.startswith(f"{nodes[0]}: {server} exports {path}, not /volume1/other")
+        lab.fault("POST", {"fault": "nas_down"})
+        try:
+            down = storage.verify_exports(session, lab.lab)
+        finally:
+            lab.fault("DELETE")
+        assert not down.passed
+        assert down.detail.startswith(f"{nodes[0]}: showmount -e {server}: clnt_create: RPC: Timed out. Check that the NAS")
+        assert storage.verify_exports(session, lab.lab).passed  # back
+    finally:
+        session.close()
