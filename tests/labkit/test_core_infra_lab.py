@@ -8,9 +8,10 @@ labkit's ClusterIssuers):
   and cert-manager follow), and Pebble's validation GET is in Traefik's access log. A solver
   Ingress of a class no controller serves leaves the Challenge pending with cert-manager's
   reason, which labkit's wait names.
-- The ACME server down (the lab's ``acme_down`` fault over its admin API): labkit's wait for a
-  Certificate prints its progress, then stops naming the Certificate, its Order's state and
-  cert-manager's reason; once the fault is cleared the same wait converges.
+- The ACME server down (the lab's ``acme_down`` fault over its admin API): notebook 03's site
+  probe (labkit's wait for its Certificate) prints its progress, then stops naming the
+  Certificate, its Order's state and cert-manager's reason; once the fault is cleared the same
+  probe converges: issued, served by Traefik and verified against the issuer's CA, redirected.
 - The nodes' NFS client: nfs-common installed where it is missing (once), then ``showmount -e``
   from every node lists the export, and names what the NAS said when it does not."""
 
@@ -29,7 +30,7 @@ import requests
 import yaml
 from kubernetes import client, config
 
-from labkit import certs, manifests, net, ssh, storage
+from labkit import certs, infra, manifests, net, ssh, storage
 from labkit.certs import CertError, wait_certificate
 from labkit.params import load_lab
 from labsim.lab import running_lab
@@ -206,34 +207,34 @@ def test_a_solver_ingress_no_controller_serves_leaves_the_challenge_waiting_with
     assert f"({host}) pending: {reason}" in str(failed.value)
 
 
-def test_the_acme_server_down_stops_the_wait_with_the_orders_reason_and_a_rerun_converges(lab: Lab, capsys) -> None:
+def test_the_acme_server_down_stops_notebook_03s_site_probe_with_the_orders_reason_and_a_rerun_converges(
+        lab: Lab, capsys) -> None:
     manifests.deploy(lab.api, "issuers", certs.issuer_objects(lab.lab))  # notebook 03's issuers (DNS-01)
     certs.wait_issuers(lab.api, lab.lab, timeout=60)
     assert lab.fault("POST", {"fault": "acme_down"})["acme_down"] == [lab.directory["url"]]
-    host = f"down.{DOMAIN}"
-    try:
-        net.apply_objects(lab.api, [certs.certificate(lab.lab, "down", "default", [host])])
+    try:  # notebook 03's site probe: whoami.<domain>, its Certificate from the lab's ingress issuer
         with pytest.raises(CertError) as failed:
-            wait_certificate(lab.api, "default", "down", timeout=15)
+            net.probe_site(lab.api, lab.lab, timeout=15)
     finally:
         lab.fault("DELETE")
-    message = str(failed.value)
+    message, name = str(failed.value), f"{infra.PROBE_NAMESPACE}/whoami-tls"
     server = lab.directory["url"].removesuffix("/dir")
-    assert message.startswith("Certificate default/down is not Ready after 15 s: Order default/down-1-")
+    assert message.startswith(f"Certificate {name} is not Ready after 15 s: Order {name}-1-")
     assert " not created at the ACME server yet: " in message  # the Order's state
     assert f'Solver: Failed to process order: Head "{server}/nonce-plz": dial tcp {server.removeprefix("https://")}: ' \
            "connect: connection refused" in message  # cert-manager's reason
     assert "run again" in message
     printed = capsys.readouterr().out
-    assert "Certificate default/down: Ready False, issuing (DoesNotExist)" in printed  # progress, as it moved
-    assert "Order down-1-" in printed and "not created at the ACME server yet" in printed
+    assert f"Certificate {name}: Ready False, issuing (DoesNotExist)" in printed  # progress, as it moved
+    assert "Order whoami-tls-1-" in printed and "not created at the ACME server yet" in printed
 
-    # A re-run once the server is back: the same objects, the same wait, and it converges.
-    net.apply_objects(lab.api, [certs.certificate(lab.lab, "down", "default", [host])])
-    issued = wait_certificate(lab.api, "default", "down", timeout=120)
-    assert issued.dns_names == [host]
-    order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
+    # A re-run once the server is back: the same objects, the same probe, and it converges.
+    site = net.probe_site(lab.api, lab.lab, timeout=120)
+    assert [c for c in site.checks() if not c.passed] == [], site.checks()
+    order = next(o for o in client.CustomObjectsApi(lab.api).list_namespaced_custom_object(
+        "acme.cert-manager.io", "v1", infra.PROBE_NAMESPACE, "orders")["items"])
     assert order["status"]["state"] == "valid"
+    infra.remove_probes(lab.api)
 
 
 def test_the_nodes_get_the_nfs_client_once_and_see_the_export_until_the_nas_stops_answering(lab: Lab) -> None:
