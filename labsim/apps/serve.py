@@ -1,0 +1,47 @@
+"""The entry point app models share (``python -m labsim.apps.<app> --host IP --port N -- ARGS``):
+serve an aiohttp application on the pod IP until SIGTERM, logging one line per request to stdout
+(the container's log), as the real apps' access logs do."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from aiohttp import web
+
+
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """--host, --port and the container's own arguments (after ``--``) as ``args``."""
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    ours, theirs = argv[:split], argv[split + 1:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    found = parser.parse_args(ours)
+    found.args = theirs
+    return found
+
+
+def main(make_app: Callable[[argparse.Namespace], web.Application], argv: list[str] | None = None) -> None:
+    """Serve ``make_app(options)`` on host:port until SIGTERM (exit 0) or SIGINT."""
+    found = options(argv)
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+    asyncio.run(_serve(make_app(found), found.host, found.port))
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log_format='%a "%r" %s %b')
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"listening on {host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
