@@ -23,9 +23,9 @@ from labsim.runtime.programs import (
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
-    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
-    acmesolver)
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
     for name in adapter.IMAGES}
+PROGRAMS |= {name: adapter for adapter in (acmesolver,) for name in adapter.IMAGES}  # app models
 
 
 def program_for(image: str) -> ModuleType | None:

@@ -196,6 +196,10 @@ def test_a_solver_ingress_no_controller_serves_leaves_the_challenge_waiting_with
                      timeout=30)
     assert f'expected_token="{token}"' in log and "got successful challenge request" not in log
     assert any(f"/.well-known/acme-challenge/{token} HTTP/1.1\" 404" in line for line in lab.traefik_log().splitlines())
+    direct = requests.get(f"http://{pod.status.pod_ip}:8089/.well-known/acme-challenge/{token}", headers={"Host": host},
+                          timeout=10)  # asked on its pod IP, the solver has the answer Traefik never routed to it
+    assert (direct.status_code, direct.text) == (200, challenge["spec"]["key"])
+    assert "got successful challenge request" in lab.kubectl("logs", pod.metadata.name)
     # Pebble was never asked: its authorization is still pending.
     order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
     assert order["status"]["state"] == "pending"
