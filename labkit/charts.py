@@ -372,6 +372,8 @@ def _rolled_out(workload) -> bool:
         want = status.desired_number_scheduled or 0
         return (status.updated_number_scheduled or 0) >= want and (status.number_available or 0) >= want
     want = workload.spec.replicas if workload.spec.replicas is not None else 1
+    if (status.replicas or 0) > (status.updated_replicas or 0):
+        return False  # old replicas pending termination: they still answer (kubectl rollout status waits too)
     return (status.updated_replicas or 0) >= want and (status.available_replicas or 0) >= want
 
 
