@@ -139,6 +139,13 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
         yield found
 
 
+@pytest.fixture
+def client(apps: Apps) -> Iterator[ollama.Client]:
+    """The official client on the ollama Service (closed after the test: no connection outlives the lab)."""
+    with ollama.Client(host=apps.service_url("ollama"), timeout=120) as found:
+        yield found
+
+
 def test_the_charts_objects_carry_the_real_charts_names(apps: Apps) -> None:
     deploy = apps.get("-n", "apps", "deployment", "ollama")
     assert deploy["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "ollama",
@@ -156,8 +163,7 @@ def test_the_charts_objects_carry_the_real_charts_names(apps: Apps) -> None:
     assert config["GENERIC_TIMEZONE"] == "Europe/Berlin"
 
 
-def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps, client: ollama.Client) -> None:
     progress = list(client.pull("qwen2.5:0.5b", stream=True))
     statuses = [p.status for p in progress]
     assert statuses[0] == "pulling manifest" and statuses[-3:] == ["verifying sha256 digest", "writing manifest",
@@ -187,10 +193,10 @@ def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps) -> N
     assert [m.model for m in client.ps().models] == ["qwen2.5:1.5b"]  # loading one evicted the other
     shown = client.show("qwen2.5:1.5b")
     assert (shown.details.family, shown.details.parameter_size) == ("qwen2", "1.5B")
+    assert "FROM /root/.ollama/models/blobs/sha256-" in shown.modelfile
 
 
-def test_ollama_errors_are_ollamas(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_errors_are_ollamas(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError, match="pull model manifest: file does not exist"):
         list(client.pull("no-such-model:7b", stream=True))
     with pytest.raises(ollama.ResponseError, match=r"model 'llama3\.1:8b' not found") as missing:
@@ -205,8 +211,7 @@ def test_ollama_errors_are_ollamas(apps: Apps) -> None:
     assert client.delete("llama3.2:3b").status == "success"
 
 
-def test_ollama_models_stay_on_the_volume_across_a_pod_restart(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_models_stay_on_the_volume_across_a_pod_restart(apps: Apps, client: ollama.Client) -> None:
     client.pull("qwen2.5:0.5b")
     old = apps.get("-n", "apps", "pod", "-l", "app.kubernetes.io/name=ollama")["items"][0]["metadata"]["name"]
     apps.kubectl("-n", "apps", "delete", "pod", old)
