@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from labsim.node.registry import CommandResult
 from labsim.node.shell import PATH, Shell
 from labsim.runtime import filesystem, probes, registry
-from labsim.runtime.filesystem import ContainerFS, field_value
+from labsim.runtime.filesystem import ContainerFS, field_value, resource_value
 from labsim.runtime.processes import ShellProcess
 from labsim.runtime.programs import CannotStart
 from labsim.runtime.supervisor import RealProcess, Supervisor
@@ -69,7 +69,7 @@ class ContainerRuntime:
                     env.update({source.get("prefix", "") + k: v
                                 for k, v in self._data(kind, ns, source[field]["name"]).items()})
         for var in container.get("env") or []:
-            env[var["name"]] = self._value(pod, var)
+            env[var["name"]] = self._value(pod, container, var)
         return env
 
     def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:
@@ -80,10 +80,12 @@ class ContainerRuntime:
             return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
         return dict(data)
 
-    def _value(self, pod: dict, var: dict) -> str:
+    def _value(self, pod: dict, container: dict, var: dict) -> str:
         source = var.get("valueFrom") or {}
         if "fieldRef" in source:
             return field_value(pod, source["fieldRef"]["fieldPath"])
+        if "resourceFieldRef" in source:
+            return resource_value(self.cluster, pod, {"containerName": container["name"], **source["resourceFieldRef"]})
         for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
             if field in source:
                 ref = source[field]
@@ -109,7 +111,8 @@ class ContainerRuntime:
                 continue
             if process is not None:
                 self._processes[key] = process
-                self._probe(pod, container, changed)
+                if not registry.is_app_model(container.get("image", "")):
+                    self._probe(pod, container, changed)
         return problems
 
     def _probe(self, pod: dict, container: dict, changed: Callable[[], None]) -> None:
@@ -134,16 +137,24 @@ class ContainerRuntime:
         if not self.runs(pod, container):
             return None
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
+        fs, env = self.filesystem(pod, container), self.env(pod, container)
+
+        app_model = registry.is_app_model(image)
+        program = registry.program_for(image)
+        shown = getattr(program, "container_line", None)  # the adapter's own paths as the container's
 
         def log(line: str, name: str = container["name"]) -> None:
+            line = shown(fs, line) if shown else line
             self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
+            if app_model and line.startswith("listening on "):
+                # An app model's probes start once it serves: the Python interpreter's start-up is
+                # the twin's cost, not the app's (the real binaries answer within milliseconds).
+                self._probe(pod, container, exited)
 
-        fs, env = self.filesystem(pod, container), self.env(pod, container)
         if runner == "plain":
             return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
                                 wants_stdin=bool(container.get("stdin")) and not container.get("tty"),
                                 log=log, exited=exited)
-        program = registry.program_for(image)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
         steps = program.prepare(fs, image, env)
