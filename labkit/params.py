@@ -409,6 +409,7 @@ class Ntfy(Section):
     topic: Annotated[str, AfterValidator(_pattern(r"[-_A-Za-z0-9]{1,64}", "is not an ntfy topic: letters, digits, "
                                                                         "'-' and '_', at most 64"))]
     access_token: SecretField | None = None  # for a server or topic that needs one (ntfy's tk_... tokens)
+    ca_file: PathField | None = None  # what the server's HTTPS is trusted with, if not the system's CAs
 
 
 class Routing(Section):
@@ -615,6 +616,8 @@ def _absolutize(lab: Lab, base: Path) -> None:
                 object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
     if lab.observability is not None:
         object.__setattr__(lab.observability, "rules", secrets.resolve_path(lab.observability.rules, base))
+        if lab.observability.ntfy.ca_file is not None:
+            object.__setattr__(lab.observability.ntfy, "ca_file", secrets.resolve_path(lab.observability.ntfy.ca_file, base))
         for chart in lab.observability.charts.values():
             if chart.values is not None:
                 object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
@@ -896,6 +899,7 @@ def missing_files(lab: Lab) -> list[str]:
         wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
     if lab.observability is not None:
         wanted["observability.rules"] = lab.observability.rules
+        wanted["observability.ntfy.ca_file"] = lab.observability.ntfy.ca_file
         wanted |= {f"observability.charts.{n}.values": c.values for n, c in lab.observability.charts.items()}
     for where, ref in lab.secret_refs().items():
         if ref.path:
