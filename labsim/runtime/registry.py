@@ -13,17 +13,22 @@ from labsim.runtime import images
 from labsim.runtime.programs import (
     alertmanager,
     blackbox_exporter,
+    grafana,
+    k8s_sidecar,
+    loki,
     nginx,
     node_exporter,
     postgres,
     postgres_exporter,
     prometheus,
+    promtail,
     traefik,
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
     for name in adapter.IMAGES}
+PROGRAMS |= {name: adapter for adapter in (grafana, k8s_sidecar, loki, promtail) for name in adapter.IMAGES}  # app models
 
 
 def program_for(image: str) -> ModuleType | None:
