@@ -6,6 +6,6 @@ are the lab's."""
 
 from __future__ import annotations
 
-from labsim.apps import metallb, nfs_provisioner
+from labsim.apps import metallb, nfs_provisioner, prometheus_operator
 
-APPS = [nfs_provisioner.NfsProvisioner, metallb.MetalLBController]
+APPS = [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator]

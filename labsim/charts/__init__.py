@@ -9,6 +9,7 @@ from __future__ import annotations
 from labsim.charts import (
     cert_manager,
     grafana,
+    kube_prometheus_stack,
     loki_stack,
     metallb,
     nfs_subdir_external_provisioner,
@@ -23,6 +24,7 @@ CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd"
 CHART_MODELS["nfs-subdir-external-provisioner"] = nfs_subdir_external_provisioner.nfs_subdir_external_provisioner
 CHART_MODELS["metallb"] = metallb.metallb
 CHART_MODELS["postgresql"] = postgresql.postgresql
+CHART_MODELS["kube-prometheus-stack"] = kube_prometheus_stack.kube_prometheus_stack
 CHART_MODELS |= {"grafana": grafana.grafana, "loki-stack": loki_stack.loki_stack, "promtail": promtail.promtail}
 
 __all__ = ["CHART_MODELS", "ChartModel", "Release"]
