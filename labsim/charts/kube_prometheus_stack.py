@@ -1,5 +1,6 @@
-"""prometheus-community's ``kube-prometheus-stack`` (chart 7x-8x, operator v0.8x-0.9x), without
-Grafana (its own model): the monitoring.coreos.com CRDs (open schemas), the prometheus-operator
+"""prometheus-community's ``kube-prometheus-stack`` (chart 7x-8x, operator v0.8x-0.9x), with its
+Grafana subchart from the grafana chart's own model (``labsim.charts.grafana``, plus the stack's
+datasource and dashboard ConfigMaps): the monitoring.coreos.com CRDs (open schemas), the prometheus-operator
 Deployment, the ``Prometheus`` and ``Alertmanager`` resources (the operator model,
 ``labsim.apps.prometheus_operator``, turns them into StatefulSets), the Alertmanager config
 Secret from ``alertmanager.config``, the Services and ServiceMonitors (Prometheus, Alertmanager,
@@ -19,9 +20,11 @@ its one binary; the lab file disables them), the other default rule groups.
 from __future__ import annotations
 
 import base64
+import json
 
 import yaml
 
+from labsim.charts import grafana
 from labsim.charts.release import Release, value
 
 CHART = "kube-prometheus-stack"
@@ -99,6 +102,8 @@ def kube_prometheus_stack(release: Release) -> list[dict]:
     if value(values, "kubeStateMetrics.enabled", True):
         objects += _kube_state_metrics(release)
     objects += _exporters(release)
+    if value(values, "grafana.enabled", True):
+        objects += _grafana(release)
     if value(values, "defaultRules.create", True) and value(values, "defaultRules.rules.general", True):
         objects.append({"apiVersion": f"{GROUP}/v1", "kind": "PrometheusRule",
                         "metadata": _meta(release, f"{fullname(release)}-general.rules", labels(release, CHART)),
@@ -407,3 +412,52 @@ def _exporters(release: Release) -> list[dict]:
               "tlsConfig": tls, "honorLabels": True}],
             namespaces=["kube-system"], job_label="k8s-app"))
     return objects
+
+
+# -- the grafana subchart ---------------------------------------------------------------------------
+GRAFANA_VERSION = "9.2.10"  # the grafana chart kube-prometheus-stack 72.x depends on
+# What kube-prometheus-stack's values.yaml sets for its grafana subchart.
+GRAFANA_DEFAULTS = {
+    "adminPassword": "prom-operator", "service": {"portName": "http-web"},
+    "sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard", "labelValue": "1",
+                               "searchNamespace": "ALL"},
+                "datasources": {"enabled": True, "label": "grafana_datasource", "labelValue": "1"}},
+}
+# A few of the dashboards the stack ships as ConfigMaps (name suffix -> uid, title, tags).
+DASHBOARDS = {
+    "nodes": ("7d57716318ee0dddbac5a7f451fb7753", "Node Exporter / Nodes", ["node-exporter-mixin"]),
+    "k8s-resources-cluster": ("efa86fd1d0c121a26444b636a3f509a8", "Kubernetes / Compute Resources / Cluster",
+                              ["kubernetes-mixin"]),
+    "alertmanager-overview": ("alertmanager-overview", "Alertmanager / Overview", ["alertmanager-mixin"]),
+}
+
+
+def _grafana(release: Release) -> list[dict]:
+    """The grafana subchart (``labsim.charts.grafana``) with the stack's defaults, and the stack's
+    own Grafana objects: the datasource ConfigMap (Prometheus, Alertmanager) and dashboards."""
+    values, full, ns = release.values, fullname(release), release.namespace
+    sub = Release(release.name, ns, "grafana", GRAFANA_VERSION, _merge(GRAFANA_DEFAULTS, value(values, "grafana") or {}))
+    found = labels(release, f"{CHART}-grafana")
+    sources = {"apiVersion": 1, "datasources": [
+        {"name": "Prometheus", "type": "prometheus", "uid": "prometheus", "access": "proxy", "isDefault": True,
+         "url": f"http://{full}-prometheus.{ns}:9090/", "jsonData": {"httpMethod": "POST", "timeInterval": "30s"}},
+        {"name": "Alertmanager", "type": "alertmanager", "uid": "alertmanager", "access": "proxy",
+         "url": f"http://{full}-alertmanager.{ns}:9093/", "jsonData": {"handleGrafanaManagedAlerts": False,
+                                                                       "implementation": "prometheus"}}]}
+    objects = grafana.grafana(sub)
+    objects.append({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": _meta(release, f"{full}-grafana-datasource", {**found, "grafana_datasource": "1"}),
+                    "data": {"datasource.yaml": yaml.safe_dump(sources, sort_keys=False)}})
+    for suffix, (uid, title, tags) in DASHBOARDS.items():
+        board = {"uid": uid, "title": title, "tags": tags, "timezone": "utc", "schemaVersion": 39, "panels": []}
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": _meta(release, f"{full}-{suffix}", {**found, "grafana_dashboard": "1"}),
+                        "data": {f"{suffix}.json": json.dumps(board)}})
+    return objects
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, item in extra.items():
+        out[key] = _merge(out[key], item) if isinstance(item, dict) and isinstance(out.get(key), dict) else item
+    return out
