@@ -23,8 +23,8 @@ from kubernetes import client
 
 from labkit import certs, charts, infra, kube, manifests, net, ssh, storage
 from labkit.params import Lab, load_lab
+from labkit.records import applied_in, records_in
 from labkit.render import render_html
-from labkit.report import applied_in, records_in
 from labkit.ssh import NAS
 from labsim.charts import CHART_MODELS
 from tests.labkit.series import Series
