@@ -29,7 +29,7 @@ from pydantic import (
 
 from labkit import localfiles, secrets, yamlfile
 from labkit.errors import LabError, ParamsError, SecretError
-from labkit.kube import cpu_cores, memory_bytes
+from labkit.quantities import cpu_cores, memory_bytes
 
 IPv4 = ipaddress.IPv4Address
 
