@@ -16,11 +16,12 @@ import base64
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from kubernetes import client
 
-from labkit import charts, manifests
-from labkit.changes import Change, Plan, StepTimer, untimed
+from labkit import charts, manifests, observe
+from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Observability
 
@@ -195,3 +196,69 @@ def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = 
     if left:
         raise MonitoringError("after the apply the charts still differ from the lab file: " + "; ".join(left))
     return done
+
+
+# -- verification by use -----------------------------------------------------------------------------------
+
+KNOWN_LOG_LINE = "Server is ready to receive web requests."  # what the real Prometheus logs once it serves
+NODE_CPU = '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[2m])))'
+NODE_MEMORY = "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)"
+NODE_DISK = '100 * (1 - node_filesystem_avail_bytes{mountpoint="/"} / node_filesystem_size_bytes{mountpoint="/"})'
+POD_RESTARTS = "sum by (namespace, pod) (kube_pod_container_status_restarts_total) > 0"
+
+
+@dataclass(frozen=True)
+class Verified:
+    """04's verification: what each probe saw (empty tables in a dry run), and its checks."""
+
+    checks: list[Check]
+    targets: pd.DataFrame  # jobs x up/down (observe.Targets.table)
+    rules: pd.DataFrame  # the rules Prometheus loaded, with health and state
+    datasources: pd.DataFrame  # Grafana's, each with Grafana's own health check
+    dashboards: pd.DataFrame
+    log_lines: pd.DataFrame  # the LogQL query's lines
+    drill: pd.DataFrame  # the drill alert's path (observe.Drill.timeline)
+    notifications: pd.DataFrame  # Alertmanager's sent/failed counters per integration
+    resources: dict[str, pd.DataFrame]  # PromQL series: cpu, memory, disk, restarts
+    drill_latency: float | None = None  # seconds from the POST to the ntfy message
+
+
+def _nothing(note: str) -> Verified:
+    empty = pd.DataFrame(columns=["time", "series", "value"])
+    return Verified([Check("the monitoring stack is used (targets, rules, Grafana, logs, drill)", True, note,
+                           enforced=False)], pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
+                    pd.DataFrame(), pd.DataFrame(columns=["step", "start", "end", "seconds"]), pd.DataFrame(),
+                    {k: empty for k in ("cpu", "memory", "disk", "restarts")})
+
+
+def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool = False,
+           timeout: float = 240) -> Verified:
+    """Use the stack: every target up, the lab's rules loaded and evaluated, Grafana over HTTPS with
+    its datasources and dashboards, a known log line found with LogQL, and (``drill``) a synthetic
+    alert delivered to ntfy and resolved, measured. A dry run probes nothing."""
+    if dry_run:
+        return _nothing("dry run: nothing deployed, nothing probed")
+    stack = observe.connect(api, lab)
+    try:
+        jobs = sorted(observe.wait_targets(stack, [], timeout=timeout).targets["job"].unique())
+        found_targets = observe.wait_targets(stack, jobs, timeout=timeout)
+        wanted = [r.alert for r in observe.rules(settings(lab).rules)]
+        loaded = observe.wait_rules(stack, wanted, timeout=timeout)
+        probe = observe.grafana(api, lab)
+        lines = observe.wait_log_line(stack, f'{{namespace="{settings(lab).namespace}", container="prometheus"}} '
+                                             f'|= "{KNOWN_LOG_LINE}"', timeout=timeout)
+        drilled = observe.drill(stack, lab) if drill else None
+        sent = observe.notifications(stack)
+        resources = {name: observe.query_range(stack, expr, minutes=15) for name, expr in
+                     (("cpu", NODE_CPU), ("memory", NODE_MEMORY), ("disk", NODE_DISK), ("restarts", POD_RESTARTS))}
+    finally:
+        stack.close()
+    checks = [Check("Prometheus scrapes targets", bool(jobs), f"{len(jobs)} jobs"), *found_targets.checks(jobs),
+              *loaded.checks(wanted), *probe.checks(),
+              Check("LogQL finds Prometheus' start line in Loki (shipped by promtail)", not lines.empty,
+                    f"{len(lines)} line(s) from {', '.join(sorted(set(lines['pod'])))}" if not lines.empty
+                    else "no line yet"),
+              *(drilled.checks() if drilled else [])]
+    return Verified(checks, found_targets.table(), loaded.rules, probe.datasources, probe.dashboards, lines,
+                    drilled.timeline() if drilled else _nothing("").drill, sent, resources,
+                    drilled.latency if drilled else None)

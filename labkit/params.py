@@ -450,6 +450,7 @@ class Observability(Section):
     ntfy: Ntfy
     routing: Routing = Routing()
     rules: PathField = Path("alerts")  # the alert rule files (PrometheusRule groups), relative to the lab file
+    rule_tests: PathField = Path("../tests/alerts")  # their promtool unit tests (*.test.yaml)
 
 
 # -- postgres and backup (notebooks 05 and 07) ----------------------------------------------------
@@ -615,7 +616,8 @@ def _absolutize(lab: Lab, base: Path) -> None:
             if getattr(issuer, field) is not None:
                 object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
     if lab.observability is not None:
-        object.__setattr__(lab.observability, "rules", secrets.resolve_path(lab.observability.rules, base))
+        for field in ("rules", "rule_tests"):
+            object.__setattr__(lab.observability, field, secrets.resolve_path(getattr(lab.observability, field), base))
         if lab.observability.ntfy.ca_file is not None:
             object.__setattr__(lab.observability.ntfy, "ca_file", secrets.resolve_path(lab.observability.ntfy.ca_file, base))
         for chart in lab.observability.charts.values():
@@ -899,6 +901,7 @@ def missing_files(lab: Lab) -> list[str]:
         wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
     if lab.observability is not None:
         wanted["observability.rules"] = lab.observability.rules
+        wanted["observability.rule_tests"] = lab.observability.rule_tests
         wanted["observability.ntfy.ca_file"] = lab.observability.ntfy.ca_file
         wanted |= {f"observability.charts.{n}.values": c.values for n, c in lab.observability.charts.items()}
     for where, ref in lab.secret_refs().items():

@@ -65,14 +65,15 @@ def _basic_auth() -> dict[str, str]:
 
 
 def main() -> None:
-    serve.options()  # the adapter's --host/--port: the sidecar serves nothing
+    pod_ip = serve.options().host  # the sidecar serves nothing; Grafana listens on the pod IP, not localhost
     folder = Path(os.environ.get("FOLDER", "/tmp/sidecar").lstrip("/"))
     reload_url = os.environ.get("REQ_URL")
     print(f"Starting collector, watching label {os.environ.get('LABEL')} into {folder}", flush=True)
     while True:
         try:
             if sync(folder) and reload_url:
-                request = urllib.request.Request(incluster.resolve_url(reload_url), method="POST", data=b"",
+                url = incluster.resolve_url(reload_url.replace("//localhost:", f"//{pod_ip}:"))
+                request = urllib.request.Request(url, method="POST", data=b"",
                                                  headers=_basic_auth())
                 urllib.request.urlopen(request, timeout=5).close()
         except OSError as error:  # the API or Grafana not answering yet: try again next round
