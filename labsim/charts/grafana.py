@@ -159,7 +159,9 @@ def _deployment(release: Release, name: str, secret: str, keys: tuple[str, str],
     probe = {"httpGet": {"path": "/api/health", "port": 3000}}
     containers.append({"name": CHART, "image": image, "imagePullPolicy": "IfNotPresent", "env": env,
                        "ports": [{"name": "grafana", "containerPort": 3000, "protocol": "TCP"}],
-                       "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 60},
+                       # no livenessProbe (the chart's waits 60 s): on the twin's lab clock, at time scale 0,
+                       # it would kill the Python model before it binds
+                       "readinessProbe": probe,
                        "volumeMounts": mounts})
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(release, name), "spec": {
         "replicas": int(value(values, "replicas", 1)), "revisionHistoryLimit": 10,
