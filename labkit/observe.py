@@ -464,13 +464,13 @@ def drill(stack: Stack, lab: Lab, *, margin: float = 20, timeout: float = 120) -
     since = str(int(time.time()) - 1)
     fired = datetime.now(UTC)
     post_alert(stack, labels, notes)
-    firing = _wait_message(lab, since, "🚨", run, timeout)
+    firing, error = _wait_message(lab, since, "🚨", run, timeout)
     if firing is None:
         return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, None, None, None, None,
-                     f"no ntfy message within {timeout:g} s")
+                     f"no ntfy message within {timeout:g} s{error}")
     resolved = datetime.now(UTC)
     post_alert(stack, labels, notes, ends_at=resolved)
-    done = _wait_message(lab, since, "✅", run, timeout)
+    done, _ = _wait_message(lab, since, "✅", run, timeout)
     return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, firing.time_seen, resolved,
                  done.time_seen if done else None, firing.message.priority)
 
@@ -481,15 +481,19 @@ class _Seen:
     time_seen: datetime
 
 
-def _wait_message(lab: Lab, since: str, mark: str, run: str, timeout: float) -> _Seen | None:
-    """The first message whose title starts with ``mark`` and whose text names the drill's run."""
-    deadline = time.monotonic() + timeout
+def _wait_message(lab: Lab, since: str, mark: str, run: str, timeout: float) -> tuple[_Seen | None, str]:
+    """The first message whose title starts with ``mark`` and whose text names the drill's run; or
+    None and, if polling ntfy failed, its last error."""
+    deadline, error = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        for message in ntfy_poll(lab, since=since):
-            if message.title.startswith(mark) and run in message.message:
-                return _Seen(message, datetime.now(UTC))
+        try:
+            for message in ntfy_poll(lab, since=since):
+                if message.title.startswith(mark) and run in message.message:
+                    return _Seen(message, datetime.now(UTC)), ""
+        except ObserveError as exc:
+            error = f" (last poll: {exc})"
         time.sleep(0.5)
-    return None
+    return None, error
 
 
 # -- LogQL ---------------------------------------------------------------------------------------------------

@@ -238,7 +238,13 @@ class NtfyServer:
         self.ca = ca
         self._runner: web.AppRunner | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
     async def start(self) -> None:
+        if self._runner is not None:
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         cert, key = self.root / "server.pem", self.root / "server-key.pem"
         pki.issue(self.ca, self.host, sans=[self.host, "localhost"]).save(cert, key)
