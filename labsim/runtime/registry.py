@@ -13,6 +13,7 @@ from labsim.runtime import images
 from labsim.runtime.programs import (
     alertmanager,
     blackbox_exporter,
+    kube_state_metrics,
     nginx,
     node_exporter,
     postgres,
@@ -22,7 +23,8 @@ from labsim.runtime.programs import (
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
-    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
+    kube_state_metrics)
     for name in adapter.IMAGES}
 
 
