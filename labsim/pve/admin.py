@@ -11,8 +11,10 @@ and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 
 ``{"fault": "ssh_k3s_never_ready", "vmid": 121, "version": "v1.35.0+k3s1"}`` (that node's k3s agent at
 that version never brings its Node back Ready: a failed upgrade),
 and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``,
-and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``).
-DELETE clears them all (PVE's, the nodes', the NAS's, and a stopped Pebble starts again).
+and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
+and the cluster's (labsim.kube.faults): ``{"fault": "disk_full", "node": "k3s-worker-01", "percent": 95}``,
+``{"fault": "crash_loop", "namespace": "apps", "pod": "web-0"}``, ``{"fault": "crash_loop_clear", ...}``.
+DELETE clears them all (PVE's, the nodes', the NAS's, full disks, and a stopped Pebble starts again).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from labsim.kube import faults as kube_faults
+from labsim.kube.store import StoreError
 from labsim.pve.errors import PVEError
 from labsim.pve.model import ProxmoxVE
 
@@ -89,6 +93,37 @@ async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
         await pebble.stop_directory(directory)
 
 
+_KUBE_FAULTS = ("disk_full", "crash_loop", "crash_loop_clear")
+
+
+def _clusters(pve: ProxmoxVE) -> list[Any]:
+    registry = getattr(pve.node_host().lab, "clusters", None)
+    return list(registry.clusters.values()) if registry is not None else []
+
+
+def _clear_disks(pve: ProxmoxVE) -> None:
+    for cluster in _clusters(pve):
+        kube_faults.disk_clear(cluster)
+
+
+def _kube_fault(clusters: list[Any], fault: dict[str, Any]) -> None:
+    kind = fault["fault"]
+    if not clusters:
+        raise PVEError(400, f"fault '{kind}': no cluster runs in this lab")
+    cluster = next((c for c in clusters if c.name == fault.get("cluster")), clusters[0])
+    try:
+        if kind == "disk_full":
+            kube_faults.disk_full(cluster, str(fault["node"]), float(fault.get("percent", 95)))
+        elif kind == "crash_loop":
+            kube_faults.crash_loop(cluster, str(fault["namespace"]), str(fault["pod"]), int(fault.get("exit_code", 1)))
+        else:
+            kube_faults.crash_loop_clear(cluster, str(fault["namespace"]), str(fault["pod"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise PVEError(400, f"fault '{kind}': missing or bad field {error}") from None
+    except StoreError as error:
+        raise PVEError(400, f"fault '{kind}': {error.message}") from None
+
+
 def add_routes(app: web.Application, server: Any) -> None:
     pve: ProxmoxVE = server.pve
 
@@ -107,6 +142,7 @@ def add_routes(app: web.Application, server: Any) -> None:
     async def faults(request: web.Request) -> Any:
         pebble = pve.node_host().lab.pebble
         found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
+        found["disk_full"] = sorted(n for c in _clusters(pve) for n in kube_faults.full_disks(c))
         return {**found, "nas_down": nas() is not None and not nas().reachable,
                 "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
 
@@ -119,6 +155,8 @@ def add_routes(app: web.Application, server: Any) -> None:
             await nas().set_reachable(body["fault"] == "nas_up")
         elif isinstance(body, dict) and body.get("fault") == "acme_down":
             await _acme_down(pve, body.get("server"))
+        elif isinstance(body, dict) and body.get("fault") in _KUBE_FAULTS:
+            _kube_fault(_clusters(pve), body)
         else:
             inject(pve, body)
         return await faults(request)
@@ -126,6 +164,7 @@ def add_routes(app: web.Application, server: Any) -> None:
     async def clear_faults(request: web.Request) -> Any:
         pve.clear_faults()
         pve.node_host().faults.clear()
+        _clear_disks(pve)
         if nas() is not None:
             await nas().set_reachable(True)
         pebble = pve.node_host().lab.pebble
