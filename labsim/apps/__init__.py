@@ -2,10 +2,15 @@
 controller app acts only while a Ready pod of its Deployment runs (as the real one, whose pod
 it is), reading its settings from that pod's spec (environment, arguments). ``APPS`` is what a
 cluster runs beside its own controllers (labsim.kube.cluster); other apps (the Cloudflare API)
-are the lab's."""
+are the lab's. App models that run as pods' own processes (``python -m labsim.apps.<app>``)
+import only their module: ``APPS`` and its controllers load on first use."""
 
 from __future__ import annotations
 
-from labsim.apps import metallb, nfs_provisioner, prometheus_operator
 
-APPS = [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator]
+def __getattr__(name: str) -> list:
+    if name == "APPS":
+        from labsim.apps import metallb, nfs_provisioner, prometheus_operator
+
+        return [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator]
+    raise AttributeError(name)

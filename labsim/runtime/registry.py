@@ -15,6 +15,7 @@ from labsim.runtime.programs import (
     blackbox_exporter,
     grafana,
     k8s_sidecar,
+    kube_state_metrics,
     loki,
     nginx,
     node_exporter,
@@ -26,7 +27,8 @@ from labsim.runtime.programs import (
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
-    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
+    kube_state_metrics)
     for name in adapter.IMAGES}
 PROGRAMS |= {name: adapter for adapter in (grafana, k8s_sidecar, loki, promtail) for name in adapter.IMAGES}  # app models
 
