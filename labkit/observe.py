@@ -382,7 +382,8 @@ def notifications(stack: Stack) -> pd.DataFrame:
         integration = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("integration", "")
         row = counts.setdefault(integration, {"sent": 0.0, "failed": 0.0})
         row["failed" if "failed" in name else "sent"] += float(value)
-    return pd.DataFrame([{"integration": k, **v} for k, v in sorted(counts.items())],
+    used = {k: v for k, v in counts.items() if k == "webhook" or v["sent"] or v["failed"]}  # ntfy's is the webhook
+    return pd.DataFrame([{"integration": k, **v} for k, v in sorted(used.items())],
                         columns=["integration", "sent", "failed"])
 
 

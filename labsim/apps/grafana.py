@@ -175,7 +175,8 @@ def make_app(options) -> web.Application:
 
 # The query Grafana's backend runs to check a datasource, and what it says when it works.
 _CHECKS = {"prometheus": ("/api/v1/query?query=1%2B1", "Successfully queried the Prometheus API."),
-           "loki": ("/loki/api/v1/labels", "Data source successfully connected.")}
+           "loki": ("/loki/api/v1/labels", "Data source successfully connected."),
+           "alertmanager": ("/api/v2/status", "Health check passed.")}
 
 
 def _check(source: dict) -> tuple[dict, int]:
