@@ -62,6 +62,9 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["observability"]["rules"] = str(HOMELAB.parent / doc["observability"]["rules"])
+    doc["observability"]["rule_tests"] = str(REPO / "tests" / "alerts")
+    for chart in doc["observability"]["charts"].values():
+        chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     doc["kubeconfig"] = "kubeconfig"
