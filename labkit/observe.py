@@ -466,11 +466,11 @@ def drill(stack: Stack, lab: Lab, *, margin: float = 20, timeout: float = 120) -
     fired = datetime.now(UTC)
     post_alert(stack, labels, notes)
     firing, error = _wait_message(lab, since, "🚨", run, timeout)
+    resolved = datetime.now(UTC)
+    post_alert(stack, labels, notes, ends_at=resolved)  # also when it was not delivered: it must not stay firing
     if firing is None:
         return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, None, None, None, None,
                      f"no ntfy message within {timeout:g} s{error}")
-    resolved = datetime.now(UTC)
-    post_alert(stack, labels, notes, ends_at=resolved)
     done, _ = _wait_message(lab, since, "✅", run, timeout)
     return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, firing.time_seen, resolved,
                  done.time_seen if done else None, firing.message.priority)

@@ -12,7 +12,7 @@ import time
 import nbformat
 import pytest
 
-from labkit import kube, monitoring, observe
+from labkit import kube, manifests, monitoring, observe
 from labsim.runtime.programs import alertmanager as am_program
 from labsim.runtime.programs import prometheus as prom_program
 from tests.labkit.series import Series
@@ -78,3 +78,43 @@ def _wait(condition, timeout: float = 90) -> bool:
             return False
         time.sleep(2)
     return True
+
+
+def test_a_target_that_does_not_answer_is_named_in_the_table_with_its_error(series: Series) -> None:
+    lab = series.lab
+    if not any((folder / "04-observability.ipynb").exists() for folder in series.folders):
+        series.run("04")
+    api = kube.connect(lab.kubeconfig)
+    ns = monitoring.settings(lab).namespace
+    silent = [  # a pod whose image runs nothing here, a Service and a ServiceMonitor for its port
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "silent", "namespace": ns, "labels": {"app": "silent"}},
+         "spec": {"containers": [{"name": "app", "image": "example.org/silent:1",
+                                  "ports": [{"name": "metrics", "containerPort": 8080}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "silent", "namespace": ns, "labels": {"app": "silent"}},
+         "spec": {"selector": {"app": "silent"}, "ports": [{"name": "metrics", "port": 8080, "targetPort": "metrics"}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "silent", "namespace": ns},
+         "spec": {"selector": {"matchLabels": {"app": "silent"}}, "endpoints": [{"port": "metrics"}]}}]
+    manifests.deploy(api, "test-silent", silent)
+    stack = observe.connect(api, lab)
+    try:
+        found = _until(lambda: _down(observe.targets(stack)), timeout=120)
+        assert found is not None
+        check = next(c for c in found.checks(["silent"]) if "silent" in c.name)
+        assert not check.passed and "1 down" in check.detail and "connection refused" in check.detail
+        row = found.table().set_index("job").loc["silent"]
+        assert (row["up"], row["down"]) == (0, 1) and "connection refused" in row["last error"]
+    finally:
+        stack.close()
+        manifests.deploy(api, "test-silent", [], prune_kinds=[(o["apiVersion"], o["kind"]) for o in silent])  # pruned
+
+
+def _down(found: observe.Targets) -> observe.Targets | None:
+    table = found.table().set_index("job")
+    return found if "silent" in table.index and table.loc["silent", "down"] == 1 else None
+
+
+def _until(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while (found := probe()) is None and time.monotonic() < deadline:
+        time.sleep(3)
+    return found
