@@ -277,11 +277,12 @@ class Targets:
         """Jobs x up/down, with the first error of a job that has targets down."""
         rows = []
         for job, group in self.targets.groupby("job", sort=True):
-            down = group[group["health"] != "up"]
+            down = group[group["health"] == "down"]
             rows.append({"job": job, "up": int((group["health"] == "up").sum()), "down": len(down),
+                         "not scraped yet": int((group["health"] == "unknown").sum()),
                          "down targets": ", ".join(down["instance"]),
                          "last error": down["lastError"].iloc[0] if len(down) else ""})
-        return pd.DataFrame(rows, columns=["job", "up", "down", "down targets", "last error"])
+        return pd.DataFrame(rows, columns=["job", "up", "down", "not scraped yet", "down targets", "last error"])
 
     def checks(self, expected: list[str]) -> list[Check]:
         table = self.table().set_index("job")
@@ -291,9 +292,11 @@ class Targets:
                 checks.append(Check(f"target {job} is scraped", False, "no such job in Prometheus' targets"))
                 continue
             row = table.loc[job]
-            detail = f"{row['up']} up" if not row["down"] else \
-                f"{row['down']} down ({row['down targets']}): {row['last error']}"
-            checks.append(Check(f"target {job} is up", bool(row["down"] == 0 and row["up"] > 0), detail))
+            detail = f"{row['up']} up" + (f", {row['not scraped yet']} not scraped yet" if row["not scraped yet"] else "")
+            if row["down"]:
+                detail = f"{row['down']} down ({row['down targets']}): {row['last error']}"
+            passed = bool(row["down"] == 0 and row["not scraped yet"] == 0 and row["up"] > 0)
+            checks.append(Check(f"target {job} is up", passed, detail))
         return checks
 
 
