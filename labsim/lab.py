@@ -107,8 +107,14 @@ class Lab:
             log.warning("observability.ntfy: %s is not on loopback; the embedded lab serves no ntfy there", url)
             return
         assert self.secrets is not None and self.pebble is not None
-        self.ntfy = NtfyServer(self.state_dir, url, self.secrets.ntfy_access_token, self.pebble.tls)
-        await self.ntfy.start()
+        ntfy = NtfyServer(self.state_dir, url, self.secrets.ntfy_access_token, self.pebble.tls)
+        try:
+            await ntfy.start()
+        except OSError as error:  # e.g. port 443 without root: the lab runs on, without its ntfy
+            log.warning("observability.ntfy: cannot serve %s (%s); give the server a port above 1023, e.g. "
+                        "https://%s:8443", url, error, ntfy.host)
+            return
+        self.ntfy = ntfy
 
     async def stop(self) -> None:
         if self._server is not None:
