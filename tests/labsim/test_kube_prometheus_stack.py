@@ -1,7 +1,7 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the API server, itself, Alertmanager) with the operator's labels, loads the
+kube-state-metrics, the API server, CoreDNS, itself, Alertmanager) with the operator's labels, loads the
 lab's P1 rules without errors, picks up a ServiceMonitor added later, names a target that does not
 answer; the disk_full fault fires NodeDiskAlmostFull (its real expression, a test-only short
 ``for``) through the real Alertmanager to a webhook receiver, and the crash_loop fault fires
@@ -20,8 +20,10 @@ import pytest
 import yaml
 from aiohttp import web
 
-from labsim.k3s.addons import k3s_crds
+from labsim.k3s.addons import coredns, k3s_crds
 from labsim.kube import faults
+from labsim.net import cidrs
+from labsim.net.coredns import CoreDNS
 from labsim.net.kubeproxy import KubeProxy
 from labsim.runtime.programs import alertmanager, prometheus
 from tests.labfiles import REPO, free_port
@@ -50,7 +52,7 @@ class Webhook:
 
 def _values(webhook: Webhook) -> str:
     return yaml.safe_dump({
-        "kubelet": {"enabled": False}, "coreDns": {"enabled": False},
+        "kubelet": {"enabled": False},
         "prometheusOperator": {"tls": {"enabled": False}, "serviceMonitor": {"selfMonitor": False}},
         "prometheus": {"prometheusSpec": {"scrapeInterval": "2s", "evaluationInterval": "2s", "retention": "7d",
                                           "retentionSize": "15GB", "secrets": ["scrape-ca"]}},
@@ -90,11 +92,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # time_scale 0.05: probe periods and back-offs pass 20x faster than real, yet leave a Python
     # app model the second it needs to start before its liveness probe gives up on it.
     with running_cluster(tmp_path_factory.mktemp("kps"), nodes=2, time_scale=0.05) as kube:
-        kube.call(lambda: kube.cluster._tasks.append(asyncio.create_task(KubeProxy(kube.cluster).run())))
+        for controller in (KubeProxy(kube.cluster), CoreDNS(kube.cluster)):  # as k3s runs them
+            kube.call(lambda c=controller: kube.cluster._tasks.append(asyncio.create_task(c.run())))
         webhook = Webhook(free_port())
         runner = kube.call(_serve_webhook, webhook)
         try:
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(k3s_crds()))
+            dns = cidrs.cluster_dns_ip(kube.cluster.service_cidr)
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*k3s_crds(), *coredns("", str(dns))]))
             kube.kubectl("create", "namespace", NS)
             for name in ("webhook-ca", "scrape-ca"):
                 kube.kubectl("-n", NS, "create", "secret", "generic", name, "--from-literal=ca.crt=PEM of " + name)
@@ -186,7 +190,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     def all_up() -> list[dict] | None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
-        return found if {"node-exporter", "kube-state-metrics", "apiserver", f"{RELEASE}-prometheus",
+        return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
                          f"{RELEASE}-alertmanager"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
@@ -209,6 +213,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert all(r["value"][1] == "1" for r in ready)
     assert stack.query(f'kube_pod_container_status_restarts_total{{pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert stack.query('apiserver_request_total{job="apiserver",verb="LIST",code="200"}')
+    assert stack.query('coredns_build_info{job="coredns",namespace="kube-system"}')
 
 
 def test_the_p1_rules_load_without_evaluation_errors(stack: Stack) -> None:
