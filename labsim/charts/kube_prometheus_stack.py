@@ -177,6 +177,8 @@ def _operator(release: Release) -> list[dict]:
             "--thanos-default-base-image=quay.io/thanos/thanos:v0.39.2",
             "--secret-field-selector=type!=kubernetes.io/dockercfg,type!=kubernetes.io/service-account-token,"
             "type!=helm.sh/release.v1", f"--web.listen-address=:{port}"]
+    if tls:
+        args += ["--web.enable-tls=true", "--web.tls-min-version=VersionTLS13"]
     rules = [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["*"]},
              {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["*"]},
              {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]},

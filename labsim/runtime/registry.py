@@ -19,12 +19,13 @@ from labsim.runtime.programs import (
     postgres,
     postgres_exporter,
     prometheus,
+    prometheus_operator,
     traefik,
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
-    kube_state_metrics)
+    kube_state_metrics, prometheus_operator)
     for name in adapter.IMAGES}
 
 

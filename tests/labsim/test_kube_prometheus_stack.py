@@ -1,7 +1,7 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the API server, CoreDNS, itself, Alertmanager) with the operator's labels, loads the
+kube-state-metrics, the API server, CoreDNS, the operator, itself, Alertmanager) with the operator's labels, loads the
 lab's P1 rules without errors, picks up a ServiceMonitor added later, names a target that does not
 answer; the disk_full fault fires NodeDiskAlmostFull (its real expression, a test-only short
 ``for``) through the real Alertmanager to a webhook receiver, and the crash_loop fault fires
@@ -53,7 +53,6 @@ class Webhook:
 def _values(webhook: Webhook) -> str:
     return yaml.safe_dump({
         "kubelet": {"enabled": False},
-        "prometheusOperator": {"tls": {"enabled": False}, "serviceMonitor": {"selfMonitor": False}},
         "prometheus": {"prometheusSpec": {"scrapeInterval": "2s", "evaluationInterval": "2s", "retention": "7d",
                                           "retentionSize": "15GB", "secrets": ["scrape-ca"]}},
         "alertmanager": {
@@ -191,7 +190,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
         return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
-                         f"{RELEASE}-alertmanager"} <= jobs and all(t["health"] == "up" for t in found) else None
+                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
     exporters = [t for t in targets if t["labels"]["job"] == "node-exporter"]
@@ -214,6 +213,8 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert stack.query(f'kube_pod_container_status_restarts_total{{pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert stack.query('apiserver_request_total{job="apiserver",verb="LIST",code="200"}')
     assert stack.query('coredns_build_info{job="coredns",namespace="kube-system"}')
+    operator = next(t for t in targets if t["labels"]["job"] == f"{RELEASE}-operator")
+    assert operator["scrapeUrl"].startswith("https://") and operator["scrapeUrl"].endswith(":10250/metrics")
 
 
 def test_the_p1_rules_load_without_evaluation_errors(stack: Stack) -> None:
