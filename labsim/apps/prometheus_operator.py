@@ -525,7 +525,7 @@ def prometheus_statefulset(prom: dict) -> dict:
             mounts.append({"name": f"{folder}-{item}", "mountPath": f"/etc/prometheus/{kind.lower()}/{item}", "readOnly": True})
             volumes.append({"name": f"{folder}-{item}", **({"secret": {"secretName": item}} if folder == "secret"
                                                            else {"configMap": {"name": item}})})
-    claim = ((spec.get("storage") or spec.get("storageSpec") or {}).get("volumeClaimTemplate"))
+    claim = (spec.get("storage") or {}).get("volumeClaimTemplate")
     templates = []
     if claim:
         templates = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": db},

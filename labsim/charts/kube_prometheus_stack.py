@@ -229,9 +229,11 @@ def _prometheus(release: Release) -> list[dict]:
         "securityContext": {"fsGroup": 2000, "runAsGroup": 2000, "runAsNonRoot": True, "runAsUser": 1000},
     }
     for key in ("retentionSize", "scrapeInterval", "evaluationInterval", "externalLabels", "secrets", "configMaps",
-                "storageSpec", "resources", "additionalScrapeConfigs", "enableFeatures", "additionalArgs"):
+                "resources", "additionalScrapeConfigs", "enableFeatures", "additionalArgs"):
         if spec.get(key):
             cr_spec[key] = spec[key]
+    if spec.get("storageSpec"):
+        cr_spec["storage"] = spec["storageSpec"]  # the chart's name for the resource's spec.storage
     for kind in ("serviceMonitor", "podMonitor", "probe", "rule", "scrapeConfig"):
         key = f"{kind}Selector"
         if spec.get(key) is not None:

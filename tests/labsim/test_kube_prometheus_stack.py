@@ -20,6 +20,9 @@ import pytest
 import yaml
 from aiohttp import web
 
+from labsim.apps.prometheus_operator import prometheus_statefulset
+from labsim.charts.kube_prometheus_stack import kube_prometheus_stack
+from labsim.charts.release import Release
 from labsim.k3s.addons import coredns, k3s_crds
 from labsim.kube import faults
 from labsim.net import cidrs
@@ -318,3 +321,23 @@ def test_an_alertmanagerconfig_is_merged_with_its_namespace_matcher(stack: Stack
     assert route["matchers"] == [f'namespace="{NS}"', 'severity="critical"']
     assert config["route"]["receiver"] == "lab"  # the chart's config stays the root
 
+
+
+def test_storage_spec_and_retention_reach_the_statefulset() -> None:
+    """The chart's prometheusSpec as the operator turns it into the StatefulSet: the claim template
+    on the storage class (mounted with the operator's subPath), retention time and size flags."""
+    values = {"prometheus": {"prometheusSpec": {"retention": "7d", "retentionSize": "15GB", "storageSpec": {
+        "volumeClaimTemplate": {"spec": {"storageClassName": "nfs-client", "accessModes": ["ReadWriteOnce"],
+                                         "resources": {"requests": {"storage": "20Gi"}}}}}}}}
+    objects = kube_prometheus_stack(Release(RELEASE, NS, RELEASE, "75.15.1", values))
+    prom = next(o for o in objects if o["kind"] == "Prometheus")
+    prom["metadata"]["uid"] = "u1"
+    sts = prometheus_statefulset({"apiVersion": "monitoring.coreos.com/v1", **prom})
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == f"prometheus-{RELEASE}-prometheus-db"
+    assert claim["spec"]["storageClassName"] == "nfs-client" and claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/prometheus", "subPath": "prometheus-db"} in \
+        container["volumeMounts"]
+    assert not any(v["name"] == claim["metadata"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"])
+    assert {"--storage.tsdb.retention.time=7d", "--storage.tsdb.retention.size=15GB"} <= set(container["args"])
