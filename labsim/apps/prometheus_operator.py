@@ -34,6 +34,7 @@ import aiohttp
 import yaml
 
 from labsim.apps.pods import ready_pods
+from labsim.kube.controllers.kubelet import _internal_ip
 from labsim.kube.controllers.pods import is_ready
 from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.kube.selectors import match_label_selector
@@ -74,12 +75,17 @@ class PrometheusOperator(Controller):
             kinds.append((f"{GROUP}/v1alpha1", "AlertmanagerConfig"))
         watched = [(self.res(v, k), everything) for v, k in kinds]
         watched += [(self.res("v1", "Endpoints"), everything), (self.res("v1", "Service"), everything),
-                    (self.res("v1", "Secret"), _not_generated), (self.res("v1", "Pod"), everything)]
+                    (self.res("v1", "Secret"), _not_generated), (self.res("v1", "Pod"), everything),
+                    (self.res("v1", "Node"), everything)]
         return watched
 
     async def reconcile(self, key: Key) -> None:
-        if not ready_pods(self.store, OPERATOR):
+        operators = ready_pods(self.store, OPERATOR)
+        if not operators:
             return
+        kubelet = _arg(operators[0], "--kubelet-service")
+        if kubelet and "/" in kubelet:
+            self._kubelet_service(*kubelet.split("/", 1))
         for prom in self._list(f"{GROUP}/v1", "Prometheus"):
             await self._prometheus(prom)
         for am in self._list(f"{GROUP}/v1", "Alertmanager"):
@@ -90,6 +96,21 @@ class PrometheusOperator(Controller):
             return []
         found = self.store.list(self.res(api_version, kind), namespace)
         return sorted(found, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
+    def _kubelet_service(self, ns: str, name: str) -> None:
+        """``--kubelet-service``: a headless Service whose Endpoints are the Ready nodes' addresses,
+        which the operator keeps for the ``kubelet`` ServiceMonitor."""
+        labels = {"k8s-app": "kubelet", "app.kubernetes.io/name": "kubelet", "app.kubernetes.io/managed-by": MANAGED_BY}
+        ports = [("https-metrics", 10250), ("http-metrics", 10255), ("cadvisor", 4194)]
+        self._put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                   "spec": {"clusterIP": "None", "type": "ClusterIP",
+                            "ports": [{"name": n, "port": p, "targetPort": p, "protocol": "TCP"} for n, p in ports]}})
+        addresses = [{"ip": ip, "targetRef": {"kind": "Node", "name": node["metadata"]["name"]}}
+                     for node in sorted(self.store.list(self.res("v1", "Node")), key=lambda n: n["metadata"]["name"])
+                     if is_ready(node) and (ip := _internal_ip(node))]
+        subsets = [{"addresses": addresses, "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports]}]
+        self._put({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                   "subsets": subsets if addresses else []})
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, owner: dict, api_version: str, kind: str, field: str) -> list[dict]:
@@ -629,6 +650,11 @@ def _operated_service(app: str, ns: str, ports: list[dict]) -> dict:
 def _owner(obj: dict) -> dict:
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _arg(pod: dict, flag: str) -> str | None:
+    args = (pod["spec"].get("containers") or [{}])[0].get("args") or []
+    return next((a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")), None)
 
 
 def _container(pod: dict, name: str) -> dict:

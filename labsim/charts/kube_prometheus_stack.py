@@ -404,10 +404,12 @@ def _exporters(release: Release) -> list[dict]:
     if value(values, "kubelet.enabled", True):
         token = "/var/run/secrets/kubernetes.io/serviceaccount/token"
         tls = {"caFile": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "insecureSkipVerify": True}
+        path_label = [{"action": "replace", "sourceLabels": ["__metrics_path__"], "targetLabel": "metrics_path"}]
         objects.append(_service_monitor(
             release, f"{full}-kubelet", "kubelet", {"app.kubernetes.io/name": "kubelet", "k8s-app": "kubelet"},
-            [{"port": "https-metrics", "scheme": "https", "bearerTokenFile": token, "tlsConfig": tls, "honorLabels": True},
+            [{"port": "https-metrics", "scheme": "https", "bearerTokenFile": token, "tlsConfig": tls, "honorLabels": True,
+              "relabelings": path_label},
              {"port": "https-metrics", "scheme": "https", "path": "/metrics/cadvisor", "bearerTokenFile": token,
-              "tlsConfig": tls, "honorLabels": True}],
+              "tlsConfig": tls, "honorLabels": True, "honorTimestamps": True, "relabelings": path_label}],
             namespaces=["kube-system"], job_label="k8s-app"))
     return objects

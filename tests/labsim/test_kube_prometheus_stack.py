@@ -27,6 +27,7 @@ from labsim.k3s.addons import coredns, k3s_crds
 from labsim.kube import faults
 from labsim.net import cidrs
 from labsim.net.coredns import CoreDNS
+from labsim.net.kubeletapi import KubeletApi
 from labsim.net.kubeproxy import KubeProxy
 from labsim.runtime.programs import alertmanager, prometheus
 from tests.labfiles import REPO, free_port
@@ -55,7 +56,6 @@ class Webhook:
 
 def _values(webhook: Webhook) -> str:
     return yaml.safe_dump({
-        "kubelet": {"enabled": False},
         "prometheus": {"prometheusSpec": {"scrapeInterval": "2s", "evaluationInterval": "2s", "retention": "7d",
                                           "retentionSize": "15GB", "secrets": ["scrape-ca"]}},
         "alertmanager": {
@@ -94,7 +94,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # time_scale 0.05: probe periods and back-offs pass 20x faster than real, yet leave a Python
     # app model the second it needs to start before its liveness probe gives up on it.
     with running_cluster(tmp_path_factory.mktemp("kps"), nodes=2, time_scale=0.05) as kube:
-        for controller in (KubeProxy(kube.cluster), CoreDNS(kube.cluster)):  # as k3s runs them
+        for controller in (KubeProxy(kube.cluster), CoreDNS(kube.cluster), KubeletApi(kube.cluster)):  # as k3s does
             kube.call(lambda c=controller: kube.cluster._tasks.append(asyncio.create_task(c.run())))
         webhook = Webhook(free_port())
         runner = kube.call(_serve_webhook, webhook)
@@ -193,7 +193,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
         return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
-                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator"} <= jobs and all(t["health"] == "up" for t in found) else None
+                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
     exporters = [t for t in targets if t["labels"]["job"] == "node-exporter"]
@@ -216,6 +216,10 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert stack.query(f'kube_pod_container_status_restarts_total{{pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert stack.query('apiserver_request_total{job="apiserver",verb="LIST",code="200"}')
     assert stack.query('coredns_build_info{job="coredns",namespace="kube-system"}')
+    kubelets = sorted((t["labels"]["node"], t["labels"]["metrics_path"]) for t in targets if t["labels"]["job"] == "kubelet")
+    assert kubelets == [(n, p) for n in ("k3s-master", WORKER) for p in ("/metrics", "/metrics/cadvisor")]
+    cpu = stack.query(f'container_cpu_usage_seconds_total{{job="kubelet",pod="{PROMETHEUS_POD}",container="prometheus"}}')
+    assert cpu and cpu[0]["metric"]["namespace"] == NS and float(cpu[0]["value"][1]) >= 0
     operator = next(t for t in targets if t["labels"]["job"] == f"{RELEASE}-operator")
     assert operator["scrapeUrl"].startswith("https://") and operator["scrapeUrl"].endswith(":10250/metrics")
 
