@@ -1,11 +1,11 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the API server, CoreDNS, the operator, itself, Alertmanager) with the operator's labels, loads the
-lab's P1 rules without errors, picks up a ServiceMonitor added later, names a target that does not
-answer; the disk_full fault fires NodeDiskAlmostFull (its real expression, a test-only short
-``for``) through the real Alertmanager to a webhook receiver, and the crash_loop fault fires
-PodCrashLooping. One cluster for the module."""
+kube-state-metrics, the kubelets and cAdvisor, the API server, CoreDNS, Traefik, the operator,
+itself, Alertmanager) with the operator's labels, loads the lab's P1 rules without errors, picks up
+a ServiceMonitor added later, names a target that does not answer; the disk_full fault fires
+NodeDiskAlmostFull (its real expression, a test-only short ``for``) through the real Alertmanager
+to a webhook receiver, and the crash_loop fault fires PodCrashLooping. One cluster for the module."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from aiohttp import web
 from labsim.apps.prometheus_operator import prometheus_statefulset
 from labsim.charts.kube_prometheus_stack import kube_prometheus_stack
 from labsim.charts.release import Release
-from labsim.k3s.addons import coredns, k3s_crds
+from labsim.k3s.addons import coredns, k3s_crds, traefik
 from labsim.kube import faults
 from labsim.net import cidrs
 from labsim.net.coredns import CoreDNS
@@ -41,6 +41,12 @@ NS, RELEASE = "monitoring", "kube-prometheus-stack"
 PROMETHEUS_POD = f"prometheus-{RELEASE}-prometheus-0"
 ALERTMANAGER_POD = f"alertmanager-{RELEASE}-alertmanager-0"
 WORKER = "k3s-worker-01"
+# k3s' Traefik with its metrics Service and a ServiceMonitor this Prometheus selects, as a lab sets it
+TRAEFIK_METRICS = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
+                   "metadata": {"name": "traefik", "namespace": "kube-system"},
+                   "spec": {"valuesContent": yaml.safe_dump({"metrics": {"prometheus": {
+                       "service": {"enabled": True},
+                       "serviceMonitor": {"additionalLabels": {"release": RELEASE}, "interval": "2s"}}}})}}
 
 
 @dataclass
@@ -101,6 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             dns = cidrs.cluster_dns_ip(kube.cluster.service_cidr)
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*k3s_crds(), *coredns("", str(dns))]))
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*traefik(), TRAEFIK_METRICS]))
             kube.kubectl("create", "namespace", NS)
             for name in ("webhook-ca", "scrape-ca"):
                 kube.kubectl("-n", NS, "create", "secret", "generic", name, "--from-literal=ca.crt=PEM of " + name)
@@ -193,7 +200,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
         return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
-                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet"} <= jobs and all(t["health"] == "up" for t in found) else None
+                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet", "traefik-metrics"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
     exporters = [t for t in targets if t["labels"]["job"] == "node-exporter"]
@@ -220,6 +227,9 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert kubelets == [(n, p) for n in ("k3s-master", WORKER) for p in ("/metrics", "/metrics/cadvisor")]
     cpu = stack.query(f'container_cpu_usage_seconds_total{{job="kubelet",pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert cpu and cpu[0]["metric"]["namespace"] == NS and float(cpu[0]["value"][1]) >= 0
+    traefik_target = next(t for t in targets if t["labels"]["job"] == "traefik-metrics")
+    assert traefik_target["scrapePool"] == "serviceMonitor/kube-system/traefik/0"
+    assert stack.query('traefik_config_reloads_total{job="traefik-metrics"}')  # the real Traefik's own metric
     operator = next(t for t in targets if t["labels"]["job"] == f"{RELEASE}-operator")
     assert operator["scrapeUrl"].startswith("https://") and operator["scrapeUrl"].endswith(":10250/metrics")
 
