@@ -371,8 +371,9 @@ def service_monitor_job(job: str, monitor: dict, endpoint: dict) -> dict:
     if endpoint.get("port"):
         relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
                         "regex": endpoint["port"]})
-    elif endpoint.get("targetPort"):
-        relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_number"],
+    elif endpoint.get("targetPort"):  # a name keeps the container port of that name, a number that number
+        by = "name" if isinstance(endpoint["targetPort"], str) else "number"
+        relabel.append({"action": "keep", "source_labels": [f"__meta_kubernetes_pod_container_port_{by}"],
                         "regex": str(endpoint["targetPort"])})
     relabel += [
         {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
