@@ -27,6 +27,7 @@ import base64
 import gzip
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -192,13 +193,18 @@ class PrometheusOperator(Controller):
     def _scrape_jobs(self, prom: dict) -> tuple[list[dict], dict[str, list]]:
         """(scrape configs, job -> file SD target groups) for the selected monitors."""
         jobs, targets = [], {}
+        interval = (prom.get("spec") or {}).get("scrapeInterval") or "30s"
         for monitor in self._selected(prom, f"{GROUP}/v1", "ServiceMonitor", "serviceMonitor"):
+            if not _valid_timeouts(monitor, "endpoints", interval):
+                continue
             groups = self._service_targets(monitor)
             for i, endpoint in enumerate((monitor.get("spec") or {}).get("endpoints") or []):
                 job = f"serviceMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/{i}"
                 jobs.append(service_monitor_job(job, monitor, endpoint))
                 targets[job] = groups
         for monitor in self._selected(prom, f"{GROUP}/v1", "PodMonitor", "podMonitor"):
+            if not _valid_timeouts(monitor, "podMetricsEndpoints", interval):
+                continue
             groups = self._pod_targets(monitor)
             for i, endpoint in enumerate((monitor.get("spec") or {}).get("podMetricsEndpoints") or []):
                 job = f"podMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/{i}"
@@ -692,6 +698,27 @@ def _pod_metas(pod: dict, port: int | str | None) -> dict:
                               "__meta_kubernetes_pod_container_port_protocol": cport.get("protocol", "TCP")})
                 return found
     return found
+
+
+_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _seconds(text: str) -> float:
+    """A Prometheus duration (``30s``, ``1h30m``) in seconds."""
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+def _valid_timeouts(monitor: dict, field: str, default_interval: str) -> bool:
+    """The operator rejects a monitor with an endpoint whose scrapeTimeout exceeds its interval
+    (Prometheus would refuse the whole configuration); it is left out and logged."""
+    for endpoint in (monitor.get("spec") or {}).get(field) or []:
+        timeout, interval = endpoint.get("scrapeTimeout"), endpoint.get("interval") or default_interval
+        if timeout and _seconds(timeout) > _seconds(interval):
+            log.warning("skipping %s/%s: scrapeTimeout %s greater than the scrape interval %s",
+                        monitor["metadata"]["namespace"], monitor["metadata"]["name"], timeout, interval)
+            return False
+    return True
 
 
 def _sd_file(job: str) -> str:

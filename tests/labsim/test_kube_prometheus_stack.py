@@ -1,8 +1,8 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the kubelets and cAdvisor, the API server, CoreDNS, Traefik, the operator,
-itself, Alertmanager) with the operator's labels, loads the lab's P1 rules without errors, picks up
+kube-state-metrics, the kubelets and cAdvisor, the API server, CoreDNS, Traefik, cert-manager,
+the operator, itself, Alertmanager) with the operator's labels, loads the lab's P1 rules without errors, picks up
 a ServiceMonitor added later, names a target that does not answer; the disk_full fault fires
 NodeDiskAlmostFull (its real expression, a test-only short ``for``) through the real Alertmanager
 to a webhook receiver, and the crash_loop fault fires PodCrashLooping. One cluster for the module."""
@@ -20,6 +20,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from labsim.apps import cert_manager_metrics
 from labsim.apps.prometheus_operator import prometheus_statefulset
 from labsim.charts.kube_prometheus_stack import kube_prometheus_stack
 from labsim.charts.release import Release
@@ -47,6 +48,13 @@ TRAEFIK_METRICS = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
                    "spec": {"valuesContent": yaml.safe_dump({"metrics": {"prometheus": {
                        "service": {"enabled": True},
                        "serviceMonitor": {"additionalLabels": {"release": RELEASE}, "interval": "2s"}}}})}}
+
+CERT_MANAGER = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata": {"name": "cert-manager",
+                                                                                   "namespace": "kube-system"},
+                "spec": {"chart": "cert-manager", "repo": "https://charts.jetstack.io", "version": "v1.19.1",
+                         "targetNamespace": "cert-manager", "createNamespace": True, "valuesContent": yaml.safe_dump({
+                             "crds": {"enabled": True}, "prometheus": {"servicemonitor": {
+                                 "enabled": True, "interval": "2s", "scrapeTimeout": "1s", "labels": {"release": RELEASE}}}})}}
 
 
 @dataclass
@@ -107,7 +115,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         try:
             dns = cidrs.cluster_dns_ip(kube.cluster.service_cidr)
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*k3s_crds(), *coredns("", str(dns))]))
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*traefik(), TRAEFIK_METRICS]))
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*traefik(), TRAEFIK_METRICS, CERT_MANAGER]))
             kube.kubectl("create", "namespace", NS)
             for name in ("webhook-ca", "scrape-ca"):
                 kube.kubectl("-n", NS, "create", "secret", "generic", name, "--from-literal=ca.crt=PEM of " + name)
@@ -200,7 +208,8 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
         return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
-                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet", "traefik-metrics"} <= jobs and all(t["health"] == "up" for t in found) else None
+                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet", "traefik-metrics",
+                         "cert-manager"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
     exporters = [t for t in targets if t["labels"]["job"] == "node-exporter"]
@@ -230,6 +239,7 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     traefik_target = next(t for t in targets if t["labels"]["job"] == "traefik-metrics")
     assert traefik_target["scrapePool"] == "serviceMonitor/kube-system/traefik/0"
     assert stack.query('traefik_config_reloads_total{job="traefik-metrics"}')  # the real Traefik's own metric
+    assert stack.query('certmanager_clock_time_seconds{job="cert-manager",namespace="cert-manager"}')
     operator = next(t for t in targets if t["labels"]["job"] == f"{RELEASE}-operator")
     assert operator["scrapeUrl"].startswith("https://") and operator["scrapeUrl"].endswith(":10250/metrics")
 
@@ -304,7 +314,12 @@ def test_a_servicemonitor_added_later_is_scraped_and_a_down_target_is_named(stac
         *[{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
            "metadata": {"name": name, "namespace": "apps", "labels": {"release": RELEASE}},
            "spec": {"selector": {"matchLabels": {"app": name}}, "endpoints": [{"port": "metrics", "interval": "2s"}]}}
-          for name in ("extra", "silent")])
+          for name in ("extra", "silent")],
+        # one Prometheus would refuse (timeout over interval): the operator leaves it out
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "greedy", "namespace": "apps", "labels": {"release": RELEASE}},
+         "spec": {"selector": {"matchLabels": {"app": "extra"}},
+                  "endpoints": [{"port": "metrics", "interval": "2s", "scrapeTimeout": "10s"}]}})
 
     def scraped(pool: str, health: str) -> dict | None:
         return next((t for t in stack.targets() if t["scrapePool"] == pool and t["health"] == health), None)
@@ -313,6 +328,7 @@ def test_a_servicemonitor_added_later_is_scraped_and_a_down_target_is_named(stac
     assert extra["labels"]["job"] == "extra" and extra["labels"]["pod"] == "extra"
     config = stack.get(stack.prometheus, "/api/v1/status/config")["data"]["yaml"]
     assert "job_name: serviceMonitor/apps/extra/0" in config  # reloaded with the new job
+    assert "greedy" not in config
     silent = wait_until(lambda: scraped("serviceMonitor/apps/silent/0", "down"), timeout=30)
     assert "connection refused" in silent["lastError"] and silent["labels"]["job"] == "silent"
     assert stack.query('up{job="silent"} == 0')
@@ -355,3 +371,17 @@ def test_storage_spec_and_retention_reach_the_statefulset() -> None:
         container["volumeMounts"]
     assert not any(v["name"] == claim["metadata"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"])
     assert {"--storage.tsdb.retention.time=7d", "--storage.tsdb.retention.size=15GB"} <= set(container["args"])
+
+
+def test_cert_manager_metrics_carry_each_certificates_expiry() -> None:
+    cert = {"metadata": {"name": "wildcard", "namespace": "infra"},
+            "spec": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"}},
+            "status": {"notAfter": "2027-03-06T07:00:00Z", "renewalTime": "2027-02-04T07:00:00Z",
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    text = cert_manager_metrics.render([cert], 1_796_000_000.0)
+    labels = 'issuer_group="cert-manager.io",issuer_kind="ClusterIssuer",issuer_name="letsencrypt",name="wildcard",' \
+             'namespace="infra"'
+    assert f"certmanager_certificate_expiration_timestamp_seconds{{{labels}}} 1804316400" in text
+    assert f'certmanager_certificate_ready_status{{condition="True",{labels}}} 1' in text
+    assert f'certmanager_certificate_ready_status{{condition="False",{labels}}} 0' in text
+    assert "certmanager_clock_time_seconds 1796000000" in text
