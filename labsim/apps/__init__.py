@@ -10,7 +10,8 @@ from __future__ import annotations
 
 def __getattr__(name: str) -> list:
     if name == "APPS":
-        from labsim.apps import metallb, nfs_provisioner, prometheus_operator
+        from labsim.apps import cert_manager_metrics, metallb, nfs_provisioner, prometheus_operator
 
-        return [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator]
+        return [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator,
+                cert_manager_metrics.CertManagerMetrics]
     raise AttributeError(name)

@@ -27,6 +27,7 @@ import base64
 import gzip
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import aiohttp
 import yaml
 
 from labsim.apps.pods import ready_pods
+from labsim.kube.controllers.kubelet import _internal_ip
 from labsim.kube.controllers.pods import is_ready
 from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.kube.selectors import match_label_selector
@@ -74,12 +76,17 @@ class PrometheusOperator(Controller):
             kinds.append((f"{GROUP}/v1alpha1", "AlertmanagerConfig"))
         watched = [(self.res(v, k), everything) for v, k in kinds]
         watched += [(self.res("v1", "Endpoints"), everything), (self.res("v1", "Service"), everything),
-                    (self.res("v1", "Secret"), _not_generated), (self.res("v1", "Pod"), everything)]
+                    (self.res("v1", "Secret"), _not_generated), (self.res("v1", "Pod"), everything),
+                    (self.res("v1", "Node"), everything)]
         return watched
 
     async def reconcile(self, key: Key) -> None:
-        if not ready_pods(self.store, OPERATOR):
+        operators = ready_pods(self.store, OPERATOR)
+        if not operators:
             return
+        kubelet = _arg(operators[0], "--kubelet-service")
+        if kubelet and "/" in kubelet:
+            self._kubelet_service(*kubelet.split("/", 1))
         for prom in self._list(f"{GROUP}/v1", "Prometheus"):
             await self._prometheus(prom)
         for am in self._list(f"{GROUP}/v1", "Alertmanager"):
@@ -90,6 +97,21 @@ class PrometheusOperator(Controller):
             return []
         found = self.store.list(self.res(api_version, kind), namespace)
         return sorted(found, key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+
+    def _kubelet_service(self, ns: str, name: str) -> None:
+        """``--kubelet-service``: a headless Service whose Endpoints are the Ready nodes' addresses,
+        which the operator keeps for the ``kubelet`` ServiceMonitor."""
+        labels = {"k8s-app": "kubelet", "app.kubernetes.io/name": "kubelet", "app.kubernetes.io/managed-by": MANAGED_BY}
+        ports = [("https-metrics", 10250), ("http-metrics", 10255), ("cadvisor", 4194)]
+        self._put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                   "spec": {"clusterIP": "None", "type": "ClusterIP",
+                            "ports": [{"name": n, "port": p, "targetPort": p, "protocol": "TCP"} for n, p in ports]}})
+        addresses = [{"ip": ip, "targetRef": {"kind": "Node", "name": node["metadata"]["name"]}}
+                     for node in sorted(self.store.list(self.res("v1", "Node")), key=lambda n: n["metadata"]["name"])
+                     if is_ready(node) and (ip := _internal_ip(node))]
+        subsets = [{"addresses": addresses, "ports": [{"name": n, "port": p, "protocol": "TCP"} for n, p in ports]}]
+        self._put({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                   "subsets": subsets if addresses else []})
 
     # -- selection ------------------------------------------------------------------------------
     def _selected(self, owner: dict, api_version: str, kind: str, field: str) -> list[dict]:
@@ -171,13 +193,18 @@ class PrometheusOperator(Controller):
     def _scrape_jobs(self, prom: dict) -> tuple[list[dict], dict[str, list]]:
         """(scrape configs, job -> file SD target groups) for the selected monitors."""
         jobs, targets = [], {}
+        interval = (prom.get("spec") or {}).get("scrapeInterval") or "30s"
         for monitor in self._selected(prom, f"{GROUP}/v1", "ServiceMonitor", "serviceMonitor"):
+            if not _valid_timeouts(monitor, "endpoints", interval):
+                continue
             groups = self._service_targets(monitor)
             for i, endpoint in enumerate((monitor.get("spec") or {}).get("endpoints") or []):
                 job = f"serviceMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/{i}"
                 jobs.append(service_monitor_job(job, monitor, endpoint))
                 targets[job] = groups
         for monitor in self._selected(prom, f"{GROUP}/v1", "PodMonitor", "podMonitor"):
+            if not _valid_timeouts(monitor, "podMetricsEndpoints", interval):
+                continue
             groups = self._pod_targets(monitor)
             for i, endpoint in enumerate((monitor.get("spec") or {}).get("podMetricsEndpoints") or []):
                 job = f"podMonitor/{monitor['metadata']['namespace']}/{monitor['metadata']['name']}/{i}"
@@ -350,8 +377,9 @@ def service_monitor_job(job: str, monitor: dict, endpoint: dict) -> dict:
     if endpoint.get("port"):
         relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
                         "regex": endpoint["port"]})
-    elif endpoint.get("targetPort"):
-        relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_number"],
+    elif endpoint.get("targetPort"):  # a name keeps the container port of that name, a number that number
+        by = "name" if isinstance(endpoint["targetPort"], str) else "number"
+        relabel.append({"action": "keep", "source_labels": [f"__meta_kubernetes_pod_container_port_{by}"],
                         "regex": str(endpoint["targetPort"])})
     relabel += [
         {"source_labels": ["__meta_kubernetes_endpoint_address_target_kind",
@@ -525,7 +553,7 @@ def prometheus_statefulset(prom: dict) -> dict:
             mounts.append({"name": f"{folder}-{item}", "mountPath": f"/etc/prometheus/{kind.lower()}/{item}", "readOnly": True})
             volumes.append({"name": f"{folder}-{item}", **({"secret": {"secretName": item}} if folder == "secret"
                                                            else {"configMap": {"name": item}})})
-    claim = ((spec.get("storage") or spec.get("storageSpec") or {}).get("volumeClaimTemplate"))
+    claim = (spec.get("storage") or {}).get("volumeClaimTemplate")
     templates = []
     if claim:
         templates = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": db},
@@ -631,6 +659,11 @@ def _owner(obj: dict) -> dict:
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
+def _arg(pod: dict, flag: str) -> str | None:
+    args = (pod["spec"].get("containers") or [{}])[0].get("args") or []
+    return next((a.split("=", 1)[1] for a in args if a.startswith(f"{flag}=")), None)
+
+
 def _container(pod: dict, name: str) -> dict:
     return next(c for c in pod["spec"]["containers"] if c["name"] == name)
 
@@ -665,6 +698,27 @@ def _pod_metas(pod: dict, port: int | str | None) -> dict:
                               "__meta_kubernetes_pod_container_port_protocol": cport.get("protocol", "TCP")})
                 return found
     return found
+
+
+_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def _seconds(text: str) -> float:
+    """A Prometheus duration (``30s``, ``1h30m``) in seconds."""
+    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
+
+
+def _valid_timeouts(monitor: dict, field: str, default_interval: str) -> bool:
+    """The operator rejects a monitor with an endpoint whose scrapeTimeout exceeds its interval
+    (Prometheus would refuse the whole configuration); it is left out and logged."""
+    for endpoint in (monitor.get("spec") or {}).get(field) or []:
+        timeout, interval = endpoint.get("scrapeTimeout"), endpoint.get("interval") or default_interval
+        if timeout and _seconds(timeout) > _seconds(interval):
+            log.warning("skipping %s/%s: scrapeTimeout %s greater than the scrape interval %s",
+                        monitor["metadata"]["namespace"], monitor["metadata"]["name"], timeout, interval)
+            return False
+    return True
 
 
 def _sd_file(job: str) -> str:

@@ -182,6 +182,8 @@ def _operator(release: Release) -> list[dict]:
             "--thanos-default-base-image=quay.io/thanos/thanos:v0.39.2",
             "--secret-field-selector=type!=kubernetes.io/dockercfg,type!=kubernetes.io/service-account-token,"
             "type!=helm.sh/release.v1", f"--web.listen-address=:{port}"]
+    if tls:
+        args += ["--web.enable-tls=true", "--web.tls-min-version=VersionTLS13"]
     rules = [{"apiGroups": [GROUP], "resources": ["*"], "verbs": ["*"]},
              {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["*"]},
              {"apiGroups": [""], "resources": ["configmaps", "secrets"], "verbs": ["*"]},
@@ -232,9 +234,11 @@ def _prometheus(release: Release) -> list[dict]:
         "securityContext": {"fsGroup": 2000, "runAsGroup": 2000, "runAsNonRoot": True, "runAsUser": 1000},
     }
     for key in ("retentionSize", "scrapeInterval", "evaluationInterval", "externalLabels", "secrets", "configMaps",
-                "storageSpec", "resources", "additionalScrapeConfigs", "enableFeatures", "additionalArgs"):
+                "resources", "additionalScrapeConfigs", "enableFeatures", "additionalArgs"):
         if spec.get(key):
             cr_spec[key] = spec[key]
+    if spec.get("storageSpec"):
+        cr_spec["storage"] = spec["storageSpec"]  # the chart's name for the resource's spec.storage
     for kind in ("serviceMonitor", "podMonitor", "probe", "rule", "scrapeConfig"):
         key = f"{kind}Selector"
         if spec.get(key) is not None:
@@ -405,11 +409,13 @@ def _exporters(release: Release) -> list[dict]:
     if value(values, "kubelet.enabled", True):
         token = "/var/run/secrets/kubernetes.io/serviceaccount/token"
         tls = {"caFile": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "insecureSkipVerify": True}
+        path_label = [{"action": "replace", "sourceLabels": ["__metrics_path__"], "targetLabel": "metrics_path"}]
         objects.append(_service_monitor(
             release, f"{full}-kubelet", "kubelet", {"app.kubernetes.io/name": "kubelet", "k8s-app": "kubelet"},
-            [{"port": "https-metrics", "scheme": "https", "bearerTokenFile": token, "tlsConfig": tls, "honorLabels": True},
+            [{"port": "https-metrics", "scheme": "https", "bearerTokenFile": token, "tlsConfig": tls, "honorLabels": True,
+              "relabelings": path_label},
              {"port": "https-metrics", "scheme": "https", "path": "/metrics/cadvisor", "bearerTokenFile": token,
-              "tlsConfig": tls, "honorLabels": True}],
+              "tlsConfig": tls, "honorLabels": True, "honorTimestamps": True, "relabelings": path_label}],
             namespaces=["kube-system"], job_label="k8s-app"))
     return objects
 

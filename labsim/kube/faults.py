@@ -31,7 +31,7 @@ def disk_clear(cluster: Any, node: str | None = None) -> None:
 
 
 def full_disks(cluster: Any) -> list[str]:
-    return sorted(f.parent.parent.parent.name for f in (cluster.state_dir / "nodes").glob(f"*/{nodefiles.FILL}"))
+    return sorted(folder.name for folder in (cluster.state_dir / "nodes").glob("*") if (folder / nodefiles.FILL).exists())
 
 
 def crash_loop(cluster: Any, namespace: str, pod: str, exit_code: int = 1, run_seconds: float = 1.0) -> None:

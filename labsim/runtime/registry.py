@@ -22,13 +22,14 @@ from labsim.runtime.programs import (
     postgres,
     postgres_exporter,
     prometheus,
+    prometheus_operator,
     promtail,
     traefik,
 )
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
-    kube_state_metrics)
+    kube_state_metrics, prometheus_operator)
     for name in adapter.IMAGES}
 PROGRAMS |= {name: adapter for adapter in (grafana, k8s_sidecar, loki, promtail) for name in adapter.IMAGES}  # app models
 

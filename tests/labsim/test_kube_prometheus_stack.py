@@ -1,11 +1,11 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the API server, itself, Alertmanager) with the operator's labels, loads the
-lab's P1 rules without errors, picks up a ServiceMonitor added later, names a target that does not
-answer; the disk_full fault fires NodeDiskAlmostFull (its real expression, a test-only short
-``for``) through the real Alertmanager to a webhook receiver, and the crash_loop fault fires
-PodCrashLooping. One cluster for the module."""
+kube-state-metrics, the kubelets and cAdvisor, the API server, CoreDNS, Traefik, cert-manager,
+the operator, itself, Alertmanager) with the operator's labels, loads the lab's P1 rules without errors, picks up
+a ServiceMonitor added later, names a target that does not answer; the disk_full fault fires
+NodeDiskAlmostFull (its real expression, a test-only short ``for``) through the real Alertmanager
+to a webhook receiver, and the crash_loop fault fires PodCrashLooping. One cluster for the module."""
 
 from __future__ import annotations
 
@@ -20,8 +20,15 @@ import pytest
 import yaml
 from aiohttp import web
 
-from labsim.k3s.addons import k3s_crds
+from labsim.apps import cert_manager_metrics
+from labsim.apps.prometheus_operator import prometheus_statefulset
+from labsim.charts.kube_prometheus_stack import kube_prometheus_stack
+from labsim.charts.release import Release
+from labsim.k3s.addons import coredns, k3s_crds, traefik
 from labsim.kube import faults
+from labsim.net import cidrs
+from labsim.net.coredns import CoreDNS
+from labsim.net.kubeletapi import KubeletApi
 from labsim.net.kubeproxy import KubeProxy
 from labsim.runtime.programs import alertmanager, prometheus
 from tests.labfiles import REPO, free_port
@@ -35,6 +42,19 @@ NS, RELEASE = "monitoring", "kube-prometheus-stack"
 PROMETHEUS_POD = f"prometheus-{RELEASE}-prometheus-0"
 ALERTMANAGER_POD = f"alertmanager-{RELEASE}-alertmanager-0"
 WORKER = "k3s-worker-01"
+# k3s' Traefik with its metrics Service and a ServiceMonitor this Prometheus selects, as a lab sets it
+TRAEFIK_METRICS = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChartConfig",
+                   "metadata": {"name": "traefik", "namespace": "kube-system"},
+                   "spec": {"valuesContent": yaml.safe_dump({"metrics": {"prometheus": {
+                       "service": {"enabled": True},
+                       "serviceMonitor": {"additionalLabels": {"release": RELEASE}, "interval": "2s"}}}})}}
+
+CERT_MANAGER = {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata": {"name": "cert-manager",
+                                                                                   "namespace": "kube-system"},
+                "spec": {"chart": "cert-manager", "repo": "https://charts.jetstack.io", "version": "v1.19.1",
+                         "targetNamespace": "cert-manager", "createNamespace": True, "valuesContent": yaml.safe_dump({
+                             "crds": {"enabled": True}, "prometheus": {"servicemonitor": {
+                                 "enabled": True, "interval": "2s", "scrapeTimeout": "1s", "labels": {"release": RELEASE}}}})}}
 
 
 @dataclass
@@ -50,8 +70,6 @@ class Webhook:
 
 def _values(webhook: Webhook) -> str:
     return yaml.safe_dump({
-        "kubelet": {"enabled": False}, "coreDns": {"enabled": False},
-        "prometheusOperator": {"tls": {"enabled": False}, "serviceMonitor": {"selfMonitor": False}},
         "prometheus": {"prometheusSpec": {"scrapeInterval": "2s", "evaluationInterval": "2s", "retention": "7d",
                                           "retentionSize": "15GB", "secrets": ["scrape-ca"]}},
         "alertmanager": {
@@ -90,11 +108,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # time_scale 0.05: probe periods and back-offs pass 20x faster than real, yet leave a Python
     # app model the second it needs to start before its liveness probe gives up on it.
     with running_cluster(tmp_path_factory.mktemp("kps"), nodes=2, time_scale=0.05) as kube:
-        kube.call(lambda: kube.cluster._tasks.append(asyncio.create_task(KubeProxy(kube.cluster).run())))
+        for controller in (KubeProxy(kube.cluster), CoreDNS(kube.cluster), KubeletApi(kube.cluster)):  # as k3s does
+            kube.call(lambda c=controller: kube.cluster._tasks.append(asyncio.create_task(c.run())))
         webhook = Webhook(free_port())
         runner = kube.call(_serve_webhook, webhook)
         try:
-            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(k3s_crds()))
+            dns = cidrs.cluster_dns_ip(kube.cluster.service_cidr)
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*k3s_crds(), *coredns("", str(dns))]))
+            kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*traefik(), TRAEFIK_METRICS, CERT_MANAGER]))
             kube.kubectl("create", "namespace", NS)
             for name in ("webhook-ca", "scrape-ca"):
                 kube.kubectl("-n", NS, "create", "secret", "generic", name, "--from-literal=ca.crt=PEM of " + name)
@@ -186,8 +207,9 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     def all_up() -> list[dict] | None:
         found = stack.targets()
         jobs = {t["labels"]["job"] for t in found if t["health"] == "up"}
-        return found if {"node-exporter", "kube-state-metrics", "apiserver", f"{RELEASE}-prometheus",
-                         f"{RELEASE}-alertmanager"} <= jobs and all(t["health"] == "up" for t in found) else None
+        return found if {"node-exporter", "kube-state-metrics", "apiserver", "coredns", f"{RELEASE}-prometheus",
+                         f"{RELEASE}-alertmanager", f"{RELEASE}-operator", "kubelet", "traefik-metrics",
+                         "cert-manager"} <= jobs and all(t["health"] == "up" for t in found) else None
 
     targets = wait_until(all_up, timeout=30)
     exporters = [t for t in targets if t["labels"]["job"] == "node-exporter"]
@@ -209,6 +231,17 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert all(r["value"][1] == "1" for r in ready)
     assert stack.query(f'kube_pod_container_status_restarts_total{{pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert stack.query('apiserver_request_total{job="apiserver",verb="LIST",code="200"}')
+    assert stack.query('coredns_build_info{job="coredns",namespace="kube-system"}')
+    kubelets = sorted((t["labels"]["node"], t["labels"]["metrics_path"]) for t in targets if t["labels"]["job"] == "kubelet")
+    assert kubelets == [(n, p) for n in ("k3s-master", WORKER) for p in ("/metrics", "/metrics/cadvisor")]
+    cpu = stack.query(f'container_cpu_usage_seconds_total{{job="kubelet",pod="{PROMETHEUS_POD}",container="prometheus"}}')
+    assert cpu and cpu[0]["metric"]["namespace"] == NS and float(cpu[0]["value"][1]) >= 0
+    traefik_target = next(t for t in targets if t["labels"]["job"] == "traefik-metrics")
+    assert traefik_target["scrapePool"] == "serviceMonitor/kube-system/traefik/0"
+    assert stack.query('traefik_config_reloads_total{job="traefik-metrics"}')  # the real Traefik's own metric
+    assert stack.query('certmanager_clock_time_seconds{job="cert-manager",namespace="cert-manager"}')
+    operator = next(t for t in targets if t["labels"]["job"] == f"{RELEASE}-operator")
+    assert operator["scrapeUrl"].startswith("https://") and operator["scrapeUrl"].endswith(":10250/metrics")
 
 
 def test_the_p1_rules_load_without_evaluation_errors(stack: Stack) -> None:
@@ -281,7 +314,12 @@ def test_a_servicemonitor_added_later_is_scraped_and_a_down_target_is_named(stac
         *[{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
            "metadata": {"name": name, "namespace": "apps", "labels": {"release": RELEASE}},
            "spec": {"selector": {"matchLabels": {"app": name}}, "endpoints": [{"port": "metrics", "interval": "2s"}]}}
-          for name in ("extra", "silent")])
+          for name in ("extra", "silent")],
+        # one Prometheus would refuse (timeout over interval): the operator leaves it out
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+         "metadata": {"name": "greedy", "namespace": "apps", "labels": {"release": RELEASE}},
+         "spec": {"selector": {"matchLabels": {"app": "extra"}},
+                  "endpoints": [{"port": "metrics", "interval": "2s", "scrapeTimeout": "10s"}]}})
 
     def scraped(pool: str, health: str) -> dict | None:
         return next((t for t in stack.targets() if t["scrapePool"] == pool and t["health"] == health), None)
@@ -290,6 +328,7 @@ def test_a_servicemonitor_added_later_is_scraped_and_a_down_target_is_named(stac
     assert extra["labels"]["job"] == "extra" and extra["labels"]["pod"] == "extra"
     config = stack.get(stack.prometheus, "/api/v1/status/config")["data"]["yaml"]
     assert "job_name: serviceMonitor/apps/extra/0" in config  # reloaded with the new job
+    assert "greedy" not in config
     silent = wait_until(lambda: scraped("serviceMonitor/apps/silent/0", "down"), timeout=30)
     assert "connection refused" in silent["lastError"] and silent["labels"]["job"] == "silent"
     assert stack.query('up{job="silent"} == 0')
@@ -312,3 +351,37 @@ def test_an_alertmanagerconfig_is_merged_with_its_namespace_matcher(stack: Stack
     assert route["matchers"] == [f'namespace="{NS}"', 'severity="critical"']
     assert config["route"]["receiver"] == "lab"  # the chart's config stays the root
 
+
+
+def test_storage_spec_and_retention_reach_the_statefulset() -> None:
+    """The chart's prometheusSpec as the operator turns it into the StatefulSet: the claim template
+    on the storage class (mounted with the operator's subPath), retention time and size flags."""
+    values = {"prometheus": {"prometheusSpec": {"retention": "7d", "retentionSize": "15GB", "storageSpec": {
+        "volumeClaimTemplate": {"spec": {"storageClassName": "nfs-client", "accessModes": ["ReadWriteOnce"],
+                                         "resources": {"requests": {"storage": "20Gi"}}}}}}}}
+    objects = kube_prometheus_stack(Release(RELEASE, NS, RELEASE, "75.15.1", values))
+    prom = next(o for o in objects if o["kind"] == "Prometheus")
+    prom["metadata"]["uid"] = "u1"
+    sts = prometheus_statefulset({"apiVersion": "monitoring.coreos.com/v1", **prom})
+    claim = sts["spec"]["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == f"prometheus-{RELEASE}-prometheus-db"
+    assert claim["spec"]["storageClassName"] == "nfs-client" and claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/prometheus", "subPath": "prometheus-db"} in \
+        container["volumeMounts"]
+    assert not any(v["name"] == claim["metadata"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"])
+    assert {"--storage.tsdb.retention.time=7d", "--storage.tsdb.retention.size=15GB"} <= set(container["args"])
+
+
+def test_cert_manager_metrics_carry_each_certificates_expiry() -> None:
+    cert = {"metadata": {"name": "wildcard", "namespace": "infra"},
+            "spec": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer", "group": "cert-manager.io"}},
+            "status": {"notAfter": "2027-03-06T07:00:00Z", "renewalTime": "2027-02-04T07:00:00Z",
+                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    text = cert_manager_metrics.render([cert], 1_796_000_000.0)
+    labels = 'issuer_group="cert-manager.io",issuer_kind="ClusterIssuer",issuer_name="letsencrypt",name="wildcard",' \
+             'namespace="infra"'
+    assert f"certmanager_certificate_expiration_timestamp_seconds{{{labels}}} 1804316400" in text
+    assert f'certmanager_certificate_ready_status{{condition="True",{labels}}} 1' in text
+    assert f'certmanager_certificate_ready_status{{condition="False",{labels}}} 0' in text
+    assert "certmanager_clock_time_seconds 1796000000" in text
