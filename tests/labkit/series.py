@@ -72,7 +72,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test on the series lab may be the one that builds it (01-03: minutes on a fresh CI machine,
     more than pytest's 300 s default): its timeout covers the build too."""
     for item in items:
-        if "series" in getattr(item, "fixturenames", ()) and item.get_closest_marker("timeout") is None:
+        defs = getattr(item, "_fixtureinfo", None) and item._fixtureinfo.name2fixturedefs.get("series")
+        if defs and defs[-1].scope == "session" and item.get_closest_marker("timeout") is None:  # this one's
             item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT))
 
 
