@@ -35,6 +35,7 @@ def sim_config(lab: Lab) -> dict[str, Any]:
         "metallb_pool": "-".join(map(str, lab.metallb.pool)),
         "nfs_server": str(lab.nfs.server), "nfs_path": lab.nfs.path, "operator_key_file": str(lab.ssh.public_key),
         "acme_servers": sorted({issuer.server for issuer in lab.tls.issuers}) if lab.tls else [],
+        "ntfy_server": lab.observability.ntfy.server if lab.observability else "",
     }
 
 

@@ -54,10 +54,23 @@ def warm_modules(notebook: Path) -> list[str]:
 
 
 def _is_module(name: str) -> bool:
+    """Whether ``name`` is an importable module, without importing it. A dotted name under a module
+    that is not a package names an attribute (``labkit.report.Report``): find_spec would import
+    that module (labkit.report: pandas, IPython) into the runner only to find out."""
+    parent = name.rpartition(".")[0]
+    if parent and not _is_package(parent):
+        return False
     try:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):  # ``datetime.UTC``: an attribute, not a module
         return False
+
+
+def _is_package(name: str) -> bool:
+    if not _is_module(name):
+        return False
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.submodule_search_locations is not None
 
 
 def _preload(modules: list[str]) -> str:

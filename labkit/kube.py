@@ -26,6 +26,7 @@ from urllib3.exceptions import HTTPError
 from labkit.changes import StepTimer, untimed
 from labkit.errors import KubeError
 from labkit.progress import Progress, progress
+from labkit.quantities import cpu_cores, memory_bytes
 
 
 def connect(kubeconfig: Path) -> client.ApiClient:
@@ -167,20 +168,6 @@ def pod_table(api: client.ApiClient, namespace: str | None = None) -> pd.DataFra
              "containers": len(p.spec.containers), "node": p.spec.node_name or "",
              "restarts": sum(c.restart_count for c in p.status.container_statuses or [])} for p in pods.items]
     return pd.DataFrame(rows, columns=POD_COLUMNS).sort_values(["namespace", "name"]).reset_index(drop=True)
-
-
-def cpu_cores(quantity: str) -> float:
-    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
-
-
-_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def memory_bytes(quantity: str) -> int:
-    for suffix, factor in sorted(_UNITS.items(), key=lambda kv: -len(kv[0])):
-        if quantity.endswith(suffix):
-            return int(float(quantity[: -len(suffix)]) * factor)
-    return int(float(quantity))
 
 
 def server_certificate_sans(kubeconfig: Path, timeout: float = 10) -> list[str]:

@@ -29,7 +29,7 @@ from pydantic import (
 
 from labkit import localfiles, secrets, yamlfile
 from labkit.errors import LabError, ParamsError, SecretError
-from labkit.kube import cpu_cores, memory_bytes
+from labkit.quantities import cpu_cores, memory_bytes
 
 IPv4 = ipaddress.IPv4Address
 
@@ -409,6 +409,7 @@ class Ntfy(Section):
     topic: Annotated[str, AfterValidator(_pattern(r"[-_A-Za-z0-9]{1,64}", "is not an ntfy topic: letters, digits, "
                                                                         "'-' and '_', at most 64"))]
     access_token: SecretField | None = None  # for a server or topic that needs one (ntfy's tk_... tokens)
+    ca_file: PathField | None = None  # what the server's HTTPS is trusted with, if not the system's CAs
 
 
 class Routing(Section):
@@ -449,6 +450,7 @@ class Observability(Section):
     ntfy: Ntfy
     routing: Routing = Routing()
     rules: PathField = Path("alerts")  # the alert rule files (PrometheusRule groups), relative to the lab file
+    rule_tests: PathField = Path("../tests/alerts")  # their promtool unit tests (*.test.yaml)
 
 
 # -- postgres and backup (notebooks 05 and 07) ----------------------------------------------------
@@ -614,7 +616,10 @@ def _absolutize(lab: Lab, base: Path) -> None:
             if getattr(issuer, field) is not None:
                 object.__setattr__(issuer, field, secrets.resolve_path(getattr(issuer, field), base))
     if lab.observability is not None:
-        object.__setattr__(lab.observability, "rules", secrets.resolve_path(lab.observability.rules, base))
+        for field in ("rules", "rule_tests"):
+            object.__setattr__(lab.observability, field, secrets.resolve_path(getattr(lab.observability, field), base))
+        if lab.observability.ntfy.ca_file is not None:
+            object.__setattr__(lab.observability.ntfy, "ca_file", secrets.resolve_path(lab.observability.ntfy.ca_file, base))
         for chart in lab.observability.charts.values():
             if chart.values is not None:
                 object.__setattr__(chart, "values", secrets.resolve_path(chart.values, base))
@@ -896,6 +901,8 @@ def missing_files(lab: Lab) -> list[str]:
         wanted |= {f"tls.issuers[{i}].{f}": getattr(issuer, f) for f in ("ca_file", "server_ca_file")}
     if lab.observability is not None:
         wanted["observability.rules"] = lab.observability.rules
+        wanted["observability.rule_tests"] = lab.observability.rule_tests
+        wanted["observability.ntfy.ca_file"] = lab.observability.ntfy.ca_file
         wanted |= {f"observability.charts.{n}.values": c.values for n, c in lab.observability.charts.items()}
     for where, ref in lab.secret_refs().items():
         if ref.path:

@@ -181,3 +181,27 @@ def certificate_expiry(certs: pd.DataFrame, title: str = "Certificate lifetimes"
     fig.update_layout(title=title if not issued.empty else f"{title} (none issued)", xaxis_title="time",
                       height=160 + 40 * max(len(issued), 1))
     return fig
+
+
+def metric_lines(series: pd.DataFrame, title: str, unit: str = "") -> go.Figure:
+    """One line per series of a PromQL range query (``labkit.observe.query_range``: time, series, value)."""
+    fig = go.Figure()
+    for name, group in series.groupby("series", sort=True):
+        fig.add_scatter(x=group["time"], y=group["value"], mode="lines", name=str(name))
+    fig.update_layout(title=title if not series.empty else f"{title} (no data)", yaxis_title=unit,
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def node_resources(cpu: pd.DataFrame, memory: pd.DataFrame, disk: pd.DataFrame,
+                   title: str = "Nodes: CPU, memory and disk") -> go.Figure:
+    """Three stacked panels of per-node PromQL series (CPU busy %, memory used %, root disk used %)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, subplot_titles=("CPU busy %", "memory used %", "disk used %"))
+    for row, frame in enumerate((cpu, memory, disk), start=1):
+        for name, group in frame.groupby("series", sort=True):
+            fig.add_scatter(x=group["time"], y=group["value"], mode="lines", name=str(name), legendgroup=str(name),
+                            showlegend=row == 1, row=row, col=1)
+    fig.update_layout(title=title, height=700)
+    return fig

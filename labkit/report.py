@@ -12,7 +12,6 @@ results) and fails the notebook, naming the failed checks, if any check failed. 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,9 +24,7 @@ from labkit import tables
 from labkit.changes import Change, Check, Plan
 from labkit.errors import ChecksFailed
 from labkit.progress import say
-
-RECORD_MIME = "application/vnd.labkit.record+json"
-APPLIED_MIME = "application/vnd.labkit.applied+json"  # changes, output as they are made
+from labkit.records import APPLIED_MIME, RECORD_MIME
 
 tables.install()  # a notebook that reports shows its tables labkit's way (no 0..n index, long ones folded)
 
@@ -198,24 +195,3 @@ def _display(bundle: dict) -> None:
         print(bundle["text/plain"])
     else:
         display(bundle, raw=True)
-
-
-def records_in(notebook: dict) -> list[dict]:
-    """The labkit records an executed notebook (as a JSON dict) carries, in order."""
-    return _outputs_of(notebook, RECORD_MIME)
-
-
-def applied_in(notebook: dict) -> list[dict]:
-    """The changes an executed notebook made, as ``Report.applied`` output them (a failed
-    notebook's too, up to where it stopped)."""
-    return [change for batch in _outputs_of(notebook, APPLIED_MIME) for change in batch]
-
-
-def _outputs_of(notebook: dict, mime: str) -> list:
-    found = []
-    for cell in notebook.get("cells", []):
-        for output in cell.get("outputs", []) or []:
-            data = output.get("data", {}).get(mime)
-            if data is not None:
-                found.append(json.loads(data) if isinstance(data, str) else data)
-    return found

@@ -35,8 +35,8 @@ from labkit.errors import LabError, ParamsError, Terminated
 from labkit.kernels import KERNEL, SECRETS_SINK, Kernels, own_kernel
 from labkit.nbimport import nbformat
 from labkit.params import Lab, excerpt
+from labkit.records import applied_in, records_in
 from labkit.render import RenderWorker
-from labkit.report import applied_in, records_in
 from labkit.scrub import scrub
 from labkit.summary import NotebookResult, RunResult, notebook_inventory, point_latest, write_summary
 

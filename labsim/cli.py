@@ -1,6 +1,6 @@
 """``labsim up | down | status``: run the embedded lab in the foreground or detached.
 
-A detached lab is this same command (``labsim up``, foreground) started in its own session with
+A detached lab is this same command's foreground ``up``, forked into a session of its own with
 its output in ``<state>/labsim.log``; it writes ``labsim.pid`` and ``status.json`` once every
 endpoint answers, and ``labsim down`` stops it by that pid. One lab at a time serves a state
 folder: ``up`` holds the folder's lock for its life, and a second ``up`` says "already running"
@@ -17,9 +17,9 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -124,32 +124,60 @@ def _write_running(state_dir: Path) -> None:
 def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir / "labsim.log"
-    # -P and the state folder as its cwd: the lab must not import modules from the caller's folder
-    # (a `secrets.py` there would shadow the standard library's) nor keep that folder busy.
-    argv = [sys.executable, "-P", "-m", "labsim", "up", "--state", str(config.state_dir)]
     with log_path.open("ab") as log:
         earlier = log.tell()  # the log keeps past runs; a failure shows only this attempt's lines
-        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, cwd=config.state_dir)
+        child = _fork_lab(config, log.fileno())
+    code: int | None = None  # the forked lab's exit status, once it has ended
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         pid = running_pid(config.state_dir)
         if pid is not None and _live_status(config) is not None:
-            said = "up" if pid == child.pid else "already running"  # another `up` won the race
+            said = "up" if pid == child else "already running"  # another `up` won the race
             print(f"labsim: {said} (pid {pid}), PVE API at https://{config.pve_host}:{config.pve_port}, "
                   f"state in {config.state_dir}")
             return 0
-        if child.poll() not in (None, ALREADY_RUNNING):
+        if code is None:
+            ended, status = os.waitpid(child, os.WNOHANG)
+            code = os.waitstatus_to_exitcode(status) if ended else None
+        if code not in (None, ALREADY_RUNNING):  # the other `up` serves the folder: wait for it to answer
             with log_path.open("rb") as log:
                 log.seek(earlier)
                 tail = "\n".join(log.read().decode(errors="replace").strip().splitlines()[-10:])
-            print(f"labsim: the lab did not start (exit {child.returncode}); {log_path}:\n{tail}", file=sys.stderr)
+            print(f"labsim: the lab did not start (exit {code}); {log_path}:\n{tail}", file=sys.stderr)
             return 1
         time.sleep(0.1)
     print(f"labsim: no answer within {READY_TIMEOUT} s; see {log_path}", file=sys.stderr)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(child.pid, signal.SIGTERM)
+        os.kill(child, signal.SIGTERM)
     return 1
+
+
+def _fork_lab(config: SimConfig, log_fd: int) -> int:
+    """The lab, forked from this process (its modules already imported: one Python start-up, not
+    two), in a session of its own, its output in the log, the state folder as its cwd. Returns its pid."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child:
+        return child
+    code = 1
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((0, null), (1, log_fd), (2, log_fd)):
+            os.dup2(target, fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # nothing of the caller's (its pipes wait for our end)
+        # As `python -P`: the caller's folder must not shadow modules imported later (a `secrets.py`
+        # there would shadow the standard library's), nor stay busy.
+        sys.path[:] = [entry for entry in sys.path if entry not in ("", os.getcwd())]
+        os.chdir(config.state_dir)
+        code = up(config, argparse.Namespace(detach=False))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 # ---------------------------------------------------------------- down, status

@@ -43,6 +43,7 @@ class SimConfig:
     nfs_path: str  # its export (nfs.path), a folder of the NAS's files
     operator_key_file: str  # the operator's public key (ssh.public_key): the NAS accepts it over SSH
     acme_servers: list[str]  # the ACME directory URLs of tls.issuers: Pebble serves those on loopback
+    ntfy_server: str  # observability.ntfy.server ("" without that section): the ntfy model serves it on loopback
 
     @classmethod
     def load(cls, state_dir: Path) -> SimConfig:

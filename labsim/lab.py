@@ -30,6 +30,7 @@ from labsim.state import StateFile
 
 if TYPE_CHECKING:  # imported at start(), so that `labsim status` and `down` stay quick
     from labsim.apps.cloudflare import CloudflareAPI
+    from labsim.apps.ntfy import NtfyServer
     from labsim.kube.registry import ClusterRegistry
     from labsim.nas import Nas
     from labsim.node.host import NodeHost
@@ -54,6 +55,7 @@ class Lab:
         self.secrets: LabSecrets | None = None
         self.pebble: PebbleServer | None = None  # the ACME server of tls.issuers (set by start())
         self.cloudflare: CloudflareAPI | None = None
+        self.ntfy: NtfyServer | None = None  # the push service of observability.ntfy (set by start())
         self._server: Any = None
 
     async def start(self) -> None:
@@ -66,6 +68,7 @@ class Lab:
 
         self.secrets = ensure_secrets(self.state_dir, [self.config.pve_host, "localhost", self.config.pve_node])
         await self._start_acme()
+        await self._start_ntfy()
         self.pve.load()
         self.nodes = NodeHost(self)
         await self.nodes.start()
@@ -92,6 +95,27 @@ class Lab:
             assert self.secrets is not None
             self.cloudflare = CloudflareAPI(self.secrets.cloudflare_api_token, self.pebble.challtestsrv)
 
+    async def _start_ntfy(self) -> None:
+        """The ntfy model on the loopback address of observability.ntfy.server (ntfy.sh itself is out
+        of the lab's reach), trusted through the same stand-in public web PKI as Pebble's HTTPS."""
+        from labsim.apps.ntfy import NtfyServer
+
+        url = self.config.ntfy_server
+        if not url:
+            return
+        if not _loopback_url(url):
+            log.warning("observability.ntfy: %s is not on loopback; the embedded lab serves no ntfy there", url)
+            return
+        assert self.secrets is not None and self.pebble is not None
+        ntfy = NtfyServer(self.state_dir, url, self.secrets.ntfy_access_token, self.pebble.tls)
+        try:
+            await ntfy.start()
+        except OSError as error:  # e.g. port 443 without root: the lab runs on, without its ntfy
+            log.warning("observability.ntfy: cannot serve %s (%s); give the server a port above 1023, e.g. "
+                        "https://%s:8443", url, error, ntfy.host)
+            return
+        self.ntfy = ntfy
+
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.close()
@@ -99,6 +123,8 @@ class Lab:
         for component in (self.clusters, self.nas, self.nodes):
             if component is not None:
                 await component.close()
+        if self.ntfy is not None:
+            await self.ntfy.close()
         if self.pebble is not None:
             await self.pebble.close()
         self._clock_state.save({"clock_offset": self.clock.offset})
@@ -117,8 +143,9 @@ class Lab:
         kube = self.clusters.status() if self.clusters is not None else None
         nas = self.nas.status() if self.nas is not None else None
         acme = self.pebble.status() if self.pebble is not None and self.pebble.directories else None
+        ntfy = self.ntfy.status() if self.ntfy is not None else None
         return {**static_status(self.config), "running": True, "pid": os.getpid(), "vms": vms, "kube": kube,
-                "nas": nas, "acme": acme}
+                "nas": nas, "acme": acme, "ntfy": ntfy}
 
 
 def _loopback_url(url: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import string
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class LabSecrets:
     pve_root_password: str
     k3s_token: str
     cloudflare_api_token: str  # what the Cloudflare model accepts (labsim.apps.cloudflare)
+    ntfy_access_token: str  # what the ntfy model accepts (labsim.apps.ntfy)
     server_cert: Path
     server_key: Path
     ca_file: Path
@@ -45,6 +47,7 @@ def ensure_secrets(state_dir: Path, server_names: list[str]) -> LabSecrets:
         pve_root_password=values["pve_root_password"],
         k3s_token=values["k3s_token"],
         cloudflare_api_token=values["cloudflare_api_token"],
+        ntfy_access_token=values["ntfy_access_token"],
         server_cert=state_dir / SERVER_CERT,
         server_key=state_dir / SERVER_KEY,
         ca_file=state_dir / CA_CERT,
@@ -69,6 +72,9 @@ def _ensure_values(path: Path) -> dict[str, str]:
         # the DNS-01 token sim.yaml's tls section references (40 characters, as Cloudflare's)
         "cloudflare_api_token": lambda: secrets.token_urlsafe(30),
         "grafana_admin_password": lambda: secrets.token_urlsafe(18),  # sim.yaml's observability.grafana
+        # sim.yaml's observability.ntfy.access_token: ntfy's tokens are tk_ and 29 lowercase letters/digits
+        "ntfy_access_token": lambda: "tk_" + "".join(secrets.choice(string.ascii_lowercase + string.digits)
+                                                     for _ in range(29)),
     }
     missing = {key: make() for key, make in generated.items() if key not in values}
     if missing:

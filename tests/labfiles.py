@@ -79,6 +79,11 @@ def sim_lab(tmp_path: Path, *, workers: int = 2, time_scale: float = 0.0, **over
         chart["values"] = str(SIM_YAML.parent / chart["values"])
     doc["observability"]["grafana"]["admin_password"] = f"file:{state}/secrets.yaml#grafana_admin_password"
     doc["observability"]["rules"] = str(SIM_YAML.parent / doc["observability"]["rules"])
+    doc["observability"]["rule_tests"] = str(SIM_YAML.parent / "../tests/alerts")
+    for chart in doc["observability"]["charts"].values():
+        chart["values"] = str(SIM_YAML.parent / chart["values"])
+    doc["observability"]["ntfy"].update(server=f"https://{net}.9", ca_file=str(state / "pebble" / "tls" / "ca.pem"),
+                                        access_token=f"file:{state}/secrets.yaml#ntfy_access_token")
     doc["kubeconfig"] = str(state / "operator" / "kubeconfig")
     for issuer in doc["tls"]["issuers"]:  # the test CA files the lab's Pebble writes into its state
         where = urlsplit(issuer["server"])

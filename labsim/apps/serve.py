@@ -1,6 +1,7 @@
 """The entry point app models share (``python -m labsim.apps.<app> --host IP --port N -- ARGS``):
 serve an aiohttp application on the pod IP until SIGTERM, logging one line per request to stdout
-(the container's log), as the real apps' access logs do."""
+(the container's log), as the real apps' access logs do. An application holding an SSL context
+under ``TLS`` is served over HTTPS."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 
 from aiohttp import web
+
+TLS = web.AppKey("tls", ssl.SSLContext)
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +41,7 @@ def main(make_app: Callable[[argparse.Namespace], web.Application], argv: list[s
 async def _serve(app: web.Application, host: str, port: int) -> None:
     runner = web.AppRunner(app, access_log_format='%a "%r" %s %b')
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=app.get(TLS)).start()
     print(f"listening on {host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from labsim.charts import (
     cert_manager,
+    grafana,
+    kube_prometheus_stack,
+    loki_stack,
     metallb,
     n8n,
     nfs_subdir_external_provisioner,
     ollama,
     postgresql,
+    promtail,
     traefik,
 )
 from labsim.charts.release import ChartModel, Release
@@ -24,5 +28,7 @@ CHART_MODELS["metallb"] = metallb.metallb
 CHART_MODELS["postgresql"] = postgresql.postgresql
 CHART_MODELS["ollama"] = ollama.ollama
 CHART_MODELS["n8n"] = n8n.n8n
+CHART_MODELS["kube-prometheus-stack"] = kube_prometheus_stack.kube_prometheus_stack
+CHART_MODELS |= {"grafana": grafana.grafana, "loki-stack": loki_stack.loki_stack, "promtail": promtail.promtail}
 
 __all__ = ["CHART_MODELS", "ChartModel", "Release"]

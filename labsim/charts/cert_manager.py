@@ -60,7 +60,28 @@ def cert_manager(release: Release) -> list[dict]:
     objects = crds(release) if value(release.values, "crds.enabled") or value(release.values, "installCRDs") else []
     for suffix, (component, image, ports) in COMPONENTS.items():
         objects += _component(release, suffix, component, image, ports)
-    return objects
+    return objects + _service_monitor(release)
+
+
+def _service_monitor(release: Release) -> list[dict]:
+    """``prometheus.servicemonitor.enabled``: the chart's ServiceMonitor of the controller's metrics
+    (labsim.apps.cert_manager_metrics serves them), with its ``labels`` for a Prometheus to select it."""
+    monitor = value(release.values, "prometheus.servicemonitor", {}) or {}
+    if not value(release.values, "prometheus.enabled", True) or not monitor.get("enabled"):
+        return []
+    meta = _meta(release, release.name, "controller", "cert-manager")
+    meta["labels"] = {**meta["labels"], "prometheus": monitor.get("prometheusInstance", "default"),
+                      **(monitor.get("labels") or {})}
+    if monitor.get("namespace"):
+        meta["namespace"] = monitor["namespace"]
+    selector = {"app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/instance": release.name,
+                "app.kubernetes.io/component": "controller"}
+    return [{"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": meta,
+             "spec": {"jobLabel": release.name, "selector": {"matchLabels": selector},
+                      "namespaceSelector": {"matchNames": [release.namespace]},
+                      "endpoints": [{"targetPort": monitor.get("targetPort", "http-metrics"), "path": "/metrics",
+                                     "interval": monitor.get("interval", "60s"),
+                                     "scrapeTimeout": monitor.get("scrapeTimeout", "30s"), "honorLabels": False}]}}]
 
 
 def crds(release: Release) -> list[dict]:

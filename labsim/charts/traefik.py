@@ -95,7 +95,39 @@ def traefik(release: Release) -> list[dict]:
     service_meta = release.meta(name)
     service_meta["labels"].update(value(values, "service.labels", {}) or {})
     service_meta["annotations"].update(value(values, "service.annotations", {}) or {})  # metallb.io/...
-    return [*_objects(release, pod_spec, selector, service_meta, service_spec), *_dashboard(release)]
+    return [*_objects(release, pod_spec, selector, service_meta, service_spec), *_dashboard(release),
+            *_metrics(release, selector)]
+
+
+def _metrics(release: Release, selector: dict) -> list[dict]:
+    """``metrics.prometheus.service.enabled``: the ``<name>-metrics`` Service of the metrics entry
+    point; ``metrics.prometheus.serviceMonitor`` (a map): the ServiceMonitor of the real chart
+    (job label the release name unless ``jobLabel``; ``additionalLabels`` such as ``release:
+    kube-prometheus-stack`` for a Prometheus to select it)."""
+    values, name = release.values, release.name
+    service = bool(value(values, "metrics.prometheus.service.enabled", False))
+    monitor = value(values, "metrics.prometheus.serviceMonitor")
+    metrics_selector = {**selector, "app.kubernetes.io/component": "metrics"}
+    labels = {**release.labels(), **metrics_selector}
+    objects = []
+    if service:
+        objects.append({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {**release.meta(f"{name}-metrics"), "labels": labels},
+                        "spec": {"type": "ClusterIP", "selector": selector, "ports": [
+                            {"name": "metrics", "port": 9100, "protocol": "TCP", "targetPort": "metrics"}]}})
+    if isinstance(monitor, dict) and monitor.get("enabled", True):
+        meta = {**release.meta(name), "labels": {**(labels if service else release.labels()),
+                                                 **(monitor.get("additionalLabels") or {})}}
+        if monitor.get("namespace"):
+            meta["namespace"] = monitor["namespace"]
+        endpoint = {"port": "metrics", "path": "/metrics",
+                    **{k: monitor[k] for k in ("interval", "scrapeTimeout", "honorLabels") if monitor.get(k)}}
+        objects.append({"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": meta,
+                        "spec": {"jobLabel": monitor.get("jobLabel") or name, "endpoints": [endpoint],
+                                 "namespaceSelector": monitor.get("namespaceSelector") or
+                                 {"matchNames": [release.namespace]},
+                                 "selector": {"matchLabels": metrics_selector if service else selector}}})
+    return objects
 
 
 def _dashboard(release: Release) -> list[dict]:

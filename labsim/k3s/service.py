@@ -41,6 +41,7 @@ from labsim.kube.controllers.workqueue import Controller
 from labsim.kube.store import StoreError
 from labsim.net import cidrs
 from labsim.net.coredns import CoreDNS
+from labsim.net.kubeletapi import KubeletApi
 from labsim.net.kubeproxy import KubeProxy
 from labsim.node import network
 from labsim.node.registry import on_boot
@@ -197,6 +198,7 @@ def _start_controllers(node, cluster, cfg: K3sConfig, name: str, snapshot_plan: 
     if not cfg.get("disable-kube-proxy"):
         controllers.append(KubeProxy(cluster))
     controllers.append(CoreDNS(cluster))  # serves the CoreDNS pods' IPs (none when coredns is disabled)
+    controllers.append(KubeletApi(cluster))  # the kubelets' :10250 (metrics)
     if snapshot_plan is not None:
         schedule, retention = snapshot_plan
         controllers.append(snapshots.SnapshotSchedule(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from labsim.kube import authn, authz, discovery, openapi, openapi_v2
+from labsim.kube.apimetrics import ApiMetrics
 from labsim.kube.responses import WARNINGS, json_response, status_response
 from labsim.kube.rest import RestHandler, parse_target
 from labsim.kube.store import StoreError
@@ -35,6 +36,7 @@ class ApiServer:
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.rest = RestHandler(cluster)
+        self.metrics = ApiMetrics()
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -62,6 +64,7 @@ class ApiServer:
             if path not in _ANONYMOUS:
                 request[authn.USER] = self.admit_user(request, path)
             response = await self.route(request, path)
+            self.metrics.count(request, path, response.status)
             if not response.prepared:
                 for warning in request.get(WARNINGS, ()):
                     response.headers.add("Warning", f"299 - {json.dumps(warning)}")
@@ -93,6 +96,8 @@ class ApiServer:
             return json_response(cluster.version_info())
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
+        if path == "/metrics":
+            return self.metrics.response(cluster)
         if path in ("/api", "/apis"):
             if discovery.wants_aggregated(accept):
                 body = discovery.aggregated(catalog, core=path == "/api")

@@ -27,7 +27,7 @@ from labsim.kube.apiserver import ApiServer, tls_context
 from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store, StoreError
 from labsim.net import cidrs
-from labsim.node import image
+from labsim.node import image, nodefiles
 from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
@@ -254,6 +254,10 @@ class Cluster:
                             cores=cores, memory_mib=memory_mib, disk_bytes=disk_bytes, now=self.store.now(),
                             etcd=self.embedded_etcd, pod_cidr=self._pod_cidr(existing),
                             boot_id=boot_id or known or str(uuid.uuid4()))
+        folder = self.state_dir / "nodes" / name
+        if existing is None or not (folder / "proc/stat").exists() or (boot_id and boot_id != known):
+            nodefiles.write(folder, cores=cores, memory_mib=memory_mib, disk_bytes=disk_bytes,
+                            boot_time=self.clock.now(), hostname=name)
         if existing is None:
             self.store.create(node)
             return

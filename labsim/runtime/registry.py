@@ -14,6 +14,10 @@ from labsim.runtime.programs import (
     acmesolver,
     alertmanager,
     blackbox_exporter,
+    grafana,
+    k8s_sidecar,
+    kube_state_metrics,
+    loki,
     n8n,
     nginx,
     node_exporter,
@@ -21,14 +25,18 @@ from labsim.runtime.programs import (
     postgres,
     postgres_exporter,
     prometheus,
+    prometheus_operator,
+    promtail,
     traefik,
 )
 from labsim.runtime.programs.appmodel import AppModel
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
-    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
+    postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
+    kube_state_metrics, prometheus_operator)
     for name in adapter.IMAGES}
-PROGRAMS |= {name: adapter for adapter in (acmesolver, ollama, n8n) for name in adapter.IMAGES}  # app models
+PROGRAMS |= {name: adapter for adapter in (acmesolver, ollama, n8n, grafana, k8s_sidecar, loki, promtail)
+              for name in adapter.IMAGES}  # app models
 
 
 def program_for(image: str) -> ModuleType | None:

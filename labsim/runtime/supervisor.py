@@ -19,13 +19,31 @@ STOP_SECONDS = 5.0  # SIGTERM, then SIGKILL after this (the kubelet's grace peri
 REAP_SECONDS = 10.0  # how long a start waits for the processes it killed to be gone
 
 
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name: [2] process group, [3] session, [19] start time."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat: when the process started (ticks since boot)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    stat = _stat(pid)
+    return stat[19] if stat else None
+
+
+def _in_group(pid: int, start: str) -> list[int]:
+    """The processes in the session and process group a supervised process ``pid`` (started at
+    ``start``) leads: itself, and its children (nginx's workers, PostgreSQL's backends: forked after
+    it), also once it is gone. A PID is not reused while a group or session of that number lives,
+    so these are the lab's. Zombies count: kill(pid, 0) finds them (PostgreSQL's lock check)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        stat = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if stat and stat[2] == stat[3] == str(pid) and int(stat[19]) >= int(start):
+            found.append(int(entry.name))
+    return found
 
 
 class RealProcess:
@@ -117,13 +135,10 @@ class Supervisor:
         """Kill the process groups a previous run left (its PID files) and wait until they are
         gone: a PostgreSQL started again while its killed predecessor still shows in /proc finds
         its lock file held and exits. Returns the PIDs killed."""
-        killed = []
+        killed: list[int] = []
         for pid_file in sorted(self.run_dir.glob("*.pid")) if self.run_dir.is_dir() else []:
             with contextlib.suppress(ValueError, OSError):
-                entry = json.loads(pid_file.read_text())
-                if entry.get("start") and _start_time(entry["pid"]) == entry["start"]:
-                    os.killpg(entry["pid"], signal.SIGKILL)
-                    killed.append(entry["pid"])
+                killed += _kill_group(json.loads(pid_file.read_text()))
             pid_file.unlink(missing_ok=True)
         if killed:
             log.info("killed %d processes a previous run of the lab left: %s", len(killed), killed)
@@ -131,3 +146,18 @@ class Supervisor:
         while any(Path(f"/proc/{pid}").exists() for pid in killed) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)  # their new parent (init) collects them
         return killed
+
+
+def _kill_group(entry: dict) -> list[int]:
+    """SIGKILL the process group of a PID file's process: the process itself if it still runs (same
+    start time: not a reused PID), else what it left in its group. Returns the PIDs killed."""
+    pid, start = entry["pid"], entry.get("start")
+    if not start:
+        return []
+    leader = _start_time(pid)
+    if leader is not None and leader != start:
+        return []  # the number was reused: that process, and its group, are not the lab's
+    members = _in_group(pid, start)
+    if members:
+        os.killpg(pid, signal.SIGKILL)
+    return members

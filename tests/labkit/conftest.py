@@ -14,6 +14,7 @@ from labkit import secrets, ssh
 from labsim.pki import make_ca
 from tests.labfiles import REPO
 from tests.labkit.embedded import provisioned_lab
+from tests.labkit.series import pytest_collection_modifyitems, series  # noqa: F401  (the session's 01-03 lab)
 
 HOMELAB = REPO / "parameters" / "homelab.yaml"
 PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"
@@ -61,6 +62,9 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["observability"]["rules"] = str(HOMELAB.parent / doc["observability"]["rules"])
+    doc["observability"]["rule_tests"] = str(REPO / "tests" / "alerts")
+    for chart in doc["observability"]["charts"].values():
+        chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     doc["kubeconfig"] = "kubeconfig"

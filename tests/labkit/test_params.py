@@ -453,8 +453,9 @@ def test_the_observability_sections_of_the_committed_lab_files(lab_doc, tmp_path
         assert obs.rules == REPO / "parameters" / "alerts" and obs.rules.is_dir()
     assert lab.secret_refs()["observability.grafana.admin_password"].env == "LABKIT_GRAFANA_PASSWORD"
     assert lab.secret_refs()["observability.ntfy.access_token"].env == "LABKIT_NTFY_TOKEN"
-    assert sim.observability.ntfy.access_token is None and sim.observability.ntfy.server == "https://127.0.2.9"
-    assert "observability.ntfy.access_token" not in sim.secret_refs()
+    assert sim.observability.ntfy.access_token.key == "ntfy_access_token" and sim.observability.ntfy.server == "https://127.0.2.9"
+    assert sim.observability.ntfy.ca_file == REPO / ".labsim" / "pebble" / "tls" / "ca.pem"  # the embedded lab's web PKI
+    assert sim.secret_refs()["observability.ntfy.access_token"].key == "ntfy_access_token"  # the ntfy model's token
 
 
 OBS = "observability"
@@ -502,7 +503,11 @@ def test_bad_observability_parameters_name_the_path_and_the_fix(case, lab_doc, t
 def test_the_observability_section_is_optional_and_its_defaults_are_the_original_labs(lab_doc, tmp_path):
     del lab_doc["observability"]
     assert load_lab(write(tmp_path, lab_doc)).observability is None
-    lab_doc["observability"] = {"charts": yaml.safe_load((REPO / "parameters" / "homelab.yaml").read_text())[OBS]["charts"],
+    charts = yaml.safe_load((REPO / "parameters" / "homelab.yaml").read_text())[OBS]["charts"]
+    for chart in charts.values():
+        chart.pop("values")  # optional
+    lab_doc["observability"] = {"charts": charts,
+                                "rule_tests": str(REPO / "tests" / "alerts"),
                                 "grafana": {"host": "grafana.home.example.com", "admin_password": "env:LABKIT_GRAFANA_PASSWORD"},
                                 "ntfy": {"server": "https://ntfy.sh", "topic": "homelab-alerts"},
                                 "rules": str(REPO / "parameters" / "alerts")}

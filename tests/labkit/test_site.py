@@ -66,6 +66,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["observability"]["rules"] = str(HOMELAB.parent / doc["observability"]["rules"])
+    doc["observability"]["rule_tests"] = str(HOMELAB.parent.parent / "tests" / "alerts")
+    for chart in doc["observability"]["charts"].values():
+        chart["values"] = str(HOMELAB.parent / chart["values"])
     doc["proxmox"]["ca_file"] = "pve-ca.pem"
     doc["ssh"].update(public_key="id.pub", private_key="file:id", known_hosts="known_hosts")
     (base / "lab.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

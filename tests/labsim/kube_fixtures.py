@@ -121,3 +121,36 @@ def new_namespace(api: client.ApiClient, prefix: str) -> str:
     name = f"{prefix}{next(_namespaces)}"
     client.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
     return name
+
+
+def nginx_web(*, replicas: int = 1, team: str = "", readiness: bool = False) -> str:
+    """Manifests of the nginx Deployment ``web`` (the real nginx, port 80) and its Service ``web``, as
+    tests apply them with kubectl. Text, not objects: some tests edit it (a label, a typo)."""
+    labels = f"{{app: web, team: {team}}}" if team else "{app: web}"
+    probe = "\n        readinessProbe: {httpGet: {path: /, port: 80}}" if readiness else ""
+    return f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {labels}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports: [{{containerPort: 80}}]{probe}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+"""

@@ -12,6 +12,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -383,6 +384,31 @@ def test_an_unreleased_version_is_refused_and_a_node_can_be_kept_from_coming_bac
     assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
     k3s.ok(1, "sudo systemctl restart k3s-agent")
     assert nodes(kube)[k3s.name(1)] | {"labels": {}} == {"ready": True, "version": newer, "labels": {}}
+
+
+def test_the_admin_endpoint_fills_a_nodes_disk_until_cleared(k3s: K3sLab) -> None:
+    """``disk_full`` fills the node's root filesystem as its node-exporter reports it (the node's
+    folder of the cluster: labsim.node.nodefiles); an unknown node is named; DELETE empties it."""
+    import requests
+
+    from labsim.node import nodefiles
+
+    status, node = k3s.status, k3s.name(1)
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+    folder = Path(k3s.handle.lab.state_dir) / "kube" / k3s.name(0) / "nodes" / node
+    before = nodefiles.root_fs(folder)
+    answer = requests.post(base, json={"fault": "disk_full", "node": node, "percent": 96, "cluster": k3s.name(0)},
+                           headers=token, verify=ca, timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["disk_full"] == [node]
+    full = nodefiles.root_fs(folder)
+    assert full["size"] == before["size"] and full["avail"] / full["size"] < 0.01 < before["avail"] / before["size"]
+    unknown = requests.post(base, json={"fault": "disk_full", "node": "k3s-nowhere"}, headers=token, verify=ca,
+                            timeout=10)
+    assert unknown.status_code == 400 and 'nodes "k3s-nowhere" not found' in unknown.json()["message"]
+    assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    assert nodefiles.root_fs(folder) == before
+    assert requests.get(base, headers=token, verify=ca, timeout=10).json()["data"]["disk_full"] == []
 
 
 def test_sqlite_server_refuses_etcd_snapshots(k3s: K3sLab) -> None:

@@ -7,36 +7,11 @@ import json
 import pytest
 import requests
 
-from tests.labsim.kube_fixtures import RunningCluster
+from tests.labsim.kube_fixtures import RunningCluster, nginx_web
 
 VERSIONS = ["1.34", "1.32"]
 
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  labels: {app: web, team: blue}
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-      - name: nginx
-        image: nginx:1.27
-        ports: [{containerPort: 80}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80}]
----
+APP = nginx_web(replicas=2, team="blue") + """---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata: {name: web}

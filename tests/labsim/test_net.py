@@ -32,7 +32,7 @@ from labsim.lab import running_lab
 from labsim.runtime.programs import nginx
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
-from tests.labsim.kube_fixtures import TOOLS
+from tests.labsim.kube_fixtures import TOOLS, nginx_web
 from tests.polling import wait_until
 
 PORT = 8081  # Traefik's LoadBalancer holds 80 and 443 on the node (ServiceLB gives one port to one Service)
@@ -264,25 +264,7 @@ def test_lab_down_closes_every_listener(tmp_path: Path) -> None:
         server.server_close()
 
 
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: nginx, image: nginx:1.27, ports: [{containerPort: 80}],
-                    readinessProbe: {httpGet: {path: /, port: 80}}}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80}]
-"""
+WEB = nginx_web(readiness=True)
 
 
 @pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make tools)")

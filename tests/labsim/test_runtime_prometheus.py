@@ -1,7 +1,8 @@
-"""Prometheus, Alertmanager and node-exporter pods are Debian's real programs (.tools/<package>):
-each answers its HTTP API on its pod IP; Prometheus reads its configuration, rules and file-SD
-targets from mounted ConfigMaps, scrapes node-exporter, keeps its TSDB on the pod's volume and
-sends its alert to Alertmanager, which also takes one through its v2 API. A program that is not
+"""Prometheus and Alertmanager pods are Debian's real programs (.tools/<package>), node-exporter's
+an app model of the pod's node (labsim.apps.node_exporter): each answers its HTTP API on its pod
+IP; Prometheus reads its configuration, rules and file-SD targets from mounted ConfigMaps, scrapes
+node-exporter, keeps its TSDB on the pod's volume and sends its alert to Alertmanager, which also
+takes one through its v2 API. A program that is not
 installed fails only its pod, with an event naming `make programs`."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from labsim.pki import issue, make_ca
 from labsim.runtime.programs import nginx, traefik
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
-from tests.labsim.kube_fixtures import TOOLS, RunningCluster
+from tests.labsim.kube_fixtures import TOOLS, RunningCluster, nginx_web
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.skipif(traefik.bin_dir() is None or nginx.bin_dir() is None,
@@ -55,24 +55,7 @@ spec:
       access:
         enabled: true
 """
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: nginx, image: nginx:1.27, ports: [{containerPort: 80}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 80}]
----
+APP = nginx_web() + """---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: web}

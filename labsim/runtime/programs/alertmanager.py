@@ -11,7 +11,7 @@ one replica. Debian's build reads its default notification templates from a path
 from __future__ import annotations
 
 from labsim.runtime.filesystem import ContainerFS
-from labsim.runtime.programs.goprogram import GoProgram, tools_dir
+from labsim.runtime.programs.goprogram import GoProgram, tools_dir, unpack_operator_config
 
 IMAGES = ("alertmanager",)
 TOOLS: tuple[str, ...] = ()
@@ -43,4 +43,6 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(tools_dir() / PROGRAM.package / TEMPLATES.lstrip("/"))
+    unpack_operator_config(fs, "/etc/alertmanager/config/alertmanager.yaml.gz",
+                           "/etc/alertmanager/config_out/alertmanager.env.yaml")
     return PROGRAM.prepare(fs, image, env)

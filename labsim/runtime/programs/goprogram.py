@@ -12,6 +12,7 @@ A program reads the rewritten copy: a ConfigMap changed later reaches it when th
 
 from __future__ import annotations
 
+import gzip
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -80,6 +81,10 @@ class GoProgram:
                        if name not in seen and default]
         return translated
 
+    def rewrite_config(self, fs: ContainerFS, path: str) -> Path:
+        """The program's copy of its configuration file brought in line with the file (before a reload)."""
+        return self._config(fs, path)
+
     def _config(self, fs: ContainerFS, path: str) -> Path:
         """The configuration file rewritten with real paths (the original if it does not parse)."""
         source = fs.host_path(path)
@@ -90,6 +95,16 @@ class GoProgram:
         copy = fs.folder / f"{self.binary}-config.yml"
         copy.write_text(yaml.safe_dump(_real_paths(doc, fs, posixpath.dirname(path)), sort_keys=False))
         return copy
+
+
+def unpack_operator_config(fs: ContainerFS, packed: str, target: str) -> None:
+    """What prometheus-operator's ``init-config-reloader`` container does before the program
+    starts: the gzipped configuration its Secret holds, unpacked (``$(POD_NAME)`` expanded) where
+    the program reads it. Nothing when the pod has no such Secret (not the operator's pod)."""
+    source, out = fs.host_path(packed), fs.host_path(target)
+    if source.is_file() and not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(gzip.decompress(source.read_bytes()).decode().replace("$(POD_NAME)", fs.spec.name))
 
 
 def _joined(args: list[str], valued: set[str]) -> list[str]:

@@ -1,21 +1,12 @@
-"""node-exporter (images ``prom/node-exporter``, ``quay.io/prometheus/node-exporter``) from
-Debian's ``prometheus-node-exporter`` 1.5 (``goprogram`` says how flags are translated).
-
-Every node of the twin is this machine: ``--path.procfs``, ``--path.sysfs`` and ``--path.rootfs``
-(a DaemonSet's hostPath mounts of /proc, /sys and /) are this machine's, so each node reports
-this machine's kernel, CPUs and memory. The textfile collector's folder is the container's.
-"""
+"""node-exporter (images ``prom/node-exporter``, ``quay.io/prometheus/node-exporter``) as an app
+model (labsim.apps.node_exporter: why not Debian's binary is said there), on port 9100."""
 
 from __future__ import annotations
 
-from labsim.runtime.programs.goprogram import GoProgram
+from labsim.runtime.programs.appmodel import AppModel
 
 IMAGES = ("node-exporter",)
 TOOLS: tuple[str, ...] = ()
-PROGRAM = GoProgram(
-    package="prometheus-node-exporter", binary="prometheus-node-exporter",
-    listen={"--web.listen-address": ":9100"},
-    paths=("--collector.textfile.directory", "--web.config.file"),
-    host_paths={"--path.procfs": "/proc", "--path.sysfs": "/sys", "--path.rootfs": "/"})
+PROGRAM = AppModel("labsim.apps.node_exporter", 9100)
 PACKAGE = PROGRAM.hint
 bin_dir, prepare, server = PROGRAM.bin_dir, PROGRAM.prepare, PROGRAM.server

@@ -10,7 +10,8 @@ default self-scrape of ``localhost:9090`` finds nothing (not modelled).
 
 from __future__ import annotations
 
-from labsim.runtime.programs.goprogram import GoProgram
+from labsim.runtime.filesystem import ContainerFS
+from labsim.runtime.programs.goprogram import GoProgram, unpack_operator_config
 
 IMAGES = ("prometheus",)
 TOOLS: tuple[str, ...] = ()
@@ -30,4 +31,9 @@ PROGRAM = GoProgram(
            "--web.config.file", "--query.active-query-tracker-dir"),
     config="--config.file", image_files={"/etc/prometheus/prometheus.yml": _CONFIG})
 PACKAGE = PROGRAM.hint
-bin_dir, prepare, server = PROGRAM.bin_dir, PROGRAM.prepare, PROGRAM.server
+bin_dir, server = PROGRAM.bin_dir, PROGRAM.server
+
+
+def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list[str], bytes]]:
+    unpack_operator_config(fs, "/etc/prometheus/config/prometheus.yaml.gz", "/etc/prometheus/config_out/prometheus.env.yaml")
+    return PROGRAM.prepare(fs, image, env)

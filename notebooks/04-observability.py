@@ -1,0 +1,176 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: homelab-notebooks
+#     language: python
+#     name: homelab-notebooks
+# ---
+
+# %% [markdown]
+# # 04 · Observability
+#
+# The lab's monitoring: **kube-prometheus-stack** (Prometheus, Alertmanager, Grafana, node-exporter,
+# kube-state-metrics), **Loki** with **promtail** shipping every pod's log, the P1 alert rules of
+# `parameters/alerts/` and Alertmanager pushing pages to a phone through **ntfy**. The rules are
+# tested before they are deployed (promtool unit tests), and the whole path is proved by use: every
+# scrape target up, the rules loaded, Grafana answering over HTTPS with its datasources and
+# dashboards, a LogQL query finding a known log line, and a synthetic alert that must reach the ntfy
+# topic within `group_wait` plus a margin, measured, and then resolve.
+#
+# **Prerequisites.** Notebook 03 has run: the NFS storage class for Prometheus' and Loki's volumes,
+# Traefik and the ingress issuer for Grafana's certificate. The ntfy server of the lab file answers
+# (the embedded lab serves its own).
+#
+# **What it changes.** Creates the namespace `observability.namespace` with two Secrets (Grafana's
+# admin login; Alertmanager's ntfy token and the ntfy server's CA), installs or upgrades the
+# HelmCharts of `observability.charts` (values files merged with what the lab file derives), and
+# applies one PrometheusRule per rule file. With `dry_run=True` it checks the rules and shows the
+# plans only. The drill posts one synthetic alert (`LabkitDrill`) and resolves it.
+
+# %% tags=["parameters"]
+lab_file = "../parameters/sim.yaml"  # the lab (labkit run passes the lab file it runs)
+dry_run = False                      # True: rule checks and plans only
+drill = True                         # post a synthetic alert and follow it to ntfy and back
+chart_timeout_s = 900                # per chart: the helm Job, then its workloads rolled out
+probe_timeout_s = 240                # per probe: targets up, rules evaluated, a log line shipped
+
+# %%
+from labkit import kube, monitoring, observe, params, plots
+from labkit.report import Report, record
+
+report = Report("04-observability", dry_run=dry_run)
+lab = params.load_lab(lab_file)
+obs = monitoring.settings(lab)
+wanted = monitoring.charts_of(lab)  # values files checked here, before anything is applied
+api = kube.connect(lab.kubeconfig)
+print(f"lab '{lab.name}': monitoring in {obs.namespace}, Prometheus {obs.prometheus.retention}/"
+      f"{obs.prometheus.retention_size} on {obs.prometheus.volume_size} {obs.prometheus.storage_class}, "
+      f"Loki {obs.loki.retention}, Grafana https://{obs.grafana.host}, ntfy {obs.ntfy.server}/{obs.ntfy.topic}")
+
+# %% [markdown]
+# ## The alert rules, tested before anything is deployed
+#
+# The P1 set (disk almost full, pod crash-looping, certificate about to expire, node down) plus the
+# Watchdog. `promtool check rules` parses each file; `promtool test rules` runs the unit tests of
+# `tests/alerts/`: each rule has cases proving it fires when it should, not before its `for:`, and
+# not on look-alikes. A rule that does not parse, or has no passing test, stops the notebook here,
+# before anything is applied.
+
+# %%
+checked = observe.check_rules(obs.rules)
+tested = observe.test_rules(obs.rules, obs.rule_tests)
+report.require("promtool check rules: every rule file parses", checked.ok, f"{len(checked.files)} files")
+report.require("promtool test rules: every rule has passing tests", tested.ok,
+               f"{sum(r.cases for r in tested.results)} cases; strays: {tested.strays or 'none'}")
+checked.table()
+
+# %%
+tested.table()
+
+# %% [markdown]
+# ## Plan
+#
+# Three parts: the namespace and Secrets (compared by digest, never shown), the HelmCharts (with the
+# values diff of an upgrade) and the PrometheusRules. What labkit derives from the lab file: the
+# retention and volume of Prometheus and Loki, Alertmanager's route (`group_wait`, `group_interval`,
+# `repeat_interval` of `observability.routing`; the paging severities go to ntfy with priority 5
+# through ntfy's `alertmanager` template; the token and CA files come from the Secret mounted through
+# `alertmanagerSpec.secrets`), Grafana's admin Secret and its ingress with a certificate from the
+# ingress issuer. The values files hold the k3s-aware part: no monitors for the controller-manager,
+# scheduler and proxy that k3s binds to 127.0.0.1, none for etcd's metrics that 02 does not expose.
+
+# %%
+planned = monitoring.plan(api, lab)
+report.plan(planned.changes())
+
+# %%
+print(planned.values_diffs() or "no values change")
+
+# %% [markdown]
+# ## Apply
+#
+# Secrets first (Grafana and Alertmanager mount them), then the charts in order, each followed to its
+# helm Job's end and its workloads rolled out, then the rules (their kind exists once the stack's CRDs
+# do). The prometheus-operator turns the `Prometheus` and `Alertmanager` resources into StatefulSets
+# and reloads them when rules change.
+
+# %%
+report.applied(monitoring.apply(api, lab, planned, dry_run=dry_run, timeout=chart_timeout_s, step=report.step))
+
+# %% [markdown]
+# ## Verify by using it
+#
+# Through port-forwards to the pods (no Service exposed): Prometheus' targets and rules, Loki's
+# LogQL, Alertmanager's API; Grafana over HTTPS at its ingress host, verified against the issuer's
+# CA, logged in with the admin password of the lab file; ntfy at its server with the lab's token.
+# The drill posts `LabkitDrill` (severity critical) to Alertmanager as `amtool alert add` does and
+# times it until the ntfy topic holds the page; then resolves it. Drill alerts use a child route with
+# `group_interval` = `group_wait`, so the resolution is not held back by the lab's `group_interval`.
+
+# %%
+with report.step("verification", "monitoring stack"):
+    verified = monitoring.verify(api, lab, drill=drill, dry_run=dry_run, timeout=probe_timeout_s)
+report.verify(verified.checks)
+
+# %% [markdown]
+# ### Scrape targets
+# One row per job: how many targets are up and down, and the error Prometheus saw for a target down.
+
+# %%
+verified.targets
+
+# %% [markdown]
+# ### Rules loaded, and Grafana
+
+# %%
+verified.rules
+
+# %%
+verified.datasources
+
+# %%
+verified.dashboards
+
+# %% [markdown]
+# ### A known log line, found with LogQL
+# Prometheus logs `Server is ready to receive web requests.` once it serves; promtail shipped it to Loki.
+
+# %%
+verified.log_lines.tail(3)
+
+# %% [markdown]
+# ### The drill: fired → routed → delivered
+# Alertmanager's notification counters show what was sent and what failed, per integration.
+
+# %%
+verified.drill
+
+# %%
+verified.notifications
+
+# %%
+plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill alert's path")
+
+# %% [markdown]
+# ## Plots from PromQL
+# Node CPU, memory and root-disk use over the last 15 minutes, and the pods that restarted.
+
+# %%
+plots.node_resources(verified.resources["cpu"], verified.resources["memory"], verified.resources["disk"])
+
+# %%
+plots.metric_lines(verified.resources["restarts"], "Pod restarts", "restarts")
+
+# %%
+report.checks_table()
+
+# %%
+plots.timeline(report.timings(), title="Observability deployment timeline")
+
+# %%
+record(report, drill_latency_s=verified.drill_latency, dry_run=dry_run)

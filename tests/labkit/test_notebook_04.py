@@ -1,0 +1,120 @@
+"""Notebook 04 end to end with ``labkit run`` on the session's series lab (01-03 done): the stack
+deployed on the twin (real Prometheus and Alertmanager, the Grafana, Loki, promtail and ntfy
+models), every target up, the lab's rules loaded, Grafana over HTTPS, a LogQL line, the drill
+delivered to ntfy and resolved; a second run changes nothing; the secrets appear in no executed
+notebook. Then ntfy down: Alertmanager's failed webhook notifications are counted, the drill names
+the failure, and ntfy back up delivers again."""
+
+from __future__ import annotations
+
+import time
+
+import nbformat
+import pytest
+
+from labkit import kube, manifests, monitoring, observe
+from labsim.runtime.programs import alertmanager as am_program
+from labsim.runtime.programs import prometheus as prom_program
+from tests.labkit.series import Series
+
+pytestmark = pytest.mark.skipif(prom_program.bin_dir() is None or am_program.bin_dir() is None,
+                                reason="Debian's prometheus and prometheus-alertmanager are not unpacked (make programs)")
+
+
+def _outputs(executed: nbformat.NotebookNode) -> str:
+    return "\n".join(str(o) for cell in executed.cells for o in cell.get("outputs", []))
+
+
+def test_04_deploys_the_stack_proves_it_by_use_and_changes_nothing_the_second_time(series: Series) -> None:
+    first = series.run("04")
+    notebook = first["notebooks"][0]
+    assert (notebook["name"], notebook["status"], notebook["checks_failed"]) == ("04-observability", "passed", 0)
+    assert notebook["changes"] >= 6  # namespace, 2 Secrets, 3 HelmCharts, the PrometheusRules
+    executed = series.executed(series.folders[-1], "04-observability")
+    shown = _outputs(executed)
+    for seen in ("kube-state-metrics", "node-exporter", "NodeDiskAlmostFull", "Server is ready to receive web requests",
+                 "firing: Alertmanager -> ntfy", "application/vnd.plotly.v1+json"):
+        assert seen in shown, seen
+    lab = series.lab
+    obs = monitoring.settings(lab)
+    text = (series.folders[-1] / "04-observability.ipynb").read_text()
+    for secret in (lab.secret(obs.grafana.admin_password), lab.secret(obs.ntfy.access_token)):
+        assert secret not in text
+
+    second = series.run("04")
+    assert [(n["status"], n["changes"], n["checks_failed"]) for n in second["notebooks"]] == [("passed", 0, 0)]
+
+
+def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_drill_says_so(series: Series) -> None:
+    lab = series.lab
+    if not any((folder / "04-observability.ipynb").exists() for folder in series.folders):
+        series.run("04")  # run alone: the stack must be there
+    stack = observe.connect(kube.connect(lab.kubeconfig), lab)
+    try:
+        failed_before = _failed(stack)
+        series.fault("ntfy_down")
+        try:
+            missed = observe.drill(stack, lab, timeout=30)
+            assert missed.delivered is None and "does not answer" in missed.error
+            assert not all(c.passed for c in missed.checks())
+            assert _wait(lambda: _failed(stack) > failed_before)  # Alertmanager counted its failed webhook
+        finally:
+            series.fault("ntfy_up")
+        recovered = observe.drill(stack, lab)  # back up: Alertmanager retries, a new drill is delivered
+        assert all(c.passed for c in recovered.checks()), recovered.checks()
+    finally:
+        stack.close()
+
+
+def _failed(stack: observe.Stack) -> float:
+    counts = observe.notifications(stack).set_index("integration")
+    return float(counts.loc["webhook", "failed"]) if "webhook" in counts.index else 0.0
+
+
+def _wait(condition, timeout: float = 90) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def test_a_target_that_does_not_answer_is_named_in_the_table_with_its_error(series: Series) -> None:
+    lab = series.lab
+    if not any((folder / "04-observability.ipynb").exists() for folder in series.folders):
+        series.run("04")
+    api = kube.connect(lab.kubeconfig)
+    ns = monitoring.settings(lab).namespace
+    silent = [  # a pod whose image runs nothing here, a Service and a ServiceMonitor for its port
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "silent", "namespace": ns, "labels": {"app": "silent"}},
+         "spec": {"containers": [{"name": "app", "image": "example.org/silent:1",
+                                  "ports": [{"name": "metrics", "containerPort": 8080}]}]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "silent", "namespace": ns, "labels": {"app": "silent"}},
+         "spec": {"selector": {"app": "silent"}, "ports": [{"name": "metrics", "port": 8080, "targetPort": "metrics"}]}},
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": {"name": "silent", "namespace": ns},
+         "spec": {"selector": {"matchLabels": {"app": "silent"}}, "endpoints": [{"port": "metrics"}]}}]
+    manifests.deploy(api, "test-silent", silent)
+    stack = observe.connect(api, lab)
+    try:
+        found = _until(lambda: _down(observe.targets(stack)), timeout=120)
+        assert found is not None
+        check = next(c for c in found.checks(["silent"]) if "silent" in c.name)
+        assert not check.passed and "1 down" in check.detail and "connection refused" in check.detail
+        row = found.table().set_index("job").loc["silent"]
+        assert (row["up"], row["down"]) == (0, 1) and "connection refused" in row["last error"]
+    finally:
+        stack.close()
+        manifests.deploy(api, "test-silent", [], prune_kinds=[(o["apiVersion"], o["kind"]) for o in silent])  # pruned
+
+
+def _down(found: observe.Targets) -> observe.Targets | None:
+    table = found.table().set_index("job")
+    return found if "silent" in table.index and table.loc["silent", "down"] == 1 else None
+
+
+def _until(probe, timeout: float):
+    deadline = time.monotonic() + timeout
+    while (found := probe()) is None and time.monotonic() < deadline:
+        time.sleep(3)
+    return found
