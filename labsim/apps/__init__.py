@@ -10,7 +10,13 @@ from __future__ import annotations
 
 def __getattr__(name: str) -> list:
     if name == "APPS":
-        from labsim.apps import cert_manager_metrics, metallb, nfs_provisioner, prometheus_operator, public_dns
+        from labsim.apps import (
+            cert_manager_metrics,
+            metallb,
+            nfs_provisioner,
+            prometheus_operator,
+            public_dns,
+        )
 
         return [nfs_provisioner.NfsProvisioner, metallb.MetalLBController, prometheus_operator.PrometheusOperator,
                 cert_manager_metrics.CertManagerMetrics, public_dns.PublicDNS]
