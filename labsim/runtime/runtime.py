@@ -196,6 +196,13 @@ class ContainerRuntime:
             process = self._processes[key] if container else self._processes.pop(key)
             process.kill()
 
+    async def terminate(self, uid: str) -> None:
+        """Stop the pod's processes (``stop``) and wait until every one has exited."""
+        tasks = {process.task for (owner, _), process in self._processes.items() if owner == uid}
+        self.stop(uid)
+        if tasks:
+            await asyncio.wait(tasks)
+
     def remove(self, uid: str) -> None:
         """The pod is gone: its processes stop, its container folders and emptyDirs go."""
         self.stop(uid)

@@ -102,6 +102,25 @@ def test_the_metrics_sidecar_watches_its_own_database_on_the_pods_localhost(depl
     assert "\npg_up 1\n" in text and 'datname="homelab"' in text
 
 
+def test_a_deleted_pod_comes_back_on_the_same_data(deployed, kube: RunningCluster, lab) -> None:
+    """`kubectl delete pod postgresql-0` while a client is connected (so the old server takes its time
+    to stop): the StatefulSet's new pod starts once the old one is gone, on the same claim, without
+    a crash, and the rows are there."""
+    core = client.CoreV1Api(deployed[0])
+    old = core.read_namespaced_pod("postgresql-0", lab.postgres.namespace)
+    with postgres.connect(deployed[0], lab) as held:
+        held.execute("select 1")
+        kube.kubectl("-n", lab.postgres.namespace, "delete", "pod", "postgresql-0")
+    with postgres.connect(deployed[0], lab, timeout=120) as conn:
+        assert conn.execute(f"select count(*) from {postgres.CANARY}").fetchone()[0] == 5
+    new = core.read_namespaced_pod("postgresql-0", lab.postgres.namespace)
+    assert new.metadata.uid != old.metadata.uid
+    assert new.spec.volumes[0].persistent_volume_claim.claim_name == "data-postgresql-0"
+    assert [c.restart_count for c in new.status.container_statuses] == [0, 0]
+    assert "another postmaster" not in core.read_namespaced_pod_log("postgresql-0", lab.postgres.namespace,
+                                                                    container="postgresql")
+
+
 def test_a_second_run_changes_nothing_and_keeps_the_password(deployed, lab) -> None:
     api = deployed[0]
     before = _secret(api, lab)
