@@ -221,6 +221,48 @@ def _psql_sessions(kube: RunningCluster) -> str:
                         "and pid <> pg_backend_pid()", check=False).stdout
 
 
+DUMP_JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: dump-shop}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: dump
+        image: docker.io/bitnami/postgresql:17.5.0-debian-12-r0
+        command: [sh, -c, 'pg_dump -Fc -h $(DB) -U postgres -d shop > /backups/shop-$(date +%Y%m%d).dump
+          && pg_restore --list /backups/shop-*.dump | grep -c "TABLE DATA"']
+        env: [{name: PGPASSWORD, value: pw}, {name: DB, value: HOST}]
+        volumeMounts: [{name: backups, mountPath: /backups}]
+      volumes: [{name: backups, hostPath: {path: /srv/dumps}}]
+"""
+
+
+def test_a_job_in_the_postgres_image_runs_its_own_command_with_the_real_pg_dump(kube: RunningCluster) -> None:
+    """A container of a real program's image with a command of its own (a backup Job): its shell
+    runs the real pg_dump and pg_restore against the server (its pod IP, the kubelet's $(DB)), and
+    the custom-format dump lands on the Job's volume."""
+    _psql(kube, "create table if not exists stock(n int); insert into stock values (3)")
+    ip = kube.kubectl("get", "pod", "pg", "-o", "jsonpath={.status.podIP}").stdout
+    job = DUMP_JOB.replace("value: HOST", f"value: {ip}")
+    kube.kubectl("apply", "-f", "-", input=job)
+    try:
+        kube.kubectl("wait", "--for=condition=complete", "job/dump-shop", "--timeout=60s")
+        assert int(kube.kubectl("logs", "job/dump-shop").stdout) >= 1  # pg_restore read the dump's table data
+        node = json.loads(kube.kubectl("get", "pods", "-l", "job-name=dump-shop", "-o", "json").stdout)[
+            "items"][0]["spec"]["nodeName"]
+        (dump,) = (kube.cluster.state_dir / "nodes" / node / "srv" / "dumps").glob("shop-*.dump")
+        assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+        listed = subprocess.run([str(postgres.bin_dir() / "pg_restore"), "--list", str(dump)],
+                                capture_output=True, text=True, timeout=30)
+        assert "TABLE public stock" in listed.stdout, listed.stderr
+    finally:
+        kube.kubectl("delete", "-f", "-", "--wait=true", input=job, check=False)
+
+
 def test_missing_program_fails_only_its_pod(kube: RunningCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres, "bin_dir", lambda: None)
     kube.kubectl("run", "nopg", "--image=bitnami/postgresql:17")
