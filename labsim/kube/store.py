@@ -517,9 +517,6 @@ def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
-__all__ = ["Event", "Store", "StoreError", "Subscription"]
-
-
 def _grace_seconds(pod: dict, grace: int | None) -> int:
     return int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)) if grace is None else grace
 
@@ -530,3 +527,7 @@ def _graceful(pod: dict, grace: int | None) -> bool:
     phase = (pod.get("status") or {}).get("phase")
     return bool((pod.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed") \
         and _grace_seconds(pod, grace) > 0
+
+
+__all__ = ["Event", "Store", "StoreError", "Subscription"]
+
