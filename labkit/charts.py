@@ -284,6 +284,8 @@ def _wait_job(api: client.ApiClient, item: ChartPlan, timeout: float) -> None:
         job = until(batch.list_namespaced_job, new_job, what=f"the {name} Job to start", timeout=timeout,
                     namespace=SYSTEM, field_selector=f"metadata.name={name}")
 
+        selector = f"batch.kubernetes.io/controller-uid={job.metadata.uid}"
+
         def finished(pods) -> bool | None:
             current = batch.read_namespaced_job(name, SYSTEM)
             if current.metadata.uid != job.metadata.uid:
@@ -292,13 +294,16 @@ def _wait_job(api: client.ApiClient, item: ChartPlan, timeout: float) -> None:
                 bar.update(note="complete")
                 return True
             failing = next((p for p in pods.items if _failing(p)), None)
+            if failing is None and _condition(current, "Failed"):  # the listing predates the pod's failure
+                pods = core.list_namespaced_pod(SYSTEM, label_selector=selector)
+                failing = next((p for p in pods.items if _failing(p)), None)
             if failing is not None or _condition(current, "Failed"):
                 raise ChartError(_failure(core, name, failing, item.chart))
             bar.update(note=", ".join(sorted({p.status.phase for p in pods.items})) or "pending")
             return None
 
         until(core.list_namespaced_pod, finished, what=f"the {name} Job to complete", timeout=timeout,
-              namespace=SYSTEM, label_selector=f"batch.kubernetes.io/controller-uid={job.metadata.uid}")
+              namespace=SYSTEM, label_selector=selector)
 
 
 def _wait_release(api: client.ApiClient, item: ChartPlan, timeout: float) -> None:
