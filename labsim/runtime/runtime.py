@@ -33,6 +33,7 @@ Key = tuple[str, str]  # (pod uid, container name)
 MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_WORD = re.compile(r"[\w./-]+")
 
 
 class ProgramMissing(CannotStart):
@@ -161,15 +162,17 @@ class ContainerRuntime:
     @staticmethod
     def runs(pod: dict, container: dict) -> bool:
         """Whether the container gets a process here: a real program (its entrypoint, or a
-        command of its own run by the shell model with the program's real tools: a pg_dump Job),
-        a plain image's command. Not: a pod whose run is modelled by its annotations, the image's
-        own entrypoint in a plain image, software without a runner."""
+        command of its own that uses the program's client tools, run by the shell model with the
+        real tools: a pg_dump Job), a plain image's command. Not: a pod whose run is modelled by its
+        annotations, the image's own entrypoint in a plain image, software without a runner, a
+        real program's image with another command of its own (modelled: it names the image's own
+        binaries, which the shell model lacks)."""
         if MODELLED_RUN & set(pod["metadata"].get("annotations") or {}):
             return False
         runner = registry.runner_for(container.get("image", ""))
         if runner == "plain":
             return bool(container.get("command") or container.get("args"))
-        return runner == "program"
+        return runner == "program" and (not container.get("command") or _uses_tools(container))
 
     def probed(self, pod: dict, container: dict) -> bool:
         """Its probes are checked for real (a modelled container's pass)."""
@@ -248,6 +251,13 @@ class ContainerRuntime:
         if stdin is not None:
             process.feed(stdin)
         return await process.wait()
+
+
+def _uses_tools(container: dict) -> bool:
+    """Its command names one of its program's client tools (``pg_dump``, ``sh -c 'pg_dump …'``)."""
+    tools = registry.program_for(container.get("image", "")).TOOLS
+    words = _WORD.findall(" ".join((container.get("command") or []) + (container.get("args") or [])))
+    return any(word.rsplit("/", 1)[-1] in tools for word in words)
 
 
 def expand(text: str, env: dict[str, str]) -> str:
