@@ -177,7 +177,11 @@ def forward(api: client.ApiClient, namespace: str, pod: str, port: int = PORT) -
             ready, _, _ = select.select([listener], [], [], 0.2)
             if ready:
                 local, _ = listener.accept()
-                tunnel = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+                try:
+                    tunnel = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+                except client.ApiException:  # no such pod (yet): this connection fails, the next may not
+                    local.close()
+                    continue
                 threading.Thread(target=_pipe, args=(local, tunnel.socket(port), stop), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)

@@ -341,8 +341,10 @@ class RestHandler:
                        or ("Orphan" if options.get("orphanDependents") is True else "Background"))
         if self.dry_run(request) or "All" in (options.get("dryRun") or []):
             return self.get(request, target)
+        grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
         deleted = self.store.delete(target.res, target.namespace, target.name or "", propagation=propagation,
-                                    preconditions=options.get("preconditions"))
+                                    preconditions=options.get("preconditions"),
+                                    grace=None if grace is None else int(grace))
         if deleted is None:
             raise StoreError.not_found(target.res, target.name or "")
         res = target.res

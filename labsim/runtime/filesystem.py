@@ -37,6 +37,7 @@ from labsim.runtime.podnet import PodNetwork
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
+    from labsim.runtime.tools import RealTools
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_SECONDS = 3607  # what the kubelet asks for a projected token
@@ -54,6 +55,7 @@ class ContainerFS(NodeModel):
     def __init__(self, spec: NodeSpec, folder: Path, image: ImageModel, pod_network: PodNetwork) -> None:
         super().__init__(spec, None, folder)
         self.image, self.pod_network = image, pod_network  # what its curl and wget reach
+        self.tools: RealTools | None = None  # a real program's client tools, run for real (labsim.runtime.tools)
         self._clock = Clock(1.0)
 
     @property
@@ -63,7 +65,7 @@ class ContainerFS(NodeModel):
     def program_path(self, name: str) -> str | None:
         """Where ``name`` lives in this image, or None: the shell then answers "not found"."""
         base = name.rsplit("/", 1)[-1]
-        if base not in self.image.programs:
+        if base not in self.image.programs and not (self.tools and self.tools.has(base)):
             return None
         return name if name.startswith("/") else f"/bin/{base}"
 

@@ -32,6 +32,10 @@ class PodNetwork:
         self._route(address, port)
         return address
 
+    async def resolve(self, fs: Any, name: str) -> str:
+        """The address a name has for this pod (its DNS, its /etc/hosts; localhost is the pod)."""
+        return await self._lookup(fs, name.strip("[]"))
+
     async def _lookup(self, fs: Any, name: str) -> str:
         try:
             address = ipaddress.ip_address(name)

@@ -1,7 +1,8 @@
 """The container runtime a cluster's kubelet asks: filesystems, processes, probes and exec sessions.
 
 ``filesystem`` gives a container's files (built on first use), ``start`` runs a pod's real
-programs and plain containers that have a command (with their probes), ``exit_codes`` and
+programs and the containers that have a command (plain images', or a real program's image with
+its client tools: ``tools``) with their probes, ``exit_codes`` and
 ``health`` say how each container's process and probes are doing, ``stop`` kills a pod's or one
 container's process, ``exec`` runs a command inside a container (what pods/exec serves),
 ``attach`` joins a container's process.
@@ -13,7 +14,6 @@ import asyncio
 import base64
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from labsim.node.registry import CommandResult
@@ -23,6 +23,7 @@ from labsim.runtime.filesystem import ContainerFS, field_value, resource_value
 from labsim.runtime.processes import ShellProcess
 from labsim.runtime.programs import CannotStart
 from labsim.runtime.supervisor import RealProcess, Supervisor
+from labsim.runtime.tools import RealTools
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
@@ -32,6 +33,7 @@ Key = tuple[str, str]  # (pod uid, container name)
 MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_WORD = re.compile(r"[\w./-]+")
 
 
 class ProgramMissing(CannotStart):
@@ -52,6 +54,8 @@ class ContainerRuntime:
         fs = self._filesystems.get(key)
         if fs is None:
             fs = self._filesystems[key] = filesystem.build(self.cluster, pod, container)
+            if (program := registry.program_for(container.get("image", ""))) is not None:
+                fs.tools = RealTools(program, fs)
         return fs
 
     def env(self, pod: dict, container: dict) -> dict[str, str]:
@@ -151,14 +155,16 @@ class ContainerRuntime:
                 # the twin's cost, not the app's (the real binaries answer within milliseconds).
                 self._probe(pod, container, exited)
 
-        if runner == "plain":
-            return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
+        if runner == "plain" or container.get("command"):  # a real program's image with a command of its own
+            return ShellProcess(fs, [expand(arg, env) for arg in argv], env, container.get("workingDir") or "/",
                                 wants_stdin=bool(container.get("stdin")) and not container.get("tty"),
                                 log=log, exited=exited)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
-        steps = program.prepare(fs, image, env)
         pod_ip = (pod.get("status") or {}).get("podIP", "")
+        if hasattr(program, "environment"):  # an adapter that translates variables (localhost = the pod)
+            env = program.environment(env, pod_ip)
+        steps = program.prepare(fs, image, env)
         server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
@@ -166,16 +172,18 @@ class ContainerRuntime:
 
     @staticmethod
     def runs(pod: dict, container: dict) -> bool:
-        """Whether the container gets a process here. Not: a pod whose run is modelled by its
-        annotations, the image's own entrypoint in a plain image, software without a runner, or
-        a command of its own in a real program's image (a pg_dump job: the adapters run the
-        entrypoint only)."""
+        """Whether the container gets a process here: a real program (its entrypoint, or a
+        command of its own that uses the program's client tools, run by the shell model with the
+        real tools: a pg_dump Job), a plain image's command. Not: a pod whose run is modelled by its
+        annotations, the image's own entrypoint in a plain image, software without a runner, a
+        real program's image with another command of its own (modelled: it names the image's own
+        binaries, which the shell model lacks)."""
         if MODELLED_RUN & set(pod["metadata"].get("annotations") or {}):
             return False
         runner = registry.runner_for(container.get("image", ""))
         if runner == "plain":
             return bool(container.get("command") or container.get("args"))
-        return runner == "program" and not container.get("command")
+        return runner == "program" and (not container.get("command") or _uses_tools(container))
 
     def probed(self, pod: dict, container: dict) -> bool:
         """Its probes are checked for real (a modelled container's pass)."""
@@ -205,6 +213,13 @@ class ContainerRuntime:
             process = self._processes[key] if container else self._processes.pop(key)
             process.kill()
 
+    async def terminate(self, uid: str) -> None:
+        """Stop the pod's processes (``stop``) and wait until every one has exited."""
+        tasks = {process.task for (owner, _), process in self._processes.items() if owner == uid}
+        self.stop(uid)
+        if tasks:
+            await asyncio.wait(tasks)
+
     def remove(self, uid: str) -> None:
         """The pod is gone: its processes stop, its container folders and emptyDirs go."""
         self.stop(uid)
@@ -231,10 +246,6 @@ class ContainerRuntime:
 
     async def exec(self, pod: dict, container: dict, argv: list[str], stdin: bytes) -> CommandResult:
         fs = self.filesystem(pod, container)
-        real = registry.program_for(container.get("image", ""))
-        if real is not None and real.bin_dir() is not None and argv[0].rsplit("/", 1)[-1] in real.TOOLS:
-            return await run_tool(real.bin_dir() / argv[0].rsplit("/", 1)[-1], argv[1:], stdin,
-                                  real.tool_env(fs, {"PATH": PATH, **self.env(pod, container)}))
         program = argv[0]
         if fs.program_path(program) is None and not fs.is_file(program):
             return CommandResult(stderr=(
@@ -253,15 +264,14 @@ class ContainerRuntime:
         return await process.wait()
 
 
+def _uses_tools(container: dict) -> bool:
+    """Its command names one of its program's client tools (``pg_dump``, ``sh -c 'pg_dump …'``)."""
+    tools = registry.program_for(container.get("image", "")).TOOLS
+    words = _WORD.findall(" ".join((container.get("command") or []) + (container.get("args") or [])))
+    return any(word.rsplit("/", 1)[-1] in tools for word in words)
+
+
 def expand(text: str, env: dict[str, str]) -> str:
     """The kubelet's ``$(VAR)`` references in an argument: replaced by the container's variable
     when it has one, kept as written otherwise; ``$$`` is a literal ``$``."""
     return _REFERENCE.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
-
-
-async def run_tool(binary: Path, args: list[str], stdin: bytes, env: dict[str, str]) -> CommandResult:
-    """A real program's client tool (psql, pg_dump) run for an exec into its container."""
-    process = await asyncio.create_subprocess_exec(str(binary), *args, env=env, stdin=asyncio.subprocess.PIPE,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await process.communicate(stdin)
-    return CommandResult(out, err, process.returncode or 0)

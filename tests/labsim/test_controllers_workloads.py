@@ -30,6 +30,11 @@ def pods(cluster: InProcessCluster, **labels) -> list[dict]:
     return cluster.store.list(cluster.store.resource("v1", "Pod"), "default", labels=labels or None)
 
 
+def active_pods(cluster: InProcessCluster, **labels) -> list[dict]:
+    """What a Deployment counts: not those Terminating (deleted, their kubelet stopping them)."""
+    return [p for p in pods(cluster, **labels) if not p["metadata"].get("deletionTimestamp")]
+
+
 def ready_pods(cluster: InProcessCluster, **labels) -> list[dict]:
     return [p for p in pods(cluster, **labels) if p["status"].get("phase") == "Running"
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"])]
@@ -106,7 +111,7 @@ async def test_rolling_update_respects_surge_and_unavailable():
 
         def observe() -> None:
             nonlocal seen_max, seen_min_ready
-            seen_max = max(seen_max, len(pods(cluster, app="web")))
+            seen_max = max(seen_max, len(active_pods(cluster, app="web")))
             seen_min_ready = min(seen_min_ready, len(ready_pods(cluster, app="web")))
 
         watch = after_every_pod_event(cluster, observe)

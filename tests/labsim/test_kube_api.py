@@ -240,7 +240,7 @@ def test_eviction_honours_disruption_budgets(api, ns):
     assert err.value.status == 429 and "disruption budget" in _status(err.value)["message"]
     policy.patch_namespaced_pod_disruption_budget("ev", ns, {"spec": {"minAvailable": 1}})
     core.create_namespaced_pod_eviction(pod, ns, eviction)
-    assert pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items]
+    wait_until(lambda: pod not in [p.metadata.name for p in core.list_namespaced_pod(ns).items])
 
 
 def test_pod_logs(api, ns):

@@ -137,6 +137,132 @@ def test_deleted_pod_stops_its_process_and_the_claim_keeps_the_data(kube: Runnin
     assert _psql(kube, "select n from ledger").stdout == "7\n"
 
 
+STATEFUL = """
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: pgs-data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {path: /srv/pgs-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: pgs-data}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  volumeName: pgs-data
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: pgs}
+spec:
+  serviceName: pgs
+  selector: {matchLabels: {app: pgs}}
+  template:
+    metadata: {labels: {app: pgs}}
+    spec:
+      containers:
+      - name: postgres
+        image: postgres:18
+        env: [{name: POSTGRES_PASSWORD, value: pw}]
+        volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: pgs-data}}]
+"""
+
+
+def test_a_statefulsets_replacement_pod_starts_only_once_the_old_server_has_exited(kube: RunningCluster) -> None:
+    """Graceful deletion: the deleted pod stays (Terminating) while its server shuts down (held up
+    by an open session until SIGKILL), and the StatefulSet's new pod starts on the same data only
+    once it has exited; before, the new server met the old one's postmaster.pid and crash-looped."""
+    kube.kubectl("apply", "-f", "-", input=STATEFUL)
+
+    def pod() -> dict:
+        found = kube.kubectl("get", "pod", "pgs-0", "-o", "json", check=False)
+        return json.loads(found.stdout) if found.returncode == 0 else {}
+
+    def answers() -> bool:
+        return kube.kubectl("exec", "pgs-0", "--", "psql", "-tA", "-c", "select 1", check=False).stdout == "1\n"
+
+    try:
+        wait_until(answers, timeout=60)
+        kube.kubectl("exec", "pgs-0", "--", "psql", "-c", "create table kept(n int); insert into kept values (42)")
+        old = pod()
+        pid = json.loads((kube.cluster.state_dir / "run" / f"{old['metadata']['uid']}.postgres.pid").read_text())["pid"]
+        session = subprocess.Popen([str(postgres.bin_dir() / "psql"), "-h", old["status"]["podIP"], "-U", "postgres"],
+                                   env={**os.environ, "PGPASSWORD": "pw"}, stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: "idle" in _psql_sessions(kube), timeout=30)  # the session is in
+            kube.kubectl("delete", "pod", "pgs-0", "--wait=false")
+            terminating = pod()
+            assert terminating["metadata"]["uid"] == old["metadata"]["uid"]
+            assert terminating["metadata"]["deletionTimestamp"] and _alive(pid)  # Terminating, still shutting down
+            new = wait_until(lambda: (p := pod()) and p["metadata"]["uid"] != old["metadata"]["uid"] and p, timeout=60)
+            assert not _alive(pid)  # the replacement exists only once its predecessor's server has exited
+        finally:
+            session.kill()
+            session.wait(10)
+        wait_until(answers, timeout=60)
+        assert kube.kubectl("exec", "pgs-0", "--", "psql", "-tA", "-c", "select n from kept").stdout == "42\n"
+        status = pod()["status"]["containerStatuses"][0]
+        assert status["restartCount"] == 0 and new["metadata"]["name"] == "pgs-0"
+        assert "another postmaster" not in kube.kubectl("logs", "pgs-0").stdout
+    finally:
+        kube.kubectl("delete", "-f", "-", "--wait=true", input=STATEFUL, check=False)
+
+
+def _psql_sessions(kube: RunningCluster) -> str:
+    return kube.kubectl("exec", "pgs-0", "--", "psql", "-tA", "-c",
+                        "select state from pg_stat_activity where backend_type = 'client backend' "
+                        "and pid <> pg_backend_pid()", check=False).stdout
+
+
+DUMP_JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: dump-shop}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: dump
+        image: docker.io/bitnami/postgresql:17.5.0-debian-12-r0
+        command: [sh, -c, 'pg_dump -Fc -h $(DB) -U postgres -d shop > /backups/shop-$(date +%Y%m%d).dump
+          && pg_restore --list /backups/shop-*.dump | grep -c "TABLE DATA"']
+        env: [{name: PGPASSWORD, value: pw}, {name: DB, value: HOST}]
+        volumeMounts: [{name: backups, mountPath: /backups}]
+      volumes: [{name: backups, hostPath: {path: /srv/dumps}}]
+"""
+
+
+def test_a_job_in_the_postgres_image_runs_its_own_command_with_the_real_pg_dump(kube: RunningCluster) -> None:
+    """A container of a real program's image with a command of its own (a backup Job): its shell
+    runs the real pg_dump and pg_restore against the server (its pod IP, the kubelet's $(DB)), and
+    the custom-format dump lands on the Job's volume."""
+    _psql(kube, "create table if not exists stock(n int); insert into stock values (3)")
+    ip = kube.kubectl("get", "pod", "pg", "-o", "jsonpath={.status.podIP}").stdout
+    job = DUMP_JOB.replace("value: HOST", f"value: {ip}")
+    kube.kubectl("apply", "-f", "-", input=job)
+    try:
+        kube.kubectl("wait", "--for=condition=complete", "job/dump-shop", "--timeout=60s")
+        assert int(kube.kubectl("logs", "job/dump-shop").stdout) >= 1  # pg_restore read the dump's table data
+        node = json.loads(kube.kubectl("get", "pods", "-l", "job-name=dump-shop", "-o", "json").stdout)[
+            "items"][0]["spec"]["nodeName"]
+        (dump,) = (kube.cluster.state_dir / "nodes" / node / "srv" / "dumps").glob("shop-*.dump")
+        assert dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
+        listed = subprocess.run([str(postgres.bin_dir() / "pg_restore"), "--list", str(dump)],
+                                capture_output=True, text=True, timeout=30)
+        assert "TABLE public stock" in listed.stdout, listed.stderr
+    finally:
+        kube.kubectl("delete", "-f", "-", "--wait=true", input=job, check=False)
+
+
 def test_missing_program_fails_only_its_pod(kube: RunningCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(postgres, "bin_dir", lambda: None)
     kube.kubectl("run", "nopg", "--image=bitnami/postgresql:17")

@@ -36,7 +36,16 @@ class DeploymentController(Controller):
         self.events = EventRecorder(self.store, self.clock, self.name)
 
     def watches(self):
-        return [(self.deployments, by_name), (self.replicasets, by_controller("Deployment"))]
+        return [(self.deployments, by_name), (self.replicasets, by_controller("Deployment")),
+                (self.res("v1", "Pod"), self._pod_gone)]
+
+    def _pod_gone(self, event_type: str, pod: dict) -> list[Key]:
+        """A pod of one of its ReplicaSets is gone: a Recreate rollout may go on."""
+        owner = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), None)
+        if event_type != "DELETED" or owner is None:
+            return []
+        rs = self.store.get(self.replicasets, pod["metadata"]["namespace"], owner["name"])
+        return by_controller("Deployment")("MODIFIED", rs) if rs else []
 
     async def reconcile(self, key: Key) -> None:
         deploy = self.store.get(self.deployments, *key)
@@ -113,11 +122,16 @@ class DeploymentController(Controller):
 
     # -- strategies -------------------------------------------------------------------------------
     def _recreate(self, deploy: dict, new: dict, old: list[dict]) -> None:
-        """Recreate: every old pod goes before the new ReplicaSet scales up."""
+        """Recreate: every old pod is gone (not only Terminating) before the new ReplicaSet scales up."""
         for rs in old:
             self._scale(deploy, rs, 0)
-        if all(int((rs.get("status") or {}).get("replicas", 0)) == 0 for rs in old):
+        if all(int((rs.get("status") or {}).get("replicas", 0)) == 0 for rs in old) and not self._old_pods(old):
             self._scale(deploy, new, int(deploy["spec"].get("replicas", 1)))
+
+    def _old_pods(self, old: list[dict]) -> list[dict]:
+        pods = self.store.list(self.res("v1", "Pod"), old[0]["metadata"]["namespace"]) if old else []
+        return [p for p in pods if any(controlled_by(p, rs) for rs in old)
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
 
     def _roll(self, deploy: dict, new: dict, old: list[dict]) -> None:
         """RollingUpdate, as the real controller steps it: scale the new ReplicaSet up within

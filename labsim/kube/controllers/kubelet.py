@@ -15,6 +15,8 @@ probe never passes) and ``sim.labsim.io/image-pull: "fail"`` (ErrImagePull, Imag
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import hashlib
 import ipaddress
@@ -25,6 +27,7 @@ from labsim.kube.controllers.placement import node_ready
 from labsim.kube.controllers.pods import TERMINAL, is_terminating, set_condition
 from labsim.kube.controllers.times import rfc3339
 from labsim.kube.controllers.workqueue import Controller, Key
+from labsim.kube.errors import StoreError
 
 RUN_SECONDS = "sim.labsim.io/run-seconds"
 EXIT_CODE = "sim.labsim.io/exit-code"
@@ -57,6 +60,7 @@ class Kubelet(Controller):
         self._images: dict[str, set[str]] = {}  # node -> images pulled
         self._waiting: dict[str, set[Key]] = {}  # namespace -> pods waiting for their volumes
         self._backoff: dict[Key, float] = {}  # crash-looping pod -> lab time its back-off ends
+        self._terminating: set[str] = set()  # pods (uids) whose containers are being stopped
 
     def watches(self):
         volume_sources = [self.res("v1", kind) for kind in ("PersistentVolumeClaim", "ConfigMap", "Secret")]
@@ -107,13 +111,14 @@ class Kubelet(Controller):
 
     async def reconcile(self, key: Key) -> None:
         pod = self.store.get(self.pods, *key)
-        if pod is not None and is_terminating(pod):
-            self.runtime.stop(pod["metadata"]["uid"])
-        if pod is None or not pod["spec"].get("nodeName") or is_terminating(pod):
+        if pod is None or not pod["spec"].get("nodeName"):
             return
         node = self.store.get(self.nodes, None, pod["spec"]["nodeName"])
         if node is None:
-            self.store.delete(self.pods, *key)  # the pod garbage collector: its node is gone
+            self.store.delete(self.pods, *key, grace=0)  # the pod garbage collector: its node is gone
+            return
+        if is_terminating(pod):
+            self._terminate(pod)
             return
         status = pod.setdefault("status", {})
         if not node_ready(node):
@@ -126,6 +131,27 @@ class Kubelet(Controller):
             self._pending(pod, node, key)
         else:
             self._running(pod, node, key)
+
+    def _terminate(self, pod: dict) -> None:
+        """A pod deleted gracefully: its containers are stopped (SIGTERM, SIGKILL after the grace
+        period) and, once every one has exited, the kubelet removes the pod. On a node that is down
+        (its processes stopped with it) the pod goes too, once they have exited: a real cluster keeps
+        it Terminating until the node is back or the pod is force-deleted; the twin does not model that."""
+        uid = pod["metadata"]["uid"]
+        if uid not in self._terminating:
+            self._terminating.add(uid)
+            self._tasks.append(asyncio.create_task(self._remove_when_stopped(pod)))
+
+    async def _remove_when_stopped(self, pod: dict) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.runtime.terminate(meta["uid"])
+            with contextlib.suppress(StoreError):  # gone already, or another pod of that name
+                self.store.delete(self.pods, meta["namespace"], meta["name"], grace=0,
+                                  preconditions={"uid": meta["uid"]})
+        finally:
+            self._terminating.discard(meta["uid"])
+            self._tasks = [t for t in self._tasks if not t.done()]
 
     def _pending(self, pod: dict, node: dict, key: Key) -> None:
         """Wait for volumes, then pull (or fail to) and start the containers after their start time."""

@@ -2,7 +2,9 @@
 volumeClaimTemplate and ordinal (``<template>-<name>-<ordinal>``), created in order (OrderedReady:
 each waits for its predecessor to be Ready) or all at once (Parallel), removed highest ordinal
 first; RollingUpdate from the highest ordinal down to the partition, one pod at a time; and
-ControllerRevisions plus the status ``kubectl rollout status sts`` reads."""
+ControllerRevisions plus the status ``kubectl rollout status sts`` reads. A pod is replaced only
+once its predecessor is gone (deleted gracefully: its kubelet removes it when its processes have
+exited), so two never run on the same claim."""
 
 from __future__ import annotations
 
@@ -10,7 +12,14 @@ import copy
 
 from labsim.kube.controllers.deployment import template_hash
 from labsim.kube.controllers.events import EventRecorder
-from labsim.kube.controllers.pods import controlled_by, controller_ref, is_active, is_ready, pod_from_template
+from labsim.kube.controllers.pods import (
+    controlled_by,
+    controller_ref,
+    is_active,
+    is_ready,
+    is_terminating,
+    pod_from_template,
+)
 from labsim.kube.controllers.revisions import ensure_revision
 from labsim.kube.controllers.workqueue import Controller, Key, by_controller, by_name
 
@@ -52,7 +61,10 @@ class StatefulSetController(Controller):
     def _create_missing(self, sts: dict, revision: str, pods: dict[int, dict], wanted: range, ordered: bool) -> None:
         for ordinal in wanted:
             pod = pods.get(ordinal)
-            if pod is None or not is_active(pod):
+            if pod is not None and is_terminating(pod):  # its successor waits until it is gone
+                if ordered:
+                    return
+            elif pod is None or not is_active(pod):
                 if pod is not None:  # a finished pod of a StatefulSet is replaced
                     self._delete(sts, pod)
                 pods[ordinal] = self._create(sts, revision, ordinal)
@@ -107,7 +119,7 @@ class StatefulSetController(Controller):
 
     def _roll(self, sts: dict, revision: str, pods: dict[int, dict], wanted: range) -> None:
         """Replace the highest out-of-date pod at or above the partition, once all are Ready."""
-        if any(o not in pods or not is_ready(pods[o]) for o in wanted):
+        if any(o not in pods or not is_ready(pods[o]) or is_terminating(pods[o]) for o in wanted):
             return
         partition = int((sts["spec"]["updateStrategy"].get("rollingUpdate") or {}).get("partition", 0))
         for ordinal in sorted(wanted, reverse=True):
