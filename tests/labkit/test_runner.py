@@ -291,8 +291,14 @@ def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, cod
     notebook(books / "02-next.ipynb", "print('never')")
     argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(lab_file), "--notebooks", str(books),
             "--outputs", str(outputs), "--no-html"]
-    run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"})
+    # SIGINT as in a terminal: a pytest started in the background (`nohup pytest &` from a script)
+    # ignores SIGINT, and a child inherits that; a handled signal is reset to its default by exec.
+    held = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"})
+    finally:
+        signal.signal(signal.SIGINT, held)
     try:
         for line in run.stdout:
             if "import time" in line:  # the slow cell has started
