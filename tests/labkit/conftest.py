@@ -14,6 +14,7 @@ from labkit import secrets, ssh
 from labsim.pki import make_ca
 from tests.labfiles import REPO
 from tests.labkit.embedded import provisioned_lab
+from tests.labkit.series import pytest_collection_modifyitems, series  # noqa: F401  (the session's 01-03 lab)
 
 HOMELAB = REPO / "parameters" / "homelab.yaml"
 PVE_TOKEN = "6f1c1d8e-3b1a-4a57-9e0e-5a9d2b8f0c11"

@@ -1,9 +1,10 @@
-"""Notebook 03-core-infra end to end on one embedded lab (01 and 02 first), run once and asserted
-on at length: every check passed and what it changed; a second run (probes kept) that changes
-nothing, counted from the API server's resourceVersions; the kept site answering real curl with
-verification on; the executed notebook's HTML with its checks table and figures; then, on the
-same lab, pruning and the faults: a values file with an unknown key, a NAS that does not answer,
-an exhausted pool, a wrong Cloudflare token."""
+"""Notebook 03-core-infra end to end on the session's series lab (tests/labkit/series.py: 01 and 02,
+03 as a dry run, then 03, each a real ``labkit run``), asserted on at length: every check passed and
+what it changed; a second run (probes kept) that changes nothing, counted from the API server's
+resourceVersions; the kept site answering real curl with verification on; the executed notebook's
+HTML with its checks table and figures; then, on the same lab, pruning and the faults (each put
+back: later notebooks' tests use this lab): a values file with an unknown key, a NAS that does not
+answer, an exhausted pool, a wrong Cloudflare token."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import base64
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +25,13 @@ from labkit import certs, charts, infra, kube, manifests, net, ssh, storage
 from labkit.params import Lab, load_lab
 from labkit.render import render_html
 from labkit.report import applied_in, records_in
-from labkit.runner import own_kernel
 from labkit.ssh import NAS
 from labsim.charts import CHART_MODELS
-from tests.labkit.embedded import EmbeddedLab, embedded_lab
-from tests.labkit.test_notebooks_01_02 import KUBECTL, NOTEBOOKS, run_notebook
+from tests.labkit.series import Series
+from tests.labkit.test_notebooks_01_02 import KUBECTL, run_notebook
 
-CORE = "03-core-infra.ipynb"
+NOTEBOOK = "03-core-infra"
+CORE = NOTEBOOK + ".ipynb"
 CURL = shutil.which("curl")
 TWIN = {"nfs-subdir-external-provisioner", "metallb", "cert-manager"}  # chart models notebook 03 needs
 
@@ -42,18 +42,18 @@ if not set(CHART_MODELS) >= TWIN:
 
 @dataclass
 class Core:
-    sim: EmbeddedLab
+    series: Series
     api: client.ApiClient
     dry: nbformat.NotebookNode  # a dry run before the first run
     first: nbformat.NotebookNode
     second: nbformat.NotebookNode
-    before: dict[str, str]  # object -> resourceVersion after the first run
-    after: dict[str, str]  # ... after the second
+    before: dict[str, str]  # object -> resourceVersion before the second run
+    after: dict[str, str]  # ... after it
     second_dir: Path
 
     @property
     def lab(self) -> Lab:
-        return self.sim.lab
+        return self.series.lab
 
 
 def versions(api: client.ApiClient) -> dict[str, str]:
@@ -76,26 +76,15 @@ def versions(api: client.ApiClient) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def core(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Core]:
-    tmp = tmp_path_factory.mktemp("core")
-    with embedded_lab(tmp) as sim:
-        first_dir, second_dir = tmp / "first", tmp / "second"
-        with own_kernel(tmp / "kernel"):  # this checkout's labkit in the notebooks' kernel
-            for name in ("01-provision-vms.ipynb", "02-bootstrap-k3s.ipynb"):
-                execute(name, sim.path, first_dir)
-            dry = execute(CORE, sim.path, tmp / "dry", dry_run=True)
-            first = execute(CORE, sim.path, first_dir)
-            api = kube.connect(sim.lab.kubeconfig)
-            before = versions(api)
-            second = execute(CORE, sim.path, second_dir, keep_probes=True)
-        yield Core(sim, api, dry, first, second, before, versions(api), second_dir)
-
-
-def execute(name: str, lab_file: Path, out: Path, **params) -> nbformat.NotebookNode:
-    out.mkdir(exist_ok=True)
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out / name), cwd=str(NOTEBOOKS), progress_bar=False,
-                               kernel_name="homelab-notebooks", parameters={"lab_file": str(lab_file), **params})
-    return nbformat.read(out / name, as_version=4)
+def core(series: Series) -> Core:
+    """The session's series lab (01, 03 as a dry run, then 03 done) and a second run of 03 on it, probes kept."""
+    api = kube.connect(series.lab.kubeconfig)
+    before = versions(api)
+    series.run("03", keep_probes=True)
+    second_dir = series.folders[-1]
+    return Core(series, api, series.executed(series.built["03-dry"], NOTEBOOK),
+                series.executed(series.built["03"], NOTEBOOK), series.executed(second_dir, NOTEBOOK),
+                before, versions(api), second_dir)
 
 
 def _record(nb: nbformat.NotebookNode) -> dict:
@@ -193,7 +182,7 @@ def test_removed_probes_leave_the_nas_folder_archived(core: Core):
 
 
 def test_a_pool_the_lab_file_no_longer_names_is_pruned(core: Core, tmp_path):
-    doc = yaml.safe_load(core.sim.path.read_text())
+    doc = yaml.safe_load(core.series.lab_file.read_text())
     net_ = doc["network"]["subnet"].rsplit(".", 1)[0]
     doc["metallb"]["pools"] = [{"name": "reserved", "addresses": [f"{net_}.160-{net_}.160"], "auto_assign": False}]
     wider = tmp_path / "wider.yaml"
@@ -228,7 +217,7 @@ def test_a_pool_the_lab_file_no_longer_names_is_pruned(core: Core, tmp_path):
 
 def test_a_values_file_with_an_unknown_key_stops_03_before_it_applies_anything(core: Core, tmp_path):
     (tmp_path / "metallb.yaml").write_text("speaker:\n  frr: {enabled: false}\ncontroler: {}\n")
-    doc = yaml.safe_load(core.sim.path.read_text())
+    doc = yaml.safe_load(core.series.lab_file.read_text())
     doc["charts"]["metallb"]["values"] = str(tmp_path / "metallb.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(doc))
@@ -240,8 +229,7 @@ def test_a_values_file_with_an_unknown_key_stops_03_before_it_applies_anything(c
 
 
 def test_a_nas_that_does_not_answer_stops_the_preflight_and_the_claim_says_why(core: Core):
-    nas = core.sim.handle.lab.nas
-    core.sim.handle.run(nas.set_reachable(False))
+    core.series.fault("nas_down")
     session = ssh.connect(core.lab)
     try:
         pre = infra.preflight(core.api, session, core.lab)
@@ -251,7 +239,7 @@ def test_a_nas_that_does_not_answer_stops_the_preflight_and_the_claim_says_why(c
                                                        r"ProvisioningFailed: .*connection timed out"):
             storage.probe_volume(core.api, core.lab, timeout=10)
     finally:
-        core.sim.handle.run(nas.set_reachable(True))
+        core.series.fault("nas_up")
         session.close()
     assert storage.wait_bound(core.api, infra.PROBE_NAMESPACE, storage.PROBE, timeout=60)  # it binds once it can
     infra.remove_probes(core.api)

@@ -23,10 +23,10 @@ from labkit.kernels import own_kernel
 from labkit.params import load_lab
 from tests.labfiles import REPO, minimal_lab, sim_config, state_dir, write_lab
 from tests.labkit.embedded import embedded_lab
+from tests.labkit.series import LABKIT, labsim
 
 NOTEBOOKS = REPO / "notebooks"
 SERIES = ["01-provision-vms.ipynb", "02-bootstrap-k3s.ipynb"]
-LABKIT = [sys.executable, "-m", "labkit"]
 KUBECTL = shutil.which("kubectl", path=f"{REPO / '.tools' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
@@ -35,11 +35,6 @@ def labkit_run(lab_file: Path, outputs: Path, *extra: str) -> tuple[subprocess.C
                            "--outputs", str(outputs), *extra], capture_output=True, text=True, timeout=600)
     summaries = sorted(outputs.glob("*/summary.json"))
     return done, json.loads(summaries[-1].read_text()) if summaries else {}
-
-
-def labsim(lab_file: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "labsim", args[0], "--state", str(state_dir(lab_file)), *args[1:]],
-                   capture_output=True, timeout=120)
 
 
 def test_committed_notebooks_are_output_free_with_a_parameters_cell():
