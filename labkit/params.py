@@ -588,11 +588,15 @@ class N8n(App):
     storage: AppStorage | None = None
     database: N8nDatabase = N8nDatabase()
     encryption_key: SecretField | Literal["generate"] = "generate"  # encrypts n8n's stored credentials
+    # Its public API's key: the real n8n makes it in its UI (Settings > n8n API): put it where this
+    # reference points; "generate" suits the embedded lab, whose n8n takes the key it is given.
+    api_key: SecretField | Literal["generate"] = "generate"
     timezone: Annotated[str, BeforeValidator(_timezone)] = "UTC"
 
 
 class Nginx(App):
     upstreams: Annotated[dict[ObjectName, Annotated[str, BeforeValidator(_url)]], Field(min_length=1)]
+    server_snippet: str = ""  # more directives for the proxy's server block (client_max_body_size 50m; ...)
 
 
 class Apps(Section):
@@ -693,7 +697,8 @@ class Lab(Section):
             refs["postgres.password"] = self.postgres.password
         n8n = self.apps.n8n if self.apps is not None else None
         if n8n is not None:
-            for field, ref in (("database.password", n8n.database.password), ("encryption_key", n8n.encryption_key)):
+            for field, ref in (("database.password", n8n.database.password), ("encryption_key", n8n.encryption_key),
+                               ("api_key", n8n.api_key)):
                 if ref != "generate":
                     refs[f"apps.n8n.{field}"] = ref
         return refs
