@@ -445,9 +445,11 @@ class Site:
         return self.probe.checks()
 
 
-def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300) -> dict[str, Site]:
+def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300, dry_run: bool = False) -> dict[str, Site]:
     """Each app's certificate waited for until Ready (a Challenge's reason when it is not), then
-    HTTPS through Traefik verified against the issuer's CA, and HTTP redirected."""
+    HTTPS through Traefik verified against the issuer's CA, and HTTP redirected (a dry run: none)."""
+    if dry_run:
+        return {}
     apps, address, ca = settings(lab), net.traefik_address(api, timeout=timeout), certs.issuer_ca(lab)
     found = {}
     for name, app in apps.enabled().items():
@@ -463,6 +465,15 @@ def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300) -> dic
             tls = net.probe_tls(address, app.host, ca_file=ca)
         found[name] = Site(name, net.SiteProbe(app.host, issued, tls, net.probe_redirect(address, app.host)))
     return found
+
+
+def sites_table(sites: dict[str, Site]) -> pd.DataFrame:
+    """Per app: host, the served certificate's names, issuer and expiry, or what went wrong."""
+    rows = [{"app": name, "host": s.probe.host, "names": ", ".join(s.probe.tls.subject_names) if s.probe.tls else "",
+             "issuer": s.probe.tls.issuer if s.probe.tls else "", "not_after": s.probe.tls.not_after if s.probe.tls else None,
+             "redirect": s.probe.redirect.location if s.probe.redirect else "", "error": s.probe.error or
+             (s.probe.tls.error if s.probe.tls else "")} for name, s in sites.items()]
+    return pd.DataFrame(rows, columns=["app", "host", "names", "issuer", "not_after", "redirect", "error"])
 
 
 # -- Ollama ------------------------------------------------------------------------------------------------------
@@ -546,8 +557,13 @@ class OllamaResult:
     models: pd.DataFrame  # /api/tags after the pulls
     runs: pd.DataFrame
     summary: pd.DataFrame
+    wanted: tuple[str, ...] = ()
+    skipped: bool = False
 
-    def checks(self, wanted: list[str]) -> list[Check]:
+    def checks(self) -> list[Check]:
+        if self.skipped:
+            return []
+        wanted = self.wanted
         have = set(self.models["model"])
         failed = self.summary[self.summary["error"] != ""]
         return [Check("Ollama answers the official client", bool(self.version), f"version {self.version}"),
@@ -558,8 +574,12 @@ class OllamaResult:
                                                                          self.summary["tokens_per_s"], strict=True)))]
 
 
-def verify_ollama(api: client.ApiClient, lab: Lab) -> OllamaResult:
-    app = settings(lab).ollama
+def verify_ollama(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> OllamaResult:
+    """Pull the configured models, then benchmark them (a dry run, or Ollama disabled: nothing)."""
+    app = settings(lab).enabled().get("ollama")
+    if dry_run or app is None:
+        empty = benchmark_summary(pd.DataFrame(columns=["model", "error"]))
+        return OllamaResult("", pd.DataFrame(columns=["model", "size_mib", "parameters"]), empty, empty, skipped=True)
     with ollama_client(api, lab) as ollama_:
         for model in app.models:
             pull(ollama_, model)
@@ -568,7 +588,7 @@ def verify_ollama(api: client.ApiClient, lab: Lab) -> OllamaResult:
                               "parameters": m.details.parameter_size if m.details else ""}
                              for m in ollama_.list().models], columns=["model", "size_mib", "parameters"])
         runs = benchmark(ollama_, list(app.models), app.benchmark.prompt, app.benchmark.repetitions)
-    return OllamaResult(version, tags, runs, benchmark_summary(runs))
+    return OllamaResult(version, tags, runs, benchmark_summary(runs), tuple(app.models))
 
 
 # -- n8n ------------------------------------------------------------------------------------------------------
@@ -599,8 +619,11 @@ class N8nResult:
     workflows: pd.DataFrame
     created: bool
     error: str = ""
+    skipped: bool = False
 
     def checks(self) -> list[Check]:
+        if self.skipped:
+            return []
         names = list(self.workflows["name"]) if not self.workflows.empty else []
         return [Check("n8n ready (/healthz/readiness: its database answers)", self.ready == 200,
                       f"HTTP {self.ready}" if self.ready else self.error),
@@ -611,7 +634,11 @@ class N8nResult:
                       else self.error)]
 
 
-def verify_n8n(api: client.ApiClient, lab: Lab) -> N8nResult:
+def verify_n8n(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> N8nResult:
+    """Readiness, its tables in PostgreSQL, the canary workflow (a dry run, or n8n disabled: nothing)."""
+    if dry_run or "n8n" not in settings(lab).enabled():
+        return N8nResult(None, pd.DataFrame(columns=["table", "owner", "rows_estimate"]),
+                         pd.DataFrame(columns=["id", "name", "active", "nodes"]), False, skipped=True)
     tables = n8n_tables(api, lab)
     with n8n_client(api, lab) as http:
         ready = http.get("/healthz/readiness").status_code
@@ -640,9 +667,11 @@ def ensure_workflow(http: httpx.Client) -> bool:
 # -- nginx ------------------------------------------------------------------------------------------------------
 
 
-def verify_nginx(api: client.ApiClient, lab: Lab) -> list[Check]:
+def verify_nginx(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> list[Check]:
     """Each upstream answers through the proxy at https://nginx.<domain>/<name>/ (not 502/503/504)."""
-    app = settings(lab).nginx
+    app = settings(lab).enabled().get("nginx")
+    if dry_run or app is None:
+        return []
     checks = []
     with httpx.Client(**https_client(net.traefik_address(api), app.host, certs.issuer_ca(lab), timeout=30)) as http:
         for name, url in sorted(app.upstreams.items()):
@@ -658,9 +687,15 @@ def verify_nginx(api: client.ApiClient, lab: Lab) -> list[Check]:
 # -- requests and limits against usage -----------------------------------------------------------------------------
 
 
-def usage(api: client.ApiClient, lab: Lab) -> pd.DataFrame:
+USAGE = ["app", "pod", "container", "cpu_requests_m", "cpu_limits_m", "cpu_used_m", "memory_requests_mib",
+         "memory_limits_mib", "memory_used_mib", "note"]
+
+
+def usage(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> pd.DataFrame:
     """Per app pod: CPU (millicores) and memory (MiB) requested, limited and used (the metrics API,
     metrics.k8s.io, as `kubectl top pod`); usage empty with a note when the API does not answer."""
+    if dry_run:
+        return pd.DataFrame(columns=USAGE)
     ns = settings(lab).namespace
     pods = client.CoreV1Api(api).list_namespaced_pod(ns).items
     try:
@@ -682,8 +717,7 @@ def usage(api: client.ApiClient, lab: Lab) -> pd.DataFrame:
                          "cpu_used_m": _milli(seen["cpu"]) if seen else None,
                          **{f"memory_{k}_mib": _mib((getattr(res, k) or {}).get("memory")) for k in ("requests", "limits")},
                          "memory_used_mib": _mib(seen["memory"]) if seen else None, "note": note})
-    return pd.DataFrame(rows, columns=["app", "pod", "container", "cpu_requests_m", "cpu_limits_m", "cpu_used_m",
-                                       "memory_requests_mib", "memory_limits_mib", "memory_used_mib", "note"])
+    return pd.DataFrame(rows, columns=USAGE)
 
 
 def _milli(quantity: str | None) -> float | None:
@@ -699,7 +733,10 @@ def _mib(quantity: str | None) -> float | None:
 
 
 def usage_checks(frame: pd.DataFrame) -> list[Check]:
-    """Every app container has requests and limits, and uses no more memory than its limit."""
+    """Every app container has requests and limits, and uses no more memory than its limit (none
+    for an empty table: a dry run)."""
+    if frame.empty:
+        return []
     unbounded = frame[frame["memory_limits_mib"].isna() | frame["cpu_requests_m"].isna()]
     over = frame[frame["memory_used_mib"].notna() & (frame["memory_used_mib"] > frame["memory_limits_mib"])]
     note = next((n for n in frame["note"] if n), "")
@@ -707,6 +744,17 @@ def usage_checks(frame: pd.DataFrame) -> list[Check]:
                   ", ".join(unbounded["pod"]) or f"{len(frame)} containers"),
             Check("memory used within limits (metrics API)", over.empty and not note,
                   note or ", ".join(over["pod"]) or f"{frame['memory_used_mib'].sum():.0f} MiB used in all")]
+
+
+def all_checks(sites: dict[str, Site], ollama_: OllamaResult, n8n: N8nResult, proxied: list[Check],
+               usage_: pd.DataFrame) -> dict[str, list[Check]]:
+    """Every check of 06, by app (and ``resources`` for requests, limits and usage)."""
+    found: dict[str, list[Check]] = {name: site.checks() for name, site in sites.items()}
+    for name, more in (("ollama", ollama_.checks()), ("n8n", n8n.checks()), ("nginx", proxied),
+                       ("resources", usage_checks(usage_))):
+        if more:
+            found[name] = found.get(name, []) + more
+    return found
 
 
 def checks_table(lab: Lab, per_app: dict[str, list[Check]]) -> pd.DataFrame:
