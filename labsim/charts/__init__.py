@@ -6,7 +6,15 @@ a chart without a model installs as a release with no objects. What runs inside 
 
 from __future__ import annotations
 
-from labsim.charts import cert_manager, metallb, nfs_subdir_external_provisioner, postgresql, traefik
+from labsim.charts import (
+    cert_manager,
+    metallb,
+    n8n,
+    nfs_subdir_external_provisioner,
+    ollama,
+    postgresql,
+    traefik,
+)
 from labsim.charts.release import ChartModel, Release
 
 CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd": traefik.traefik_crd,
@@ -14,5 +22,7 @@ CHART_MODELS: dict[str, ChartModel] = {"traefik": traefik.traefik, "traefik-crd"
 CHART_MODELS["nfs-subdir-external-provisioner"] = nfs_subdir_external_provisioner.nfs_subdir_external_provisioner
 CHART_MODELS["metallb"] = metallb.metallb
 CHART_MODELS["postgresql"] = postgresql.postgresql
+CHART_MODELS["ollama"] = ollama.ollama
+CHART_MODELS["n8n"] = n8n.n8n
 
 __all__ = ["CHART_MODELS", "ChartModel", "Release"]

@@ -19,6 +19,7 @@ readOnly mounts are writable here (not modelled).
 from __future__ import annotations
 
 import base64
+import math
 import os
 import shutil
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from labsim.clock import Clock
 from labsim.kube import tokens
+from labsim.kube.controllers.quantity import parse_quantity
 from labsim.nas import exports
 from labsim.net import cidrs
 from labsim.node.model import NodeModel, normpath
@@ -89,7 +91,9 @@ def build(cluster: Cluster, pod: dict, container: dict) -> ContainerFS:
                                  f"nameserver {dns}\noptions ndots:5\n",
              "/etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
              "/etc/group": "root:x:0:\nnogroup:x:65534:\n"}
+    files.update(_cgroup_files(cluster, pod, container))
     for path, text in files.items():
+        fs.host_path(path).parent.mkdir(parents=True, exist_ok=True)
         fs.host_path(path).write_text(text)
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     mounts = list(container.get("volumeMounts") or [])
@@ -235,3 +239,45 @@ def _cluster_dns(cluster: Cluster) -> str:
     store = cluster.store
     dns = store.get(store.resource("v1", "Service"), "kube-system", "kube-dns")
     return ((dns or {}).get("spec") or {}).get("clusterIP") or cidrs.cluster_dns_ip(cluster.service_cidr)
+
+
+def _cgroup_files(cluster: Cluster, pod: dict, container: dict) -> dict[str, str]:
+    """What a container sees of its limits and its node: cgroup v2's memory.max and cpu.max from
+    ``resources.limits`` ("max" without), /proc/meminfo and /proc/cpuinfo of its node's capacity
+    (programs size themselves from these: Ollama reads memory.max, then /proc/meminfo)."""
+    limits = (container.get("resources") or {}).get("limits") or {}
+    cores, memory = node_capacity(cluster, pod["spec"].get("nodeName", ""))
+    memory_max = str(int(parse_quantity(limits["memory"]))) if "memory" in limits else "max"
+    cpu_max = f"{int(parse_quantity(limits['cpu']) * 100000)} 100000" if "cpu" in limits else "max 100000"
+    kib = memory // 1024
+    return {"/sys/fs/cgroup/memory.max": f"{memory_max}\n", "/sys/fs/cgroup/cpu.max": f"{cpu_max}\n",
+            "/proc/meminfo": f"MemTotal:       {kib} kB\nMemFree:        {kib} kB\nMemAvailable:   {kib} kB\n",
+            "/proc/cpuinfo": "".join(f"processor\t: {n}\nmodel name\t: QEMU Virtual CPU\n\n" for n in range(cores))}
+
+
+def node_capacity(cluster: Cluster, node: str) -> tuple[int, int]:
+    """(cores, memory bytes) of a node as its status reports them (1 core, 1 GiB if unknown)."""
+    store = cluster.store
+    found = store.get(store.resource("v1", "Node"), None, node) if node else None
+    capacity = ((found or {}).get("status") or {}).get("capacity") or {}
+    return (max(1, math.ceil(parse_quantity(capacity.get("cpu", "1")))),
+            int(parse_quantity(capacity.get("memory", "1Gi"))))
+
+
+def resource_value(cluster: Cluster, pod: dict, ref: dict) -> str:
+    """A downward-API ``resourceFieldRef`` (limits.cpu, limits.memory, requests.*): the
+    container's value in units of ``divisor``, rounded up; a limit not set is the node's
+    capacity, as the kubelet reports allocatable."""
+    containers = pod["spec"].get("containers") or []
+    container = next((c for c in containers if c["name"] == ref.get("containerName")), containers[0] if containers else {})
+    kind, _, resource = ref.get("resource", "").partition(".")
+    resources = container.get("resources") or {}
+    quantity = (resources.get(kind) or {}).get(resource)
+    if quantity is None and kind == "requests":
+        quantity = (resources.get("limits") or {}).get(resource)
+    if quantity is None:
+        cores, memory = node_capacity(cluster, pod["spec"].get("nodeName", ""))
+        amount = float(cores if resource == "cpu" else memory)
+    else:
+        amount = parse_quantity(quantity)
+    return str(math.ceil(amount / parse_quantity(ref.get("divisor") or "1")))

@@ -15,6 +15,7 @@ from labsim.runtime.programs import (
     blackbox_exporter,
     nginx,
     node_exporter,
+    ollama,
     postgres,
     postgres_exporter,
     prometheus,
@@ -24,6 +25,7 @@ from labsim.runtime.programs import (
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
     for name in adapter.IMAGES}
+PROGRAMS.update({name: adapter for adapter in (ollama,) for name in adapter.IMAGES})  # app models
 
 
 def program_for(image: str) -> ModuleType | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from labsim.node.registry import CommandResult
 from labsim.node.shell import PATH, Shell
 from labsim.runtime import filesystem, probes, registry
-from labsim.runtime.filesystem import ContainerFS, field_value
+from labsim.runtime.filesystem import ContainerFS, field_value, resource_value
 from labsim.runtime.processes import ShellProcess
 from labsim.runtime.programs import CannotStart
 from labsim.runtime.supervisor import RealProcess, Supervisor
@@ -69,7 +69,7 @@ class ContainerRuntime:
                     env.update({source.get("prefix", "") + k: v
                                 for k, v in self._data(kind, ns, source[field]["name"]).items()})
         for var in container.get("env") or []:
-            env[var["name"]] = self._value(pod, var)
+            env[var["name"]] = self._value(pod, container, var)
         return env
 
     def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:
@@ -80,10 +80,12 @@ class ContainerRuntime:
             return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
         return dict(data)
 
-    def _value(self, pod: dict, var: dict) -> str:
+    def _value(self, pod: dict, container: dict, var: dict) -> str:
         source = var.get("valueFrom") or {}
         if "fieldRef" in source:
             return field_value(pod, source["fieldRef"]["fieldPath"])
+        if "resourceFieldRef" in source:
+            return resource_value(self.cluster, pod, {"containerName": container["name"], **source["resourceFieldRef"]})
         for kind, field in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
             if field in source:
                 ref = source[field]
