@@ -491,9 +491,8 @@ def pull(ollama_: ollama.Client, model: str) -> str:
     with progress(f"pull {model}") as bar:
         try:
             for update in ollama_.pull(model, stream=True):
-                done = f" {update.completed * 100 // update.total}%" if update.total and update.completed else ""
-                bar.update(note=f"{update.status}{done}" if not update.digest or done.endswith("0%") or
-                           update.completed == update.total else update.status)
+                tenths = (update.completed or 0) * 10 // update.total if update.total else None
+                bar.update(note=update.status + (f" {tenths * 10}%" if tenths is not None else ""))
         except ollama.ResponseError as exc:
             raise AppError(f"Ollama could not pull {model}: {exc.error}; fix apps.ollama.models in the lab file "
                            "(name:tag as https://ollama.com/library lists it)") from None
@@ -505,7 +504,7 @@ def benchmark(ollama_: ollama.Client, models: list[str], prompt: str, repetition
     Ollama's own eval_count and eval_duration, latency as the client saw it. A model that cannot
     run (too large for the pod's memory limit...) gets one row with Ollama's error."""
     rows = []
-    with progress("benchmark", total=len(models) * repetitions) as bar:
+    with progress("benchmark", total=len(models) * (repetitions + 1)) as bar:
         for model in models:
             for run in range(repetitions):
                 started = time.monotonic()
@@ -521,6 +520,7 @@ def benchmark(ollama_: ollama.Client, models: list[str], prompt: str, repetition
                 chunks = list(ollama_.chat(model=model, messages=[{"role": "user", "content": prompt}], stream=True))
                 rows.append(_row(model, repetitions, "chat (streamed)", chunks[-1], time.monotonic() - started,
                                  text="".join(c.message.content or "" for c in chunks)))
+                bar.update(len(rows), f"{model}: streamed chat in {len(chunks)} chunks")
     return pd.DataFrame(rows, columns=["model", "run", "mode", "tokens", "tokens_per_s", "latency_s", "load_s",
                                        "answer", "error"])
 
