@@ -453,11 +453,15 @@ def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300, dry_ru
     apps, address, ca = settings(lab), net.traefik_address(api, timeout=timeout), certs.issuer_ca(lab)
     found = {}
     for name, app in apps.enabled().items():
-        try:
-            issued = certs.wait_certificate(api, apps.namespace, f"{name}-tls", timeout=timeout)
-        except certs.CertError as exc:
-            found[name] = Site(name, net.SiteProbe(app.host, None, None, None, str(exc)))
-            continue
+        with progress(f"Certificate {apps.namespace}/{name}-tls") as bar:
+            bar.update(note=f"waiting until Ready (at most {timeout:.0f} s)")
+            try:
+                issued = certs.wait_certificate(api, apps.namespace, f"{name}-tls", timeout=timeout)
+            except certs.CertError as exc:
+                bar.update(note="not Ready")
+                found[name] = Site(name, net.SiteProbe(app.host, None, None, None, str(exc)))
+                continue
+            bar.update(note=f"Ready, serial {issued.serial:x}")
         tls = net.probe_tls(address, app.host, ca_file=ca)
         deadline = time.monotonic() + 30
         while tls.serial != issued.serial and time.monotonic() < deadline:  # Traefik loads the new Secret
@@ -628,7 +632,8 @@ class N8nResult:
         return [Check("n8n ready (/healthz/readiness: its database answers)", self.ready == 200,
                       f"HTTP {self.ready}" if self.ready else self.error),
                 Check("n8n's tables are in its PostgreSQL database", "workflow_entity" in set(self.tables["table"]),
-                      f"{len(self.tables)} tables: " + ", ".join(list(self.tables["table"])[:6])),
+                      f"{len(self.tables)} tables: " + ", ".join(list(self.tables["table"])[:6]) if len(self.tables)
+                      else self.error),
                 Check(f"workflow '{WORKFLOW}' created once and listed through the API", names.count(WORKFLOW) == 1,
                       ("created" if self.created else "already there") + f"; {len(names)} workflows" if names
                       else self.error)]
@@ -639,9 +644,14 @@ def verify_n8n(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> N8n
     if dry_run or "n8n" not in settings(lab).enabled():
         return N8nResult(None, pd.DataFrame(columns=["table", "owner", "rows_estimate"]),
                          pd.DataFrame(columns=["id", "name", "active", "nodes"]), False, skipped=True)
-    tables = n8n_tables(api, lab)
     with n8n_client(api, lab) as http:
-        ready = http.get("/healthz/readiness").status_code
+        readiness = http.get("/healthz/readiness")
+        ready = readiness.status_code
+        if ready != 200:  # its database unreachable, most likely: say what n8n says
+            return N8nResult(ready, pd.DataFrame(columns=["table", "owner", "rows_estimate"]),
+                             pd.DataFrame(columns=["id", "name", "active", "nodes"]), False,
+                             f"HTTP {ready}: {secrets.redact(readiness.text.strip())[:300]}")
+        tables = n8n_tables(api, lab)
         try:
             created = ensure_workflow(http)
             listed = http.get("/api/v1/workflows", params={"limit": 250})
