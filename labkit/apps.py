@@ -286,11 +286,15 @@ def plan_database(api: client.ApiClient, lab: Lab) -> Plan[Change]:
     app = settings(lab).n8n
     if app is None or not app.enabled:
         return Plan([])
-    db = app.database
-    with _as_superuser(api, lab) as conn:
-        role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (db.user,)).fetchone()
-        found = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (db.name,)).fetchone()
-    where = f"{postgres.settings(lab).namespace}/{postgres.RELEASE}"
+    db, where = app.database, f"{postgres.settings(lab).namespace}/{postgres.RELEASE}"
+    try:
+        with _as_superuser(api, lab) as conn:
+            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (db.user,)).fetchone()
+            found = conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
+                                 (db.name,)).fetchone()
+    except postgres.PostgresError:  # 05 has not run (a dry run of the series): all of it is to make
+        return Plan([Change(f"PostgreSQL role {db.user} ({where})", "create", "05's PostgreSQL is not there yet"),
+                     Change(f"PostgreSQL database {db.name} ({where})", "create", "05's PostgreSQL is not there yet")])
     return Plan([Change(f"PostgreSQL role {db.user} ({where})", "unchanged" if role else "create",
                         "exists" if role else "absent: LOGIN, password from the Secret"),
                  Change(f"PostgreSQL database {db.name} ({where})", "unchanged" if found else "create",
