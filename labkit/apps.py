@@ -651,10 +651,10 @@ def verify_n8n(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> N8n
     with n8n_client(api, lab) as http:
         readiness = http.get("/healthz/readiness")
         ready = readiness.status_code
-        if ready != 200:  # its database unreachable, most likely: say what n8n says
+        if ready != 200:  # not ready (through Traefik: no ready endpoint): n8n's log says why
             return N8nResult(ready, pd.DataFrame(columns=["table", "owner", "rows_estimate"]),
                              pd.DataFrame(columns=["id", "name", "active", "nodes"]), False,
-                             f"HTTP {ready}: {secrets.redact(readiness.text.strip())[:300]}")
+                             f"HTTP {ready} {readiness.text.strip()[:80]}; n8n's log: {_last_log_line(api, lab, 'n8n')}")
         tables = n8n_tables(api, lab)
         try:
             created = ensure_workflow(http)
@@ -666,6 +666,21 @@ def verify_n8n(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> N8n
     rows = [{"id": w["id"], "name": w["name"], "active": w.get("active", False), "nodes": len(w.get("nodes") or [])}
             for w in listed.json()["data"]]
     return N8nResult(ready, tables, pd.DataFrame(rows, columns=["id", "name", "active", "nodes"]), created)
+
+
+def _last_log_line(api: client.ApiClient, lab: Lab, app: str) -> str:
+    """The last line an app's pod logged (redacted): what it says about being not ready."""
+    core, ns = client.CoreV1Api(api), settings(lab).namespace
+    pods = core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/name={app}").items
+    for pod in pods:
+        try:
+            log = core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=20)
+        except client.ApiException:
+            continue
+        lines = [line for line in log.splitlines() if line.strip()]
+        if lines:
+            return secrets.redact(lines[-1].strip())[:300]
+    return "(no log)"
 
 
 def ensure_workflow(http: httpx.Client) -> bool:

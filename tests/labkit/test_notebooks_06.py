@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from labkit import apps, kube, postgres
+from labkit import apps, kube
 from labkit.params import load_lab
 from labsim.runtime.programs import postgres as pg_program
 from tests.labkit.series import Series
@@ -121,17 +121,29 @@ def test_a_proxy_config_nginx_refuses_stops_the_rollout_and_the_old_one_serves(a
     assert apps.plan(api, lab).objects.is_empty
 
 
+def _restart_n8n(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    for pod in core.list_namespaced_pod("apps", label_selector="app.kubernetes.io/name=n8n").items:
+        kube.delete_pod(api, "apps", pod.metadata.name)
+
+
 def test_n8n_without_its_database_is_not_ready_and_says_so(apps_lab: Series) -> None:
+    """n8n restarted with a password its database refuses: not ready, its log naming the database's
+    error; with the right one back it is ready again and its workflow is still there, once."""
     lab = apps_lab.lab
     api = kube.connect(lab.kubeconfig)
-    ns, sts = postgres.settings(lab).namespace, postgres.RELEASE
-    apps_api = client.AppsV1Api(api)
-    apps_api.patch_namespaced_stateful_set_scale(sts, ns, {"spec": {"replicas": 0}})
+    core = client.CoreV1Api(api)
+    secret, key = apps.N8N_SECRETS["database.password"]
+    right = _secret(api, "apps", secret, key)
+    core.patch_namespaced_secret(secret, "apps", {"stringData": {key: "not-" + right}})
     try:
+        _restart_n8n(api)
         down = wait_until(lambda: (r := apps.verify_n8n(api, lab)).ready != 200 and r, timeout=120)
         ready = down.checks()[0]
-        assert not ready.passed and "HTTP 503" in ready.detail and "database" in ready.detail.lower()
+        assert not ready.passed and "n8n's log: There was an error initializing DB" in ready.detail, ready.detail
+        assert "password authentication failed" in ready.detail and right not in ready.detail
     finally:
-        apps_api.patch_namespaced_stateful_set_scale(sts, ns, {"spec": {"replicas": 1}})
+        core.patch_namespaced_secret(secret, "apps", {"stringData": {key: right}})
+        _restart_n8n(api)
     back = wait_until(lambda: (r := apps.verify_n8n(api, lab)).ready == 200 and r, timeout=180)
-    assert all(c.passed for c in back.checks())  # the canary workflow is still there, once
+    assert all(c.passed for c in back.checks()), back.checks()  # the canary workflow still there, once
