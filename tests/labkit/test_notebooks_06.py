@@ -16,10 +16,11 @@ import copy
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from kubernetes import client
 
-from labkit import apps, kube
+from labkit import apps, certs, kube
 from labkit.params import load_lab
 from labsim.runtime.programs import postgres as pg_program
 from tests.labkit.series import Series
@@ -147,3 +148,32 @@ def test_n8n_without_its_database_is_not_ready_and_says_so(apps_lab: Series) -> 
         _restart_n8n(api)
     back = wait_until(lambda: (r := apps.verify_n8n(api, lab)).ready == 200 and r, timeout=180)
     assert all(c.passed for c in back.checks()), back.checks()  # the canary workflow still there, once
+
+
+def test_a_certificate_not_ready_is_waited_for_then_named(apps_lab: Series, tmp_path: Path) -> None:
+    """The proxy moved to a new host while the ACME server is down: its new certificate is waited
+    for, then named with what cert-manager says; the other apps stay served. Then put back."""
+    lab = apps_lab.lab
+    api = kube.connect(lab.kubeconfig)
+    doc = yaml.safe_load(apps_lab.lab_file.read_text())
+    doc["apps"]["nginx"]["host"] = f"proxy.{lab.ingress.domain}"
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(doc))
+    moved = load_lab(tmp_path / "moved.yaml")
+    apps_lab.fault("acme_down")
+    try:
+        certs.remove_certificate(api, "apps", "nginx-tls")  # a new certificate, not the Ready one renewed
+        apps.apply(api, moved, apps.plan(api, moved), timeout=180)
+        sites = apps.probe_sites(api, moved, timeout=20)
+        assert all(c.passed for c in sites["ollama"].checks())
+        ready = sites["nginx"].checks()[0]
+        assert ready.name == f"Certificate for proxy.{lab.ingress.domain} is Ready" and not ready.passed
+        assert ready.detail.startswith("Certificate apps/nginx-tls is not Ready after 20 s: "), ready.detail
+        assert len(ready.detail) > len("Certificate apps/nginx-tls is not Ready after 20 s: ") + 10
+    finally:
+        requests.delete(f"https://{lab.proxmox.host}:{lab.proxmox.port}/labsim/faults", verify=str(lab.proxmox.ca_file),
+                        headers={"Authorization": f"PVEAPIToken={lab.proxmox.token_id}="
+                                                  f"{lab.secret(lab.proxmox.token_secret)}"}, timeout=60)
+        certs.remove_certificate(api, "apps", "nginx-tls")
+        apps.apply(api, lab, apps.plan(api, lab), timeout=180)
+    back = apps.probe_sites(api, lab, timeout=180)
+    assert all(c.passed for c in back["nginx"].checks()), back["nginx"].checks()
