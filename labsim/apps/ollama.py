@@ -22,7 +22,9 @@ registry and canned, deterministic answers instead of inference.
   container's CPU limit (cgroup ``cpu.max``) or its node's cores (/proc/cpuinfo), and the prompt
   evaluated ``PROMPT_SPEEDUP`` times faster (batched). Four cores give ~15 tokens/s for
   llama3.2:1b and ~4 for llama3.1:8b, as measured on such CPUs. Answers are really paced at that
-  speed, so a client's wall-clock latency agrees with the reported durations (ns, as Ollama's).
+  speed, so a client's wall-clock latency agrees with the durations reported (ns, as Ollama's):
+  ``eval_duration``, ``prompt_eval_duration`` and ``load_duration`` are the modelled ones (the
+  rates they give are the formula's, whatever the machine's load), ``total_duration`` is measured.
 """
 
 from __future__ import annotations
@@ -378,15 +380,15 @@ def make_app(options) -> web.Application:
         start = time.monotonic_ns() - load
         prompt_ns = int(prompt_tokens / (rate * PROMPT_SPEEDUP) * 1e9)
         await asyncio.sleep(prompt_ns / 1e9)
-        eval_start = time.monotonic_ns()
         for chunk in chunks:
             await asyncio.sleep(1 / rate)
             if streamed:
                 yield _reply(name, chat, chunk, done=False)
         final = _reply(name, chat, "" if streamed else "".join(chunks), done=True)
+        # The modelled durations (what the pacing aimed at), so the rates reported are the formula's.
         final.update({"done_reason": "stop", "total_duration": time.monotonic_ns() - start, "load_duration": load,
                       "prompt_eval_count": prompt_tokens, "prompt_eval_duration": prompt_ns,
-                      "eval_count": len(chunks), "eval_duration": time.monotonic_ns() - eval_start})
+                      "eval_count": len(chunks), "eval_duration": int(len(chunks) / rate * 1e9)})
         if not chat:
             final["context"] = list(range(1, prompt_tokens + len(chunks) + 1))
         yield final

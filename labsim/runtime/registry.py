@@ -13,6 +13,7 @@ from labsim.runtime import images
 from labsim.runtime.programs import (
     alertmanager,
     blackbox_exporter,
+    n8n,
     nginx,
     node_exporter,
     ollama,
@@ -21,15 +22,21 @@ from labsim.runtime.programs import (
     prometheus,
     traefik,
 )
+from labsim.runtime.programs.appmodel import AppModel
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter)
     for name in adapter.IMAGES}
-PROGRAMS.update({name: adapter for adapter in (ollama,) for name in adapter.IMAGES})  # app models
+PROGRAMS.update({name: adapter for adapter in (ollama, n8n) for name in adapter.IMAGES})  # app models
 
 
 def program_for(image: str) -> ModuleType | None:
     return PROGRAMS.get(images.repository(image))
+
+
+def is_app_model(image: str) -> bool:
+    """Whether the image runs an app model (a Python server of labsim.apps)."""
+    return isinstance(getattr(program_for(image), "PROGRAM", None), AppModel)
 
 
 def runner_for(image: str) -> str:

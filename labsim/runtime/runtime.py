@@ -111,7 +111,8 @@ class ContainerRuntime:
                 continue
             if process is not None:
                 self._processes[key] = process
-                self._probe(pod, container, changed)
+                if not registry.is_app_model(container.get("image", "")):
+                    self._probe(pod, container, changed)
         return problems
 
     def _probe(self, pod: dict, container: dict, changed: Callable[[], None]) -> None:
@@ -137,8 +138,14 @@ class ContainerRuntime:
             return None
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
 
+        app_model = registry.is_app_model(image)
+
         def log(line: str, name: str = container["name"]) -> None:
             self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
+            if app_model and line.startswith("listening on "):
+                # An app model's probes start once it serves: the Python interpreter's start-up is
+                # the twin's cost, not the app's (the real binaries answer within milliseconds).
+                self._probe(pod, container, exited)
 
         fs, env = self.filesystem(pod, container), self.env(pod, container)
         if runner == "plain":
