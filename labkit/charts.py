@@ -21,8 +21,8 @@ from kubernetes import client
 
 from labkit import manifests
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
-from labkit.errors import LabError
-from labkit.kube import until
+from labkit.errors import KubeError, LabError
+from labkit.kube import pod_problems, until
 from labkit.params import Lab
 from labkit.progress import progress
 
@@ -348,20 +348,38 @@ _WORKLOADS = (("list_namespaced_deployment", "Deployment"), ("list_namespaced_st
 
 def _wait_rollout(api: client.ApiClient, chart: Deployable, timeout: float) -> None:
     """Every Deployment, StatefulSet and DaemonSet of the release has all replicas updated and available."""
-    apps = client.AppsV1Api(api)
     for method, kind in _WORKLOADS:
-        with progress(f"{chart.name} {kind}s") as bar:
-            def rolled_out(listing) -> bool | None:
-                mine = [w for w in listing.items if (w.metadata.annotations or {}).get(RELEASE) == chart.name
-                        and (w.metadata.annotations or {}).get(RELEASE_NAMESPACE) == chart.release_namespace]
-                waiting = [w.metadata.name for w in mine if not _rolled_out(w)]
-                if mine:
-                    bar.update(note=f"{len(mine) - len(waiting)}/{len(mine)} rolled out"
-                               + (f"; waiting for {', '.join(waiting)}" if waiting else ""))
-                return True if not waiting else None
+        _wait_kind(api, chart, method, kind, timeout)
 
-            until(getattr(apps, method), rolled_out, what=f"{chart.name}'s {kind}s to roll out", timeout=timeout,
-                  namespace=chart.release_namespace)
+
+def _wait_kind(api: client.ApiClient, chart: Deployable, method: str, kind: str, timeout: float) -> None:
+    waiting: list = []
+    with progress(f"{chart.name} {kind}s") as bar:
+        def rolled_out(listing) -> bool | None:
+            mine = [w for w in listing.items if (w.metadata.annotations or {}).get(RELEASE) == chart.name
+                    and (w.metadata.annotations or {}).get(RELEASE_NAMESPACE) == chart.release_namespace]
+            waiting[:] = [w for w in mine if not _rolled_out(w)]
+            if mine:
+                bar.update(note=f"{len(mine) - len(waiting)}/{len(mine)} rolled out"
+                           + (f"; waiting for {', '.join(w.metadata.name for w in waiting)}" if waiting else ""))
+            return True if not waiting else None
+
+        try:
+            until(getattr(client.AppsV1Api(api), method), rolled_out, what=f"{chart.name}'s {kind}s to roll out",
+                  timeout=timeout, namespace=chart.release_namespace)
+        except KubeError as exc:
+            raise ChartError(_not_rolled_out(api, exc, chart, kind, waiting)) from None
+
+
+def _not_rolled_out(api: client.ApiClient, exc: KubeError, chart: Deployable, kind: str, waiting: list) -> str:
+    """The timeout, with what the waiting workloads' pods say is wrong."""
+    lines = [str(exc)]
+    for workload in waiting:
+        labels = workload.spec.selector.match_labels or {}
+        lines += [f"{kind} {workload.metadata.name}: {problem}"
+                  for problem in pod_problems(api, chart.release_namespace, labels)]
+    lines.append(f"`kubectl -n {chart.release_namespace} describe pods` and `kubectl logs` show more")
+    return "\n".join(lines)
 
 
 def _rolled_out(workload) -> bool:

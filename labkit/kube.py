@@ -233,6 +233,47 @@ def warnings(api: client.ApiClient, namespace: str, name: str, kinds: tuple[str,
     return [f"{e.reason}: {e.message}" for e in found]
 
 
+def pod_problems(api: client.ApiClient, namespace: str, labels: dict[str, str], *, log_lines: int = 3) -> list[str]:
+    """What keeps the pods matching ``labels`` from being Ready, one line per pod: each unready
+    container's state (waiting reason, restarts, exit code) with its log's last lines (the previous
+    run's when it is between restarts), and the pod's Warning events."""
+    core = client.CoreV1Api(api)
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = _api(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace, label_selector=selector))
+    found = []
+    for pod in pods.items:
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        if ready:
+            continue
+        said = [_container_problem(core, pod, cs, log_lines) for cs in pod.status.container_statuses or []
+                if not cs.ready]
+        said += warnings(api, namespace, pod.metadata.name)[-2:]
+        found.append(f"pod {pod.metadata.name} ({'Terminating' if pod.metadata.deletion_timestamp else pod.status.phase})"
+                     f": {'; '.join(said) or 'no container status yet'}")
+    return found or [f"no unready pod matches {selector} in {namespace}"]
+
+
+def _container_problem(core: client.CoreV1Api, pod: client.V1Pod, cs: client.V1ContainerStatus, lines: int) -> str:
+    state, last = cs.state, cs.last_state
+    if state.waiting:
+        text = f"container {cs.name} waiting ({state.waiting.reason}"
+    elif state.terminated:
+        text = f"container {cs.name} terminated ({state.terminated.reason}, exit code {state.terminated.exit_code}"
+    else:
+        text = f"container {cs.name} running but not ready ("
+    text += f", {cs.restart_count} restarts)" if cs.restart_count else ")"
+    if last and last.terminated and not state.running:
+        text += f", last exit code {last.terminated.exit_code}"
+    previous = bool(cs.restart_count and not state.running)
+    try:
+        log = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=cs.name,
+                                           previous=previous, tail_lines=lines)
+    except ApiException:
+        log = ""
+    tail = " | ".join(line.strip() for line in log.splitlines() if line.strip())
+    return f"{text}; log: {tail}" if tail else text
+
+
 def ensure_namespace(api: client.ApiClient, name: str) -> None:
     core = client.CoreV1Api(api)
     try:

@@ -61,7 +61,15 @@ def postgresql(release: Release) -> list[dict]:
     }]
     metrics = bool(value(values, "metrics.enabled", False))
     if metrics:
+        # As the chart's metrics sidecar: the pod's own server on localhost, as the app user if there is one.
+        own_user = user and user != "postgres"
+        source = [{"name": "DATA_SOURCE_URI",
+                   "value": f"127.0.0.1:5432/{value(values, 'auth.database', user or 'postgres')}?sslmode=disable"},
+                  {"name": "DATA_SOURCE_PASS", "valueFrom": {"secretKeyRef": {
+                      "name": secret, "key": keys["user"] if own_user else keys["admin"]}}},
+                  {"name": "DATA_SOURCE_USER", "value": user or "postgres"}]
         containers.append({"name": "metrics", "image": "docker.io/bitnami/postgres-exporter:0.17.1-debian-12-r0",
+                           "env": source,
                            "ports": [{"name": "http-metrics", "containerPort": 9187, "protocol": "TCP"}]})
     persistence = value(values, "primary.persistence", {}) or {}
     claim = {"metadata": {"name": "data"},

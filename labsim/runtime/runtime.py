@@ -155,8 +155,10 @@ class ContainerRuntime:
         program = registry.program_for(image)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
-        steps = program.prepare(fs, image, env)
         pod_ip = (pod.get("status") or {}).get("podIP", "")
+        if hasattr(program, "environment"):  # an adapter that translates variables (localhost = the pod)
+            env = program.environment(env, pod_ip)
+        steps = program.prepare(fs, image, env)
         server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),

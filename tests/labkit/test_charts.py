@@ -142,6 +142,26 @@ def test_a_chart_version_that_does_not_exist_stops_the_deploy_with_helms_line(ap
                                                                      "metallb-next")
 
 
+def test_a_rollout_that_never_finishes_names_the_crashing_container_and_its_log(api):
+    """A release's workload whose container keeps exiting: the wait's timeout says which pod and
+    container, its state and restarts, and the last lines it printed, not only that time ran out."""
+    crashing = charts.Chart("crashy", chart="crashy", version="1.0.0", target_namespace="crashy")
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": "crashy"}})
+    labels = {"app": "crashy"}
+    client.AppsV1Api(api).create_namespaced_deployment("crashy", {
+        "metadata": {"name": "crashy", "annotations": {charts.RELEASE: "crashy", charts.RELEASE_NAMESPACE: "crashy"}},
+        "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+            "containers": [{"name": "app", "image": "busybox:1.36",
+                            "command": ["sh", "-c", "echo starting; echo 'FATAL: /etc/crashy.conf: no such file'; "
+                                        "exit 3"]}]}}}})
+    with pytest.raises(charts.ChartError) as err:
+        charts.wait(api, charts.ChartPlan(crashing, "upgrade", "", new_job=False), timeout=8)
+    said = str(err.value)
+    assert said.startswith("crashy's Deployments to roll out: not done after 8 s\n"), said
+    assert "Deployment crashy: pod crashy-" in said and "container app waiting (CrashLoopBackOff, " in said
+    assert "last exit code 3; log: starting | FATAL: /etc/crashy.conf: no such file" in said
+
+
 def test_the_lab_files_charts_become_helmcharts_with_their_values_files(tmp_path):
     lab = load_lab(REPO / "parameters" / "sim.yaml")
     found = {c.name: c for c in charts.from_lab(lab)}

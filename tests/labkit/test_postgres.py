@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,17 @@ def test_the_database_answers_psycopg_and_the_real_psql(deployed, kube: RunningC
                        "-d", "homelab", "-tA", "-c", f"select count(*) from {postgres.CANARY}").stdout
     assert out == "5\n"
     assert postgres.exec_psql(api, lab, "select current_user").strip() == "homelab"
+
+
+def test_the_metrics_sidecar_watches_its_own_database_on_the_pods_localhost(deployed, lab) -> None:
+    """The chart's exporter reaches the server at 127.0.0.1:5432 as the app user: it keeps running
+    (it crash-looped on an empty data source, and the StatefulSet never rolled out under load)."""
+    pod = client.CoreV1Api(deployed[0]).read_namespaced_pod("postgresql-0", lab.postgres.namespace)
+    metrics = next(c for c in pod.status.container_statuses if c.name == "metrics")
+    assert metrics.ready and metrics.restart_count == 0 and metrics.state.running
+    with urllib.request.urlopen(f"http://{pod.status.pod_ip}:9187/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert "\npg_up 1\n" in text and 'datname="homelab"' in text
 
 
 def test_a_second_run_changes_nothing_and_keeps_the_password(deployed, lab) -> None:

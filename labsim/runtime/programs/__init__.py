@@ -1,7 +1,8 @@
 """One adapter per real program: how a container of its image becomes a real process (binary,
 arguments, environment and files translated to the container's real paths, the user it runs as).
 
-An adapter raises ``CannotStart`` when its container cannot run here (the program is missing, a
+An adapter may also translate the container's variables (``environment(env, pod_ip)``: a sidecar's
+localhost is its pod's IP here). An adapter raises ``CannotStart`` when its container cannot run here (the program is missing, a
 port it must bind is privileged): that pod fails with the message, never the lab."""
 
 from __future__ import annotations
