@@ -677,9 +677,10 @@ def _last_log_line(api: client.ApiClient, lab: Lab, app: str) -> str:
             log = core.read_namespaced_pod_log(pod.metadata.name, ns, tail_lines=20)
         except client.ApiException:
             continue
-        lines = [line for line in log.splitlines() if line.strip()]
-        if lines:
-            return secrets.redact(lines[-1].strip())[:300]
+        lines = [line.strip() for line in log.splitlines() if line.strip() and "GET /healthz" not in line]
+        said = [line for line in lines if "error" in line.lower()] or lines  # an error, else the last word
+        if said:
+            return secrets.redact(said[-1])[:300]
     return "(no log)"
 
 
