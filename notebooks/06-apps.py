@@ -115,6 +115,9 @@ n8n.workflows
 
 # %% [markdown]
 # ## nginx: each upstream through the proxy
+#
+# `https://nginx.<domain>/<name>/` for each upstream of the lab file: an answer below 500 means the
+# proxy reached it (502/504: it did not). The results are in the table of checks below.
 
 # %%
 proxied = apps.verify_nginx(api, lab, dry_run=dry_run)
