@@ -109,7 +109,7 @@ def test_a_proxy_config_nginx_refuses_stops_the_rollout_and_the_old_one_serves(a
     assert [(c.target.split("/")[0], c.action) for c in planned.changes() if c.is_change] == [
         ("ConfigMap", "create"), ("Deployment", "update"), ("ConfigMap", "delete")]
     serving = apps._serving_config(api, "apps")
-    with pytest.raises(apps.AppError, match=r'nginx refused the new config .*\[emerg\].*unknown directive '
+    with pytest.raises(apps.AppError, match=r'(?s)nginx refused the new config .*\[emerg\].*unknown directive '
                                             r'"no_such_directive".*keeps serving ConfigMap ' + serving):
         apps.apply(api, bad, planned, timeout=180)
     assert all(c.passed for c in apps.verify_nginx(api, lab))  # the old config answers
