@@ -634,7 +634,7 @@ class N8nResult:
             return []
         names = list(self.workflows["name"]) if not self.workflows.empty else []
         return [Check("n8n ready (/healthz/readiness: its database answers)", self.ready == 200,
-                      f"HTTP {self.ready}" if self.ready else self.error),
+                      f"HTTP {self.ready}" if self.ready == 200 else self.error),
                 Check("n8n's tables are in its PostgreSQL database", "workflow_entity" in set(self.tables["table"]),
                       f"{len(self.tables)} tables: " + ", ".join(list(self.tables["table"])[:6]) if len(self.tables)
                       else self.error),
