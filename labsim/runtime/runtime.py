@@ -137,22 +137,24 @@ class ContainerRuntime:
         if not self.runs(pod, container):
             return None
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
+        fs, env = self.filesystem(pod, container), self.env(pod, container)
 
         app_model = registry.is_app_model(image)
+        program = registry.program_for(image)
+        shown = getattr(program, "container_line", None)  # the adapter's own paths as the container's
 
         def log(line: str, name: str = container["name"]) -> None:
+            line = shown(fs, line) if shown else line
             self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
             if app_model and line.startswith("listening on "):
                 # An app model's probes start once it serves: the Python interpreter's start-up is
                 # the twin's cost, not the app's (the real binaries answer within milliseconds).
                 self._probe(pod, container, exited)
 
-        fs, env = self.filesystem(pod, container), self.env(pod, container)
         if runner == "plain":
             return ShellProcess(fs, argv, env, container.get("workingDir") or "/",
                                 wants_stdin=bool(container.get("stdin")) and not container.get("tty"),
                                 log=log, exited=exited)
-        program = registry.program_for(image)
         if program is None or program.bin_dir() is None:
             raise ProgramMissing(f"{image}: the real program is not installed here; install {program.PACKAGE}")
         pod_ip = (pod.get("status") or {}).get("podIP", "")

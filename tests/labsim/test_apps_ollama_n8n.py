@@ -22,7 +22,7 @@ import yaml
 
 from labsim.apps.ollama import BYTES_PER_SECOND_PER_CORE, CATALOGUE
 from labsim.lab import running_lab
-from labsim.runtime.programs import postgres
+from labsim.runtime.programs import nginx, postgres
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab
 from tests.labsim.kube_fixtures import TOOLS
@@ -69,7 +69,9 @@ spec:
   ports: [{{port: 5432, targetPort: 5432}}]
 """
 OLLAMA_VALUES = {"image": {"tag": "0.12.10"}, "persistentVolume": {"enabled": True, "size": "10Gi"},
-                 "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}}}
+                 "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+                 "extraEnv": [{"name": "MEMORY_LIMIT_MIB", "valueFrom": {"resourceFieldRef": {
+                     "resource": "limits.memory", "divisor": "1Mi"}}}]}
 N8N_ENV = {"DB_POSTGRESDB_PASSWORD": {"valueFrom": {"secretKeyRef": {"name": "n8n-db", "key": "password"}}},
            "N8N_API_KEY": {"valueFrom": {"secretKeyRef": {"name": "n8n-db", "key": "api-key"}}}}
 
@@ -137,6 +139,13 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Apps]:
         yield found
 
 
+@pytest.fixture
+def client(apps: Apps) -> Iterator[ollama.Client]:
+    """The official client on the ollama Service (closed after the test: no connection outlives the lab)."""
+    with ollama.Client(host=apps.service_url("ollama"), timeout=120) as found:
+        yield found
+
+
 def test_the_charts_objects_carry_the_real_charts_names(apps: Apps) -> None:
     deploy = apps.get("-n", "apps", "deployment", "ollama")
     assert deploy["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "ollama",
@@ -144,14 +153,17 @@ def test_the_charts_objects_carry_the_real_charts_names(apps: Apps) -> None:
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert (container["image"], container["ports"][0]["containerPort"]) == ("ollama/ollama:0.12.10", 11434)
     assert apps.get("-n", "apps", "pvc", "ollama")["status"]["phase"] == "Bound"
+    # The container sees its limit as a real one does: cgroup v2's memory.max, and the downward API.
+    inside = apps.kubectl("-n", "apps", "exec", "deploy/ollama", "--", "sh", "-c",
+                          "cat /sys/fs/cgroup/memory.max; printenv MEMORY_LIMIT_MIB").stdout.split()
+    assert inside == [str(2 << 30), "2048"]
     assert apps.get("-n", "apps", "service", "n8n")["spec"]["ports"][0]["port"] == 80
     config = apps.get("-n", "apps", "configmap", "n8n-app-config")["data"]
     assert config["DB_TYPE"] == "postgresdb" and config["DB_POSTGRESDB_HOST"] == "postgresql.apps.svc.cluster.local"
     assert config["GENERIC_TIMEZONE"] == "Europe/Berlin"
 
 
-def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps, client: ollama.Client) -> None:
     progress = list(client.pull("qwen2.5:0.5b", stream=True))
     statuses = [p.status for p in progress]
     assert statuses[0] == "pulling manifest" and statuses[-3:] == ["verifying sha256 digest", "writing manifest",
@@ -181,10 +193,10 @@ def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps) -> N
     assert [m.model for m in client.ps().models] == ["qwen2.5:1.5b"]  # loading one evicted the other
     shown = client.show("qwen2.5:1.5b")
     assert (shown.details.family, shown.details.parameter_size) == ("qwen2", "1.5B")
+    assert "FROM /root/.ollama/models/blobs/sha256-" in shown.modelfile
 
 
-def test_ollama_errors_are_ollamas(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_errors_are_ollamas(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError, match="pull model manifest: file does not exist"):
         list(client.pull("no-such-model:7b", stream=True))
     with pytest.raises(ollama.ResponseError, match=r"model 'llama3\.1:8b' not found") as missing:
@@ -199,8 +211,7 @@ def test_ollama_errors_are_ollamas(apps: Apps) -> None:
     assert client.delete("llama3.2:3b").status == "success"
 
 
-def test_ollama_models_stay_on_the_volume_across_a_pod_restart(apps: Apps) -> None:
-    client = ollama.Client(host=apps.service_url("ollama"), timeout=120)
+def test_ollama_models_stay_on_the_volume_across_a_pod_restart(apps: Apps, client: ollama.Client) -> None:
     client.pull("qwen2.5:0.5b")
     old = apps.get("-n", "apps", "pod", "-l", "app.kubernetes.io/name=ollama")["items"][0]["metadata"]["name"]
     apps.kubectl("-n", "apps", "delete", "pod", old)
@@ -273,3 +284,89 @@ def test_n8n_without_its_database_is_not_ready_and_says_why(apps: Apps) -> None:
     pod = apps.get("-n", "apps", "pod", "-l", "app.kubernetes.io/instance=n8n-nodb")["items"][0]
     assert [c["ready"] for c in pod["status"]["containerStatuses"]] == [False]
     apps.kubectl("-n", "kube-system", "delete", "helmchart", "n8n-nodb", "--wait=false")
+
+
+PROXY_CONF = """
+events {}
+http {
+  upstream n8n_main { server n8n:80; }
+  server {
+    listen 8080;%s
+    location = /healthz { return 200 "ok\\n"; }
+    location /ollama/ { proxy_pass http://ollama.apps.svc.cluster.local:11434/; }
+    location /n8n/ { proxy_pass http://n8n_main/; }
+  }
+}
+"""
+PROXY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: proxy, namespace: apps}
+spec:
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}
+  selector: {matchLabels: {app: proxy}}
+  template:
+    metadata: {labels: {app: proxy}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}}
+        volumeMounts: [{name: conf, mountPath: /etc/nginx/nginx.conf, subPath: nginx.conf}]
+      volumes: [{name: conf, configMap: {name: %s}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: proxy, namespace: apps}
+spec:
+  selector: {app: proxy}
+  ports: [{port: 80, targetPort: http}]
+"""
+
+
+def _config_map(name: str, extra: str = "") -> str:
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "apps"},
+                           "data": {"nginx.conf": PROXY_CONF % extra}})
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+@pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make programs)")
+def test_real_nginx_proxies_to_the_apps_and_a_bad_config_stops_the_rollout(apps: Apps) -> None:
+    apps.kubectl("apply", "-f", "-", input=_config_map("proxy-v1") + "---\n" + PROXY % "proxy-v1")
+    apps.rolled_out("proxy")
+    url = apps.service_url("proxy")
+    assert _get(f"{url}/healthz") == (200, "ok\n")
+    assert json.loads(_get(f"{url}/ollama/api/version")[1]) == {"version": "0.12.10"}  # by the Service's DNS name
+    assert _get(f"{url}/n8n/healthz") == (200, '{"status": "ok"}')  # an upstream block's server, by the short name
+    old = {p["metadata"]["name"] for p in apps.get("-n", "apps", "pod", "-l", "app=proxy")["items"]}
+
+    # A configuration nginx refuses: the new pod fails with nginx's own line, the old one serves on.
+    apps.kubectl("apply", "-f", "-", input=_config_map("proxy-v2", "\n    bogus_directive on;") + "---\n"
+                 + PROXY % "proxy-v2")
+
+    def new_pod_log() -> str:
+        pods = [p["metadata"]["name"] for p in apps.get("-n", "apps", "pod", "-l", "app=proxy")["items"]]
+        new = [name for name in pods if name not in old]
+        logs = apps.kubectl("-n", "apps", "logs", new[0], check=False).stdout if new else ""
+        return logs if "[emerg]" in logs else ""
+
+    # nginx's line as Debian's build writes it (its error log is stderr), naming the container's file and line.
+    assert '[emerg]' in wait_until(new_pod_log, 60)
+    assert 'unknown directive "bogus_directive" in /etc/nginx/nginx.conf:7' in new_pod_log()
+    assert apps.kubectl("-n", "apps", "rollout", "status", "deploy/proxy", "--timeout=3s", check=False).returncode != 0
+    assert {p["metadata"]["name"] for p in apps.get("-n", "apps", "pod", "-l", "app=proxy")["items"]} > old
+    assert json.loads(_get(f"{url}/ollama/api/version")[1]) == {"version": "0.12.10"}  # the old config serves
+
+    apps.kubectl("apply", "-f", "-", input=PROXY % "proxy-v1")  # back to the good config: the rollout completes
+    apps.rolled_out("proxy")
+    assert _get(f"{url}/healthz") == (200, "ok\n")

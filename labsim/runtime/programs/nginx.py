@@ -6,7 +6,12 @@ The container holds the image's files (/etc/nginx/nginx.conf, conf.d/default.con
 container's folder as ``/``, so at each start the runtime writes a copy of /etc/nginx beside the
 container with the path directives (include, root, alias, ssl_certificate...) pointing at the
 real files, ``listen PORT`` bound to the pod IP, and the logs on stdout/stderr (the image links
-them so), which become the container's log.
+them so), which become the container's log. nginx resolves the host names of ``proxy_pass`` and
+``upstream { server ...; }`` once, at start, with the system's resolver; a container's resolver
+is the cluster DNS, so the copy names the address the cluster's DNS zone gives (the container's
+search list applied; a name it does not know stays, and nginx fails on it: ``host not found in
+upstream``). nginx's messages name the configuration's container path (``/etc/nginx/...``), not
+the copy's.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ import re
 import shutil
 from pathlib import Path
 
+import dns.message
+import dns.name
+import dns.rdatatype
+
+from labsim.net.dnszone import ClusterZone
 from labsim.runtime import programs
 from labsim.runtime.filesystem import ContainerFS
 
@@ -27,8 +37,11 @@ _PATH_DIRECTIVES = ("include", "root", "alias", "ssl_certificate", "ssl_certific
 _DIRECTIVE = re.compile(rf"((?:^|[{{;}}])\s*)({'|'.join(_PATH_DIRECTIVES)})(\s+)(/[^\s;]*)", re.M)
 _LISTEN = re.compile(r"((?:^|[{;}])\s*)listen\s+([^;]+);", re.M)
 _HTTP = re.compile(r"^(\s*http\s*\{)", re.M)
+# proxy_pass http://NAME[:port]... and an upstream block's server NAME[:port]
+_UPSTREAM_HOST = re.compile(r"((?:^|[{;}])\s*(?:proxy_pass\s+https?://|server\s+))([A-Za-z][A-Za-z0-9.-]*)(?=[:/;\s])",
+                            re.M)
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-_DROPPED = re.compile(r"^\s*(user|pid|daemon)\s+[^;]*;\s*$", re.M)
+_DROPPED = re.compile(r"^[ \t]*(user|pid|daemon)[ \t]+[^;\n]*;[ \t]*$", re.M)  # the line stays (line numbers)
 _LOGS = {"/var/log/nginx/access.log": "/dev/stdout", "/var/log/nginx/error.log": "/dev/stderr"}
 NGINX_CONF = """\
 user  nginx;
@@ -103,6 +116,12 @@ def _translate(text: str, fs: ContainerFS, shadow: Path, pod_ip: str, ports: lis
             real = str(fs.host_path(value))
         return f"{match.group(1)}{match.group(2)}{match.group(3)}{real}"
 
+    upstreams = set(re.findall(r"(?:^|[{;}])\s*upstream\s+([^\s{]+)", text, re.M))  # names, not hosts
+
+    def host(match: re.Match) -> str:
+        name = match.group(2)
+        return match.group(0) if name in upstreams else f"{match.group(1)}{_cluster_address(fs, name)}"
+
     def listen(match: re.Match) -> str:
         address, *options = match.group(2).split()
         if address.startswith("["):
@@ -114,8 +133,35 @@ def _translate(text: str, fs: ContainerFS, shadow: Path, pod_ip: str, ports: lis
 
     # Debian's build keeps its temporary files in /var/lib/nginx: here, the container's cache folder.
     temp = " ".join(f"{kind}_temp_path {fs.host_path('/var/cache/nginx')}/{kind}_temp;" for kind in _TEMP_PATHS)
-    text = _HTTP.sub(lambda m: f"{m.group(1)}\n    {temp}", text, count=1)
+    # Without an access_log, nginx writes its compiled-in /var/log/nginx/access.log, which the
+    # image links to stdout: say so, where the file does not choose one.
+    if "access_log" not in text:
+        temp += " access_log /dev/stdout;"
+    text = _HTTP.sub(lambda m: f"{m.group(1)} {temp}", text, count=1)  # on its line: nginx's line numbers hold
+    text = _UPSTREAM_HOST.sub(host, text)
     return _LISTEN.sub(listen, _DIRECTIVE.sub(path, _DROPPED.sub("", text)))
+
+
+def _cluster_address(fs: ContainerFS, name: str) -> str:
+    """The address the cluster DNS gives ``name`` through the container's search list (answered
+    from the API objects, as CoreDNS answers), else ``name`` unchanged."""
+    if name in ("localhost", "unix"):
+        return name
+    resolv = fs.read("/etc/resolv.conf").decode(errors="replace") if fs.is_file("/etc/resolv.conf") else ""
+    search = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search")), [])
+    candidates = [f"{name}.{domain}" for domain in search] if name.count(".") < 5 else []
+    zone = ClusterZone(fs.pod_network.cluster.store)
+    for candidate in [*candidates, name]:
+        reply = zone.answer(dns.message.make_query(dns.name.from_text(candidate), dns.rdatatype.A))
+        found = [r.address for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for r in rrset]
+        if found:
+            return found[0]
+    return name
+
+
+def container_line(fs: ContainerFS, line: str) -> str:
+    """A line of nginx's output as the container shows it: the configuration copy's paths as /etc/nginx."""
+    return line.replace(str(fs.folder / "nginx-etc"), "/etc/nginx")
 
 
 def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list[str], bytes]]:
