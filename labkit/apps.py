@@ -111,37 +111,27 @@ def chart_list(lab: Lab) -> list[charts.Chart]:
 # -- the nginx dev proxy ---------------------------------------------------------------------------
 
 
-def nginx_conf(lab: Lab, resolver: str) -> str:
-    """The proxy's server block: ``/<name>/`` goes to each upstream. Names are resolved per request
-    through the cluster DNS (``resolver``), so an upstream that starts later is found then."""
+def nginx_conf(lab: Lab) -> str:
+    """The proxy's server block: ``/<name>/`` goes to each upstream. nginx resolves the upstreams'
+    names when it starts (the pod's resolver: the cluster DNS), so a name that does not resolve
+    fails the config (``host not found in upstream``) and stops the rollout."""
     app = settings(lab).nginx
     lines = ["# Rendered by labkit from the lab file's apps.nginx.upstreams; edit the lab file, not this.",
-             f"resolver {resolver} valid=10s ipv6=off;", "server {", f"    listen {NGINX_PORT};",
-             f"    server_name {app.host};", "    location = /healthz { return 200 \"ok\\n\"; }",
+             "server {", f"    listen {NGINX_PORT};", f"    server_name {app.host};",
+             "    location = /healthz { return 200 \"ok\\n\"; }",
              f"    location = / {{ return 200 \"upstreams: {' '.join(sorted(app.upstreams))}\\n\"; }}"]
     for name, url in sorted(app.upstreams.items()):
-        scheme, _, rest = url.partition("://")
-        authority, _, path = rest.partition("/")
-        lines += [f"    location /{name}/ {{", f"        set $upstream_{name.replace('-', '_')} {scheme}://{authority};",
-                  f"        rewrite ^/{name}/(.*)$ /{path}$1 break;",
-                  f"        proxy_pass $upstream_{name.replace('-', '_')};",
+        target = url if url.count("/") > 2 else url + "/"  # with a path, nginx swaps /<name>/ for it
+        lines += [f"    location /{name}/ {{", f"        proxy_pass {target.rstrip('/')}/;",
                   "        proxy_set_header X-Forwarded-Proto https;", "        proxy_http_version 1.1;", "    }"]
-    lines += [f"    {line}" for line in app.server_snippet.splitlines() if line.strip()]
     return "\n".join([*lines, "}", ""])
 
 
-def cluster_dns(api: client.ApiClient) -> str:
-    """The cluster DNS Service's address (k3s' CoreDNS is Service kube-dns in kube-system)."""
-    svc = kube.request("read Service kube-system/kube-dns",
-                       lambda: client.CoreV1Api(api).read_namespaced_service("kube-dns", "kube-system"))
-    return svc.spec.cluster_ip
-
-
-def nginx_objects(lab: Lab, resolver: str, config_map: str | None = None) -> list[dict]:
+def nginx_objects(lab: Lab, config_map: str | None = None) -> list[dict]:
     """ConfigMap ``nginx-conf-<hash of its content>``, Deployment and Service ``nginx``. The
     rolling update keeps the old pod until the new one is ready (maxUnavailable 0)."""
     app, ns = settings(lab).nginx, settings(lab).namespace
-    conf = nginx_conf(lab, resolver)
+    conf = nginx_conf(lab)
     name = config_map or f"nginx-conf-{hashlib.sha256(conf.encode()).hexdigest()[:10]}"
     labels = {"app.kubernetes.io/name": "nginx", "app.kubernetes.io/part-of": "labkit-apps"}
     container = {"name": "nginx", "image": app.image, "ports": [{"name": "http", "containerPort": NGINX_PORT}],
@@ -178,11 +168,11 @@ def ingress_objects(lab: Lab) -> list[dict]:
     return objects
 
 
-def objects(api: client.ApiClient, lab: Lab) -> list[dict]:
+def objects(lab: Lab) -> list[dict]:
     """What labkit applies itself (beside the charts): certificates, ingresses, the nginx proxy."""
     found = ingress_objects(lab)
     if "nginx" in settings(lab).enabled():
-        found += nginx_objects(lab, cluster_dns(api))
+        found += nginx_objects(lab)
     return found
 
 
@@ -345,7 +335,7 @@ class Planned:
 
 def plan(api: client.ApiClient, lab: Lab) -> Planned:
     return Planned(plan_secrets(api, lab), plan_database(api, lab), charts.plan(api, chart_list(lab)),
-                   manifests.plan(api, SET, objects(api, lab), PRUNED))
+                   manifests.plan(api, SET, objects(lab), PRUNED))
 
 
 def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = False, timeout: float = 600,
@@ -366,7 +356,7 @@ def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = 
         with step("rollout", "Deployment nginx"):
             wait_nginx(api, lab, timeout=timeout)
     done += manifests.apply(api, pruned, step=step)
-    left = charts.verify(api, chart_list(lab)) + manifests.verify(api, SET, objects(api, lab))
+    left = charts.verify(api, chart_list(lab)) + manifests.verify(api, SET, objects(lab))
     if left:
         raise AppError("after the apply these still differ from the lab file: " + "; ".join(left))
     return done
@@ -395,7 +385,7 @@ def wait_nginx(api: client.ApiClient, lab: Lab, *, timeout: float = 300) -> None
         line = _nginx_error(core, ns, found)
         old = _serving_config(api, ns)
         if old:
-            net.apply_objects(api, [manifests.labelled(o, SET) for o in nginx_objects(lab, cluster_dns(api), old)])
+            net.apply_objects(api, [manifests.labelled(o, SET) for o in nginx_objects(lab, old)])
         raise AppError(f"nginx refused the new config (pod {found}): {line}\nthe rollout is stopped: "
                        f"{'the proxy keeps serving ConfigMap ' + old if old else 'no earlier config to keep'}; "
                        "fix apps.nginx in the lab file and run again")

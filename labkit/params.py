@@ -596,7 +596,6 @@ class N8n(App):
 
 class Nginx(App):
     upstreams: Annotated[dict[ObjectName, Annotated[str, BeforeValidator(_url)]], Field(min_length=1)]
-    server_snippet: str = ""  # more directives for the proxy's server block (client_max_body_size 50m; ...)
 
 
 class Apps(Section):

@@ -102,15 +102,16 @@ def test_a_proxy_config_nginx_refuses_stops_the_rollout_and_the_old_one_serves(a
     api = kube.connect(lab.kubeconfig)
     doc = yaml.safe_load(apps_lab.lab_file.read_text())
     bad_doc = copy.deepcopy(doc)
-    bad_doc["apps"]["nginx"]["server_snippet"] = "no_such_directive on;"
+    bad_doc["apps"]["nginx"]["upstreams"]["grafana"] = "http://grafana.apps.svc.cluster.local:3000"  # no such Service
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad_doc))
     bad = load_lab(tmp_path / "bad.yaml")
     planned = apps.plan(api, bad)
     assert [(c.target.split("/")[0], c.action) for c in planned.changes() if c.is_change] == [
         ("ConfigMap", "create"), ("Deployment", "update"), ("ConfigMap", "delete")]
     serving = apps._serving_config(api, "apps")
-    with pytest.raises(apps.AppError, match=r'(?s)nginx refused the new config .*\[emerg\].*unknown directive '
-                                            r'"no_such_directive".*keeps serving ConfigMap ' + serving):
+    with pytest.raises(apps.AppError, match=r'(?s)nginx refused the new config .*\[emerg\].*host not found in upstream '
+                                            r'"grafana.apps.svc.cluster.local:3000" in /etc/nginx/conf.d/default.conf.*'
+                                            r'keeps serving ConfigMap ' + serving):
         apps.apply(api, bad, planned, timeout=180)
     assert all(c.passed for c in apps.verify_nginx(api, lab))  # the old config answers
     deployment = client.AppsV1Api(api).read_namespaced_deployment("nginx", "apps")
