@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import secrets as random
 import ssl
@@ -45,6 +46,7 @@ from labkit.progress import progress
 
 SET = "apps"  # labkit's label on the objects it applies here (certificates, ingresses, the proxy)
 SERVICES = {"ollama": ("ollama", 11434), "n8n": ("n8n", 80), "nginx": ("nginx", 80)}  # Service, port per app
+HEALTH = {"ollama": "/", "n8n": "/healthz", "nginx": "/healthz"}  # what answers 200 when each app is up
 NGINX_PORT = 8080  # the proxy listens unprivileged; its Service maps 80 to it
 N8N_SECRETS = {"database.password": ("n8n-db", "password"), "encryption_key": ("n8n-encryption-key", "key"),
                "api_key": ("n8n-api-key", "api-key")}
@@ -461,8 +463,18 @@ def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300, dry_ru
         while tls.serial != issued.serial and time.monotonic() < deadline:  # Traefik loads the new Secret
             time.sleep(1)
             tls = net.probe_tls(address, app.host, ca_file=ca)
+        if tls.verified:  # the status that counts is the app's health path's (n8n's / is its editor UI)
+            tls = dataclasses.replace(tls, status=_status(address, app.host, ca, HEALTH[name]))
         found[name] = Site(name, net.SiteProbe(app.host, issued, tls, net.probe_redirect(address, app.host)))
     return found
+
+
+def _status(address: str, host: str, ca_file, path: str) -> int | None:
+    try:
+        with httpx.Client(**https_client(address, host, ca_file, timeout=30)) as http:
+            return http.get(path).status_code
+    except httpx.HTTPError:
+        return None
 
 
 def sites_table(sites: dict[str, Site]) -> pd.DataFrame:
