@@ -371,7 +371,7 @@ def wait_nginx(api: client.ApiClient, lab: Lab, *, timeout: float = 300) -> None
     with progress("nginx rollout") as bar:
         def state(pods) -> str | None:
             deployment = apps_api.read_namespaced_deployment("nginx", ns)
-            if charts._rolled_out(deployment) and len(pods.items) == 1:
+            if _rolled_out(deployment):
                 return "done"
             for pod in pods.items:
                 for status in pod.status.container_statuses or []:
@@ -391,6 +391,15 @@ def wait_nginx(api: client.ApiClient, lab: Lab, *, timeout: float = 300) -> None
         raise AppError(f"nginx refused the new config (pod {found}): {line}\nthe rollout is stopped: "
                        f"{'the proxy keeps serving ConfigMap ' + old if old else 'no earlier config to keep'}; "
                        "fix apps.nginx in the lab file and run again")
+
+
+def _rolled_out(deployment: client.V1Deployment) -> bool:
+    """As ``kubectl rollout status`` says: the new ReplicaSet's pods all there and available, no old
+    pod left (the old one counts as available while the new one crash-loops)."""
+    status, want = deployment.status, deployment.spec.replicas or 0
+    return ((status.observed_generation or 0) >= (deployment.metadata.generation or 0)
+            and (status.updated_replicas or 0) >= want and (status.replicas or 0) == (status.updated_replicas or 0)
+            and (status.available_replicas or 0) >= want)
 
 
 def _nginx_error(core: client.CoreV1Api, namespace: str, pod: str) -> str:
