@@ -506,6 +506,112 @@ class Backup(Section):
     rto_minutes: Annotated[float, Field(gt=0)] = 30
 
 
+# -- apps (notebook 06) ----------------------------------------------------------------------------
+
+
+def _pinned_image(value: Any) -> str:
+    # A tag that names a release (not latest, not absent) or a digest: a re-run pulls the same image.
+    match = re.fullmatch(r"[a-z0-9][a-z0-9._/-]*(:(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(@sha256:[0-9a-f]{64})?",
+                         value if isinstance(value, str) else "")
+    if match is None:
+        raise ValueError(f"{excerpt(value)} is not an image reference like ollama/ollama:0.12.6")
+    if "@sha256:" not in value and match["tag"] in (None, "latest"):
+        raise ValueError(f"{excerpt(value)} is not pinned: give the image's release tag, like "
+                         f"{value.split(':')[0]}:1.2.3 (':latest' or no tag pulls whatever is newest)")
+    return value
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/\S*)?", value):
+        raise ValueError(f"{excerpt(value)} is not an upstream URL like http://ollama.apps.svc:11434")
+    return value
+
+
+Image = Annotated[str, BeforeValidator(_pinned_image)]
+ModelName = Annotated[str, AfterValidator(_pattern(
+    r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[A-Za-z0-9][A-Za-z0-9._-]*",
+    "is not an Ollama model name:tag like llama3.2:1b (the tag pins what is pulled)"))]
+PgName = Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_]{0,62}", "is not a PostgreSQL name: lowercase "
+                                                                          "letters, digits and '_'"))]
+
+
+def _timezone(value: Any) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(f"{excerpt(value)} is not an IANA time zone like Europe/Berlin or UTC") from None
+    return value
+
+
+class AppChart(Section):
+    """The Helm chart an app is installed with (through k3s' HelmChart), pinned."""
+
+    repo: Annotated[str, AfterValidator(_pattern(r"(https|oci)://\S+", "is not a chart repository URL (https:// or oci://)"))]
+    version: Annotated[str, BeforeValidator(_pinned)]
+
+
+class AppStorage(Section):
+    storage_class: ObjectName = "nfs-client"
+    size: Size
+
+
+class App(Section):
+    enabled: bool = True
+    image: Image
+    host: DomainName  # under ingress.domain; its certificate comes from the ingress issuer
+    requests: Resources
+    limits: Resources
+
+
+class Benchmark(Section):
+    prompt: Annotated[str, Field(min_length=1, max_length=2000)]
+    repetitions: Annotated[int, Field(ge=1, le=50)] = 3
+
+
+class Ollama(App):
+    chart: AppChart
+    storage: AppStorage  # pulled models live on it and survive restarts
+    models: Annotated[list[ModelName], Field(min_length=1)]
+    benchmark: Benchmark
+
+
+class N8nDatabase(Section):
+    """n8n's own database and user in the postgres section's PostgreSQL (made by labkit)."""
+
+    name: PgName = "n8n"
+    user: PgName = "n8n"
+    password: SecretField | Literal["generate"] = "generate"  # a reference, or generated once into a Secret
+
+
+class N8n(App):
+    chart: AppChart
+    storage: AppStorage | None = None
+    database: N8nDatabase = N8nDatabase()
+    encryption_key: SecretField | Literal["generate"] = "generate"  # encrypts n8n's stored credentials
+    # Its public API's key: the real n8n makes it in its UI (Settings > n8n API): put it where this
+    # reference points; "generate" suits the embedded lab, whose n8n takes the key it is given.
+    api_key: SecretField | Literal["generate"] = "generate"
+    timezone: Annotated[str, BeforeValidator(_timezone)] = "UTC"
+
+
+class Nginx(App):
+    upstreams: Annotated[dict[ObjectName, Annotated[str, BeforeValidator(_url)]], Field(min_length=1)]
+
+
+class Apps(Section):
+    namespace: ObjectName = "apps"
+    ollama: Ollama | None = None
+    n8n: N8n | None = None
+    nginx: Nginx | None = None
+
+    def enabled(self) -> dict[str, App]:
+        """The apps to run, by name, in the order 06 deploys them."""
+        found = {name: getattr(self, name) for name in ("ollama", "n8n", "nginx")}
+        return {name: app for name, app in found.items() if app is not None and app.enabled}
+
+
 # -- the lab --------------------------------------------------------------------------------------
 
 
@@ -527,6 +633,7 @@ class Lab(Section):
     observability: Observability | None = None
     postgres: Postgres | None = None
     backup: Backup | None = None
+    apps: Apps | None = None
     kubeconfig: PathField
 
     # Set by load_lab: where the file lives, for relative paths and secrets.
@@ -589,6 +696,12 @@ class Lab(Section):
                 refs["observability.ntfy.access_token"] = self.observability.ntfy.access_token
         if self.postgres is not None and self.postgres.password != "generate":
             refs["postgres.password"] = self.postgres.password
+        n8n = self.apps.n8n if self.apps is not None else None
+        if n8n is not None:
+            for field, ref in (("database.password", n8n.database.password), ("encryption_key", n8n.encryption_key),
+                               ("api_key", n8n.api_key)):
+                if ref != "generate":
+                    refs[f"apps.n8n.{field}"] = ref
         return refs
 
     def node(self, name: str) -> Node:
@@ -751,6 +864,7 @@ def cross_check(lab: Lab) -> list[str]:
 
     errors += _pod_network_rules(lab)
     errors += _postgres_rules(lab)
+    errors += _apps_rules(lab)
 
     servers = len(lab.servers)
     if servers == 0:
@@ -856,6 +970,28 @@ def _postgres_rules(lab: Lab) -> list[str]:
             errors.append("postgres.user: 'postgres' is the superuser; give the application its own user")
     if lab.backup is not None and pg is None:
         errors.append("backup: backs up the postgres section's database; add a postgres section")
+    return errors
+
+
+def _apps_rules(lab: Lab) -> list[str]:
+    """Each app under the ingress domain, its limits at or above its requests; n8n needs the
+    postgres section's database."""
+    errors: list[str] = []
+    for name, app in (lab.apps.enabled() if lab.apps is not None else {}).items():
+        where, domain = f"apps.{name}", lab.ingress.domain
+        if not app.host.endswith("." + domain):
+            errors.append(f"{where}.host: {app.host!r} is not under ingress.domain {domain!r}; use e.g. {name}.{domain}")
+        if cpu_cores(app.limits.cpu) < cpu_cores(app.requests.cpu):
+            errors.append(f"{where}.limits.cpu: {app.limits.cpu} is below {where}.requests.cpu {app.requests.cpu}")
+        if memory_bytes(app.limits.memory) < memory_bytes(app.requests.memory):
+            errors.append(f"{where}.limits.memory: {app.limits.memory} is below {where}.requests.memory "
+                          f"{app.requests.memory}")
+        if name == "n8n" and lab.postgres is None:
+            errors.append("apps.n8n: stores its workflows in the postgres section's PostgreSQL; add a postgres section "
+                          "(notebook 05) or set apps.n8n.enabled: false")
+        if name == "n8n" and app.database.user in ("postgres", getattr(lab.postgres, "user", None)):
+            errors.append(f"apps.n8n.database.user: {app.database.user!r} is already PostgreSQL's superuser or the "
+                          "postgres section's user; give n8n a user of its own (e.g. n8n)")
     return errors
 
 

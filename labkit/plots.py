@@ -205,3 +205,31 @@ def node_resources(cpu: pd.DataFrame, memory: pd.DataFrame, disk: pd.DataFrame,
                             showlegend=row == 1, row=row, col=1)
     fig.update_layout(title=title, height=700)
     return fig
+
+
+def ollama_benchmark(summary: pd.DataFrame, title: str = "Ollama benchmark") -> go.Figure:
+    """Tokens per second (bars) and latency p50/p95 (seconds, right axis) per model
+    (``labkit.apps.benchmark_summary``)."""
+    fig = go.Figure()
+    ran = summary[summary["runs"] > 0] if not summary.empty else summary
+    fig.add_bar(name="tokens/s", x=ran["model"], y=ran["tokens_per_s"], offsetgroup=0,
+                text=ran["tokens_per_s"].map(lambda v: f"{v:.1f}"), textposition="auto")
+    for column, name, group in (("latency_p50_s", "latency p50 (s)", 1), ("latency_p95_s", "latency p95 (s)", 2)):
+        fig.add_bar(name=name, x=ran["model"], y=ran[column], yaxis="y2", offsetgroup=group)
+    fig.update_layout(title=title if not ran.empty else f"{title} (no model ran)", barmode="group",
+                      yaxis={"title": "tokens/s"}, yaxis2={"title": "seconds", "overlaying": "y", "side": "right"})
+    return fig
+
+
+def app_resources(usage: pd.DataFrame, title: str = "Requests, limits and usage") -> go.Figure:
+    """Per app: CPU (millicores) and memory (MiB) requested, limited and used, side by side
+    (``labkit.apps.usage``)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("CPU (millicores)", "memory (MiB)"))
+    for i, (kind, colour) in enumerate((("requests", "steelblue"), ("limits", "lightgray"), ("used", "seagreen"))):
+        for col, (resource, unit) in enumerate((("cpu", "m"), ("memory", "mib")), start=1):
+            fig.add_bar(name=kind, x=usage["app"], y=usage[f"{resource}_{kind}_{unit}"], marker_color=colour,
+                        legendgroup=kind, showlegend=col == 1, offsetgroup=i, row=1, col=col)
+    fig.update_layout(title=title if not usage.empty else f"{title} (nothing deployed)", barmode="group")
+    return fig

@@ -58,6 +58,7 @@ def lab_doc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setenv("LABKIT_CLOUDFLARE_TOKEN", CLOUDFLARE_TOKEN)
     monkeypatch.setenv("LABKIT_GRAFANA_PASSWORD", GRAFANA_PASSWORD)
     monkeypatch.setenv("LABKIT_NTFY_TOKEN", NTFY_TOKEN)
+    monkeypatch.setenv("LABKIT_N8N_API_KEY", "n8n_api_" + "0" * 32)
     doc = yaml.safe_load(HOMELAB.read_text())
     for chart in doc["charts"].values():  # the repository's values files
         chart["values"] = str(HOMELAB.parent / chart["values"])

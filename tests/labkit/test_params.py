@@ -51,6 +51,24 @@ def test_the_core_infra_sections_of_the_committed_lab_files(lab_doc, tmp_path):
     assert lab.secret_refs()["tls.solver.dns01.api_token"].env == "LABKIT_CLOUDFLARE_TOKEN"
 
 
+
+def test_the_apps_section_of_the_committed_lab_files(lab_doc, tmp_path):
+    lab = load_lab(write(tmp_path, lab_doc))
+    sim = load_lab(REPO / "parameters" / "sim.yaml")
+    for each in (lab, sim):
+        assert list(each.apps.enabled()) == ["ollama", "n8n", "nginx"]
+        assert all(":" in app.image and not app.image.endswith(":latest") for app in each.apps.enabled().values())
+        assert each.apps.ollama.models and each.apps.ollama.benchmark.repetitions >= 1
+        assert (each.apps.n8n.database.user, each.apps.n8n.database.password) == ("n8n", "generate")
+        assert set(each.apps.nginx.upstreams) == {"ollama", "n8n"}
+    lab_doc["apps"]["n8n"]["encryption_key"] = "env:LABKIT_N8N_KEY"
+    lab_doc["apps"]["nginx"]["enabled"] = False
+    with pytest.raises(ParamsError, match=r"apps.n8n.encryption_key: environment variable LABKIT_N8N_KEY is not set"):
+        load_lab(write(tmp_path, lab_doc))
+    lab = load_lab(write(tmp_path, lab_doc), check_files=False)
+    assert str(lab.secret_refs()["apps.n8n.encryption_key"]) == "env:LABKIT_N8N_KEY"
+    assert list(lab.apps.enabled()) == ["ollama", "n8n"]
+
 def test_the_lab_file_sections_before_issue_11_still_load(lab_doc, tmp_path):
     """Lab files written before charts/tls existed (metallb/nfs/ingress in their short form) stay valid."""
     for key in ("charts", "tls"):
@@ -189,6 +207,25 @@ BAD = {
     "bad email": (_set("tls.email", "admin"), "tls.email: 'admin' is not an e-mail address"),
     "ingress issuer unknown": (_set("ingress.issuer", "letsencrypt"), "ingress.issuer: 'letsencrypt' is not one of tls.issuers (letsencrypt-staging, letsencrypt-prod)"),
     "ingress unknown key": (_set("ingress.redirect", True), "ingress.redirect: unknown key (did you mean 'redirect_https'?)"),
+    "app image latest": (_set("apps.ollama.image", "ollama/ollama:latest"),
+                         "apps.ollama.image: 'ollama/ollama:latest' is not pinned: give the image's release tag"),
+    "app image untagged": (_set("apps.nginx.image", "nginx"), "apps.nginx.image: 'nginx' is not pinned"),
+    "app chart unpinned": (_set("apps.n8n.chart.version", "~1.15"), "apps.n8n.chart.version: '~1.15' is not a pinned chart version"),
+    "app chart latest": (_set("apps.ollama.chart.version", "latest"), "apps.ollama.chart.version: 'latest' is not a pinned"),
+    "app host outside domain": (_set("apps.n8n.host", "n8n.example.org"),
+                                "apps.n8n.host: 'n8n.example.org' is not under ingress.domain 'home.example.com'; use e.g. n8n.home.example.com"),
+    "app limits below requests": (_set("apps.ollama.limits.memory", "512Mi"),
+                                  "apps.ollama.limits.memory: 512Mi is below apps.ollama.requests.memory 1Gi"),
+    "model without tag": (_set("apps.ollama.models", ["llama3.2"]), "apps.ollama.models[0]: 'llama3.2' is not an Ollama model name:tag"),
+    "no models": (_set("apps.ollama.models", []), "apps.ollama.models: must not be empty"),
+    "zero repetitions": (_set("apps.ollama.benchmark.repetitions", 0), "apps.ollama.benchmark.repetitions: 0 is out of range"),
+    "upstream not a URL": (_set("apps.nginx.upstreams.n8n", "n8n:5678"), "apps.nginx.upstreams.n8n: 'n8n:5678' is not an upstream URL"),
+    "upstream bad name": (_set("apps.nginx.upstreams", {"Bad_Name": "http://x:1"}), "apps.nginx.upstreams.Bad_Name"),
+    "bad timezone": (_set("apps.n8n.timezone", "Mars/Olympus"), "apps.n8n.timezone: 'Mars/Olympus' is not an IANA time zone"),
+    "n8n key pasted": (_set("apps.n8n.encryption_key", "s3cr3t-value"), "apps.n8n.encryption_key: must be a secret reference"),
+    "n8n as postgres user": (_set("apps.n8n.database.user", "homelab"), "apps.n8n.database.user: 'homelab' is already"),
+    "n8n without postgres": (_delete("postgres"), "apps.n8n: stores its workflows in the postgres section's PostgreSQL"),
+    "app unknown key": (_set("apps.ollama.model", ["x:1"]), "apps.ollama.model: unknown key (did you mean 'models'?)"),
 }
 
 

@@ -78,7 +78,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _notebook(books / "02-k3s.ipynb", VERSION)
     env = {**os.environ, "LABKIT_PVE_TOKEN": PVE_TOKEN, "LABKIT_K3S_TOKEN": K3S_TOKEN,
            "LABKIT_CLOUDFLARE_TOKEN": CLOUDFLARE_TOKEN, "LABKIT_GRAFANA_PASSWORD": GRAFANA_PASSWORD,
-           "LABKIT_NTFY_TOKEN": NTFY_TOKEN}
+           "LABKIT_NTFY_TOKEN": NTFY_TOKEN, "LABKIT_N8N_API_KEY": "n8n_api_" + "0" * 32}
     folders = []
     for extra in ([], ["-p", "memory", "4096", "-p", "version", "v2"]):
         argv = [sys.executable, "-m", "labkit.cli", "run", "--params", str(base / "lab.yaml"), "--notebooks",

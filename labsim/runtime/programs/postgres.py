@@ -88,9 +88,15 @@ def prepare(fs: ContainerFS, image: str, env: dict[str, str]) -> list[tuple[list
     auth = "scram-sha-256" if password else "trust"
     steps = [(as_user([str(bins / "initdb"), "-D", str(data), "-U", user, f"--pwfile={pwfile}", "-E", "UTF8",
                        f"--auth-host={auth}", "--auth-local=trust"]), b"")]
-    if database != "postgres":  # initdb makes only "postgres"; the image's entrypoint creates POSTGRES_DB
-        steps.append((as_user([str(bins / "postgres"), "--single", "-D", str(data), "-j", "postgres"]),
-                      f'CREATE DATABASE "{database}" OWNER "{user}";\n'.encode()))
+    statements = [f'CREATE DATABASE "{database}" OWNER "{user}";'] if database != "postgres" else []
+    # Bitnami's image keeps the superuser postgres (its password POSTGRES_POSTGRES_PASSWORD) beside the app's user.
+    admin = env.get("POSTGRES_POSTGRES_PASSWORD") or env.get("POSTGRESQL_POSTGRES_PASSWORD")
+    if user != "postgres" and admin:
+        statements.append(f"CREATE ROLE postgres SUPERUSER LOGIN PASSWORD '{admin.replace(chr(39), chr(39) * 2)}';")
+    # initdb makes only "postgres" and its user; the image's entrypoint creates the rest, one
+    # statement per single-user run (-j takes its whole input as one statement)
+    steps += [(as_user([str(bins / "postgres"), "--single", "-D", str(data), "-j", "postgres"]), f"{sql}\n".encode())
+              for sql in statements]
     return steps
 
 
