@@ -110,6 +110,7 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+        asyncio.run(cluster.runtime.reap())  # what a stop cut short left running (nginx workers): never orphans
 
 
 
