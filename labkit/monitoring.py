@@ -240,7 +240,7 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
         return _nothing("dry run: nothing deployed, nothing probed")
     stack = observe.connect(api, lab)
     try:
-        jobs = sorted(observe.wait_targets(stack, [], timeout=timeout).targets["job"].unique())
+        jobs = observe.discovered_jobs(stack, timeout=timeout)
         found_targets = observe.wait_targets(stack, jobs, timeout=timeout)
         wanted = [r.alert for r in observe.rules(settings(lab).rules)]
         loaded = observe.wait_rules(stack, wanted, timeout=timeout)

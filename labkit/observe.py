@@ -308,6 +308,19 @@ def targets(stack: Stack) -> Targets:
     return Targets(pd.DataFrame(rows, columns=["job", "instance", "health", "lastError", "scrapeUrl"]))
 
 
+def discovered_jobs(stack: Stack, *, timeout: float = 180) -> list[str]:
+    """The jobs Prometheus scrapes, once it has found some and two looks 3 s apart agree: after a
+    (re)load, file SD and the scrape manager take a few seconds to list the targets (an empty list
+    then means "not yet", not "none")."""
+    deadline, seen = time.monotonic() + timeout, None
+    while True:
+        jobs = sorted(targets(stack).targets["job"].unique())
+        if (jobs and jobs == seen) or time.monotonic() > deadline:
+            return jobs
+        seen = jobs
+        time.sleep(3)
+
+
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
     deadline = time.monotonic() + timeout
