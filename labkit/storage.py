@@ -115,6 +115,40 @@ def apply_default_class(api: client.ApiClient, plan_: Plan[Change], *, dry_run: 
     return done
 
 
+# k3s writes and applies its packaged local-storage.yaml at every start (a reboot, an upgrade, 07's
+# etcd restore), which makes local-path a default class again (k3s-io/k3s#4083). A ``.skip`` file
+# beside it, k3s' own switch for a packaged manifest, keeps the demotion.
+LOCAL_STORAGE_SKIP = "/var/lib/rancher/k3s/server/manifests/local-storage.yaml.skip"
+
+
+def plan_local_storage_skip(session: Session, lab: Lab, *, timeout: float = 60) -> Plan[Change]:
+    """With ``nfs.default_class``: the servers without the ``.skip`` file get it."""
+    if not lab.nfs.default_class:
+        return Plan([])
+    probes = session.collect([n.name for n in lab.servers],
+                             {"skip": f"test -e {LOCAL_STORAGE_SKIP} && echo present || echo absent"}, timeout=timeout)
+    items = []
+    for name, probe in probes.items():
+        if probe.error:
+            raise StorageError(f"{name}: cannot look for {LOCAL_STORAGE_SKIP}: {probe.error}")
+        if probe.stdout("skip").strip() != "present":
+            items.append(Change(f"local-storage.yaml.skip/{name}", "create",
+                                "k3s no longer re-applies local-path as a default class when it starts"))
+    return Plan(items)
+
+
+def apply_local_storage_skip(session: Session, plan: Plan[Change], *, dry_run: bool = False,
+                             timeout: float = 60) -> list[Change]:
+    if dry_run or not plan.items:
+        return []
+    servers = [c.target.split("/", 1)[1] for c in plan.items]
+    results = session.fan_out(servers, f"touch {LOCAL_STORAGE_SKIP}", sudo=True, timeout=timeout, check=False)
+    failed = {name: _last_line(r.stderr or r.stdout) for name, r in results.items() if not r.ok}
+    if failed:
+        raise StorageError(f"creating {LOCAL_STORAGE_SKIP} failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items()))
+    return list(plan.changes())
+
+
 def _storage_class(api: client.ApiClient, name: str) -> client.V1StorageClass | None:
     try:
         return client.StorageV1Api(api).read_storage_class(name)

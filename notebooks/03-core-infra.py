@@ -91,18 +91,22 @@ report.require(exported.name, exported.passed, exported.detail)
 #
 # nfs-subdir-external-provisioner makes a folder `${namespace}-${pvcName}-${pvName}` in the export for
 # each claim, and archives it (`archived-…`) when the claim goes if `nfs.archive_on_delete`. Its
-# StorageClass becomes the default, so k3s' `local-path` stops being one. What can go wrong: the NAS
+# StorageClass becomes the default, so k3s' `local-path` stops being one, and stays so: k3s re-applies
+# its packaged `local-storage.yaml` whenever it starts (a reboot, 08's upgrade, 07's etcd restore), so a
+# `local-storage.yaml.skip` file on each server tells it not to. What can go wrong: the NAS
 # refuses the nodes (export permissions), or a chart version that does not exist (the helm Job's log
 # says so, and the notebook stops naming it).
 
 # %%
 nfs_plan = charts.plan(api, [wanted["nfs-subdir-external-provisioner"]])
 default_plan = storage.plan_default_class(api, lab)
-report.plan(nfs_plan.changes() + default_plan.changes())
+skip_plan = storage.plan_local_storage_skip(session, lab)
+report.plan(nfs_plan.changes() + default_plan.changes() + skip_plan.changes())
 
 # %%
 report.applied(charts.apply(api, nfs_plan, timeout=chart_timeout_s, dry_run=dry_run, step=report.step))
 report.applied(storage.apply_default_class(api, default_plan, dry_run=dry_run))
+report.applied(storage.apply_local_storage_skip(session, skip_plan, dry_run=dry_run))
 report.verify(storage.verify_class(api, lab))
 storage.classes(api)
 

@@ -121,7 +121,8 @@ def test_the_first_run_installs_everything_and_proves_it_by_using_it(core: Core)
             ("update", "StorageClass/local-path"), ("create", "IPAddressPool/metallb-system/default"),
             ("create", "L2Advertisement/metallb-system/default"), ("create", "ClusterIssuer/letsencrypt-prod"),
             ("create", "ClusterIssuer/letsencrypt-staging"), ("create", "Secret/infra/cloudflare-api-token"),
-            *{("install", f"nfs-common/{node.name}") for node in core.lab.nodes}} == changed
+            *{("install", f"nfs-common/{node.name}") for node in core.lab.nodes},
+            *{("create", f"local-storage.yaml.skip/{node.name}") for node in core.lab.servers}} == changed
     token = core.lab.secret(core.lab.tls.solver.dns01.api_token)
     assert token not in nbformat.writes(core.first)  # nor in its plans (Secrets are diffed by digest)
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from labkit import kube, ssh
+from labkit import kube, ssh, storage
 from labsim.runtime.programs import postgres as pg_program
 from tests.labkit.series import Series
 
@@ -36,6 +36,9 @@ def test_05_and_07_on_the_series_lab_then_again(series: Series) -> None:
     config = yaml.safe_load(session.run(lab.master.name, "cat /etc/rancher/k3s/config.yaml", sudo=True).stdout)
     session.close()
     assert (config["etcd-snapshot-schedule-cron"], config["etcd-snapshot-retention"]) == ("0 */12 * * *", 14)
+    # 07's etcd restore restarted k3s, which re-applies its packaged manifests: 03's .skip file kept
+    # local-path from becoming a second default class again
+    assert storage.plan_default_class(kube.connect(lab.kubeconfig), lab).is_empty
 
     second = series.run("05", "07")
     assert [(n["name"], n["status"], n["changes"]) for n in second["notebooks"]] == [
