@@ -62,7 +62,12 @@ def _changed_keys(diff: str) -> str:
 
 
 def dynamic(api: client.ApiClient) -> DynamicClient:
-    return DynamicClient(api)
+    """A dynamic client that asks the API server what it serves now. The library caches discovery
+    in a temp file named by the server's address, shared by every process: a lab rebuilt at the
+    same address (or a CRD deleted since) would otherwise be planned against kinds it no longer has."""
+    dyn = DynamicClient(api)
+    dyn.resources.invalidate_cache()
+    return dyn
 
 
 def labelled(obj: dict, set_name: str) -> dict:

@@ -25,6 +25,7 @@ from labkit import certs, charts, manifests, net, secrets, storage
 from labkit.params import load_lab
 from tests.labfiles import REPO, sim_lab, write_lab
 from tests.labsim.kube_fixtures import RunningCluster, running_cluster
+from tests.polling import wait_until
 
 
 def _lab(tmp_path: Path, **changes):
@@ -255,3 +256,20 @@ def test_the_token_secret_is_planned_and_diffed_by_digest_never_by_value(cluster
     import base64
 
     assert base64.b64encode(token.encode()).decode() not in shown
+
+
+def test_a_kind_whose_crd_is_gone_is_not_served_even_if_an_earlier_process_saw_it(cluster):
+    """Discovery is asked afresh: the library's cache file (shared by processes, named by the
+    server's address) still lists a CRD's kind after the CRD is deleted."""
+    api = cluster.api_client()
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com"},
+           "spec": {"group": "example.com", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+                    "scope": "Namespaced", "versions": [{"name": "v1", "served": True, "storage": True,
+                                                         "schema": {"openAPIV3Schema": {"type": "object",
+                                                                    "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    extensions = client.ApiextensionsV1Api(api)
+    extensions.create_custom_resource_definition(crd)
+    assert wait_until(lambda: manifests.served(manifests.dynamic(api), "example.com/v1", "Gadget"), timeout=30)
+    extensions.delete_custom_resource_definition("gadgets.example.com")
+    assert wait_until(lambda: not manifests.served(manifests.dynamic(api), "example.com/v1", "Gadget"), timeout=30)
