@@ -41,15 +41,10 @@ NFS_CLIENT = "nfs-common"  # mount.nfs, which the kubelet mounts NFS volumes wit
 def plan_nfs_client(session: Session, lab: Lab, *, timeout: float = 60) -> Plan[Change]:
     """nfs-common on every node: the kubelet mounts the export on whichever node a pod lands, with
     nfs-common's mount.nfs; the nodes without it get it installed."""
-    probes = session.collect([n.name for n in lab.nodes],
-                             {"dpkg": f"dpkg-query -W -f '${{Status}}' {NFS_CLIENT}"}, timeout=timeout)
-    items = []
-    for name, probe in probes.items():
-        if probe.error:
-            raise StorageError(f"{name}: cannot ask whether {NFS_CLIENT} is installed: {probe.error}")
-        if probe.stdout("dpkg").strip() != "install ok installed":
-            items.append(Change(f"{NFS_CLIENT}/{name}", "install", "the kubelet mounts NFS volumes with its mount.nfs"))
-    return Plan(items)
+    missing = _nodes_without(session, [n.name for n in lab.nodes], f"dpkg-query -W -f '${{Status}}' {NFS_CLIENT}",
+                             "install ok installed", f"whether {NFS_CLIENT} is installed", timeout)
+    return Plan([Change(f"{NFS_CLIENT}/{name}", "install", "the kubelet mounts NFS volumes with its mount.nfs")
+                 for name in missing])
 
 
 def apply_nfs_client(session: Session, plan: Plan[Change], *, dry_run: bool = False,
@@ -57,13 +52,31 @@ def apply_nfs_client(session: Session, plan: Plan[Change], *, dry_run: bool = Fa
     """``apt-get install -y nfs-common`` on the nodes the plan names."""
     if dry_run or not plan.items:
         return []
+    _run_on_planned(session, plan, f"apt-get install -y {NFS_CLIENT}", f"installing {NFS_CLIENT}", timeout,
+                    ". Check the node's apt sources and network (sudo apt-get update), then run again")
+    return list(plan.changes())
+
+
+def _nodes_without(session: Session, nodes: list[str], command: str, expected: str, what: str,
+                   timeout: float) -> list[str]:
+    """The nodes where ``command`` does not print ``expected``; a node that cannot be asked stops the plan."""
+    missing = []
+    for name, probe in session.collect(nodes, {"probe": command}, timeout=timeout).items():
+        if probe.error:
+            raise StorageError(f"{name}: cannot ask {what}: {probe.error}")
+        if probe.stdout("probe").strip() != expected:
+            missing.append(name)
+    return missing
+
+
+def _run_on_planned(session: Session, plan: Plan[Change], command: str, what: str, timeout: float,
+                    hint: str = "") -> None:
+    """``command`` as root on the node each planned ``<thing>/<node>`` names; failures named per node."""
     nodes = [c.target.split("/", 1)[1] for c in plan.items]
-    results = session.fan_out(nodes, f"apt-get install -y {NFS_CLIENT}", sudo=True, timeout=timeout, check=False)
+    results = session.fan_out(nodes, command, sudo=True, timeout=timeout, check=False)
     failed = {name: _last_line(r.stderr or r.stdout) for name, r in results.items() if not r.ok}
     if failed:
-        raise StorageError(f"installing {NFS_CLIENT} failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items())
-                           + ". Check the node's apt sources and network (sudo apt-get update), then run again")
-    return list(plan.changes())
+        raise StorageError(f"{what} failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items()) + hint)
 
 
 def verify_exports(session: Session, lab: Lab, *, timeout: float = 60) -> Check:
@@ -125,27 +138,18 @@ def plan_local_storage_skip(session: Session, lab: Lab, *, timeout: float = 60) 
     """With ``nfs.default_class``: the servers without the ``.skip`` file get it."""
     if not lab.nfs.default_class:
         return Plan([])
-    probes = session.collect([n.name for n in lab.servers],
-                             {"skip": f"test -e {LOCAL_STORAGE_SKIP} && echo present || echo absent"}, timeout=timeout)
-    items = []
-    for name, probe in probes.items():
-        if probe.error:
-            raise StorageError(f"{name}: cannot look for {LOCAL_STORAGE_SKIP}: {probe.error}")
-        if probe.stdout("skip").strip() != "present":
-            items.append(Change(f"local-storage.yaml.skip/{name}", "create",
-                                "k3s no longer re-applies local-path as a default class when it starts"))
-    return Plan(items)
+    missing = _nodes_without(session, [n.name for n in lab.servers],
+                             f"test -e {LOCAL_STORAGE_SKIP} && echo present || echo absent", "present",
+                             f"whether {LOCAL_STORAGE_SKIP} exists", timeout)
+    return Plan([Change(f"local-storage.yaml.skip/{name}", "create",
+                        "k3s no longer re-applies local-path as a default class when it starts") for name in missing])
 
 
 def apply_local_storage_skip(session: Session, plan: Plan[Change], *, dry_run: bool = False,
                              timeout: float = 60) -> list[Change]:
     if dry_run or not plan.items:
         return []
-    servers = [c.target.split("/", 1)[1] for c in plan.items]
-    results = session.fan_out(servers, f"touch {LOCAL_STORAGE_SKIP}", sudo=True, timeout=timeout, check=False)
-    failed = {name: _last_line(r.stderr or r.stdout) for name, r in results.items() if not r.ok}
-    if failed:
-        raise StorageError(f"creating {LOCAL_STORAGE_SKIP} failed on " + "; ".join(f"{n}: {why}" for n, why in failed.items()))
+    _run_on_planned(session, plan, f"touch {LOCAL_STORAGE_SKIP}", f"creating {LOCAL_STORAGE_SKIP}", timeout)
     return list(plan.changes())
 
 

@@ -365,15 +365,19 @@ def prometheus_config(prom: dict, jobs: list[dict]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def _keep_selected(spec: dict, kind: str) -> list[dict]:
+    """The operator's keep rules for a monitor's ``selector.matchLabels`` on the service's or pod's labels."""
+    return [{"action": "keep", "source_labels": [f"__meta_kubernetes_{kind}_label_{_sanitize(key)}",
+                                                 f"__meta_kubernetes_{kind}_labelpresent_{_sanitize(key)}"],
+             "regex": f"({val});true"}
+            for key, val in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items())]
+
+
 def service_monitor_job(job: str, monitor: dict, endpoint: dict) -> dict:
     """The operator's scrape config for one ServiceMonitor endpoint (its relabelling, file SD)."""
     spec = monitor.get("spec") or {}
     relabel = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
-    for key, val in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items()):
-        label = _sanitize(key)
-        relabel.append({"action": "keep", "source_labels": [f"__meta_kubernetes_service_label_{label}",
-                                                            f"__meta_kubernetes_service_labelpresent_{label}"],
-                        "regex": f"({val});true"})
+    relabel += _keep_selected(spec, "service")
     if endpoint.get("port"):
         relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_endpoint_port_name"],
                         "regex": endpoint["port"]})
@@ -406,11 +410,7 @@ def service_monitor_job(job: str, monitor: dict, endpoint: dict) -> dict:
 def pod_monitor_job(job: str, monitor: dict, endpoint: dict) -> dict:
     spec = monitor.get("spec") or {}
     relabel = [{"source_labels": ["job"], "target_label": "__tmp_prometheus_job_name"}]
-    for key, val in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items()):
-        label = _sanitize(key)
-        relabel.append({"action": "keep", "source_labels": [f"__meta_kubernetes_pod_label_{label}",
-                                                            f"__meta_kubernetes_pod_labelpresent_{label}"],
-                        "regex": f"({val});true"})
+    relabel += _keep_selected(spec, "pod")
     if endpoint.get("port"):
         relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
                         "regex": endpoint["port"]})
