@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 
-from labsim.charts.release import Release, value
+from labsim.charts.release import Release, helm_labels, helm_selector, value
 
 CHART = "n8n"
 APP_VERSION = "1.116.2"  # chart 1.1.0's
@@ -44,13 +44,11 @@ def env_vars(tree: dict, prefix: str = "") -> dict[str, str]:
 
 
 def _selector(release: Release) -> dict:
-    return {"app.kubernetes.io/name": value(release.values, "nameOverride") or CHART,
-            "app.kubernetes.io/instance": release.name}
+    return helm_selector(release, value(release.values, "nameOverride") or CHART)
 
 
 def _labels(release: Release) -> dict:
-    return {"helm.sh/chart": f"{CHART}-{release.version.replace('+', '_')}", **_selector(release),
-            "app.kubernetes.io/version": APP_VERSION, "app.kubernetes.io/managed-by": "Helm"}
+    return helm_labels(release, CHART, value(release.values, "nameOverride") or CHART, APP_VERSION)
 
 
 def _meta(release: Release, name: str) -> dict:

@@ -11,7 +11,7 @@ the twin's kubelet does not run: pull through the API), GPUs, knative, autoscali
 
 from __future__ import annotations
 
-from labsim.charts.release import Release, value
+from labsim.charts.release import Release, helm_labels, helm_selector, value
 
 CHART = "ollama"
 APP_VERSION = "0.12.10"  # chart 1.34.0's; the API the twin's model speaks
@@ -27,13 +27,11 @@ def fullname(release: Release) -> str:
 
 
 def _selector(release: Release) -> dict:
-    return {"app.kubernetes.io/name": value(release.values, "nameOverride") or CHART,
-            "app.kubernetes.io/instance": release.name}
+    return helm_selector(release, value(release.values, "nameOverride") or CHART)
 
 
 def _labels(release: Release) -> dict:
-    return {"helm.sh/chart": f"{CHART}-{release.version.replace('+', '_')}", **_selector(release),
-            "app.kubernetes.io/version": APP_VERSION, "app.kubernetes.io/managed-by": "Helm"}
+    return helm_labels(release, CHART, value(release.values, "nameOverride") or CHART, APP_VERSION)
 
 
 def _meta(release: Release, name: str, **extra) -> dict:

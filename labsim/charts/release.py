@@ -35,6 +35,17 @@ class Release:
 ChartModel = Callable[[Release], list[dict]]
 
 
+def helm_selector(release: Release, name: str) -> dict:
+    """The selector charts made by ``helm create`` put on their workloads and Services."""
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": release.name}
+
+
+def helm_labels(release: Release, chart: str, name: str, app_version: str) -> dict:
+    """The labels such charts put on every object: the selector's, plus chart, version and manager."""
+    return {"helm.sh/chart": f"{chart}-{release.version.replace('+', '_')}", **helm_selector(release, name),
+            "app.kubernetes.io/version": app_version, "app.kubernetes.io/managed-by": "Helm"}
+
+
 def value(values: dict, path: str, default=None):
     """``values['a']['b']`` for path ``a.b``, or ``default`` where a key is missing."""
     node = values
