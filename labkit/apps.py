@@ -504,17 +504,30 @@ def ollama_client(api: client.ApiClient, lab: Lab) -> ollama.Client:
     return ollama.Client(host=settings_.pop("base_url"), **settings_)
 
 
-def pull(ollama_: ollama.Client, model: str) -> str:
+def pull(ollama_: ollama.Client, model: str, *, attempts: int = 3, pause: float = 2.0) -> str:
     """Pull a model with a progress line per layer and status; an unknown model raises AppError
-    with Ollama's own error."""
+    with Ollama's own error. A pull cut off (the connection dropped, Ollama restarting behind
+    Traefik: 502-504) is pulled again after ``pause`` seconds, Ollama resuming the layers it has,
+    up to ``attempts`` times, each cut named in the progress line."""
     with progress(f"pull {model}") as bar:
-        try:
-            for update in ollama_.pull(model, stream=True):
-                tenths = (update.completed or 0) * 10 // update.total if update.total else None
-                bar.update(note=update.status + (f" {tenths * 10}%" if tenths is not None else ""))
-        except ollama.ResponseError as exc:
-            raise AppError(f"Ollama could not pull {model}: {exc.error}; fix apps.ollama.models in the lab file "
-                           "(name:tag as https://ollama.com/library lists it)") from None
+        for attempt in range(1, attempts + 1):
+            try:
+                for update in ollama_.pull(model, stream=True):
+                    tenths = (update.completed or 0) * 10 // update.total if update.total else None
+                    bar.update(note=update.status + (f" {tenths * 10}%" if tenths is not None else ""))
+                return model
+            except ollama.ResponseError as exc:
+                if exc.status_code not in (502, 503, 504):
+                    raise AppError(f"Ollama could not pull {model}: {exc.error}; fix apps.ollama.models in the lab "
+                                   "file (name:tag as https://ollama.com/library lists it)") from None
+                cut = f"HTTP {exc.status_code} from Traefik"
+            except (httpx.TransportError, ConnectionError) as exc:
+                cut = str(exc) or type(exc).__name__
+            if attempt == attempts:
+                raise AppError(f"Ollama's pull of {model} was cut off {attempts} times (last: {cut}); "
+                               "see the ollama pod's log and restart count")
+            bar.update(note=f"cut off ({cut}); pulling again in {pause:g} s, Ollama resumes")
+            time.sleep(pause)
     return model
 
 

@@ -21,15 +21,17 @@ registry and canned, deterministic answers instead of inference.
   ``eval tokens/s = min(cores, 8) * BYTES_PER_SECOND_PER_CORE / model size`` with ``cores`` the
   container's CPU limit (cgroup ``cpu.max``) or its node's cores (/proc/cpuinfo), and the prompt
   evaluated ``PROMPT_SPEEDUP`` times faster (batched). Four cores give ~15 tokens/s for
-  llama3.2:1b and ~4 for llama3.1:8b, as measured on such CPUs. Answers are really paced at that
-  speed, so a client's wall-clock latency agrees with the durations reported (ns, as Ollama's):
-  ``eval_duration``, ``prompt_eval_duration`` and ``load_duration`` are the modelled ones (the
-  rates they give are the formula's, whatever the machine's load), ``total_duration`` is measured.
+  llama3.2:1b and ~4 for llama3.1:8b, as measured on such CPUs.
+- Time: pulls, loads and answers are paced on the lab's clock (``serve.pace``), like every other
+  modelled duration: at time scale 1 a client's wall-clock latency agrees with the durations
+  reported (ns, as Ollama's); at time scale 0 they come at once. ``eval_duration``,
+  ``prompt_eval_duration`` and ``load_duration`` are the modelled ones (the rates they give are the
+  formula's, whatever the machine's load); ``total_duration`` is those plus the time the model
+  really spent beyond its pacing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -230,7 +232,7 @@ class Ollama:
         step = PULL_BYTES_PER_SECOND // 10
         with blob.open("ab") as out:
             while done < total:
-                await asyncio.sleep(min(step, total - done) / PULL_BYTES_PER_SECOND)
+                await serve.pace(min(step, total - done) / PULL_BYTES_PER_SECOND)
                 done = min(total, done + step)
                 out.truncate(done)  # sparse: the size without the data
                 yield {"status": status, "digest": digest, "total": total, "completed": done}
@@ -249,7 +251,7 @@ class Ollama:
                                   f"than is available ({human_bytes(available)})")
             self.loaded.clear()
             took = int(model.size / LOAD_BYTES_PER_SECOND * 1e9)
-            await asyncio.sleep(took / 1e9)
+            await serve.pace(took / 1e9)
         self.loaded[full_name(name)] = time.monotonic() + keep_alive
         return took
 
@@ -378,18 +380,19 @@ def make_app(options) -> web.Application:
                                                      streamed=body.get("stream", True) is not False))
 
     async def _tokens(name, chat, chunks, rate, prompt_tokens, load, streamed):
-        start = time.monotonic_ns() - load
-        prompt_ns = int(prompt_tokens / (rate * PROMPT_SPEEDUP) * 1e9)
-        await asyncio.sleep(prompt_ns / 1e9)
+        start = time.monotonic_ns()
+        prompt_ns, eval_ns = int(prompt_tokens / (rate * PROMPT_SPEEDUP) * 1e9), int(len(chunks) / rate * 1e9)
+        await serve.pace(prompt_ns / 1e9)
         for chunk in chunks:
-            await asyncio.sleep(1 / rate)
+            await serve.pace(1 / rate)
             if streamed:
                 yield _reply(name, chat, chunk, done=False)
         final = _reply(name, chat, "" if streamed else "".join(chunks), done=True)
         # The modelled durations (what the pacing aimed at), so the rates reported are the formula's.
-        final.update({"done_reason": "stop", "total_duration": time.monotonic_ns() - start, "load_duration": load,
-                      "prompt_eval_count": prompt_tokens, "prompt_eval_duration": prompt_ns,
-                      "eval_count": len(chunks), "eval_duration": int(len(chunks) / rate * 1e9)})
+        overhead = max(0, time.monotonic_ns() - start - int((prompt_ns + eval_ns) * serve.time_scale()))
+        final.update({"done_reason": "stop", "total_duration": load + prompt_ns + eval_ns + overhead,
+                      "load_duration": load, "prompt_eval_count": prompt_tokens, "prompt_eval_duration": prompt_ns,
+                      "eval_count": len(chunks), "eval_duration": eval_ns})
         if not chat:
             final["context"] = list(range(1, prompt_tokens + len(chunks) + 1))
         yield final

@@ -1,13 +1,15 @@
 """The entry point app models share (``python -m labsim.apps.<app> --host IP --port N -- ARGS``):
 serve an aiohttp application on the pod IP until SIGTERM, logging one line per request to stdout
 (the container's log), as the real apps' access logs do. An application holding an SSL context
-under ``TLS`` is served over HTTPS."""
+under ``TLS`` is served over HTTPS. ``pace`` waits a modelled duration on the lab's clock (the
+runtime gives app models the lab's time scale in ``LABSIM_TIME_SCALE``)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
@@ -15,7 +17,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from labsim.runtime.programs.appmodel import TIME_SCALE_ENV
+
 TLS = web.AppKey("tls", ssl.SSLContext)
+
+
+def time_scale() -> float:
+    """Real seconds per modelled second (1 when run by hand)."""
+    return float(os.environ.get(TIME_SCALE_ENV, "1"))
+
+
+async def pace(modelled_seconds: float) -> None:
+    """Spend a modelled duration as the rest of the lab does: scaled, and at time scale 0 only a yield."""
+    await asyncio.sleep(max(0.0, modelled_seconds) * time_scale())
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:

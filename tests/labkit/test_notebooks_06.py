@@ -166,12 +166,12 @@ def test_a_certificate_not_ready_is_waited_for_then_named(apps_lab: Series, tmp_
     try:
         certs.remove_certificate(api, "apps", "nginx-tls")  # a new certificate, not the Ready one renewed
         apps.apply(api, moved, apps.plan(api, moved), timeout=180)
-        sites = apps.probe_sites(api, moved, timeout=20)
+        sites = apps.probe_sites(api, moved, timeout=8)
         assert all(c.passed for c in sites["ollama"].checks())
         ready = sites["nginx"].checks()[0]
         assert ready.name == f"Certificate for proxy.{lab.ingress.domain} is Ready" and not ready.passed
-        assert ready.detail.startswith("Certificate apps/nginx-tls is not Ready after 20 s: "), ready.detail
-        assert len(ready.detail) > len("Certificate apps/nginx-tls is not Ready after 20 s: ") + 10
+        assert ready.detail.startswith("Certificate apps/nginx-tls is not Ready after 8 s: "), ready.detail
+        assert len(ready.detail) > len("Certificate apps/nginx-tls is not Ready after 8 s: ") + 10
     finally:
         requests.delete(f"https://{lab.proxmox.host}:{lab.proxmox.port}/labsim/faults", verify=str(lab.proxmox.ca_file),
                         headers={"Authorization": f"PVEAPIToken={lab.proxmox.token_id}="

@@ -5,7 +5,9 @@ kube-state-metrics...) runs as a real process of its own, a small Python server
 Being a process like the real programs, an app model writes the container's log, dies with
 ``kill -9``, is restarted by the kubelet, is probed for real and keeps its data in the
 container's volumes: it runs in the container's root folder (its cwd), where the container
-path ``/x`` is ``./x``, volumes included. Its environment is the container's.
+path ``/x`` is ``./x``, volumes included. Its environment is the container's, plus the lab's time
+scale (``TIME_SCALE_ENV``) so that what it models as taking time (a pull, an inference) is spent
+on the lab's clock like every other modelled duration.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labsim.runtime.filesystem import ContainerFS
+
+TIME_SCALE_ENV = "LABSIM_TIME_SCALE"  # in the process's environment only: `kubectl exec env` does not show it
 
 
 @dataclass(frozen=True)
