@@ -504,11 +504,12 @@ def ollama_client(api: client.ApiClient, lab: Lab) -> ollama.Client:
     return ollama.Client(host=settings_.pop("base_url"), **settings_)
 
 
-def pull(ollama_: ollama.Client, model: str, *, attempts: int = 3, pause: float = 2.0) -> str:
+def pull(ollama_: ollama.Client, model: str, *, attempts: int = 4, pause: float = 2.0) -> str:
     """Pull a model with a progress line per layer and status; an unknown model raises AppError
-    with Ollama's own error. A pull cut off (the connection dropped, Ollama restarting behind
-    Traefik: 502-504) is pulled again after ``pause`` seconds, Ollama resuming the layers it has,
-    up to ``attempts`` times, each cut named in the progress line."""
+    with Ollama's own error. A pull cut off (the connection dropped, Ollama or Traefik restarting:
+    refused, or 502-504 from Traefik) is pulled again after ``pause`` seconds, doubled at each
+    cut (2 + 4 + 8 s ride out a pod being replaced), Ollama resuming the layers it has, up to
+    ``attempts`` times, each cut named in the progress line."""
     with progress(f"pull {model}") as bar:
         for attempt in range(1, attempts + 1):
             try:
@@ -528,6 +529,7 @@ def pull(ollama_: ollama.Client, model: str, *, attempts: int = 3, pause: float 
                                "see the ollama pod's log and restart count")
             bar.update(note=f"cut off ({cut}); pulling again in {pause:g} s, Ollama resumes")
             time.sleep(pause)
+            pause *= 2
     return model
 
 

@@ -79,10 +79,13 @@ def test_a_pull_cut_off_mid_layer_is_pulled_again_and_resumes(model: OllamaProce
     assert _blob_bytes(model.root) >= 1_321_082_688  # the weights, whole, after the resumed pull
 
 
-def test_three_cuts_stop_with_a_message_that_counts_them(model: OllamaProcess) -> None:
+def test_cuts_in_a_row_stop_with_a_message_that_counts_them(model: OllamaProcess,
+                                                            capsys: pytest.CaptureFixture) -> None:
     model.kill()  # nothing listens: each attempt is refused
     with pytest.raises(apps.AppError, match=r"pull of qwen2.5:0.5b was cut off 3 times \(last: .+\); see the ollama"):
-        apps.pull(model.client(), "qwen2.5:0.5b", pause=0.1)
+        apps.pull(model.client(), "qwen2.5:0.5b", attempts=3, pause=0.1)
+    waits = [line.split("pulling again in ")[1] for line in capsys.readouterr().out.splitlines() if "again in" in line]
+    assert waits == ["0.1 s, Ollama resumes", "0.2 s, Ollama resumes"]  # backing off
     model.start()  # for the fixture's kill
 
 
