@@ -1,6 +1,6 @@
 """labkit.apps.pull when the pull is cut off: the twin's Ollama model, run as its own process at
 time scale 1 (a 1.3 GB pull takes ~1.4 s), is killed mid-pull and started again; labkit pulls
-again and Ollama resumes. Three cuts in a row stop with a message that counts them."""
+again and Ollama resumes. Cuts in a row back off, then stop with a message that counts them."""
 
 from __future__ import annotations
 
