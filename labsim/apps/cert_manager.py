@@ -26,7 +26,6 @@ import logging
 import secrets
 import socket
 import ssl
-import tempfile
 import time
 import urllib.parse
 import zlib
@@ -209,6 +208,13 @@ class CertManager(Controller):
             return
         self.attempts.pop(self.key_of(issuer), None)
 
+    def ca_bundle_file(self, ca_bundle: str) -> Path:
+        """The bundle as a file in the cluster's state (named by its content: rewriting it changes nothing)."""
+        path = self.cluster.state_dir / "cert-manager" / f"acme-ca-{hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]}.pem"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(ca_bundle))
+        return path
+
     async def account(self, issuer: dict) -> tuple[acme_client.ClientV2, jose.JWK]:
         """The issuer's registered ACME client: its key from (or generated into) the Secret named by
         privateKeySecretRef, registered (or found again: Pebble forgets accounts when it restarts)."""
@@ -221,9 +227,10 @@ class CertManager(Controller):
             return cached
         pebble = getattr(self.cluster, "pebble", None)  # set by the lab (labsim.kube.registry)
         trust = str(pebble.tls_ca_file) if pebble is not None else requests.certs.where()
-        ca_bundle = acme.get("caBundle")
-        uri = await asyncio.to_thread(_register, acme["server"], key, acme.get("email", ""), trust, ca_bundle)
-        client = await asyncio.to_thread(_client, acme["server"], key, uri, trust, ca_bundle)
+        if acme.get("caBundle"):  # spec.acme.caBundle: base64 PEM the issuer trusts the ACME server with
+            trust = str(self.ca_bundle_file(acme["caBundle"]))
+        uri = await asyncio.to_thread(_register, acme["server"], key, acme.get("email", ""), trust)
+        client = await asyncio.to_thread(_client, acme["server"], key, uri, trust)
         self.accounts[(acme["server"], digest)] = (client, key)
         fresh = self.store.get(self.kinds[issuer["kind"]], issuer["metadata"].get("namespace"), issuer["metadata"]["name"])
         fresh = self.set_status(fresh, acme={"uri": uri, "lastRegisteredEmail": acme.get("email", ""),
@@ -809,13 +816,8 @@ def _self_check(url: str, key: str, nameserver: str) -> None:
 
 
 # -- ACME, through certbot's library (blocking: called in threads) -------------------------------------
-def _network(key: jose.JWK, trust: str, ca_bundle: str | None, account=None) -> acme_client.ClientNetwork:
-    verify = trust
-    if ca_bundle:  # spec.acme.caBundle: base64 PEM the issuer trusts the ACME server with
-        path = Path(tempfile.gettempdir()) / f"labsim-acme-ca-{hashlib.sha256(ca_bundle.encode()).hexdigest()[:16]}.pem"
-        path.write_bytes(base64.b64decode(ca_bundle))  # named by its content: rewriting it changes nothing
-        verify = str(path)
-    return acme_client.ClientNetwork(key, account=account, alg=jose.RS256, verify_ssl=verify,
+def _network(key: jose.JWK, trust: str, account=None) -> acme_client.ClientNetwork:
+    return acme_client.ClientNetwork(key, account=account, alg=jose.RS256, verify_ssl=trust,
                                      user_agent="cert-manager-clusterissuers/v1.19.1 (linux/amd64)")
 
 
@@ -823,8 +825,8 @@ def _directory(net: acme_client.ClientNetwork, server: str) -> messages.Director
     return messages.Directory.from_json(_call(net.get, server).json())
 
 
-def _register(server: str, key: jose.JWK, email: str, trust: str, ca_bundle: str | None) -> str:
-    net = _network(key, trust, ca_bundle)
+def _register(server: str, key: jose.JWK, email: str, trust: str) -> str:
+    net = _network(key, trust)
     client = acme_client.ClientV2(_directory(net, server), net)
     registration = messages.NewRegistration.from_data(email=email or None, terms_of_service_agreed=True)
     try:
@@ -833,9 +835,9 @@ def _register(server: str, key: jose.JWK, email: str, trust: str, ca_bundle: str
         return existing.location
 
 
-def _client(server: str, key: jose.JWK, uri: str, trust: str, ca_bundle: str | None) -> acme_client.ClientV2:
+def _client(server: str, key: jose.JWK, uri: str, trust: str) -> acme_client.ClientV2:
     account = messages.RegistrationResource(body=messages.Registration(), uri=uri)
-    net = _network(key, trust, ca_bundle, account)
+    net = _network(key, trust, account)
     return acme_client.ClientV2(_directory(net, server), net)
 
 
