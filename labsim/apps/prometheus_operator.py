@@ -548,18 +548,7 @@ def prometheus_statefulset(prom: dict) -> dict:
     volumes = [{"name": "config", "secret": {"secretName": f"prometheus-{name}"}},
                {"name": "config-out", "emptyDir": {"medium": "Memory"}},
                {"name": f"prometheus-{name}-rulefiles-0", "configMap": {"name": f"prometheus-{name}-rulefiles-0"}}]
-    for kind, folder in (("secrets", "secret"), ("configMaps", "configmap")):
-        for item in spec.get(kind) or []:
-            mounts.append({"name": f"{folder}-{item}", "mountPath": f"/etc/prometheus/{kind.lower()}/{item}", "readOnly": True})
-            volumes.append({"name": f"{folder}-{item}", **({"secret": {"secretName": item}} if folder == "secret"
-                                                           else {"configMap": {"name": item}})})
-    claim = (spec.get("storage") or {}).get("volumeClaimTemplate")
-    templates = []
-    if claim:
-        templates = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": db},
-                      "spec": claim.get("spec") or {}}]
-    else:
-        volumes.append({"name": db, "emptyDir": {}})
+    templates = _spec_volumes(spec, "/etc/prometheus", db, mounts, volumes)
     containers = [
         {"name": "prometheus", "image": spec.get("image") or f"quay.io/prometheus/prometheus:{version}", "args": args,
          "ports": [{"name": "web", "containerPort": 9090, "protocol": "TCP"}],
@@ -572,6 +561,23 @@ def prometheus_statefulset(prom: dict) -> dict:
                                        f"--watched-dir=/etc/prometheus/rules/prometheus-{name}-rulefiles-0"]),
     ]
     return _statefulset(prom, f"prometheus-{name}", "prometheus-operated", labels, spec, containers, volumes, templates)
+
+
+def _spec_volumes(spec: dict, root: str, db: str, mounts: list[dict], volumes: list[dict]) -> list[dict]:
+    """What the operator adds for ``spec.secrets`` and ``spec.configMaps`` (mounted under
+    ``<root>/secrets/<name>`` and ``<root>/configmaps/<name>``) and for ``spec.storage``: the
+    data volume's claim template, or an emptyDir without one. Returns the claim templates."""
+    for kind, folder in (("secrets", "secret"), ("configMaps", "configmap")):
+        for item in spec.get(kind) or []:
+            mounts.append({"name": f"{folder}-{item}", "mountPath": f"{root}/{kind.lower()}/{item}", "readOnly": True})
+            volumes.append({"name": f"{folder}-{item}", **({"secret": {"secretName": item}} if folder == "secret"
+                                                           else {"configMap": {"name": item}})})
+    claim = (spec.get("storage") or {}).get("volumeClaimTemplate")
+    if claim:
+        return [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": db},
+                 "spec": claim.get("spec") or {}}]
+    volumes.append({"name": db, "emptyDir": {}})
+    return []
 
 
 def alertmanager_statefulset(am: dict) -> dict:
@@ -590,19 +596,7 @@ def alertmanager_statefulset(am: dict) -> dict:
               {"name": db, "mountPath": "/alertmanager"}]
     volumes = [{"name": "config-volume", "secret": {"secretName": f"alertmanager-{name}-generated"}},
                {"name": "config-out", "emptyDir": {"medium": "Memory"}}]
-    for kind, folder in (("secrets", "secret"), ("configMaps", "configmap")):
-        for item in spec.get(kind) or []:
-            mounts.append({"name": f"{folder}-{item}", "mountPath": f"/etc/alertmanager/{kind.lower()}/{item}",
-                           "readOnly": True})
-            volumes.append({"name": f"{folder}-{item}", **({"secret": {"secretName": item}} if folder == "secret"
-                                                           else {"configMap": {"name": item}})})
-    claim = (spec.get("storage") or {}).get("volumeClaimTemplate")
-    templates = []
-    if claim:
-        templates = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": db},
-                      "spec": claim.get("spec") or {}}]
-    else:
-        volumes.append({"name": db, "emptyDir": {}})
+    templates = _spec_volumes(spec, "/etc/alertmanager", db, mounts, volumes)
     containers = [
         {"name": "alertmanager", "image": spec.get("image") or f"quay.io/prometheus/alertmanager:{version}", "args": args,
          "ports": [{"name": "web", "containerPort": 9093, "protocol": "TCP"},

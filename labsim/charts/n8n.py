@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 
-from labsim.charts.release import Release, helm_labels, helm_selector, value
+from labsim.charts.release import Release, helm_ingress, helm_labels, helm_selector, value
 
 CHART = "n8n"
 APP_VERSION = "1.116.2"  # chart 1.1.0's
@@ -88,24 +88,6 @@ def _data_volume(release: Release, name: str) -> dict:
     return {"persistentVolumeClaim": {"claimName": persistence.get("existingClaim") or name}}
 
 
-def _ingress(release: Release, name: str) -> dict:
-    values = release.values
-    port = int(value(values, "main.service.port", 80) or 80)
-    spec: dict = {"rules": [
-        {"host": host["host"], "http": {"paths": [
-            {"path": path, "pathType": "Prefix", "backend": {"service": {"name": name, "port": {"number": port}}}}
-            for path in host.get("paths") or []]}}
-        for host in value(values, "ingress.hosts") or []]}
-    if value(values, "ingress.className"):
-        spec["ingressClassName"] = value(values, "ingress.className")
-    if value(values, "ingress.tls"):
-        spec["tls"] = [{"hosts": list(t.get("hosts") or []), "secretName": t.get("secretName")}
-                       for t in value(values, "ingress.tls")]
-    meta = _meta(release, name)
-    meta["annotations"] = {**meta["annotations"], **(value(values, "ingress.annotations") or {})}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
-
-
 def n8n(release: Release) -> list[dict]:
     values, name = release.values, fullname(release)
     config, secret = value(values, "main.config") or {}, value(values, "main.secret") or {}
@@ -160,5 +142,5 @@ def n8n(release: Release) -> list[dict]:
                                        "volumes": [{"name": "data", **_data_volume(release, name)},
                                                    *(value(values, "main.extraVolumes") or [])]}}}})
     if value(values, "ingress.enabled"):
-        objects.append(_ingress(release, name))
+        objects.append(helm_ingress(values, _meta(release, name), name, int(value(values, "main.service.port", 80) or 80)))
     return objects

@@ -11,7 +11,7 @@ the twin's kubelet does not run: pull through the API), GPUs, knative, autoscali
 
 from __future__ import annotations
 
-from labsim.charts.release import Release, helm_labels, helm_selector, value
+from labsim.charts.release import Release, helm_ingress, helm_labels, helm_selector, value
 
 CHART = "ollama"
 APP_VERSION = "0.12.10"  # chart 1.34.0's; the API the twin's model speaks
@@ -75,25 +75,6 @@ def _container(release: Release) -> dict:
     return container
 
 
-def _ingress(release: Release, name: str) -> dict:
-    values = release.values
-    spec: dict = {"rules": [
-        {"host": host["host"], "http": {"paths": [
-            {"path": path.get("path", "/"), "pathType": path.get("pathType", "Prefix"),
-             "backend": {"service": {"name": name, "port": {"number": int(value(values, "service.port", 11434))}}}}
-            for path in host.get("paths") or []]}}
-        for host in value(values, "ingress.hosts") or []]}
-    if value(values, "ingress.className"):
-        spec["ingressClassName"] = value(values, "ingress.className")
-    if value(values, "ingress.tls"):
-        spec["tls"] = [{"hosts": list(t.get("hosts") or []), "secretName": t.get("secretName")}
-                       for t in value(values, "ingress.tls")]
-    annotations = dict(value(values, "ingress.annotations") or {})
-    meta = _meta(release, name)
-    meta["annotations"] = {**meta["annotations"], **annotations}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
-
-
 def ollama(release: Release) -> list[dict]:
     values, name = release.values, fullname(release)
     persistence = value(values, "persistentVolume", {}) or {}
@@ -137,5 +118,5 @@ def ollama(release: Release) -> list[dict]:
                                        **{k: value(values, k) for k in ("nodeSelector", "affinity", "tolerations")
                                           if value(values, k)}}}}})
     if value(values, "ingress.enabled"):
-        objects.append(_ingress(release, name))
+        objects.append(helm_ingress(values, _meta(release, name), name, int(value(values, "service.port", 11434))))
     return objects

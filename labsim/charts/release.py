@@ -54,3 +54,21 @@ def value(values: dict, path: str, default=None):
             return default
         node = node[part]
     return node
+
+
+def helm_ingress(values: dict, meta: dict, service: str, port: int) -> dict:
+    """The Ingress ``helm create`` charts render from ``ingress.hosts`` (each path a string or a
+    ``{path, pathType}``), ``ingress.className``, ``ingress.tls`` and ``ingress.annotations``."""
+    def path(entry) -> dict:
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        return {"path": entry.get("path", "/"), "pathType": entry.get("pathType", "Prefix"),
+                "backend": {"service": {"name": service, "port": {"number": port}}}}
+    spec: dict = {"rules": [{"host": host["host"], "http": {"paths": [path(p) for p in host.get("paths") or []]}}
+                            for host in value(values, "ingress.hosts") or []]}
+    if value(values, "ingress.className"):
+        spec["ingressClassName"] = value(values, "ingress.className")
+    if value(values, "ingress.tls"):
+        spec["tls"] = [{"hosts": list(t.get("hosts") or []), "secretName": t.get("secretName")}
+                       for t in value(values, "ingress.tls")]
+    meta = {**meta, "annotations": {**meta.get("annotations", {}), **(value(values, "ingress.annotations") or {})}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta, "spec": spec}
