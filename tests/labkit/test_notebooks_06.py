@@ -60,11 +60,11 @@ def test_06_apps_then_again(apps_lab: Series) -> None:
 
     lab = apps_lab.lab
     api = kube.connect(lab.kubeconfig)
-    generated = {name: _secret(api, "apps", name, key) for name, key in apps.N8N_SECRETS.values()}
+    generated = {name: _secret(api, "apps", name, key) for name, key in apps.n8n.N8N_SECRETS.values()}
     second = apps_lab.run("06")
     assert [(n["name"], n["status"], n["changes"], n["checks_failed"]) for n in second["notebooks"]] == [
         ("06-apps", "passed", 0, 0)]
-    assert {name: _secret(api, "apps", name, key) for name, key in apps.N8N_SECRETS.values()} == generated
+    assert {name: _secret(api, "apps", name, key) for name, key in apps.n8n.N8N_SECRETS.values()} == generated
     for folder in apps_lab.folders[-2:]:
         executed = (folder / "06-apps.ipynb").read_text()
         assert not any(value in executed for value in generated.values())
@@ -108,7 +108,7 @@ def test_a_proxy_config_nginx_refuses_stops_the_rollout_and_the_old_one_serves(a
     planned = apps.plan(api, bad)
     assert [(c.target.split("/")[0], c.action) for c in planned.changes() if c.is_change] == [
         ("ConfigMap", "create"), ("Deployment", "update"), ("ConfigMap", "delete")]
-    serving = apps._serving_config(api, "apps")
+    serving = apps.nginx.serving_config(api, "apps")
     with pytest.raises(apps.AppError, match=r'(?s)nginx refused the new config .*\[emerg\].*host not found in upstream '
                                             r'"grafana.apps.svc.cluster.local(:3000)?" in /etc/nginx/conf.d/default.conf:\d+.*'
                                             r'keeps serving ConfigMap ' + serving):
@@ -135,7 +135,7 @@ def test_n8n_without_its_database_is_not_ready_and_says_so(apps_lab: Series) -> 
     lab = apps_lab.lab
     api = kube.connect(lab.kubeconfig)
     core = client.CoreV1Api(api)
-    secret, key = apps.N8N_SECRETS["database.password"]
+    secret, key = apps.n8n.N8N_SECRETS["database.password"]
     right = _secret(api, "apps", secret, key)
     core.patch_namespaced_secret(secret, "apps", {"stringData": {key: "not-" + right}})
     try:
