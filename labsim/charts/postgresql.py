@@ -1,6 +1,7 @@
 """Bitnami's ``postgresql`` chart (architecture standalone): the primary StatefulSet, its Services
 (ClusterIP and headless), the credentials Secret unless ``auth.existingSecret`` names one, and the
-postgres-exporter sidecar and metrics Service when ``metrics.enabled``. Names and labels are the real
+postgres-exporter sidecar and metrics Service when ``metrics.enabled`` (and its ServiceMonitor with
+``metrics.serviceMonitor.enabled``, which needs prometheus-operator's CRDs). Names and labels are the real
 chart's: release ``postgresql`` gives StatefulSet ``postgresql``, pod ``postgresql-0``, claim
 ``data-postgresql-0``. The pod's image is ``bitnami/postgresql``: the twin runs the real PostgreSQL
 with its data directory (/bitnami/postgresql/data) on the claim."""
@@ -97,5 +98,22 @@ def postgresql(release: Release) -> list[dict]:
         objects.append({"apiVersion": "v1", "kind": "Service", "metadata": _meta(release, f"{name}-metrics", "metrics"),
                         "spec": {"type": "ClusterIP", "selector": selector,
                                  "ports": [{"name": "http-metrics", "port": 9187, "targetPort": "http-metrics"}]}})
+        if value(values, "metrics.serviceMonitor.enabled", False):
+            objects.append(_service_monitor(release, name))
     return objects
+
+
+def _service_monitor(release: Release, name: str) -> dict:
+    """As the chart's: the metrics Service's ``http-metrics`` port, in the release's namespace."""
+    monitor = value(release.values, "metrics.serviceMonitor", {}) or {}
+    meta = _meta(release, name, "metrics")
+    meta["namespace"] = monitor.get("namespace") or release.namespace
+    meta["labels"] = {**meta["labels"], **(monitor.get("labels") or {})}
+    endpoint = {"port": "http-metrics", **{k: monitor[k] for k in ("interval", "scrapeTimeout") if monitor.get(k)}}
+    spec = {"selector": {"matchLabels": {"app.kubernetes.io/instance": release.name,
+                                         "app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "metrics"}},
+            "endpoints": [endpoint], "namespaceSelector": {"matchNames": [release.namespace]}}
+    if monitor.get("jobLabel"):
+        spec["jobLabel"] = monitor["jobLabel"]
+    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor", "metadata": meta, "spec": spec}
 
