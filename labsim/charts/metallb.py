@@ -6,7 +6,7 @@ ValidatingWebhookConfiguration, with the real chart's names and labels. What the
 
 from __future__ import annotations
 
-from labsim.charts.release import Release, value
+from labsim.charts.release import Release, helm_fullname, helm_labels, helm_selector, value
 
 CHART = "metallb"
 GROUP = "metallb.io"
@@ -43,19 +43,18 @@ WEBHOOKS = {"BGPPeer": "bgppeervalidationwebhook", "IPAddressPool": "ipaddresspo
 
 
 def fullname(release: Release) -> str:
-    return release.name if CHART in release.name else f"{release.name}-{CHART}"[:63].rstrip("-")
+    return helm_fullname(release, CHART)
 
 
 def labels(release: Release, component: str | None = None) -> dict:
-    found = {"helm.sh/chart": f"{CHART}-{release.version.replace('+', '_')}", **selector(release),
-             "app.kubernetes.io/version": f"v{release.version.lstrip('v')}", "app.kubernetes.io/managed-by": "Helm"}
+    found = helm_labels(release, CHART, CHART, f"v{release.version.lstrip('v')}")
     if component:
         found["app.kubernetes.io/component"] = component
     return found
 
 
 def selector(release: Release, component: str | None = None) -> dict:
-    found = {"app.kubernetes.io/name": CHART, "app.kubernetes.io/instance": release.name}
+    found = helm_selector(release, CHART)
     if component:
         found["app.kubernetes.io/component"] = component
     return found

@@ -16,18 +16,14 @@ import base64
 import hashlib
 import json
 
-from labsim.charts.release import Release, helm_ingress, helm_labels, helm_selector, value
+from labsim.charts.release import Release, helm_fullname, helm_ingress, helm_labels, helm_selector, value
 
 CHART = "n8n"
 APP_VERSION = "1.116.2"  # chart 1.1.0's
 
 
 def fullname(release: Release) -> str:
-    override = value(release.values, "fullnameOverride")
-    if override:
-        return str(override)[:63].rstrip("-")
-    name = value(release.values, "nameOverride") or CHART
-    return release.name[:63].rstrip("-") if name in release.name else f"{release.name}-{name}"[:63].rstrip("-")
+    return helm_fullname(release, CHART)
 
 
 def env_vars(tree: dict, prefix: str = "") -> dict[str, str]:

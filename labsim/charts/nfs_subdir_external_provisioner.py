@@ -6,7 +6,7 @@ and labels (``app``/``release``/``chart``/``heritage``). What the pod does is
 
 from __future__ import annotations
 
-from labsim.charts.release import Release, value
+from labsim.charts.release import Release, helm_fullname, value
 
 CHART = "nfs-subdir-external-provisioner"
 IMAGE = "registry.k8s.io/sig-storage/nfs-subdir-external-provisioner"
@@ -14,8 +14,7 @@ MOUNT_PATH = "/persistentvolumes"
 
 
 def fullname(release: Release) -> str:
-    """The chart's fullname: the release name when it contains the chart's name."""
-    return release.name if CHART in release.name else f"{release.name}-{CHART}"[:63].rstrip("-")
+    return helm_fullname(release, CHART)
 
 
 def provisioner_name(release: Release) -> str:

@@ -11,19 +11,14 @@ the twin's kubelet does not run: pull through the API), GPUs, knative, autoscali
 
 from __future__ import annotations
 
-from labsim.charts.release import Release, helm_ingress, helm_labels, helm_selector, value
+from labsim.charts.release import Release, helm_fullname, helm_ingress, helm_labels, helm_selector, value
 
 CHART = "ollama"
 APP_VERSION = "0.12.10"  # chart 1.34.0's; the API the twin's model speaks
 
 
 def fullname(release: Release) -> str:
-    """The chart's fullname helper: the release name when it contains the chart name."""
-    override = value(release.values, "fullnameOverride")
-    if override:
-        return str(override)[:63].rstrip("-")
-    name = value(release.values, "nameOverride") or CHART
-    return release.name[:63].rstrip("-") if name in release.name else f"{release.name}-{name}"[:63].rstrip("-")
+    return helm_fullname(release, CHART)
 
 
 def _selector(release: Release) -> dict:

@@ -11,23 +11,21 @@ import base64
 
 import yaml
 
-from labsim.charts.release import Release, value
+from labsim.charts.release import Release, helm_fullname, helm_labels, helm_selector, value
 
 CHART, VERSION, APP_VERSION = "promtail", "6.16.6", "3.0.0"
 
 
 def fullname(release: Release) -> str:
-    return release.name if CHART in release.name else f"{release.name}-{CHART}"[:63].rstrip("-")
+    return helm_fullname(release, CHART)
 
 
 def selector(release: Release) -> dict:
-    return {"app.kubernetes.io/name": CHART, "app.kubernetes.io/instance": release.name}
+    return helm_selector(release, CHART)
 
 
 def _meta(release: Release, name: str, namespaced: bool = True) -> dict:
-    labels = {"helm.sh/chart": f"{CHART}-{release.version}", **selector(release),
-              "app.kubernetes.io/version": APP_VERSION, "app.kubernetes.io/managed-by": "Helm"}
-    return {**release.meta(name, namespaced), "labels": labels}
+    return {**release.meta(name, namespaced), "labels": helm_labels(release, CHART, CHART, APP_VERSION)}
 
 
 def config(values: dict) -> dict:

@@ -35,6 +35,16 @@ class Release:
 ChartModel = Callable[[Release], list[dict]]
 
 
+def helm_fullname(release: Release, chart: str) -> str:
+    """The ``fullname`` helper of ``helm create``: ``fullnameOverride``, else the release name when
+    it contains the chart's name (or ``nameOverride``), else ``<release>-<name>``; 63 characters at most."""
+    override = value(release.values, "fullnameOverride")
+    if override:
+        return str(override)[:63].rstrip("-")
+    name = value(release.values, "nameOverride") or chart
+    return release.name[:63].rstrip("-") if name in release.name else f"{release.name}-{name}"[:63].rstrip("-")
+
+
 def helm_selector(release: Release, name: str) -> dict:
     """The selector charts made by ``helm create`` put on their workloads and Services."""
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": release.name}
