@@ -151,6 +151,13 @@ def test_backup_faults_name_what_failed_and_touch_nothing(series: Series, runs) 
     finally:
         session.run(NAS, f"rm -f {folder}/homelab-corrupt.dump")
         session.close()
+    series.fault("nas_full")  # the NAS's volume out of space while the Job dumps
+    try:
+        with pytest.raises(backup.BackupError, match=r"Job databases/postgresql-backup-manual-\w+ failed: .*"
+                                                     r"No space left on device .*no dump kept"):
+            backup.dump(api, lab)
+    finally:
+        series.fault("nas_full_clear")
     with postgres.connect(api, lab, admin=True) as conn:  # the lab's database untouched, no restore left
         assert conn.execute("select count(*) from pg_database where datname = 'labkit_test_restored'").fetchone() == (0,)
     with postgres.connect(api, lab) as conn:
