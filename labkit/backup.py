@@ -139,8 +139,9 @@ def schedule_objects(lab: Lab) -> list[dict]:
 
 
 # One dump, named <database>-<UTC time>.dump, written aside and renamed once whole (a failed or
-# interrupted pg_dump leaves no dump that looks complete), then the oldest beyond RETENTION removed:
-# what the original lab's nightly script did, with pg_dump's custom format (pg_restore reads it).
+# interrupted pg_dump leaves no dump that looks complete), then the oldest dated dumps beyond
+# RETENTION removed (a file put there by hand is left alone): what the original lab's nightly script
+# did, with pg_dump's custom format (pg_restore reads it).
 DUMP_SCRIPT = """\
 f="/backups/$PGDATABASE-$(date -u +%Y%m%dT%H%M%SZ).dump"
 if ! pg_dump -Fc -h postgresql -d "$PGDATABASE" > "$f.part"; then
@@ -148,7 +149,7 @@ if ! pg_dump -Fc -h postgresql -d "$PGDATABASE" > "$f.part"; then
 fi
 mv "$f.part" "$f"
 echo "dumped $f"
-ls /backups/"$PGDATABASE"-*.dump | sort -r | tail -n +$((RETENTION + 1)) | while read -r old; do
+ls /backups/"$PGDATABASE"-[0-9]*Z.dump | sort -r | tail -n +$((RETENTION + 1)) | while read -r old; do
   rm "$old" && echo "pruned $old"
 done
 """

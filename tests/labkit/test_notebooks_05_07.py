@@ -91,6 +91,9 @@ def test_the_cronjob_dumps_onto_the_nas_prunes_to_the_retention_and_restores(ser
 
     before = list(backup.dumps(api, lab)["name"])  # 07's two drills' dumps
     assert len(before) == 2 and all(DUMP_NAME.fullmatch(n) for n in before), before
+    folder = _nas_folder(api, lab)
+    session = ssh.connect(lab)
+    session.run(NAS, f"printf 'kept by hand' > {folder}/homelab-by-hand.dump")  # not a dated dump: never pruned
     made, logs = [], []
     for _ in range(keep + 1):
         _next_second()
@@ -105,16 +108,17 @@ def test_the_cronjob_dumps_onto_the_nas_prunes_to_the_retention_and_restores(ser
 
     listed = backup.dumps(api, lab)
     everything = sorted(before + made)
-    assert sorted(listed["name"]) == everything[-keep:]  # the oldest pruned, the newest kept
+    assert sorted(listed["name"]) == sorted(["homelab-by-hand.dump", *everything[-keep:]])  # the oldest pruned
+    listed = listed[listed["name"] != "homelab-by-hand.dump"]
     pruned = {line.split("/")[-1] for log in logs for line in log.splitlines() if line.startswith("pruned ")}
     assert pruned == set(everything[:-keep])
     assert (listed["size_bytes"] > 1000).all()
     assert listed["location"].str.startswith(f"pvc {namespace}/{lab.backup.pg_dump.pvc}:/backups/").all()
 
-    session = ssh.connect(lab)  # the dump is a file of the NAS's export, in pg_dump's custom format
-    try:
-        first_line = session.run(NAS, f"base64 {_nas_folder(api, lab)}/{made[-1]} | head -n 1").stdout
+    try:  # the dump is a file of the NAS's export, in pg_dump's custom format
+        first_line = session.run(NAS, f"base64 {folder}/{made[-1]} | head -n 1").stdout
     finally:
+        session.run(NAS, f"rm {folder}/homelab-by-hand.dump")
         session.close()
     assert base64.b64decode(first_line.strip()).startswith(b"PGDMP")
 
