@@ -268,6 +268,12 @@ def dumps(api: client.ApiClient, lab: Lab, *, timeout: float = 120) -> pd.DataFr
     mounts it, as the backup Jobs do: this works whatever the volume's storage class (NFS or
     not) and needs no login on the NAS."""
     pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
+    try:
+        client.CoreV1Api(api).read_namespaced_persistent_volume_claim(dump_.pvc, pg.namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise BackupError(f"backup volume {pg.namespace}/{dump_.pvc} is missing: run 05-postgres first") from None
+        raise
     log = _run(api, _pod(lab, f"{CRONJOB}-list", LISTER_IMAGE, LIST_SCRIPT), timeout)
     rows = []
     for line in log.splitlines():

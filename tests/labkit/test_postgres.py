@@ -155,6 +155,18 @@ def test_bad_postgres_and_backup_input_names_the_field(lab_doc: dict, tmp_path: 
 # -- 07's etcd side (the PostgreSQL drill runs on the series lab: tests/labkit/test_notebooks_05_07.py) --
 
 
+def test_backups_before_05_scheduled_them_say_so(deployed, lab) -> None:
+    """No CronJob, no backup volume (this cluster has the database only): a dump or a listing is
+    refused naming what is missing, before any pod runs."""
+    api = deployed[0]
+    with pytest.raises(backup.BackupError, match="CronJob databases/postgresql-backup is missing: run 05-postgres"):
+        backup.dump(api, lab)
+    with pytest.raises(backup.BackupError, match="backup volume databases/postgresql-backups is missing"):
+        backup.dumps(api, lab)
+    pods = client.CoreV1Api(api).list_namespaced_pod("databases").items
+    assert not [p.metadata.name for p in pods if p.metadata.name.startswith(backup.CRONJOB)]
+
+
 def test_the_etcd_drill_is_refused_without_confirm(lab) -> None:
     with pytest.raises(backup.BackupError, match="set confirm=True"):
         backup.etcd_drill(None, lab, None)  # refused before any connection is made
