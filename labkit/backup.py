@@ -115,7 +115,8 @@ def schedule_objects(lab: Lab) -> list[dict]:
     onto it with the real ``pg_dump -Fc``, at ``backup.pg_dump.schedule``, pruned to the retention."""
     pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
     labels = {"app.kubernetes.io/name": CRONJOB, "app.kubernetes.io/part-of": "postgresql"}
-    env = [{"name": "PGDATABASE", "value": pg.database}, {"name": "PGUSER", "value": pg.user},
+    env = [{"name": "PGHOST", "value": postgres.RELEASE},  # the database's Service
+           {"name": "PGDATABASE", "value": pg.database}, {"name": "PGUSER", "value": pg.user},
            {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": postgres.CREDENTIALS,
                                                                  "key": postgres.USER_KEY}}},
            {"name": "RETENTION", "value": str(dump_.retention)}]
@@ -144,7 +145,7 @@ def schedule_objects(lab: Lab) -> list[dict]:
 # did, with pg_dump's custom format (pg_restore reads it).
 DUMP_SCRIPT = """\
 f="/backups/$PGDATABASE-$(date -u +%Y%m%dT%H%M%SZ).dump"
-if ! pg_dump -Fc -h postgresql -d "$PGDATABASE" > "$f.part"; then
+if ! pg_dump -Fc -h "$PGHOST" -d "$PGDATABASE" > "$f.part"; then
   rm -f "$f.part"; echo "pg_dump of database $PGDATABASE failed: no dump kept" >&2; exit 1
 fi
 mv "$f.part" "$f"
@@ -306,16 +307,17 @@ def _run(api: client.ApiClient, pod: dict, timeout: float) -> str:
 
 
 def restore(api: client.ApiClient, lab: Lab, name: str, database: str, *, timeout: float = 600) -> None:
-    """Restore the dump ``name`` (on the backup volume) into ``database``, created fresh (dropped
-    first if there), with the real ``pg_restore --clean --if-exists`` in one transaction: a
-    missing or corrupt dump fails naming it, and no other database is touched."""
+    """Restore the dump ``name`` (on the backup volume) into ``database``, created fresh here (one
+    that exists is refused, never overwritten), with the real ``pg_restore --clean --if-exists`` in
+    one transaction: a missing or corrupt dump fails naming it, and no other database is touched."""
     pg = postgres.settings(lab)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+[.]dump", name):
         raise BackupError(f"{name!r} is not a dump's name like {pg.database}-20260101T020000Z.dump")
-    if database == pg.database:
-        raise BackupError(f"restore into a fresh database, not the lab's own {database!r}")
-    drop(api, lab, database)
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+        raise BackupError(f"{database!r} is not a database name (lowercase letters, digits and '_')")
     with postgres.connect(api, lab, admin=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            raise BackupError(f"database {database!r} exists: restore into a fresh one (or drop it first)")
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     password = {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": postgres.CREDENTIALS,
                                                                      "key": postgres.ADMIN_KEY}}}
@@ -344,6 +346,7 @@ def postgres_drill(api: client.ApiClient, lab: Lab, *, rows: int = 100, later_ro
     """Write ``rows`` known rows, dump (a Job from the CronJob), write ``later_rows`` more, drop the
     table (the loss), restore the dump into a fresh database with pg_restore and compare row count
     and checksum with the state at dump time. The fresh database is dropped once compared."""
+    drop(api, lab, RESTORED)  # the drill's own database, left by an interrupted run
     with postgres.connect(api, lab) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {DRILL_TABLE}")  # the drill's own table, from a previous run
         conn.execute(f"CREATE TABLE {DRILL_TABLE} (id int PRIMARY KEY, payload text NOT NULL)")

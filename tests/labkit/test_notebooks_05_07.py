@@ -83,7 +83,9 @@ def test_the_cronjob_dumps_onto_the_nas_prunes_to_the_retention_and_restores(ser
     assert cron.spec.schedule == lab.backup.pg_dump.schedule == "0 2 * * *"
     container = cron.spec.job_template.spec.template.spec.containers[0]
     assert container.image == lab.postgres.image  # the chart's image: pg_dump of the server's version
-    assert "pg_dump -Fc -h postgresql" in container.command[2]
+    assert 'pg_dump -Fc -h "$PGHOST"' in container.command[2]
+    assert {e.name: e.value for e in container.env if e.value} == {
+        "PGHOST": "postgresql", "PGDATABASE": "homelab", "PGUSER": "homelab", "RETENTION": str(keep)}
     password = next(e for e in container.env if e.name == "PGPASSWORD")
     assert password.value is None and password.value_from.secret_key_ref.name == postgres.CREDENTIALS
     claim = client.CoreV1Api(api).read_namespaced_persistent_volume_claim(lab.backup.pg_dump.pvc, namespace)
@@ -150,7 +152,7 @@ def test_backup_faults_name_what_failed_and_touch_nothing(series: Series, runs) 
             backup.restore(api, lab, "homelab-corrupt.dump", "labkit_test_restored")
         with pytest.raises(backup.BackupError, match=r"no dump /backups/homelab-missing\.dump on the backup volume"):
             backup.restore(api, lab, "homelab-missing.dump", "labkit_test_restored")
-        with pytest.raises(backup.BackupError, match="not the lab's own 'homelab'"):
+        with pytest.raises(backup.BackupError, match="database 'homelab' exists: restore into a fresh one"):
             backup.restore(api, lab, before[-1], "homelab")
     finally:
         session.run(NAS, f"rm -f {folder}/homelab-corrupt.dump")
