@@ -4,9 +4,12 @@ Each drill is destructive only to what it creates itself (a table, a namespace),
 recovery point (what was written after the backup and is lost) and recovery time (from the loss
 to the data verified back), and compares both with the lab file's ``backup`` targets.
 
-- PostgreSQL: the real ``pg_dump`` runs inside ``postgresql-0`` (``kubectl exec``); the dump
-  (plain SQL with INSERTs) is kept in a local folder under a dated name and pruned to the
-  retention; the restore replays it through psycopg.
+- PostgreSQL: 05 applies a CronJob (``postgresql-backup``) whose pod runs the real ``pg_dump -Fc``
+  against the database's Service onto the backup volume (``backup.pg_dump.pvc``), one dump per run
+  named ``<database>-<UTC time>.dump``, pruned to ``backup.pg_dump.retention``. The drill takes
+  its dump on demand as a Job made from the CronJob (``kubectl create job --from=cronjob/...``)
+  and restores it with the real ``pg_restore`` (a pod mounting the same volume) into a fresh
+  database.
 - etcd: ``k3s etcd-snapshot save --name`` on the first server; the restore is k3s' documented
   one (stop k3s on the servers, ``k3s server --cluster-reset --cluster-reset-restore-path=...``
   on the first, start it again), which needs ``confirm=True``.
@@ -14,26 +17,35 @@ to the data verified back), and compares both with the lab file's ``backup`` tar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
+import secrets as random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 from kubernetes import client
+from psycopg import sql
 
-from labkit import postgres
-from labkit.changes import Check
-from labkit.errors import LabError
+from labkit import kube, manifests, postgres, storage
+from labkit.changes import Change, Check, Plan, StepTimer, untimed
+from labkit.errors import KubeError, LabError
 from labkit.params import Backup, Lab
+from labkit.progress import progress
 from labkit.ssh import Session
 
 DRILL_TABLE = "labkit_drill"
 DRILL_NAMESPACE = "labkit-drill-etcd"
 SNAPSHOT_NAME = "labkit-drill"
 SNAPSHOT_DIR = "/var/lib/rancher/k3s/server/db/snapshots"
+CRONJOB = "postgresql-backup"  # the CronJob, its Jobs' and pods' name prefix, the manifest set
+BACKUPS = "/backups"  # where the backup volume is mounted in those pods
+INSTANTIATE = "cronjob.kubernetes.io/instantiate"  # kubectl create job --from marks its Job "manual"
+LISTER_IMAGE = "busybox:1.36"
+RESTORED = "labkit_drill_restored"  # the fresh database the drill restores into
 
 
 class BackupError(LabError):
@@ -95,58 +107,234 @@ def measures(drills: list[Drill], lab: Lab) -> pd.DataFrame:
                           "rpo_target_s": b.rpo_minutes * 60, "rto_target_s": b.rto_minutes * 60} for d in drills])
 
 
-# -- PostgreSQL dumps -----------------------------------------------------------------------------
+# -- PostgreSQL dumps: the CronJob, its Jobs, the backup volume ----------------------------------
 
 
-def dump(api: client.ApiClient, lab: Lab, folder: Path, *, tables: list[str] | None = None,
-         database: str | None = None) -> Path:
-    """The real pg_dump inside postgresql-0, kept as ``<database>-<UTC time>.sql`` in ``folder``;
-    older dumps beyond the retention are deleted. A failed dump names the database and the reason."""
-    pg = postgres.settings(lab)
-    database = database or pg.database
-    args = ["pg_dump", "-U", pg.user, "-d", database, "--inserts", "--no-owner"]
-    for table in tables or []:
-        args += ["-t", table]
-    out = postgres.exec_tool(api, lab, args)
-    if not out.ok:
-        raise BackupError(f"pg_dump of database {database!r} failed: {out.stderr.strip()}")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{database}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.sql"
-    path.write_text(out.stdout)
-    prune(folder, database, settings(lab).pg_dump.retention)
-    return path
+def schedule_objects(lab: Lab) -> list[dict]:
+    """The backup volume (``backup.pg_dump.pvc``) and the CronJob that dumps the lab's database
+    onto it with the real ``pg_dump -Fc``, at ``backup.pg_dump.schedule``, pruned to the retention."""
+    pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
+    labels = {"app.kubernetes.io/name": CRONJOB, "app.kubernetes.io/part-of": "postgresql"}
+    env = [{"name": "PGHOST", "value": postgres.RELEASE},  # the database's Service
+           {"name": "PGDATABASE", "value": pg.database}, {"name": "PGUSER", "value": pg.user},
+           {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": postgres.CREDENTIALS,
+                                                                 "key": postgres.USER_KEY}}},
+           {"name": "RETENTION", "value": str(dump_.retention)}]
+    pod = {"metadata": {"labels": dict(labels)},
+           "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "pg-dump", "image": pg.image, "command": ["sh", "-c", DUMP_SCRIPT],
+                                    "env": env, "volumeMounts": [{"name": "backups", "mountPath": BACKUPS}]}],
+                    "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": dump_.pvc}}]}}
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+         "metadata": {"name": dump_.pvc, "namespace": pg.namespace, "labels": dict(labels)},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": dump_.storage_class,
+                  "resources": {"requests": {"storage": dump_.size}}}},
+        {"apiVersion": "batch/v1", "kind": "CronJob",
+         "metadata": {"name": CRONJOB, "namespace": pg.namespace, "labels": labels},
+         "spec": {"schedule": dump_.schedule, "concurrencyPolicy": "Forbid",
+                  "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                  "jobTemplate": {"metadata": {"labels": dict(labels)},
+                                  "spec": {"backoffLimit": 0, "template": pod}}}},
+    ]
 
 
-def prune(folder: Path, database: str, keep: int) -> list[Path]:
-    dumps = sorted(folder.glob(f"{database}-*.sql"))
-    gone = dumps[:-keep]
-    for path in gone:
-        path.unlink()
-    return gone
+# One dump, named <database>-<UTC time>.dump, written aside and renamed once whole (a failed or
+# interrupted pg_dump leaves no dump that looks complete), then the oldest dated dumps beyond
+# RETENTION removed (a file put there by hand is left alone): what the original lab's nightly script
+# did, with pg_dump's custom format (pg_restore reads it).
+DUMP_SCRIPT = """\
+f="/backups/$PGDATABASE-$(date -u +%Y%m%dT%H%M%SZ).dump"
+if ! pg_dump -Fc -h "$PGHOST" -d "$PGDATABASE" > "$f.part"; then
+  rm -f "$f.part"; echo "pg_dump of database $PGDATABASE failed: no dump kept" >&2; exit 1
+fi
+mv "$f.part" "$f"
+echo "dumped $f"
+ls /backups/"$PGDATABASE"-[0-9]*Z.dump | sort -r | tail -n +$((RETENTION + 1)) | while read -r old; do
+  rm "$old" && echo "pruned $old"
+done
+"""
 
 
-def restore(api: client.ApiClient, lab: Lab, path: Path) -> None:
-    """Replay a dump in one transaction: a corrupt file fails naming it and changes nothing."""
-    if not path.is_file():
-        raise BackupError(f"dump {path} not found; `backup.inventory` lists the dumps there are")
-    text = path.read_text(errors="replace")
-    if "PostgreSQL database dump complete" not in text:
-        raise BackupError(f"dump {path} is incomplete or corrupt (no end marker); the database was not touched")
-    # pg_dump 17.6+/18 wraps a plain dump in psql's \restrict/\unrestrict meta-commands (which
-    # stop a hostile server injecting meta-commands into psql); they are not SQL: left out here.
-    sql = "\n".join(line for line in text.splitlines() if not line.startswith(("\\restrict ", "\\unrestrict ")))
-    with postgres.connect(api, lab) as conn:
-        try:
-            with conn.transaction():
-                conn.execute(sql)
-        except Exception as exc:
-            raise BackupError(f"restoring {path} failed, rolled back: {exc}") from None
+def plan_schedule(api: client.ApiClient, lab: Lab) -> Plan[manifests.ObjectPlan]:
+    return manifests.plan(api, CRONJOB, schedule_objects(lab))
 
 
-def dumps(folder: Path) -> pd.DataFrame:
-    rows = [{"kind": "pg_dump", "name": p.name, "time": datetime.fromtimestamp(p.stat().st_mtime, UTC),
-             "size_bytes": p.stat().st_size, "location": str(p)} for p in sorted(folder.glob("*.sql"))]
+def apply_schedule(api: client.ApiClient, lab: Lab, plan_: Plan[manifests.ObjectPlan], *, dry_run: bool = False,
+                   step: StepTimer = untimed) -> list[Change]:
+    """What the plan says (server-side apply, field manager labkit), then verified (nothing in a dry run)."""
+    if dry_run:
+        return []
+    done = manifests.apply(api, plan_, step=step)
+    left = manifests.verify(api, CRONJOB, schedule_objects(lab))
+    if left:
+        raise BackupError("after the apply the backup schedule still differs from the lab file: " + "; ".join(left))
+    return done
+
+
+def schedule_checks(api: client.ApiClient, lab: Lab, *, dry_run: bool = False) -> list[Check]:
+    """The CronJob is there with the lab file's schedule, its volume bound."""
+    if dry_run:
+        return [Check("backup CronJob (dry run: nothing applied)", True, enforced=False)]
+    pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
+    cron = client.BatchV1Api(api).read_namespaced_cron_job(CRONJOB, pg.namespace)
+    volume = storage.wait_bound(api, pg.namespace, dump_.pvc)
+    return [Check(f"CronJob {CRONJOB} dumps at '{dump_.schedule}' keeping {dump_.retention}",
+                  cron.spec.schedule == dump_.schedule and not cron.spec.suspend,
+                  f"image {cron.spec.job_template.spec.template.spec.containers[0].image}"),
+            Check(f"backup volume {dump_.pvc} bound ({dump_.storage_class}, {dump_.size})", bool(volume), volume)]
+
+
+@dataclass(frozen=True)
+class Dump:
+    """A dump a Job wrote onto the backup volume."""
+
+    name: str  # <database>-<UTC time>.dump
+    job: str
+    log: str
+
+    @property
+    def path(self) -> str:
+        return f"{BACKUPS}/{self.name}"
+
+
+def dump(api: client.ApiClient, lab: Lab, *, database: str | None = None, timeout: float = 600) -> Dump:
+    """A dump now: a Job made from the CronJob as ``kubectl create job --from=cronjob/postgresql-backup``
+    does (its jobTemplate, annotated ``cronjob.kubernetes.io/instantiate: manual``, owned by the
+    CronJob), waited for. ``database`` dumps another one (the template with PGDATABASE changed).
+    A failed Job raises naming it, with its pod's last log lines."""
+    namespace = postgres.settings(lab).namespace
+    batch = client.BatchV1Api(api)
+    try:
+        cron = batch.read_namespaced_cron_job(CRONJOB, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise BackupError(f"CronJob {namespace}/{CRONJOB} is missing: run 05-postgres first") from None
+        raise
+    job = _job_from(api.sanitize_for_serialization(cron), database)
+    batch.create_namespaced_job(namespace, job)
+    log = _wait_job(api, namespace, job["metadata"]["name"], timeout)
+    written = re.search(r"^dumped /backups/(\S+)$", log, re.M)
+    if written is None:
+        raise BackupError(f"Job {namespace}/{job['metadata']['name']} completed but said no dump: {log[-300:]}")
+    return Dump(written.group(1), job["metadata"]["name"], log)
+
+
+def _job_from(cron: dict, database: str | None) -> dict:
+    template = cron["spec"]["jobTemplate"]
+    meta = template.get("metadata") or {}
+    spec = copy.deepcopy(template["spec"])
+    if database is not None:
+        for container in spec["template"]["spec"]["containers"]:
+            for var in container.get("env") or []:
+                if var["name"] == "PGDATABASE":
+                    var["value"] = database
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": f"{CRONJOB}-manual-{random.token_hex(3)}",
+                         "labels": meta.get("labels") or {},
+                         "annotations": {**(meta.get("annotations") or {}), INSTANTIATE: "manual"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
+                                              "name": cron["metadata"]["name"], "uid": cron["metadata"]["uid"],
+                                              "controller": True}]},
+            "spec": spec}
+
+
+def _wait_job(api: client.ApiClient, namespace: str, name: str, timeout: float) -> str:
+    """Follow the Job to its end (progress on each change); its pod's log. Failed: BackupError."""
+    batch, core = client.BatchV1Api(api), client.CoreV1Api(api)
+    with progress(f"Job {name}") as bar:
+        def ended(jobs) -> str | None:
+            job = next(iter(jobs.items), None)
+            if job is None:
+                return "gone"
+            states = {c.type: c.status for c in job.status.conditions or []}
+            status = job.status
+            bar.update(note=f"active {status.active or 0}, succeeded {status.succeeded or 0}, "
+                            f"failed {status.failed or 0}")
+            return next((kind for kind in ("Complete", "Failed") if states.get(kind) == "True"), None)
+
+        outcome = kube.until(batch.list_namespaced_job, ended, what=f"Job {namespace}/{name} to finish",
+                             timeout=timeout, namespace=namespace, field_selector=f"metadata.name={name}")
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
+    log = core.read_namespaced_pod_log(pods[-1].metadata.name, namespace) if pods else ""
+    if outcome != "Complete":
+        tail = " | ".join(line for line in log.strip().splitlines()[-5:]) or "(no log)"
+        raise BackupError(f"Job {namespace}/{name} {outcome.lower()}: {tail}; "
+                          f"`kubectl -n {namespace} logs job/{name}` shows its whole log")
+    return log
+
+
+def dumps(api: client.ApiClient, lab: Lab, *, timeout: float = 120) -> pd.DataFrame:
+    """The dumps on the backup volume (name, time, size, location), read by a short pod that
+    mounts it, as the backup Jobs do: this works whatever the volume's storage class (NFS or
+    not) and needs no login on the NAS."""
+    pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
+    try:
+        client.CoreV1Api(api).read_namespaced_persistent_volume_claim(dump_.pvc, pg.namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            raise BackupError(f"backup volume {pg.namespace}/{dump_.pvc} is missing: run 05-postgres first") from None
+        raise
+    log = _run(api, _pod(lab, f"{CRONJOB}-list", LISTER_IMAGE, LIST_SCRIPT), timeout)
+    rows = []
+    for line in log.splitlines():
+        path, size, mtime = line.rsplit(" ", 2)
+        rows.append({"kind": "pg_dump", "name": path.rsplit("/", 1)[-1], "time": datetime.fromtimestamp(int(mtime), UTC),
+                     "size_bytes": int(size), "location": f"pvc {pg.namespace}/{dump_.pvc}:{path}"})
     return pd.DataFrame(rows, columns=["kind", "name", "time", "size_bytes", "location"])
+
+
+LIST_SCRIPT = 'for f in /backups/*.dump; do [ -f "$f" ] && stat -c "%n %s %Y" "$f"; done; true'
+
+
+def _pod(lab: Lab, name: str, image: str, script: str, env: list[dict] | None = None) -> dict:
+    """A pod that runs ``script`` once with the backup volume at /backups."""
+    pg, dump_ = postgres.settings(lab), settings(lab).pg_dump
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": pg.namespace, "labels": {"app.kubernetes.io/name": name}},
+            "spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "run", "image": image, "command": ["sh", "-c", script], "env": env or [],
+                                     "volumeMounts": [{"name": "backups", "mountPath": BACKUPS}]}],
+                     "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": dump_.pvc}}]}}
+
+
+def _run(api: client.ApiClient, pod: dict, timeout: float) -> str:
+    """Run the pod to its end and remove it; its log (KubeError with its last lines if it failed)."""
+    try:
+        return kube.run_pod(api, pod, timeout=timeout)
+    finally:
+        kube.delete_pod(api, pod["metadata"]["namespace"], pod["metadata"]["name"])
+
+
+def restore(api: client.ApiClient, lab: Lab, name: str, database: str, *, timeout: float = 600) -> None:
+    """Restore the dump ``name`` (on the backup volume) into ``database``, created fresh here (one
+    that exists is refused, never overwritten), with the real ``pg_restore --clean --if-exists`` in
+    one transaction: a missing or corrupt dump fails naming it, and no other database is touched."""
+    pg = postgres.settings(lab)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+[.]dump", name):
+        raise BackupError(f"{name!r} is not a dump's name like {pg.database}-20260101T020000Z.dump")
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+        raise BackupError(f"{database!r} is not a database name (lowercase letters, digits and '_')")
+    with postgres.connect(api, lab, admin=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+            raise BackupError(f"database {database!r} exists: restore into a fresh one (or drop it first)")
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    password = {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": postgres.CREDENTIALS,
+                                                                     "key": postgres.ADMIN_KEY}}}
+    script = (f'f={BACKUPS}/{name}; [ -f "$f" ] || {{ echo "no dump $f on the backup volume" >&2; exit 2; }}; '
+              f'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error '
+              f'-h {postgres.RELEASE} -U postgres -d {database} "$f"')
+    try:
+        _run(api, _pod(lab, f"{CRONJOB}-restore", pg.image, script, [password]), timeout)
+    except KubeError as exc:
+        drop(api, lab, database)  # the empty database this restore made: nothing else was touched
+        raise BackupError(f"restoring {name} into {database} failed: {exc}") from None
+
+
+def drop(api: client.ApiClient, lab: Lab, database: str) -> None:
+    """Drop a database a restore made (if it is there), sessions on it ended."""
+    with postgres.connect(api, lab, admin=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
 def _table_state(conn) -> tuple[int, str]:
@@ -154,28 +342,32 @@ def _table_state(conn) -> tuple[int, str]:
                         f"FROM {DRILL_TABLE}").fetchone()
 
 
-def postgres_drill(api: client.ApiClient, lab: Lab, folder: Path, *, rows: int = 100, later_rows: int = 10) -> Drill:
-    """Write ``rows`` known rows, dump, write ``later_rows`` more, drop the table, restore the dump,
-    and compare row count and checksum with the state at dump time."""
+def postgres_drill(api: client.ApiClient, lab: Lab, *, rows: int = 100, later_rows: int = 10) -> Drill:
+    """Write ``rows`` known rows, dump (a Job from the CronJob), write ``later_rows`` more, drop the
+    table (the loss), restore the dump into a fresh database with pg_restore and compare row count
+    and checksum with the state at dump time. The fresh database is dropped once compared."""
+    drop(api, lab, RESTORED)  # the drill's own database, left by an interrupted run
     with postgres.connect(api, lab) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {DRILL_TABLE}")  # the drill's own table, from a previous run
         conn.execute(f"CREATE TABLE {DRILL_TABLE} (id int PRIMARY KEY, payload text NOT NULL)")
         _write(conn, range(rows))
         at_dump = _table_state(conn)
-    path = dump(api, lab, folder, tables=[DRILL_TABLE])
+    taken = dump(api, lab)
     backup_at = datetime.now(UTC)
     with postgres.connect(api, lab) as conn:
         _write(conn, range(rows, rows + later_rows))
         before_loss = _table_state(conn)
         conn.execute(f"DROP TABLE {DRILL_TABLE}")
         lost_at = datetime.now(UTC)
-    restore(api, lab, path)
+    restore(api, lab, taken.name, RESTORED)
     restored_at = datetime.now(UTC)
-    with postgres.connect(api, lab) as conn:
+    with postgres.connect(api, lab, database=RESTORED, admin=True) as conn:
         after = _table_state(conn)
     verified_at = datetime.now(UTC)
+    drop(api, lab, RESTORED)
     checks = [Check("postgres: rows and checksum after restore equal the dump's", after == at_dump,
-                    f"{after[0]} rows, md5 {after[1][:12]}… (at dump: {at_dump[0]} rows, {at_dump[1][:12]}…)"),
+                    f"{after[0]} rows, md5 {after[1][:12]}… (at dump: {at_dump[0]} rows, {at_dump[1][:12]}…) "
+                    f"from {taken.path} into database {RESTORED}"),
               Check("postgres: rows written after the dump are the ones lost", before_loss[0] - after[0] == later_rows,
                     f"{before_loss[0]} rows before the loss, {after[0]} restored")]
     return Drill("postgres", backup_at, lost_at, restored_at, verified_at, before_loss[0] - after[0], checks)
@@ -212,9 +404,9 @@ def save_etcd_snapshot(session: Session, lab: Lab, name: str = SNAPSHOT_NAME) ->
     return f"{SNAPSHOT_DIR}/{new[-1]}"
 
 
-def inventory(session: Session, lab: Lab, folder: Path) -> pd.DataFrame:
+def inventory(session: Session, lab: Lab, api: client.ApiClient) -> pd.DataFrame:
     """Both kinds of backup: name, time, size, location."""
-    return pd.concat([etcd_snapshots(session, lab), dumps(folder)], ignore_index=True)
+    return pd.concat([etcd_snapshots(session, lab), dumps(api, lab)], ignore_index=True)
 
 
 def _drill_objects() -> list[tuple[str, dict]]:
@@ -306,20 +498,14 @@ def _wait_back(api: client.ApiClient, timeout: float) -> dict[str, tuple[str, st
 # -- both drills (notebook 07) ----------------------------------------------------------------------
 
 
-def dump_folder(lab: Lab) -> Path:
-    """Where the PostgreSQL dumps are kept: the embedded lab's state folder, else beside the lab file."""
-    base = lab.embedded.state_dir if lab.embedded is not None else lab.base_dir
-    return base / "backups" / lab.name / "postgres"
-
-
-def drills(session: Session, lab: Lab, api: client.ApiClient, folder: Path, *, confirm: bool = False,
+def drills(session: Session, lab: Lab, api: client.ApiClient, *, confirm: bool = False,
            rows: int = 100, later_rows: int = 10, dry_run: bool = False) -> list[Drill]:
     """The PostgreSQL drill, then the etcd drill (refused without ``confirm``); none in a dry run."""
     if dry_run:
         return []
     if not confirm:  # refused before the PostgreSQL drill too: a run does both or neither
         etcd_drill(session, lab, api, confirm=False)
-    return [postgres_drill(api, lab, folder, rows=rows, later_rows=later_rows),
+    return [postgres_drill(api, lab, rows=rows, later_rows=later_rows),
             etcd_drill(session, lab, api, confirm=confirm)]
 
 

@@ -465,6 +465,15 @@ Memory = Annotated[str, AfterValidator(_pattern(
 Size = Annotated[str, AfterValidator(_pattern(r"\d+(Mi|Gi|Ti)", "is not a volume size like 8Gi"))]
 
 
+def _chart_image(value: Any) -> str:
+    """A pinned image written as the chart's values take it: registry/repository:tag."""
+    _pinned_image(value)
+    if not re.fullmatch(r"[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+:[A-Za-z0-9_][A-Za-z0-9_.-]*", value):
+        raise ValueError(f"{excerpt(value)} is not written registry/repository:tag, like "
+                         "docker.io/bitnami/postgresql:17.5.0-debian-12-r0")
+    return value
+
+
 class Resources(Section):
     cpu: Cpu
     memory: Memory
@@ -474,6 +483,8 @@ class Postgres(Section):
     chart_version: Annotated[str, BeforeValidator(_pinned)]
     repo: Annotated[str, AfterValidator(_pattern(r"(https|oci)://\S+", "is not a chart repository URL"))] = \
         "oci://registry-1.docker.io/bitnamicharts"
+    # the server's image, pinned; the backup CronJob's pg_dump runs in the same one (same client version)
+    image: Annotated[str, BeforeValidator(lambda v: _chart_image(v))] = "docker.io/bitnami/postgresql:17.5.0-debian-12-r0"
     namespace: ObjectName = "databases"
     database: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_]{0,62}", "is not a database name"))]
     user: Annotated[str, AfterValidator(_pattern(r"[a-z_][a-z0-9_]{0,62}", "is not a user name"))]

@@ -52,7 +52,10 @@ def settings(lab: Lab) -> Postgres:
 def chart(lab: Lab) -> charts.Chart:
     """Bitnami's postgresql chart with the lab's database, user, storage, limits and metrics."""
     pg = settings(lab)
+    registry, _, rest = pg.image.partition("/")
+    repository, _, tag = rest.rpartition(":")
     values = {
+        "image": {"registry": registry, "repository": repository, "tag": tag},
         "auth": {"username": pg.user, "database": pg.database, "existingSecret": CREDENTIALS,
                  "secretKeys": {"adminPasswordKey": ADMIN_KEY, "userPasswordKey": USER_KEY}},
         "primary": {"persistence": {"enabled": True, "storageClass": pg.storage_class, "size": pg.size},
@@ -212,11 +215,12 @@ def _pipe(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
 
 
 @contextlib.contextmanager
-def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None,
+def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, admin: bool = False,
             timeout: float = 60) -> Iterator[psycopg.Connection]:
-    """A psycopg connection to the lab's database (or another one) as the lab's user."""
-    pg = settings(lab)
-    user, password = pg.user, credentials(api, lab)[USER_KEY]
+    """A psycopg connection to the lab's database (or another one) as the lab's user, or as the
+    superuser ``postgres`` with ``admin`` (creating and dropping databases)."""
+    pg, found = settings(lab), credentials(api, lab)
+    user, password = ("postgres", found[ADMIN_KEY]) if admin else (pg.user, found[USER_KEY])
     with forward(api, pg.namespace, f"{RELEASE}-0") as port:
         deadline = time.monotonic() + timeout
         while True:  # a pod just (re)started may not accept connections yet: no readiness gate here

@@ -19,14 +19,17 @@
 # CPU and memory requests and limits and, when asked, the postgres-exporter for Prometheus. Then
 # proves it works by **using** it: a real PostgreSQL driver (psycopg 3) connects through a
 # port-forward tunnelled by the Kubernetes API server, creates a canary table, writes and reads rows,
-# and reads the database's own statistics (`pg_stat_database`).
+# and reads the database's own statistics (`pg_stat_database`). Last, it schedules the nightly backup:
+# a CronJob whose pod runs the real `pg_dump` onto a backup volume (notebook 07 restores from it).
 #
 # **Prerequisites.** Notebook 02 has run (the cluster and its kubeconfig); the storage class named in
 # the lab file exists (`nfs-client` after 03; k3s' own `local-path` otherwise).
 #
 # **What it changes.** Creates the namespace and the credentials Secret `postgresql-auth` (once: a
-# re-run keeps the passwords), installs or upgrades the `postgresql` HelmChart, and adds rows to
-# the canary table `labkit_canary`. With `dry_run=True` it shows the plan only.
+# re-run keeps the passwords), installs or upgrades the `postgresql` HelmChart, adds rows to the
+# canary table `labkit_canary`, and (with a `backup` section in the lab file) applies the backup
+# volume `backup.pg_dump.pvc` and the CronJob `postgresql-backup`. With `dry_run=True` it shows the
+# plan only.
 
 # %% tags=["parameters"]
 lab_file = "../parameters/sim.yaml"  # the lab (labkit run passes the lab file it runs)
@@ -35,7 +38,7 @@ timeout_s = 600                      # for the chart's helm Job and the Stateful
 samples = 5                          # canary rows written (one pg_stat_database sample each)
 
 # %%
-from labkit import kube, params, plots, postgres
+from labkit import backup, kube, params, plots, postgres
 from labkit.report import Report, record
 
 report = Report("05-postgres", dry_run=dry_run)
@@ -52,12 +55,14 @@ print(f"lab '{lab.name}': postgresql chart {pg.chart_version} into {pg.namespace
 # superuser's passwords the first time and stores them in the Secret `postgresql-auth`; the chart
 # reads them from there (`auth.existingSecret`), so they never appear in the chart's values, in this
 # notebook or in its outputs, and a re-run keeps them (a changed password would lock out every app
-# of notebook 06). The chart's values carry the lab's storage, limits and metrics; a values change
-# shows as an upgrade with its diff.
+# of notebook 06). The chart's values carry the lab's image, storage, limits and metrics; a values
+# change shows as an upgrade with its diff. The backup volume and CronJob are planned as the API
+# server would apply them (a server-side dry run).
 
 # %%
 planned = postgres.plan(api, lab)
-report.plan(planned.changes())
+scheduled = backup.plan_schedule(api, lab) if lab.backup else None
+report.plan(planned.changes() + (scheduled.changes() if scheduled else []))
 
 # %% [markdown]
 # ## Apply
@@ -80,6 +85,22 @@ report.applied(postgres.apply(api, lab, planned, dry_run=dry_run, timeout=timeou
 # %%
 verified = postgres.verify(api, lab, samples=samples, dry_run=dry_run)
 report.verify(verified.checks)
+
+# %% [markdown]
+# ## The nightly backup
+#
+# The CronJob `postgresql-backup` runs at `backup.pg_dump.schedule` in the chart's own image (the same
+# `pg_dump` version as the server): `pg_dump -Fc` of the lab's database through the Service
+# `postgresql`, as the lab's user (password from the Secret, as an environment variable: never in
+# the command), into `/backups/<database>-<UTC time>.dump` on the volume `backup.pg_dump.pvc`
+# (storage class and size from the lab file: the NAS with `nfs-client`), written aside and renamed
+# once complete, then the dumps beyond `backup.pg_dump.retention` removed, oldest first. Both objects
+# are applied server-side with field manager `labkit`; a re-run plans them unchanged.
+
+# %%
+if scheduled is not None:
+    report.applied(backup.apply_schedule(api, lab, scheduled, dry_run=dry_run, step=report.step))
+    report.verify(backup.schedule_checks(api, lab, dry_run=dry_run))
 
 # %%
 report.inventory("postgres", {pg.namespace + "/" + postgres.RELEASE: {

@@ -4,7 +4,10 @@ PVE hands out, so it never collides with a VM), reachable over SSH like a Synolo
 (the lab's SSH port and user, the operator's public key, a host key of its own that clients
 pin), exporting ``nfs.path`` over real NFSv4 (``ganesha``) and to the lab's NFS clients
 (``exports``: pods' volumes, the NFS provisioner). ``set_reachable(False)`` is the fault of a
-NAS that does not answer: SSH refuses, NFS stops, clients time out."""
+NAS that does not answer: SSH refuses, NFS stops, clients time out; ``full = True`` the fault of
+its volume out of space: what pods write into its export fails with ENOSPC (the writes labsim's
+container shell makes, such as a backup Job's ``pg_dump > /backups/...``; a real program writing
+its own files there, PostgreSQL's data directory, is not held back)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ class Nas:
         self.ip = lab.config.nfs_server
         self.path = lab.config.nfs_path
         self.reachable = True
+        self.full = False
         self.nfs = Ganesha(Path(lab.state_dir) / "nas" / "ganesha", self.ip, {}, self._log)
 
     @property
@@ -74,7 +78,7 @@ class Nas:
 
     def status(self) -> dict[str, Any]:
         return {"ip": self.ip, "ssh_port": self.lab.config.ssh_port, "user": self.lab.config.ssh_user,
-                "export": self.path, "reachable": self.reachable,
+                "export": self.path, "reachable": self.reachable, "full": self.full,
                 "nfs": f"{self.ip}:{NFS_PORT}" if self.nfs.running else None}
 
     def _log(self, line: str) -> None:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 class NfsServer(Protocol):
     reachable: bool
+    full: bool  # no space left on its volume: writes through NFS fail (ENOSPC)
 
     def exports(self) -> dict[str, Path]: ...
 
@@ -42,6 +43,12 @@ def server(ip: str) -> NfsServer | None:
 def known(ip: str) -> bool:
     """A NAS of a running lab has this address (whether it answers or not)."""
     return ip in _SERVERS
+
+
+def full(real: Path) -> bool:
+    """The real path is inside the export of a NAS whose volume is full."""
+    return any(nas.full and real.is_relative_to(root.resolve())
+               for nas in _SERVERS.values() for root in nas.exports().values())
 
 
 def folder(server: str, path: str) -> Path:

@@ -443,8 +443,9 @@ class Shell:
             result = CommandResult(exit_status=self._substitution_status)
         else:
             result = await self.execute(argv, assignments, stdin)
-        self.status = result.exit_status
-        return self._route(result, sinks)
+        routed = self._route(result, sinks)
+        self.status = routed.exit_status
+        return routed
 
     async def execute(self, argv: list[str], assignments: dict[str, str], stdin: bytes) -> CommandResult:
         """Run one expanded command: a builtin of this shell, or a program of the registry."""
@@ -702,9 +703,14 @@ class Shell:
                 err += data
             else:
                 files.setdefault(sink, bytearray()).extend(data)
+        status = result.exit_status
         for path, data in files.items():
-            self.node.write(path, bytes(data), user=self.user, append=True)
-        return CommandResult(bytes(out), bytes(err), result.exit_status)
+            try:
+                self.node.write(path, bytes(data), user=self.user, append=True)
+            except OSError as exc:  # the command's write failed (a full disk): it says so and fails
+                err += f"{self.where()}{describe_error(exc)}\n".encode()
+                status = 1
+        return CommandResult(bytes(out), bytes(err), status)
 
 
 def _trace(assignments: dict[str, str], argv: list[str]) -> bytes:

@@ -11,6 +11,7 @@ and the nodes' SSH faults (labsim.node.faults): ``{"fault": "ssh_drop", "vmid": 
 ``{"fault": "ssh_k3s_never_ready", "vmid": 121, "version": "v1.35.0+k3s1"}`` (that node's k3s agent at
 that version never brings its Node back Ready: a failed upgrade),
 and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``,
+``{"fault": "nas_full"}`` (its volume out of space: pods' writes into the export fail), ``{"fault": "nas_full_clear"}``,
 and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
 and the cluster's (labsim.kube.faults): ``{"fault": "disk_full", "node": "k3s-worker-01", "percent": 95}``,
 ``{"fault": "crash_loop", "namespace": "apps", "pod": "web-0"}``, ``{"fault": "crash_loop_clear", ...}``,
@@ -130,6 +131,8 @@ async def _lab_fault(pve: ProxmoxVE, body: dict[str, Any]) -> bool:
     lab, kind = pve.node_host().lab, body.get("fault")
     if kind in ("nas_down", "nas_up") and getattr(lab, "nas", None) is not None:
         await lab.nas.set_reachable(kind == "nas_up")
+    elif kind in ("nas_full", "nas_full_clear") and getattr(lab, "nas", None) is not None:
+        lab.nas.full = kind == "nas_full"
     elif kind == "acme_down":
         await _acme_down(pve, body.get("server"))
     elif kind in ("ntfy_down", "ntfy_up"):
@@ -168,6 +171,7 @@ def add_routes(app: web.Application, server: Any) -> None:
         found = {**pve.faults.view(), "task_failures": pve.tasks.failures, "ssh": pve.node_host().faults.view()}
         found["disk_full"] = sorted(n for c in _clusters(pve) for n in kube_faults.full_disks(c))
         return {**found, "nas_down": nas() is not None and not nas().reachable,
+                "nas_full": nas() is not None and nas().full,
                 "acme_down": [d.url for d in pebble.stopped] if pebble is not None else [],
                 "ntfy_down": lab_ntfy is not None and not lab_ntfy.running}
 
@@ -186,6 +190,7 @@ def add_routes(app: web.Application, server: Any) -> None:
         _clear_disks(pve)
         if nas() is not None:
             await nas().set_reachable(True)
+            nas().full = False
         pebble = pve.node_host().lab.pebble
         if pebble is not None:
             await pebble.restart_stopped()

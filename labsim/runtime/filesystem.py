@@ -19,6 +19,7 @@ readOnly mounts are writable here (not modelled).
 from __future__ import annotations
 
 import base64
+import errno
 import math
 import os
 import shutil
@@ -61,6 +62,13 @@ class ContainerFS(NodeModel):
     @property
     def clock(self) -> Clock:
         return self._clock
+
+    def write(self, path: str, data: bytes, *args, **kwargs) -> None:
+        """As the node model's, but data written into the export of a full NAS fails as over NFS
+        (ENOSPC; creating or truncating the file still works, as there)."""
+        if data and exports.full(self.host_path(normpath(path)).resolve()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        super().write(path, data, *args, **kwargs)
 
     def program_path(self, name: str) -> str | None:
         """Where ``name`` lives in this image, or None: the shell then answers "not found"."""

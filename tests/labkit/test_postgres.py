@@ -137,6 +137,7 @@ def test_a_second_run_changes_nothing_and_keeps_the_password(deployed, lab) -> N
     (("postgres", "size"), "8GB", "postgres.size: '8GB' is not a volume size like 8Gi"),
     (("postgres", "chart_version"), "latest", "postgres.chart_version: 'latest' is not a pinned chart version"),
     (("postgres", "user"), "postgres", "postgres.user: 'postgres' is the superuser"),
+    (("postgres", "image"), "postgres:17", "postgres.image: 'postgres:17' is not written registry/repository:tag"),
     (("backup", "pg_dump", "schedule"), "every night", "backup.pg_dump.schedule: 'every night' is not a cron"),
     (("backup", "etcd", "retention"), 0, "backup.etcd.retention"),
 ])
@@ -151,50 +152,19 @@ def test_bad_postgres_and_backup_input_names_the_field(lab_doc: dict, tmp_path: 
     assert message in str(err.value)
 
 
-# -- backups (07's PostgreSQL side) on the same database ----------------------------------------------
+# -- 07's etcd side (the PostgreSQL drill runs on the series lab: tests/labkit/test_notebooks_05_07.py) --
 
 
-@pytest.fixture(scope="module")
-def drill(deployed, lab, tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("dumps")
-    return folder, backup.postgres_drill(deployed[0], lab, folder, rows=50, later_rows=7)
-
-
-def test_the_postgres_drill_restores_the_dumped_rows_and_measures_rpo_and_rto(drill, lab) -> None:
-    folder, result = drill
-    assert all(c.passed for c in result.checks), result.checks
-    assert result.rpo_rows == 7 and result.backup_at < result.lost_at < result.restored_at <= result.verified_at
-    assert 0 < result.rto_seconds < 600 and result.rpo_seconds > 0
-    assert [c.passed for c in backup.target_checks(result, lab)] == [True, True]
-    dumps = backup.dumps(folder)
-    assert len(dumps) == 1 and dumps["size_bytes"][0] > 1000 and dumps["name"][0].startswith("homelab-")
-    text = Path(dumps["location"][0]).read_text()
-    assert "-- Dumped by pg_dump version 18" in text and f"INSERT INTO public.{backup.DRILL_TABLE}" in text
-    assert list(backup.timeline_rows([result])["step"]) == ["written after the backup", "restore", "verify"]
-
-
-def test_a_second_drill_passes_too_and_dumps_are_pruned_to_the_retention(drill, deployed, lab) -> None:
-    folder, _ = drill
-    again = backup.postgres_drill(deployed[0], lab, folder, rows=20, later_rows=3)
-    assert all(c.passed for c in again.checks) and again.rpo_rows == 3
-    for _ in range(lab.backup.pg_dump.retention):
-        backup.dump(deployed[0], lab, folder)
-    assert len(backup.dumps(folder)) == lab.backup.pg_dump.retention
-
-
-def test_backup_faults_name_what_failed_and_touch_nothing(drill, deployed, lab, tmp_path: Path) -> None:
+def test_backups_before_05_scheduled_them_say_so(deployed, lab) -> None:
+    """No CronJob, no backup volume (this cluster has the database only): a dump or a listing is
+    refused naming what is missing, before any pod runs."""
     api = deployed[0]
-    with pytest.raises(backup.BackupError, match=r"pg_dump of database 'nosuchdb' failed: .*does not exist"):
-        backup.dump(api, lab, tmp_path, database="nosuchdb")
-    corrupt = tmp_path / "homelab-corrupt.sql"
-    corrupt.write_text("CREATE TABLE half (id int);\nINSERT INTO half VALUES (")
-    with pytest.raises(backup.BackupError, match="incomplete or corrupt"):
-        backup.restore(api, lab, corrupt)
-    with pytest.raises(backup.BackupError, match="not found"):
-        backup.restore(api, lab, tmp_path / "missing.sql")
-    with postgres.connect(api, lab) as conn:
-        assert conn.execute("select to_regclass('half')").fetchone()[0] is None
-        assert conn.execute(f"select count(*) from {postgres.CANARY}").fetchone()[0] == 5  # untouched
+    with pytest.raises(backup.BackupError, match="CronJob databases/postgresql-backup is missing: run 05-postgres"):
+        backup.dump(api, lab)
+    with pytest.raises(backup.BackupError, match="backup volume databases/postgresql-backups is missing"):
+        backup.dumps(api, lab)
+    pods = client.CoreV1Api(api).list_namespaced_pod("databases").items
+    assert not [p.metadata.name for p in pods if p.metadata.name.startswith(backup.CRONJOB)]
 
 
 def test_the_etcd_drill_is_refused_without_confirm(lab) -> None:

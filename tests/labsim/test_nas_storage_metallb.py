@@ -240,6 +240,29 @@ def test_a_claim_binds_to_a_nas_folder_shared_by_pods_on_two_nodes(lab: K3sLab, 
     assert "note.txt" in nfs_ls(lab, f"/{folder}")
 
 
+def test_a_full_nas_fails_what_pods_write_into_the_export(lab: K3sLab, nfs: client.CoreV1Api) -> None:
+    """The admin endpoint's nas_full: a pod's write into its NFS volume fails with ENOSPC (the file
+    is created, nothing lands in it), as on a NAS out of space; cleared, the same write works."""
+    status = lab.handle.status()
+    base, ca = status["pve"]["url"] + "/labsim/faults", status["pve"]["ca_file"]
+    token = {"Authorization": f"PVEAPIToken={status['pve']['token_id']}={status['pve']['token_secret']}"}
+    answer = requests.post(base, json={"fault": "nas_full"}, headers=token, verify=ca, timeout=10)
+    assert answer.status_code == 200 and answer.json()["data"]["nas_full"] is True
+    try:
+        pod_on(nfs, "filler", lab.name(1), "shared", "echo more > /data/full.txt; echo status $?")
+        wait_until(lambda: succeeded(nfs, "filler"), 30)
+        log = nfs.read_namespaced_pod_log("filler", "default")
+        assert "/data/full.txt: No space left on device" in log and "status 1" in log
+        assert nas_ssh(lab, "cat /volume1/k8s-data/default-shared-*/full.txt").stdout == ""
+    finally:
+        assert requests.delete(base, headers=token, verify=ca, timeout=10).status_code == 200
+    pod_on(nfs, "refiller", lab.name(1), "shared", "echo more > /data/full.txt")
+    wait_until(lambda: succeeded(nfs, "refiller"), 30)
+    assert nas_ssh(lab, "cat /volume1/k8s-data/default-shared-*/full.txt").stdout == "more\n"
+    for name in ("filler", "refiller"):
+        nfs.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+
+
 def test_releasing_the_claim_archives_its_folder(lab: K3sLab, nfs: client.CoreV1Api) -> None:
     pv_name = nfs.read_namespaced_persistent_volume_claim("shared", "default").spec.volume_name
     for pod in ("writer", "reader"):
