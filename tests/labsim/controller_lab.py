@@ -86,8 +86,9 @@ async def running(cluster: InProcessCluster, keep_state: bool = False):
             shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 10.0):
-    """Poll ``predicate`` until truthy (the controllers run in between); its value is returned."""
+async def wait_for(predicate: Callable[[], object], timeout: float = 30.0):
+    """Poll ``predicate`` until truthy (the controllers run in between); its value is returned. The
+    timeout leaves room for real programs starting on a loaded 2-core machine."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()

@@ -86,7 +86,9 @@ def test_deployment_rollout_scale_and_set_image(shared: RunningCluster):
     shared.kubectl("-n", "rollout", "set", "image", "deployment/web", "web=nginx:1.27")
     out = shared.kubectl("-n", "rollout", "rollout", "status", "deployment/web", "--timeout=60s").stdout
     assert 'deployment "web" successfully rolled out' in out
-    images = {p.spec.containers[0].image for p in core.list_namespaced_pod("rollout", label_selector="app=web").items}
+    # as on a real cluster, old pods may still be terminating (graceful deletion) when the rollout is done
+    images = {p.spec.containers[0].image for p in core.list_namespaced_pod("rollout", label_selector="app=web").items
+              if p.metadata.deletion_timestamp is None}
     assert images == {"nginx:1.27"}
     history = shared.kubectl("-n", "rollout", "rollout", "history", "deployment/web").stdout
     assert [line.split()[0] for line in history.splitlines()[2:] if line.strip()] == ["1", "2"]
