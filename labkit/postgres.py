@@ -7,6 +7,10 @@ registered for redaction as soon as labkit sees them and never printed.
 
 ``verify`` connects with psycopg 3 through a port-forward tunnelled by the API server (no node
 port, no LoadBalancer needed), writes and reads a canary row and reads ``pg_stat_database``.
+
+With metrics on and 04's stack there (prometheus-operator's ServiceMonitor CRD served), the chart
+also gets its ServiceMonitor, and ``verify`` waits for the postgres-exporter target to be up in
+Prometheus and for ``pg_up`` to say the exporter reaches the database.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import psycopg
 from kubernetes import client
 from kubernetes.stream import portforward, stream
 
-from labkit import charts, secrets
+from labkit import charts, observe, secrets
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Postgres
@@ -37,6 +41,8 @@ CREDENTIALS = "postgresql-auth"
 ADMIN_KEY, USER_KEY = "postgres-password", "password"
 CANARY = "labkit_canary"
 PORT = 5432
+SERVICE_MONITORS = "servicemonitors.monitoring.coreos.com"  # the CRD 04's kube-prometheus-stack brings
+METRICS_JOB = f"{RELEASE}-metrics"  # the operator names a ServiceMonitor's job after the Service it scrapes
 
 
 class PostgresError(LabError):
@@ -49,8 +55,24 @@ def settings(lab: Lab) -> Postgres:
     return lab.postgres
 
 
-def chart(lab: Lab) -> charts.Chart:
-    """Bitnami's postgresql chart with the lab's database, user, storage, limits and metrics."""
+def monitored(api: client.ApiClient, lab: Lab) -> bool:
+    """Whether the chart gets its ServiceMonitor: metrics on, and the CRD served (04 ran). Without
+    the CRD the chart's install would fail on a kind the API server does not know."""
+    if not settings(lab).metrics:
+        return False
+    try:
+        client.ApiextensionsV1Api(api).read_custom_resource_definition(SERVICE_MONITORS)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise PostgresError(f"read CustomResourceDefinition {SERVICE_MONITORS}: API server answered "
+                            f"{exc.status} {exc.reason}") from None
+    return True
+
+
+def chart(lab: Lab, *, monitored: bool = False) -> charts.Chart:
+    """Bitnami's postgresql chart with the lab's database, user, storage, limits and metrics (and
+    the ServiceMonitor when ``monitored``)."""
     pg = settings(lab)
     registry, _, rest = pg.image.partition("/")
     repository, _, tag = rest.rpartition(":")
@@ -63,6 +85,8 @@ def chart(lab: Lab) -> charts.Chart:
         "metrics": {"enabled": pg.metrics},
         "tls": {"enabled": pg.tls},
     }
+    if monitored:
+        values["metrics"]["serviceMonitor"] = {"enabled": True}
     return charts.Chart(RELEASE, chart="postgresql", version=pg.chart_version, repo=pg.repo,
                         target_namespace=pg.namespace, values=values)
 
@@ -73,13 +97,15 @@ class Planned:
 
     credentials: Plan[Change]
     chart: Plan[charts.ChartPlan]
+    monitored: bool = False  # the chart planned with its ServiceMonitor
 
     def changes(self) -> list[Change]:
         return self.credentials.changes() + self.chart.changes()
 
 
 def plan(api: client.ApiClient, lab: Lab) -> Planned:
-    return Planned(plan_credentials(api, lab), charts.plan(api, [chart(lab)]))
+    watched = monitored(api, lab)
+    return Planned(plan_credentials(api, lab), charts.plan(api, [chart(lab, monitored=watched)]), watched)
 
 
 def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = False, timeout: float = 600,
@@ -90,7 +116,7 @@ def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = 
     with step("credentials", CREDENTIALS):
         done = apply_credentials(api, lab, planned.credentials)
     done += charts.apply(api, planned.chart, timeout=timeout, step=step)
-    left = charts.verify(api, [chart(lab)])
+    left = charts.verify(api, [chart(lab, monitored=planned.monitored)])
     if left:
         raise PostgresError("after the apply the chart still differs from the lab file: " + "; ".join(left))
     return done
@@ -290,8 +316,25 @@ def verify(api: client.ApiClient, lab: Lab, *, samples: int = 5, dry_run: bool =
               f"{len(read)} of {samples} rows in {CANARY}"),
         Check("pg_stat_database counts the transactions", last["commits"] > rows[0]["commits"],
               f"{last['commits']} commits, {last['connections']} connections, {last['size_bytes']} bytes"),
+        *exporter_checks(api, lab),
     ]
     return Verified(checks, frame, version)
+
+
+def exporter_checks(api: client.ApiClient, lab: Lab, *, timeout: float = 180) -> list[Check]:
+    """The postgres-exporter target up in 04's Prometheus and its ``pg_up`` 1 (none without 04's
+    stack: no ServiceMonitor, nothing to ask)."""
+    if lab.observability is None or not monitored(api, lab):
+        return []
+    stack = observe.connect(api, lab)
+    try:
+        found = observe.wait_targets(stack, [METRICS_JOB], timeout=timeout)
+        up = observe.query(stack, f'pg_up{{job="{METRICS_JOB}"}}')
+    finally:
+        stack.close()
+    return [*found.checks([METRICS_JOB]),
+            Check("postgres-exporter reaches the database (pg_up)", not up.empty and bool((up["value"] == 1).all()),
+                  f"pg_up {', '.join(f'{v:g}' for v in up['value'])}" if not up.empty else "no pg_up series yet")]
 
 
 @dataclass(frozen=True)

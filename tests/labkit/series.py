@@ -55,6 +55,11 @@ class Series:
         self.folders.append((self.outputs / "latest").resolve())
         return json.loads((self.folders[-1] / "summary.json").read_text())
 
+    def ensure(self, notebook: str) -> None:
+        """Run ``notebook`` (e.g. "04") unless a run on this lab has: what a later one stands on."""
+        if not any(list(folder.glob(f"{notebook}-*.ipynb")) for folder in self.folders):
+            self.run(notebook)
+
     def fault(self, fault: str, **fields: Any) -> None:
         """Inject a fault through the lab's admin endpoint (labsim.pve.admin), e.g. ``fault("nas_down")``."""
         pve = self.lab.proxmox

@@ -33,7 +33,9 @@ def _password(lab) -> str:
 
 @pytest.fixture(scope="module")
 def runs(series: Series) -> tuple[dict, dict, str]:
-    """05 and 07 on the series lab, then both again; the generated password after the first."""
+    """05 and 07 on the series lab (04's stack there: 05 adds the exporter's ServiceMonitor), then
+    both again; the generated password after the first."""
+    series.ensure("04")
     first = series.run("05", "07")
     password = _password(series.lab)
     return first, series.run("05", "07"), password
@@ -45,6 +47,8 @@ def test_05_and_07_on_the_series_lab_then_again(series: Series, runs) -> None:
     assert [n["status"] for n in first["notebooks"]] == ["passed"] * 2
     assert by_name["05-postgres"]["changes"] == 5  # namespace, Secret, HelmChart, backup PVC, CronJob
     assert by_name["05-postgres"]["checks_failed"] == 0
+    shown = (series.folders[-2] / "05-postgres.ipynb").read_text()  # the first run's
+    assert "target postgresql-metrics is up" in shown and "postgres-exporter reaches the database (pg_up)" in shown
     assert (by_name["07-backup-restore"]["checks_passed"], by_name["07-backup-restore"]["checks_failed"]) == (8, 0)
     assert set(first["inventory"]["backups"]) == {"etcd", "pg_dump"}
     lab = series.lab
