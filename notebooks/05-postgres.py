@@ -80,7 +80,9 @@ report.applied(postgres.apply(api, lab, planned, dry_run=dry_run, timeout=timeou
 # psycopg connects to `postgresql-0` through the API server's port-forward (what `kubectl
 # port-forward` does; no Service needs to be exposed), as the lab's user, with the password read from
 # the Secret. It creates the canary table, writes rows and reads them back, sampling
-# `pg_stat_database` after each write.
+# `pg_stat_database` after each write. With notebook 04's stack in the lab (its ServiceMonitor CRD
+# served), the chart also got its ServiceMonitor: the postgres-exporter target must be up in
+# Prometheus and its `pg_up` must be 1 (the exporter reaches the database).
 
 # %%
 verified = postgres.verify(api, lab, samples=samples, dry_run=dry_run)
