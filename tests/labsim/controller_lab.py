@@ -78,12 +78,15 @@ async def running(cluster: InProcessCluster, keep_state: bool = False):
     try:
         yield cluster
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await cluster.runtime.close()
-        if not keep_state:
-            shutil.rmtree(cluster.state_dir, ignore_errors=True)
+        try:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await cluster.runtime.close()
+        finally:
+            await cluster.runtime.reap()  # what a stop cut short (the test's timeout) left running: never orphans
+            if not keep_state:
+                shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float = 10.0):
