@@ -21,6 +21,7 @@ import pytest
 from labsim.runtime import supervisor
 from labsim.runtime.programs import nginx
 from labsim.runtime.supervisor import Supervisor
+from tests.labfiles import unique_pod_networks
 from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 from tests.polling import wait_until
 
@@ -156,8 +157,10 @@ async def test_a_stopped_lab_leaves_no_nginx_of_a_pod_in_graceful_deletion(monke
     workers are gone by PID. The master is stopped (SIGSTOP) so that it outlives the SIGTERM, as a
     program slow to stop does."""
     monkeypatch.setattr(supervisor, "STOP_SECONDS", 0.5)
-    cluster = InProcessCluster()
-    cluster.add_node("node-a", 1)
+    # Pod addresses of its own: a real nginx binds them (another run's pods must not hold them).
+    cluster_cidr, service_cidr = unique_pod_networks()
+    cluster = InProcessCluster(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
+    cluster.add_node("node-a", 1, pod_cidr=cluster_cidr.replace("/22", "/24"))
     pods = cluster.store.resource("v1", "Pod")
     group: list[int] = []
     try:
