@@ -206,8 +206,8 @@ class ContainerRuntime:
 
     def stop(self, uid: str, container: str | None = None) -> None:
         """Kill the pod's processes, or one container's (SIGTERM, then SIGKILL), and their probes.
-        A whole pod's processes are forgotten; one container's process stays until it is restarted,
-        so its exit code is seen."""
+        A whole pod's processes are forgotten by the pod (``close`` still waits for them until they
+        have exited); one container's process stays until it is restarted, so its exit code is seen."""
         for key in [k for k in self._probers if k[0] == uid and container in (None, k[1])]:
             self._probers.pop(key).stop()
         for key in [k for k in self._processes if k[0] == uid and container in (None, k[1])]:

@@ -100,7 +100,7 @@ class RealProcess:
         self.process = process
         self.pid_file.write_text(json.dumps({"pid": process.pid, "start": _start_time(process.pid)}))
         assert process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # a step's input is a few bytes (a password): no blocking
+        with contextlib.suppress(BrokenPipeError):  # a step's input is a statement or two: no blocking
             process.stdin.write(stdin or b"")
         process.stdin.close()
         return process
