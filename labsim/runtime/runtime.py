@@ -47,6 +47,7 @@ class ContainerRuntime:
         self._filesystems: dict[Key, ContainerFS] = {}
         self._processes: dict[Key, Process] = {}
         self._probers: dict[Key, probes.Prober] = {}
+        self._stopping: set[Process] = set()  # a stopped pod's processes until they have exited
         self.supervisor = Supervisor(cluster.state_dir / "run")
 
     # -- filesystems and environment --------------------------------------------------------
@@ -208,13 +209,16 @@ class ContainerRuntime:
 
     def stop(self, uid: str, container: str | None = None) -> None:
         """Kill the pod's processes, or one container's (SIGTERM, then SIGKILL), and their probes.
-        A whole pod's processes are forgotten; one container's process stays until it is restarted,
-        so its exit code is seen."""
+        A whole pod's processes are forgotten by the pod (``close`` still waits for them until they
+        have exited); one container's process stays until it is restarted, so its exit code is seen."""
         for key in [k for k in self._probers if k[0] == uid and container in (None, k[1])]:
             self._probers.pop(key).stop()
         for key in [k for k in self._processes if k[0] == uid and container in (None, k[1])]:
             process = self._processes[key] if container else self._processes.pop(key)
             process.kill()
+            if not container:  # forgotten by the pod, not by the lab: close() still waits for it
+                self._stopping.add(process)
+                process.task.add_done_callback(lambda _, process=process: self._stopping.discard(process))
 
     async def terminate(self, uid: str) -> None:
         """Stop the pod's processes (``stop``) and wait until every one has exited."""
@@ -238,9 +242,9 @@ class ContainerRuntime:
         """The lab stops: every process ends (the pods run again when it comes back)."""
         for prober in self._probers.values():
             prober.stop()
-        processes, self._processes, self._probers = list(self._processes.values()), {}, {}
-        for process in processes:
-            await process.killed()
+        processes = [*self._processes.values(), *self._stopping]  # those of pods being deleted too
+        self._processes, self._probers, self._stopping = {}, {}, set()
+        await asyncio.gather(*(process.killed() for process in processes))  # each within its grace period, together
 
     # -- exec and attach --------------------------------------------------------------------
     def shell(self, pod: dict, container: dict) -> Shell:

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,8 +54,9 @@ class RealProcess:
                  env: dict[str, str], cwd: str, log_line: Callable[[str], None], exited: Callable[[], None]) -> None:
         self.supervisor, self.name, self.steps, self.argv = supervisor, name, steps, argv
         self.env, self.cwd, self._log, self._exited = env, cwd, log_line, exited
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: subprocess.Popen | None = None
         self.exit_code: int | None = None
+        self.stopping = False  # asked to stop: no further step starts, a process that starts is stopped at once
         self.pid_file = supervisor.run_dir / f"{name}.pid"
         self.task = asyncio.create_task(self._run())
 
@@ -65,6 +67,9 @@ class RealProcess:
     async def _run(self) -> None:
         try:
             for argv, stdin in [*self.steps, (self.argv, None)]:
+                if self.stopping:
+                    self.exit_code = 128 + signal.SIGKILL  # stopped before it started, as a killed container
+                    return
                 code = await self._one(argv, stdin)
                 if code != 0 or stdin is None:
                     self.exit_code = code
@@ -73,31 +78,63 @@ class RealProcess:
             self._log(f"labsim: cannot start {self.argv[0]}: {exc}")
             self.exit_code = 128
         finally:
-            self.pid_file.unlink(missing_ok=True)
+            self._forget_pid_file()
             if self.exit_code is not None:
                 self._exited()
 
-    async def _one(self, argv: list[str], stdin: bytes | None) -> int:
+    def _forget_pid_file(self) -> None:
+        """Remove the PID file if it still names this process: the container's next process (same
+        name) may have written its own already, which a later reap needs."""
+        with contextlib.suppress(OSError, ValueError):
+            if self.process is not None and json.loads(self.pid_file.read_text())["pid"] == self.process.pid:
+                self.pid_file.unlink()
+
+    def _spawn(self, argv: list[str], stdin: bytes | None) -> subprocess.Popen:
+        """Start ``argv`` in a session of its own. Popen, not asyncio's create_subprocess_exec: that
+        one, cancelled while it connects its pipes, kills the started process alone (SIGKILL to its
+        PID), and nginx's workers, forked meanwhile, were orphaned. Popen returns with the PID, and
+        from then on the whole group is the process's."""
         self.supervisor.run_dir.mkdir(parents=True, exist_ok=True)
-        self.process = process = await asyncio.create_subprocess_exec(
-            *argv, env=self.env, cwd=self.cwd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(argv, env=self.env, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = process
         self.pid_file.write_text(json.dumps({"pid": process.pid, "start": _start_time(process.pid)}))
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(stdin or b"")
+        assert process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a step's input is a statement or two: no blocking
+            process.stdin.write(stdin or b"")
         process.stdin.close()
-        reader = asyncio.ensure_future(self._read(process.stdout))
+        return process
+
+    async def _one(self, argv: list[str], stdin: bytes | None) -> int:
+        process = self._spawn(argv, stdin)
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        pidfd = os.pidfd_open(process.pid)  # readable once the process has exited
+        loop.add_reader(pidfd, lambda: ended.done() or ended.set_result(None))
+        transport = reader = None
         try:
-            while process.returncode is None and not reader.done():  # children may hold stdout open
-                await asyncio.wait({reader}, timeout=0.2)
+            stream = asyncio.StreamReader()
+            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), process.stdout)
+            reader = asyncio.ensure_future(self._read(stream))
+            await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)  # children may hold stdout open
+        except BaseException:  # cancelled (the loop closing): what it still had to say is not awaited
+            if reader is not None:
+                reader.cancel()
+            if transport is not None:
+                transport.close()
+            raise
         finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
             # The container ends with its main process, as its cgroup does: children it left (nginx's
             # workers after a kill -9 of their master) go with it, never orphaned; also when this
-            # wait is cancelled (the container stopped just as its process ended).
+            # wait is cancelled (the container stopped just as its process ended, the loop closing).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            code = process.wait()  # it has exited, or was just killed: collected at once
+        assert reader is not None and transport is not None
         await reader
-        code = await process.wait()
+        transport.close()
         return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as the kubelet reports
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
@@ -105,18 +142,21 @@ class RealProcess:
             self._log(raw.decode(errors="replace").rstrip("\n"))
 
     def kill(self) -> None:
-        """SIGTERM now, SIGKILL if it still runs after STOP_SECONDS."""
-        if self.process is None or self.process.returncode is not None:
-            self.task.cancel()
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(STOP_SECONDS, self._force)
+        """SIGTERM now, SIGKILL if it still runs after STOP_SECONDS. Never a cancel of the task: a
+        process starting meanwhile is stopped as it starts, its group with it."""
+        self.stopping = True
+        if self.process is not None and self.process.poll() is None:
+            self._terminate()
 
-    def _force(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+    def _terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        asyncio.get_running_loop().call_later(STOP_SECONDS, self._force, self.process)
+
+    def _force(self, process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     async def killed(self) -> None:
         self.kill()
@@ -144,7 +184,10 @@ class Supervisor:
             log.info("killed %d processes a previous run of the lab left: %s", len(killed), killed)
         deadline = asyncio.get_running_loop().time() + REAP_SECONDS
         while any(Path(f"/proc/{pid}").exists() for pid in killed) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)  # their new parent (init) collects them
+            for pid in killed:  # this process's own children (a stop cut short in this process) are collected here
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            await asyncio.sleep(0.05)  # their new parent (init) collects the others
         return killed
 
 

@@ -44,12 +44,13 @@ class InProcessCluster:
         return self.clock.now()
 
     def add_node(self, name: str, index: int, *, cpu: str = "2", memory: str = "4Gi", ready: bool = True,
-                 labels: dict | None = None, taints: list | None = None) -> dict:
+                 labels: dict | None = None, taints: list | None = None, pod_cidr: str = "") -> dict:
+        pod_cidr = pod_cidr or f"127.42.{index}.0/24"
         node = {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                                   **(labels or {})}},
-            "spec": {"podCIDR": f"127.42.{index}.0/24", "podCIDRs": [f"127.42.{index}.0/24"],
+            "spec": {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr],
                      **({"taints": taints} if taints else {})},
             "status": {
                 "addresses": [{"type": "InternalIP", "address": f"127.9.0.{20 + index}"},
@@ -78,12 +79,15 @@ async def running(cluster: InProcessCluster, keep_state: bool = False):
     try:
         yield cluster
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await cluster.runtime.close()
-        if not keep_state:
-            shutil.rmtree(cluster.state_dir, ignore_errors=True)
+        try:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await cluster.runtime.close()
+        finally:
+            await cluster.runtime.reap()  # what a stop cut short (the test's timeout) left running: never orphans
+            if not keep_state:
+                shutil.rmtree(cluster.state_dir, ignore_errors=True)
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float = 30.0):

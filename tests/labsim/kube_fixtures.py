@@ -105,12 +105,14 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
         running.call(_join, cluster, nodes, net)
         yield running
     finally:
-        with contextlib.suppress(Exception):
-            running.call(cluster.stop_api)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        asyncio.run(cluster.runtime.reap())  # what a stop cut short left running (nginx workers): never orphans
+        try:
+            with contextlib.suppress(Exception):  # a stop that failed or timed out: the reap below still runs
+                running.call(cluster.stop_api)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()  # raises if the loop did not stop (a stuck callback)
+        finally:
+            asyncio.run(cluster.runtime.reap())  # what a stop cut short left running: never orphans
 
 
 

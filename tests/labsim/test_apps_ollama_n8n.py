@@ -363,7 +363,7 @@ def test_real_nginx_proxies_to_the_apps_and_a_bad_config_stops_the_rollout(apps:
     # nginx's line as Debian's build writes it (its error log is stderr), naming the container's file and line.
     assert '[emerg]' in wait_until(new_pod_log, 60)
     assert 'unknown directive "bogus_directive" in /etc/nginx/nginx.conf:7' in new_pod_log()
-    assert apps.kubectl("-n", "apps", "rollout", "status", "deploy/proxy", "--timeout=3s", check=False).returncode != 0
+    assert apps.kubectl("-n", "apps", "rollout", "status", "deploy/proxy", "--timeout=1s", check=False).returncode != 0
     assert {p["metadata"]["name"] for p in apps.get("-n", "apps", "pod", "-l", "app=proxy")["items"]} > old
     assert json.loads(_get(f"{url}/ollama/api/version")[1]) == {"version": "0.12.10"}  # the old config serves
 

@@ -1,6 +1,7 @@
 """The supervisor's reaping after a lab was killed with -9: what its processes left is killed when the
 next lab starts, even when the process it launched is gone and only its children hold on (nginx's
-workers after their master), and nothing the lab did not start is touched."""
+workers after their master), and nothing the lab did not start is touched. And no orphan when the
+lab stops cleanly, whatever a process was doing: starting, or stopping with its pod's deletion."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from labsim.runtime import supervisor
+from labsim.runtime.programs import nginx
 from labsim.runtime.supervisor import Supervisor
+from tests.labfiles import unique_pod_networks
+from tests.labsim.controller_lab import InProcessCluster, running, wait_for
 from tests.polling import wait_until
 
 LAB = textwrap.dedent("""
@@ -101,3 +108,73 @@ def test_reaping_kills_what_a_killed_lab_left_in_its_groups_and_nothing_else(tmp
             with contextlib.suppress(ChildProcessError, ProcessLookupError):
                 os.kill(orphan, signal.SIGKILL)
                 os.waitpid(orphan, 0)
+
+
+def _group(leader: int) -> list[int]:
+    """The live processes of the process group ``leader`` leads."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            if entry.name.isdigit() and Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[2] \
+                    == str(leader) and _alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill_left(pids: list[int]) -> None:
+    """What a failed test left: killed, so that no later test (nor CI) finds it."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_stop_while_the_process_starts_takes_its_whole_group(tmp_path: Path) -> None:
+    """A pod deleted just as its process starts: the stop lands while the process is there but its
+    start not yet done (asyncio was still connecting its pipes: its cancel killed the leader alone,
+    and nginx's workers, forked meanwhile, stayed with PPID 1)."""
+    before = set(_children(os.getpid()))
+    launched = Supervisor(tmp_path / "run").launch(
+        "web", [], ["sh", "-c", "sleep 600 & sleep 600 & wait"], env={"PATH": "/usr/bin:/bin"}, cwd="/",
+        log_line=lambda line: None, exited=lambda: None)
+    while not (started := set(_children(os.getpid())) - before):
+        await asyncio.sleep(0)  # the launch's task runs until it has started the process
+    (leader,) = started
+    workers = wait_until(lambda: len(_children(leader)) == 2 and _children(leader))  # blocking: no loop turn
+    try:
+        launched.kill()
+        await asyncio.wait({launched.task}, timeout=10)
+        assert not any(_alive(pid) for pid in [leader, *workers])
+        assert launched.exit_code == 128 + signal.SIGTERM
+        assert list((tmp_path / "run").glob("*.pid")) == []
+    finally:
+        _kill_left(workers)
+
+
+@pytest.mark.skipif(nginx.bin_dir() is None, reason="nginx is not installed (make tools)")
+async def test_a_stopped_lab_leaves_no_nginx_of_a_pod_in_graceful_deletion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real nginx whose pod is being deleted (SIGTERM sent, its grace period running) when the lab
+    stops: the stop waits for it, kills its group once the grace period is over, and its master and
+    workers are gone by PID. The master is stopped (SIGSTOP) so that it outlives the SIGTERM, as a
+    program slow to stop does."""
+    monkeypatch.setattr(supervisor, "STOP_SECONDS", 0.5)
+    # Pod addresses of its own: a real nginx binds them (another run's pods must not hold them).
+    cluster_cidr, service_cidr = unique_pod_networks()
+    cluster = InProcessCluster(cluster_cidr=cluster_cidr, service_cidr=service_cidr)
+    cluster.add_node("node-a", 1, pod_cidr=cluster_cidr.replace("/22", "/24"))
+    pods = cluster.store.resource("v1", "Pod")
+    group: list[int] = []
+    try:
+        async with running(cluster):
+            cluster.store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "default"},
+                                  "spec": {"nodeName": "node-a", "containers": [{"name": "nginx", "image": "nginx:1.27"}]}})
+            pid_file = await wait_for(lambda: next((cluster.state_dir / "run").glob("*.pid"), None))
+            pod = cluster.store.get(pods, "default", "web")
+            master = json.loads(pid_file.read_text())["pid"]
+            group = await wait_for(lambda: len(_group(master)) > 1 and _group(master))  # master and its workers
+            os.kill(master, signal.SIGSTOP)
+            cluster.store.delete(pods, "default", "web", grace=30)
+            await wait_for(lambda: not cluster.runtime.runs_process(pod))  # its kubelet is stopping it
+            assert _alive(master)  # stopped, it has not acted on the SIGTERM (its workers have)
+        assert not any(_alive(pid) for pid in group)
+    finally:
+        _kill_left(group)
