@@ -166,9 +166,12 @@ class CertManager(Controller):
     def cloudflare_ready(self) -> bool:
         return getattr(self.cluster, "cloudflare", None) is not None
 
-    def retry(self, key: Key) -> None:
-        """Try ``key`` again later, backing off (an unreachable ACME server, a refused DNS token)."""
-        n = self.attempts[key] = self.attempts.get(key, 0) + 1
+    def retry(self, key: Key, *, recovered: bool = False) -> None:
+        """Try ``key`` again later, backing off (an unreachable ACME server, a refused DNS token).
+        ``recovered``: the failure was mended (an account registered again): soon, not counted."""
+        n = 1 if recovered else self.attempts.setdefault(key, 0) + 1
+        if not recovered:
+            self.attempts[key] = n
         asyncio.get_running_loop().call_later(RETRY_SECONDS[min(n, len(RETRY_SECONDS)) - 1], self.queue.add, key)
 
     def key_of(self, obj: dict) -> Key:
@@ -532,7 +535,8 @@ class CertManager(Controller):
                     self.store.delete(self.kinds["Challenge"], challenge["metadata"]["namespace"],
                                       challenge["metadata"]["name"])
         except AcmeFailure as failure:
-            if failure.code and not self.account_gone(issuer, failure):
+            gone = failure.code is not None and self.account_gone(issuer, failure)
+            if failure.code and not gone:
                 # The server refused the order, or no longer knows it (a restarted Pebble): final, as in cert-manager
                 what = "retrieve" if (order.get("status") or {}).get("url") else "create"
                 self.set_status(order, state="errored", reason=f"Failed to {what} Order resource: {failure}"
@@ -541,7 +545,7 @@ class CertManager(Controller):
                 self.queue_owner(order)
                 return
             self.events.record(order, "Solver", f"Failed to process order: {failure}", WARNING)
-            self.retry(self.key_of(order))
+            self.retry(self.key_of(order), recovered=gone)
 
     def ensure_challenges(self, order: dict, issuer: dict, key: jose.JWK) -> list[dict]:
         out = []
@@ -610,13 +614,14 @@ class CertManager(Controller):
             client, _ = await self.account(issuer)
             state, detail = await asyncio.to_thread(_accept, client, challenge)
         except AcmeFailure as failure:
-            if failure.code and not self.account_gone(issuer, failure):  # the server refused it: final
+            gone = failure.code is not None and self.account_gone(issuer, failure)
+            if failure.code and not gone:  # the server refused it: final
                 self.set_status(challenge, state="errored", reason=f"Error accepting challenge: {failure}",
                                 processing=False)
                 self.queue_owner(challenge)
                 return
             self.set_status(challenge, reason=f"Error accepting challenge: {failure}")
-            self.retry(self.key_of(challenge))
+            self.retry(self.key_of(challenge), recovered=gone)
             return
         try:
             if challenge["spec"]["type"] == "HTTP-01":
