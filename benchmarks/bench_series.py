@@ -87,13 +87,14 @@ def scaled(folder: Path) -> None:
     ops = read_ledger(state_dir(lab_file) / LEDGER_FILE)
     run = windows(summary["bench_start"], summary["bench_end"], notebook_windows(folder / "outputs" / "latest"))
     found = paths(ops, run)
-    print(f"cold run, 3 nodes, time_scale {SCALE}: {len(ops)} operations recorded; per window: "
-          f"wall, critical path x {SCALE}, wall / that, longest operations on the path")
+    print(f"cold run, 3 nodes, time_scale {SCALE}: {len(ops)} operations recorded; per window: wall, critical "
+          f"path x {SCALE}, wall / that, at time_scale 1 (path + rest) / path, longest operations on the path")
     for part in found:
         span = part.window.end - part.window.start
-        ratio = f"{span / (part.seconds * SCALE):6.2f}x" if part.seconds else "     -"
+        ratios = (f"{span / (part.seconds * SCALE):6.2f}x {(part.seconds + span - part.seconds * SCALE) / part.seconds:5.2f}x"
+                  if part.seconds else "     -      -")
         top = sorted(part.chain, key=lambda op: -op.modelled_s)[:3]
-        print(f"  {part.window.name:<28} {span:7.2f} s {part.seconds * SCALE:7.2f} s {ratio}   "
+        print(f"  {part.window.name:<26} {span:7.2f} s {part.seconds * SCALE:6.2f} s {ratios}   "
               + "; ".join(f"{op.what} {op.modelled_s:g}" for op in top))
     path = sum(part.seconds for part in found)
     beyond = wall - path * SCALE  # kernels, imports, the runner, requests, polls: assumed serial at scale 1
