@@ -8,10 +8,12 @@ Figures (each a fresh embedded lab on loopback addresses of its own, ``labkit ru
 - cold: ``labkit run`` at time_scale 0 on a new lab (3 nodes), target <= 2.5x the floor;
 - converged: the same command again on that lab, which changes nothing, target <= 1.8x the floor;
 - 12 nodes: the cold run with 12 nodes, target <= 1.2x the 3-node cold run;
-- time_scale 0.05: the cold run again; the critical path of what the twin performed
-  (``bench_series_path.critical_path``) at that scale, the rest of its wall time, and the wall time
-  that makes at time_scale 1 if none of that rest overlapped the modelled waits (an upper estimate),
-  target <= 1.1x the critical path.
+- time_scale 0.05: the cold run again; per notebook and for the series, the critical path of the
+  operations the twin recorded (``bench_series_path``: its ledger, the notebooks' windows), wall /
+  (path x 0.05), and the wall time at time_scale 1 if what the run spent beyond the path stayed
+  serial with it (path + rest: an upper estimate), target <= 1.1x the critical path.
+
+    .venv/bin/python benchmarks/bench_series.py --only-scaled   # the time_scale 0.05 run alone
 Timings are printed, never asserted (tests assert behaviour only).
 """
 
@@ -32,10 +34,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_series_path import critical_path  # noqa: E402
+from benchmarks.bench_series_path import modelled_01_02, notebook_windows, paths, windows  # noqa: E402
 from labkit.kernels import KERNEL, own_kernel  # noqa: E402
 from labkit.runner import select_notebooks  # noqa: E402
-from tests.labfiles import sim_lab, write_lab  # noqa: E402
+from labsim.operations import LEDGER_FILE, read_ledger  # noqa: E402
+from tests.labfiles import sim_lab, state_dir, write_lab  # noqa: E402
 
 NOTEBOOKS = REPO / "notebooks"
 SCALE = 0.05
@@ -57,15 +60,16 @@ def floor(folder: Path, count: int) -> float:
 
 
 def labkit_run(lab_file: Path, outputs: Path, label: str) -> tuple[float, dict]:
-    """Wall time of ``labkit run`` (the whole command) and its summary."""
-    start = time.perf_counter()
+    """Wall time of ``labkit run`` (the whole command) and its summary (with the command's wall-clock
+    start and end added, as ``bench_start`` and ``bench_end``)."""
+    wall_start, start = time.time(), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "labkit", "run", "--params", str(lab_file), "--outputs", str(outputs)],
                           capture_output=True, text=True, timeout=3600)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"labkit run failed ({label}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
     summary = json.loads((outputs / "latest" / "summary.json").read_text())
-    return elapsed, summary
+    return elapsed, {**summary, "bench_start": wall_start, "bench_end": time.time()}
 
 
 def line(label: str, seconds: float, ratio: str = "") -> None:
@@ -76,7 +80,37 @@ def verdict(ratio: float, target: float) -> str:
     return f"{ratio:4.2f}x (target <= {target}x: {'met' if ratio <= target else 'NOT met'})"
 
 
+def scaled(folder: Path) -> None:
+    """The cold run at time_scale SCALE against the critical path of what the twin recorded."""
+    lab_file = write_lab(folder, workers=2, time_scale=SCALE)
+    wall, summary = labkit_run(lab_file, folder / "outputs", f"time_scale {SCALE}")
+    ops = read_ledger(state_dir(lab_file) / LEDGER_FILE)
+    run = windows(summary["bench_start"], summary["bench_end"], notebook_windows(folder / "outputs" / "latest"))
+    found = paths(ops, run)
+    print(f"cold run, 3 nodes, time_scale {SCALE}: {len(ops)} operations recorded; per window: wall, critical "
+          f"path x {SCALE}, wall / that, at time_scale 1 (path + rest) / path, longest operations on the path")
+    for part in found:
+        span = part.window.end - part.window.start
+        ratios = (f"{span / (part.seconds * SCALE):6.2f}x {(part.seconds + span - part.seconds * SCALE) / part.seconds:5.2f}x"
+                  if part.seconds else "     -      -")
+        top = sorted(part.chain, key=lambda op: -op.modelled_s)[:3]
+        print(f"  {part.window.name:<26} {span:7.2f} s {part.seconds * SCALE:6.2f} s {ratios}   "
+              + "; ".join(f"{op.what} {op.modelled_s:g}" for op in top))
+    path = sum(part.seconds for part in found)
+    beyond = wall - path * SCALE  # kernels, imports, the runner, requests, polls: assumed serial at scale 1
+    line(f"series at time_scale {SCALE}", wall, f"critical path x {SCALE} = {path * SCALE:.2f} s; "
+         f"wall / that {wall / (path * SCALE):.2f}x; the rest {beyond:.2f} s")
+    line("  at time_scale 1 (upper estimate): path + rest", path + beyond,
+         verdict((path + beyond) / path, 1.1) + f" of the critical path {path:.1f} s")
+    as_ran = sum(p.seconds for p in found if p.window.name in ("01-provision-vms", "02-bootstrap-k3s"))
+    print(f"  01+02 as they ran {as_ran:.1f} s; by the lab's own dependencies {modelled_01_02(summary):.1f} s")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--only-scaled"]:
+        with tempfile.TemporaryDirectory(prefix="bench-series-") as tmp:
+            scaled(Path(tmp))
+        return
     count = len(select_notebooks(NOTEBOOKS, [], None))
     names = ", ".join(p.stem for p in select_notebooks(NOTEBOOKS, [], None))
     print(f"series: {count} notebook(s): {names}")
@@ -100,17 +134,7 @@ def main() -> None:
         lab12 = write_lab(base / "lab12", doc)
         big, _ = labkit_run(lab12, base / "lab12" / "outputs", "cold, 12 nodes")
         line("cold run, 12 nodes, time_scale 0", big, verdict(big / cold, 1.2) + " of the 3-node run")
-        scaled_lab = write_lab(base / "scaled", workers=2, time_scale=SCALE)
-        scaled, summary = labkit_run(scaled_lab, base / "scaled" / "outputs", f"time_scale {SCALE}")
-        path, steps = critical_path(summary)
-        # What the run spent beyond its modelled waits at this scale (kernels, imports, the runner,
-        # requests) is assumed to stay serial with them at time_scale 1: an upper estimate.
-        beyond = scaled - path * SCALE
-        line(f"cold run, 3 nodes, time_scale {SCALE}", scaled,
-             f"critical path x {SCALE} = {path * SCALE:.2f} s; the rest {beyond:.2f} s")
-        line("  at time_scale 1 (upper estimate): path + rest", path + beyond,
-             verdict((path + beyond) / path, 1.1) + f" of the critical path {path:.1f} s")
-        print("  critical path (modelled seconds): " + " -> ".join(f"{name} {s:g}" for name, s in steps))
+        scaled(base / "scaled")
 
 
 if __name__ == "__main__":

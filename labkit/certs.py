@@ -146,7 +146,9 @@ def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeo
     not get there raises CertError naming the Certificate, its Order's and Challenges' states and
     cert-manager's reason (a DNS provider refusing the token, the ACME server unreachable...):
     at ``timeout``, or at once when the request has failed (cert-manager then waits an hour)."""
-    deadline = time.monotonic() + timeout
+    # Polled from 0.05 s up to ``poll``: an issuance that takes a moment is seen at once (a fixed
+    # 1 s poll cost 03 most of a second per certificate), a slow one is asked about every ``poll``.
+    deadline, delay = time.monotonic() + timeout, 0.05
     with progress(f"Certificate {namespace_}/{name}") as bar:
         while True:
             now = issuance(api, namespace_, name)
@@ -158,7 +160,8 @@ def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeo
                 raise CertError(f"Certificate {namespace_}/{name} is not Ready {when}: {now.why}\ncert-manager keeps "
                                 "trying on its own; once the cause is fixed (the ACME server answers, the DNS token is "
                                 "right...), run again")
-            time.sleep(poll)
+            time.sleep(delay)
+            delay = min(delay * 1.5, poll)
     cert = now.certificate
     secret = client.CoreV1Api(api).read_namespaced_secret(cert["spec"]["secretName"], namespace_)
     leaf = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from labsim.operations import Ledger, Operation
+
 
 class Clock:
     def __init__(self, time_scale: float, offset: float = 0.0) -> None:
@@ -18,6 +20,7 @@ class Clock:
         self.offset = offset
         self._advanced_total = 0.0
         self._advanced = asyncio.Event()
+        self.ledger = Ledger()  # the named waits (operations) that ended; a Lab gives it a file
 
     def now(self) -> float:
         """Lab time in epoch seconds."""
@@ -33,8 +36,16 @@ class Clock:
         woken, self._advanced = self._advanced, asyncio.Event()
         woken.set()
 
-    async def sleep(self, modelled_seconds: float) -> None:
-        """Sleep ``modelled_seconds`` of lab activity: that times ``time_scale`` in real seconds."""
+    async def sleep(self, modelled_seconds: float, what: str = "") -> None:
+        """Sleep ``modelled_seconds`` of lab activity: that times ``time_scale`` in real seconds.
+        ``what`` names an operation something waits for (a clone, a pod's start): once the wait
+        ends it is recorded in the ledger; a periodic wait (a poll, a probe's period) stays unnamed."""
+        start = time.time()
+        await self._sleep(modelled_seconds)
+        if what:
+            self.ledger.record(Operation(what, float(modelled_seconds), start, time.time()))
+
+    async def _sleep(self, modelled_seconds: float) -> None:
         if self.time_scale == 0 or modelled_seconds <= 0:
             await asyncio.sleep(0)
             return

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from labsim.clock import Clock
 from labsim.config import SimConfig
+from labsim.operations import LEDGER_FILE, Ledger
 from labsim.pve.model import ProxmoxVE
 from labsim.secrets import LabSecrets, ensure_secrets
 from labsim.state import StateFile
@@ -67,6 +68,7 @@ class Lab:
         from labsim.pve.server import PVEServer
 
         self.secrets = ensure_secrets(self.state_dir, [self.config.pve_host, "localhost", self.config.pve_node])
+        self.clock.ledger = Ledger(self.state_dir / LEDGER_FILE)  # this start's operations, for benchmarks
         await self._start_acme()
         await self._start_ntfy()
         self.pve.load()
@@ -128,6 +130,7 @@ class Lab:
         if self.pebble is not None:
             await self.pebble.close()
         self._clock_state.save({"clock_offset": self.clock.offset})
+        self.clock.ledger.close()
 
     @property
     def pve_url(self) -> str:

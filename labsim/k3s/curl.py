@@ -160,7 +160,7 @@ async def _resolve(node, name: str, port: int) -> str:
     try:
         return await network.address(node, name, port)
     except network.TimedOut:
-        await node.clock.sleep(CONNECT_SECONDS)
+        await node.clock.sleep(CONNECT_SECONDS, f"{node.hostname} curl connect timeout")
         raise CurlError(28, f"Failed to connect to {name} port {port} after {CONNECT_SECONDS * 1000} ms: "
                             "Couldn't connect to server") from None
     except network.NoSuchHost:

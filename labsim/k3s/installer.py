@@ -167,7 +167,7 @@ async def _install_binary(node, version: K3sVersion, info) -> None:
         info("Skipping binary downloaded, installed k3s matches hash")
         return
     info(f"Downloading binary {RELEASES}/{version}/k3s")
-    await node.lab.clock.sleep(DOWNLOAD_SECONDS)
+    await node.lab.clock.sleep(DOWNLOAD_SECONDS, f"{node.hostname} k3s {version} download")
     info("Verifying binary download")
     info(f"Installing k3s to {units.BINARY}")
     node.mkdir(BIN_DIR)

@@ -152,7 +152,7 @@ async def _serve(node, cluster, cfg: K3sConfig, version: K3sVersion, log: Logger
     cluster.version = str(version)  # /version reports the binary that serves it (after an upgrade too)
     log.info("Managed etcd cluster initializing" if cfg.embedded_etcd else
              "Configuring sqlite3 database connection pooling: maxIdleConns=2, maxOpenConns=0, connMaxLifetime=0s")
-    await node.lab.clock.sleep(SERVER_START_SECONDS)
+    await node.lab.clock.sleep(SERVER_START_SECONDS, f"{node.hostname} k3s server start")
     await cluster.start_api()
     log.info(f"Running kube-apiserver --advertise-address={node.spec.ip} --secure-port={API_PORT} "
              f"--tls-san={','.join(cfg.tls_san)}")
@@ -294,7 +294,7 @@ async def start_agent(node, log: Logger) -> None:
     if skew:
         raise UnitError(f"Error: {skew}")
     _check_password(node, cluster, node_name(node, cfg))
-    await node.lab.clock.sleep(AGENT_JOIN_SECONDS)
+    await node.lab.clock.sleep(AGENT_JOIN_SECONDS, f"{node.hostname} k3s agent join")
     if node.lab.nodes.faults.stalls(node.spec.vmid, str(version)):  # injected: the node never comes back
         log.log("error", '"Failed to start ContainerManager" err="failed to initialise top level QOS containers"')
         return
@@ -331,7 +331,7 @@ async def _reachable_cluster(node, url: str, log: Logger):
             if attempt == CONNECT_ATTEMPTS - 1:
                 raise UnitError(error, "error") from e
             log.log("error", error)
-            await node.lab.clock.sleep(CONNECT_RETRY_SECONDS)
+            await node.lab.clock.sleep(CONNECT_RETRY_SECONDS, f"{node.hostname} k3s agent retry to reach the server")
             await asyncio.sleep(CONNECT_RETRY_FLOOR)
             continue
         writer.close()

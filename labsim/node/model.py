@@ -106,7 +106,7 @@ class NodeModel:
         self._cloud_init = asyncio.get_running_loop().create_task(self._run_cloud_init())
 
     async def _run_cloud_init(self) -> None:
-        await self.clock.sleep(CLOUD_INIT_SECONDS)
+        await self.clock.sleep(CLOUD_INIT_SECONDS, f"{self.hostname} cloud-init")
         self.log("cloud-init", f"Cloud-init v. 24.4-0ubuntu1~22.04.1 finished. Datasource DataSourceNoCloud. "
                                f"Up {CLOUD_INIT_SECONDS:.2f} seconds")
 

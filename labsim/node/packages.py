@@ -144,7 +144,7 @@ async def _upgrade(ctx: CommandContext, have: dict[str, str], head: str, assume_
     if newer and not assume_yes:
         return CommandResult.fail(warning, 1, stdout="".join(lines) + "Do you want to continue? [Y/n] Abort.\n")
     for name in sorted(newer):
-        await ctx.node.clock.sleep(INSTALL_SECONDS)
+        await ctx.node.clock.sleep(INSTALL_SECONDS, f"{ctx.node.hostname} apt install {name}")
         lines.append(f"Preparing to unpack .../{name}_{newer[name]}_amd64.deb ...\n"
                      f"Unpacking {name} ({newer[name]}) over ({have[name]}) ...\nSetting up {name} ({newer[name]}) ...\n")
         have[name] = newer[name]
@@ -178,7 +178,7 @@ async def _install(ctx: CommandContext, have: dict[str, str], wanted: list[str],
     if new and not assume_yes:
         return CommandResult.fail(f"{warning}", 1, stdout="".join(lines) + "Do you want to continue? [Y/n] Abort.\n")
     for name in new:
-        await ctx.node.clock.sleep(INSTALL_SECONDS)
+        await ctx.node.clock.sleep(INSTALL_SECONDS, f"{ctx.node.hostname} apt install {name}")
         have[name] = ARCHIVE[name]
         for path in PROGRAMS.get(name, ()):
             ctx.node.mkdir(path.rsplit("/", 1)[0], parents=True)

@@ -45,6 +45,6 @@ async def _cycle(node) -> None:
     host, spec = node.lab.nodes, node.spec
     await asyncio.sleep(ANSWER_SECONDS)
     await host.stop_node(spec.vmid)
-    await node.lab.clock.sleep(REBOOT_SECONDS)
+    await node.lab.clock.sleep(REBOOT_SECONDS, f"{node.hostname} reboot")
     if host.get(spec.vmid) is None and node.lab.nodes is host:  # not started meanwhile (PVE), lab still up
         await host.start_node(spec)

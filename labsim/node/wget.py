@@ -182,7 +182,7 @@ async def _connect_to(ctx: CommandContext, host: str, port: int) -> str:
     except network.NetworkUnreachable:
         raise WgetError(f"wget: can't connect to remote host ({host}): Network is unreachable\n") from None
     except network.TimedOut as exc:
-        await ctx.node.clock.sleep(CONNECT_SECONDS)  # -T, when shorter, ends this first
+        await ctx.node.clock.sleep(CONNECT_SECONDS, f"{ctx.node.hostname} wget connect timeout")  # -T, when shorter, ends this first
         raise WgetError(f"wget: can't connect to remote host ({exc}): Connection timed out\n") from None
 
 

@@ -158,7 +158,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
         self.vms[vmid] = vm
 
         async def work(task: Task) -> None:
-            await self.clock.sleep(CONFIG_S)
+            await self.clock.sleep(CONFIG_S, f"pve create {vmid}")
             for key, value in options.items():
                 if v.DISK_KEYS.match(key):
                     vm.config[key] = self._allocate(vm, key, value, task)
@@ -201,7 +201,8 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                 await self.clock.sleep(1)
                 raise TaskError(f"clone failed: lvcreate 'pve/vm-{newid}-disk-0' error:   Volume group \"pve\" "
                                 "has insufficient free space (0 extents): 550 required.")
-            await self.clock.sleep(max(FULL_CLONE_MIN_S, size_gib * FULL_CLONE_S_PER_GIB) if full else LINKED_CLONE_S)
+            await self.clock.sleep(max(FULL_CLONE_MIN_S, size_gib * FULL_CLONE_S_PER_GIB) if full else LINKED_CLONE_S,
+                                   f"pve {'full' if full else 'linked'} clone {vmid} -> {newid}")
             for n, (key, drive) in enumerate(disks.items()):
                 clone.config[key] = v.Drive(key, _clone_volid(drive, newid, n, full, target_storage),
                                             drive.options).with_options()
@@ -226,7 +227,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
             raise PVEError(500, "unable to create template, because VM contains snapshots")
 
         async def work(task: Task) -> None:
-            await self.clock.sleep(CONFIG_S)
+            await self.clock.sleep(CONFIG_S, f"pve template {vmid}")
             for key, drive in vm.disks().items():
                 base = drive.volume.replace("vm-", "base-", 1)
                 vm.config[key] = v.Drive(key, f"{drive.storage}:{base}", drive.options).with_options()
@@ -271,7 +272,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                     raise PVEError(500, f"unable to change volume of {key}: use move_disk")
         if background:
             async def work(task: Task) -> None:
-                await self.clock.sleep(CONFIG_S)
+                await self.clock.sleep(CONFIG_S, f"pve config {vmid}")
                 self._apply_config(vm, values, deletes, reverts, task)
             return self._start_task("qmconfig", vmid, user, work)
         self._apply_config(vm, values, deletes, reverts, None)
@@ -338,7 +339,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                                 "exit code 5")
             task.log(f"  Size of logical volume pve/{drive.volume} changed from {v.format_size(drive.size)} "
                      f"to {v.format_size(new_size)}.")
-            await self.clock.sleep(RESIZE_S)
+            await self.clock.sleep(RESIZE_S, f"pve resize {vmid} {disk}")
             vm.config[disk] = drive.with_options(size=v.format_size(new_size))
             if vm.booted:
                 await self._node_call("update_node", self.node_spec(vm))
@@ -359,7 +360,7 @@ class ProxmoxVE(PowerMixin, SnapshotMixin):
                 if any(vmid_of_base(d.volid) == vmid for other in self.vms.values() if other is not vm
                        for d in other.disks().values()):
                     raise TaskError(f"base volume '{drive.volid}' is still in use by linked cloned")
-            await self.clock.sleep(DESTROY_S)
+            await self.clock.sleep(DESTROY_S, f"pve destroy {vmid}")
             for volid, _ in state_volumes(vm):
                 task.log(f"  Logical volume \"{volid.split(':', 1)[1]}\" successfully removed.")
             for drive in vm.disks().values():

@@ -48,7 +48,7 @@ class PowerMixin:
                 raise TaskError("you can't start a vm if it's a template")
             if vm.status == "running":
                 raise TaskError(f"VM {vmid} already running")
-            await self.clock.sleep(QEMU_START_S)
+            await self.clock.sleep(QEMU_START_S, f"pve start {vmid}")
             self._power_on(vm)
             task.log(f"generating cloud-init ISO\nstarted VM {vmid}")
         return self._start_task("qmstart", vmid, user, work)
@@ -70,7 +70,7 @@ class PowerMixin:
         boot.add_done_callback(lambda _: self._boots.pop(vm.vmid, None) if self._boots.get(vm.vmid) is boot else None)
 
     async def _boot(self, vm: v.VM) -> None:
-        await self.clock.sleep(GUEST_BOOT_S)
+        await self.clock.sleep(GUEST_BOOT_S, f"vm {vm.vmid} guest boot")
         spec = self.node_spec(vm)
         if spec is not None:
             try:
@@ -79,7 +79,7 @@ class PowerMixin:
                 log.exception("VM %s: SSH node did not start", vm.vmid)
         vm.booted = True
         self.save()
-        await self.clock.sleep(AGENT_AFTER_BOOT_S)
+        await self.clock.sleep(AGENT_AFTER_BOOT_S, f"vm {vm.vmid} guest agent start")
         self._agents.add(vm.vmid)
 
     async def _power_off(self, vm: v.VM) -> None:
@@ -98,7 +98,7 @@ class PowerMixin:
             vm.check_unlocked(skiplock)
             if vm.status != "running":
                 raise TaskError(f"VM {vmid} not running")
-            await self.clock.sleep(STOP_S)
+            await self.clock.sleep(STOP_S, f"pve stop {vmid}")
             await self._power_off(vm)
         return self._start_task("qmstop", vmid, user, work)
 
@@ -116,9 +116,9 @@ class PowerMixin:
         limit = DEFAULT_SHUTDOWN_TIMEOUT_S if timeout is None else timeout
         needed = self.faults.slow_shutdown.get(vm.vmid, GUEST_POWERDOWN_S if vm.booted else 0.5)
         if needed <= limit:
-            await self.clock.sleep(needed)
+            await self.clock.sleep(needed, f"vm {vm.vmid} guest shutdown")
         else:
-            await self.clock.sleep(limit)
+            await self.clock.sleep(limit, f"vm {vm.vmid} guest shutdown (timed out)")
             if not force_stop:
                 raise TaskError("VM quit/powerdown failed - got timeout")
             task.log("VM still running - terminating now with SIGTERM")
@@ -132,7 +132,7 @@ class PowerMixin:
 
         async def work(task: Task) -> None:
             await self._guest_shutdown(vm, task, timeout, force_stop=False)
-            await self.clock.sleep(QEMU_START_S)
+            await self.clock.sleep(QEMU_START_S, f"pve reboot {vmid}")
             self._power_on(vm)
         return self._start_task("qmreboot", vmid, user, work)
 

@@ -51,7 +51,7 @@ class SnapshotMixin:
         for key, drive in vm.disks().items():
             task.log(f"snapshotting 'drive-{key}' ({drive.volid})")
             task.log(f'  Logical volume "snap_{drive.volume}_{name}" created.')
-        await self.clock.sleep(SNAPSHOT_S)
+        await self.clock.sleep(SNAPSHOT_S, f"pve snapshot {vm.vmid} {name}")
         self._disk_call("snapshot_disk", vm.vmid, name, bool(state) and vm.booted)
         parent = vm.config.pop("parent", None)
         config = {k: val for k, val in vm.config.items() if k != "lock"}
@@ -70,7 +70,7 @@ class SnapshotMixin:
         task.log(f"saving VM state and RAM using storage '{storage}'")
         saved_gib = vm.memory_mib * RAM_IN_USE / 1024
         seconds = max(1, round(saved_gib * VMSTATE_S_PER_GIB))
-        await self.clock.sleep(seconds)
+        await self.clock.sleep(seconds, f"pve vmstate {vm.vmid} {name}")
         task.log(f"completed saving the VM state in {seconds}s, saved {saved_gib:.2f} GiB")
         return f"{storage}:{volume}"
 
@@ -95,7 +95,7 @@ class SnapshotMixin:
             for drive in v.VM(vmid, snap["config"]).disks().values():
                 task.log(f'  Logical volume "{drive.volume}" successfully removed.')
                 task.log(f'  Logical volume "{drive.volume}" created.')
-            await self.clock.sleep(SNAPSHOT_S)
+            await self.clock.sleep(SNAPSHOT_S, f"pve rollback {vmid} {name}")
             self._disk_call("rollback_disk", vmid, name)
             # As PVE: the snapshot's config replaces the current one, which keeps its description;
             # pending changes are dropped.
@@ -135,7 +135,7 @@ class SnapshotMixin:
                 task.log(f'  Logical volume "{v.Drive.parse("vmstate", snap["vmstate"]).volume}" successfully removed.')
             for drive in v.VM(vmid, snap["config"]).disks().values():
                 task.log(f'  Logical volume "snap_{drive.volume}_{name}" successfully removed.')
-            await self.clock.sleep(SNAPSHOT_S / 2)
+            await self.clock.sleep(SNAPSHOT_S / 2, f"pve delete snapshot {vmid} {name}")
             self._disk_call("delete_disk_snapshot", vmid, name)
             for other in vm.snapshots.values():
                 if other.get("parent") == name:

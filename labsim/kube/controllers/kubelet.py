@@ -162,7 +162,8 @@ class Kubelet(Controller):
         waiting.discard(key)
         if _annotations(pod).get(IMAGE_PULL) == "fail":
             self._pull_failed(pod, node, key)
-        elif self.after((pod["metadata"]["uid"], "start"), key, self._start_seconds(pod, node)):
+        elif self.after((pod["metadata"]["uid"], "start"), key, seconds := self._start_seconds(pod, node),
+                        _what(pod, "image pull and start" if seconds == PULL_SECONDS else "start")):
             self._start(pod, node)
 
     def _running(self, pod: dict, node: dict, key: Key) -> None:
@@ -178,7 +179,7 @@ class Kubelet(Controller):
                 self._restart_containers(pod, None, record_exit=False)
         elif _runs_to_completion(pod) or EXIT_CODE in _annotations(pod):
             uid, restarts = pod["metadata"]["uid"], _restarts(pod)
-            if self.after((uid, "run", restarts), key, _run_seconds(pod)):
+            if self.after((uid, "run", restarts), key, _run_seconds(pod), _what(pod, "run to completion")):
                 self._exit(pod, key)
         else:
             self._mark_ready(pod, True)
@@ -420,7 +421,8 @@ class Kubelet(Controller):
     def _pull_failed(self, pod: dict, node: dict, key: Key) -> None:
         """The image cannot be pulled: ErrImagePull first, ImagePullBackOff after a retry."""
         node_name, uid = node["metadata"]["name"], pod["metadata"]["uid"]
-        reason = "ImagePullBackOff" if self.after((uid, "pull"), key, PULL_SECONDS) else "ErrImagePull"
+        failed = self.after((uid, "pull"), key, PULL_SECONDS, _what(pod, "image pull (fails)"))
+        reason = "ImagePullBackOff" if failed else "ErrImagePull"
         for cs, spec in zip(pod["status"]["containerStatuses"], pod["spec"]["containers"], strict=False):
             if cs["state"].get("waiting", {}).get("reason") == reason:
                 continue
@@ -509,6 +511,11 @@ def _crash_looping(pod: dict) -> bool:
 
 def _runs_to_completion(pod: dict) -> bool:
     return pod["spec"].get("restartPolicy", "Always") != "Always"
+
+
+def _what(pod: dict, step: str) -> str:
+    """A pod's step as the clock's ledger names it."""
+    return f"pod {pod['metadata']['namespace']}/{pod['metadata']['name']} {step} on {pod['spec'].get('nodeName')}"
 
 
 def _run_seconds(pod: dict) -> float:

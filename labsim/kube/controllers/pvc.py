@@ -142,7 +142,8 @@ class VolumeController(Controller):
             pvc = self.store.get(self.claims, *key) or pvc
             self.events.record(pvc, "Provisioning",
                                f'External provisioner is provisioning volume for claim "{key[0]}/{key[1]}"')
-        if not self.after(("provision", pvc["metadata"]["uid"]), key, PROVISION_SECONDS):
+        if not self.after(("provision", pvc["metadata"]["uid"]), key, PROVISION_SECONDS,
+                          f"pvc {key[0]}/{key[1]} provision by {provisioner}"):
             return
         self.forget(("provision", pvc["metadata"]["uid"]))
         pv = self.store.create(self._volume(pvc, sc, model(pvc, sc, node)))

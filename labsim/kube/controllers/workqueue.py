@@ -82,14 +82,14 @@ class Controller:
     def res(self, api_version: str, kind: str) -> Resource:
         return self.store.resource(api_version, kind)
 
-    def after(self, token: tuple, key: Key, modelled_seconds: float) -> bool:
+    def after(self, token: tuple, key: Key, modelled_seconds: float, what: str = "") -> bool:
         """True once a modelled duration named ``token`` has passed; the first call starts it
-        and ``key`` is requeued when it ends."""
+        and ``key`` is requeued when it ends. ``what`` names it in the clock's ledger."""
         state = self._delays.get(token)
         if state is True:
             return True
         if state is None:
-            self._delays[token] = asyncio.create_task(self._delay(token, key, modelled_seconds))
+            self._delays[token] = asyncio.create_task(self._delay(token, key, modelled_seconds, what))
         return False
 
     def forget(self, prefix: tuple) -> None:
@@ -107,8 +107,8 @@ class Controller:
         heapq.heappush(self._deadlines, (lab_time, next(self._seq), key))
         self._deadline_added.set()
 
-    async def _delay(self, token: tuple, key: Key, seconds: float) -> None:
-        await self.clock.sleep(seconds)
+    async def _delay(self, token: tuple, key: Key, seconds: float, what: str) -> None:
+        await self.clock.sleep(seconds, what)
         self._delays[token] = True
         self.queue.add(key)
 
