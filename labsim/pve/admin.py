@@ -13,6 +13,7 @@ that version never brings its Node back Ready: a failed upgrade),
 and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answering), ``{"fault": "nas_up"}``,
 and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
 and the cluster's (labsim.kube.faults): ``{"fault": "disk_full", "node": "k3s-worker-01", "percent": 95}``,
+``{"fault": "disk_clear", "node": "k3s-worker-01"}`` (that node's disk only),
 ``{"fault": "crash_loop", "namespace": "apps", "pod": "web-0"}``, ``{"fault": "crash_loop_clear", ...}``,
 and the ntfy server (labsim.apps.ntfy) down: ``{"fault": "ntfy_down"}``, ``{"fault": "ntfy_up"}``.
 DELETE clears them all (PVE's, the nodes', the NAS's, full disks, and a stopped Pebble or ntfy starts again).
@@ -94,7 +95,7 @@ async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
         await pebble.stop_directory(directory)
 
 
-_KUBE_FAULTS = ("disk_full", "crash_loop", "crash_loop_clear")
+_KUBE_FAULTS = ("disk_full", "disk_clear", "crash_loop", "crash_loop_clear")
 
 
 def _clusters(pve: ProxmoxVE) -> list[Any]:
@@ -115,6 +116,8 @@ def _kube_fault(clusters: list[Any], fault: dict[str, Any]) -> None:
     try:
         if kind == "disk_full":
             kube_faults.disk_full(cluster, str(fault["node"]), float(fault.get("percent", 95)))
+        elif kind == "disk_clear":
+            kube_faults.disk_clear(cluster, str(fault["node"]))
         elif kind == "crash_loop":
             kube_faults.crash_loop(cluster, str(fault["namespace"]), str(fault["pod"]), int(fault.get("exit_code", 1)))
         else:
