@@ -41,6 +41,8 @@ class Health:
     started: bool
     kill: str = ""  # set when a liveness or startup probe gave up: the kubelet's "Killing" message
     events: list[str] = field(default_factory=list)  # "Readiness probe failed: ..." not yet recorded
+    # (probe type, result) -> checks so far: the kubelet's prober_probe_total (its /metrics/probes)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def has_probes(container: dict) -> bool:
@@ -73,6 +75,8 @@ class Prober:
         while True:
             error = await check(spec, self.container, self.pod_ip, self.run)
             successes, failures = (successes + 1, 0) if error is None else (0, failures + 1)
+            result = (name, "successful" if error is None else "failed")
+            self.health.counts[result] = self.health.counts.get(result, 0) + 1
             if error is not None:
                 since = time.monotonic() if failures == 1 else since
                 self.health.events.append(f"{name} probe failed: {error}")
