@@ -170,7 +170,7 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
 def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float) -> DiskDrill:
     since = str(int(time.time()) - 1)
     seen: dict[str, datetime] = {}
-    instance, page, error = "", None, ""
+    instance, page, error, polls = "", None, "", [""]  # polls[-1]: ntfy's last poll error
     filled = datetime.now(UTC)
     fill_disk(lab, node, percent)
     try:
@@ -180,11 +180,12 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
                 instance = alert["labels"].get("instance", "")
                 seen.setdefault(alert["state"], datetime.now(UTC))
                 seen.setdefault("pending", seen[alert["state"]])  # one evaluation may go straight past it
-            page = page or _ntfy(lab, since, f"🚨 Alert: {ALERT}", instance)
+            page = page or _ntfy(lab, since, f"🚨 Alert: {ALERT}", instance, polls)
             if page is not None:
                 seen.setdefault("delivered", datetime.now(UTC))
             return "firing" in seen and page is not None
         error = _until(paged, timeout, f"{ALERT} to fire and reach ntfy", raising=False)
+        error += f" (last ntfy poll: {polls[-1]})" if error and polls[-1] else ""
     finally:
         clear_disk(lab, node)
     cleared = datetime.now(UTC)
@@ -192,7 +193,7 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
         def resolved() -> bool:
             if "resolved" not in seen and not _drill_alerts(stack):
                 seen["resolved"] = datetime.now(UTC)
-            if "resolved" in seen and _ntfy(lab, since, f"✅ Resolved: {ALERT}", instance):
+            if "resolved" in seen and _ntfy(lab, since, f"✅ Resolved: {ALERT}", instance, polls):
                 seen["resolution"] = datetime.now(UTC)
             return "resolution" in seen
         error = _until(resolved, timeout, f"{ALERT} to resolve at ntfy", raising=False)
@@ -211,12 +212,17 @@ def _evaluated(stack: observe.Stack, group: str) -> bool:
     return not mine.empty and (mine["health"] == "ok").all()
 
 
-def _ntfy(lab: Lab, since: str, title: str, instance: str) -> observe.NtfyMessage | None:
-    """The first message with this title about ``instance`` (known once Prometheus shows the alert)."""
+def _ntfy(lab: Lab, since: str, title: str, instance: str, polls: list[str]) -> observe.NtfyMessage | None:
+    """The first message with this title about ``instance`` (known once Prometheus shows the alert);
+    a poll that fails is None, its error appended to ``polls``."""
     if not instance:
         return None
-    return next((m for m in observe.ntfy_poll(lab, since=since)
-                 if m.title == title and f"Instance: {instance}" in m.message), None)
+    try:
+        messages = observe.ntfy_poll(lab, since=since)
+    except observe.ObserveError as exc:
+        polls.append(str(exc))
+        return None
+    return next((m for m in messages if m.title == title and f"Instance: {instance}" in m.message), None)
 
 
 def _until(condition: Callable[[], T], timeout: float, what: str, *, raising: bool = True) -> str:

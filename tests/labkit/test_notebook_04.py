@@ -1,10 +1,12 @@
 """Notebook 04 end to end with ``labkit run`` on the session's series lab (01-03 done): the stack
 deployed on the twin (real Prometheus and Alertmanager, the Grafana, Loki, promtail and ntfy
 models), every target up, the lab's rules loaded, Grafana over HTTPS, a LogQL line, the synthetic
-drill delivered to ntfy and resolved, the disk drill (a node's disk filled: NodeDiskAlmostFull fires,
-pages at ntfy, resolves once cleared); Loki and Grafana keep their liveness probes without a restart;
-a second run changes nothing; the secrets appear in no executed notebook. Then ntfy down: Alertmanager's failed webhook notifications are counted, the drill names
-the failure, and ntfy back up delivers again."""
+drill delivered to ntfy and resolved, the disk drill (a node's disk filled: NodeDiskAlmostFull
+fires, pages at ntfy, resolves once cleared); Loki and Grafana run their liveness probes without a
+restart; a second run changes nothing; the secrets appear in no executed notebook. Then ntfy down:
+Alertmanager's failed webhook notifications are counted, the drill names the failure, the disk
+drill fires but pages nobody and still clears the disk and removes its rule copy, and ntfy back up
+delivers again."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 import requests
 from kubernetes import client as kube_client
 
-from labkit import kube, manifests, monitoring, observe
+from labkit import faultdrill, kube, manifests, monitoring, observe
 from labsim.runtime.programs import alertmanager as am_program
 from labsim.runtime.programs import prometheus as prom_program
 from tests.labkit.series import Series
@@ -68,18 +70,26 @@ def _the_disk_drill_paged_resolved_and_left_nothing(series: Series, shown: str) 
     instance = next(line for line in page.message.splitlines() if line.startswith("Instance: "))
     resolved = next(m for m in messages if m.title == "✅ Resolved: NodeDiskAlmostFull")
     assert instance in resolved.message and "Status: Resolved" in resolved.message
-    pve = lab.proxmox
-    faults = requests.get(f"https://{pve.host}:{pve.port}/labsim/faults", verify=str(pve.ca_file), timeout=30,
-                          headers={"Authorization": f"PVEAPIToken={pve.token_id}={lab.secret(pve.token_secret)}"})
-    assert faults.json()["data"]["disk_full"] == []  # the fault was cleared
-    custom = kube_client.CustomObjectsApi(kube.connect(lab.kubeconfig))
-    rules = custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", monitoring.settings(lab).namespace,
-                                                 "prometheusrules")["items"]
-    names = {r["metadata"]["name"]: r for r in rules}
+    assert _faults(lab)["disk_full"] == []  # the fault was cleared
+    names = _rule_names(lab)
     assert "labkit-drill" not in names  # the drill's copy is gone
     lab_rule = next(r for g in names["homelab-nodes"]["spec"]["groups"] for r in g["rules"]
                     if r.get("alert") == "NodeDiskAlmostFull")
     assert lab_rule["for"] == "5m" and "drill" not in lab_rule["labels"]
+
+
+def _faults(lab) -> dict:
+    """The embedded lab's faults in force (its admin endpoint)."""
+    pve = lab.proxmox
+    return requests.get(f"https://{pve.host}:{pve.port}/labsim/faults", verify=str(pve.ca_file), timeout=30,
+                        headers={"Authorization": f"PVEAPIToken={pve.token_id}={lab.secret(pve.token_secret)}"}).json()["data"]
+
+
+def _rule_names(lab) -> dict[str, dict]:
+    custom = kube_client.CustomObjectsApi(kube.connect(lab.kubeconfig))
+    rules = custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", monitoring.settings(lab).namespace,
+                                                 "prometheusrules")["items"]
+    return {r["metadata"]["name"]: r for r in rules}
 
 
 def _probed_and_never_restarted(lab, selector: str, container: str) -> None:
@@ -108,6 +118,12 @@ def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_d
             assert missed.delivered is None and "does not answer" in missed.error
             assert not all(c.passed for c in missed.checks())
             assert _wait(lambda: _failed(stack) > failed_before)  # Alertmanager counted its failed webhook
+            unpaged = faultdrill.run(kube.connect(lab.kubeconfig), stack, lab, timeout=75)
+            fired, paged, resolved = (c.passed for c in unpaged.checks())
+            assert fired and not paged and not resolved  # Prometheus fired it; ntfy never had it
+            assert "to fire and reach ntfy" in unpaged.error and "does not answer" in unpaged.error, unpaged.error
+            assert _faults(lab)["disk_full"] == []  # cleared all the same
+            assert "labkit-drill" not in _rule_names(lab)  # and the rule's copy removed
         finally:
             series.fault("ntfy_up")
         recovered = observe.drill(stack, lab)  # back up: Alertmanager retries, a new drill is delivered
