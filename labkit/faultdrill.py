@@ -172,8 +172,9 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
     seen: dict[str, datetime] = {}
     instance, page, error, polls = "", None, "", [""]  # polls[-1]: ntfy's last poll error
     filled = datetime.now(UTC)
-    fill_disk(lab, node, percent)
     try:
+        fill_disk(lab, node, percent)  # inside: a fill that failed halfway is removed too
+
         def paged() -> bool:
             nonlocal instance, page
             for alert in _drill_alerts(stack):
