@@ -37,7 +37,7 @@ from kubernetes import client
 
 from labkit import manifests, observe, ssh
 from labkit.changes import Check
-from labkit.params import Lab
+from labkit.params import Lab, duration_seconds
 
 ALERT = "NodeDiskAlmostFull"
 DRILL_FOR = "10s"  # long enough to show the pending state, short enough for a notebook
@@ -45,6 +45,7 @@ DRILL_INTERVAL = "5s"  # the drill group's evaluation interval (the lab's is 30 
 DRILL_SET = "observability-drill"  # labkit.manifests' set of the drill's PrometheusRule
 RULE_KIND = ("monitoring.coreos.com/v1", "PrometheusRule")
 FILL_PATH = "/var/tmp/labkit-drill-fill"
+PAGE_MARGIN = 30.0  # seconds past group_wait for the page to reach ntfy once the alert fires
 T = TypeVar("T")
 
 
@@ -168,6 +169,9 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
 
 
 def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float) -> DiskDrill:
+    obs = lab.observability
+    assert obs is not None
+    page_within = duration_seconds(obs.routing.group_wait) + PAGE_MARGIN  # Alertmanager holds a new group so long
     since = str(int(time.time()) - 1)
     seen: dict[str, datetime] = {}
     instance, page, error, polls = "", None, "", [""]  # polls[-1]: ntfy's last poll error
@@ -175,17 +179,22 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
     try:
         fill_disk(lab, node, percent)  # inside: a fill that failed halfway is removed too
 
-        def paged() -> bool:
-            nonlocal instance, page
+        def fired() -> bool:
+            nonlocal instance
             for alert in _drill_alerts(stack):
                 instance = alert["labels"].get("instance", "")
                 seen.setdefault(alert["state"], datetime.now(UTC))
                 seen.setdefault("pending", seen[alert["state"]])  # one evaluation may go straight past it
-            page = page or _ntfy(lab, since, f"🚨 Alert: {ALERT}", instance, polls)
+            return "firing" in seen
+
+        def paged() -> bool:
+            nonlocal page
+            page = _ntfy(lab, since, f"🚨 Alert: {ALERT}", instance, polls)
             if page is not None:
-                seen.setdefault("delivered", datetime.now(UTC))
-            return "firing" in seen and page is not None
-        error = _until(paged, timeout, f"{ALERT} to fire and reach ntfy", raising=False)
+                seen["delivered"] = datetime.now(UTC)
+            return page is not None
+        error = _until(fired, timeout, f"{ALERT} to fire in Prometheus", raising=False)
+        error = error or _until(paged, page_within, f"{ALERT} to reach ntfy after firing", raising=False)
         error += f" (last ntfy poll: {polls[-1]})" if error and polls[-1] else ""
     finally:
         clear_disk(lab, node)
