@@ -11,7 +11,7 @@ How the disk is filled (destructive only to what the drill creates):
   ``percent`` of that filesystem is used; afterwards ``rm -f`` of that one path.
 - the embedded lab: its fault endpoint's ``disk_full`` for the node, then ``disk_clear`` (the
   twin's node-exporter reports the node model's filesystem, which files written over SSH do not
-  fill).
+  fill; so the SSH branch above is not exercised by the tests).
 
 The lab's rule waits ``for: 5m``, and Prometheus runs on real time: no lab time scale shortens it.
 So the drill applies a copy of the lab's rule (same expression, labels and annotations) with
