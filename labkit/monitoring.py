@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from kubernetes import client
 
-from labkit import charts, manifests, observe
+from labkit import charts, faultdrill, manifests, observe
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Observability
@@ -218,16 +218,20 @@ class Verified:
     dashboards: pd.DataFrame
     log_lines: pd.DataFrame  # the LogQL query's lines
     drill: pd.DataFrame  # the drill alert's path (observe.Drill.timeline)
+    fault_drill: pd.DataFrame  # the disk fault's alert path (faultdrill.DiskDrill.timeline)
     notifications: pd.DataFrame  # Alertmanager's sent/failed counters per integration
     resources: dict[str, pd.DataFrame]  # PromQL series: cpu, memory, disk, restarts
     drill_latency: float | None = None  # seconds from the POST to the ntfy message
+
+
+_NO_STEPS = pd.DataFrame(columns=["step", "start", "end", "seconds"])
 
 
 def _nothing(note: str) -> Verified:
     empty = pd.DataFrame(columns=["time", "series", "value"])
     return Verified([Check("the monitoring stack is used (targets, rules, Grafana, logs, drill)", True, note,
                            enforced=False)], pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame(),
-                    pd.DataFrame(), pd.DataFrame(columns=["step", "start", "end", "seconds"]), pd.DataFrame(),
+                    pd.DataFrame(), _NO_STEPS, _NO_STEPS, pd.DataFrame(),
                     {k: empty for k in ("cpu", "memory", "disk", "restarts")})
 
 
@@ -235,7 +239,8 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
            timeout: float = 240) -> Verified:
     """Use the stack: every target up, the lab's rules loaded and evaluated, Grafana over HTTPS with
     its datasources and dashboards, a known log line found with LogQL, and (``drill``) a synthetic
-    alert delivered to ntfy and resolved, measured. A dry run probes nothing."""
+    alert delivered to ntfy and resolved, measured, then a real one: a node's disk filled until
+    NodeDiskAlmostFull pages, cleared until it resolves (labkit.faultdrill). A dry run probes nothing."""
     if dry_run:
         return _nothing("dry run: nothing deployed, nothing probed")
     stack = observe.connect(api, lab)
@@ -248,6 +253,7 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
         lines = observe.wait_log_line(stack, f'{{namespace="{settings(lab).namespace}", container="prometheus"}} '
                                              f'|= "{KNOWN_LOG_LINE}"', timeout=timeout)
         drilled = observe.drill(stack, lab) if drill else None
+        disk = faultdrill.run(api, stack, lab, timeout=timeout) if drill else None
         sent = observe.notifications(stack)
         resources = {name: observe.query_range(stack, expr, minutes=15) for name, expr in
                      (("cpu", NODE_CPU), ("memory", NODE_MEMORY), ("disk", NODE_DISK), ("restarts", POD_RESTARTS))}
@@ -258,7 +264,7 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
               Check("LogQL finds Prometheus' start line in Loki (shipped by promtail)", not lines.empty,
                     f"{len(lines)} line(s) from {', '.join(sorted(set(lines['pod'])))}" if not lines.empty
                     else "no line yet"),
-              *(drilled.checks() if drilled else [])]
+              *(drilled.checks() if drilled else []), *(disk.checks() if disk else [])]
     return Verified(checks, found_targets.table(), loaded.rules, probe.datasources, probe.dashboards, lines,
-                    drilled.timeline() if drilled else _nothing("").drill, sent, resources,
-                    drilled.latency if drilled else None)
+                    drilled.timeline() if drilled else _NO_STEPS, disk.timeline() if disk else _NO_STEPS, sent,
+                    resources, drilled.latency if drilled else None)

@@ -367,6 +367,11 @@ def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> Load
         time.sleep(3)
 
 
+def prometheus_alerts(stack: Stack) -> list[dict]:
+    """Prometheus' pending and firing alerts (``/api/v1/alerts``): labels, annotations, state, activeAt."""
+    return _get(stack.url("prometheus") + "/api/v1/alerts")["data"]["alerts"]
+
+
 # -- Alertmanager ------------------------------------------------------------------------------------------
 
 def post_alert(stack: Stack, labels: dict[str, str], annotations: dict[str, str], *,

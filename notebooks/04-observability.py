@@ -19,8 +19,9 @@
 # `parameters/alerts/` and Alertmanager pushing pages to a phone through **ntfy**. The rules are
 # tested before they are deployed (promtool unit tests), and the whole path is proved by use: every
 # scrape target up, the rules loaded, Grafana answering over HTTPS with its datasources and
-# dashboards, a LogQL query finding a known log line, and a synthetic alert that must reach the ntfy
-# topic within `group_wait` plus a margin, measured, and then resolve.
+# dashboards, a LogQL query finding a known log line, a synthetic alert that must reach the ntfy
+# topic within `group_wait` plus a margin, measured, and then resolve; and a real alert from a real
+# condition: one node's disk filled until `NodeDiskAlmostFull` pages, then cleared until it resolves.
 #
 # **Prerequisites.** Notebook 03 has run: the NFS storage class for Prometheus' and Loki's volumes,
 # Traefik and the ingress issuer for Grafana's certificate. The ntfy server of the lab file answers
@@ -30,12 +31,15 @@
 # admin login; Alertmanager's ntfy token and the ntfy server's CA), installs or upgrades the
 # HelmCharts of `observability.charts` (values files merged with what the lab file derives), and
 # applies one PrometheusRule per rule file. With `dry_run=True` it checks the rules and shows the
-# plans only. The drill posts one synthetic alert (`LabkitDrill`) and resolves it.
+# plans only. The drill posts one synthetic alert (`LabkitDrill`) and resolves it; then it fills the
+# last node's disk to 95 % (a real lab: one file, `/var/tmp/labkit-drill-fill`, made with `fallocate`
+# over SSH; the embedded lab: its `disk_full` fault) under a drill copy of the rule (PrometheusRule
+# `labkit-drill`), and removes both afterwards.
 
 # %% tags=["parameters"]
 lab_file = "../parameters/sim.yaml"  # the lab (labkit run passes the lab file it runs)
 dry_run = False                      # True: rule checks and plans only
-drill = True                         # post a synthetic alert and follow it to ntfy and back
+drill = True                         # a synthetic alert, then a full disk, each followed to ntfy and back
 chart_timeout_s = 900                # per chart: the helm Job, then its workloads rolled out
 probe_timeout_s = 240                # per probe: targets up, rules evaluated, a log line shipped
 
@@ -155,6 +159,20 @@ verified.notifications
 
 # %%
 plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill alert's path")
+
+# %% [markdown]
+# ### A real alert from a real condition: a full disk
+# The lab's `NodeDiskAlmostFull` waits `for: 5m`, on Prometheus' real clock. The drill applies a copy
+# of it (same expression, labels and annotations) with `for: 10s`, evaluated every 5 s and labelled
+# `drill="true"` (so the resolution is not held back by `group_interval`), fills the disk, follows the
+# alert from pending to firing to the page at ntfy, clears the disk and follows the resolution. Then
+# the copy is removed; the lab's rule and its promtool tests are untouched.
+
+# %%
+verified.fault_drill
+
+# %%
+plots.timeline(verified.fault_drill.assign(target="NodeDiskAlmostFull"), title="A full disk: fault to page and back")
 
 # %% [markdown]
 # ## Plots from PromQL

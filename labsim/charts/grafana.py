@@ -159,8 +159,8 @@ def _deployment(release: Release, name: str, secret: str, keys: tuple[str, str],
     probe = {"httpGet": {"path": "/api/health", "port": 3000}}
     containers.append({"name": CHART, "image": image, "imagePullPolicy": "IfNotPresent", "env": env,
                        "ports": [{"name": "grafana", "containerPort": 3000, "protocol": "TCP"}],
-                       # no livenessProbe (the chart's waits 60 s): on the twin's lab clock, at time scale 0,
-                       # it would kill the Python model before it binds
+                       "livenessProbe": {**probe, "initialDelaySeconds": 60, "timeoutSeconds": 30,
+                                         "failureThreshold": 10},
                        "readinessProbe": probe,
                        "volumeMounts": mounts})
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(release, name), "spec": {

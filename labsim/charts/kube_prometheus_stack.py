@@ -415,7 +415,9 @@ def _exporters(release: Release) -> list[dict]:
             [{"port": "https-metrics", "scheme": "https", "bearerTokenFile": token, "tlsConfig": tls, "honorLabels": True,
               "relabelings": path_label},
              {"port": "https-metrics", "scheme": "https", "path": "/metrics/cadvisor", "bearerTokenFile": token,
-              "tlsConfig": tls, "honorLabels": True, "honorTimestamps": True, "relabelings": path_label}],
+              "tlsConfig": tls, "honorLabels": True, "honorTimestamps": True, "relabelings": path_label},
+             {"port": "https-metrics", "scheme": "https", "path": "/metrics/probes", "bearerTokenFile": token,
+              "tlsConfig": tls, "honorLabels": True, "relabelings": path_label}],  # kubelet.serviceMonitor.probes
             namespaces=["kube-system"], job_label="k8s-app"))
     return objects
 

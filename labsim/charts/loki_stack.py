@@ -67,9 +67,7 @@ def loki_stack(release: Release) -> list[dict]:
                            "ports": [{"name": "http-metrics", "containerPort": 3100, "protocol": "TCP"},
                                      {"name": "grpc", "containerPort": 9095, "protocol": "TCP"},
                                      {"name": "memberlist-port", "containerPort": 7946, "protocol": "TCP"}],
-                           # no livenessProbe (the chart's has initialDelaySeconds 45): the twin's probes run
-                           # on the lab clock, so at time scale 0 it would kill the model before it binds
-                           "readinessProbe": probe,
+                           "livenessProbe": probe, "readinessProbe": probe,
                            "volumeMounts": [{"name": "config", "mountPath": "/etc/loki"},
                                             {"name": "storage", "mountPath": "/data"}]}],
            "volumes": [{"name": "config", "secret": {"secretName": name}}]}

@@ -1,5 +1,5 @@
-"""The kubelets' HTTPS endpoint (port 10250 on each Ready node's InternalIP): ``/metrics`` and
-``/metrics/cadvisor``, as kube-prometheus-stack's ``kubelet`` job scrapes them.
+"""The kubelets' HTTPS endpoint (port 10250 on each Ready node's InternalIP): ``/metrics``,
+``/metrics/cadvisor`` and ``/metrics/probes``, as kube-prometheus-stack's ``kubelet`` job scrapes them.
 
 Like the real kubelet it authenticates the bearer token with the API server's authenticator and
 authorizes ``get nodes/metrics`` on the node with its authorizer (403 otherwise); its serving
@@ -7,7 +7,8 @@ certificate is signed by the cluster's CA for the node's address and name. ``/me
 the kubelet's own gauges (running pods and containers on the node, node name, build info);
 ``/metrics/cadvisor`` carries each running container's CPU seconds and memory from the twin's
 resource-usage model (labsim.kube.metrics, what ``kubectl top`` shows), with cAdvisor's labels
-(namespace, pod, container, image, name, id).
+(namespace, pod, container, image, name, id). ``/metrics/probes`` carries ``prober_probe_total``
+per container, probe type and result for the probes the twin checks for real (labsim.runtime.probes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import calendar
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,6 +31,7 @@ from labsim.kube.controllers.pods import is_ready
 from labsim.kube.controllers.workqueue import Key
 from labsim.kube.metrics import _container_usage
 from labsim.net.listeners import Address, Listeners, ListeningController
+from labsim.runtime.probes import Health
 
 PORT = 10250
 _NODES = "nodes"
@@ -76,7 +79,7 @@ class NodeServer:
         return context
 
     async def _handle(self, request: web.BaseRequest) -> web.Response:
-        if request.path not in ("/metrics", "/metrics/cadvisor"):
+        if request.path not in ("/metrics", "/metrics/cadvisor", "/metrics/probes"):
             return web.Response(status=404, text="404 page not found\n")
         user = authn.authenticate(self.cluster, None, request.headers.get("Authorization", ""))
         if user is None:
@@ -88,7 +91,10 @@ class NodeServer:
                                                  f"subresource=metrics)")
         pods = [p for p in self.cluster.store.list(self.cluster.store.resource("v1", "Pod"))
                 if p["spec"].get("nodeName") == self.node and (p.get("status") or {}).get("phase") == "Running"]
-        text = cadvisor(pods) if request.path.endswith("cadvisor") else kubelet(self.node, pods, self.cluster.version)
+        if request.path.endswith("probes"):
+            text = prober(pods, self.cluster.runtime.health)
+        else:
+            text = cadvisor(pods) if request.path.endswith("cadvisor") else kubelet(self.node, pods, self.cluster.version)
         return web.Response(text=text, content_type="text/plain")
 
     def close(self, *, connections: bool = False) -> None:
@@ -109,6 +115,19 @@ def kubelet(node: str, pods: list[dict], version: str) -> str:
         "version, git commit, git tree state, build date, Go version, and compiler from which Kubernetes was built, "
         "and platform on which it is running.", "# TYPE kubernetes_build_info gauge",
         f'kubernetes_build_info{{git_version="{version}"}} 1']) + "\n"
+
+
+def prober(pods: list[dict], health: Callable[[dict], dict[str, Health]]) -> str:
+    lines = ["# HELP prober_probe_total [BETA] Cumulative number of a liveness, readiness or startup probe for a "
+             "container by result.", "# TYPE prober_probe_total counter"]
+    for pod in pods:
+        meta = pod["metadata"]
+        for container, found in sorted(health(pod).items()):
+            for (probe_type, result), count in sorted(found.counts.items()):
+                lines.append(f'prober_probe_total{{container="{container}",namespace="{meta["namespace"]}",'
+                             f'pod="{meta["name"]}",pod_uid="{meta["uid"]}",probe_type="{probe_type}",'
+                             f'result="{result}"}} {count}')
+    return "\n".join(lines) + "\n"
 
 
 def cadvisor(pods: list[dict]) -> str:

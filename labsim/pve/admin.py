@@ -14,6 +14,7 @@ and the NAS's (labsim.nas): ``{"fault": "nas_down"}`` (SSH and NFS stop answerin
 ``{"fault": "nas_full"}`` (its volume out of space: pods' writes into the export fail), ``{"fault": "nas_full_clear"}``,
 and the ACME server down: ``{"fault": "acme_down"}`` (every Pebble of the lab, or ``"server": URL``),
 and the cluster's (labsim.kube.faults): ``{"fault": "disk_full", "node": "k3s-worker-01", "percent": 95}``,
+``{"fault": "disk_clear", "node": "k3s-worker-01"}`` (that node's disk only),
 ``{"fault": "crash_loop", "namespace": "apps", "pod": "web-0"}``, ``{"fault": "crash_loop_clear", ...}``,
 and the ntfy server (labsim.apps.ntfy) down: ``{"fault": "ntfy_down"}``, ``{"fault": "ntfy_up"}``.
 DELETE clears them all (PVE's, the nodes', the NAS's, full disks, and a stopped Pebble or ntfy starts again).
@@ -95,7 +96,7 @@ async def _acme_down(pve: ProxmoxVE, server: Any) -> None:
         await pebble.stop_directory(directory)
 
 
-_KUBE_FAULTS = ("disk_full", "crash_loop", "crash_loop_clear")
+_KUBE_FAULTS = ("disk_full", "disk_clear", "crash_loop", "crash_loop_clear")
 
 
 def _clusters(pve: ProxmoxVE) -> list[Any]:
@@ -116,6 +117,8 @@ def _kube_fault(clusters: list[Any], fault: dict[str, Any]) -> None:
     try:
         if kind == "disk_full":
             kube_faults.disk_full(cluster, str(fault["node"]), float(fault.get("percent", 95)))
+        elif kind == "disk_clear":
+            kube_faults.disk_clear(cluster, str(fault["node"]))
         elif kind == "crash_loop":
             kube_faults.crash_loop(cluster, str(fault["namespace"]), str(fault["pod"]), int(fault.get("exit_code", 1)))
         else:

@@ -4,8 +4,11 @@ Each probe is checked for real: ``httpGet`` and ``tcpSocket`` against the pod IP
 probe's ``host``), ``exec`` inside the container (what ``kubectl exec`` runs). Timing follows
 the probe's initialDelaySeconds / periodSeconds on the lab clock, with at least PERIOD_FLOOR
 real seconds between checks, so a lab at time_scale 0 converges in a fraction of a second
-without spinning. The counters follow successThreshold / failureThreshold. The outcome is a
-``Health`` the kubelet reads: ready, started, a reason to kill the container, and the
+without spinning. The counters follow successThreshold / failureThreshold. A liveness or startup
+probe gives up (the container is killed) only once its failure streak has also lasted
+GIVE_UP_FLOOR real seconds: compressed lab time would otherwise kill a process that is merely slow
+because this machine is (readiness has no floor: it only gates traffic and comes back). The outcome
+is a ``Health`` the kubelet reads: ready, started, a reason to kill the container, and the
 ``Unhealthy`` events to record. gRPC probes are not checked (they pass).
 """
 
@@ -14,10 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 PERIOD_FLOOR = 0.2  # real seconds between two checks of one probe, whatever the time scale
+# Real seconds a liveness/startup failure streak must last before the container is killed. The app
+# models (Python servers) bind 0.2-0.3 s after their start on an idle machine and stall for a second
+# or more on a 2-core CI machine at load 12; the real kubelet's default give-up is 30 s
+# (periodSeconds 10 x failureThreshold 3). 10 s is ten times such a stall and still lets a lab at
+# time scale 0 restart a truly dead container within seconds.
+GIVE_UP_FLOOR = 10.0
 USER_AGENT = "kube-probe/1.34"
 # (probe field, its name in the kubelet's events)
 KINDS = (("startupProbe", "Startup"), ("livenessProbe", "Liveness"), ("readinessProbe", "Readiness"))
@@ -31,6 +41,8 @@ class Health:
     started: bool
     kill: str = ""  # set when a liveness or startup probe gave up: the kubelet's "Killing" message
     events: list[str] = field(default_factory=list)  # "Readiness probe failed: ..." not yet recorded
+    # (probe type, result) -> checks so far: the kubelet's prober_probe_total (its /metrics/probes)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def has_probes(container: dict) -> bool:
@@ -59,19 +71,24 @@ class Prober:
         spec = self.container[kind]
         await self._sleep(spec.get("initialDelaySeconds", 0))
         successes = failures = 0
+        since = 0.0  # when the failure streak began (real seconds, monotonic)
         while True:
             error = await check(spec, self.container, self.pod_ip, self.run)
             successes, failures = (successes + 1, 0) if error is None else (0, failures + 1)
+            result = (name, "successful" if error is None else "failed")
+            self.health.counts[result] = self.health.counts.get(result, 0) + 1
             if error is not None:
+                since = time.monotonic() if failures == 1 else since
                 self.health.events.append(f"{name} probe failed: {error}")
-            done = self._apply(kind, successes, failures, spec)
+            done = self._apply(kind, successes, failures, spec, time.monotonic() - since)
             self.changed()
             if done is not None:
                 return done
             await self._sleep(spec.get("periodSeconds", 10))
 
-    def _apply(self, kind: str, successes: int, failures: int, spec: dict) -> bool | None:
-        """Move Health by the counters; True/False when the probe's work ends (passed/gave up)."""
+    def _apply(self, kind: str, successes: int, failures: int, spec: dict, streak: float) -> bool | None:
+        """Move Health by the counters; True/False when the probe's work ends (passed/gave up).
+        ``streak``: real seconds since the current run of failures began."""
         threshold = spec.get("failureThreshold", 3)
         if kind == "readinessProbe":
             if successes >= spec.get("successThreshold", 1):
@@ -82,7 +99,7 @@ class Prober:
         if successes and kind == "startupProbe":
             self.health.started = True
             return True
-        if failures >= threshold:
+        if failures >= threshold and streak >= GIVE_UP_FLOOR:
             self.health.ready = False
             what = "liveness" if kind == "livenessProbe" else "startup"
             self.health.kill = f"Container {self.container['name']} failed {what} probe, will be restarted"

@@ -29,7 +29,6 @@ from labsim.runtime.programs import (
     promtail,
     traefik,
 )
-from labsim.runtime.programs.appmodel import AppModel
 
 PROGRAMS: dict[str, ModuleType] = {name: adapter for adapter in (
     postgres, nginx, traefik, prometheus, alertmanager, node_exporter, postgres_exporter, blackbox_exporter,
@@ -41,11 +40,6 @@ PROGRAMS |= {name: adapter for adapter in (acmesolver, ollama, n8n, grafana, k8s
 
 def program_for(image: str) -> ModuleType | None:
     return PROGRAMS.get(images.repository(image))
-
-
-def is_app_model(image: str) -> bool:
-    """Whether the image runs an app model (a Python server of labsim.apps)."""
-    return isinstance(getattr(program_for(image), "PROGRAM", None), AppModel)
 
 
 def runner_for(image: str) -> str:

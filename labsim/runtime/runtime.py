@@ -117,8 +117,7 @@ class ContainerRuntime:
                 continue
             if process is not None:
                 self._processes[key] = process
-                if not registry.is_app_model(container.get("image", "")):
-                    self._probe(pod, container, changed)
+                self._probe(pod, container, changed)
         return problems
 
     def _probe(self, pod: dict, container: dict, changed: Callable[[], None]) -> None:
@@ -145,17 +144,12 @@ class ContainerRuntime:
         self.cluster.logs.begin(meta["namespace"], meta["name"], container["name"])
         fs, env = self.filesystem(pod, container), self.env(pod, container)
 
-        app_model = registry.is_app_model(image)
         program = registry.program_for(image)
         shown = getattr(program, "container_line", None)  # the adapter's own paths as the container's
 
         def log(line: str, name: str = container["name"]) -> None:
             line = shown(fs, line) if shown else line
             self.cluster.logs.write(meta["namespace"], meta["name"], name, line)
-            if app_model and line.startswith("listening on "):
-                # An app model's probes start once it serves: the Python interpreter's start-up is
-                # the twin's cost, not the app's (the real binaries answer within milliseconds).
-                self._probe(pod, container, exited)
 
         if runner == "plain" or container.get("command"):  # a real program's image with a command of its own
             return ShellProcess(fs, [expand(arg, env) for arg in argv], env, container.get("workingDir") or "/",

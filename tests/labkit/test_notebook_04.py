@@ -1,9 +1,12 @@
 """Notebook 04 end to end with ``labkit run`` on the session's series lab (01-03 done): the stack
 deployed on the twin (real Prometheus and Alertmanager, the Grafana, Loki, promtail and ntfy
-models), every target up, the lab's rules loaded, Grafana over HTTPS, a LogQL line, the drill
-delivered to ntfy and resolved; a second run changes nothing; the secrets appear in no executed
-notebook. Then ntfy down: Alertmanager's failed webhook notifications are counted, the drill names
-the failure, and ntfy back up delivers again."""
+models), every target up, the lab's rules loaded, Grafana over HTTPS, a LogQL line, the synthetic
+drill delivered to ntfy and resolved, the disk drill (a node's disk filled: NodeDiskAlmostFull
+fires, pages at ntfy, resolves once cleared); Loki and Grafana run their liveness probes without a
+restart; a second run changes nothing; the secrets appear in no executed notebook. Then ntfy down:
+Alertmanager's failed webhook notifications are counted, the drill names the failure, the disk
+drill fires but pages nobody and still clears the disk and removes its rule copy, and ntfy back up
+delivers again."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import time
 
 import nbformat
 import pytest
+import requests
+from kubernetes import client as kube_client
 
-from labkit import kube, manifests, monitoring, observe
+from labkit import faultdrill, kube, manifests, monitoring, observe
 from labsim.runtime.programs import alertmanager as am_program
 from labsim.runtime.programs import prometheus as prom_program
 from tests.labkit.series import Series
@@ -41,8 +46,63 @@ def test_04_deploys_the_stack_proves_it_by_use_and_changes_nothing_the_second_ti
     for secret in (lab.secret(obs.grafana.admin_password), lab.secret(obs.ntfy.access_token)):
         assert secret not in text
 
-    second = series.run("04")
+    _the_disk_drill_paged_resolved_and_left_nothing(series, shown)
+    _probed_and_never_restarted(lab, "app=loki", "loki")
+    _probed_and_never_restarted(lab, "app.kubernetes.io/name=grafana", "grafana")
+
+    second = series.run("04", drill=False)  # the drills ran above; a re-run plans and changes nothing
     assert [(n["status"], n["changes"], n["checks_failed"]) for n in second["notebooks"]] == [("passed", 0, 0)]
+
+
+def _the_disk_drill_paged_resolved_and_left_nothing(series: Series, shown: str) -> None:
+    """The fault drill of the run: the real Prometheus fired the drill copy of NodeDiskAlmostFull on
+    the filled node's numbers, ntfy holds its page (ntfy's alertmanager template: title, the alert's
+    labels and summary) and its resolution; the disk is cleared, the copy removed, the lab's rule as it was."""
+    lab = series.lab
+    for seen in ("disk filled -> pending", "firing -> page at ntfy", "resolved -> resolution at ntfy"):
+        assert seen in shown, seen
+    messages = observe.ntfy_poll(lab)
+    page = next(m for m in messages if m.title == "🚨 Alert: NodeDiskAlmostFull")
+    assert page.priority == 5
+    for line in ("Alert: NodeDiskAlmostFull", "Severity: critical", "Receiver: ntfy-critical",
+                 "Summary: Disk almost full on "):
+        assert line in page.message, (line, page.message)
+    instance = next(line for line in page.message.splitlines() if line.startswith("Instance: "))
+    resolved = next(m for m in messages if m.title == "✅ Resolved: NodeDiskAlmostFull")
+    assert instance in resolved.message and "Status: Resolved" in resolved.message
+    assert _faults(lab)["disk_full"] == []  # the fault was cleared
+    names = _rule_names(lab)
+    assert "labkit-drill" not in names  # the drill's copy is gone
+    lab_rule = next(r for g in names["homelab-nodes"]["spec"]["groups"] for r in g["rules"]
+                    if r.get("alert") == "NodeDiskAlmostFull")
+    assert lab_rule["for"] == "5m" and "drill" not in lab_rule["labels"]
+
+
+def _faults(lab) -> dict:
+    """The embedded lab's faults in force (its admin endpoint)."""
+    pve = lab.proxmox
+    return requests.get(f"https://{pve.host}:{pve.port}/labsim/faults", verify=str(pve.ca_file), timeout=30,
+                        headers={"Authorization": f"PVEAPIToken={pve.token_id}={lab.secret(pve.token_secret)}"}).json()["data"]
+
+
+def _rule_names(lab) -> dict[str, dict]:
+    custom = kube_client.CustomObjectsApi(kube.connect(lab.kubeconfig))
+    rules = custom.list_namespaced_custom_object("monitoring.coreos.com", "v1", monitoring.settings(lab).namespace,
+                                                 "prometheusrules")["items"]
+    return {r["metadata"]["name"]: r for r in rules}
+
+
+def _probed_and_never_restarted(lab, selector: str, container: str) -> None:
+    """The chart's livenessProbe is on the container (the twin's probe floor keeps a slow start
+    from being killed) and the pod has not been restarted by it."""
+    core = kube_client.CoreV1Api(kube.connect(lab.kubeconfig))
+    pods = core.list_namespaced_pod(monitoring.settings(lab).namespace, label_selector=selector).items
+    assert pods, selector
+    for pod in pods:
+        spec = next(c for c in pod.spec.containers if c.name == container)
+        assert spec.liveness_probe is not None and spec.liveness_probe.http_get is not None
+        status = next(s for s in pod.status.container_statuses if s.name == container)
+        assert status.restart_count == 0 and status.ready, (pod.metadata.name, status)
 
 
 def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_drill_says_so(series: Series) -> None:
@@ -58,6 +118,12 @@ def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_d
             assert missed.delivered is None and "does not answer" in missed.error
             assert not all(c.passed for c in missed.checks())
             assert _wait(lambda: _failed(stack) > failed_before)  # Alertmanager counted its failed webhook
+            unpaged = faultdrill.run(kube.connect(lab.kubeconfig), stack, lab)
+            fired, paged, resolved = (c.passed for c in unpaged.checks())
+            assert fired and not paged and not resolved  # Prometheus fired it; ntfy never had it
+            assert "to reach ntfy after firing" in unpaged.error and "does not answer" in unpaged.error, unpaged.error
+            assert _faults(lab)["disk_full"] == []  # cleared all the same
+            assert "labkit-drill" not in _rule_names(lab)  # and the rule's copy removed
         finally:
             series.fault("ntfy_up")
         recovered = observe.drill(stack, lab)  # back up: Alertmanager retries, a new drill is delivered

@@ -1,7 +1,7 @@
 """kube-prometheus-stack in the twin, over the wire: the chart installs through a HelmChart, the
 operator model turns its Prometheus and Alertmanager resources into pods running Debian's real
 programs, Prometheus scrapes the targets its ServiceMonitors select (node-exporter on every node,
-kube-state-metrics, the kubelets and cAdvisor, the API server, CoreDNS, Traefik, cert-manager,
+kube-state-metrics, the kubelets (with cAdvisor and probe counts), the API server, CoreDNS, Traefik, cert-manager,
 the operator, itself, Alertmanager) with the operator's labels, loads the lab's P1 rules without errors, picks up
 a ServiceMonitor added later, names a target that does not answer; the disk_full fault fires
 NodeDiskAlmostFull (its real expression, a test-only short ``for``) through the real Alertmanager
@@ -233,7 +233,10 @@ def test_targets_are_up_with_the_operators_labels(stack: Stack) -> None:
     assert stack.query('apiserver_request_total{job="apiserver",verb="LIST",code="200"}')
     assert stack.query('coredns_build_info{job="coredns",namespace="kube-system"}')
     kubelets = sorted((t["labels"]["node"], t["labels"]["metrics_path"]) for t in targets if t["labels"]["job"] == "kubelet")
-    assert kubelets == [(n, p) for n in ("k3s-master", WORKER) for p in ("/metrics", "/metrics/cadvisor")]
+    assert kubelets == [(n, p) for n in ("k3s-master", WORKER) for p in ("/metrics", "/metrics/cadvisor", "/metrics/probes")]
+    probed = stack.query('prober_probe_total{job="kubelet",container="node-exporter",result="successful"}')
+    assert {r["metric"]["probe_type"] for r in probed} == {"Liveness", "Readiness"}  # the chart's two probes, checked
+    assert all(float(r["value"][1]) >= 1 and r["metric"]["metrics_path"] == "/metrics/probes" for r in probed)
     cpu = stack.query(f'container_cpu_usage_seconds_total{{job="kubelet",pod="{PROMETHEUS_POD}",container="prometheus"}}')
     assert cpu and cpu[0]["metric"]["namespace"] == NS and float(cpu[0]["value"][1]) >= 0
     traefik_target = next(t for t in targets if t["labels"]["job"] == "traefik-metrics")

@@ -5,6 +5,7 @@ liveness and startup failures restart the container, with the kubelet's events."
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -136,3 +137,34 @@ def test_startup_and_tcp_probes_say_when_postgresql_answers(kube: RunningCluster
     assert done.stdout == "1\n"
     status = _container(kube, "pg", "postgres")
     assert status["started"] and status["restartCount"] == 0
+
+
+SLOW = """
+apiVersion: v1
+kind: Pod
+metadata: {name: slow, namespace: probes}
+spec:
+  containers:
+  - name: slow
+    image: busybox:1.37
+    command: [sh, -c, 'touch /tmp/alive; sleep 3600']
+    livenessProbe:
+      exec: {command: [cat, /tmp/alive]}
+      periodSeconds: 1
+      failureThreshold: 1
+"""
+
+
+def test_a_short_liveness_failure_streak_does_not_kill(kube: RunningCluster) -> None:
+    """failureThreshold 1 at time scale 0 gives up at the first failure on the lab clock; the
+    container is killed only once the streak has also lasted probes.GIVE_UP_FLOOR real seconds,
+    so a process stalled for a moment (a loaded machine) lives on."""
+    kube.kubectl("apply", "-f", "-", input=SLOW)
+    wait_until(lambda: _container(kube, "slow", "slow")["ready"], timeout=30)
+    kube.kubectl("exec", "-n", "probes", "slow", "--", "rm", "/tmp/alive")
+    wait_until(lambda: any("Liveness probe failed" in e[2] for e in _events(kube, "slow")), timeout=30)
+    kube.kubectl("exec", "-n", "probes", "slow", "--", "touch", "/tmp/alive")  # back before the floor
+    time.sleep(1)  # five more checks, all passing
+    assert _container(kube, "slow", "slow")["restartCount"] == 0
+    assert not any(e[1] == "Killing" for e in _events(kube, "slow"))
+    kube.kubectl("delete", "pod", "slow", "-n", "probes", "--wait=false")
