@@ -57,7 +57,7 @@ class Series:
 
     def ensure(self, notebook: str) -> None:
         """Run ``notebook`` (e.g. "04") unless a run on this lab has: what a later one stands on."""
-        if not any(list(folder.glob(f"{notebook}-*.ipynb")) for folder in self.folders):
+        if not any(next(folder.glob(f"{notebook}-*.ipynb"), None) for folder in self.folders):
             self.run(notebook)
 
     def fault(self, fault: str, **fields: Any) -> None:

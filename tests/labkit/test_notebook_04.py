@@ -107,8 +107,7 @@ def _probed_and_never_restarted(lab, selector: str, container: str) -> None:
 
 def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_drill_says_so(series: Series) -> None:
     lab = series.lab
-    if not any((folder / "04-observability.ipynb").exists() for folder in series.folders):
-        series.run("04")  # run alone: the stack must be there
+    series.ensure("04")  # run alone: the stack must be there
     stack = observe.connect(kube.connect(lab.kubeconfig), lab)
     try:
         failed_before = _failed(stack)
@@ -148,8 +147,7 @@ def _wait(condition, timeout: float = 90) -> bool:
 
 def test_a_target_that_does_not_answer_is_named_in_the_table_with_its_error(series: Series) -> None:
     lab = series.lab
-    if not any((folder / "04-observability.ipynb").exists() for folder in series.folders):
-        series.run("04")
+    series.ensure("04")
     api = kube.connect(lab.kubeconfig)
     ns = monitoring.settings(lab).namespace
     silent = [  # a pod whose image runs nothing here, a Service and a ServiceMonitor for its port
