@@ -17,7 +17,7 @@ import pandas as pd
 from cryptography import x509
 from kubernetes import client
 
-from labkit import kube, secrets
+from labkit import kube, polling, secrets
 from labkit.errors import KubeError, LabError
 from labkit.params import Issuer, Lab
 from labkit.progress import progress
@@ -148,7 +148,7 @@ def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeo
     at ``timeout``, or at once when the request has failed (cert-manager then waits an hour)."""
     # Polled from 0.05 s up to ``poll``: an issuance that takes a moment is seen at once (a fixed
     # 1 s poll cost 03 most of a second per certificate), a slow one is asked about every ``poll``.
-    deadline, delay = time.monotonic() + timeout, 0.05
+    deadline, pause = time.monotonic() + timeout, polling.pauses(most=poll)
     with progress(f"Certificate {namespace_}/{name}") as bar:
         while True:
             now = issuance(api, namespace_, name)
@@ -160,8 +160,7 @@ def wait_certificate(api: client.ApiClient, namespace_: str, name: str, *, timeo
                 raise CertError(f"Certificate {namespace_}/{name} is not Ready {when}: {now.why}\ncert-manager keeps "
                                 "trying on its own; once the cause is fixed (the ACME server answers, the DNS token is "
                                 "right...), run again")
-            time.sleep(delay)
-            delay = min(delay * 1.5, poll)
+            time.sleep(next(pause))
     cert = now.certificate
     secret = client.CoreV1Api(api).read_namespaced_secret(cert["spec"]["secretName"], namespace_)
     leaf = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))

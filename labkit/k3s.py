@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from labkit import secrets
+from labkit import polling, secrets
 from labkit.changes import Change, Check, Drift, Plan, StepTimer, drift_keys, untimed
 from labkit.errors import K3sError, SshError
 from labkit.kube import Cluster
@@ -357,7 +357,7 @@ def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Resul
     """Poll ``systemctl is-active`` (k3s reports readiness to systemd); a failed unit raises with
     the journal's last lines, which say why (wrong token, server unreachable...), and the
     installer's own errors (``curl | sh`` has no pipefail in dash: the pipe's status is sh's)."""
-    unit, deadline, delay = service(node), time.monotonic() + timeout, 0.05
+    unit, deadline, pause = service(node), time.monotonic() + timeout, polling.pauses(most=2.0)
     state = ""
     if installer is not None and not (installer.ok and _unit_installed(ssh, node)):
         deadline = 0  # the installer failed (or installed nothing): say so now rather than wait
@@ -367,8 +367,7 @@ def wait_active(ssh: Session, node: Node, timeout: float = 120, installer: Resul
             return
         if state == "failed":
             break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+        time.sleep(next(pause))
     journal = ssh.run(node.name, f"journalctl -u {unit} -n 8 --no-pager", sudo=True, check=False).stdout
     said = f"\nthe installer said (exit {installer.exit_status}):\n{installer.stderr.strip()[-600:] or '(nothing)'}" \
         if installer is not None else ""

@@ -20,7 +20,7 @@ import pandas as pd
 from cryptography import x509
 from kubernetes import client
 
-from labkit import certs, kube, manifests
+from labkit import certs, kube, manifests, polling
 from labkit.changes import Check
 from labkit.charts import ChartConfig
 from labkit.errors import KubeError, LabError
@@ -135,15 +135,14 @@ def probe_loadbalancer(api: client.ApiClient, lab: Lab, *, timeout: float = 180,
     wait_available(api, PROBE_NAMESPACE, name, timeout=timeout)
     address = wait_address(api, PROBE_NAMESPACE, name, timeout=timeout)
     in_pool = any(_within(address, first, last) for _, first, last in lab.metallb.ranges())
-    deadline, delay = time.monotonic() + ANNOUNCE_SECONDS, 0.05
+    deadline, pause = time.monotonic() + ANNOUNCE_SECONDS, polling.pauses()
     while True:  # a new address answers once a speaker announces it, a moment after it is assigned
         try:
             return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, http_get(address, 80, "probe.local").status)
         except OSError as exc:
             if time.monotonic() >= deadline:
                 return LbProbe(f"{PROBE_NAMESPACE}/{name}", address, in_pool, error=f"no answer from {address}:80: {exc}")
-            time.sleep(delay)  # from 0.05 s up to 1 s, as probe_site waits for Traefik
-            delay = min(delay * 1.5, 1.0)
+            time.sleep(next(pause))  # from 0.05 s up to 1 s, as probe_site waits for Traefik
 
 
 def _lb_service(name: str) -> dict:
@@ -342,9 +341,8 @@ def probe_site(api: client.ApiClient, lab: Lab, *, redirect: bool = True, timeou
     wait_available(api, PROBE_NAMESPACE, "whoami", timeout=timeout)
     address = traefik_address(api, timeout=timeout)
     tls = probe_tls(address, host, ca_file=certs.issuer_ca(lab))
-    deadline, delay = time.monotonic() + 30, 0.05
+    deadline, pause = time.monotonic() + 30, polling.pauses()
     while tls.serial != issued.serial and time.monotonic() < deadline:  # Traefik loads the new Secret
-        time.sleep(delay)  # from 0.05 s up to 1 s: a fixed 1 s poll cost 03 two whole seconds here
-        delay = min(delay * 1.5, 1.0)
+        time.sleep(next(pause))  # from 0.05 s up to 1 s: a fixed 1 s poll cost 03 two whole seconds here
         tls = probe_tls(address, host, ca_file=certs.issuer_ca(lab))
     return SiteProbe(host, issued, tls, probe_redirect(address, host) if redirect else None)

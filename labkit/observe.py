@@ -29,7 +29,7 @@ import pandas as pd
 import requests
 from kubernetes import client
 
-from labkit import localfiles, yamlfile
+from labkit import localfiles, polling, yamlfile
 from labkit.changes import Check
 from labkit.errors import LabError
 from labkit.params import Lab, duration_seconds
@@ -323,12 +323,8 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180) -> list[str]:
 
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = targets(stack)
-        if all(c.passed for c in found.checks(expected)) or time.monotonic() > deadline:
-            return found
-        time.sleep(3)
+    return polling.until(lambda: targets(stack), lambda found: all(c.passed for c in found.checks(expected)),
+                         timeout=timeout, most=3)
 
 
 # -- rules loaded --------------------------------------------------------------------------------------------
@@ -358,13 +354,10 @@ def loaded_rules(stack: Stack) -> LoadedRules:
 
 def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> LoadedRules:
     """The rules once the wanted alerts are loaded and every rule has been evaluated once."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = loaded_rules(stack)
+    def done(found: LoadedRules) -> bool:
         evaluated = not found.rules.empty and (found.rules["health"] != "unknown").all()
-        if (evaluated and found.checks(wanted)[0].passed) or time.monotonic() > deadline:
-            return found
-        time.sleep(3)
+        return bool(evaluated and found.checks(wanted)[0].passed)
+    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout, most=3)
 
 
 def prometheus_alerts(stack: Stack) -> list[dict]:
@@ -533,12 +526,7 @@ def logql(stack: Stack, query_text: str, *, minutes: float = 60, limit: int = 10
 
 def wait_log_line(stack: Stack, query_text: str, *, timeout: float = 120) -> pd.DataFrame:
     """The query's lines once at least one is there (promtail ships every few seconds)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = logql(stack, query_text)
-        if not found.empty or time.monotonic() > deadline:
-            return found
-        time.sleep(3)
+    return polling.until(lambda: logql(stack, query_text), lambda found: not found.empty, timeout=timeout, most=3)
 
 
 # -- Grafana over HTTPS ------------------------------------------------------------------------------------
