@@ -461,13 +461,25 @@ def etcd_drill(session: Session, lab: Lab, api: client.ApiClient, *, confirm: bo
     session.run_many({n: "systemctl start k3s" for n in servers}, sudo=True, timeout=timeout)
     restored_at = datetime.now(UTC)
     after = _wait_back(api, timeout)
+    rejoined = _rejoined(api, lab, timeout)
     verified_at = datetime.now(UTC)
     core.delete_namespace(DRILL_NAMESPACE)  # the drill's own namespace: gone again for the next run
     same = {k: before[k] == after.get(k) for k in before}
     checks = [Check("etcd: the namespace's objects are back with the same uids and content", all(same.values()),
                     ", ".join(f"{k} {'same' if v else 'DIFFERS'}" for k, v in same.items())),
-              Check("etcd: restored from the on-demand snapshot", True, path)]
+              Check("etcd: restored from the on-demand snapshot", True, path), rejoined]
     return Drill("etcd", backup_at, lost_at, restored_at, verified_at, 0, checks)
+
+
+def _rejoined(api: client.ApiClient, lab: Lab, timeout: float) -> Check:
+    """Every node of the lab Ready after the restore (the other servers and the agents rejoined)."""
+    name, names = "etcd: every node Ready again (the agents rejoined the reset cluster)", \
+        [n.name for n in (*lab.servers, *lab.agents)]
+    try:
+        kube.wait_nodes_ready(api, names, timeout=timeout)
+    except KubeError as exc:
+        return Check(name, False, str(exc))
+    return Check(name, True, f"{len(names)} of {len(names)} Ready")
 
 
 def _wait_gone(core: client.CoreV1Api, timeout: float) -> None:

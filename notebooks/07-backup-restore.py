@@ -70,7 +70,8 @@ print(f"lab '{lab.name}': targets RPO {targets.rpo_minutes:g} min, RTO {targets.
 # snapshot (`k3s etcd-snapshot save --name labkit-drill`), deletes the namespace (the loss), then
 # restores as k3s documents it: `systemctl stop k3s` on the servers, `k3s server --cluster-reset
 # --cluster-reset-restore-path=<snapshot>` on the first, other servers' datastores removed, k3s
-# started again. The objects must come back with the same uids and content.
+# started again. The objects must come back with the same uids and content, and every node must be
+# Ready again: the agents (and any other server) rejoin the reset cluster.
 
 # %%
 done = backup.drills(session, lab, api, confirm=confirm, rows=rows, later_rows=later_rows, dry_run=dry_run)
