@@ -20,9 +20,6 @@ lab: $(VENV)/.installed kernel programs
 jupyter: $(VENV)/.installed programs
 	$(VENV)/bin/labkit jupyter --params $(PARAMS)
 
-# Two workers: the suite mostly waits on real programs and the labs' clocks; the tests on the
-# session's series lab stay together, in order, on one of them (tests/conftest.py).
-PYTEST_ARGS ?= -n 2 --dist loadgroup
 test: $(VENV)/.installed-test kernel tools programs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
