@@ -22,10 +22,9 @@ def pauses(first: float = 0.05, most: float = 1.0, factor: float = 1.5) -> Itera
 def until(look: Callable[[], T], done: Callable[[T], bool], *, timeout: float, most: float = 1.0) -> T:
     """``look()`` until ``done`` says yes to what it saw, or ``timeout`` seconds have passed: what
     it saw last, either way (the caller says what is missing)."""
-    deadline = time.monotonic() + timeout
-    for pause in pauses(most=most):
+    deadline, pause = time.monotonic() + timeout, pauses(most=most)
+    while True:
         seen = look()
         if done(seen) or time.monotonic() > deadline:
             return seen
-        time.sleep(pause)
-    raise AssertionError("unreachable: pauses() never ends")
+        time.sleep(next(pause))

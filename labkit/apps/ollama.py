@@ -56,13 +56,12 @@ def pull(ollama_: ollama.Client, model: str, *, attempts: int = 4, pause: float 
                 cut = f"HTTP {exc.status_code} from Traefik"
             except (httpx.TransportError, ConnectionError) as exc:
                 cut = str(exc) or type(exc).__name__
-            if attempt == attempts:
-                raise AppError(f"Ollama's pull of {model} was cut off {attempts} times (last: {cut}); "
-                               "see the ollama pod's log and restart count")
-            bar.update(note=f"cut off ({cut}); pulling again in {pause:g} s, Ollama resumes")
-            time.sleep(pause)
-            pause *= 2
-    return model
+            if attempt < attempts:
+                bar.update(note=f"cut off ({cut}); pulling again in {pause:g} s, Ollama resumes")
+                time.sleep(pause)
+                pause *= 2
+    raise AppError(f"Ollama's pull of {model} was cut off {attempts} times (last: {cut}); "
+                   "see the ollama pod's log and restart count")
 
 
 def benchmark(ollama_: ollama.Client, models: list[str], prompt: str, repetitions: int) -> pd.DataFrame:
