@@ -20,6 +20,9 @@ lab: $(VENV)/.installed kernel programs
 jupyter: $(VENV)/.installed programs
 	$(VENV)/bin/labkit jupyter --params $(PARAMS)
 
+# Two workers: the suite mostly waits on real programs and the labs' clocks. Each test file runs
+# whole on one worker; the series lab's files together, in order (tests/conftest.py).
+PYTEST_ARGS ?= -n 2 --dist loadfile
 test: $(VENV)/.installed-test kernel tools programs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
