@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -61,13 +62,16 @@ def _changed_keys(diff: str) -> str:
     return "differs: " + "; ".join(lines[:4]) + (" ..." if len(lines) > 4 else "")
 
 
+# The library caches discovery in /tmp/osrcp-<md5 of the server address>.json, shared by every
+# process: a lab rebuilt at the same address (or a CRD deleted since) would be planned against kinds
+# it no longer serves, and each address leaves a file behind. A path that cannot exist turns it off
+# (the library skips a cache it cannot read or write).
+NO_DISCOVERY_CACHE = os.path.join(os.devnull, "labkit-discovery")
+
+
 def dynamic(api: client.ApiClient) -> DynamicClient:
-    """A dynamic client that asks the API server what it serves now. The library caches discovery
-    in a temp file named by the server's address, shared by every process: a lab rebuilt at the
-    same address (or a CRD deleted since) would otherwise be planned against kinds it no longer has."""
-    dyn = DynamicClient(api)
-    dyn.resources.invalidate_cache()
-    return dyn
+    """A dynamic client that asks the API server what it serves now, and writes no cache file."""
+    return DynamicClient(api, cache_file=NO_DISCOVERY_CACHE)
 
 
 def labelled(obj: dict, set_name: str) -> dict:

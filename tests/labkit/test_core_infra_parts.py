@@ -7,8 +7,10 @@ token Secret planned without ever showing its value."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import http.server
 import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,8 +262,10 @@ def test_the_token_secret_is_planned_and_diffed_by_digest_never_by_value(cluster
 
 def test_a_kind_whose_crd_is_gone_is_not_served_even_if_an_earlier_process_saw_it(cluster):
     """Discovery is asked afresh: the library's cache file (shared by processes, named by the
-    server's address) still lists a CRD's kind after the CRD is deleted."""
+    server's address) would still list a CRD's kind after the CRD is deleted. None is written."""
     api = cluster.api_client()
+    cache = Path(tempfile.gettempdir(), f"osrcp-{hashlib.md5(api.configuration.host.encode()).hexdigest()}.json")
+    cache.unlink(missing_ok=True)  # an earlier lab's at this address
     crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
            "metadata": {"name": "gadgets.example.com"},
            "spec": {"group": "example.com", "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
@@ -273,3 +277,4 @@ def test_a_kind_whose_crd_is_gone_is_not_served_even_if_an_earlier_process_saw_i
     assert wait_until(lambda: manifests.served(manifests.dynamic(api), "example.com/v1", "Gadget"), timeout=30)
     extensions.delete_custom_resource_definition("gadgets.example.com")
     assert wait_until(lambda: not manifests.served(manifests.dynamic(api), "example.com/v1", "Gadget"), timeout=30)
+    assert not cache.exists()
