@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadFileScheduling
 
 SERIES = "series lab"
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,18 +30,19 @@ def _on_series_lab(test_file: str) -> bool:
     return path.is_file() and IMPORTS_SERIES.search(path.read_text()) is not None
 
 
+class SeriesFirstScheduling(LoadFileScheduling):
+    """xdist's file-by-file scheduling, with the series lab's files as one unit handed out first."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        test_file = super()._split_scope(nodeid)
+        return SERIES if _on_series_lab(test_file) else test_file
+
+    def _assign_work_unit(self, node) -> None:
+        if SERIES in self.workqueue:
+            self.workqueue.move_to_end(SERIES, last=False)
+        super()._assign_work_unit(node)
+
+
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    from xdist.scheduler import LoadFileScheduling
-
-    class SeriesFirst(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            test_file = super()._split_scope(nodeid)
-            return SERIES if _on_series_lab(test_file) else test_file
-
-        def _assign_work_unit(self, node) -> None:
-            if SERIES in self.workqueue:
-                self.workqueue.move_to_end(SERIES, last=False)
-            super()._assign_work_unit(node)
-
-    return SeriesFirst(config, log)
+def pytest_xdist_make_scheduler(config: pytest.Config, log) -> SeriesFirstScheduling:
+    return SeriesFirstScheduling(config, log)
