@@ -52,8 +52,10 @@ def has_probes(container: dict) -> bool:
 class Prober:
     """The probes of one running container; ``changed`` is called when its Health moved."""
 
-    def __init__(self, container: dict, pod_ip: str, run: Exec, clock, changed: Callable[[], None]) -> None:
+    def __init__(self, container: dict, pod_ip: str, run: Exec, clock, changed: Callable[[], None],
+                 owner: str = "") -> None:
         self.container, self.pod_ip, self.run, self.clock, self.changed = container, pod_ip, run, clock, changed
+        self.owner = owner or f"container {container['name']}"  # names the initial delays in the clock's ledger
         self.health = Health(ready=not container.get("readinessProbe"), started=not container.get("startupProbe"))
         self.task = asyncio.create_task(self._work())
 
@@ -69,7 +71,8 @@ class Prober:
     async def _loop(self, kind: str, name: str) -> bool:
         """Check until the probe is done: False when it gave up (the container must be killed)."""
         spec = self.container[kind]
-        await self._sleep(spec.get("initialDelaySeconds", 0))
+        # Something waits for the first readiness or startup check (a rollout): an operation.
+        await self._sleep(spec.get("initialDelaySeconds", 0), f"{self.owner} {name.lower()} probe initial delay")
         successes = failures = 0
         since = 0.0  # when the failure streak began (real seconds, monotonic)
         while True:
@@ -106,8 +109,8 @@ class Prober:
             return False
         return None
 
-    async def _sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
+    async def _sleep(self, seconds: float, what: str = "") -> None:
+        await self.clock.sleep(seconds, what if seconds > 0 else "")
         await asyncio.sleep(PERIOD_FLOOR)
 
 

@@ -133,7 +133,8 @@ class ContainerRuntime:
                 return result.exit_status, (result.stdout + result.stderr).decode(errors="replace")
 
             pod_ip = (pod.get("status") or {}).get("podIP", "")
-            self._probers[key] = probes.Prober(container, pod_ip, run, self.cluster.clock, changed)
+            owner = f"pod {pod['metadata'].get('namespace', '')}/{pod['metadata']['name']} container {container['name']}"
+            self._probers[key] = probes.Prober(container, pod_ip, run, self.cluster.clock, changed, owner)
 
     def _launch(self, pod: dict, container: dict, exited: Callable[[], None]) -> Process | None:
         meta, image = pod["metadata"], container.get("image", "")

@@ -86,6 +86,8 @@ def _events(kube: RunningCluster, pod: str) -> list[tuple[str, str, str]]:
 def test_exec_and_tcp_probes_in_a_plain_container(kube: RunningCluster) -> None:
     kube.kubectl("apply", "-f", "-", input=BOX)
     wait_until(lambda: _container(kube, "box", "box")["ready"], timeout=30)
+    delays = [(op.what, op.modelled_s) for op in kube.cluster.clock.ledger.entries if "initial delay" in op.what]
+    assert delays == [("pod probes/box container box liveness probe initial delay", 1.0)]  # for the critical path
     closed = _container(kube, "box", "closed")
     assert closed["started"] and not closed["ready"]  # nothing listens on 8080
     ip = _pod(kube, "box")["status"]["podIP"]
