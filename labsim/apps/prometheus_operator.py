@@ -18,7 +18,8 @@ job reads ``file_sd`` files the operator writes into the pod's ``config_out`` vo
 that come and go need no reload). The config-reloader sidecar's work is done here as well: the
 StatefulSet's ``init-config-reloader`` step (unpacking the Secret before the program starts) is
 the program adapter's, and a changed configuration or rule set is written into the running
-pod's volumes and loaded with ``POST /-/reload``.
+pod's volumes and loaded with ``POST /-/reload``. What the operator generates carries the user's
+durations; the programs read them on the lab's clock (``labsim.runtime.programs.labclock``).
 """
 
 from __future__ import annotations
