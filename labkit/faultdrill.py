@@ -13,19 +13,23 @@ How the disk is filled (destructive only to what the drill creates):
   twin's node-exporter reports the node model's filesystem, which files written over SSH do not
   fill; so the SSH branch above is not exercised by the tests).
 
-The lab's rule waits ``for: 5m``, and Prometheus runs on real time: no lab time scale shortens it.
-So the drill applies a copy of the lab's rule (same expression, labels and annotations) with
-``for: DRILL_FOR``, evaluated every DRILL_INTERVAL and labelled drill="true" (Alertmanager's drill
-route: resolved within one group_wait), in a PrometheusRule of its own that it removes afterwards.
-The copy fires on exactly the condition the lab's rule fires on; the lab's rule and its promtool
-tests stay as they are.
+The lab's rule waits ``for: 5m``, and a real lab's Prometheus runs on real time. So the drill
+applies a copy of the lab's rule (same expression, labels and annotations) with ``for: DRILL_FOR``,
+evaluated every DRILL_INTERVAL and labelled drill="true" (Alertmanager's drill route: resolved
+within one group_wait), in a PrometheusRule of its own that it removes afterwards. The copy fires on
+exactly the condition the lab's rule fires on; the lab's rule and its promtool tests stay as they are.
+
+The bounds are a real lab's: ``timeout`` for each state, and for the page the group_wait
+Alertmanager runs (its loaded configuration's) + PAGE_MARGIN. The embedded lab's Prometheus and
+Alertmanager keep the lab's clock (at a time scale below 1 they run these waits shorter): the
+drill then ends sooner, and its checks and timeline name the ``for`` and group_wait the programs ran.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -35,7 +39,7 @@ import requests
 import yaml
 from kubernetes import client
 
-from labkit import manifests, observe, ssh
+from labkit import manifests, observe, polling, ssh
 from labkit.changes import Check
 from labkit.params import Lab, duration_seconds
 
@@ -123,17 +127,21 @@ class DiskDrill:
     resolution_delivered: datetime | None
     page: observe.NtfyMessage | None
     error: str = ""
+    held_for: float | None = None  # seconds: the copy's `for` as Prometheus runs it (observe.rule_for)
+    group_wait: float | None = None  # seconds: the lab file's routing.group_wait
+    held_group: float | None = None  # seconds: the group_wait Alertmanager runs (observe.group_wait)
 
     def checks(self) -> list[Check]:
         page = self.page
         return [Check(f"a full disk on {self.node} fires {ALERT} in Prometheus", self.firing is not None,
-                      f"firing {_seconds(self.filled, self.firing)} after the fault" if self.firing
+                      f"firing {_seconds(self.filled, self.firing)} after the fault ({self._for()})" if self.firing
                       else self.error or "not firing"),
                 Check(f"{ALERT} pages at ntfy (title, severity critical, priority 5)",
                       page is not None and page.title == f"🚨 Alert: {ALERT}" and page.priority == 5
                       and "Severity: critical" in page.message,
                       f"{page.title!r}, priority {page.priority}, "
-                      f"{_seconds(self.firing, self.delivered)} after firing" if page else self.error or "no page"),
+                      f"{_seconds(self.firing, self.delivered)} after firing{self._group_wait()}" if page
+                      else self.error or "no page"),
                 Check("the disk is cleared and the alert resolves, at ntfy too", self.resolution_delivered is not None,
                       f"resolved {_seconds(self.cleared, self.resolved)} after clearing, at ntfy "
                       f"{_seconds(self.resolved, self.resolution_delivered)} later" if self.resolution_delivered
@@ -141,12 +149,23 @@ class DiskDrill:
 
     def timeline(self) -> pd.DataFrame:
         rows = [("disk filled -> pending", self.filled, self.pending),
-                (f"pending -> firing (for: {DRILL_FOR})", self.pending, self.firing),
+                (f"pending -> firing ({self._for()})", self.pending, self.firing),
                 ("firing -> page at ntfy", self.firing, self.delivered),
                 ("disk cleared -> resolved", self.cleared, self.resolved),
                 ("resolved -> resolution at ntfy", self.resolved, self.resolution_delivered)]
         return pd.DataFrame([{"step": s, "start": a, "end": b, "seconds": (b - a).total_seconds()}
                              for s, a, b in rows if a and b], columns=["step", "start", "end", "seconds"])
+
+    def _for(self) -> str:
+        """The copy's ``for``, and what Prometheus runs when that differs: the figures are the lab clock's."""
+        held = self.held_for
+        clock = "" if held is None or held == duration_seconds(DRILL_FOR) else f", {held:g} s on the lab's clock"
+        return f"for: {DRILL_FOR}{clock}"
+
+    def _group_wait(self) -> str:
+        """Alertmanager's group_wait when it runs another than the lab file's (the lab's clock)."""
+        held = self.held_group
+        return "" if held is None or held == self.group_wait else f" (group_wait {held:g} s on the lab's clock)"
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> str:
@@ -154,24 +173,29 @@ def _seconds(start: datetime | None, end: datetime | None) -> str:
 
 
 def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | None = None, percent: float = 95,
-        timeout: float = 240) -> DiskDrill:
-    """Fill ``node``'s disk (default: the last node), follow ALERT to ntfy, clear, follow its
-    resolution; the drill's rule copy is removed and the disk cleared whatever happens."""
+        timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
+    """Fill ``node``'s disk (default: the last node), follow ALERT to ntfy (within the group_wait
+    Alertmanager runs + ``page_margin`` once firing), clear, follow its resolution; the drill's
+    rule copy is removed and the disk cleared whatever happens."""
     node = node or lab.nodes[-1].name
     lab.node(node)  # a clear error for a name the lab does not have
-    rule = drill_rule(lab)
+    rule, obs = drill_rule(lab), lab.observability
+    assert obs is not None  # drill_rule read its rules
     manifests.deploy(api, DRILL_SET, [rule])
+    group = rule["spec"]["groups"][0]["name"]
     try:
-        _until(lambda: _evaluated(stack, rule["spec"]["groups"][0]["name"]), timeout, "the drill rule to load")
-        return _drill(stack, lab, node, percent, timeout)
+        _until(lambda: _evaluated(stack, group), timeout, "the drill rule to load")
+        held, waits = observe.rule_for(stack, group, ALERT), observe.group_wait(stack)
+        group_wait = duration_seconds(obs.routing.group_wait)
+        page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
+        return replace(_drill(stack, lab, node, percent, timeout, page_within), held_for=held, held_group=waits,
+                       group_wait=group_wait)
     finally:
         manifests.deploy(api, DRILL_SET, [], prune_kinds=[RULE_KIND])
 
 
-def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float) -> DiskDrill:
-    obs = lab.observability
-    assert obs is not None
-    page_within = duration_seconds(obs.routing.group_wait) + PAGE_MARGIN  # Alertmanager holds a new group so long
+def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float,
+           page_within: float) -> DiskDrill:
     since = str(int(time.time()) - 1)
     seen: dict[str, datetime] = {}
     instance, page, error, polls = "", None, "", [""]  # polls[-1]: ntfy's last poll error
@@ -236,12 +260,13 @@ def _ntfy(lab: Lab, since: str, title: str, instance: str, polls: list[str]) -> 
 
 
 def _until(condition: Callable[[], T], timeout: float, what: str, *, raising: bool = True) -> str:
-    """Poll ``condition`` each second until true: "" then, else what did not happen (raised if ``raising``)."""
-    deadline = time.monotonic() + timeout
+    """Poll ``condition`` (the first looks fast, then each second) until true: "" then, else what did
+    not happen (raised if ``raising``)."""
+    deadline, pause = time.monotonic() + timeout, polling.pauses()
     while time.monotonic() < deadline:
         if condition():
             return ""
-        time.sleep(1)
+        time.sleep(next(pause))
     message = f"waited {timeout:g} s for {what}"
     if raising:
         raise DrillError(message)

@@ -360,6 +360,17 @@ def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> Load
     return polling.until(lambda: loaded_rules(stack), done, timeout=timeout, most=3)
 
 
+def rule_for(stack: Stack, group: str, alert: str) -> float | None:
+    """The ``for`` Prometheus holds ``alert`` of ``group`` pending with, in seconds, as it runs the rule
+    (``/api/v1/rules``' duration): the rule file's on a real lab; on the embedded lab at a time scale
+    below 1, the lab clock's."""
+    for found in _get(stack.url("prometheus") + "/api/v1/rules", type="alert")["data"]["groups"]:
+        for rule in found["rules"] if found["name"] == group else []:
+            if rule["name"] == alert:
+                return float(rule.get("duration", 0))
+    return None
+
+
 def prometheus_alerts(stack: Stack) -> list[dict]:
     """Prometheus' pending and firing alerts (``/api/v1/alerts``): labels, annotations, state, activeAt."""
     return _get(stack.url("prometheus") + "/api/v1/alerts")["data"]["alerts"]
@@ -376,6 +387,14 @@ def post_alert(stack: Stack, labels: dict[str, str], annotations: dict[str, str]
     answer = requests.post(stack.url("alertmanager") + "/api/v2/alerts", json=[alert], timeout=HTTP_TIMEOUT)
     if answer.status_code != 200:
         raise ObserveError(f"Alertmanager refused the alert: HTTP {answer.status_code}: {answer.text[:300]}")
+
+
+def group_wait(stack: Stack) -> float | None:
+    """How long the running Alertmanager holds a new group (its root route's ``group_wait``, in
+    seconds), from the configuration it loaded (``/api/v2/status``): the lab file's on a real lab;
+    on the embedded lab at a time scale below 1, the lab clock's."""
+    route = (yamlfile.load(_get(stack.url("alertmanager") + "/api/v2/status")["config"]["original"]) or {}).get("route")
+    return duration_seconds(route["group_wait"]) if isinstance(route, dict) and route.get("group_wait") else None
 
 
 def alerts(stack: Stack) -> pd.DataFrame:
@@ -443,6 +462,7 @@ class Drill:
     resolution_delivered: datetime | None
     priority: int | None
     error: str = ""
+    running_group_wait: float | None = None  # seconds, as the running Alertmanager holds a group (group_wait())
 
     @property
     def latency(self) -> float | None:
@@ -453,11 +473,19 @@ class Drill:
         latency = self.latency
         return [Check(f"the drill alert reaches ntfy within group_wait + {self.margin:g} s ({bound:g} s)",
                       latency is not None and latency <= bound,
-                      f"delivered after {latency:.1f} s" if latency is not None else self.error or "not delivered"),
+                      f"delivered after {latency:.1f} s{self._clock()}" if latency is not None
+                      else self.error or "not delivered"),
                 Check("it pages with ntfy priority 5 (max)", self.priority == 5, f"priority {self.priority}"),
                 Check("its resolution reaches ntfy", self.resolution_delivered is not None,
                       f"after {(self.resolution_delivered - self.resolved).total_seconds():.1f} s"
                       if self.resolution_delivered and self.resolved else self.error or "not delivered")]
+
+    def _clock(self) -> str:
+        """Said when Alertmanager runs another group_wait than the lab file's: the figure is the lab clock's."""
+        running = self.running_group_wait
+        if running is None or running == self.group_wait:
+            return ""
+        return f" (on the lab's clock: Alertmanager runs group_wait {running:g} s for the lab file's {self.group_wait:g} s)"
 
     def timeline(self) -> pd.DataFrame:
         """The alert's path as timed steps (fired -> delivered, resolved -> delivered)."""
@@ -476,6 +504,7 @@ def drill(stack: Stack, lab: Lab, *, margin: float = 20, timeout: float = 120) -
     labels = {"alertname": "LabkitDrill", "severity": obs.routing.page_severities[0], "drill": "true",
               "namespace": obs.namespace, "instance": f"drill-{run}"}
     notes = {"summary": f"labkit end-to-end drill {run}", "description": "posted by 04-observability"}
+    running = group_wait(stack)
     since = str(int(time.time()) - 1)
     fired = datetime.now(UTC)
     post_alert(stack, labels, notes)
@@ -484,10 +513,10 @@ def drill(stack: Stack, lab: Lab, *, margin: float = 20, timeout: float = 120) -
     post_alert(stack, labels, notes, ends_at=resolved)  # also when it was not delivered: it must not stay firing
     if firing is None:
         return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, None, None, None, None,
-                     f"no ntfy message within {timeout:g} s{error}")
+                     f"no ntfy message within {timeout:g} s{error}", running)
     done, _ = _wait_message(lab, since, "✅", run, timeout)
     return Drill("LabkitDrill", duration_seconds(obs.routing.group_wait), margin, fired, firing.time_seen, resolved,
-                 done.time_seen if done else None, firing.message.priority)
+                 done.time_seen if done else None, firing.message.priority, running_group_wait=running)
 
 
 @dataclass(frozen=True)
@@ -499,7 +528,7 @@ class _Seen:
 def _wait_message(lab: Lab, since: str, mark: str, run: str, timeout: float) -> tuple[_Seen | None, str]:
     """The first message whose title starts with ``mark`` and whose text names the drill's run; or
     None and, if polling ntfy failed, its last error."""
-    deadline, error = time.monotonic() + timeout, ""
+    deadline, error, pause = time.monotonic() + timeout, "", polling.pauses(most=0.5)
     while time.monotonic() < deadline:
         try:
             for message in ntfy_poll(lab, since=since):
@@ -507,7 +536,7 @@ def _wait_message(lab: Lab, since: str, mark: str, run: str, timeout: float) -> 
                     return _Seen(message, datetime.now(UTC)), ""
         except ObserveError as exc:
             error = f" (last poll: {exc})"
-        time.sleep(0.5)
+        time.sleep(next(pause))
     return None, error
 
 

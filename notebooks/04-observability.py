@@ -115,6 +115,9 @@ report.applied(monitoring.apply(api, lab, planned, dry_run=dry_run, timeout=char
 # The drill posts `LabkitDrill` (severity critical) to Alertmanager as `amtool alert add` does and
 # times it until the ntfy topic holds the page; then resolves it. Drill alerts use a child route with
 # `group_interval` = `group_wait`, so the resolution is not held back by the lab's `group_interval`.
+# On the embedded lab below time scale 1, Prometheus and Alertmanager keep the lab's clock (their
+# waits scaled, at least 1 s; what `kubectl get` shows stays the lab file's): a figure measured
+# there is the lab clock's, and the checks and steps name the `group_wait` and `for` the programs ran.
 
 # %%
 with report.step("verification", "monitoring stack"):
@@ -162,7 +165,7 @@ plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill ale
 
 # %% [markdown]
 # ### A real alert from a real condition: a full disk
-# The lab's `NodeDiskAlmostFull` waits `for: 5m`, on Prometheus' real clock. The drill applies a copy
+# The lab's `NodeDiskAlmostFull` waits `for: 5m` (real minutes on a real lab). The drill applies a copy
 # of it (same expression, labels and annotations) with `for: 10s`, evaluated every 5 s and labelled
 # `drill="true"` (so the resolution is not held back by `group_interval`), fills the disk, follows the
 # alert from pending to firing to the page at ntfy, clears the disk and follows the resolution. Then

@@ -18,7 +18,8 @@ job reads ``file_sd`` files the operator writes into the pod's ``config_out`` vo
 that come and go need no reload). The config-reloader sidecar's work is done here as well: the
 StatefulSet's ``init-config-reloader`` step (unpacking the Secret before the program starts) is
 the program adapter's, and a changed configuration or rule set is written into the running
-pod's volumes and loaded with ``POST /-/reload``.
+pod's volumes and loaded with ``POST /-/reload``. What the operator generates carries the user's
+durations; the programs read them on the lab's clock (``labsim.runtime.programs.labclock``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import base64
 import gzip
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.kube.selectors import match_label_selector
 from labsim.kube.store import StoreError
 from labsim.runtime.programs import alertmanager as alertmanager_program
+from labsim.runtime.programs import labclock
 from labsim.runtime.programs import prometheus as prometheus_program
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class PrometheusOperator(Controller):
         changed = _write_if_changed(out / "prometheus.env.yaml", config.replace("$(POD_NAME)", pod["metadata"]["name"]))
         changed |= _sync_dir(rules_dir, rules)
         if changed:
-            prometheus_program.PROGRAM.rewrite_config(fs, PROM_CONFIG)
+            prometheus_program.PROGRAM.rewrite_config(fs, PROM_CONFIG, self.cluster.clock.time_scale)
             await self._reload(pod, 9090)
 
     async def _reload(self, pod: dict, port: int) -> None:
@@ -304,7 +305,7 @@ class PrometheusOperator(Controller):
             out = fs.host_path("/etc/alertmanager/config_out")
             out.mkdir(parents=True, exist_ok=True)
             if _write_if_changed(out / "alertmanager.env.yaml", config):
-                alertmanager_program.PROGRAM.rewrite_config(fs, AM_CONFIG)
+                alertmanager_program.PROGRAM.rewrite_config(fs, AM_CONFIG, self.cluster.clock.time_scale)
                 await self._reload(pod, 9093)
 
     def _secret_value(self, namespace: str, ref: dict) -> str:
@@ -694,21 +695,12 @@ def _pod_metas(pod: dict, port: int | str | None) -> dict:
     return found
 
 
-_DURATION = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def _seconds(text: str) -> float:
-    """A Prometheus duration (``30s``, ``1h30m``) in seconds."""
-    return sum(int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text))
-
-
 def _valid_timeouts(monitor: dict, field: str, default_interval: str) -> bool:
     """The operator rejects a monitor with an endpoint whose scrapeTimeout exceeds its interval
     (Prometheus would refuse the whole configuration); it is left out and logged."""
     for endpoint in (monitor.get("spec") or {}).get(field) or []:
         timeout, interval = endpoint.get("scrapeTimeout"), endpoint.get("interval") or default_interval
-        if timeout and _seconds(timeout) > _seconds(interval):
+        if timeout and labclock.seconds(timeout) > labclock.seconds(interval):
             log.warning("skipping %s/%s: scrapeTimeout %s greater than the scrape interval %s",
                         monitor["metadata"]["namespace"], monitor["metadata"]["name"], timeout, interval)
             return False

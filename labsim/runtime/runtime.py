@@ -22,7 +22,7 @@ from labsim.runtime import filesystem, probes, registry
 from labsim.runtime.filesystem import ContainerFS, field_value, resource_value
 from labsim.runtime.processes import ShellProcess
 from labsim.runtime.programs import CannotStart
-from labsim.runtime.programs.appmodel import TIME_SCALE_ENV, AppModel
+from labsim.runtime.programs.appmodel import TIME_SCALE_ENV
 from labsim.runtime.supervisor import RealProcess, Supervisor
 from labsim.runtime.tools import RealTools
 
@@ -161,10 +161,11 @@ class ContainerRuntime:
         pod_ip = (pod.get("status") or {}).get("podIP", "")
         if hasattr(program, "environment"):  # an adapter that translates variables (localhost = the pod)
             env = program.environment(env, pod_ip)
+        args = [expand(arg, env) for arg in container.get("args") or []]
+        # the lab's clock: what an app model models as taking time, what a Go program's configuration waits on
+        env = {**env, TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
         steps = program.prepare(fs, image, env)
-        server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
-        if isinstance(program, AppModel):  # what it models as taking time, on the lab clock
-            env = {**env, TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
+        server = program.server(fs, image, env, pod_ip, args)
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
                                       log_line=log, exited=exited)

@@ -11,6 +11,7 @@ delivers again."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import nbformat
 import pytest
@@ -38,7 +39,10 @@ def test_04_deploys_the_stack_proves_it_by_use_and_changes_nothing_the_second_ti
     executed = series.executed(series.folders[-1], "04-observability")
     shown = _outputs(executed)
     for seen in ("kube-state-metrics", "node-exporter", "NodeDiskAlmostFull", "Server is ready to receive web requests",
-                 "firing: Alertmanager -> ntfy", "application/vnd.plotly.v1+json"):
+                 "firing: Alertmanager -> ntfy", "application/vnd.plotly.v1+json",
+                 # the programs keep the lab's clock (time scale 0: the floors), and the figures say so
+                 "Alertmanager runs group_wait 1 s for the lab file's 10 s", "for: 10s, 1 s on the lab's clock",
+                 "after firing (group_wait 1 s on the lab's clock)"):
         assert seen in shown, seen
     lab = series.lab
     obs = monitoring.settings(lab)
@@ -113,11 +117,11 @@ def test_with_ntfy_down_alertmanagers_failed_notifications_are_counted_and_the_d
         failed_before = _failed(stack)
         series.fault("ntfy_down")
         try:
-            missed = observe.drill(stack, lab, timeout=30)
+            missed = observe.drill(stack, lab, timeout=10)  # a miss waits out its bound: a short one
             assert missed.delivered is None and "does not answer" in missed.error
             assert not all(c.passed for c in missed.checks())
             assert _wait(lambda: _failed(stack) > failed_before)  # Alertmanager counted its failed webhook
-            unpaged = faultdrill.run(kube.connect(lab.kubeconfig), stack, lab)
+            unpaged = faultdrill.run(kube.connect(lab.kubeconfig), stack, lab, page_margin=5)
             fired, paged, resolved = (c.passed for c in unpaged.checks())
             assert fired and not paged and not resolved  # Prometheus fired it; ntfy never had it
             assert "to reach ntfy after firing" in unpaged.error and "does not answer" in unpaged.error, unpaged.error
@@ -182,3 +186,16 @@ def _until(probe, timeout: float):
     while (found := probe()) is None and time.monotonic() < deadline:
         time.sleep(3)
     return found
+
+
+def test_on_a_real_labs_clock_the_figures_name_no_other_clock() -> None:
+    """Where the programs run the lab file's group_wait and the drill's ``for`` (a real lab, time
+    scale 1), the checks and steps say nothing of a lab clock; where they run others, they do."""
+    t = [datetime(2026, 1, 1, 0, 0, s, tzinfo=UTC) for s in range(8)]
+    page = observe.NtfyMessage(t[3], "🚨 Alert: NodeDiskAlmostFull", "Severity: critical", 5, [])
+    for running, clocked in ((10.0, False), (1.0, True)):
+        drill = observe.Drill("LabkitDrill", 10.0, 20, t[0], t[1], t[2], t[3], 5, running_group_wait=running)
+        disk = faultdrill.DiskDrill("n", "i", *t[:7], page, held_for=running, group_wait=10.0, held_group=running)
+        shown = " ".join([*(c.detail for c in (*drill.checks(), *disk.checks())), *disk.timeline()["step"]])
+        assert ("lab's clock" in shown) is clocked, shown
+        assert all(c.passed for c in (*drill.checks(), *disk.checks())), shown

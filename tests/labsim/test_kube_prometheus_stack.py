@@ -10,6 +10,7 @@ to a webhook receiver, and the crash_loop fault fires PodCrashLooping. One clust
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import urllib.parse
 import urllib.request
@@ -354,6 +355,36 @@ def test_an_alertmanagerconfig_is_merged_with_its_namespace_matcher(stack: Stack
     assert route["matchers"] == [f'namespace="{NS}"', 'severity="critical"']
     assert config["route"]["receiver"] == "lab"  # the chart's config stays the root
 
+
+
+def test_the_programs_run_on_the_labs_clock_while_the_objects_keep_the_users_values(stack: Stack) -> None:
+    """At this lab's time scale (0.05) the configuration the programs loaded carries the waits
+    scaled (floors: 1 s, 5 s for scraping, 60 s for repeats; a value below its floor as it is),
+    while the objects and the operator's Secrets keep what the user wrote; PromQL is not scaled."""
+    kube = stack.kube
+    stack.apply(_rule("clock", [{"name": "clock", "interval": "10s", "rules": [
+        {"alert": "Clocked", "expr": "rate(prometheus_http_requests_total[5m]) < 0", "for": "1m"}]}]))
+    group = wait_until(lambda: next((g for g in stack.get(stack.prometheus, "/api/v1/rules")["data"]["groups"]
+                                     if g["name"] == "clock"), None), timeout=20)
+    assert group["interval"] == 1 and group["rules"][0]["duration"] == 3  # 10s and 1m x 0.05, at least 1 s
+    assert group["rules"][0]["query"] == "rate(prometheus_http_requests_total[5m]) < 0"
+    rule = json.loads(kube.kubectl("-n", NS, "get", "prometheusrule", "clock", "-o", "json").stdout)
+    assert rule["spec"]["groups"][0]["rules"][0]["for"] == "1m" and rule["spec"]["groups"][0]["interval"] == "10s"
+    rulefiles = json.loads(kube.kubectl("-n", NS, "get", "configmap", f"prometheus-{RELEASE}-prometheus-rulefiles-0",
+                                        "-o", "json").stdout)["data"]
+    assert any("for: 1m" in text and "interval: 10s" in text for text in rulefiles.values())
+
+    prom = json.loads(kube.kubectl("-n", NS, "get", "prometheus", f"{RELEASE}-prometheus", "-o", "json").stdout)
+    assert (prom["spec"]["scrapeInterval"], prom["spec"]["evaluationInterval"]) == ("2s", "2s")
+    loaded = yaml.safe_load(stack.get(stack.prometheus, "/api/v1/status/config")["data"]["yaml"])["global"]
+    assert (loaded["scrape_interval"], loaded["evaluation_interval"]) == ("2s", "1s")  # 2s: below the scrape floor
+
+    secret = json.loads(kube.kubectl("-n", NS, "get", "secret", f"alertmanager-{RELEASE}-alertmanager",
+                                     "-o", "json").stdout)
+    users = yaml.safe_load(base64.b64decode(secret["data"]["alertmanager.yaml"]))["route"]
+    assert (users["group_wait"], users["group_interval"], users["repeat_interval"]) == ("1s", "2s", "4h")
+    route = yaml.safe_load(stack.get(stack.alertmanager, "/api/v2/status")["config"]["original"])["route"]
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("1s", "1s", "12m")  # 720 s as Alertmanager prints it
 
 
 def test_storage_spec_and_retention_reach_the_statefulset() -> None:

@@ -11,6 +11,7 @@ one replica. Debian's build reads its default notification templates from a path
 from __future__ import annotations
 
 from labsim.runtime.filesystem import ContainerFS
+from labsim.runtime.programs import labclock
 from labsim.runtime.programs.goprogram import GoProgram, tools_dir, unpack_operator_config
 
 IMAGES = ("alertmanager",)
@@ -32,7 +33,7 @@ PROGRAM = GoProgram(
     listen={"--web.listen-address": ":9093", "--cluster.listen-address": ":9094"},
     defaults=("--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"),
     paths=("--storage.path", "--web.config.file"),
-    config="--config.file", image_files={"/etc/alertmanager/alertmanager.yml": _CONFIG})
+    config="--config.file", lab_clock=labclock.alertmanager, image_files={"/etc/alertmanager/alertmanager.yml": _CONFIG})
 PACKAGE = PROGRAM.hint
 bin_dir, server = PROGRAM.bin_dir, PROGRAM.server
 TEMPLATES = "/usr/share/prometheus/alertmanager"

@@ -8,6 +8,8 @@ are container paths (made real), and the configuration flag, whose file is rewri
 container with the paths it names (``*_file`` keys, ``rule_files``, ``templates``, file SD
 ``files``; relative ones resolved against the file's folder, as Prometheus does) made real.
 A program reads the rewritten copy: a ConfigMap changed later reaches it when the container restarts.
+A program with ``lab_clock`` gets the durations it waits on scaled by the lab's time scale in that
+copy (``labsim.runtime.programs.labclock``; the runtime passes the scale in ``TIME_SCALE_ENV``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from __future__ import annotations
 import gzip
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from labsim.runtime.filesystem import ContainerFS
+from labsim.runtime.programs.appmodel import TIME_SCALE_ENV
 
 _PATH_LISTS = ("rule_files", "templates", "scrape_config_files", "files")
 
@@ -39,6 +43,8 @@ class GoProgram:
     config: str | None = None  # the flag naming the YAML configuration file
     image_files: dict[str, str] = field(default_factory=dict)  # the image's files: container path -> text
     host_paths: dict[str, str] = field(default_factory=dict)  # flags whose values are this machine's paths
+    # (config, time scale, folder for files it copies) -> the config with its waits on the lab's clock
+    lab_clock: Callable[[dict, float, Path], dict] | None = None
 
     @property
     def hint(self) -> str:
@@ -60,9 +66,10 @@ class GoProgram:
     def server(self, fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str, args: list[str]) -> list[str]:
         bins = self.bin_dir()
         assert bins is not None
-        return [str(bins / self.binary), *self.translate(args or list(self.defaults), fs, pod_ip)]
+        scale = float(env.get(TIME_SCALE_ENV, "1"))
+        return [str(bins / self.binary), *self.translate(args or list(self.defaults), fs, pod_ip, scale)]
 
-    def translate(self, args: list[str], fs: ContainerFS, pod_ip: str) -> list[str]:
+    def translate(self, args: list[str], fs: ContainerFS, pod_ip: str, time_scale: float = 1.0) -> list[str]:
         flags = _joined(args, {*self.listen, *self.paths, *self.host_paths, *([self.config] if self.config else [])})
         translated, seen = [], set()
         for arg in flags:
@@ -73,7 +80,7 @@ class GoProgram:
             elif name in self.host_paths:
                 arg = f"{name}={self.host_paths[name]}"
             elif name == self.config:
-                arg = f"{name}={self._config(fs, value)}"
+                arg = f"{name}={self._config(fs, value, time_scale)}"
             elif name in self.paths and value.startswith("/"):
                 arg = f"{name}={fs.host_path(value)}"
             translated.append(arg)
@@ -81,19 +88,23 @@ class GoProgram:
                        if name not in seen and default]
         return translated
 
-    def rewrite_config(self, fs: ContainerFS, path: str) -> Path:
+    def rewrite_config(self, fs: ContainerFS, path: str, time_scale: float = 1.0) -> Path:
         """The program's copy of its configuration file brought in line with the file (before a reload)."""
-        return self._config(fs, path)
+        return self._config(fs, path, time_scale)
 
-    def _config(self, fs: ContainerFS, path: str) -> Path:
-        """The configuration file rewritten with real paths (the original if it does not parse)."""
+    def _config(self, fs: ContainerFS, path: str, time_scale: float = 1.0) -> Path:
+        """The configuration file rewritten with real paths and, with ``lab_clock``, the lab's clock
+        (the original if it does not parse)."""
         source = fs.host_path(path)
         try:
             doc = yaml.safe_load(source.read_text())
         except (OSError, yaml.YAMLError):
             return source  # the program reports the missing or broken file itself
+        doc = _real_paths(doc, fs, posixpath.dirname(path))
+        if self.lab_clock is not None and isinstance(doc, dict):
+            doc = self.lab_clock(doc, time_scale, fs.folder)
         copy = fs.folder / f"{self.binary}-config.yml"
-        copy.write_text(yaml.safe_dump(_real_paths(doc, fs, posixpath.dirname(path)), sort_keys=False))
+        copy.write_text(yaml.safe_dump(doc, sort_keys=False))
         return copy
 
 

@@ -11,6 +11,7 @@ default self-scrape of ``localhost:9090`` finds nothing (not modelled).
 from __future__ import annotations
 
 from labsim.runtime.filesystem import ContainerFS
+from labsim.runtime.programs import labclock
 from labsim.runtime.programs.goprogram import GoProgram, unpack_operator_config
 
 IMAGES = ("prometheus",)
@@ -29,7 +30,7 @@ PROGRAM = GoProgram(
     defaults=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"),
     paths=("--storage.tsdb.path", "--storage.agent.path", "--web.console.libraries", "--web.console.templates",
            "--web.config.file", "--query.active-query-tracker-dir"),
-    config="--config.file", image_files={"/etc/prometheus/prometheus.yml": _CONFIG})
+    config="--config.file", lab_clock=labclock.prometheus, image_files={"/etc/prometheus/prometheus.yml": _CONFIG})
 PACKAGE = PROGRAM.hint
 bin_dir, server = PROGRAM.bin_dir, PROGRAM.server
 
