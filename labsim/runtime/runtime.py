@@ -162,7 +162,7 @@ class ContainerRuntime:
             env = program.environment(env, pod_ip)
         steps = program.prepare(fs, image, env)
         server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
-        if isinstance(program, AppModel):  # what it models as taking time, on the lab clock
+        if isinstance(getattr(program, "PROGRAM", None), AppModel):  # what it models as taking time, on the lab clock
             env = {**env, TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
