@@ -31,7 +31,7 @@ import psycopg
 from kubernetes import client
 from kubernetes.stream import portforward, stream
 
-from labkit import charts, observe, secrets
+from labkit import charts, observe, polling, secrets
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Postgres
@@ -248,7 +248,7 @@ def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, adm
     pg, found = settings(lab), credentials(api, lab)
     user, password = ("postgres", found[ADMIN_KEY]) if admin else (pg.user, found[USER_KEY])
     with forward(api, pg.namespace, f"{RELEASE}-0") as port:
-        deadline = time.monotonic() + timeout
+        deadline, pause = time.monotonic() + timeout, polling.pauses()
         while True:  # a pod just (re)started may not accept connections yet: no readiness gate here
             try:
                 conn = psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
@@ -259,7 +259,7 @@ def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, adm
                 if time.monotonic() > deadline or _final(str(exc)):
                     raise PostgresError(f"cannot connect to {pg.namespace}/{RELEASE}-0 as {user}: "
                                         f"{secrets.redact(str(exc)).strip()}") from None
-                time.sleep(0.5)
+                time.sleep(next(pause))
         with conn:
             yield conn
 
