@@ -329,12 +329,18 @@ def exporter_checks(api: client.ApiClient, lab: Lab, *, timeout: float = 180) ->
     stack = observe.connect(api, lab)
     try:
         found = observe.wait_targets(stack, [METRICS_JOB], timeout=timeout)
-        up = observe.query(stack, f'pg_up{{job="{METRICS_JOB}"}}')
+        # The target is up once the exporter answers; pg_up is 1 from the first scrape that found the
+        # server accepting connections (a scrape or two later on a pod that just started).
+        up = polling.until(lambda: observe.query(stack, f'pg_up{{job="{METRICS_JOB}"}}'), _all_up, timeout=timeout)
     finally:
         stack.close()
     return [*found.checks([METRICS_JOB]),
-            Check("postgres-exporter reaches the database (pg_up)", not up.empty and bool((up["value"] == 1).all()),
+            Check("postgres-exporter reaches the database (pg_up)", _all_up(up),
                   f"pg_up {', '.join(f'{v:g}' for v in up['value'])}" if not up.empty else "no pg_up series yet")]
+
+
+def _all_up(up: pd.DataFrame) -> bool:
+    return not up.empty and bool((up["value"] == 1).all())
 
 
 @dataclass(frozen=True)
