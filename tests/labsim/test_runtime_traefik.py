@@ -109,7 +109,7 @@ def _processes(k3s: K3sLab, container: str) -> list[str]:
 
 
 def test_traefik_keeps_its_own_reload_throttle_at_time_scale_1_and_a_containers_own() -> None:
-    assert traefik._throttle(1.0) is None and traefik._throttle(0.5) == "1s" and traefik._throttle(0.0) == "0.1s"
+    assert traefik.reload_throttle(1.0) is None and traefik.reload_throttle(0.5) == "1s" and traefik.reload_throttle(0.0) == "0.1s"
     mine = traefik.translate(["--providers.providersThrottleDuration=5s"], None, "127.0.0.1", "0.1s")
     assert [arg for arg in mine if "Throttle" in arg] == ["--providers.providersThrottleDuration=5s"]
 

