@@ -162,9 +162,13 @@ class ContainerRuntime:
         if hasattr(program, "environment"):  # an adapter that translates variables (localhost = the pod)
             env = program.environment(env, pod_ip)
         steps = program.prepare(fs, image, env)
-        server = program.server(fs, image, env, pod_ip, [expand(arg, env) for arg in container.get("args") or []])
-        if isinstance(program, AppModel):  # what it models as taking time, on the lab clock
-            env = {**env, TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
+        # The lab's time scale: an adapter may scale a real program's own waits by it (Traefik's reload
+        # throttle); an app model gets it in its environment, to spend what it models as taking time.
+        scale = {TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
+        server = program.server(fs, image, {**env, **scale}, pod_ip,
+                                [expand(arg, env) for arg in container.get("args") or []])
+        if isinstance(getattr(program, "PROGRAM", None), AppModel):
+            env = {**env, **scale}
         return self.supervisor.launch(f"{meta['uid']}.{container['name']}", steps, server,
                                       env={"PATH": PATH, "LANG": "C.UTF-8", **env}, cwd=str(fs.root),
                                       log_line=log, exited=exited)
