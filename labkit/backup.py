@@ -30,7 +30,7 @@ import pandas as pd
 from kubernetes import client
 from psycopg import sql
 
-from labkit import kube, manifests, postgres, storage
+from labkit import kube, manifests, polling, postgres, storage
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import KubeError, LabError
 from labkit.params import Backup, Lab
@@ -483,7 +483,7 @@ def _rejoined(api: client.ApiClient, lab: Lab, timeout: float) -> Check:
 
 
 def _wait_gone(core: client.CoreV1Api, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+    deadline, pause = time.monotonic() + timeout, polling.pauses()
     while time.monotonic() < deadline:
         try:
             core.read_namespace(DRILL_NAMESPACE)
@@ -491,19 +491,19 @@ def _wait_gone(core: client.CoreV1Api, timeout: float) -> None:
             if exc.status == 404:
                 return
             raise
-        time.sleep(0.5)
+        time.sleep(next(pause))
     raise BackupError(f"namespace {DRILL_NAMESPACE} still there after {timeout:.0f} s")
 
 
 def _wait_back(api: client.ApiClient, timeout: float) -> dict[str, tuple[str, str]]:
     """The API server answers again and the drill's objects are there."""
-    deadline, last = time.monotonic() + timeout, ""
+    deadline, last, pause = time.monotonic() + timeout, "", polling.pauses()
     while time.monotonic() < deadline:
         try:
             return _fingerprint(api)
         except Exception as exc:  # the API server is restarting: refused connections, 404s until restored
             last = str(exc).splitlines()[0]
-        time.sleep(1)
+        time.sleep(next(pause))
     raise BackupError(f"the cluster did not come back with namespace {DRILL_NAMESPACE} in {timeout:.0f} s: {last}")
 
 

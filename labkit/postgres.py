@@ -31,7 +31,7 @@ import psycopg
 from kubernetes import client
 from kubernetes.stream import portforward, stream
 
-from labkit import charts, observe, secrets
+from labkit import charts, observe, polling, secrets
 from labkit.changes import Change, Check, Plan, StepTimer, untimed
 from labkit.errors import LabError
 from labkit.params import Lab, Postgres
@@ -248,7 +248,7 @@ def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, adm
     pg, found = settings(lab), credentials(api, lab)
     user, password = ("postgres", found[ADMIN_KEY]) if admin else (pg.user, found[USER_KEY])
     with forward(api, pg.namespace, f"{RELEASE}-0") as port:
-        deadline = time.monotonic() + timeout
+        deadline, pause = time.monotonic() + timeout, polling.pauses()
         while True:  # a pod just (re)started may not accept connections yet: no readiness gate here
             try:
                 conn = psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
@@ -259,7 +259,7 @@ def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, adm
                 if time.monotonic() > deadline or _final(str(exc)):
                     raise PostgresError(f"cannot connect to {pg.namespace}/{RELEASE}-0 as {user}: "
                                         f"{secrets.redact(str(exc)).strip()}") from None
-                time.sleep(0.5)
+                time.sleep(next(pause))
         with conn:
             yield conn
 
@@ -329,12 +329,18 @@ def exporter_checks(api: client.ApiClient, lab: Lab, *, timeout: float = 180) ->
     stack = observe.connect(api, lab)
     try:
         found = observe.wait_targets(stack, [METRICS_JOB], timeout=timeout)
-        up = observe.query(stack, f'pg_up{{job="{METRICS_JOB}"}}')
+        # The target is up once the exporter answers; pg_up is 1 from the first scrape that found the
+        # server accepting connections (a scrape or two later on a pod that just started).
+        up = polling.until(lambda: observe.query(stack, f'pg_up{{job="{METRICS_JOB}"}}'), _all_up, timeout=timeout)
     finally:
         stack.close()
     return [*found.checks([METRICS_JOB]),
-            Check("postgres-exporter reaches the database (pg_up)", not up.empty and bool((up["value"] == 1).all()),
+            Check("postgres-exporter reaches the database (pg_up)", _all_up(up),
                   f"pg_up {', '.join(f'{v:g}' for v in up['value'])}" if not up.empty else "no pg_up series yet")]
+
+
+def _all_up(up: pd.DataFrame) -> bool:
+    return not up.empty and bool((up["value"] == 1).all())
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import psycopg
 from kubernetes import client
 from psycopg import sql
 
-from labkit import certs, charts, kube, net, postgres, secrets
+from labkit import certs, charts, kube, net, polling, postgres, secrets
 from labkit.apps.base import AppError, https_client, image_parts, settings
 from labkit.changes import Change, Check, Plan
 from labkit.errors import KubeError
@@ -121,7 +121,7 @@ def _connect(api: client.ApiClient, lab: Lab, user: str, password: str, database
              timeout: float = 60) -> Iterator[psycopg.Connection]:
     pg = postgres.settings(lab)
     with postgres.forward(api, pg.namespace, f"{postgres.RELEASE}-0") as port:
-        deadline = time.monotonic() + timeout
+        deadline, pause = time.monotonic() + timeout, polling.pauses()
         while True:
             try:
                 conn = psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname=database,
@@ -131,7 +131,7 @@ def _connect(api: client.ApiClient, lab: Lab, user: str, password: str, database
                 if time.monotonic() > deadline or postgres._final(str(exc)):
                     raise AppError(f"cannot connect to PostgreSQL {pg.namespace}/{postgres.RELEASE}-0 as {user} "
                                    f"(database {database}): {secrets.redact(str(exc)).strip()}") from None
-                time.sleep(0.5)
+                time.sleep(next(pause))
         with conn:
             yield conn
 

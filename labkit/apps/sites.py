@@ -12,7 +12,7 @@ import httpx
 import pandas as pd
 from kubernetes import client
 
-from labkit import certs, net
+from labkit import certs, net, polling
 from labkit.apps.base import HEALTH, SERVICES, https_client, settings
 from labkit.changes import Check
 from labkit.params import Lab
@@ -61,9 +61,9 @@ def probe_sites(api: client.ApiClient, lab: Lab, *, timeout: float = 300, dry_ru
                 continue
             bar.update(note=f"Ready, serial {issued.serial:x}")
         tls = net.probe_tls(address, app.host, ca_file=ca)
-        deadline = time.monotonic() + 30
+        deadline, pause = time.monotonic() + 30, polling.pauses()
         while tls.serial != issued.serial and time.monotonic() < deadline:  # Traefik loads the new Secret
-            time.sleep(1)
+            time.sleep(next(pause))  # from 0.05 s up to 1 s, as net.probe_site waits
             tls = net.probe_tls(address, app.host, ca_file=ca)
         if tls.verified:  # the status that counts is the app's health path's (n8n's / is its editor UI)
             tls = dataclasses.replace(tls, status=_status(address, app.host, ca, HEALTH[name]))

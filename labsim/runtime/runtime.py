@@ -162,7 +162,8 @@ class ContainerRuntime:
         if hasattr(program, "environment"):  # an adapter that translates variables (localhost = the pod)
             env = program.environment(env, pod_ip)
         args = [expand(arg, env) for arg in container.get("args") or []]
-        # the lab's clock: what an app model models as taking time, what a Go program's configuration waits on
+        # the lab's clock: what an app model models as taking time, what a Go program's configuration
+        # waits on, Traefik's reload throttle
         env = {**env, TIME_SCALE_ENV: str(self.cluster.clock.time_scale)}
         steps = program.prepare(fs, image, env)
         server = program.server(fs, image, env, pod_ip, args)

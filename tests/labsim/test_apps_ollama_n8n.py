@@ -196,6 +196,18 @@ def test_ollama_pull_generate_and_chat_with_the_official_client(apps: Apps, clie
     assert "FROM /root/.ollama/models/blobs/sha256-" in shown.modelfile
 
 
+def test_app_models_run_on_the_labs_clock(apps: Apps) -> None:
+    """The runtime gives an app model's process the lab's time scale (0 here): what Ollama models
+    as taking time (pulls, loads, tokens) is spent at that scale, not at time scale 1 whatever the
+    lab's (the runtime once missed the adapter and 06 waited ~35 real seconds of modelled inference)."""
+    embedded = apps.lab.doc["embedded"]
+    running = [json.loads(f.read_text())["pid"] for f in Path(embedded["state_dir"]).rglob("run/*.ollama.pid")]
+    assert running, "no supervised ollama process"
+    for pid in running:
+        env = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        assert float(env.get("LABSIM_TIME_SCALE", "nan")) == embedded["time_scale"], sorted(env)
+
+
 def test_ollama_errors_are_ollamas(client: ollama.Client) -> None:
     with pytest.raises(ollama.ResponseError, match="pull model manifest: file does not exist"):
         list(client.pull("no-such-model:7b", stream=True))

