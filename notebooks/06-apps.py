@@ -88,6 +88,8 @@ apps.sites_table(sites)
 # pulled (progress per layer; an unknown model stops with Ollama's own error), then the benchmark
 # prompt runs `repetitions` times per model, not streamed, and once more as a streamed chat.
 # Tokens per second are Ollama's own `eval_count / eval_duration`; latency is what the client waited.
+# On the embedded lab the Ollama model paces its answers on the lab's clock: tokens per second are its
+# modelled speed (as a real node would report them), latency is real seconds at the lab's time scale.
 
 # %%
 ollama = apps.verify_ollama(api, lab, dry_run=dry_run)
