@@ -24,8 +24,9 @@ TLS = web.AppKey("tls", ssl.SSLContext)
 # Real seconds before a request with a body is answered. Go's HTTP/1 reverse proxy (Traefik) drops
 # its backend connection, cutting the answer mid-body, when the response starts before its
 # transport has finished with the request body (golang/go#40747): an app model at time scale 0
-# answered in microseconds and lost about 1 streamed answer in 100 behind the real Traefik (3000
-# streamed chats: 102 cut with no floor, none with 5 ms). A real server takes milliseconds anyway.
+# answered in microseconds and lost 1 to 3 streamed answers in 100 behind the real Traefik (a plain
+# aiohttp stream behind it: 102 of 3000 cut with no floor, none with 5 ms). A real server takes
+# milliseconds anyway.
 ANSWER_FLOOR = 0.02
 
 

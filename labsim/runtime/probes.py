@@ -53,9 +53,9 @@ class Prober:
     """The probes of one running container; ``changed`` is called when its Health moved."""
 
     def __init__(self, container: dict, pod_ip: str, run: Exec, clock, changed: Callable[[], None],
-                 owner: str = "") -> None:
+                 owner: str) -> None:
         self.container, self.pod_ip, self.run, self.clock, self.changed = container, pod_ip, run, clock, changed
-        self.owner = owner or f"container {container['name']}"  # names the initial delays in the clock's ledger
+        self.owner = owner  # "pod NS/NAME container C": names the initial delays in the clock's ledger
         self.health = Health(ready=not container.get("readinessProbe"), started=not container.get("startupProbe"))
         self.task = asyncio.create_task(self._work())
 
