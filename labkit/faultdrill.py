@@ -260,13 +260,10 @@ def _ntfy(lab: Lab, since: str, title: str, instance: str, polls: list[str]) -> 
 
 
 def _until(condition: Callable[[], T], timeout: float, what: str, *, raising: bool = True) -> str:
-    """Poll ``condition`` (the first looks fast, then each second) until true: "" then, else what did
-    not happen (raised if ``raising``)."""
-    deadline, pause = time.monotonic() + timeout, polling.pauses()
-    while time.monotonic() < deadline:
-        if condition():
-            return ""
-        time.sleep(next(pause))
+    """Poll ``condition`` (labkit.polling: the first looks fast, then each second) until true: ""
+    then, else what did not happen (raised if ``raising``)."""
+    if polling.until(condition, bool, timeout=timeout):
+        return ""
     message = f"waited {timeout:g} s for {what}"
     if raising:
         raise DrillError(message)
