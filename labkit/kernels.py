@@ -7,6 +7,10 @@ it reports ready. Each notebook still gets a fresh process (no state passes betw
 only ``sys.modules`` is warm, the namespace is empty. Kernels are shut down in the background once
 their notebook ends; ``close`` waits for them and stops any that never ran. ``own_kernel`` makes
 the kernel spec they start this interpreter's.
+
+A kernel's own stderr (not its cells': those reach the notebook) goes to a file of the run's
+scratch folder, not the terminal: a kernel torn down mid-message prints ipykernel's and zmq's
+tracebacks there. When a kernel dies, ``last_words`` gives the end of that file for the error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ SECRETS_SINK = "kernel-secrets.jsonl"  # in the run's private scratch folder (la
 # and the 'KeyboardInterrupt caught in kernel' ERROR it logs when a shutdown lands inside a message
 # handler. Cell errors reach the run through the notebook, a dead kernel through papermill.
 # No IPython history either: it would keep every cell, -p values included, in ~/.ipython.
+LAST_WORDS = 8  # lines of a dead kernel's stderr an error quotes
 KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL", "--HistoryManager.enabled=False"]
 
 
@@ -83,7 +88,8 @@ class Kernels:
     """Start with ``prepare(notebook)`` (cheap: the process boots on its own), run the notebook with
     ``take(notebook)``'s manager, hand it back with ``release``."""
 
-    def __init__(self) -> None:
+    def __init__(self, logs: Path) -> None:
+        self._logs = logs  # the run's scratch folder
         self._ready: dict[Path, KernelManager] = {}
         self._stopping: list[threading.Thread] = []
 
@@ -94,8 +100,20 @@ class Kernels:
         km.client_class = "jupyter_client.asynchronous.AsyncKernelClient"  # what nbclient drives
         modules = warm_modules(notebook)
         preload = [f"--IPKernelApp.exec_lines={_preload(modules)}"] if modules else []
-        km.start_kernel(extra_arguments=KERNEL_ARGS + preload, cwd=str(notebook.parent))
+        with self.log(notebook).open("ab") as stderr:  # the kernel holds its own copy
+            km.start_kernel(extra_arguments=KERNEL_ARGS + preload, cwd=str(notebook.parent), stderr=stderr)
         self._ready[notebook] = km
+
+    def log(self, notebook: Path) -> Path:
+        return self._logs / f"kernel-{notebook.stem}.log"
+
+    def last_words(self, notebook: Path, lines: int = LAST_WORDS) -> str:
+        """The last lines the notebook's kernel wrote to its stderr ('' if none)."""
+        try:
+            said = self.log(notebook).read_text(errors="replace").strip().splitlines()
+        except FileNotFoundError:
+            return ""
+        return "\n".join(said[-lines:])
 
     def take(self, notebook: Path) -> KernelManager:
         self.prepare(notebook)

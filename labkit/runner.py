@@ -121,9 +121,10 @@ def run_series(lab: Lab, options: RunOptions, report: Reporter = print) -> RunRe
            f"{' (dry run: plans only)' if options.dry_run else ''}")
     interrupted = None
     embedded = EmbeddedLab(lab, keep=options.keep_lab, report=report, background_stop=True)
-    kernels, pages = Kernels(), RenderWorker()
+    scratch_dir, pages = tempfile.TemporaryDirectory(prefix="labkit-run-"), RenderWorker()
+    kernels = Kernels(logs=Path(scratch_dir.name))
     try:
-        with tempfile.TemporaryDirectory(prefix="labkit-run-") as scratch, own_kernel(Path(scratch)):
+        with scratch_dir as scratch, own_kernel(Path(scratch)):
             for path in notebooks[:KERNELS_AHEAD]:
                 kernels.prepare(path)  # boot and import while the embedded lab starts
             with embedded:
@@ -262,7 +263,9 @@ def _run_notebook(path: Path, result: NotebookResult, lab: Lab, options: RunOpti
                  if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
         result.status, result.error = "failed", describe_failure(failure, cells)
     except Exception as exc:  # kernel died, timeout, papermill itself
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+        said = kernels.last_words(path)
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}" + (
+            f"\nthe kernel's last words (stderr):\n{said}" if said else "")
     except KeyboardInterrupt as stop:  # papermill has saved what ran; the kernel is stopped below
         _hold_signals()
         interrupted = stop

@@ -248,6 +248,23 @@ def test_the_kernels_own_log_stays_off_the_console(series):
     assert "KeyboardInterrupt" not in done.stdout + done.stderr
 
 
+def test_a_dead_kernel_is_reported_with_its_last_words_scrubbed(series):
+    """What a kernel writes to its own stderr stays off the terminal (ipykernel's tracebacks when it is
+    torn down mid-message); when it dies, the error quotes its last lines, with secrets redacted."""
+    notebook(series["notebooks"] / "01-dies.ipynb",
+             "import os\ntoken = lab.secret(lab.k3s.token)\n"
+             "os.write(2, f'segfault near {token}\\n'.encode())  # the process's stderr, not the cell's\n"
+             "os._exit(7)")
+    notebook(series["notebooks"] / "02-next.ipynb", "print('never')")
+    done = labkit_run(series)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "segfault near" not in done.stderr and K3S_TOKEN not in done.stdout + done.stderr
+    first, second = summary(series)["notebooks"]
+    assert (first["status"], second["status"]) == ("failed", "skipped")
+    assert first["error"].startswith("DeadKernelError") and "the kernel's last words (stderr):\nsegfault near ***" \
+        in first["error"], first["error"]
+
+
 def test_notebook_parameters_from_the_command_line(series):
     """`-p reconcile true` reaches the notebooks that declare it; a misspelt name stops the run."""
     declares = series["notebooks"] / "01-declares.ipynb"
