@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 import pandas as pd
 from kubernetes import client
 
-from labkit import manifests
+from labkit import kube, manifests
 from labkit.errors import KubeError
-from labkit.kube import _api, until
+from labkit.kube import until
 from labkit.params import Lab
 
 RECORD_COLUMNS = ["time", "ok", "status", "latency_ms", "error"]
@@ -164,7 +164,7 @@ def probe_workload(api: client.ApiClient, lab: Lab, *, timeout: float = 120) -> 
 
     until(apps.list_namespaced_deployment, ready, what="probe Deployment ready", timeout=timeout,
           namespace=NAMESPACE, field_selector="metadata.name=probe")
-    svc = _api("read probe Service", lambda: client.CoreV1Api(api).read_namespaced_service("probe", NAMESPACE))
+    svc = kube.request("read probe Service", lambda: client.CoreV1Api(api).read_namespaced_service("probe", NAMESPACE))
     return f"http://{lab.master.ip}:{svc.spec.ports[0].node_port}/"
 
 

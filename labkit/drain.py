@@ -16,7 +16,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from labkit.errors import KubeError
-from labkit.kube import _api, until
+from labkit.kube import request, until
 from labkit.progress import say
 
 MIRROR = "kubernetes.io/config.mirror"
@@ -38,7 +38,7 @@ class Evicted:
 
 def cordon(api: client.ApiClient, node: str, unschedulable: bool = True) -> None:
     """Mark the node (un)schedulable: no new pod lands on a cordoned node."""
-    _api(f"{'cordon' if unschedulable else 'uncordon'} {node}",
+    request(f"{'cordon' if unschedulable else 'uncordon'} {node}",
          lambda: client.CoreV1Api(api).patch_node(node, {"spec": {"unschedulable": unschedulable or None}}))
 
 
@@ -57,7 +57,7 @@ def drainable(pod: client.V1Pod) -> bool:
 
 def pods_on(api: client.ApiClient, node: str) -> list[client.V1Pod]:
     core = client.CoreV1Api(api)
-    return _api(f"list pods on {node}",
+    return request(f"list pods on {node}",
                 lambda: core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")).items
 
 

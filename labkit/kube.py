@@ -61,7 +61,7 @@ def wait_nodes_ready(api: client.ApiClient, names: list[str], timeout: float = 3
     with progress("nodes Ready", total=len(names)) as bar:
         while True:
             # List, then watch from the list's resourceVersion; a 410 (history too old) lists again.
-            listing = _api("list nodes", lambda: core.list_node())
+            listing = request("list nodes", lambda: core.list_node())
             for node in listing.items:
                 see(node, bar)
             left = deadline - time.monotonic()
@@ -94,7 +94,7 @@ def wait_pods_running(api: client.ApiClient, namespace: str, timeout: float = 30
     deadline = time.monotonic() + timeout
     with progress(f"pods in {namespace}") as bar:
         while True:
-            pods = _api(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace))
+            pods = request(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace))
             pending = [p.metadata.name for p in pods.items if p.status.phase not in ("Running", "Succeeded")]
             bar.update(note=f"{len(pods.items) - len(pending)}/{len(pods.items)} running")
             if pods.items and not pending:
@@ -116,7 +116,7 @@ def until(list_call: Callable[..., Any], check: Callable[[Any], Any], *, what: s
     watch from the listing's resourceVersion) and list again, until ``timeout`` (KubeError)."""
     deadline = time.monotonic() + timeout
     while True:
-        listing = _api(what, lambda: list_call(**selectors))
+        listing = request(what, lambda: list_call(**selectors))
         result = check(listing)
         if result is not None:
             return result
@@ -129,16 +129,14 @@ def until(list_call: Callable[..., Any], check: Callable[[Any], Any], *, what: s
             break
 
 
-def _api(what: str, request: Callable[[], Any]) -> Any:
+def request(what: str, call: Callable[[], Any]) -> Any:
+    """An API call whose failure becomes a KubeError naming ``what``."""
     try:
-        return request()
+        return call()
     except ApiException as exc:
         raise KubeError(f"{what}: API server answered {exc.status} {exc.reason}") from None
     except HTTPError as exc:
         raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
-
-
-request = _api  # for labkit's other modules: an API call whose failure becomes a KubeError naming it
 
 
 NODE_COLUMNS = ["name", "roles", "ready", "version", "internal_ip", "cpu", "memory_gib", "unschedulable"]
@@ -148,7 +146,7 @@ POD_COLUMNS = ["namespace", "name", "phase", "ready", "containers", "node", "res
 def node_table(api: client.ApiClient) -> pd.DataFrame:
     """Nodes: name, roles, Ready, kubelet version, internal IP, allocatable CPU and memory."""
     rows = []
-    for node in _api("list nodes", lambda: client.CoreV1Api(api).list_node()).items:
+    for node in request("list nodes", lambda: client.CoreV1Api(api).list_node()).items:
         labels = node.metadata.labels or {}
         roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
         alloc = node.status.allocatable or {}
@@ -162,7 +160,7 @@ def node_table(api: client.ApiClient) -> pd.DataFrame:
 
 def pod_table(api: client.ApiClient, namespace: str | None = None) -> pd.DataFrame:
     core = client.CoreV1Api(api)
-    pods = _api("list pods", lambda: core.list_namespaced_pod(namespace) if namespace else core.list_pod_for_all_namespaces())
+    pods = request("list pods", lambda: core.list_namespaced_pod(namespace) if namespace else core.list_pod_for_all_namespaces())
     rows = [{"namespace": p.metadata.namespace, "name": p.metadata.name, "phase": p.status.phase,
              "ready": sum(1 for c in p.status.container_statuses or [] if c.ready),
              "containers": len(p.spec.containers), "node": p.spec.node_name or "",
@@ -213,7 +211,7 @@ def wait_cluster(kubeconfig: Path, names: list[str], *, timeout: float = 300, dr
 def warnings(api: client.ApiClient, namespace: str, name: str, kinds: tuple[str, ...] = ()) -> list[str]:
     """Warning events about an object (``reason: message``), oldest first: what a controller said
     went wrong with it (ProvisioningFailed, AllocationFailed...)."""
-    events = _api(f"events of {name}", lambda: client.CoreV1Api(api).list_namespaced_event(
+    events = request(f"events of {name}", lambda: client.CoreV1Api(api).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}")).items
     found = [e for e in events if e.type == "Warning" and (not kinds or e.involved_object.kind in kinds)]
     found.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
@@ -226,7 +224,7 @@ def pod_problems(api: client.ApiClient, namespace: str, labels: dict[str, str], 
     run's when it is between restarts), and the pod's Warning events."""
     core = client.CoreV1Api(api)
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    pods = _api(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace, label_selector=selector))
+    pods = request(f"list pods in {namespace}", lambda: core.list_namespaced_pod(namespace, label_selector=selector))
     found = []
     for pod in pods.items:
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
@@ -277,7 +275,7 @@ def run_pod(api: client.ApiClient, pod: dict, *, timeout: float = 120) -> str:
     meta = pod["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     delete_pod(api, namespace, name, timeout=timeout)
-    _api(f"create pod {name}", lambda: core.create_namespaced_pod(namespace, pod))
+    request(f"create pod {name}", lambda: core.create_namespaced_pod(namespace, pod))
     with progress(f"pod {name}") as bar:
         def ended(pods) -> str | None:
             found = next((p for p in pods.items if p.metadata.name == name), None)
@@ -287,7 +285,7 @@ def run_pod(api: client.ApiClient, pod: dict, *, timeout: float = 120) -> str:
 
         phase = until(core.list_namespaced_pod, ended, what=f"pod {namespace}/{name} to finish", timeout=timeout,
                       namespace=namespace, field_selector=f"metadata.name={name}")
-    log = _api(f"log of pod {name}", lambda: core.read_namespaced_pod_log(name, namespace))
+    log = request(f"log of pod {name}", lambda: core.read_namespaced_pod_log(name, namespace))
     if phase != "Succeeded":
         raise KubeError(f"pod {namespace}/{name} {phase.lower()}: {log.strip()[-300:] or '(no output)'}")
     return log

@@ -298,9 +298,9 @@ def budgets(api: client.ApiClient, nodes: list[str]) -> pd.DataFrame:
     """Every PodDisruptionBudget with its allowed disruptions and how many of its pods run on the
     nodes to drain; ``blocks``: none allowed while it covers such a pod (the drain will wait)."""
     policy, core = client.PolicyV1Api(api), client.CoreV1Api(api)
-    pods = kube._api("list pods", lambda: core.list_pod_for_all_namespaces()).items
+    pods = kube.request("list pods", lambda: core.list_pod_for_all_namespaces()).items
     rows = []
-    for pdb in kube._api("list PodDisruptionBudgets",
+    for pdb in kube.request("list PodDisruptionBudgets",
                          lambda: policy.list_pod_disruption_budget_for_all_namespaces()).items:
         selector = pdb.spec.selector.to_dict() if pdb.spec.selector else {}
         covered = [p for p in pods if p.metadata.namespace == pdb.metadata.namespace and p.spec.node_name in nodes
@@ -316,10 +316,10 @@ def budgets(api: client.ApiClient, nodes: list[str]) -> pd.DataFrame:
 def single_replicas(api: client.ApiClient) -> pd.DataFrame:
     """Deployments and StatefulSets of one replica that no budget covers: down while their node drains."""
     apps, policy = client.AppsV1Api(api), client.PolicyV1Api(api)
-    pdbs = kube._api("list PodDisruptionBudgets", lambda: policy.list_pod_disruption_budget_for_all_namespaces()).items
-    workloads = [("Deployment", d) for d in kube._api("list Deployments",
+    pdbs = kube.request("list PodDisruptionBudgets", lambda: policy.list_pod_disruption_budget_for_all_namespaces()).items
+    workloads = [("Deployment", d) for d in kube.request("list Deployments",
                                                       lambda: apps.list_deployment_for_all_namespaces()).items]
-    workloads += [("StatefulSet", s) for s in kube._api("list StatefulSets",
+    workloads += [("StatefulSet", s) for s in kube.request("list StatefulSets",
                                                         lambda: apps.list_stateful_set_for_all_namespaces()).items]
     rows = [{"namespace": w.metadata.namespace, "kind": kind, "name": w.metadata.name}
             for kind, w in workloads if (w.spec.replicas or 0) == 1 and not any(
