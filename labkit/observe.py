@@ -271,7 +271,7 @@ def _series(labels: dict) -> str:
 
 @dataclass(frozen=True)
 class Targets:
-    targets: pd.DataFrame  # job, instance, health, lastError, scrapeUrl
+    targets: pd.DataFrame  # job, instance, health, lastError, scrapeUrl, pool (the scrape pool)
 
     def table(self) -> pd.DataFrame:
         """Jobs x up/down, with the first error of a job that has targets down."""
@@ -303,22 +303,36 @@ class Targets:
 def targets(stack: Stack) -> Targets:
     active = _get(stack.url("prometheus") + "/api/v1/targets", state="active")["data"]["activeTargets"]
     rows = [{"job": t["labels"].get("job", t.get("scrapePool", "")), "instance": t["labels"].get("instance", ""),
-             "health": t["health"], "lastError": t.get("lastError", ""), "scrapeUrl": t.get("scrapeUrl", "")}
-            for t in active]
-    return Targets(pd.DataFrame(rows, columns=["job", "instance", "health", "lastError", "scrapeUrl"]))
+             "health": t["health"], "lastError": t.get("lastError", ""), "scrapeUrl": t.get("scrapeUrl", ""),
+             "pool": t.get("scrapePool", "")} for t in active]
+    return Targets(pd.DataFrame(rows, columns=["job", "instance", "health", "lastError", "scrapeUrl", "pool"]))
 
 
-def discovered_jobs(stack: Stack, *, timeout: float = 180) -> list[str]:
-    """The jobs Prometheus scrapes, once it has found some and two looks 3 s apart agree: after a
-    (re)load, file SD and the scrape manager take a few seconds to list the targets (an empty list
-    then means "not yet", not "none")."""
-    deadline, seen = time.monotonic() + timeout, None
+def scrape_pools(stack: Stack) -> set[str] | None:
+    """The scrape pools (jobs as configured) Prometheus runs (``/api/v1/scrape_pools``, Prometheus
+    2.42 and later; None from an older one)."""
+    try:
+        return set(_get(stack.url("prometheus") + "/api/v1/scrape_pools")["data"]["scrapePools"])
+    except ObserveError:
+        return None
+
+
+def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) -> list[str]:
+    """The jobs Prometheus scrapes, once it has found them: after a (re)load, service discovery and
+    the scrape manager take a few seconds to list the targets (an empty list then means "not yet",
+    not "none"). Found means every scrape pool Prometheus is configured with has targets; or, when
+    one has none (a ServiceMonitor selecting no Service, a Prometheus without the scrape pools API),
+    the list has stayed the same for ``settle`` seconds."""
+    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=1)
     while True:
-        jobs = sorted(targets(stack).targets["job"].unique())
-        if (jobs and jobs == seen) or time.monotonic() > deadline:
+        found, pools = targets(stack).targets, scrape_pools(stack)
+        jobs = sorted(found["job"].unique())
+        if jobs != seen:
+            seen, since = jobs, time.monotonic()
+        complete = bool(pools) and pools <= set(found["pool"])
+        if (jobs and (complete or time.monotonic() - since >= settle)) or time.monotonic() > deadline:
             return jobs
-        seen = jobs
-        time.sleep(3)
+        time.sleep(next(pause))
 
 
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
