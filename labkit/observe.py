@@ -385,6 +385,21 @@ def rule_for(stack: Stack, group: str, alert: str) -> float | None:
     return None
 
 
+def rule_group_interval(stack: Stack, group: str) -> float | None:
+    """Seconds between evaluations of a rule group as Prometheus runs it (``/api/v1/rules``'
+    interval: the rule file's on a real lab, the lab clock's on the embedded lab below time scale 1)."""
+    found = next((g for g in _get(stack.url("prometheus") + "/api/v1/rules")["data"]["groups"] if g["name"] == group),
+                 None)
+    return float(found["interval"]) if found and found.get("interval") else None
+
+
+def alertmanagers(stack: Stack) -> list[str]:
+    """The Alertmanagers Prometheus sends alerts to now (``/api/v1/alertmanagers``). Right after a
+    configuration reload (a new PrometheusRule) the list is empty until discovery finds them again,
+    and an alert that fires meanwhile is dropped, sent again only after Prometheus' resend delay (1m)."""
+    return [a["url"] for a in _get(stack.url("prometheus") + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]]
+
+
 def prometheus_alerts(stack: Stack) -> list[dict]:
     """Prometheus' pending and firing alerts (``/api/v1/alerts``): labels, annotations, state, activeAt."""
     return _get(stack.url("prometheus") + "/api/v1/alerts")["data"]["alerts"]
