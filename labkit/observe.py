@@ -338,7 +338,7 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) ->
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
     return polling.until(lambda: targets(stack), lambda found: all(c.passed for c in found.checks(expected)),
-                         timeout=timeout, most=3)
+                         timeout=timeout)
 
 
 # -- rules loaded --------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> Load
     def done(found: LoadedRules) -> bool:
         evaluated = not found.rules.empty and (found.rules["health"] != "unknown").all()
         return bool(evaluated and found.checks(wanted)[0].passed)
-    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout, most=3)
+    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout)
 
 
 def rule_for(stack: Stack, group: str, alert: str) -> float | None:
@@ -584,7 +584,7 @@ def logql(stack: Stack, query_text: str, *, minutes: float = 60, limit: int = 10
 
 def wait_log_line(stack: Stack, query_text: str, *, timeout: float = 120) -> pd.DataFrame:
     """The query's lines once at least one is there (promtail ships every few seconds)."""
-    return polling.until(lambda: logql(stack, query_text), lambda found: not found.empty, timeout=timeout, most=3)
+    return polling.until(lambda: logql(stack, query_text), lambda found: not found.empty, timeout=timeout)
 
 
 # -- Grafana over HTTPS ------------------------------------------------------------------------------------
