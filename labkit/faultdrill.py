@@ -50,6 +50,7 @@ DRILL_SET = "observability-drill"  # labkit.manifests' set of the drill's Promet
 RULE_KIND = ("monitoring.coreos.com/v1", "PrometheusRule")
 FILL_PATH = "/var/tmp/labkit-drill-fill"
 PAGE_MARGIN = 30.0  # seconds past group_wait for the page to reach ntfy once the alert fires
+LOOKS_PER_EVALUATION = 4  # the drill's states change once per evaluation: looked at so often, at most each second
 T = TypeVar("T")
 
 
@@ -184,18 +185,22 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
     manifests.deploy(api, DRILL_SET, [rule])
     group = rule["spec"]["groups"][0]["name"]
     try:
-        _until(lambda: _evaluated(stack, group), timeout, "the drill rule to load")
+        _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
+               "the drill rule to load and Prometheus to know an Alertmanager again")
         held, waits = observe.rule_for(stack, group, ALERT), observe.group_wait(stack)
+        every = observe.rule_group_interval(stack, group)
         group_wait = duration_seconds(obs.routing.group_wait)
         page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
-        return replace(_drill(stack, lab, node, percent, timeout, page_within), held_for=held, held_group=waits,
-                       group_wait=group_wait)
+        look = 1.0 if every is None else min(1.0, every / LOOKS_PER_EVALUATION)
+        return replace(_drill(stack, lab, node, percent, timeout, page_within, look), held_for=held,
+                       held_group=waits, group_wait=group_wait)
     finally:
         manifests.deploy(api, DRILL_SET, [], prune_kinds=[RULE_KIND])
 
 
 def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float,
-           page_within: float) -> DiskDrill:
+           page_within: float, look: float) -> DiskDrill:
+    """The drill itself, looking at Prometheus and ntfy at most ``look`` seconds apart."""
     since = str(int(time.time()) - 1)
     seen: dict[str, datetime] = {}
     instance, page, error, polls = "", None, "", [""]  # polls[-1]: ntfy's last poll error
@@ -217,8 +222,8 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
             if page is not None:
                 seen["delivered"] = datetime.now(UTC)
             return page is not None
-        error = _until(fired, timeout, f"{ALERT} to fire in Prometheus", raising=False)
-        error = error or _until(paged, page_within, f"{ALERT} to reach ntfy after firing", raising=False)
+        error = _until(fired, timeout, f"{ALERT} to fire in Prometheus", raising=False, most=look)
+        error = error or _until(paged, page_within, f"{ALERT} to reach ntfy after firing", raising=False, most=look)
         error += f" (last ntfy poll: {polls[-1]})" if error and polls[-1] else ""
     finally:
         clear_disk(lab, node)
@@ -230,7 +235,7 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
             if "resolved" in seen and _ntfy(lab, since, f"✅ Resolved: {ALERT}", instance, polls):
                 seen["resolution"] = datetime.now(UTC)
             return "resolution" in seen
-        error = _until(resolved, timeout, f"{ALERT} to resolve at ntfy", raising=False)
+        error = _until(resolved, timeout, f"{ALERT} to resolve at ntfy", raising=False, most=look)
     return DiskDrill(node, instance, filled, seen.get("pending"), seen.get("firing"), seen.get("delivered"), cleared,
                      seen.get("resolved"), seen.get("resolution"), page, error)
 
@@ -259,10 +264,10 @@ def _ntfy(lab: Lab, since: str, title: str, instance: str, polls: list[str]) -> 
     return next((m for m in messages if m.title == title and f"Instance: {instance}" in m.message), None)
 
 
-def _until(condition: Callable[[], T], timeout: float, what: str, *, raising: bool = True) -> str:
-    """Poll ``condition`` (labkit.polling: the first looks fast, then each second) until true: ""
-    then, else what did not happen (raised if ``raising``)."""
-    if polling.until(condition, bool, timeout=timeout):
+def _until(condition: Callable[[], T], timeout: float, what: str, *, raising: bool = True, most: float = 1.0) -> str:
+    """Poll ``condition`` (labkit.polling: the first looks fast, then each ``most`` seconds) until
+    true: "" then, else what did not happen (raised if ``raising``)."""
+    if polling.until(condition, bool, timeout=timeout, most=most):
         return ""
     message = f"waited {timeout:g} s for {what}"
     if raising:

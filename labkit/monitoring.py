@@ -13,6 +13,7 @@ of 03. A values file may not set what the lab file derives.
 from __future__ import annotations
 
 import base64
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,8 +240,9 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
            timeout: float = 240) -> Verified:
     """Use the stack: every target up, the lab's rules loaded and evaluated, Grafana over HTTPS with
     its datasources and dashboards, a known log line found with LogQL, and (``drill``) a synthetic
-    alert delivered to ntfy and resolved, measured, then a real one: a node's disk filled until
-    NodeDiskAlmostFull pages, cleared until it resolves (labkit.faultdrill). A dry run probes nothing."""
+    alert delivered to ntfy and resolved, measured, while a real one runs beside it: a node's disk
+    filled until NodeDiskAlmostFull pages, cleared until it resolves (labkit.faultdrill). A dry run
+    probes nothing."""
     if dry_run:
         return _nothing("dry run: nothing deployed, nothing probed")
     stack = observe.connect(api, lab)
@@ -252,8 +254,7 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
         probe = observe.grafana(api, lab)
         lines = observe.wait_log_line(stack, f'{{namespace="{settings(lab).namespace}", container="prometheus"}} '
                                              f'|= "{KNOWN_LOG_LINE}"', timeout=timeout)
-        drilled = observe.drill(stack, lab) if drill else None
-        disk = faultdrill.run(api, stack, lab, timeout=timeout) if drill else None
+        drilled, disk = _drills(api, stack, lab, timeout) if drill else (None, None)
         sent = observe.notifications(stack)
         resources = {name: observe.query_range(stack, expr, minutes=15) for name, expr in
                      (("cpu", NODE_CPU), ("memory", NODE_MEMORY), ("disk", NODE_DISK), ("restarts", POD_RESTARTS))}
@@ -268,3 +269,14 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
     return Verified(checks, found_targets.table(), loaded.rules, probe.datasources, probe.dashboards, lines,
                     drilled.timeline() if drilled else _NO_STEPS, disk.timeline() if disk else _NO_STEPS, sent,
                     resources, drilled.latency if drilled else None)
+
+
+def _drills(api: client.ApiClient, stack: observe.Stack, lab: Lab,
+            timeout: float) -> tuple[observe.Drill, faultdrill.DiskDrill]:
+    """The synthetic alert's drill and the disk drill, side by side: they are independent (other
+    alert names, so other Alertmanager groups; each finds its own ntfy messages by title and
+    instance), and each is timed on its own."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        synthetic = pool.submit(observe.drill, stack, lab)
+        disk = faultdrill.run(api, stack, lab, timeout=timeout)
+        return synthetic.result(), disk

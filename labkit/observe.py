@@ -271,7 +271,7 @@ def _series(labels: dict) -> str:
 
 @dataclass(frozen=True)
 class Targets:
-    targets: pd.DataFrame  # job, instance, health, lastError, scrapeUrl
+    targets: pd.DataFrame  # job, instance, health, lastError, scrapeUrl, pool (the scrape pool)
 
     def table(self) -> pd.DataFrame:
         """Jobs x up/down, with the first error of a job that has targets down."""
@@ -303,28 +303,42 @@ class Targets:
 def targets(stack: Stack) -> Targets:
     active = _get(stack.url("prometheus") + "/api/v1/targets", state="active")["data"]["activeTargets"]
     rows = [{"job": t["labels"].get("job", t.get("scrapePool", "")), "instance": t["labels"].get("instance", ""),
-             "health": t["health"], "lastError": t.get("lastError", ""), "scrapeUrl": t.get("scrapeUrl", "")}
-            for t in active]
-    return Targets(pd.DataFrame(rows, columns=["job", "instance", "health", "lastError", "scrapeUrl"]))
+             "health": t["health"], "lastError": t.get("lastError", ""), "scrapeUrl": t.get("scrapeUrl", ""),
+             "pool": t.get("scrapePool", "")} for t in active]
+    return Targets(pd.DataFrame(rows, columns=["job", "instance", "health", "lastError", "scrapeUrl", "pool"]))
 
 
-def discovered_jobs(stack: Stack, *, timeout: float = 180) -> list[str]:
-    """The jobs Prometheus scrapes, once it has found some and two looks 3 s apart agree: after a
-    (re)load, file SD and the scrape manager take a few seconds to list the targets (an empty list
-    then means "not yet", not "none")."""
-    deadline, seen = time.monotonic() + timeout, None
+def scrape_pools(stack: Stack) -> set[str] | None:
+    """The scrape pools (jobs as configured) Prometheus runs (``/api/v1/scrape_pools``, Prometheus
+    2.42 and later; None from an older one)."""
+    try:
+        return set(_get(stack.url("prometheus") + "/api/v1/scrape_pools")["data"]["scrapePools"])
+    except ObserveError:
+        return None
+
+
+def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) -> list[str]:
+    """The jobs Prometheus scrapes, once it has found them: after a (re)load, service discovery and
+    the scrape manager take a few seconds to list the targets (an empty list then means "not yet",
+    not "none"). Found means every scrape pool Prometheus is configured with has targets; or, when
+    one has none (a ServiceMonitor selecting no Service, a Prometheus without the scrape pools API),
+    the list has stayed the same for ``settle`` seconds."""
+    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=1)
     while True:
-        jobs = sorted(targets(stack).targets["job"].unique())
-        if (jobs and jobs == seen) or time.monotonic() > deadline:
+        found, pools = targets(stack).targets, scrape_pools(stack)
+        jobs = sorted(found["job"].unique())
+        if jobs != seen:
+            seen, since = jobs, time.monotonic()
+        complete = bool(pools) and pools <= set(found["pool"])
+        if (jobs and (complete or time.monotonic() - since >= settle)) or time.monotonic() > deadline:
             return jobs
-        seen = jobs
-        time.sleep(3)
+        time.sleep(next(pause))
 
 
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
     return polling.until(lambda: targets(stack), lambda found: all(c.passed for c in found.checks(expected)),
-                         timeout=timeout, most=3)
+                         timeout=timeout)
 
 
 # -- rules loaded --------------------------------------------------------------------------------------------
@@ -357,7 +371,7 @@ def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> Load
     def done(found: LoadedRules) -> bool:
         evaluated = not found.rules.empty and (found.rules["health"] != "unknown").all()
         return bool(evaluated and found.checks(wanted)[0].passed)
-    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout, most=3)
+    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout)
 
 
 def rule_for(stack: Stack, group: str, alert: str) -> float | None:
@@ -369,6 +383,21 @@ def rule_for(stack: Stack, group: str, alert: str) -> float | None:
             if rule["name"] == alert:
                 return float(rule.get("duration", 0))
     return None
+
+
+def rule_group_interval(stack: Stack, group: str) -> float | None:
+    """Seconds between evaluations of a rule group as Prometheus runs it (``/api/v1/rules``'
+    interval: the rule file's on a real lab, the lab clock's on the embedded lab below time scale 1)."""
+    found = next((g for g in _get(stack.url("prometheus") + "/api/v1/rules")["data"]["groups"] if g["name"] == group),
+                 None)
+    return float(found["interval"]) if found and found.get("interval") else None
+
+
+def alertmanagers(stack: Stack) -> list[str]:
+    """The Alertmanagers Prometheus sends alerts to now (``/api/v1/alertmanagers``). Right after a
+    configuration reload (a new PrometheusRule) the list is empty until discovery finds them again,
+    and an alert that fires meanwhile is dropped, sent again only after Prometheus' resend delay (1m)."""
+    return [a["url"] for a in _get(stack.url("prometheus") + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]]
 
 
 def prometheus_alerts(stack: Stack) -> list[dict]:
@@ -555,7 +584,7 @@ def logql(stack: Stack, query_text: str, *, minutes: float = 60, limit: int = 10
 
 def wait_log_line(stack: Stack, query_text: str, *, timeout: float = 120) -> pd.DataFrame:
     """The query's lines once at least one is there (promtail ships every few seconds)."""
-    return polling.until(lambda: logql(stack, query_text), lambda found: not found.empty, timeout=timeout, most=3)
+    return polling.until(lambda: logql(stack, query_text), lambda found: not found.empty, timeout=timeout)
 
 
 # -- Grafana over HTTPS ------------------------------------------------------------------------------------

@@ -196,8 +196,11 @@ def credentials(api: client.ApiClient, lab: Lab) -> dict[str, str]:
 @contextlib.contextmanager
 def forward(api: client.ApiClient, namespace: str, pod: str, port: int = PORT) -> Iterator[int]:
     """A local TCP port (on 127.0.0.1) whose connections reach ``pod:port`` through the API
-    server's pods/portforward, as ``kubectl port-forward`` does; yields the local port."""
-    core = client.CoreV1Api(api)
+    server's pods/portforward, as ``kubectl port-forward`` does; yields the local port. The tunnels
+    are opened on a client of their own: kubernetes.stream swaps its client's request function
+    while it opens one, which would send the caller's concurrent API calls down a websocket."""
+    tunnels = client.ApiClient(api.configuration)
+    core = client.CoreV1Api(tunnels)
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -221,6 +224,7 @@ def forward(api: client.ApiClient, namespace: str, pod: str, port: int = PORT) -
         stop.set()
         thread.join()
         listener.close()
+        tunnels.close()
 
 
 def _pipe(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:

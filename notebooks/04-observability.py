@@ -31,8 +31,8 @@
 # admin login; Alertmanager's ntfy token and the ntfy server's CA), installs or upgrades the
 # HelmCharts of `observability.charts` (values files merged with what the lab file derives), and
 # applies one PrometheusRule per rule file. With `dry_run=True` it checks the rules and shows the
-# plans only. The drill posts one synthetic alert (`LabkitDrill`) and resolves it; then it fills the
-# last node's disk to 95 % (a real lab: one file, `/var/tmp/labkit-drill-fill`, made with `fallocate`
+# plans only. The drill posts one synthetic alert (`LabkitDrill`) and resolves it; meanwhile it fills
+# the last node's disk to 95 % (a real lab: one file, `/var/tmp/labkit-drill-fill`, made with `fallocate`
 # over SSH; the embedded lab: its `disk_full` fault) under a drill copy of the rule (PrometheusRule
 # `labkit-drill`), and removes both afterwards.
 
@@ -167,7 +167,9 @@ plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill ale
 # ### A real alert from a real condition: a full disk
 # The lab's `NodeDiskAlmostFull` waits `for: 5m` (real minutes on a real lab). The drill applies a copy
 # of it (same expression, labels and annotations) with `for: 10s`, evaluated every 5 s and labelled
-# `drill="true"` (so the resolution is not held back by `group_interval`), fills the disk, follows the
+# `drill="true"` (so the resolution is not held back by `group_interval`), waits until Prometheus has
+# loaded it and knows an Alertmanager again (after a reload it has none for a few seconds, and an alert
+# firing then would be sent only a minute later), fills the disk, follows the
 # alert from pending to firing to the page at ntfy, clears the disk and follows the resolution. Then
 # the copy is removed; the lab's rule and its promtool tests are untouched.
 

@@ -1,6 +1,7 @@
 """labkit.observe.discovered_jobs against a real Prometheus (Debian's) that has just started: it
 answers before its scrape manager lists any target (an empty list then means "not yet"), and the
-jobs come through file SD. The whole set is returned, and only once two looks agreed."""
+jobs come through file SD. The whole set is returned: once every configured scrape pool has targets,
+or, with a pool that discovers nothing, once the list stood still for ``settle`` seconds."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.skipif(prom_program.bin_dir() is None, reason="Debian's prometheus is not unpacked (make programs)")
 
 
-@pytest.fixture
-def prometheus(tmp_path) -> Iterator[str]:
-    """A fresh Prometheus with two file-SD jobs (nothing answers at their targets: listing is enough)."""
-    jobs = []
-    for job, port in (("edge", 1), ("core", 2)):
-        (tmp_path / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+@pytest.fixture(params=[False, True], ids=["every pool finds targets", "one pool finds none"])
+def prometheus(request, tmp_path) -> Iterator[tuple[str, bool]]:
+    """A fresh Prometheus with two file-SD jobs (nothing answers at their targets: listing is enough)
+    and, in the second case, a third whose file lists no target; its URL and whether it has that one."""
+    jobs, listed = [], [("edge", [1]), ("core", [2])] + ([("idle", [])] if request.param else [])
+    for job, ports in listed:
+        (tmp_path / f"{job}.json").write_text(json.dumps([{"targets": [f"127.0.0.1:{p}" for p in ports]}]))
         jobs.append({"job_name": job, "file_sd_configs": [{"files": [str(tmp_path / f"{job}.json")]}]})
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({"global": {"scrape_interval": "1m"}, "scrape_configs": jobs}))
     port = free_port()
@@ -36,7 +38,7 @@ def prometheus(tmp_path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _ready(url), timeout=60)
-        yield url
+        yield url, request.param
     finally:
         process.terminate()
         process.wait(20)
@@ -49,16 +51,23 @@ def _ready(url: str) -> bool:
         return False
 
 
-def test_discovered_jobs_returns_the_whole_set_once_two_looks_agree(prometheus: str, monkeypatch) -> None:
-    looks: list[list[str]] = []
+def test_discovered_jobs_returns_the_whole_set(prometheus: tuple[str, bool], monkeypatch) -> None:
+    looks: list[tuple[list[str], bool]] = []  # the jobs each look saw, and whether every pool had targets
     look = observe.targets
 
     def counted(stack: observe.Stack) -> observe.Targets:
         found = look(stack)
-        looks.append(sorted(found.targets["job"].unique()))
+        pools = observe.scrape_pools(stack)
+        looks.append((sorted(found.targets["job"].unique()), bool(pools) and pools <= set(found.targets["pool"])))
         return found
 
     monkeypatch.setattr(observe, "targets", counted)
-    jobs = observe.discovered_jobs(observe.Stack({"prometheus": prometheus}, contextlib.ExitStack()), timeout=120)
+    url, idle_pool = prometheus
+    stack = observe.Stack({"prometheus": url}, contextlib.ExitStack())
+    jobs = observe.discovered_jobs(stack, timeout=120, settle=1)
     assert jobs == ["core", "edge"]
-    assert len(looks) >= 2 and looks[-2] == looks[-1] == jobs, looks  # one look is never taken as the answer
+    assert "idle" not in jobs and jobs == looks[-1][0], looks
+    if idle_pool:  # one pool finds nothing: the list had to stand still
+        assert not looks[-1][1] and len(looks) >= 2 and looks[-2][0] == jobs, looks
+    else:  # every pool found: returned at the first look that saw them all
+        assert looks[-1][1] and not any(complete for _, complete in looks[:-1]), looks

@@ -359,7 +359,7 @@ def test_an_alertmanagerconfig_is_merged_with_its_namespace_matcher(stack: Stack
 
 def test_the_programs_run_on_the_labs_clock_while_the_objects_keep_the_users_values(stack: Stack) -> None:
     """At this lab's time scale (0.05) the configuration the programs loaded carries the waits
-    scaled (floors: 1 s, 5 s for scraping, 60 s for repeats; a value below its floor as it is),
+    scaled (floors: 1 s, 60 s for repeats; a value below its floor as it is),
     while the objects and the operator's Secrets keep what the user wrote; PromQL is not scaled."""
     kube = stack.kube
     stack.apply(_rule("clock", [{"name": "clock", "interval": "10s", "rules": [
@@ -377,7 +377,7 @@ def test_the_programs_run_on_the_labs_clock_while_the_objects_keep_the_users_val
     prom = json.loads(kube.kubectl("-n", NS, "get", "prometheus", f"{RELEASE}-prometheus", "-o", "json").stdout)
     assert (prom["spec"]["scrapeInterval"], prom["spec"]["evaluationInterval"]) == ("2s", "2s")
     loaded = yaml.safe_load(stack.get(stack.prometheus, "/api/v1/status/config")["data"]["yaml"])["global"]
-    assert (loaded["scrape_interval"], loaded["evaluation_interval"]) == ("2s", "1s")  # 2s: below the scrape floor
+    assert (loaded["scrape_interval"], loaded["evaluation_interval"]) == ("1s", "1s")  # 2s x 0.05, at least 1 s
 
     secret = json.loads(kube.kubectl("-n", NS, "get", "secret", f"alertmanager-{RELEASE}-alertmanager",
                                      "-o", "json").stdout)

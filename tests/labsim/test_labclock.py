@@ -28,7 +28,7 @@ def _prometheus_yml(tmp_path: Path) -> dict:
     (tmp_path / "rules" / "nodes.yaml").write_text(yaml.safe_dump(RULES))
     return {"global": {"scrape_interval": "30s", "evaluation_interval": "30s", "scrape_timeout": "20s"},
             "rule_files": [str(tmp_path / "rules" / "*.yaml")],
-            "scrape_configs": [{"job_name": "fast", "scrape_interval": "2s", "scrape_timeout": "1s"},
+            "scrape_configs": [{"job_name": "fast", "scrape_interval": "500ms", "scrape_timeout": "400ms"},
                                {"job_name": "slow", "scrape_interval": "2m", "scrape_timeout": "30s"},
                                {"job_name": "inherits"}]}
 
@@ -43,10 +43,10 @@ def test_at_time_scale_1_and_above_the_programs_get_the_users_configuration(tmp_
 
 def test_at_time_scale_0_every_wait_is_at_its_floor_and_promql_stays(tmp_path: Path) -> None:
     scaled = labclock.prometheus(_prometheus_yml(tmp_path), 0.0, tmp_path / "out")
-    assert scaled["global"] == {"scrape_interval": "5s", "evaluation_interval": "1s", "scrape_timeout": "5s"}
+    assert scaled["global"] == {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
     jobs = {j["job_name"]: j for j in scaled["scrape_configs"]}
-    assert (jobs["fast"]["scrape_interval"], jobs["fast"]["scrape_timeout"]) == ("2s", "1s")  # below the floor: kept
-    assert (jobs["slow"]["scrape_interval"], jobs["slow"]["scrape_timeout"]) == ("5s", "5s")  # timeout <= interval
+    assert (jobs["fast"]["scrape_interval"], jobs["fast"]["scrape_timeout"]) == ("500ms", "400ms")  # below the floor: kept
+    assert (jobs["slow"]["scrape_interval"], jobs["slow"]["scrape_timeout"]) == ("1s", "1s")  # timeout <= interval
     assert "scrape_interval" not in jobs["inherits"]  # the global one, scaled
     copies = [Path(p) for p in scaled["rule_files"]]
     assert [p.name for p in copies] == ["nodes.yaml"] and copies[0].parent == tmp_path / "out" / labclock.RULES_DIR
@@ -65,7 +65,9 @@ def test_at_time_scale_0_every_wait_is_at_its_floor_and_promql_stays(tmp_path: P
 
 def test_a_scale_between_keeps_the_proportions_above_the_floors(tmp_path: Path) -> None:
     scaled = labclock.prometheus(_prometheus_yml(tmp_path), 0.05, tmp_path / "out")
-    assert scaled["global"]["evaluation_interval"] == "1500ms" and scaled["global"]["scrape_interval"] == "5s"
+    assert scaled["global"]["evaluation_interval"] == "1500ms" and scaled["global"]["scrape_interval"] == "1500ms"
+    assert {j["job_name"]: j.get("scrape_interval") for j in scaled["scrape_configs"]} == {
+        "fast": "500ms", "slow": "6s", "inherits": None}
     rule = yaml.safe_load(Path(scaled["rule_files"][0]).read_text())["groups"][0]["rules"][0]
     assert rule["for"] == "15s"
     root = labclock.alertmanager(copy.deepcopy(ALERTMANAGER), 0.05, tmp_path)["route"]
