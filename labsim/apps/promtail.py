@@ -4,10 +4,12 @@ push URL of the first client in ``/etc/promtail/promtail.yaml`` (the chart's con
 with the labels the chart's ``kubernetes-pods`` scrape config gives: namespace, pod, container,
 app, component, instance, node_name and job ``<namespace>/<app>``.
 
-The real promtail tails /var/log/pods on the node; the twin's kubelet keeps containers' logs in
-the API server (what ``kubectl logs`` reads, real programs' output included), so the model reads
-them through ``pods/log`` with ``timestamps=true``, every ``INTERVAL`` seconds, sending the lines
-not sent yet. It serves ``/ready`` and ``/metrics`` on port 3101 as promtail does.
+The real promtail tails /var/log/pods on the node from the positions it keeps; the twin's kubelet
+keeps containers' logs in the API server (what ``kubectl logs`` reads, real programs' output
+included), so the model reads them through ``pods/log`` with ``timestamps=true`` from the last
+timestamp it read (``sinceTime``, as its position), every ``INTERVAL`` seconds of the lab's clock
+(at least ``FLOOR`` real seconds), over one kept-alive connection, and sends the lines not sent
+yet. It serves ``/ready`` and ``/metrics`` on port 3101 as promtail does.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import urllib.parse
-import urllib.request
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
 import yaml
 from aiohttp import web
 
 from labsim.apps import incluster, serve
 
 CONFIG = Path("etc/promtail/promtail.yaml")
-INTERVAL = 2.0
+INTERVAL = 2.0  # modelled seconds between two reads of the node's logs
+FLOOR = 1.0  # real seconds at least: below it the reads cost the lab more than the lines are worth
 
 
 def push_url() -> str:
@@ -45,55 +50,84 @@ def _labels(pod: dict, container: str, node: str) -> dict[str, str]:
     return labels
 
 
-def _entries(text: str) -> list[list[str]]:
-    """``[ns, line]`` of each ``<RFC 3339> line`` the API sent (lines of one second kept in order)."""
-    found = []
-    for i, row in enumerate(text.splitlines()):
-        stamp, _, line = row.partition(" ")
-        try:
-            seconds = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            continue
-        found.append([str(int(seconds * 1e9) + i), line])
-    return found
+@dataclass
+class Position:
+    """How far a container's log (one run of it) has been read: the last line's timestamp and how
+    many lines carry it. The API's ``sinceTime`` has whole seconds, so the next read starts with
+    those lines again, and they are skipped."""
+
+    restarts: int = 0
+    stamp: str = ""
+    at_stamp: int = 0
+
+    def since(self) -> str:
+        return f"&sinceTime={urllib.parse.quote(self.stamp)}" if self.stamp else ""
+
+    def read(self, text: str) -> list[list[str]]:
+        """``[ns, line]`` of each ``<RFC 3339> line`` of ``text`` not read before (the lines of one
+        second numbered in order, across reads); moves the position to the end of ``text``."""
+        seen_stamp, seen, found = self.stamp, self.at_stamp, []
+        current, count = "", 0
+        for row in text.splitlines():
+            stamp, _, line = row.partition(" ")
+            try:
+                seconds = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+            current, count = stamp, (count + 1 if stamp == current else 1)
+            if stamp == seen_stamp and count <= seen:
+                continue  # read before: the second the last read ended in
+            found.append([str(int(seconds * 1e9) + count - 1), line])
+        if current:
+            self.stamp, self.at_stamp = current, count
+        return found
 
 
 class Shipper:
     def __init__(self) -> None:
         self.node = os.environ.get("HOSTNAME", "")
-        self.sent: dict[tuple[str, str], int] = {}  # (pod uid, container) -> lines sent
+        self.positions: dict[tuple[str, str], Position] = {}  # (pod uid, container) -> how far read
         self.lines_sent = 0
+        self.api = f"https://{os.environ.get('KUBERNETES_SERVICE_HOST', '')}:" \
+                   f"{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
 
-    def round(self) -> None:
+    async def round(self, session: aiohttp.ClientSession) -> None:
         selector = urllib.parse.quote(f"spec.nodeName={self.node}")
-        pods = incluster.api_get(f"/api/v1/pods?fieldSelector={selector}").get("items") or []
-        streams = []
+        pods = (await self._get_json(session, f"/api/v1/pods?fieldSelector={selector}")).get("items") or []
+        streams, listed = [], set()
         for pod in pods:
             meta = pod["metadata"]
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                container = status["name"]
+                key = (meta["uid"], status["name"])
+                listed.add(key)
+                position = self.positions.get(key)
+                if position is None or position.restarts != status.get("restartCount", 0):
+                    position = Position(restarts=status.get("restartCount", 0))  # a new run: its log starts over
                 try:
-                    text = _log(meta["namespace"], meta["name"], container)
-                except OSError:  # waiting to start: nothing to read yet
+                    text = await self._get(session, f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/log"
+                                                    f"?container={status['name']}&timestamps=true{position.since()}")
+                except aiohttp.ClientResponseError:  # waiting to start: nothing to read yet
                     continue
-                entries = _entries(text)
-                key = (meta["uid"], container)
-                done = self.sent.get(key, 0)
-                if len(entries) < done:  # a new run of the container: its log starts over
-                    done = 0
-                if entries[done:]:
-                    streams.append({"stream": _labels(pod, container, self.node), "values": entries[done:]})
-                self.sent[key] = len(entries)
+                entries = position.read(text)
+                self.positions[key] = position
+                if entries:
+                    streams.append({"stream": _labels(pod, status["name"], self.node), "values": entries})
+        self.positions = {k: v for k, v in self.positions.items() if k in listed}
         if streams:
-            body = json.dumps({"streams": streams}).encode()
-            request = urllib.request.Request(incluster.resolve_url(push_url()), data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
-            urllib.request.urlopen(request, timeout=10).close()
+            url = incluster.resolve_url(push_url())
+            async with session.post(url, data=json.dumps({"streams": streams}),
+                                    headers={"Content-Type": "application/json"}) as reply:
+                reply.raise_for_status()
             self.lines_sent += sum(len(s["values"]) for s in streams)
 
+    async def _get(self, session: aiohttp.ClientSession, path: str) -> str:
+        token = (incluster.SA_DIR / "token").read_text().strip()
+        async with session.get(self.api + path, headers={"Authorization": f"Bearer {token}"}) as reply:
+            reply.raise_for_status()
+            return await reply.text(errors="replace")
 
-def _log(namespace: str, pod: str, container: str) -> str:
-    return incluster.api_text(f"/api/v1/namespaces/{namespace}/pods/{pod}/log?container={container}&timestamps=true")
+    async def _get_json(self, session: aiohttp.ClientSession, path: str) -> dict:
+        return json.loads(await self._get(session, path))
 
 
 def make_app(options) -> web.Application:
@@ -101,12 +135,15 @@ def make_app(options) -> web.Application:
 
     async def ship(app: web.Application) -> None:
         async def loop() -> None:
-            while True:
-                try:
-                    await asyncio.to_thread(shipper.round)
-                except (OSError, ValueError) as error:  # Loki or the API not answering yet
-                    print(f"level=warn msg=\"error sending batch, will retry\" error=\"{error}\"", flush=True)
-                await asyncio.sleep(INTERVAL)
+            context = ssl.create_default_context(cafile=str(incluster.SA_DIR / "ca.crt"))  # names the ClusterIP
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context), timeout=timeout) as session:
+                while True:
+                    try:
+                        await shipper.round(session)
+                    except (OSError, ValueError, aiohttp.ClientError, TimeoutError) as error:  # Loki or the API not up
+                        print(f"level=warn msg=\"error sending batch, will retry\" error=\"{error}\"", flush=True)
+                    await asyncio.sleep(max(INTERVAL * serve.time_scale(), FLOOR))
         task = asyncio.create_task(loop())
         yield
         task.cancel()

@@ -198,6 +198,9 @@ async def _log(handler: Handler, request: web.Request, pod: dict) -> web.StreamR
                          "not found")
     following = q.get("follow") == "true" and not previous and _state(pod, container) == "running"
     queue = logs.follow(ns, pod_name, container) if following else None
+    since = _since(q, handler.cluster.now())
+    if since is not None:  # the kubelet keeps a line stamped at or after it
+        lines = [entry for entry in lines if _seconds(entry[0]) >= since]
     if tail is not None:
         lines = lines[-tail:] if tail else []
     if queue is None:
@@ -254,6 +257,23 @@ def _state(pod: dict, container: str) -> str | None:
     """running, terminated or waiting (None: no status yet)."""
     state = _status(pod, container).get("state") or {}
     return next(iter(state), None)
+
+
+def _since(query, now: float) -> float | None:
+    """``sinceTime`` (RFC 3339) or ``sinceSeconds`` (before now) as lab-clock seconds, or None."""
+    if "sinceTime" in query:
+        try:
+            return _seconds(query["sinceTime"])
+        except ValueError:
+            raise StoreError(400, "BadRequest", f'parsing time "{query["sinceTime"]}" as "2006-01-02T15:04:05Z07:00": '
+                             "cannot parse") from None
+    if query.get("sinceSeconds", "").isdigit():
+        return now - int(query["sinceSeconds"])
+    return None
+
+
+def _seconds(stamp: str) -> float:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _line(entry: tuple[str, str], stamps: bool) -> str:

@@ -1,4 +1,5 @@
 """A plain container's log over the wire: `kubectl logs -f` follows a shell loop as it writes,
+`--since-time` shows the lines from then on,
 `--previous` shows the run before a restart, and a crashing container of a multi-container pod
 restarts on its own (back-off on the lab clock) while its sibling runs on."""
 
@@ -47,6 +48,18 @@ def test_logs_follow_previous_and_one_container_restarting(shared_kube: RunningC
     finally:
         follow.terminate()
         follow.wait(10)
+
+    # --since-time (sinceTime): the lines stamped at or after it, none before (what promtail reads from)
+    def stamped() -> list[str]:
+        return kube.kubectl("logs", "talker", "-c", "talker", "--timestamps").stdout.splitlines()
+    def two_seconds() -> list[str] | None:
+        found = stamped()
+        return found if len({line.split()[0] for line in found}) >= 2 else None
+    lines = wait_until(two_seconds, timeout=30)
+    since = lines[-1].split()[0]
+    later = kube.kubectl("logs", "talker", "-c", "talker", "--timestamps", f"--since-time={since}").stdout.splitlines()
+    assert later[0] in lines and all(line.split()[0] >= since for line in later)
+    assert lines[0] not in later and len(later) < len(stamped())
 
     crashed = wait_until(lambda: (s := _status(kube, "crasher"))["restartCount"] == 1 and s, timeout=30)
     assert crashed["state"]["waiting"]["reason"] == "CrashLoopBackOff"

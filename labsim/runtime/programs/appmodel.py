@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from labsim.apps.serve import TIME_SCALE_ENV
 from labsim.runtime.filesystem import ContainerFS
 
-TIME_SCALE_ENV = "LABSIM_TIME_SCALE"  # in the process's environment only: `kubectl exec env` does not show it
+__all__ = ["TIME_SCALE_ENV", "AppModel"]
 
 
 @dataclass(frozen=True)
