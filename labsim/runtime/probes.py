@@ -3,7 +3,7 @@
 Each probe is checked for real: ``httpGet`` and ``tcpSocket`` against the pod IP (or the
 probe's ``host``), ``exec`` inside the container (what ``kubectl exec`` runs). Timing follows
 the probe's initialDelaySeconds / periodSeconds on the lab clock, with at least PERIOD_FLOOR
-real seconds between checks, so a lab at time_scale 0 converges in a fraction of a second
+real seconds between checks (STEADY_FLOOR while the probe passes), so a lab at time_scale 0 converges in a fraction of a second
 without spinning. The counters follow successThreshold / failureThreshold. A liveness or startup
 probe gives up (the container is killed) only once its failure streak has also lasted
 GIVE_UP_FLOOR real seconds: compressed lab time would otherwise kill a process that is merely slow
@@ -22,6 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 PERIOD_FLOOR = 0.2  # real seconds between two checks of one probe, whatever the time scale
+# Real seconds at least between two checks while a probe passes (a failing or not yet passing probe
+# keeps PERIOD_FLOOR, so a start and a failure are seen as soon as before). At time scale 0 every probe
+# ran 5 times a second: each DaemonSet pod's probes (node-exporter's, promtail's...) were a per-node
+# CPU cost of the twin (its checks, the app's answers, their access-log lines) for no new finding.
+# From a 10 s period scaled by 0.1 up, the lab clock already spaces checks this far.
+STEADY_FLOOR = 1.0
 # Real seconds a liveness/startup failure streak must last before the container is killed. The app
 # models (Python servers) bind 0.2-0.3 s after their start on an idle machine and stall for a second
 # or more on a 2-core CI machine at load 12; the real kubelet's default give-up is 30 s
@@ -87,7 +93,7 @@ class Prober:
             self.changed()
             if done is not None:
                 return done
-            await self._sleep(spec.get("periodSeconds", 10))
+            await self._sleep(spec.get("periodSeconds", 10), floor=STEADY_FLOOR if error is None else PERIOD_FLOOR)
 
     def _apply(self, kind: str, successes: int, failures: int, spec: dict, streak: float) -> bool | None:
         """Move Health by the counters; True/False when the probe's work ends (passed/gave up).
@@ -109,9 +115,10 @@ class Prober:
             return False
         return None
 
-    async def _sleep(self, seconds: float, what: str = "") -> None:
+    async def _sleep(self, seconds: float, what: str = "", *, floor: float = PERIOD_FLOOR) -> None:
+        start = time.monotonic()
         await self.clock.sleep(seconds, what if seconds > 0 else "")
-        await asyncio.sleep(PERIOD_FLOOR)
+        await asyncio.sleep(max(PERIOD_FLOOR, floor - (time.monotonic() - start)))
 
 
 async def check(spec: dict, container: dict, pod_ip: str, run: Exec) -> str | None:

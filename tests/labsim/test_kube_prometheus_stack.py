@@ -22,7 +22,7 @@ import yaml
 from aiohttp import web
 
 from labsim.apps import cert_manager_metrics
-from labsim.apps.prometheus_operator import prometheus_statefulset
+from labsim.apps.prometheus_operator import prometheus_config, prometheus_statefulset
 from labsim.charts.kube_prometheus_stack import kube_prometheus_stack
 from labsim.charts.release import Release
 from labsim.k3s.addons import coredns, k3s_crds, traefik
@@ -405,6 +405,21 @@ def test_storage_spec_and_retention_reach_the_statefulset() -> None:
         container["volumeMounts"]
     assert not any(v["name"] == claim["metadata"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"])
     assert {"--storage.tsdb.retention.time=7d", "--storage.tsdb.retention.size=15GB"} <= set(container["args"])
+
+
+def test_the_operators_remembered_config_follows_every_change() -> None:
+    """The operator renders its config at every Pod event and remembers the YAML by its data: a
+    render is PyYAML's for that data, and any change (a job, the scrape interval) gives new YAML."""
+    prom = {"metadata": {"name": "kps", "namespace": NS}, "spec": {"scrapeInterval": "30s"}}
+    jobs = [{"job_name": "serviceMonitor/monitoring/a/0", "scrape_interval": "30s"}]
+    first = prometheus_config(prom, jobs)
+    assert yaml.safe_load(first)["scrape_configs"] == jobs and prometheus_config(prom, jobs) == first
+    more = [*jobs, {"job_name": "serviceMonitor/monitoring/b/0"}]
+    assert [j["job_name"] for j in yaml.safe_load(prometheus_config(prom, more))["scrape_configs"]] == \
+        ["serviceMonitor/monitoring/a/0", "serviceMonitor/monitoring/b/0"]
+    faster = {**prom, "spec": {"scrapeInterval": "1s"}}
+    assert yaml.safe_load(prometheus_config(faster, jobs))["global"]["scrape_interval"] == "1s"
+    assert yaml.safe_load(prometheus_config(prom, jobs))["global"]["scrape_interval"] == "30s"
 
 
 def test_cert_manager_metrics_carry_each_certificates_expiry() -> None:
