@@ -110,8 +110,11 @@ class Prober:
         return None
 
     async def _sleep(self, seconds: float, what: str = "") -> None:
+        """``seconds`` on the lab clock, and no less than PERIOD_FLOOR real seconds: the floor is a
+        minimum, not an extra pause after a scaled period that is already longer."""
+        began = time.monotonic()
         await self.clock.sleep(seconds, what if seconds > 0 else "")
-        await asyncio.sleep(PERIOD_FLOOR)
+        await asyncio.sleep(max(0.0, PERIOD_FLOOR - (time.monotonic() - began)))
 
 
 async def check(spec: dict, container: dict, pod_ip: str, run: Exec) -> str | None:
