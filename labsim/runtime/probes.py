@@ -71,8 +71,11 @@ class Prober:
     async def _loop(self, kind: str, name: str) -> bool:
         """Check until the probe is done: False when it gave up (the container must be killed)."""
         spec = self.container[kind]
-        # Something waits for the first readiness or startup check (a rollout): an operation.
-        await self._sleep(spec.get("initialDelaySeconds", 0), f"{self.owner} {name.lower()} probe initial delay")
+        # Something waits for the first readiness or startup check (a rollout): an operation. Nothing
+        # waits for a liveness probe's first check: unnamed, so the critical path cannot pass through it.
+        waited_for = kind != "livenessProbe"
+        what = f"{self.owner} {name.lower()} probe initial delay" if waited_for else ""
+        await self._sleep(spec.get("initialDelaySeconds", 0), what)
         successes = failures = 0
         since = 0.0  # when the failure streak began (real seconds, monotonic)
         while True:
