@@ -23,10 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from labsim.config import CONFIG_FILE, ConfigError, SimConfig
-from labsim.lab import Lab, static_status
 from labsim.state import StateFile, lock_state_dir, write_atomically
 
 DEFAULT_STATE = Path(".labsim")
@@ -73,6 +70,14 @@ def _never_started(args: argparse.Namespace) -> int:
     return 3 if args.command == "status" else 0
 
 
+def _lab():
+    """``labsim.lab``, imported on first use: ``down`` only signals a pid, and the lab's modules
+    (asyncssh, cryptography, the models) cost half a second of CPU to import, at every run's end."""
+    import labsim.lab
+
+    return labsim.lab
+
+
 # ---------------------------------------------------------------- up
 
 def up(config: SimConfig, args: argparse.Namespace) -> int:
@@ -99,7 +104,7 @@ def up(config: SimConfig, args: argparse.Namespace) -> int:
 
 async def _serve(config: SimConfig) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    lab = Lab(config)
+    lab = _lab().Lab(config)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -112,7 +117,7 @@ async def _serve(config: SimConfig) -> None:
     finally:
         await lab.stop()
         (config.state_dir / "labsim.pid").unlink(missing_ok=True)
-        StateFile(config.state_dir / "status.json").save(static_status(config))
+        StateFile(config.state_dir / "status.json").save(_lab().static_status(config))
         print("labsim: stopped", flush=True)
 
 
@@ -124,6 +129,7 @@ def _write_running(state_dir: Path) -> None:
 def _up_detached(config: SimConfig, args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     log_path = config.state_dir / "labsim.log"
+    _lab()  # before the fork: the lab starts with its modules loaded, and this process needs them too
     with log_path.open("ab") as log:
         earlier = log.tell()  # the log keeps past runs; a failure shows only this attempt's lines
         child = _fork_lab(config, log.fileno())
@@ -200,7 +206,7 @@ def down(config: SimConfig, args: argparse.Namespace) -> int:
 
 def status(config: SimConfig, args: argparse.Namespace) -> int:
     live = _live_status(config) if running_pid(config.state_dir) is not None else None
-    doc = live or static_status(config)
+    doc = live or _lab().static_status(config)
     if args.json:
         if not args.show_secrets and doc["pve"].get("token_secret"):
             # A status is pasted into issues and logs; the token is in secrets.yaml for those who need it.
@@ -244,7 +250,9 @@ def _alive(pid: int) -> bool:
 
 def _live_status(config: SimConfig) -> dict[str, Any] | None:
     """Ask the running lab over its admin endpoint, as any client would."""
-    base = static_status(config)
+    import requests  # here, as the lab's modules: `down` needs neither
+
+    base = _lab().static_status(config)
     if not base["pve"]["token_secret"]:
         return None
     try:

@@ -3,8 +3,8 @@
 Each probe is checked for real: ``httpGet`` and ``tcpSocket`` against the pod IP (or the
 probe's ``host``), ``exec`` inside the container (what ``kubectl exec`` runs). Timing follows
 the probe's initialDelaySeconds / periodSeconds on the lab clock, with at least PERIOD_FLOOR
-real seconds between checks (STEADY_FLOOR while the probe passes), so a lab at time_scale 0 converges in a fraction of a second
-without spinning. The counters follow successThreshold / failureThreshold. A liveness or startup
+real seconds between checks (STEADY_FLOOR while the probe passes), so a lab at time_scale 0
+converges in a fraction of a second without spinning. The counters follow successThreshold / failureThreshold. A liveness or startup
 probe gives up (the container is killed) only once its failure streak has also lasted
 GIVE_UP_FLOOR real seconds: compressed lab time would otherwise kill a process that is merely slow
 because this machine is (readiness has no floor: it only gates traffic and comes back). The outcome
@@ -77,8 +77,11 @@ class Prober:
     async def _loop(self, kind: str, name: str) -> bool:
         """Check until the probe is done: False when it gave up (the container must be killed)."""
         spec = self.container[kind]
-        # Something waits for the first readiness or startup check (a rollout): an operation.
-        await self._sleep(spec.get("initialDelaySeconds", 0), f"{self.owner} {name.lower()} probe initial delay")
+        # Something waits for the first readiness or startup check (a rollout): an operation. Nothing
+        # waits for a liveness probe's first check: unnamed, so the critical path cannot pass through it.
+        waited_for = kind != "livenessProbe"
+        what = f"{self.owner} {name.lower()} probe initial delay" if waited_for else ""
+        await self._sleep(spec.get("initialDelaySeconds", 0), what)
         successes = failures = 0
         since = 0.0  # when the failure streak began (real seconds, monotonic)
         while True:
@@ -116,9 +119,11 @@ class Prober:
         return None
 
     async def _sleep(self, seconds: float, what: str = "", *, floor: float = PERIOD_FLOOR) -> None:
-        start = time.monotonic()
+        """``seconds`` on the lab clock, and no less than ``floor`` real seconds: the floor is a
+        minimum, not an extra pause after a scaled period that is already longer."""
+        began = time.monotonic()
         await self.clock.sleep(seconds, what if seconds > 0 else "")
-        await asyncio.sleep(max(PERIOD_FLOOR, floor - (time.monotonic() - start)))
+        await asyncio.sleep(max(0.0, floor - (time.monotonic() - began)))
 
 
 async def check(spec: dict, container: dict, pod_ip: str, run: Exec) -> str | None:

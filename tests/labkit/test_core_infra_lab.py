@@ -167,7 +167,9 @@ def test_http01_is_validated_by_pebble_through_traefik(lab: Lab, tmp_path: Path)
     answered = [line for line in lines if f'"GET /.well-known/acme-challenge/{token} HTTP/1.1" 200 ' in line]
     assert len(answered) >= 2, lines  # cert-manager's self-check, then Pebble's validation
     assert all('"websecure-default-cm-acme-http-solver-' in line and ':8089" ' in line for line in answered), answered
-    assert not client.CoreV1Api(lab.api).list_namespaced_pod("default", label_selector="acme.cert-manager.io/http01-solver=true").items
+    # The solver goes once its Challenge is deleted, which may finish after the Certificate is Ready.
+    wait_until(lambda: not client.CoreV1Api(lab.api).list_namespaced_pod(
+        "default", label_selector="acme.cert-manager.io/http01-solver=true").items, timeout=30)
 
     secret = client.CoreV1Api(lab.api).read_namespaced_secret("web-tls", "default")
     (tmp_path / "chain.pem").write_bytes(base64.b64decode(secret.data["tls.crt"]))

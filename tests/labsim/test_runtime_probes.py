@@ -35,7 +35,7 @@ spec:
   - name: closed
     image: busybox:1.37
     command: [sleep, infinity]
-    readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 5}
+    readinessProbe: {tcpSocket: {port: 8080}, initialDelaySeconds: 1, periodSeconds: 5}
 """
 WEB = """
 apiVersion: v1
@@ -87,7 +87,8 @@ def test_exec_and_tcp_probes_in_a_plain_container(kube: RunningCluster) -> None:
     kube.kubectl("apply", "-f", "-", input=BOX)
     wait_until(lambda: _container(kube, "box", "box")["ready"], timeout=30)
     delays = [(op.what, op.modelled_s) for op in kube.cluster.clock.ledger.entries if "initial delay" in op.what]
-    assert delays == [("pod probes/box container box liveness probe initial delay", 1.0)]  # for the critical path
+    # for the critical path: what a rollout waits for (readiness), not the liveness probe's delay
+    assert delays == [("pod probes/box container closed readiness probe initial delay", 1.0)]
     closed = _container(kube, "box", "closed")
     assert closed["started"] and not closed["ready"]  # nothing listens on 8080
     ip = _pod(kube, "box")["status"]["podIP"]
