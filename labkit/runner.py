@@ -16,7 +16,9 @@ is written.
 from __future__ import annotations
 
 import ast
+import gc
 import json
+import logging
 import os
 import re
 import signal
@@ -67,15 +69,28 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+class _InterruptedTasks(logging.Filter):
+    """A Ctrl-C or SIGTERM that lands while one of papermill's asyncio tasks steps ends that task
+    too; asyncio then logs 'Task exception was never retrieved' with a KeyboardInterrupt traceback
+    when the task is collected. The run's record already says where it was interrupted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Around ``run_series``: SIGTERM interrupts the run as SIGINT does (a run then records where it
     stopped); the handlers in place before come back after."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     signal.signal(signal.SIGTERM, _terminate)
+    quiet, asyncio_log = _InterruptedTasks(), logging.getLogger("asyncio")
+    asyncio_log.addFilter(quiet)
     try:
         yield
     finally:
+        gc.collect()  # the tasks an interrupt ended are collected (and their log filtered) now
+        asyncio_log.removeFilter(quiet)
         for sig, handler in before.items():
             signal.signal(sig, handler)
 

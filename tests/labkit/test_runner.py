@@ -282,6 +282,23 @@ def test_notebook_parameters_from_the_command_line(series):
     assert typo.returncode == 2 and "-p reconcil: no notebook of this run has that parameter" in typo.stderr
 
 
+def test_an_interrupt_inside_an_asyncio_task_leaves_no_traceback():
+    """A Ctrl-C can land while one of papermill's asyncio tasks steps: the task ends with the
+    KeyboardInterrupt, and asyncio would log 'Task exception was never retrieved' with its traceback
+    when the task is collected (CI saw it once under load). Around a run, that log stays quiet."""
+    script = (
+        "import asyncio\nfrom labkit.runner import interruptible\n"
+        "async def step():\n    raise KeyboardInterrupt\n"
+        "with interruptible():\n    loop = asyncio.new_event_loop()\n    task = loop.create_task(step())\n"
+        "    try:\n        loop.run_until_complete(task)\n    except KeyboardInterrupt:\n        pass\n"
+        "    loop.close()\n    del task, loop\n"
+        "import logging\nlogging.getLogger('asyncio').error('other errors still show')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "never retrieved" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "other errors still show" in done.stderr
+
+
 def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
