@@ -128,7 +128,7 @@ class DiskDrill:
     resolution_delivered: datetime | None
     page: observe.NtfyMessage | None
     error: str = ""
-    held_for: float | None = None  # seconds: the copy's `for` as Prometheus runs it (observe.rule_for)
+    held_for: float | None = None  # seconds: the copy's `for` as Prometheus runs it (observe.rule_timing)
     group_wait: float | None = None  # seconds: the lab file's routing.group_wait
     held_group: float | None = None  # seconds: the group_wait Alertmanager runs (observe.group_wait)
 
@@ -187,8 +187,7 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
     try:
         _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
                "the drill rule to load and Prometheus to know an Alertmanager again")
-        held, waits = observe.rule_for(stack, group, ALERT), observe.group_wait(stack)
-        every = observe.rule_group_interval(stack, group)
+        (held, every), waits = observe.rule_timing(stack, group, ALERT), observe.group_wait(stack)
         group_wait = duration_seconds(obs.routing.group_wait)
         page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
         look = 1.0 if every is None else min(1.0, every / LOOKS_PER_EVALUATION)

@@ -374,23 +374,16 @@ def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> Load
     return polling.until(lambda: loaded_rules(stack), done, timeout=timeout)
 
 
-def rule_for(stack: Stack, group: str, alert: str) -> float | None:
-    """The ``for`` Prometheus holds ``alert`` of ``group`` pending with, in seconds, as it runs the rule
-    (``/api/v1/rules``' duration): the rule file's on a real lab; on the embedded lab at a time scale
-    below 1, the lab clock's."""
-    for found in _get(stack.url("prometheus") + "/api/v1/rules", type="alert")["data"]["groups"]:
-        for rule in found["rules"] if found["name"] == group else []:
-            if rule["name"] == alert:
-                return float(rule.get("duration", 0))
-    return None
-
-
-def rule_group_interval(stack: Stack, group: str) -> float | None:
-    """Seconds between evaluations of a rule group as Prometheus runs it (``/api/v1/rules``'
-    interval: the rule file's on a real lab, the lab clock's on the embedded lab below time scale 1)."""
-    found = next((g for g in _get(stack.url("prometheus") + "/api/v1/rules")["data"]["groups"] if g["name"] == group),
-                 None)
-    return float(found["interval"]) if found and found.get("interval") else None
+def rule_timing(stack: Stack, group: str, alert: str) -> tuple[float | None, float | None]:
+    """As Prometheus runs rule group ``group`` (``/api/v1/rules``, one request): the ``for`` it holds
+    ``alert`` pending with and the seconds between the group's evaluations (None where not found).
+    The rule file's values on a real lab; on the embedded lab below time scale 1, the lab clock's."""
+    found = next((g for g in _get(stack.url("prometheus") + "/api/v1/rules", type="alert")["data"]["groups"]
+                  if g["name"] == group), None)
+    if found is None:
+        return None, None
+    held = next((float(r.get("duration", 0)) for r in found["rules"] if r["name"] == alert), None)
+    return held, float(found["interval"]) if found.get("interval") else None
 
 
 def alertmanagers(stack: Stack) -> list[str]:
