@@ -3,8 +3,9 @@ on port 3000 of the pod IP, the HTTP API a lab's checks use:
 
 - ``GET /api/health`` (no login): ``{"database": "ok", "version", "commit"}``;
 - login: Basic auth (``GF_SECURITY_ADMIN_USER``/``GF_SECURITY_ADMIN_PASSWORD``, which the chart
-  fills from its admin Secret) or ``POST /login`` then the ``grafana_session`` cookie; anything
-  else is 401 ``{"message": "Unauthorized"}`` as Grafana answers;
+  fills from its admin Secret) or ``POST /login`` then the ``grafana_session`` cookie; without
+  them an API call is 401 ``{"message": "Unauthorized"}`` and a page (``GET /``) a 302 to the
+  login page, as Grafana answers;
 - ``GET /api/datasources`` and ``/api/datasources/uid/<uid>/health``: the datasources of the
   provisioning files in ``$GF_PATHS_PROVISIONING/datasources`` (the chart's ConfigMap and the
   datasource sidecar write them there); the health check really queries the datasource
@@ -38,6 +39,9 @@ from labsim.apps import incluster, serve
 
 VERSION = "12.0.2"
 UNAUTHORIZED = {"message": "Unauthorized"}
+# The pages a browser gets: Grafana's are a single-page app; these carry its title and nothing more.
+LOGIN_PAGE = "<!DOCTYPE html>\n<html lang=\"en\"><head><title>Grafana</title></head><body>Log in</body></html>\n"
+HOME_PAGE = "<!DOCTYPE html>\n<html lang=\"en\"><head><title>Home - Dashboards - Grafana</title></head><body></body></html>\n"
 
 
 def _provisioning() -> Path:
@@ -110,10 +114,18 @@ class GrafanaAPI:
     async def login_required(self, request: web.Request, handler):
         if request.path in ("/api/health", "/login") or self.signed_in(request):
             return await handler(request)
+        if request.method == "GET" and not request.path.startswith("/api/"):
+            raise web.HTTPFound("/login")  # a browser is sent to log in; an API client is told why
         return web.json_response(UNAUTHORIZED, status=401)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"commit": "labsim", "database": "ok", "version": VERSION})
+
+    async def login_page(self, request: web.Request) -> web.Response:
+        return web.Response(text=LOGIN_PAGE, content_type="text/html")
+
+    async def home(self, request: web.Request) -> web.Response:
+        return web.Response(text=HOME_PAGE, content_type="text/html")
 
     async def login(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -164,6 +176,8 @@ def make_app(options) -> web.Application:
     api = GrafanaAPI()
     app = web.Application(middlewares=[api.login_required])
     app.router.add_get("/api/health", api.health)
+    app.router.add_get("/", api.home)
+    app.router.add_get("/login", api.login_page)
     app.router.add_post("/login", api.login)
     app.router.add_get("/api/datasources", api.list_datasources)
     app.router.add_get("/api/datasources/uid/{uid}/health", api.datasource_health)

@@ -19,6 +19,8 @@ public REST API and its tables in the lab's **real PostgreSQL**.
   made in its UI (Settings > n8n API) and no variable for one; this model accepts the key given in
   ``N8N_API_KEY`` (a twin-only variable the real n8n ignores), so one Secret feeds the pod and the
   operator's client; without it every API call is 401.
+- ``GET /``: the editor's page (its title only: the real one is a single-page app), so a browser or
+  a probe through the ingress meets a page, not a 404.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from psycopg.types.json import Json
 
 from labsim.apps import resolver, serve
 
+EDITOR_PAGE = "<!DOCTYPE html>\n<html lang=\"en\"><head><title>n8n.io - Workflow Automation</title></head><body></body></html>\n"
 RETRY_SECONDS = 5.0
 _ID_ALPHABET = string.ascii_letters + string.digits
 # n8n's first migrations (name = class name + timestamp), recorded as it records them.
@@ -249,6 +252,7 @@ def make_app(options) -> web.Application:
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
+    app.router.add_get("/", lambda r: web.Response(text=EDITOR_PAGE, content_type="text/html"))
     app.router.add_get("/healthz", lambda r: web.json_response({"status": "ok"}))
     app.router.add_get("/healthz/readiness", lambda r: web.json_response(
         {"status": "ok" if db.ready else "error"}, status=200 if db.ready else 503))

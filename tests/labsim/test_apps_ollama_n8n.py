@@ -259,6 +259,8 @@ def _psql(apps: Apps, query: str) -> str:
 def test_n8n_keeps_its_tables_and_workflows_in_postgresql(apps: Apps) -> None:
     url = apps.service_url("n8n")
     assert _call(f"{url}/healthz/readiness", key=None) == (200, {"status": "ok"})
+    with urllib.request.urlopen(url + "/", timeout=10) as editor:  # the editor's page, not a 404
+        assert "<title>n8n.io - Workflow Automation</title>" in editor.read().decode()
     tables = set(_psql(apps, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split())
     assert {"workflow_entity", "credentials_entity", "execution_entity", "migrations", "user", "settings"} <= tables
     assert _psql(apps, "SELECT tableowner FROM pg_tables WHERE tablename = 'workflow_entity'").strip() == "n8n"

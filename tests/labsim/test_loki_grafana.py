@@ -115,6 +115,8 @@ def test_grafana_logs_in_with_the_admin_secret_and_lists_its_provisioned_datasou
     with _running(grafana, tmp_path, env) as url:
         assert _get(url + "/api/health")["database"] == "ok"
         assert _status(url + "/api/datasources") == 401
+        with urllib.request.urlopen(url + "/", timeout=2) as page:  # a browser is sent to the login page
+            assert page.url == url + "/login" and "<title>Grafana</title>" in page.read().decode()
         wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
         with pytest.raises(urllib.error.HTTPError) as refused:
             _get(url + "/api/search", wrong)
