@@ -10,17 +10,11 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-import dns.asyncresolver
-import dns.exception
-import dns.name
-import dns.resolver
-
+from labsim.apps.resolver import LOOKUP_ERRORS, dns_resolver, hosts
 from labsim.node.network import NetworkUnreachable, NoSuchHost, TimedOut
 
 if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
-
-DNS_SECONDS = 5.0  # the resolver's whole budget per name (musl/glibc: 5 s timeout)
 
 
 class PodNetwork:
@@ -43,14 +37,12 @@ class PodNetwork:
             pass
         else:
             return self.pod_ip if address.is_loopback and str(address) in ("127.0.0.1", "::1") else str(address)
-        hosts = _hosts(fs.read("/etc/hosts").decode(errors="replace") if fs.is_file("/etc/hosts") else "")
-        if name in hosts:
-            return self.pod_ip if hosts[name] == "127.0.0.1" else hosts[name]
-        resolver = _resolver(fs.read("/etc/resolv.conf").decode(errors="replace") if fs.is_file("/etc/resolv.conf")
-                             else "")
+        known = hosts(_text(fs, "/etc/hosts"))
+        if name in known:
+            return self.pod_ip if known[name] == "127.0.0.1" else known[name]
         try:
-            answer = await resolver.resolve(name, "A", search=True)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers, dns.exception.Timeout):
+            answer = await dns_resolver(_text(fs, "/etc/resolv.conf")).resolve(name, "A", search=True)
+        except LOOKUP_ERRORS:
             raise NoSuchHost(name) from None
         return str(answer[0])
 
@@ -83,27 +75,5 @@ class PodNetwork:
         return found
 
 
-def _hosts(text: str) -> dict[str, str]:
-    names = {}
-    for line in text.splitlines():
-        fields = line.split("#", 1)[0].split()
-        for name in fields[1:]:
-            names.setdefault(name, fields[0])
-    return names
-
-
-def _resolver(resolv_conf: str) -> dns.asyncresolver.Resolver:
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    resolver.lifetime = DNS_SECONDS
-    for line in resolv_conf.splitlines():
-        fields = line.split()
-        if fields[:1] == ["nameserver"] and len(fields) > 1:
-            resolver.nameservers = [*resolver.nameservers, fields[1]]
-        elif fields[:1] == ["search"]:
-            resolver.search = [dns.name.from_text(domain) for domain in fields[1:]]
-        elif fields[:1] == ["options"]:
-            for option in fields[1:]:
-                if option.startswith("ndots:"):
-                    resolver.ndots = int(option.split(":", 1)[1])
-    resolver.use_search_by_default = True
-    return resolver
+def _text(fs: Any, path: str) -> str:
+    return fs.read(path).decode(errors="replace") if fs.is_file(path) else ""
