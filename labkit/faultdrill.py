@@ -51,6 +51,9 @@ RULE_KIND = ("monitoring.coreos.com/v1", "PrometheusRule")
 FILL_PATH = "/var/tmp/labkit-drill-fill"
 PAGE_MARGIN = 30.0  # seconds past group_wait for the page to reach ntfy once the alert fires
 LOOKS_PER_EVALUATION = 4  # the drill's states change once per evaluation: looked at so often, at most each second
+# After the copy's reload Prometheus knows its Alertmanagers again when its discovery next sends its
+# updates (each 5 s, at a moment of its own): looked for this often (seconds), not at 1 s steps.
+RELOAD_LOOK = 0.25
 T = TypeVar("T")
 
 
@@ -186,7 +189,7 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
     group = rule["spec"]["groups"][0]["name"]
     try:
         _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
-               "the drill rule to load and Prometheus to know an Alertmanager again")
+               "the drill rule to load and Prometheus to know an Alertmanager again", most=RELOAD_LOOK)
         (held, every), waits = observe.rule_timing(stack, group, ALERT), observe.group_wait(stack)
         group_wait = duration_seconds(obs.routing.group_wait)
         page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
