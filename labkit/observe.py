@@ -187,6 +187,10 @@ PODS = {"prometheus": ("app.kubernetes.io/name=prometheus", 9090),
         "alertmanager": ("app.kubernetes.io/name=alertmanager", 9093),
         "loki": ("app=loki", 3100)}
 HTTP_TIMEOUT = 15
+# The waits below look this often (seconds): what they wait for comes at the programs' own moments
+# (a discovery batch, each 5 s in Prometheus; a scrape; an evaluation), and a look is a request or
+# two on a kept connection (Stack.session).
+LOOK = 0.25
 
 
 class ObserveError(LabError):
@@ -328,7 +332,7 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) ->
     not "none"). Found means every scrape pool Prometheus is configured with has targets; or, when
     one has none (a ServiceMonitor selecting no Service, a Prometheus without the scrape pools API),
     the list has stayed the same for ``settle`` seconds."""
-    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=1)
+    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=LOOK)
     while True:
         found, pools = targets(stack).targets, scrape_pools(stack)
         jobs = sorted(found["job"].unique())
@@ -343,7 +347,7 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) ->
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
     return polling.until(lambda: targets(stack), lambda found: all(c.passed for c in found.checks(expected)),
-                         timeout=timeout)
+                         timeout=timeout, most=LOOK)
 
 
 # -- rules loaded --------------------------------------------------------------------------------------------
@@ -371,12 +375,17 @@ def loaded_rules(stack: Stack) -> LoadedRules:
     return LoadedRules(pd.DataFrame(rows, columns=["group", "rule", "type", "health", "state", "lastError"]))
 
 
-def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> LoadedRules:
-    """The rules once the wanted alerts are loaded and every rule has been evaluated once."""
+def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180, skip: tuple[str, ...] = ()) -> LoadedRules:
+    """The rules once the wanted alerts are loaded and every rule has been evaluated once; the rule
+    groups named in ``skip`` (a drill's copy, loaded meanwhile) left out."""
+    def look() -> LoadedRules:
+        rules = loaded_rules(stack).rules
+        return LoadedRules(rules[~rules["group"].isin(skip)].reset_index(drop=True))
+
     def done(found: LoadedRules) -> bool:
         evaluated = not found.rules.empty and (found.rules["health"] != "unknown").all()
         return bool(evaluated and found.checks(wanted)[0].passed)
-    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout)
+    return polling.until(look, done, timeout=timeout, most=LOOK)
 
 
 def rule_timing(stack: Stack, group: str, alert: str) -> tuple[float | None, float | None]:
