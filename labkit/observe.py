@@ -201,7 +201,8 @@ class ObserveError(LabError):
 class Stack:
     """Local URLs of the stack's APIs (port-forwards kept open until ``close``). Requests go through
     one keep-alive session: each new connection to a forwarded port is a new tunnel through the API
-    server (a websocket, about 25 ms), a kept one costs nothing more."""
+    server (a websocket, about 25 ms), a kept one costs nothing more. 04's two drills share it from
+    two threads: its connection pool is thread-safe, and these APIs set no cookies."""
 
     urls: dict[str, str]
     _forwards: contextlib.ExitStack
