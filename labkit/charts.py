@@ -246,30 +246,40 @@ def _job(api: client.ApiClient, name: str) -> client.V1Job | None:
 
 
 def apply(api: client.ApiClient, plan_: Plan[ChartPlan], *, timeout: float = 600, dry_run: bool = False,
-          step: StepTimer = untimed) -> list[Change]:
+          step: StepTimer = untimed, overlap: bool = False) -> list[Change]:
     """Apply each chart that is absent or differs, then wait for it (in plan order: a chart's CRDs
-    are there before the next chart's objects need them). Returns what was done (a dry run: nothing)."""
+    are there before the next chart's objects need them). Returns what was done (a dry run: nothing).
+
+    With ``overlap`` a chart's workloads roll out while the next charts install: each helm Job
+    (the release's objects, CRDs included) still completes before the next chart's starts, and
+    every rollout is waited for before returning. Only for charts none of whose pods serve the
+    next charts' installs (an admission webhook that must answer for them)."""
     if dry_run:
         return []
     dyn = manifests.dynamic(api)
-    done = []
+    done, rolling = [], []
     for item in plan_.items:
         if not item.change().is_change:
             continue
         with step(f"{item.action} chart", item.chart.name):
             res = manifests.resource(dyn, GROUP_VERSION, item.chart.kind)
             manifests.server_side_apply(res, item.chart.manifest())
-            wait(api, item, timeout=timeout)
+            wait(api, item, timeout=timeout, rollout=not overlap)
+        rolling.append(item)
         done.append(item.change())
+    for item in rolling if overlap else []:
+        with step("roll out chart", item.chart.name):
+            _wait_rollout(api, item.chart, timeout)
     return done
 
 
-def wait(api: client.ApiClient, item: ChartPlan, *, timeout: float = 600) -> None:
-    """The helm Job of this apply completes, then the release's workloads are rolled out."""
+def wait(api: client.ApiClient, item: ChartPlan, *, timeout: float = 600, rollout: bool = True) -> None:
+    """The helm Job of this apply completes, then (``rollout``) the release's workloads are rolled out."""
     if item.new_job:
         _wait_job(api, item, timeout)
         _wait_release(api, item, timeout)
-    _wait_rollout(api, item.chart, timeout)
+    if rollout:
+        _wait_rollout(api, item.chart, timeout)
 
 
 def _wait_job(api: client.ApiClient, item: ChartPlan, timeout: float) -> None:

@@ -27,8 +27,9 @@ drill then ends sooner, and its checks and timeline name the ``for`` and group_w
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,9 @@ RULE_KIND = ("monitoring.coreos.com/v1", "PrometheusRule")
 FILL_PATH = "/var/tmp/labkit-drill-fill"
 PAGE_MARGIN = 30.0  # seconds past group_wait for the page to reach ntfy once the alert fires
 LOOKS_PER_EVALUATION = 4  # the drill's states change once per evaluation: looked at so often, at most each second
+# After the copy's reload Prometheus knows its Alertmanagers again when its discovery next sends its
+# updates (each 5 s, at a moment of its own): looked for this often (seconds), not at 1 s steps.
+RELOAD_LOOK = 0.25
 T = TypeVar("T")
 
 
@@ -173,28 +177,46 @@ def _seconds(start: datetime | None, end: datetime | None) -> str:
     return f"{(end - start).total_seconds():.1f} s" if start and end else "?"
 
 
-def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | None = None, percent: float = 95,
-        timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
-    """Fill ``node``'s disk (default: the last node), follow ALERT to ntfy (within the group_wait
-    Alertmanager runs + ``page_margin`` once firing), clear, follow its resolution; the drill's
-    rule copy is removed and the disk cleared whatever happens."""
-    node = node or lab.nodes[-1].name
-    lab.node(node)  # a clear error for a name the lab does not have
-    rule, obs = drill_rule(lab), lab.observability
-    assert obs is not None  # drill_rule read its rules
+@contextlib.contextmanager
+def rule_copy(api: client.ApiClient, lab: Lab) -> Iterator[str]:
+    """The drill copy of the lab's ALERT rule deployed for the block (yields its rule group's name),
+    removed at its end whatever happens. Deployed ahead of the drill (monitoring.verify: before its
+    probes), Prometheus' reload and the Alertmanagers it forgets meanwhile pass while they run."""
+    rule = drill_rule(lab)
     manifests.deploy(api, DRILL_SET, [rule])
-    group = rule["spec"]["groups"][0]["name"]
     try:
-        _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
-               "the drill rule to load and Prometheus to know an Alertmanager again")
-        (held, every), waits = observe.rule_timing(stack, group, ALERT), observe.group_wait(stack)
-        group_wait = duration_seconds(obs.routing.group_wait)
-        page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
-        look = 1.0 if every is None else min(1.0, every / LOOKS_PER_EVALUATION)
-        return replace(_drill(stack, lab, node, percent, timeout, page_within, look), held_for=held,
-                       held_group=waits, group_wait=group_wait)
+        yield rule["spec"]["groups"][0]["name"]
     finally:
         manifests.deploy(api, DRILL_SET, [], prune_kinds=[RULE_KIND])
+
+
+def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | None = None, percent: float = 95,
+        timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
+    """The drill with its rule copy deployed for it (``rule_copy``, then ``follow``)."""
+    node = node or lab.nodes[-1].name
+    lab.node(node)  # a clear error for a name the lab does not have
+    with rule_copy(api, lab) as group:
+        return follow(stack, lab, group, node=node, percent=percent, timeout=timeout, page_margin=page_margin)
+
+
+def follow(stack: observe.Stack, lab: Lab, group: str, *, node: str | None = None, percent: float = 95,
+           timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
+    """With the rule copy's ``group`` deployed (``rule_copy``): once Prometheus evaluates it and
+    knows an Alertmanager, fill ``node``'s disk (default: the last node), follow ALERT to ntfy
+    (within the group_wait Alertmanager runs + ``page_margin`` once firing), clear, follow its
+    resolution; the disk is cleared whatever happens."""
+    node = node or lab.nodes[-1].name
+    lab.node(node)
+    obs = lab.observability
+    assert obs is not None  # the copy was made from its rules
+    _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
+           "the drill rule to load and Prometheus to know an Alertmanager again", most=RELOAD_LOOK)
+    (held, every), waits = observe.rule_timing(stack, group, ALERT), observe.group_wait(stack)
+    group_wait = duration_seconds(obs.routing.group_wait)
+    page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
+    look = 1.0 if every is None else min(1.0, every / LOOKS_PER_EVALUATION)
+    return replace(_drill(stack, lab, node, percent, timeout, page_within, look), held_for=held,
+                   held_group=waits, group_wait=group_wait)
 
 
 def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float,

@@ -13,6 +13,7 @@ of 03. A values file may not set what the lab file derives.
 from __future__ import annotations
 
 import base64
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,9 @@ def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = 
     if dry_run:
         return []
     done = manifests.apply(api, planned.secrets, step=step)
-    done += charts.apply(api, planned.charts, timeout=timeout, step=step)
+    # The stack's charts roll out side by side: none serves another's install (its objects need only
+    # the CRDs of kube-prometheus-stack, in once its helm Job completes).
+    done += charts.apply(api, planned.charts, timeout=timeout, step=step, overlap=True)
     with step("alert rules", RULES_SET):  # planned again: the rules' kind exists now that the stack is in
         done += manifests.deploy(api, RULES_SET, rule_objects(lab)).changes()
     left = charts.verify(api, charts_of(lab)) + manifests.verify(api, SECRETS_SET, secret_objects(lab))
@@ -246,15 +249,19 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
     if dry_run:
         return _nothing("dry run: nothing deployed, nothing probed")
     stack = observe.connect(api, lab)
+    # The disk drill's rule copy goes in first: Prometheus reloads and finds its Alertmanagers
+    # again (0-5 s) while the probes run, instead of between them and the drill.
+    copy = faultdrill.rule_copy(api, lab) if drill else contextlib.nullcontext("")
     try:
-        jobs = observe.discovered_jobs(stack, timeout=timeout)
-        found_targets = observe.wait_targets(stack, jobs, timeout=timeout)
-        wanted = [r.alert for r in observe.rules(settings(lab).rules)]
-        loaded = observe.wait_rules(stack, wanted, timeout=timeout)
-        probe = observe.grafana(api, lab)
-        lines = observe.wait_log_line(stack, f'{{namespace="{settings(lab).namespace}", container="prometheus"}} '
-                                             f'|= "{KNOWN_LOG_LINE}"', timeout=timeout)
-        drilled, disk = _drills(api, stack, lab, timeout) if drill else (None, None)
+        with copy as group:
+            jobs = observe.discovered_jobs(stack, timeout=timeout)
+            found_targets = observe.wait_targets(stack, jobs, timeout=timeout)
+            wanted = [r.alert for r in observe.rules(settings(lab).rules)]
+            loaded = observe.wait_rules(stack, wanted, timeout=timeout, skip=(group,))
+            probe = observe.grafana(api, lab)
+            lines = observe.wait_log_line(stack, f'{{namespace="{settings(lab).namespace}", container="prometheus"}} '
+                                                 f'|= "{KNOWN_LOG_LINE}"', timeout=timeout)
+            drilled, disk = _drills(stack, lab, group, timeout) if drill else (None, None)
         sent = observe.notifications(stack)
         resources = {name: observe.query_range(stack, expr, minutes=15) for name, expr in
                      (("cpu", NODE_CPU), ("memory", NODE_MEMORY), ("disk", NODE_DISK), ("restarts", POD_RESTARTS))}
@@ -271,12 +278,12 @@ def verify(api: client.ApiClient, lab: Lab, *, drill: bool = True, dry_run: bool
                     resources, drilled.latency if drilled else None)
 
 
-def _drills(api: client.ApiClient, stack: observe.Stack, lab: Lab,
+def _drills(stack: observe.Stack, lab: Lab, group: str,
             timeout: float) -> tuple[observe.Drill, faultdrill.DiskDrill]:
-    """The synthetic alert's drill and the disk drill, side by side: they are independent (other
-    alert names, so other Alertmanager groups; each finds its own ntfy messages by title and
-    instance), and each is timed on its own."""
+    """The synthetic alert's drill and the disk drill (its rule copy's ``group`` deployed), side by
+    side: they are independent (other alert names, so other Alertmanager groups; each finds its own
+    ntfy messages by title and instance), and each is timed on its own."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         synthetic = pool.submit(observe.drill, stack, lab)
-        disk = faultdrill.run(api, stack, lab, timeout=timeout)
+        disk = faultdrill.follow(stack, lab, group, timeout=timeout)
         return synthetic.result(), disk

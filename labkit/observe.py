@@ -21,7 +21,7 @@ import ssl
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -187,6 +187,10 @@ PODS = {"prometheus": ("app.kubernetes.io/name=prometheus", 9090),
         "alertmanager": ("app.kubernetes.io/name=alertmanager", 9093),
         "loki": ("app=loki", 3100)}
 HTTP_TIMEOUT = 15
+# The waits below look this often (seconds): what they wait for comes at the programs' own moments
+# (a discovery batch, each 5 s in Prometheus; a scrape; an evaluation), and a look is a request or
+# two on a kept connection (Stack.session).
+LOOK = 0.25
 
 
 class ObserveError(LabError):
@@ -195,15 +199,31 @@ class ObserveError(LabError):
 
 @dataclass
 class Stack:
-    """Local URLs of the stack's APIs (port-forwards kept open until ``close``)."""
+    """Local URLs of the stack's APIs (port-forwards kept open until ``close``). Requests go through
+    one keep-alive session: each new connection to a forwarded port is a new tunnel through the API
+    server (a websocket, about 25 ms), a kept one costs nothing more. 04's two drills share it from
+    two threads: its connection pool is thread-safe, and these APIs set no cookies."""
 
     urls: dict[str, str]
     _forwards: contextlib.ExitStack
+    session: requests.Session = field(default_factory=requests.Session)
 
     def url(self, component: str) -> str:
         return self.urls[component]
 
+    def get(self, component: str, path: str, **params) -> dict:
+        """GET ``path`` of a component's API: its JSON answer (an ObserveError otherwise)."""
+        url = self.url(component) + path
+        try:
+            answer = self.session.get(url, params=params, timeout=HTTP_TIMEOUT)
+        except requests.RequestException as exc:
+            raise ObserveError(f"GET {url}: {exc}") from None
+        if answer.status_code != 200:
+            raise ObserveError(f"GET {url}: HTTP {answer.status_code}: {answer.text[:300]}")
+        return answer.json()
+
     def close(self) -> None:
+        self.session.close()
         self._forwards.close()
 
 
@@ -233,21 +253,11 @@ def _ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
-def _get(url: str, **params) -> dict:
-    try:
-        answer = requests.get(url, params=params, timeout=HTTP_TIMEOUT)
-    except requests.RequestException as exc:
-        raise ObserveError(f"GET {url.split('?')[0]}: {exc}") from None
-    if answer.status_code != 200:
-        raise ObserveError(f"GET {url}: HTTP {answer.status_code}: {answer.text[:300]}")
-    return answer.json()
-
-
 # -- PromQL ------------------------------------------------------------------------------------------------
 
 def query(stack: Stack, promql: str) -> pd.DataFrame:
     """An instant PromQL query: one row per series, its labels as columns and ``value``."""
-    data = _get(stack.url("prometheus") + "/api/v1/query", query=promql)["data"]
+    data = stack.get("prometheus", "/api/v1/query", query=promql)["data"]
     rows = [{**r["metric"], "value": float(r["value"][1])} for r in data["result"]]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["value"])
 
@@ -255,7 +265,7 @@ def query(stack: Stack, promql: str) -> pd.DataFrame:
 def query_range(stack: Stack, promql: str, *, minutes: float = 15, step: str = "30s") -> pd.DataFrame:
     """A range query over the last ``minutes``: rows of (time, series, labels..., value)."""
     end = time.time()
-    data = _get(stack.url("prometheus") + "/api/v1/query_range", query=promql, start=end - minutes * 60,
+    data = stack.get("prometheus", "/api/v1/query_range", query=promql, start=end - minutes * 60,
                 end=end, step=step)["data"]
     rows = [{"time": pd.Timestamp(t, unit="s", tz="UTC"), "series": _series(r["metric"]), **r["metric"],
              "value": float(v)} for r in data["result"] for t, v in r["values"]]
@@ -301,7 +311,7 @@ class Targets:
 
 
 def targets(stack: Stack) -> Targets:
-    active = _get(stack.url("prometheus") + "/api/v1/targets", state="active")["data"]["activeTargets"]
+    active = stack.get("prometheus", "/api/v1/targets", state="active")["data"]["activeTargets"]
     rows = [{"job": t["labels"].get("job", t.get("scrapePool", "")), "instance": t["labels"].get("instance", ""),
              "health": t["health"], "lastError": t.get("lastError", ""), "scrapeUrl": t.get("scrapeUrl", ""),
              "pool": t.get("scrapePool", "")} for t in active]
@@ -312,7 +322,7 @@ def scrape_pools(stack: Stack) -> set[str] | None:
     """The scrape pools (jobs as configured) Prometheus runs (``/api/v1/scrape_pools``, Prometheus
     2.42 and later; None from an older one)."""
     try:
-        return set(_get(stack.url("prometheus") + "/api/v1/scrape_pools")["data"]["scrapePools"])
+        return set(stack.get("prometheus", "/api/v1/scrape_pools")["data"]["scrapePools"])
     except ObserveError:
         return None
 
@@ -323,7 +333,7 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) ->
     not "none"). Found means every scrape pool Prometheus is configured with has targets; or, when
     one has none (a ServiceMonitor selecting no Service, a Prometheus without the scrape pools API),
     the list has stayed the same for ``settle`` seconds."""
-    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=1)
+    deadline, seen, since, pause = time.monotonic() + timeout, None, time.monotonic(), polling.pauses(most=LOOK)
     while True:
         found, pools = targets(stack).targets, scrape_pools(stack)
         jobs = sorted(found["job"].unique())
@@ -338,7 +348,7 @@ def discovered_jobs(stack: Stack, *, timeout: float = 180, settle: float = 3) ->
 def wait_targets(stack: Stack, expected: list[str], *, timeout: float = 180) -> Targets:
     """Targets once every expected job has all its targets up, or as they are at the timeout."""
     return polling.until(lambda: targets(stack), lambda found: all(c.passed for c in found.checks(expected)),
-                         timeout=timeout)
+                         timeout=timeout, most=LOOK)
 
 
 # -- rules loaded --------------------------------------------------------------------------------------------
@@ -359,26 +369,31 @@ class LoadedRules:
 
 
 def loaded_rules(stack: Stack) -> LoadedRules:
-    groups = _get(stack.url("prometheus") + "/api/v1/rules")["data"]["groups"]
+    groups = stack.get("prometheus", "/api/v1/rules")["data"]["groups"]
     rows = [{"group": g["name"], "rule": r["name"], "type": r["type"], "health": r.get("health", ""),
              "state": r.get("state", ""), "lastError": r.get("lastError", "")}
             for g in groups for r in g["rules"]]
     return LoadedRules(pd.DataFrame(rows, columns=["group", "rule", "type", "health", "state", "lastError"]))
 
 
-def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180) -> LoadedRules:
-    """The rules once the wanted alerts are loaded and every rule has been evaluated once."""
+def wait_rules(stack: Stack, wanted: list[str], *, timeout: float = 180, skip: tuple[str, ...] = ()) -> LoadedRules:
+    """The rules once the wanted alerts are loaded and every rule has been evaluated once; the rule
+    groups named in ``skip`` (a drill's copy, loaded meanwhile) left out."""
+    def look() -> LoadedRules:
+        rules = loaded_rules(stack).rules
+        return LoadedRules(rules[~rules["group"].isin(skip)].reset_index(drop=True))
+
     def done(found: LoadedRules) -> bool:
         evaluated = not found.rules.empty and (found.rules["health"] != "unknown").all()
         return bool(evaluated and found.checks(wanted)[0].passed)
-    return polling.until(lambda: loaded_rules(stack), done, timeout=timeout)
+    return polling.until(look, done, timeout=timeout, most=LOOK)
 
 
 def rule_timing(stack: Stack, group: str, alert: str) -> tuple[float | None, float | None]:
     """As Prometheus runs rule group ``group`` (``/api/v1/rules``, one request): the ``for`` it holds
     ``alert`` pending with and the seconds between the group's evaluations (None where not found).
     The rule file's values on a real lab; on the embedded lab below time scale 1, the lab clock's."""
-    found = next((g for g in _get(stack.url("prometheus") + "/api/v1/rules", type="alert")["data"]["groups"]
+    found = next((g for g in stack.get("prometheus", "/api/v1/rules", type="alert")["data"]["groups"]
                   if g["name"] == group), None)
     if found is None:
         return None, None
@@ -390,12 +405,12 @@ def alertmanagers(stack: Stack) -> list[str]:
     """The Alertmanagers Prometheus sends alerts to now (``/api/v1/alertmanagers``). Right after a
     configuration reload (a new PrometheusRule) the list is empty until discovery finds them again,
     and an alert that fires meanwhile is dropped, sent again only after Prometheus' resend delay (1m)."""
-    return [a["url"] for a in _get(stack.url("prometheus") + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]]
+    return [a["url"] for a in stack.get("prometheus", "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]]
 
 
 def prometheus_alerts(stack: Stack) -> list[dict]:
     """Prometheus' pending and firing alerts (``/api/v1/alerts``): labels, annotations, state, activeAt."""
-    return _get(stack.url("prometheus") + "/api/v1/alerts")["data"]["alerts"]
+    return stack.get("prometheus", "/api/v1/alerts")["data"]["alerts"]
 
 
 # -- Alertmanager ------------------------------------------------------------------------------------------
@@ -406,7 +421,7 @@ def post_alert(stack: Stack, labels: dict[str, str], annotations: dict[str, str]
     alert = {"labels": labels, "annotations": annotations, "generatorURL": "https://labkit/drill"}
     if ends_at is not None:
         alert["endsAt"] = ends_at.isoformat()
-    answer = requests.post(stack.url("alertmanager") + "/api/v2/alerts", json=[alert], timeout=HTTP_TIMEOUT)
+    answer = stack.session.post(stack.url("alertmanager") + "/api/v2/alerts", json=[alert], timeout=HTTP_TIMEOUT)
     if answer.status_code != 200:
         raise ObserveError(f"Alertmanager refused the alert: HTTP {answer.status_code}: {answer.text[:300]}")
 
@@ -415,13 +430,13 @@ def group_wait(stack: Stack) -> float | None:
     """How long the running Alertmanager holds a new group (its root route's ``group_wait``, in
     seconds), from the configuration it loaded (``/api/v2/status``): the lab file's on a real lab;
     on the embedded lab at a time scale below 1, the lab clock's."""
-    route = (yamlfile.load(_get(stack.url("alertmanager") + "/api/v2/status")["config"]["original"]) or {}).get("route")
+    route = (yamlfile.load(stack.get("alertmanager", "/api/v2/status")["config"]["original"]) or {}).get("route")
     return duration_seconds(route["group_wait"]) if isinstance(route, dict) and route.get("group_wait") else None
 
 
 def alerts(stack: Stack) -> pd.DataFrame:
     """Alertmanager's alerts: name, severity, state, since, receivers."""
-    found = _get(stack.url("alertmanager") + "/api/v2/alerts")
+    found = stack.get("alertmanager", "/api/v2/alerts")
     rows = [{"alertname": a["labels"].get("alertname", ""), "severity": a["labels"].get("severity", ""),
              "state": a["status"]["state"], "startsAt": a["startsAt"],
              "receivers": ", ".join(r["name"] for r in a.get("receivers") or [])} for a in found]
@@ -430,7 +445,7 @@ def alerts(stack: Stack) -> pd.DataFrame:
 
 def notifications(stack: Stack) -> pd.DataFrame:
     """Alertmanager's notification counters per integration: sent, failed (its /metrics)."""
-    answer = requests.get(stack.url("alertmanager") + "/metrics", timeout=HTTP_TIMEOUT)
+    answer = stack.session.get(stack.url("alertmanager") + "/metrics", timeout=HTTP_TIMEOUT)
     counts: dict[str, dict[str, float]] = {}
     for name, labels, value in re.findall(r'^(alertmanager_notifications(?:_failed)?_total)\{([^}]*)\} (\S+)$',
                                           answer.text, re.M):
@@ -567,7 +582,7 @@ def _wait_message(lab: Lab, since: str, mark: str, run: str, timeout: float) -> 
 def logql(stack: Stack, query_text: str, *, minutes: float = 60, limit: int = 100) -> pd.DataFrame:
     """Log lines of a LogQL query over the last ``minutes``: time, namespace, pod, container, line."""
     end = time.time()
-    data = _get(stack.url("loki") + "/loki/api/v1/query_range", query=query_text, start=int((end - minutes * 60) * 1e9),
+    data = stack.get("loki", "/loki/api/v1/query_range", query=query_text, start=int((end - minutes * 60) * 1e9),
                 end=int(end * 1e9), limit=limit)["data"]
     rows = [{"time": pd.Timestamp(int(ts), unit="ns", tz="UTC"), "namespace": s["stream"].get("namespace", ""),
              "pod": s["stream"].get("pod", ""), "container": s["stream"].get("container", ""), "line": line}

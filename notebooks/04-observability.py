@@ -99,9 +99,10 @@ print(planned.values_diffs() or "no values change")
 # ## Apply
 #
 # Secrets first (Grafana and Alertmanager mount them), then the charts in order, each followed to its
-# helm Job's end and its workloads rolled out, then the rules (their kind exists once the stack's CRDs
-# do). The prometheus-operator turns the `Prometheus` and `Alertmanager` resources into StatefulSets
-# and reloads them when rules change.
+# helm Job's end (its CRDs are in before the next chart's objects), their workloads rolling out side
+# by side and each followed to the end, then the rules (their kind exists once the stack's CRDs do).
+# The prometheus-operator turns the `Prometheus` and `Alertmanager` resources into StatefulSets and
+# reloads them when rules change.
 
 # %%
 report.applied(monitoring.apply(api, lab, planned, dry_run=dry_run, timeout=chart_timeout_s, step=report.step))
@@ -167,9 +168,10 @@ plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill ale
 # ### A real alert from a real condition: a full disk
 # The lab's `NodeDiskAlmostFull` waits `for: 5m` (real minutes on a real lab). The drill applies a copy
 # of it (same expression, labels and annotations) with `for: 10s`, evaluated every 5 s and labelled
-# `drill="true"` (so the resolution is not held back by `group_interval`), waits until Prometheus has
-# loaded it and knows an Alertmanager again (after a reload it has none for a few seconds, and an alert
-# firing then would be sent only a minute later), fills the disk, follows the
+# `drill="true"` (so the resolution is not held back by `group_interval`), before the probes above
+# run: Prometheus reloads, and after a reload it knows no Alertmanager for a few seconds (an alert
+# firing then would be sent only a minute later), which passes while they run. The drill waits until
+# Prometheus has evaluated the copy and knows an Alertmanager again, fills the disk, follows the
 # alert from pending to firing to the page at ntfy, clears the disk and follows the resolution. Then
 # the copy is removed; the lab's rule and its promtool tests are untouched.
 

@@ -5,6 +5,7 @@ what labkit applied."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
@@ -231,3 +232,29 @@ def test_an_object_of_a_kind_not_served_names_the_missing_crd(api):
 
 def _yaml(obj: dict) -> str:
     return yaml.safe_dump(obj)
+
+
+def test_overlapped_charts_install_in_order_and_roll_out_side_by_side(api):
+    """``overlap``: each chart's helm Job completes before the next chart is applied, the rollouts
+    are waited for after the installs, and every workload is rolled out when apply returns."""
+    names = ["overlap-grafana", "overlap-promtail"]
+    found = [charts.Chart(name, chart=name.split("-")[1], version=version, repo="https://grafana.github.io/helm-charts",
+                          target_namespace="overlap") for name, version in zip(names, ["9.2.10", "6.16.6"], strict=True)]
+    steps: list[tuple[str, str]] = []
+
+    @contextlib.contextmanager
+    def step(what: str, target: str = "") -> Iterator[None]:
+        steps.append((what, target))
+        yield
+
+    planned = charts.plan(api, found)
+    assert [c.action for c in planned.changes()] == ["install", "install"]
+    done = charts.apply(api, planned, timeout=120, step=step, overlap=True)
+    assert [c.target for c in done] == [f"HelmChart/{name}" for name in names]
+    assert steps == [("install chart", names[0]), ("install chart", names[1]),
+                     ("roll out chart", names[0]), ("roll out chart", names[1])]
+    assert [_releases(api, "overlap", name) for name in names] == [["1:deployed"], ["1:deployed"]]
+    apps = client.AppsV1Api(api)
+    deployments, daemons = apps.list_namespaced_deployment("overlap").items, apps.list_namespaced_daemon_set("overlap").items
+    assert deployments and daemons and all(charts._rolled_out(w) for w in [*deployments, *daemons])
+    assert charts.verify(api, found) == []
