@@ -203,11 +203,12 @@ def forward(api: client.ApiClient, namespace: str, pod: str, port: int = PORT) -
     core = client.CoreV1Api(tunnels)
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+    wake, woken = socket.socketpair()  # closing ``wake`` ends the accept loop at once (no polling pause)
 
     def serve() -> None:
         while not stop.is_set():
-            ready, _, _ = select.select([listener], [], [], 0.2)
-            if ready:
+            ready, _, _ = select.select([listener, woken], [], [])
+            if listener in ready and not stop.is_set():
                 local, _ = listener.accept()
                 try:
                     tunnel = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
@@ -222,7 +223,9 @@ def forward(api: client.ApiClient, namespace: str, pod: str, port: int = PORT) -
         yield listener.getsockname()[1]
     finally:
         stop.set()
+        wake.close()
         thread.join()
+        woken.close()
         listener.close()
         tunnels.close()
 
