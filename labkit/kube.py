@@ -28,6 +28,13 @@ from labkit.errors import KubeError
 from labkit.progress import Progress, progress
 from labkit.quantities import cpu_cores, memory_bytes
 
+# kubernetes >= 35 loads each API class, and the pydantic models its methods name, on first use:
+# 0.5-0.9 s of CPU in whichever cell first talks to the cluster (a plan or preflight that changes
+# nothing). Loaded with this module instead, they are loaded by the kernel that the runner starts
+# ahead of its notebook (labkit.kernels). These are the API classes labkit uses.
+API_CLASSES = (client.CoreV1Api, client.AppsV1Api, client.BatchV1Api, client.CustomObjectsApi, client.PolicyV1Api,
+               client.StorageV1Api, client.ApiextensionsV1Api)
+
 
 def connect(kubeconfig: Path) -> client.ApiClient:
     """A client for the kubeconfig's current context (TLS verified against its CA)."""

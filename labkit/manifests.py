@@ -193,9 +193,15 @@ def applied_by_labkit(obj: dict) -> bool:
                for m in obj["metadata"].get("managedFields") or [])
 
 
+def _lookup(dyn: DynamicClient, api_version: str, kind: str):
+    # The core group's "v1" names no group: without its prefix the library looks for the kind in
+    # every group that serves a v1 too, and asks each one's discovery (16 requests in the lab).
+    return dyn.resources.get(prefix="apis" if "/" in api_version else "api", api_version=api_version, kind=kind)
+
+
 def served(dyn: DynamicClient, api_version: str, kind: str) -> bool:
     try:
-        dyn.resources.get(api_version=api_version, kind=kind)
+        _lookup(dyn, api_version, kind)
     except ResourceNotFoundError:  # (discovery is asked again on a miss: a CRD installed since is found)
         return False
     return True
@@ -203,7 +209,7 @@ def served(dyn: DynamicClient, api_version: str, kind: str) -> bool:
 
 def resource(dyn: DynamicClient, api_version: str, kind: str):
     try:
-        return dyn.resources.get(api_version=api_version, kind=kind)
+        return _lookup(dyn, api_version, kind)
     except ResourceNotFoundError:
         raise ManifestError(f"the API server does not serve {kind} ({api_version}); install the chart that "
                             "brings its CRD first") from None

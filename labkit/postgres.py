@@ -247,14 +247,22 @@ def _pipe(a: socket.socket, b: socket.socket, stop: threading.Event) -> None:
         b.close()
 
 
+def tunnel(api: client.ApiClient, lab: Lab) -> contextlib.AbstractContextManager[int]:
+    """A port-forward to the lab's PostgreSQL pod, for several ``connect(..., port=)`` in a row."""
+    return forward(api, settings(lab).namespace, f"{RELEASE}-0")
+
+
 @contextlib.contextmanager
 def connect(api: client.ApiClient, lab: Lab, *, database: str | None = None, admin: bool = False,
-            timeout: float = 60) -> Iterator[psycopg.Connection]:
+            timeout: float = 60, port: int | None = None) -> Iterator[psycopg.Connection]:
     """A psycopg connection to the lab's database (or another one) as the lab's user, or as the
-    superuser ``postgres`` with ``admin`` (creating and dropping databases)."""
+    superuser ``postgres`` with ``admin`` (creating and dropping databases). Through ``port``, a
+    ``tunnel`` the caller holds, or else a port-forward of its own."""
     pg, found = settings(lab), credentials(api, lab)
     user, password = ("postgres", found[ADMIN_KEY]) if admin else (pg.user, found[USER_KEY])
-    with forward(api, pg.namespace, f"{RELEASE}-0") as port:
+    with contextlib.ExitStack() as held:
+        if port is None:
+            port = held.enter_context(tunnel(api, lab))
         deadline, pause = time.monotonic() + timeout, polling.pauses()
         while True:  # a pod just (re)started may not accept connections yet: no readiness gate here
             try:

@@ -60,6 +60,13 @@ def main(make_app: Callable[[argparse.Namespace], web.Application], argv: list[s
     found = options(argv)
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
     asyncio.run(_serve(make_app(found), found.host, found.port))
+    # Served, connections closed, the app's cleanup run: exit now. The interpreter's own teardown
+    # (finalizing aiohttp's, ssl's... modules) cost ~50 ms of CPU per model: when every pod stops at
+    # once (k3s stopped, 07's etcd drill) the last of ~15 models ended 0.4-0.9 s after SIGTERM.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @web.middleware

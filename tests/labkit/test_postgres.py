@@ -91,6 +91,18 @@ def test_the_database_answers_psycopg_and_the_real_psql(deployed, kube: RunningC
     assert postgres.exec_psql(api, lab, "select current_user").strip() == "homelab"
 
 
+def test_connections_go_through_a_held_tunnel_and_need_it(deployed, lab) -> None:
+    """connect(port=) uses the caller's tunnel (07's drill: six connections, one port-forward): the
+    user's and the superuser's connections at once through it; once it is closed, nothing answers there."""
+    api = deployed[0]
+    with (postgres.tunnel(api, lab) as port, postgres.connect(api, lab, port=port) as user,
+          postgres.connect(api, lab, admin=True, port=port) as admin):
+        assert user.execute("select current_user").fetchone()[0] == "homelab"
+        assert admin.execute("select current_user").fetchone()[0] == "postgres"
+    with pytest.raises(postgres.PostgresError, match="cannot connect"), postgres.connect(api, lab, port=port, timeout=1):
+        pass
+
+
 def test_the_metrics_sidecar_watches_its_own_database_on_the_pods_localhost(deployed, lab) -> None:
     """The chart's exporter reaches the server at 127.0.0.1:5432 as the app user: it keeps running
     (it crash-looped on an empty data source, and the StatefulSet never rolled out under load)."""

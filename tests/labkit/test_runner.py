@@ -211,6 +211,19 @@ def test_notebooks_run_with_the_runners_interpreter_whatever_kernel_is_registere
     assert f"kernel python: {sys.executable}" in (series["outputs"] / "latest" / "01-which.ipynb").read_text()
 
 
+def test_a_notebooks_kernel_has_its_imports_and_kubernetes_api_classes_loaded_before_its_first_cell(series):
+    """The kernel started ahead imports what the notebook imports, and labkit.kube loads the API
+    classes kubernetes would load lazily in the cell that first talks to the cluster."""
+    notebook(series["notebooks"] / "01-warm.ipynb",
+             "import sys\nprint('loaded ahead:', sorted(m for m in ('labkit.kube', 'kubernetes.client.api.core_v1_api',"
+             " 'kubernetes.client.api.apps_v1_api') if m in sys.modules))",
+             "from labkit import kube")
+    done = labkit_run(series)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "loaded ahead: ['kubernetes.client.api.apps_v1_api', 'kubernetes.client.api.core_v1_api', 'labkit.kube']" \
+        in (series["outputs"] / "latest" / "01-warm.ipynb").read_text()
+
+
 def test_unset_secret_variables_stop_check_strict_and_run_before_anything(series, tmp_path, lab_doc, monkeypatch):
     passing(series["notebooks"] / "01-first.ipynb")
     monkeypatch.delenv("LABKIT_K3S_TOKEN")

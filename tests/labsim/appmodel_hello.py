@@ -20,8 +20,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def goodbye(app: web.Application) -> None:
+    print("cleaned up", flush=False)  # the model's cleanup ran, and what it wrote reached the log
+
+
 def make_app(options) -> web.Application:
     app = web.Application()
+    app.on_cleanup.append(goodbye)
     app.router.add_get("/", lambda request: web.json_response({"args": options.args}))
     app.router.add_post("/stream", stream)
     return app

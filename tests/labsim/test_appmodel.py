@@ -34,6 +34,7 @@ def test_an_app_model_serves_on_the_pod_ip_logs_requests_and_stops_on_sigterm(tm
         log = process.stdout.read()
         assert f"listening on 127.0.0.1:{port}" in log
         assert '"GET / HTTP/1.1" 200' in log
+        assert log.rstrip().endswith("cleaned up")
     finally:
         process.kill()
 
