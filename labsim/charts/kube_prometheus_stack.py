@@ -105,9 +105,12 @@ def kube_prometheus_stack(release: Release) -> list[dict]:
     if value(values, "grafana.enabled", True):
         objects += _grafana(release)
     if value(values, "defaultRules.create", True) and value(values, "defaultRules.rules.general", True):
+        disabled = value(values, "defaultRules.disabled", None) or {}  # {alert name: true}, as the chart reads it
+        groups = [{**group, "rules": [r for r in group["rules"] if not disabled.get(r["alert"])]}
+                  for group in GENERAL_RULES]
         objects.append({"apiVersion": f"{GROUP}/v1", "kind": "PrometheusRule",
                         "metadata": _meta(release, f"{fullname(release)}-general.rules", labels(release, CHART)),
-                        "spec": {"groups": GENERAL_RULES}})
+                        "spec": {"groups": groups}})
     return objects
 
 

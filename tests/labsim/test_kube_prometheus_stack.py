@@ -71,6 +71,7 @@ class Webhook:
 
 def _values(webhook: Webhook) -> str:
     return yaml.safe_dump({
+        "defaultRules": {"disabled": {"Watchdog": True}},  # the lab's own Watchdog is loaded below, as in 04
         "prometheus": {"prometheusSpec": {"scrapeInterval": "2s", "evaluationInterval": "2s", "retention": "7d",
                                           "retentionSize": "15GB", "secrets": ["scrape-ca"]}},
         "alertmanager": {
@@ -405,6 +406,23 @@ def test_storage_spec_and_retention_reach_the_statefulset() -> None:
         container["volumeMounts"]
     assert not any(v["name"] == claim["metadata"]["name"] for v in sts["spec"]["template"]["spec"]["volumes"])
     assert {"--storage.tsdb.retention.time=7d", "--storage.tsdb.retention.size=15GB"} <= set(container["args"])
+
+
+def _chart_alerts(values: dict) -> list[str]:
+    objects = kube_prometheus_stack(Release(RELEASE, NS, RELEASE, "75.15.1", values))
+    return [r["alert"] for o in objects if o["kind"] == "PrometheusRule"
+            for g in o["spec"]["groups"] for r in g["rules"] if "alert" in r]
+
+
+def test_the_labs_values_leave_no_chart_alert_that_a_lab_rule_also_defines() -> None:
+    """Two rules with one name and the same labels write one ALERTS series from two groups, and
+    Prometheus fails one group's evaluation with "out of order sample": the chart's Watchdog is off."""
+    assert "Watchdog" in _chart_alerts({})  # as the chart ships
+    lab_values = yaml.safe_load((REPO / "parameters" / "values" / "kube-prometheus-stack.yaml").read_text())
+    chart = _chart_alerts(lab_values)
+    assert chart == ["TargetDown", "InfoInhibitor"]
+    lab = {r["alert"] for doc in _p1_rules() for g in doc["groups"] for r in g["rules"]}
+    assert "Watchdog" in lab and not lab & set(chart)
 
 
 def test_the_operators_remembered_config_follows_every_change() -> None:
