@@ -62,8 +62,9 @@ report.plan(planned.changes())
 # %% [markdown]
 # ## Apply
 #
-# Each chart is followed to its end (k3s' helm Job, then the Deployment rolled out; n8n's readiness
-# waits for its database). The proxy's new pod must be ready before its old ConfigMap is pruned: if
+# The charts are installed in turn (each one's k3s helm Job to its end), then roll out side by side:
+# both Deployments are rolled out (n8n's readiness waits for its database) before labkit's own
+# objects go in. The proxy's new pod must be ready before its old ConfigMap is pruned: if
 # nginx refuses the new config, the rollout stops here with nginx's own error line and the proxy
 # keeps serving the config it had.
 

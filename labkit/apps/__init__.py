@@ -99,15 +99,16 @@ def plan(api: client.ApiClient, lab: Lab) -> Planned:
 
 def apply(api: client.ApiClient, lab: Lab, planned: Planned, *, dry_run: bool = False, timeout: float = 600,
           step: StepTimer = untimed) -> list[Change]:
-    """Secrets, n8n's database, the charts (each waited for until rolled out), then labkit's
-    objects; the proxy's rollout is waited for before its old ConfigMap is pruned."""
+    """Secrets, n8n's database, the charts (installed in turn, rolled out side by side: neither
+    serves the other's install), then labkit's objects once both are rolled out; the proxy's
+    rollout is waited for before its old ConfigMap is pruned."""
     if dry_run:
         return []
     with step("namespace and secrets", settings(lab).namespace):
         done = apply_secrets(api, lab, planned.secrets)
     with step("n8n database", settings(lab).n8n.database.name if settings(lab).n8n else ""):
         done += apply_database(api, lab, planned.database)
-    done += charts.apply(api, planned.charts, timeout=timeout, step=step)
+    done += charts.apply(api, planned.charts, timeout=timeout, step=step, overlap=True)
     keep = Plan([i for i in planned.objects.items if i.action != "delete"])
     pruned = Plan([i for i in planned.objects.items if i.action == "delete"])
     done += manifests.apply(api, keep, step=step)
