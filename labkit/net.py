@@ -306,6 +306,9 @@ def probe_redirect(address: str, host: str, *, port: int = 80, timeout: float = 
     return RedirectProbe(host, answer.status, answer.headers.get("location", ""), "")
 
 
+NOT_ROUTED_YET = (404, 503)  # Traefik without the route, or with it and no ready endpoint yet
+
+
 @dataclass(frozen=True)
 class SiteProbe:
     """The test site whoami.<domain>: its certificate, what Traefik serves, and the redirect."""
@@ -342,7 +345,9 @@ def probe_site(api: client.ApiClient, lab: Lab, *, redirect: bool = True, timeou
     address = traefik_address(api, timeout=timeout)
     tls = probe_tls(address, host, ca_file=certs.issuer_ca(lab))
     deadline, pause = time.monotonic() + 30, polling.pauses()
-    while tls.serial != issued.serial and time.monotonic() < deadline:  # Traefik loads the new Secret
+    # Traefik loads the new Secret, and the Service's endpoints once the pod is ready (its provider
+    # applies changes at most every 2 s): until then it serves the old certificate, or 404/503.
+    while (tls.serial != issued.serial or tls.status in NOT_ROUTED_YET) and time.monotonic() < deadline:
         time.sleep(next(pause))  # from 0.05 s up to 1 s: a fixed 1 s poll cost 03 two whole seconds here
         tls = probe_tls(address, host, ca_file=certs.issuer_ca(lab))
     return SiteProbe(host, issued, tls, probe_redirect(address, host) if redirect else None)
