@@ -9,7 +9,8 @@ keeps containers' logs in the API server (what ``kubectl logs`` reads, real prog
 included), so the model reads them through ``pods/log`` with ``timestamps=true`` from the last
 timestamp it read (``sinceTime``, as its position), every ``INTERVAL`` seconds of the lab's clock
 (at least ``FLOOR`` real seconds), over one kept-alive connection, and sends the lines not sent
-yet. It serves ``/ready`` and ``/metrics`` on port 3101 as promtail does.
+yet. As promtail's positions, they move only once Loki has taken the lines: a push that fails
+(Loki not up yet) is read and sent again. It serves ``/ready`` and ``/metrics`` on port 3101 as promtail does.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import ssl
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -94,31 +95,30 @@ class Shipper:
     async def round(self, session: aiohttp.ClientSession) -> None:
         selector = urllib.parse.quote(f"spec.nodeName={self.node}")
         pods = (await self._get_json(session, f"/api/v1/pods?fieldSelector={selector}")).get("items") or []
-        streams, listed = [], set()
+        streams, moved = [], {}
         for pod in pods:
             meta = pod["metadata"]
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 key = (meta["uid"], status["name"])
-                listed.add(key)
-                position = self.positions.get(key)
-                if position is None or position.restarts != status.get("restartCount", 0):
+                position = replace(self.positions.get(key) or Position(restarts=-1))
+                if position.restarts != status.get("restartCount", 0):
                     position = Position(restarts=status.get("restartCount", 0))  # a new run: its log starts over
+                moved[key] = position
                 try:
                     text = await self._get(session, f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/log"
                                                     f"?container={status['name']}&timestamps=true{position.since()}")
                 except aiohttp.ClientResponseError:  # waiting to start: nothing to read yet
                     continue
                 entries = position.read(text)
-                self.positions[key] = position
                 if entries:
                     streams.append({"stream": _labels(pod, status["name"], self.node), "values": entries})
-        self.positions = {k: v for k, v in self.positions.items() if k in listed}
         if streams:
             url = incluster.resolve_url(push_url())
             async with session.post(url, data=json.dumps({"streams": streams}),
                                     headers={"Content-Type": "application/json"}) as reply:
                 reply.raise_for_status()
             self.lines_sent += sum(len(s["values"]) for s in streams)
+        self.positions = moved  # only once Loki has the lines: a failed push sends them again next round
 
     async def _get(self, session: aiohttp.ClientSession, path: str) -> str:
         token = (incluster.SA_DIR / "token").read_text().strip()
