@@ -193,8 +193,7 @@ def rule_copy(api: client.ApiClient, lab: Lab) -> Iterator[str]:
 def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | None = None, percent: float = 95,
         timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
     """The drill with its rule copy deployed for it (``rule_copy``, then ``follow``)."""
-    node = node or lab.nodes[-1].name
-    lab.node(node)  # a clear error for a name the lab does not have
+    node = _drill_node(lab, node)  # before anything is deployed
     with rule_copy(api, lab) as group:
         return follow(stack, lab, group, node=node, percent=percent, timeout=timeout, page_margin=page_margin)
 
@@ -205,8 +204,7 @@ def follow(stack: observe.Stack, lab: Lab, group: str, *, node: str | None = Non
     knows an Alertmanager, fill ``node``'s disk (default: the last node), follow ALERT to ntfy
     (within the group_wait Alertmanager runs + ``page_margin`` once firing), clear, follow its
     resolution; the disk is cleared whatever happens."""
-    node = node or lab.nodes[-1].name
-    lab.node(node)
+    node = _drill_node(lab, node)
     obs = lab.observability
     assert obs is not None  # the copy was made from its rules
     _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
@@ -217,6 +215,14 @@ def follow(stack: observe.Stack, lab: Lab, group: str, *, node: str | None = Non
     look = 1.0 if every is None else min(1.0, every / LOOKS_PER_EVALUATION)
     return replace(_drill(stack, lab, node, percent, timeout, page_within, look), held_for=held,
                    held_group=waits, group_wait=group_wait)
+
+
+def _drill_node(lab: Lab, node: str | None) -> str:
+    """The node whose disk the drill fills (default: the last node); a clear error for a name the
+    lab does not have."""
+    name = node or lab.nodes[-1].name
+    lab.node(name)
+    return name
 
 
 def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: float,

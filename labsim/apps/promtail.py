@@ -100,9 +100,9 @@ class Shipper:
             meta = pod["metadata"]
             for status in (pod.get("status") or {}).get("containerStatuses") or []:
                 key = (meta["uid"], status["name"])
-                position = replace(self.positions.get(key) or Position(restarts=-1))
-                if position.restarts != status.get("restartCount", 0):
-                    position = Position(restarts=status.get("restartCount", 0))  # a new run: its log starts over
+                run, known = status.get("restartCount", 0), self.positions.get(key)
+                # A copy: the position moves only once the push succeeds. A new run's log starts over.
+                position = replace(known) if known and known.restarts == run else Position(restarts=run)
                 moved[key] = position
                 try:
                     text = await self._get(session, f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/log"
