@@ -1,5 +1,5 @@
 """A papermill engine that reports each cell as it starts, for the runner's progress display, and
-runs a notebook in a kernel started ahead of it (``km``, from ``labkit.kernels``)."""
+runs a notebook in a kernel started ahead of it (``km``, forked by ``labkit.kernels``)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
-"""The kernels of a run, each started one notebook ahead.
+"""The kernels of a run, each started ahead of its notebook.
 
 Starting a kernel and importing what a notebook imports costs seconds that papermill would spend
-before the notebook's first cell. ``Kernels`` starts the next notebook's kernel while the current
-notebook runs, and that kernel imports the modules its notebook imports (``warm_modules``) before
-it reports ready. Each notebook still gets a fresh process (no state passes between notebooks):
-only ``sys.modules`` is warm, the namespace is empty. Kernels are shut down in the background once
-their notebook ends; ``close`` waits for them and stops any that never ran. ``own_kernel`` makes
-the kernel spec they start this interpreter's.
+before the notebook's first cell. ``Kernels`` forks each kernel from one process that has imported
+what the run's notebooks import (``warm_modules``; ``labkit.kernelfork``), and forks the next
+notebook's kernel while the current notebook runs. Each notebook still gets a fresh process (no
+state passes between notebooks): only ``sys.modules`` is warm, the namespace is empty. Kernels are
+shut down in the background once their notebook ends; ``close`` waits for them and stops any that
+never ran, and the fork server. ``own_kernel`` makes the kernel spec they start this interpreter's.
 
 A kernel's own stderr (not its cells': those reach the notebook) goes to a file of the run's
 scratch folder, not the terminal: a kernel torn down mid-message prints ipykernel's and zmq's
@@ -16,10 +16,11 @@ tracebacks there. When a kernel dies, ``last_words`` gives the end of that file 
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
-import json
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from jupyter_client import KernelManager
 
 from labkit import secrets
+from labkit.kernelfork import ForkedProvisioner, ForkServer
 from labkit.nbimport import nbformat
 
 KERNEL = "homelab-notebooks"
@@ -78,42 +80,40 @@ def _is_package(name: str) -> bool:
     return spec is not None and spec.submodule_search_locations is not None
 
 
-def _preload(modules: list[str]) -> str:
-    """One IPython exec line that imports ``modules`` and binds no name (a comprehension's own scope;
-    ``... and None`` leaves nothing for the display hook)."""
-    return f"[__import__('importlib').import_module(m) for m in {json.dumps(modules)}] and None"
-
-
 class Kernels:
-    """Start with ``prepare(notebook)`` (cheap: the process boots on its own), run the notebook with
+    """Start with ``prepare(notebook)`` (cheap: the kernel boots on its own), run the notebook with
     ``take(notebook)``'s manager, hand it back with ``release``."""
 
     def __init__(self, logs: Path) -> None:
         self._logs = logs  # the run's scratch folder
+        self._server: ForkServer | None = None
         self._ready: dict[Path, KernelManager] = {}
         self._stopping: list[threading.Thread] = []
 
     def prepare(self, notebook: Path) -> None:
         if notebook in self._ready:
             return
-        km = KernelManager(kernel_name=KERNEL)
+        if self._server is None:  # started with the first kernel: the kernel spec is in place by then
+            self._server = ForkServer(notebook.parent, self._logs / "kernelfork.log")
+        km = KernelManager(kernel_name=KERNEL, kernel_id=str(uuid.uuid4()))
         km.client_class = "jupyter_client.asynchronous.AsyncKernelClient"  # what nbclient drives
-        modules = warm_modules(notebook)
-        preload = [f"--IPKernelApp.exec_lines={_preload(modules)}"] if modules else []
+        km.provisioner = ForkedProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+        km.provisioner.server, km.provisioner.modules = self._server, tuple(warm_modules(notebook))
         with self.log(notebook).open("ab") as stderr:  # the kernel holds its own copy
-            km.start_kernel(extra_arguments=KERNEL_ARGS + preload, cwd=str(notebook.parent), stderr=stderr)
+            km.start_kernel(extra_arguments=KERNEL_ARGS, cwd=str(notebook.parent), stderr=stderr)
         self._ready[notebook] = km
 
     def log(self, notebook: Path) -> Path:
         return self._logs / f"kernel-{notebook.stem}.log"
 
     def last_words(self, notebook: Path, lines: int = LAST_WORDS) -> str:
-        """The last lines the notebook's kernel wrote to its stderr ('' if none)."""
-        try:
-            said = self.log(notebook).read_text(errors="replace").strip().splitlines()
-        except FileNotFoundError:
-            return ""
-        return "\n".join(said[-lines:])
+        """The last lines the notebook's kernel wrote to its stderr, or else the fork server ('' if none)."""
+        for log in (self.log(notebook), self._logs / "kernelfork.log"):
+            with contextlib.suppress(FileNotFoundError):
+                said = log.read_text(errors="replace").strip().splitlines()
+                if said:
+                    return "\n".join(said[-lines:])
+        return ""
 
     def take(self, notebook: Path) -> KernelManager:
         self.prepare(notebook)
@@ -134,6 +134,8 @@ class Kernels:
         self._ready.clear()
         for thread in self._stopping:
             thread.join()
+        if self._server is not None:
+            self._server.close()
 
     def __enter__(self) -> Kernels:
         return self

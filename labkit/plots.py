@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from labkit.display import when_shell
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
@@ -29,17 +31,11 @@ def figure_html(spec: dict, div_id: str) -> str:
             f"{json.dumps(spec.get('data', []))}, {json.dumps(spec.get('layout', {}))}, {{responsive: true, displaylogo: false}});</script>")
 
 
-def _install() -> None:
+def _install(shell) -> None:
     """Display figures as data, through IPython's formatter: plotly's own display
     (``Figure._ipython_display_``) goes through its renderers, which import nbformat, hence
     jsonschema: 2.5-5 s of a kernel's first figure, for nothing."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is not None:
-        shell.display_formatter.ipython_display_formatter.for_type(go.Figure, _show)
+    shell.display_formatter.ipython_display_formatter.for_type(go.Figure, _show)
 
 
 def _show(fig: go.Figure) -> None:
@@ -48,7 +44,7 @@ def _show(fig: go.Figure) -> None:
     display(figure_bundle(fig), raw=True)
 
 
-_install()
+when_shell(_install)
 pio.templates.default = "plotly_white"
 
 

@@ -22,11 +22,12 @@ import pandas as pd
 
 from labkit import tables
 from labkit.changes import Change, Check, Plan
+from labkit.display import when_shell
 from labkit.errors import ChecksFailed
 from labkit.progress import say
 from labkit.records import APPLIED_MIME, RECORD_MIME
 
-tables.install()  # a notebook that reports shows its tables labkit's way (no 0..n index, long ones folded)
+when_shell(tables.install)  # a notebook that reports shows its tables labkit's way (no 0..n index, long ones folded)
 
 
 def plan_table(changes: Iterable[Change]) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """How a notebook shows a table: no meaningless 0..n index, text left-aligned, long tables folded.
 
-``install()`` registers this rendering with IPython for every pandas DataFrame a cell shows, so
+``install(shell)`` registers this rendering with IPython for every pandas DataFrame a cell shows, so
 labkit's functions keep returning plain DataFrames (which tests and code index as usual) and the
 cells stay a bare expression.
 """
@@ -28,12 +28,6 @@ def to_html(frame: pd.DataFrame) -> str:
     return f"<details><summary>{len(frame)} rows ({columns})</summary>{body}</details>"
 
 
-def install() -> None:
-    """Render DataFrames this way in the running IPython kernel (nothing outside one)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is not None:
-        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, to_html)
+def install(shell) -> None:
+    """Render DataFrames this way in ``shell`` (see ``labkit.display.when_shell``)."""
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, to_html)

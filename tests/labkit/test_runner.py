@@ -11,6 +11,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -224,6 +227,28 @@ def test_a_notebooks_kernel_has_its_imports_and_kubernetes_api_classes_loaded_be
         in (series["outputs"] / "latest" / "01-warm.ipynb").read_text()
 
 
+def test_each_notebook_runs_in_a_fresh_forked_kernel_that_shows_tables_and_figures_labkits_way(series):
+    """Kernels are forked from one process that imported labkit first (labkit.kernelfork): each
+    notebook still gets a process of its own that no earlier cell touched, and labkit's display of
+    tables and figures, which needs the kernel's shell the fork server never had, is in place."""
+    notebook(series["notebooks"] / "01-first.ipynb",
+             "import os\nfrom labkit import report\nreport.LEFT_BEHIND = True\nprint('pid', os.getpid())")
+    notebook(series["notebooks"] / "02-second.ipynb",
+             "import os\nimport pandas as pd\nimport plotly.graph_objects as go\nfrom labkit import plots, report\n"
+             "print('pid', os.getpid(), 'left behind:', hasattr(report, 'LEFT_BEHIND'))",
+             "pd.DataFrame({'node': ['k3s-master']})", "go.Figure(layout_title_text='drawn')")
+    done = labkit_run(series)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first, second = (nbformat.read(series["outputs"] / "latest" / name, as_version=4)
+                     for name in ("01-first.ipynb", "02-second.ipynb"))
+    first_pid = re.search(r"pid (\d+)", first.cells[-1].outputs[0]["text"])[1]
+    printed = second.cells[-3].outputs[0]["text"]
+    assert printed.startswith("pid ") and f"pid {first_pid} " not in printed and "left behind: False" in printed
+    table, figure = second.cells[-2].outputs[0]["data"], second.cells[-1].outputs[0]["data"]
+    assert "k3s-master" in table["text/html"] and ">0</th>" not in table["text/html"]  # no 0..n index
+    assert "application/vnd.plotly.v1+json" in figure and figure["text/plain"] == "<plotly figure: drawn>"
+
+
 def test_unset_secret_variables_stop_check_strict_and_run_before_anything(series, tmp_path, lab_doc, monkeypatch):
     passing(series["notebooks"] / "01-first.ipynb")
     monkeypatch.delenv("LABKIT_K3S_TOKEN")
@@ -316,6 +341,12 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _kernel_processes(runner: int) -> list[int]:
+    """The fork server the runner started and the kernels it forked."""
+    server = [pid for pid in _children(runner) if b"labkit.kernelfork" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return server + [kernel for pid in server for kernel in _children(pid)]
+
+
 def _alive(pid: int) -> bool:
     try:
         return not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
@@ -323,10 +354,11 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
-def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, code):
-    """Ctrl-C or SIGTERM mid-cell: kernel stopped, what ran kept (scrubbed), summary 'interrupted'
-    naming notebook and cell, latest updated, no temporary folder, the embedded lab it started stopped."""
+@contextmanager
+def _slow_run(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, list[int], Path, Path, Path]]:
+    """`labkit run` of a notebook whose cell sleeps, on an embedded lab it starts, once that cell has
+    started: the run, the kernel's processes (forked by the fork server: the runner's grandchildren),
+    outputs, scratch folder, and the lab's ``labsim down`` status once the run has gone."""
     from tests.labfiles import state_dir, write_lab
 
     lab_file = write_lab(tmp_path)
@@ -346,19 +378,29 @@ def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, cod
                                env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"})
     finally:
         signal.signal(signal.SIGINT, held)
+    down = tmp_path / "labsim-down.txt"
     try:
         for line in run.stdout:
             if "import time" in line:  # the slow cell has started
                 break
-        kernels = _children(run.pid)
-        assert kernels  # the notebook's kernel
-        run.send_signal(getattr(signal, signame))
-        out, err = run.communicate(timeout=180)
+        kernels = _kernel_processes(run.pid)
+        assert len(kernels) >= 2  # the fork server and the notebook's kernel
+        yield run, kernels, outputs, scratch, down
     finally:
         run.kill()
         status = subprocess.run([sys.executable, "-m", "labsim", "down", "--state", str(state_dir(lab_file))],
                                 capture_output=True, text=True, timeout=120)
-    assert status.stdout.startswith("labsim: not running")  # the embedded lab the run started is stopped
+        down.write_text(status.stdout)
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, code):
+    """Ctrl-C or SIGTERM mid-cell: kernel stopped, what ran kept (scrubbed), summary 'interrupted'
+    naming notebook and cell, latest updated, no temporary folder, the embedded lab it started stopped."""
+    with _slow_run(tmp_path) as (run, kernels, outputs, scratch, down):
+        run.send_signal(getattr(signal, signame))
+        out, err = run.communicate(timeout=180)
+    assert down.read_text().startswith("labsim: not running")  # the embedded lab the run started is stopped
     assert run.returncode == code, out + err
     assert "Traceback" not in out + err
     assert f"interrupted ({signame})" in err
@@ -374,6 +416,18 @@ def test_an_interrupted_run_leaves_a_record_and_no_debris(tmp_path, signame, cod
     assert first["secrets_scrubbed"] >= 1
     assert list(scratch.iterdir()) == []  # no unscrubbed notebook left in the temporary folder
     assert not any(_alive(pid) for pid in kernels)
+
+
+def test_a_killed_run_leaves_no_kernel_behind(tmp_path):
+    """A runner killed outright (SIGKILL: nothing of it runs) closes the fork server's channel by
+    dying; the server kills the kernel it forked, mid-cell, and exits."""
+    with _slow_run(tmp_path) as (run, kernels, *_):
+        run.kill()
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in kernels) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in kernels)
 
 
 CANARY_CELLS = [
