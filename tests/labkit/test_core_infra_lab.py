@@ -163,10 +163,14 @@ def test_http01_is_validated_by_pebble_through_traefik(lab: Lab, tmp_path: Path)
     order = next(o for o in lab.listing("orders") if o["spec"]["dnsNames"] == [host])
     assert order["status"]["state"] == "valid"
     (token,) = [c["token"] for a in order["status"]["authorizations"] for c in a["challenges"] if c["type"] == "http-01"]
-    lines = [line for line in lab.traefik_log().splitlines() if f"/.well-known/acme-challenge/{token}" in line]
-    # On websecure, after the redirect (Traefik's redirect router is internal: not in its access log).
-    answered = [line for line in lines if f'"GET /.well-known/acme-challenge/{token} HTTP/1.1" 200 ' in line]
-    assert len(answered) >= 2, lines  # cert-manager's self-check, then Pebble's validation
+
+    def answered() -> list[str]:  # Traefik writes its access log a moment after it answered
+        lines = [line for line in lab.traefik_log().splitlines() if f"/.well-known/acme-challenge/{token}" in line]
+        # On websecure, after the redirect (Traefik's redirect router is internal: not in its access log).
+        found = [line for line in lines if f'"GET /.well-known/acme-challenge/{token} HTTP/1.1" 200 ' in line]
+        return found if len(found) >= 2 else []  # cert-manager's self-check, then Pebble's validation
+
+    answered = wait_until(answered, timeout=30)
     assert all('"websecure-default-cm-acme-http-solver-' in line and ':8089" ' in line for line in answered), answered
     # The solver goes once its Challenge is deleted, which may finish after the Certificate is Ready.
     wait_until(lambda: not client.CoreV1Api(lab.api).list_namespaced_pod(

@@ -132,7 +132,8 @@ async def test_job_deadline_and_ttl_on_the_lab_clock():
         failed = await wait_for(lambda: conditions(j := get(cluster, "batch/v1", "Job", "slow")).get("Failed") == "True"
                                 and j)
         assert [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Failed"] == ["DeadlineExceeded"]
-        assert cluster.store.list(pods, "default", labels={"job-name": "slow"}) == []  # its pod was stopped
+        # Its pod is stopped (the controller deletes it; the kubelet finishes the deletion a moment later).
+        await wait_for(lambda: cluster.store.list(pods, "default", labels={"job-name": "slow"}) == [])
         assert get(cluster, "batch/v1", "Job", "tidy") is not None
         cluster.clock.advance(60)  # past the finished Job's TTL
         await wait_for(lambda: cluster.store.get(jobs, "default", "tidy") is None
