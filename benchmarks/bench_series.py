@@ -8,7 +8,10 @@ Figures (each a fresh embedded lab on loopback addresses of its own, ``labkit ru
 - cold: ``labkit run --keep-lab`` (what ``make lab`` runs) at time_scale 0 on a new lab (3 nodes),
   target <= 2.5x the floor;
 - converged: the same command again on that running lab, which changes nothing (a user's second
-  ``make lab``), target <= 1.8x the floor; then ``labsim down``, timed on its own line;
+  ``make lab``), target <= 1.8x the floor; per notebook, its papermill duration and the seconds its
+  cells ran (the lab's work: plans, probes, drills); then ``labsim down``, timed on its own line;
+- runner alone: ``labkit run`` over the floor's parameters-only notebooks on that running lab: the
+  runner's own cost (kernels, papermill, scrubbing, summary) next to papermill's;
 - 12 nodes: the cold run with 12 nodes (kept, then stopped), target <= 1.2x the 3-node cold run;
 - time_scale 0.05: the cold run again; per notebook and for the series, the critical path of the
   operations the twin recorded (``bench_series_path``: its ledger, the notebooks' windows), wall /
@@ -74,6 +77,16 @@ def labkit_run(lab_file: Path, outputs: Path, label: str, *flags: str) -> tuple[
     return elapsed, {**summary, "bench_start": wall_start, "bench_end": time.time()}
 
 
+def cell_seconds(run_folder: Path) -> dict[str, tuple[float, float]]:
+    """Per executed notebook of a run folder: papermill's duration and the sum of its cells' durations."""
+    out = {}
+    for path in sorted(run_folder.glob("[0-9][0-9]-*.ipynb")):
+        nb = json.loads(path.read_text())
+        cells = sum(c["metadata"].get("papermill", {}).get("duration") or 0 for c in nb["cells"] if c["cell_type"] == "code")
+        out[path.stem] = (nb["metadata"].get("papermill", {}).get("duration") or 0.0, cells)
+    return out
+
+
 def lab_down(lab_file: Path) -> float:
     """Stop a lab that a ``--keep-lab`` run left running (``make stop-lab``); its wall time."""
     start = time.perf_counter()
@@ -126,7 +139,7 @@ def main() -> None:
     print(f"series: {count} notebook(s): {names}")
     with tempfile.TemporaryDirectory(prefix="bench-series-") as tmp:
         base = Path(tmp)
-        for name in ("floor", "lab3", "lab12", "scaled"):
+        for name in ("floor", "lab3", "lab12", "scaled", "runner"):
             (base / name).mkdir()
         empty = floor(base / "floor", count)
         line(f"floor: papermill, {count} parameters-only notebooks", empty)
@@ -139,6 +152,12 @@ def main() -> None:
             again, summary = labkit_run(lab3, base / "lab3" / "outputs", "converged", "--keep-lab")
             changes = sum(n["changes"] for n in summary["notebooks"])
             line(f"converged re-run ({changes} changes), same lab", again, verdict(again / empty, 1.8))
+            spent = cell_seconds(base / "lab3" / "outputs" / "latest")
+            print(f"{'  of which in cells (the lab work)':<46} {sum(c for _, c in spent.values()):7.2f} s   "
+                  + ", ".join(f"{name[:2]} {cells:.1f}/{total:.1f}" for name, (total, cells) in spent.items())
+                  + "  (per notebook: cells/papermill s)")
+            runner, _ = labkit_run(lab3, base / "runner", "runner alone", "--keep-lab", "--notebooks", str(base / "floor"))
+            line(f"runner alone: labkit run, {count} parameters-only notebooks", runner, f"{runner / empty:4.2f}x the floor")
         finally:
             line("  then labsim down", lab_down(lab3))
         doc = sim_lab(base / "lab12", workers=11, time_scale=0.0)
