@@ -192,7 +192,7 @@ def serve(control: socket.socket) -> None:
                     request = json.loads(message)
                     _import(request["modules"])
                     pid = _fork(request, files, answer,
-                                closing=[control, wakeup_r, wakeup_w, *kernels.values()])
+                                closing=[sel, control, wakeup_r, wakeup_w, *kernels.values()])
                     kernels[pid] = answer
                 else:
                     wakeup_r.recv(64)
@@ -207,7 +207,7 @@ def _import(modules: list[str]) -> None:
             traceback.print_exc()
 
 
-def _fork(request: dict, fds: list[int], answer: socket.socket, closing: list[socket.socket]) -> int:
+def _fork(request: dict, fds: list[int], answer: socket.socket, closing: list[Any]) -> int:
     pid = os.fork()
     if pid == 0:
         _kernel(request, fds, [*closing, answer])  # never returns
@@ -219,17 +219,18 @@ def _fork(request: dict, fds: list[int], answer: socket.socket, closing: list[so
     return pid
 
 
-def _kernel(request: dict, fds: list[int], closing: list[socket.socket]) -> None:
+def _kernel(request: dict, fds: list[int], closing: list[Any]) -> None:
     """The forked child: become the kernel of ``request``, as ``python -m ipykernel_launcher`` would."""
     try:
         os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for sock in closing:
-            sock.close()
+        for server_side in closing:  # the server's selector and sockets: none of the kernel's business
+            server_side.close()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
+        os.close(devnull)
         for name, fd in zip(request["files"], fds, strict=True):
             os.dup2(fd, 1 if name == "stdout" else 2)
             os.close(fd)
