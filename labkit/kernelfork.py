@@ -33,6 +33,8 @@ from typing import Any
 
 from jupyter_client.provisioning import LocalProvisioner
 
+from labkit.errors import LabError
+
 START_TIMEOUT_S = 120  # the server's imports, under load, before it forks the first kernel
 
 
@@ -44,6 +46,7 @@ class ForkServer:
         # One control channel, made here and handed over: no path another user could connect to, and
         # a kernel asked for before the server has imported anything waits in the channel's buffer.
         self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._log = log
         with log.open("ab") as stderr, theirs:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "labkit.kernelfork", str(theirs.fileno())],
@@ -55,7 +58,12 @@ class ForkServer:
         answers (its PID, later its exit code) come on the returned socket."""
         mine, theirs = socket.socketpair()
         with theirs:
-            socket.send_fds(self._control, [json.dumps(request).encode()], [theirs.fileno(), *fds])
+            try:
+                socket.send_fds(self._control, [json.dumps(request).encode()], [theirs.fileno(), *fds])
+            except OSError:  # it died (a crash while importing): its last words say why
+                mine.close()
+                said = self._log.read_text(errors="replace").strip().splitlines()[-8:]
+                raise LabError("the kernel fork server has stopped" + (":\n" + "\n".join(said) if said else "")) from None
         return mine
 
     def close(self) -> None:
