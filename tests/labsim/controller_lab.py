@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from labsim.kube.logs import PodLogs
 from labsim.kube.store import Store
 from labsim.pki import make_ca
 from labsim.runtime.runtime import ContainerRuntime
+from tests.labfiles import unique_pod_networks
 
 
 @dataclass
@@ -25,10 +27,14 @@ class InProcessCluster:
     store: Store = field(init=False)
     server_ip: str = "127.9.0.20"
     token: str = "K10test::server:secret"
-    cluster_cidr: str = "127.42.0.0/16"
-    service_cidr: str = "127.43.0.0/16"
+    # Pod IPs and ClusterIPs the twin binds: networks of this cluster's own, never the embedded
+    # lab's default 127.42/16 and 127.43/16 (a lab kept running beside the tests) nor another test's.
+    cluster_cidr: str = ""
+    service_cidr: str = ""
 
     def __post_init__(self) -> None:
+        if not self.cluster_cidr:
+            self.cluster_cidr, self.service_cidr = unique_pod_networks()
         self.store = Store(self.clock)
         self.logs = PodLogs(self.store.now)
         self.state_dir = Path(tempfile.mkdtemp(prefix="labsim-controllers-"))  # containers' files
@@ -36,6 +42,10 @@ class InProcessCluster:
         self._ca = make_ca("k3s-server-ca")
         for ns in ("default", "kube-system"):
             self.store.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+
+    def node_pod_cidr(self, index: int) -> str:
+        """The /24 of the cluster CIDR a node of this ``index`` gets (as k3s hands them out)."""
+        return str(list(ipaddress.ip_network(self.cluster_cidr).subnets(new_prefix=24))[index])
 
     def ca_pem(self) -> bytes:
         return self._ca.cert_pem
@@ -45,7 +55,7 @@ class InProcessCluster:
 
     def add_node(self, name: str, index: int, *, cpu: str = "2", memory: str = "4Gi", ready: bool = True,
                  labels: dict | None = None, taints: list | None = None, pod_cidr: str = "") -> dict:
-        pod_cidr = pod_cidr or f"127.42.{index}.0/24"
+        pod_cidr = pod_cidr or self.node_pod_cidr(index)
         node = {
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
