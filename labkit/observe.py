@@ -219,6 +219,13 @@ class Stack:
 
     def get(self, component: str, path: str, **params) -> dict:
         """GET ``path`` of a component's API: its JSON answer (an ObserveError otherwise)."""
+        return self._answer(component, path, params).json()
+
+    def text(self, component: str, path: str) -> str:
+        """GET ``path`` of a component (its /metrics): the body (an ObserveError otherwise)."""
+        return self._answer(component, path, {}).text
+
+    def _answer(self, component: str, path: str, params: dict) -> requests.Response:
         url = self.url(component) + path
         try:
             answer = self.session.get(url, params=params, timeout=HTTP_TIMEOUT)
@@ -226,7 +233,7 @@ class Stack:
             raise ObserveError(f"GET {url}: {exc}") from None
         if answer.status_code != 200:
             raise ObserveError(f"GET {url}: HTTP {answer.status_code}: {answer.text[:300]}")
-        return answer.json()
+        return answer
 
     def close(self) -> None:
         self.session.close()
@@ -427,7 +434,11 @@ def post_alert(stack: Stack, labels: dict[str, str], annotations: dict[str, str]
     alert = {"labels": labels, "annotations": annotations, "generatorURL": "https://labkit/drill"}
     if ends_at is not None:
         alert["endsAt"] = ends_at.isoformat()
-    answer = stack.session.post(stack.url("alertmanager") + "/api/v2/alerts", json=[alert], timeout=HTTP_TIMEOUT)
+    url = stack.url("alertmanager") + "/api/v2/alerts"
+    try:
+        answer = stack.session.post(url, json=[alert], timeout=HTTP_TIMEOUT)
+    except requests.RequestException as exc:
+        raise ObserveError(f"POST {url}: {exc}") from None
     if answer.status_code != 200:
         raise ObserveError(f"Alertmanager refused the alert: HTTP {answer.status_code}: {answer.text[:300]}")
 
@@ -451,10 +462,10 @@ def alerts(stack: Stack) -> pd.DataFrame:
 
 def notifications(stack: Stack) -> pd.DataFrame:
     """Alertmanager's notification counters per integration: sent, failed (its /metrics)."""
-    answer = stack.session.get(stack.url("alertmanager") + "/metrics", timeout=HTTP_TIMEOUT)
+    metrics = stack.text("alertmanager", "/metrics")
     counts: dict[str, dict[str, float]] = {}
     for name, labels, value in re.findall(r'^(alertmanager_notifications(?:_failed)?_total)\{([^}]*)\} (\S+)$',
-                                          answer.text, re.M):
+                                          metrics, re.M):
         integration = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("integration", "")
         row = counts.setdefault(integration, {"sent": 0.0, "failed": 0.0})
         row["failed" if "failed" in name else "sent"] += float(value)

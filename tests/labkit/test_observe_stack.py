@@ -113,3 +113,12 @@ def test_wait_rules_leaves_out_the_groups_it_skips(stack) -> None:
     assert lab.rules.to_dict("records") == [{"group": "lab", "rule": "LabDown", "type": "alerting", "health": "ok",
                                              "state": "inactive", "lastError": ""}]
     assert [c.passed for c in lab.checks(["LabDown"])] == [True, True]
+
+
+def test_a_component_answering_with_an_error_is_an_observe_error_naming_it(stack) -> None:
+    """/metrics read as text (Alertmanager's notification counters) is checked like the JSON API:
+    an error page is not parsed as 'nothing sent'."""
+    stack, _ = stack
+    assert "prometheus_build_info" in stack.text("prometheus", "/metrics")
+    with pytest.raises(observe.ObserveError, match=r"GET http://127\.0\.0\.1:\d+/no-such-page: HTTP 404"):
+        stack.text("prometheus", "/no-such-page")
