@@ -94,7 +94,7 @@ class ForkedKernel:
             if not self._read(timeout=START_TIMEOUT_S):
                 raise RuntimeError(f"the kernel fork server forked no kernel in {START_TIMEOUT_S} s")
         if self._pid is None:
-            raise RuntimeError("the kernel fork server stopped before it forked the kernel (see the run's kernel log)")
+            raise RuntimeError("the kernel fork server stopped before it forked the kernel")
         return self._pid
 
     def _read(self, timeout: float | None) -> bool:
