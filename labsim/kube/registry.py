@@ -41,7 +41,7 @@ class ClusterRegistry:
 
     async def close(self) -> None:
         for cluster in self.clusters.values():
-            await cluster.stop_api()
+            await cluster.close()
 
     async def create_server(self, *, node_name: str, ip: str, version: str, token: str, tls_san: list[str],
                             disable: list[str], cluster_init: bool, cluster_cidr: str, service_cidr: str) -> Cluster:
@@ -58,10 +58,12 @@ class ClusterRegistry:
             cluster.save()
         return cluster
 
-    def remove(self, node_name: str) -> Cluster | None:
-        """Forget a cluster and its state (k3s-uninstall.sh); its API must be stopped first."""
+    async def remove(self, node_name: str) -> None:
+        """Forget a cluster and its state (k3s-uninstall.sh): its API and every container of it stop."""
+        cluster = self.clusters.pop(node_name, None)
+        if cluster is not None:
+            await cluster.close()
         shutil.rmtree(self.root / node_name, ignore_errors=True)
-        return self.clusters.pop(node_name, None)
 
     def find(self, ip: str) -> Cluster | None:
         return next((c for c in self.clusters.values() if c.server_ip == ip), None)
