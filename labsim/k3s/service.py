@@ -130,6 +130,8 @@ def kill_containers(node) -> None:
     for cluster in node.lab.clusters.clusters.values():
         for name in names:
             cluster.runtime.stop_node(name)
+        if cluster.server_ip == node.spec.ip:  # the twin's one kube-proxy runs with the server
+            cluster.close_outliving()
 
 
 # --- server -------------------------------------------------------------------------------------

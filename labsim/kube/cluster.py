@@ -17,7 +17,9 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -31,6 +33,12 @@ from labsim.node import image, nodefiles
 from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
 API_PORT = 6443
 SAVE_EVERY = 1.0  # real seconds between saves of a changed store
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
@@ -54,6 +62,9 @@ class Cluster:
         self._tasks: list[asyncio.Task] = []
         self._saved_rv = -1
         self._reaped = False
+        # What k3s' process leaves behind besides the containers (kube-proxy's rules), by owner: closed by ``close``.
+        self.outliving: dict[str, Closable] = {}
+        self.machine_runs: Callable[[str], bool] = lambda ip: True  # the lab's answer: is the machine at ip up
         self._ca, self._server_cert, self._admin = self._load_pki()
 
     # -- persistence ----------------------------------------------------------------------------
@@ -205,7 +216,14 @@ class Cluster:
     async def close(self) -> None:
         """The lab stops, or the cluster is uninstalled: k3s and every container of the cluster."""
         await self.stop_api()
+        self.close_outliving()
         await self.runtime.close()
+
+    def close_outliving(self) -> None:
+        """What k3s' process left behind (kube-proxy's rules) goes: its machine stopped, the cluster closes."""
+        outliving, self.outliving = self.outliving, {}
+        for item in outliving.values():
+            item.close()
 
     @property
     def authorizer(self):

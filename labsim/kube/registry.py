@@ -36,8 +36,10 @@ class ClusterRegistry:
             self._connect(cluster)
 
     def _connect(self, cluster: Cluster) -> None:
-        """What the cluster's pods reach outside it: the lab's ACME server and Cloudflare model."""
+        """What the cluster's pods reach outside it: the lab's ACME server and Cloudflare model;
+        which of its nodes' machines run (kube-proxy serves NodePorts on those)."""
         cluster.pebble, cluster.cloudflare = self.lab.pebble, self.lab.cloudflare
+        cluster.machine_runs = lambda ip: self.lab.nodes.at(ip) is not None
 
     async def close(self) -> None:
         for cluster in self.clusters.values():

@@ -303,46 +303,58 @@ def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiCli
     assert name in {r["spec"]["snapshotName"] for r in records["items"]}  # reconciled from the files at start
 
 
-def test_pods_run_on_while_k3s_restarts_and_those_a_restored_snapshot_lacks_are_swept(
+def test_pods_and_services_run_on_while_k3s_restarts_and_pods_a_restored_snapshot_lacks_are_swept(
         k3s: K3sLab, kube: client.ApiClient) -> None:
-    """k3s' unit has KillMode=process: `systemctl stop k3s` leaves the containers running (here
-    the same nginx processes serve throughout); a restored etcd snapshot that lacks a pod (created
-    after it) has that pod's containers stopped when k3s starts again."""
+    """k3s' unit has KillMode=process: `systemctl stop k3s` leaves the containers running (the
+    same nginx processes serve throughout, on the server and on an agent) and kube-proxy's rules
+    in place (a NodePort on the server's address answers throughout); a restored etcd snapshot
+    that lacks a pod (created after it) has that pod's containers stopped when k3s starts again."""
     core = client.CoreV1Api(kube)
     _nginx_pod(core, "kept", k3s.name(0))
-    kept = wait_until(lambda: _serving(core, "kept"), timeout=30)
+    _nginx_pod(core, "front", k3s.name(1))
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="front"), spec=client.V1ServiceSpec(
+            type="NodePort", selector={"app": "front"}, ports=[client.V1ServicePort(port=80)])))
+    pods = {name: wait_until(lambda name=name: _serving(core, name), timeout=30) for name in ("kept", "front")}
+    node_port = core.read_namespaced_service("front", "default").spec.ports[0].node_port
+    urls = [f"http://{pods['kept'].status.pod_ip}/", f"http://{k3s.ip(0)}:{node_port}/"]
+    wait_until(lambda: _answer(urls[1]) == 200)
     path = _snapshot_path(k3s, "before-later")
     _nginx_pod(core, "later", k3s.name(1))
-    later = wait_until(lambda: _serving(core, "later"), timeout=30)
-    pids = {name: wait_until(lambda uid=pod.metadata.uid: _pid(k3s, uid, "nginx")) for name, pod in
-            (("kept", kept), ("later", later))}
+    pods["later"] = wait_until(lambda: _serving(core, "later"), timeout=30)
+    pids = {name: wait_until(lambda pod=pod: _pid(k3s, pod.metadata.uid, "nginx")) for name, pod in pods.items()}
     answers: list[int] = []
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(f"http://{kept.status.pod_ip}/", answers, stop))
+    watcher = threading.Thread(target=_watch, args=(urls, answers, stop))
     watcher.start()
     try:
         k3s.ok(0, "sudo systemctl stop k3s")
         assert all(_alive(pid) for pid in pids.values())  # no API, no kubelet: the containers run on
+        assert [_answer(url) for url in urls] == [200, 200]
         k3s.ok(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
+        assert [_answer(url) for url in urls] == [200, 200]
         k3s.ok(0, "sudo systemctl start k3s")
         wait_until(lambda: all(n["ready"] for n in nodes(kube).values()), timeout=30)
         wait_until(lambda: not _alive(pids["later"]), timeout=30)  # swept: the restored cluster has no such pod
         assert "later" not in {p.metadata.name for p in core.list_namespaced_pod("default").items}
-        again = wait_until(lambda: _serving(core, "kept"), timeout=30)
+        again = {name: wait_until(lambda name=name: _serving(core, name), timeout=30) for name in ("kept", "front")}
     finally:
         stop.set()
         watcher.join()
-    assert _alive(pids["kept"]) and _pid(k3s, kept.metadata.uid, "nginx") == pids["kept"]
-    status, before = again.status.container_statuses[0], kept.status.container_statuses[0]
-    assert (status.container_id, status.restart_count) == (before.container_id, 0)
-    assert len(answers) > 5 and set(answers) == {200}  # served through the stop, the reset and the start
-    core.delete_namespaced_pod("kept", "default")
-    wait_until(lambda: not _alive(pids["kept"]), timeout=30)
+    for name in ("kept", "front"):
+        assert _alive(pids[name]) and _pid(k3s, pods[name].metadata.uid, "nginx") == pids[name]
+        status, before = again[name].status.container_statuses[0], pods[name].status.container_statuses[0]
+        assert (status.container_id, status.restart_count) == (before.container_id, 0)
+    assert answers and set(answers) == {200}  # served throughout: the stop, the reset, the start
+    core.delete_namespaced_service("front", "default")
+    for name in ("kept", "front"):
+        core.delete_namespaced_pod(name, "default")
+    wait_until(lambda: not any(_alive(pid) for pid in pids.values()), timeout=30)
 
 
 def _nginx_pod(core: client.CoreV1Api, name: str, node: str) -> None:
     core.create_namespaced_pod("default", client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name), spec=client.V1PodSpec(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": name}), spec=client.V1PodSpec(
             node_name=node, tolerations=[client.V1Toleration(key="dedicated", operator="Exists")],
             containers=[client.V1Container(name="nginx", image="nginx:1.27")])))
 
@@ -362,9 +374,9 @@ def _answer(url: str) -> int:
         return 0
 
 
-def _watch(url: str, answers: list[int], stop: threading.Event) -> None:
-    while not stop.wait(0.05):
-        answers.append(_answer(url))
+def _watch(urls: list[str], answers: list[int], stop: threading.Event) -> None:
+    while not stop.wait(0.01):
+        answers += [_answer(url) for url in urls]
 
 
 def _pid(k3s: K3sLab, uid: str, container: str) -> int | None:
