@@ -33,15 +33,13 @@ from labsim.node import image, nodefiles
 from labsim.runtime.runtime import ContainerRuntime
 
 log = logging.getLogger("labsim.kube.cluster")
+API_PORT = 6443
+SAVE_EVERY = 1.0  # real seconds between saves of a changed store
+_SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 class Closable(Protocol):
     def close(self) -> None: ...
-
-
-API_PORT = 6443
-SAVE_EVERY = 1.0  # real seconds between saves of a changed store
-_SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 class Cluster:
