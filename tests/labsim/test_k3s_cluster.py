@@ -25,6 +25,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import free_port, sim_config, unique_subnet, write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
+from tests.labsim.test_net import _resolve, resolver
 from tests.polling import wait_until
 
 TOKEN = "lab-test-token-5f1e"
@@ -306,8 +307,8 @@ def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiCli
 def test_pods_and_services_run_on_while_k3s_restarts_and_pods_a_restored_snapshot_lacks_are_swept(
         k3s: K3sLab, kube: client.ApiClient) -> None:
     """k3s' unit has KillMode=process: `systemctl stop k3s` leaves the containers running (the
-    same nginx processes serve throughout, on the server and on an agent) and kube-proxy's rules
-    in place (a NodePort on the server's address answers throughout); a restored etcd snapshot
+    same nginx processes serve throughout, on the server and on an agent, CoreDNS answers) and
+    kube-proxy's rules in place (a NodePort on the server's address answers throughout); a restored etcd snapshot
     that lacks a pod (created after it) has that pod's containers stopped when k3s starts again."""
     core = client.CoreV1Api(kube)
     _nginx_pod(core, "kept", k3s.name(0))
@@ -319,6 +320,14 @@ def test_pods_and_services_run_on_while_k3s_restarts_and_pods_a_restored_snapsho
     node_port = core.read_namespaced_service("front", "default").spec.ports[0].node_port
     urls = [f"http://{pods['kept'].status.pod_ip}/", f"http://{k3s.ip(0)}:{node_port}/"]
     wait_until(lambda: _answer(urls[1]) == 200)
+    dns_names = resolver(k3s)
+    front_ip = core.read_namespaced_service("front", "default").spec.cluster_ip
+
+    def resolved() -> set[str]:
+        return {r.address for r in dns_names.resolve("front.default.svc.cluster.local", "A")}
+
+    assert wait_until(lambda: _resolve(dns_names, "front.default.svc.cluster.local", "A", False)) and \
+        resolved() == {front_ip}
     path = _snapshot_path(k3s, "before-later")
     _nginx_pod(core, "later", k3s.name(1))
     pods["later"] = wait_until(lambda: _serving(core, "later"), timeout=30)
@@ -330,9 +339,9 @@ def test_pods_and_services_run_on_while_k3s_restarts_and_pods_a_restored_snapsho
     try:
         k3s.ok(0, "sudo systemctl stop k3s")
         assert all(_alive(pid) for pid in pids.values())  # no API, no kubelet: the containers run on
-        assert [_answer(url) for url in urls] == [200, 200]
+        assert [_answer(url) for url in urls] == [200, 200] and resolved() == {front_ip}  # CoreDNS too
         k3s.ok(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
-        assert [_answer(url) for url in urls] == [200, 200]
+        assert [_answer(url) for url in urls] == [200, 200] and resolved() == {front_ip}
         k3s.ok(0, "sudo systemctl start k3s")
         wait_until(lambda: all(n["ready"] for n in nodes(kube).values()), timeout=30)
         wait_until(lambda: not _alive(pids["later"]), timeout=30)  # swept: the restored cluster has no such pod
