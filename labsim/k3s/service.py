@@ -6,6 +6,8 @@ writes k3s.yaml and the tokens, deploys the packaged components, registers the N
 k3s' own controllers while it serves; starting an agent checks the server URL, the token, the
 version skew and the node password first, and fails with k3s' own log line when one is wrong.
 Stopping either marks the Node NotReady. Every step writes k3s-style lines to the unit's journal.
+The units have KillMode=process: stopping k3s (restarting, upgrading it) leaves the containers
+running; k3s-killall.sh (``kill_containers``) or the machine going down stops them.
 """
 
 from __future__ import annotations
@@ -115,8 +117,21 @@ def _starter(unit: str):
 def _stopper(unit: str):
     async def on_stop(node) -> None:
         await (stop_server if unit == SERVER_UNIT else stop_agent)(node, Logger(node.lab.clock, node, unit))
+        if node.lab.nodes.get(node.spec.vmid) is not node:  # the machine itself goes down (power-off, reboot)
+            kill_containers(node)
 
     return on_stop
+
+
+def kill_containers(node) -> None:
+    """What k3s-killall.sh does beyond stopping the units: the node's containers stop (the
+    shims killed), in whichever cluster they run; other nodes' run on."""
+    names = {node_name(node, unit_config(node, unit)) for unit in UNITS if node.exists(unit_path(unit))}
+    for cluster in node.lab.clusters.clusters.values():
+        for name in names:
+            cluster.runtime.stop_node(name)
+        if cluster.server_ip == node.spec.ip:  # the twin's one kube-proxy runs with the server
+            cluster.close_outliving()
 
 
 # --- server -------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ behind, NotReady, as on k3s (delete it with kubectl).
 
 from __future__ import annotations
 
-from labsim.k3s import units
+from labsim.k3s import service, units
 from labsim.k3s.installer import BIN_DIR, KILLALL, LINKS
 from labsim.node.registry import CommandContext, CommandResult, command
 
@@ -23,6 +23,7 @@ DATA = ("/etc/rancher/k3s", "/run/k3s", "/var/lib/kubelet", "/var/lib/rancher/k3
 async def killall(ctx: CommandContext) -> CommandResult:
     for unit in units.UNITS:
         await ctx.node.stop_service(unit)
+    service.kill_containers(ctx.node)  # what stopping the units leaves running (KillMode=process)
     return CommandResult.ok()
 
 
@@ -40,12 +41,13 @@ async def _uninstall(ctx: CommandContext, unit: str) -> CommandResult:
     node = ctx.node
     name = units.node_name(node, units.unit_config(node, unit)) if node.exists(units.unit_path(unit)) else None
     await node.stop_service(unit)
+    service.kill_containers(node)  # the real script runs k3s-killall.sh first
     messages = []
     if node.is_enabled(unit):
         node.enable_service(unit, False)
         messages.append(f"Removed /etc/systemd/system/multi-user.target.wants/{unit}.service.\n")
     if unit == units.SERVER_UNIT and name:
-        node.lab.clusters.remove(name)
+        await node.lab.clusters.remove(name)  # its agents' containers too: the twin's cluster goes with its server
     others = [u for u in units.UNITS if u != unit and node.exists(units.unit_path(u))]
     paths = [units.unit_path(unit), units.env_path(unit), f"{BIN_DIR}/{unit}-uninstall.sh"]
     if not others:  # the last k3s unit on the node: the binary and k3s' data go too

@@ -17,7 +17,9 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -34,6 +36,10 @@ log = logging.getLogger("labsim.kube.cluster")
 API_PORT = 6443
 SAVE_EVERY = 1.0  # real seconds between saves of a changed store
 _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class Cluster:
@@ -53,6 +59,10 @@ class Cluster:
         self._api = ApiServer(self)
         self._tasks: list[asyncio.Task] = []
         self._saved_rv = -1
+        self._reaped = False
+        # What k3s' process leaves behind besides the containers (kube-proxy's rules), by owner: closed by ``close``.
+        self.outliving: dict[str, Closable] = {}
+        self.machine_runs: Callable[[str], bool] = lambda ip: True  # the lab's answer: is the machine at ip up
         self._ca, self._server_cert, self._admin = self._load_pki()
 
     # -- persistence ----------------------------------------------------------------------------
@@ -155,7 +165,13 @@ class Cluster:
         if self._tasks:
             return
         self._bootstrap()
-        await self.runtime.reap()  # what a lab killed with -9 left running
+        if not self._reaped:  # before this lab process runs a container: what a lab killed with -9 left
+            await self.runtime.reap()
+            self._reaped = True
+        # Containers ran on while k3s was stopped; those of pods the store no longer has go.
+        pods = self.store.list(self.store.resource("v1", "Pod"))
+        if swept := self.runtime.sweep({p["metadata"]["uid"] for p in pods}):
+            log.info("cluster %s: stopped the containers of %d pods it no longer has", self.name, len(swept))
         d = self.state_dir / "tls"
         tls = tls_context(str(d / "server.crt"), str(d / "server.key"), str(d / "ca.crt"))
         await self._api.start(self.server_ip, self.port, tls)
@@ -184,6 +200,8 @@ class Cluster:
             log.exception("controller %r of cluster %s failed", controller, self.name)
 
     async def stop_api(self) -> None:
+        """k3s stops: its API server and controllers (the kubelets with them). The containers run
+        on, as under k3s' KillMode=process; ``close`` stops them too."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -191,8 +209,19 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._api.stop()
-        await self.runtime.close()
         self.save()
+
+    async def close(self) -> None:
+        """The lab stops, or the cluster is uninstalled: k3s and every container of the cluster."""
+        await self.stop_api()
+        self.close_outliving()
+        await self.runtime.close()
+
+    def close_outliving(self) -> None:
+        """What k3s' process left behind (kube-proxy's rules) goes: its machine stopped, the cluster closes."""
+        outliving, self.outliving = self.outliving, {}
+        for item in outliving.values():
+            item.close()
 
     @property
     def authorizer(self):
@@ -300,7 +329,7 @@ class Cluster:
         node = self.store.get(res, None, name)
         if node is None:
             raise StoreError.not_found(res, name)
-        # The machine did not reboot: its boot ID stays; the kubelet of another version restarts the pods.
+        # The machine did not reboot: its boot ID stays, and so do its containers (only k3s restarted).
         node["status"]["nodeInfo"].update(kubeletVersion=version, kubeProxyVersion=version)
         self.store.update(node, subresource="status")
 

@@ -36,12 +36,14 @@ class ClusterRegistry:
             self._connect(cluster)
 
     def _connect(self, cluster: Cluster) -> None:
-        """What the cluster's pods reach outside it: the lab's ACME server and Cloudflare model."""
+        """What the cluster's pods reach outside it: the lab's ACME server and Cloudflare model;
+        which of its nodes' machines run (kube-proxy serves NodePorts on those)."""
         cluster.pebble, cluster.cloudflare = self.lab.pebble, self.lab.cloudflare
+        cluster.machine_runs = lambda ip: self.lab.nodes.at(ip) is not None
 
     async def close(self) -> None:
         for cluster in self.clusters.values():
-            await cluster.stop_api()
+            await cluster.close()
 
     async def create_server(self, *, node_name: str, ip: str, version: str, token: str, tls_san: list[str],
                             disable: list[str], cluster_init: bool, cluster_cidr: str, service_cidr: str) -> Cluster:
@@ -58,10 +60,12 @@ class ClusterRegistry:
             cluster.save()
         return cluster
 
-    def remove(self, node_name: str) -> Cluster | None:
-        """Forget a cluster and its state (k3s-uninstall.sh); its API must be stopped first."""
+    async def remove(self, node_name: str) -> None:
+        """Forget a cluster and its state (k3s-uninstall.sh): its API and every container of it stop."""
+        cluster = self.clusters.pop(node_name, None)
+        if cluster is not None:
+            await cluster.close()
         shutil.rmtree(self.root / node_name, ignore_errors=True)
-        return self.clusters.pop(node_name, None)
 
     def find(self, ip: str) -> Cluster | None:
         return next((c for c in self.clusters.values() if c.server_ip == ip), None)

@@ -6,6 +6,10 @@ forwards to these pods like any Service. Answers come from the API objects (dnsz
 The Corefile's ``prometheus :9153`` plugin is served too: ``/metrics`` on the pod's IP, port 9153,
 with CoreDNS' names for what these servers answered (requests by type, responses by rcode) and
 its build info, for a ServiceMonitor such as kube-prometheus-stack's ``coredns`` job.
+
+The servers are the CoreDNS pods' processes: they outlive k3s' process as containers do
+(KillMode=process): kept in ``cluster.outliving`` while k3s is stopped, taken over by the next
+controller, closed with the cluster or the server's machine.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import dns.rdatatype
 from aiohttp import web
 
 from labsim.kube.controllers.pods import TERMINAL, is_terminating
-from labsim.kube.controllers.workqueue import Key
+from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.net.dnsserver import TcpDnsServer, UdpDnsServer
 from labsim.net.dnszone import SYSTEM, ClusterZone
-from labsim.net.listeners import Address, Listeners, ListeningController
+from labsim.net.listeners import Address, Listeners
 
 SELECTOR = {"k8s-app": "kube-dns"}
 DNS_PORT = 53
@@ -30,14 +34,25 @@ VERSION = "1.13.1"
 _PODS = "pods"
 
 
-class CoreDNS(ListeningController):
+class Servers:
+    """The CoreDNS pods' servers: their listeners and the zone they answer from."""
+
+    def __init__(self, cluster) -> None:
+        self.zone = CountingZone(ClusterZone(cluster.store))
+        self.listeners = Listeners(f"CoreDNS of {cluster.name}")
+
+    def close(self) -> None:
+        self.listeners.close()
+
+
+class CoreDNS(Controller):
     name = "coredns"
 
     def __init__(self, cluster) -> None:
         super().__init__(cluster)
         self.pods = self.res("v1", "Pod")
-        self.zone = CountingZone(ClusterZone(self.store))
-        self.listeners = Listeners(f"CoreDNS of {cluster.name}")
+        servers = cluster.outliving.setdefault(self.name, Servers(cluster))  # those before a k3s restart, else new
+        self.zone, self.listeners = servers.zone, servers.listeners
 
     def watches(self):
         return [(self.pods, lambda event_type, pod: [_PODS] if _is_coredns(pod) else [])]

@@ -7,6 +7,11 @@ from the Service's EndpointSlices. A front whose port has no ready endpoint is n
 clients get "connection refused" as with kube-proxy's iptables REJECT rule. Endpoints are picked
 at random per connection; session affinity and traffic policies (Local) are not modelled.
 One kube-proxy serves the whole cluster: every node's addresses are on this machine's loopback.
+NodePorts are served on the address of every node whose machine runs (a node's rules stay while
+its k3s is stopped). What it programs (``ProxyRules``: the table and its listeners, iptables
+rules on a real node) outlives the kube-proxy, as iptables rules outlive k3s' process: while k3s
+is stopped Services answer with the last table, the next kube-proxy takes them over, and they
+go with the cluster (``Cluster.close``) or the server's machine.
 
 A load-balancer address that is not a node's own (MetalLB's, not ServiceLB's) is reached from
 the LAN only while a speaker announces it: once MetalLB's ServiceL2Status kind is served, such
@@ -20,9 +25,9 @@ import asyncio
 import random
 from collections import defaultdict
 
-from labsim.kube.controllers.workqueue import Key
+from labsim.kube.controllers.workqueue import Controller, Key
 from labsim.net.forward import Backend, TcpForwarder, UdpForwarder
-from labsim.net.listeners import Address, Listeners, ListeningController, is_loopback
+from labsim.net.listeners import Address, Listeners, is_loopback
 
 SERVICE_NAME = "kubernetes.io/service-name"
 PROTOCOLS = ("TCP", "UDP")  # SCTP is not modelled
@@ -31,28 +36,17 @@ L2_STATUS = ("metallb.io/v1beta1", "ServiceL2Status")
 UNANNOUNCED_RETRY = 1.0  # real seconds before an unannounced load-balancer address is looked at again
 
 
-class KubeProxy(ListeningController):
-    name = "kube-proxy"
+class ProxyRules:
+    """The forwarding table and the listeners that serve it."""
 
-    def __init__(self, cluster) -> None:
-        super().__init__(cluster)
-        self.services = self.res("v1", "Service")
-        self.slices = self.res("discovery.k8s.io/v1", "EndpointSlice")
-        self.nodes = self.res("v1", "Node")
-        self.listeners = Listeners(f"kube-proxy of {cluster.name}")
+    def __init__(self, owner: str) -> None:
+        self.listeners = Listeners(owner)
         self.table: dict[Address, list[Backend]] = {}
         self._rng = random.Random()
-        self._withheld = False  # a load-balancer address waits for its announcement
 
-    def watches(self):
-        return [(res, lambda event_type, obj: [_TABLE]) for res in (self.services, self.slices, self.nodes)]
-
-    async def reconcile(self, key: Key) -> None:
-        self._withheld = False
-        self.table = self._table()
-        if self._withheld:
-            asyncio.get_running_loop().call_later(UNANNOUNCED_RETRY, self.queue.add, _TABLE)
-        await self.listeners.sync({a for a, backends in self.table.items() if backends}, self._open)
+    async def sync(self, table: dict[Address, list[Backend]]) -> None:
+        self.table = table
+        await self.listeners.sync({a for a, backends in table.items() if backends}, self._open)
 
     def pick(self, address: Address) -> Backend | None:
         backends = self.table.get(address)
@@ -63,9 +57,35 @@ class KubeProxy(ListeningController):
         forwarder = (TcpForwarder if protocol == "TCP" else UdpForwarder)(lambda: self.pick(address))
         return await forwarder.listen(ip, port)
 
+    def close(self) -> None:
+        self.listeners.close()
+
+
+class KubeProxy(Controller):
+    name = "kube-proxy"
+
+    def __init__(self, cluster) -> None:
+        super().__init__(cluster)
+        self.services = self.res("v1", "Service")
+        self.slices = self.res("discovery.k8s.io/v1", "EndpointSlice")
+        self.nodes = self.res("v1", "Node")
+        # The rules the kube-proxy before this one (k3s restarted) left, else new ones.
+        self.rules = cluster.outliving.setdefault(self.name, ProxyRules(f"kube-proxy of {cluster.name}"))
+        self._withheld = False  # a load-balancer address waits for its announcement
+
+    def watches(self):
+        return [(res, lambda event_type, obj: [_TABLE]) for res in (self.services, self.slices, self.nodes)]
+
+    async def reconcile(self, key: Key) -> None:
+        self._withheld = False
+        table = self._table()
+        if self._withheld:
+            asyncio.get_running_loop().call_later(UNANNOUNCED_RETRY, self.queue.add, _TABLE)
+        await self.rules.sync(table)
+
     # -- the table --------------------------------------------------------------------------------
     def _table(self) -> dict[Address, list[Backend]]:
-        node_ips = self._ready_node_ips()
+        node_ips = self._running_node_ips()
         reachable = self._lb_reachable()
         table: dict[Address, list[Backend]] = defaultdict(list)
         for svc in self.store.list(self.services):
@@ -99,13 +119,12 @@ class KubeProxy(ListeningController):
             return False
         return reachable
 
-    def _ready_node_ips(self) -> list[str]:
-        ips = []
-        for node in self.store.list(self.nodes):
-            status = node.get("status") or {}
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []):
-                ips += [a["address"] for a in status.get("addresses") or [] if a["type"] == "InternalIP"]
-        return ips
+    def _running_node_ips(self) -> list[str]:
+        """The nodes' addresses, of machines that run: a node whose k3s is stopped (NotReady) keeps
+        its rules; the twin's addresses all answer on loopback, so a powered-off one is left out."""
+        ips = [a["address"] for node in self.store.list(self.nodes)
+               for a in (node.get("status") or {}).get("addresses") or [] if a["type"] == "InternalIP"]
+        return [ip for ip in ips if self.cluster.machine_runs(ip)]
 
 
 def _fronts(svc: dict, port: dict, node_ips: list[str], reachable) -> list[tuple[str, int]]:

@@ -180,6 +180,10 @@ class NodeHost:
     def find(self, name: str) -> NodeModel | None:
         return next((n for n in self._nodes.values() if n.hostname == name), None)
 
+    def at(self, ip: str) -> NodeModel | None:
+        """The running node whose address is ``ip``."""
+        return next((n for n in self._nodes.values() if n.spec.ip == ip), None)
+
     def host_public_key(self, vmid: int) -> str:
         """The node's host key as a known_hosts entry's key part (``ssh-ed25519 AAAA...``)."""
         return self._host_key(vmid).export_public_key().decode().strip()

@@ -6,6 +6,12 @@ its client tools: ``tools``) with their probes, ``exit_codes`` and
 ``health`` say how each container's process and probes are doing, ``stop`` kills a pod's or one
 container's process, ``exec`` runs a command inside a container (what pods/exec serves),
 ``attach`` joins a container's process.
+
+The runtime outlives the k3s process, as containerd's shims do under k3s' ``KillMode=process``:
+stopping k3s stops the API and the kubelets, not the containers. The kubelet that runs next
+adopts them (``notify`` is its queue); ``sweep`` stops those of pods the cluster no longer has
+(an etcd snapshot restored), ``stop_node`` those of one machine (k3s-killall.sh, a power-off),
+``close`` all of them (the lab stopping, the cluster uninstalled).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from labsim.kube.cluster import Cluster
 
 Key = tuple[str, str]  # (pod uid, container name)
+PodKey = tuple[str, str]  # (namespace, name)
 # Annotations with which a pod's run is modelled (labsim.kube.controllers.kubelet): no process then.
 MODELLED_RUN = {"sim.labsim.io/run-seconds", "sim.labsim.io/exit-code"}
 Process = ShellProcess | RealProcess
@@ -48,7 +55,11 @@ class ContainerRuntime:
         self._processes: dict[Key, Process] = {}
         self._probers: dict[Key, probes.Prober] = {}
         self._stopping: set[Process] = set()  # a stopped pod's processes until they have exited
+        self._nodes: dict[str, str] = {}  # pod uid -> the node its processes run on
         self.supervisor = Supervisor(cluster.state_dir / "run")
+        # The running kubelet's queue: a pod whose process ended or whose probe's outcome moved.
+        # While k3s is stopped nobody reads it; the next kubelet's first pass looks at every pod.
+        self.notify: Callable[[PodKey], None] = lambda key: None
 
     # -- filesystems and environment --------------------------------------------------------
     def filesystem(self, pod: dict, container: dict) -> ContainerFS:
@@ -99,12 +110,17 @@ class ContainerRuntime:
         return str(var.get("value", ""))
 
     # -- processes --------------------------------------------------------------------------
-    def start(self, pod: dict, changed: Callable[[], None], only: set[str] | None = None) -> list[tuple[str, str]]:
+    def start(self, pod: dict, only: set[str] | None = None) -> list[tuple[str, str]]:
         """Run the pod's real programs and the plain containers that have a command (``only``
-        those named; one whose process still runs is left alone) with their probes; ``changed``
-        is called as a process ends or a probe's outcome moves. Returns (container, message) for
+        those named; one whose process still runs is left alone) with their probes; ``notify``
+        hears of it as a process ends or a probe's outcome moves. Returns (container, message) for
         the containers that cannot start here (their program is not installed, a privileged port)."""
         meta, problems = pod["metadata"], []
+        pod_key = (meta["namespace"], meta["name"])
+
+        def changed() -> None:
+            self.notify(pod_key)
+
         for container in pod["spec"].get("containers") or []:
             key = (meta["uid"], container["name"])
             old = self._processes.get(key)
@@ -117,6 +133,7 @@ class ContainerRuntime:
                 continue
             if process is not None:
                 self._processes[key] = process
+                self._nodes[meta["uid"]] = pod["spec"].get("nodeName", "")
                 self._probe(pod, container, changed)
         return problems
 
@@ -210,6 +227,8 @@ class ContainerRuntime:
         have exited); one container's process stays until it is restarted, so its exit code is seen."""
         for key in [k for k in self._probers if k[0] == uid and container in (None, k[1])]:
             self._probers.pop(key).stop()
+        if not container:
+            self._nodes.pop(uid, None)
         for key in [k for k in self._processes if k[0] == uid and container in (None, k[1])]:
             process = self._processes[key] if container else self._processes.pop(key)
             process.kill()
@@ -231,16 +250,29 @@ class ContainerRuntime:
             del self._filesystems[key]
         filesystem.remove(self.cluster, uid)
 
+    def stop_node(self, node: str) -> None:
+        """The node's containers stop (k3s-killall.sh, the machine powered off); other nodes' run on."""
+        for uid in [uid for uid, on in self._nodes.items() if on == node]:
+            self.stop(uid)
+
+    def sweep(self, uids: set[str]) -> list[str]:
+        """Stop and remove the processes of pods not in ``uids`` (those the cluster has as its API
+        starts: a restored etcd snapshot may not know pods that run). Returns the uids swept."""
+        gone = sorted({owner for owner, _ in self._processes} - uids)
+        for uid in gone:
+            self.remove(uid)
+        return gone
+
     async def reap(self) -> list[int]:
-        """Kill what a lab killed with -9 left running (called as the cluster starts)."""
+        """Kill what a lab killed with -9 left running (called as the cluster first starts)."""
         return await self.supervisor.reap()
 
     async def close(self) -> None:
-        """The lab stops: every process ends (the pods run again when it comes back)."""
+        """The lab stops, or the cluster goes: every process ends (the pods run again when it comes back)."""
         for prober in self._probers.values():
             prober.stop()
         processes = [*self._processes.values(), *self._stopping]  # those of pods being deleted too
-        self._processes, self._probers, self._stopping = {}, {}, set()
+        self._processes, self._probers, self._stopping, self._nodes = {}, {}, set(), {}
         await asyncio.gather(*(process.killed() for process in processes))  # each within its grace period, together
 
     # -- exec and attach --------------------------------------------------------------------

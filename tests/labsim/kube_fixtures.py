@@ -107,7 +107,7 @@ def running_cluster(tmp_path: Path, *, nodes: int = 1, controllers: bool = True,
     finally:
         try:
             with contextlib.suppress(Exception):  # a stop that failed or timed out: the reap below still runs
-                running.call(cluster.stop_api)
+                running.call(cluster.close)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()  # raises if the loop did not stop (a stuck callback)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import http.server
 import ipaddress
+import json
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import free_port, sim_config, unique_subnet, write_lab
 from tests.labsim.k3s_lab import VERSION, K3sLab, nodes
+from tests.labsim.test_net import _resolve, resolver
 from tests.polling import wait_until
 
 TOKEN = "lab-test-token-5f1e"
@@ -301,6 +304,107 @@ def test_snapshot_save_delete_namespace_restore(k3s: K3sLab, kube: client.ApiCli
     assert name in {r["spec"]["snapshotName"] for r in records["items"]}  # reconciled from the files at start
 
 
+def test_pods_and_services_run_on_while_k3s_restarts_and_pods_a_restored_snapshot_lacks_are_swept(
+        k3s: K3sLab, kube: client.ApiClient) -> None:
+    """k3s' unit has KillMode=process: `systemctl stop k3s` leaves the containers running (the
+    same nginx processes serve throughout, on the server and on an agent, CoreDNS answers) and
+    kube-proxy's rules in place (a NodePort on the server's address answers throughout); a restored etcd snapshot
+    that lacks a pod (created after it) has that pod's containers stopped when k3s starts again."""
+    core = client.CoreV1Api(kube)
+    _nginx_pod(core, "kept", k3s.name(0))
+    _nginx_pod(core, "front", k3s.name(1))
+    core.create_namespaced_service("default", client.V1Service(
+        metadata=client.V1ObjectMeta(name="front"), spec=client.V1ServiceSpec(
+            type="NodePort", selector={"app": "front"}, ports=[client.V1ServicePort(port=80)])))
+    pods = {name: wait_until(lambda name=name: _serving(core, name), timeout=30) for name in ("kept", "front")}
+    node_port = core.read_namespaced_service("front", "default").spec.ports[0].node_port
+    urls = [f"http://{pods['kept'].status.pod_ip}/", f"http://{k3s.ip(0)}:{node_port}/"]
+    wait_until(lambda: _answer(urls[1]) == 200)
+    dns_names = resolver(k3s)
+    front_ip = core.read_namespaced_service("front", "default").spec.cluster_ip
+
+    def resolved() -> set[str]:
+        return {r.address for r in dns_names.resolve("front.default.svc.cluster.local", "A")}
+
+    assert wait_until(lambda: _resolve(dns_names, "front.default.svc.cluster.local", "A", False)) and \
+        resolved() == {front_ip}
+    path = _snapshot_path(k3s, "before-later")
+    _nginx_pod(core, "later", k3s.name(1))
+    pods["later"] = wait_until(lambda: _serving(core, "later"), timeout=30)
+    pids = {name: wait_until(lambda pod=pod: _pid(k3s, pod.metadata.uid, "nginx")) for name, pod in pods.items()}
+    answers: list[int] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(urls, answers, stop))
+    watcher.start()
+    try:
+        k3s.ok(0, "sudo systemctl stop k3s")
+        assert all(_alive(pid) for pid in pids.values())  # no API, no kubelet: the containers run on
+        assert [_answer(url) for url in urls] == [200, 200] and resolved() == {front_ip}  # CoreDNS too
+        k3s.ok(0, f"sudo k3s server --cluster-reset --cluster-reset-restore-path={path}")
+        assert [_answer(url) for url in urls] == [200, 200] and resolved() == {front_ip}
+        k3s.ok(0, "sudo systemctl start k3s")
+        wait_until(lambda: all(n["ready"] for n in nodes(kube).values()), timeout=30)
+        wait_until(lambda: not _alive(pids["later"]), timeout=30)  # swept: the restored cluster has no such pod
+        assert "later" not in {p.metadata.name for p in core.list_namespaced_pod("default").items}
+        again = {name: wait_until(lambda name=name: _serving(core, name), timeout=30) for name in ("kept", "front")}
+    finally:
+        stop.set()
+        watcher.join()
+    for name in ("kept", "front"):
+        assert _alive(pids[name]) and _pid(k3s, pods[name].metadata.uid, "nginx") == pids[name]
+        status, before = again[name].status.container_statuses[0], pods[name].status.container_statuses[0]
+        assert (status.container_id, status.restart_count) == (before.container_id, 0)
+    assert answers and set(answers) == {200}  # served throughout: the stop, the reset, the start
+    core.delete_namespaced_service("front", "default")
+    for name in ("kept", "front"):
+        core.delete_namespaced_pod(name, "default")
+    wait_until(lambda: not any(_alive(pid) for pid in pids.values()), timeout=30)
+
+
+def _nginx_pod(core: client.CoreV1Api, name: str, node: str) -> None:
+    core.create_namespaced_pod("default", client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": name}), spec=client.V1PodSpec(
+            node_name=node, tolerations=[client.V1Toleration(key="dedicated", operator="Exists")],
+            containers=[client.V1Container(name="nginx", image="nginx:1.27")])))
+
+
+def _serving(core: client.CoreV1Api, name: str) -> client.V1Pod | None:
+    """The pod once it is Running, Ready and its nginx answers on the pod IP."""
+    pod = core.read_namespaced_pod(name, "default")
+    ready = pod.status.phase == "Running" and all(c.ready for c in pod.status.container_statuses or [False])
+    return pod if ready and _answer(f"http://{pod.status.pod_ip}/") == 200 else None
+
+
+def _answer(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status
+    except OSError:
+        return 0
+
+
+def _watch(urls: list[str], answers: list[int], stop: threading.Event) -> None:
+    while not stop.wait(0.01):
+        answers += [_answer(url) for url in urls]
+
+
+def _pid(k3s: K3sLab, uid: str, container: str) -> int | None:
+    """The PID of a pod's container process, from the twin's runtime's PID files."""
+    found = list(Path(k3s.doc["embedded"]["state_dir"]).rglob(f"run/{uid}.{container}.pid"))
+    return json.loads(found[0].read_text())["pid"] if found else None
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _snapshot_path(k3s: K3sLab, name: str) -> str:
+    k3s.ok(0, f"sudo k3s etcd-snapshot save --name {name}")
+    listing = k3s.ok(0, "sudo k3s etcd-snapshot ls").splitlines()[1:]
+    file = next(line.split()[0] for line in listing if line.startswith(f"{name}-{k3s.name(0)}-"))
+    return f"/var/lib/rancher/k3s/server/db/snapshots/{file}"
+
+
 def test_snapshot_delete_and_prune_keep_the_newest(k3s: K3sLab) -> None:
     for _ in range(3):
         k3s.ok(0, "sudo k3s etcd-snapshot save --name nightly")
@@ -342,21 +446,23 @@ def _load_balancer(kube: client.ApiClient, name: str) -> None:
             type="LoadBalancer", selector={"app": name}, ports=[client.V1ServicePort(port=8080, target_port=80)])))
 
 
-def test_upgrading_a_node_changes_its_version_and_restarts_its_pods(k3s: K3sLab, kube: client.ApiClient) -> None:
+def test_upgrading_a_node_changes_its_version_and_its_pods_run_on(k3s: K3sLab, kube: client.ApiClient) -> None:
+    """A new k3s binary restarts k3s only: the containers (containerd's shims) run on, as with
+    any stop of k3s' unit (KillMode=process)."""
     core = client.CoreV1Api(kube)
     pod = client.V1Pod(metadata=client.V1ObjectMeta(name="probe"), spec=client.V1PodSpec(
         node_name=k3s.name(1), tolerations=[client.V1Toleration(key="dedicated", operator="Exists")],
         containers=[client.V1Container(name="probe", image="nginx:1.27")]))
     core.create_namespaced_pod("default", pod)
     before = wait_until(lambda: _running(core, "probe"))
+    pid = wait_until(lambda: _pid(k3s, before[0], "probe"))
     newer = "v1.34.4+k3s1"
     k3s.ok(0, f"curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={newer} sh -s - server")
     result = k3s.install_agent(1, node_token(k3s), version=newer)
     assert result.exit_status == 0, result
     assert nodes(kube)[k3s.name(1)] | {"labels": {}} == {"ready": True, "version": newer, "labels": {}}
     assert client.VersionApi(kube).get_code().git_version == newer
-    after = wait_until(lambda: _running(core, "probe", not_before=before))
-    assert after != before
+    assert _running(core, "probe") == before and _pid(k3s, before[0], "probe") == pid and _alive(pid)
 
 
 def test_an_unreleased_version_is_refused_and_a_node_can_be_kept_from_coming_back(k3s: K3sLab) -> None:
@@ -420,14 +526,13 @@ def test_sqlite_server_refuses_etcd_snapshots(k3s: K3sLab) -> None:
     assert refused.exit_status == 1 and "etcd datastore disabled" in refused.stderr
 
 
-def _running(core: client.CoreV1Api, name: str, not_before: tuple | None = None) -> tuple | None:
-    """(uid, restarts, startedAt) of a Running pod, once it differs from ``not_before``."""
+def _running(core: client.CoreV1Api, name: str) -> tuple | None:
+    """(uid, restarts, startedAt) of a Running pod."""
     pod = core.read_namespaced_pod(name, "default")
     if pod.status.phase != "Running" or not pod.status.container_statuses:
         return None
     status = pod.status.container_statuses[0]
     started = status.state.running.started_at if status.state and status.state.running else None
-    seen = (pod.metadata.uid, status.restart_count, started)
-    return seen if seen != not_before else None
+    return pod.metadata.uid, status.restart_count, started
 
 

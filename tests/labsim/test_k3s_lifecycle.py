@@ -15,7 +15,7 @@ from kubernetes import client
 from labsim.lab import running_lab
 from tests.labfiles import sim_config, write_lab
 from tests.labsim.k3s_lab import K3sLab, nodes
-from tests.labsim.test_k3s_cluster import _load_balancer
+from tests.labsim.test_k3s_cluster import _alive, _answer, _load_balancer, _nginx_pod, _pid, _serving
 from tests.polling import wait_until
 
 
@@ -200,3 +200,27 @@ def test_an_agent_waits_for_its_server_to_come_up(tmp_path: Path) -> None:
 
         assert asyncio.run(join_while_the_server_starts()) == 0
         assert nodes(lab.kube(tmp_path))[lab.name(1)]["ready"]
+
+
+def test_killall_stops_its_nodes_containers_and_a_lab_stop_all_of_them_with_k3s_stopped(tmp_path: Path) -> None:
+    """Stopping k3s leaves the containers running (KillMode=process); k3s-killall.sh stops those of
+    its node only, and the lab stopping stops the rest, though k3s is stopped: no process is left."""
+    lab_file = write_lab(tmp_path, workers=1)
+    with running_lab(sim_config(lab_file)) as handle:
+        lab = K3sLab.boot(handle, lab_file)
+        assert lab.install_server().exit_status == 0
+        token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
+        assert lab.install_agent(1, token).exit_status == 0
+        core = client.CoreV1Api(lab.kube(tmp_path))
+        for index in (0, 1):
+            _nginx_pod(core, f"web-{index}", lab.name(index))
+        pods = [wait_until(lambda index=index: _serving(core, f"web-{index}"), timeout=30) for index in (0, 1)]
+        server, agent = (wait_until(lambda pod=pod: _pid(lab, pod.metadata.uid, "nginx")) for pod in pods)
+        lab.ok(1, "sudo k3s-killall.sh")
+        assert lab.ok(1, "systemctl is-active k3s-agent || true") == "inactive\n"
+        wait_until(lambda: not _alive(agent), timeout=30)
+        assert _alive(server) and _answer(f"http://{pods[0].status.pod_ip}/") == 200
+        lab.ok(0, "sudo systemctl stop k3s")
+        assert _alive(server)
+    assert not _alive(server)
+    assert not list(Path(lab.doc["embedded"]["state_dir"]).rglob("run/*.pid"))

@@ -69,5 +69,5 @@ async def test_clusters_persist_and_resume(tmp_path: Path) -> None:
     code, body = await _get(kubeconfig, "/api/v1/namespaces/default/configmaps/kept")  # same CA, same client cert
     assert code == 200 and body["data"] == {"v": "1"}
     await again.close()
-    again.remove("k3s-master")
+    await again.remove("k3s-master")
     assert again.find(ip) is None and not (tmp_path / "kube" / "k3s-master").exists()

@@ -371,11 +371,15 @@ def test_kubectl_port_forward_pod_and_service(kube: RunningCluster, version: str
             forward.wait(10)
 
 
-def test_node_not_ready_stops_its_pods_processes(kube: RunningCluster) -> None:
+def test_a_not_ready_node_keeps_its_pods_processes_until_the_machine_stops(kube: RunningCluster) -> None:
+    """A node whose kubelet stopped reporting (k3s stopped: KillMode=process) still runs its
+    containers; the machine going down (runtime.stop_node: a power-off, k3s-killall.sh) stops them."""
     node = json.loads(kube.kubectl("get", "pod", "pg", "-o", "json").stdout)["spec"]["nodeName"]
     (pid,) = _pids(kube.cluster)
     kube.call(kube.cluster.set_node_ready, node, False)
     try:
+        assert _answers(kube) and _alive(pid)  # served (exec goes through the API) with the node NotReady
+        kube.call(kube.cluster.runtime.stop_node, node)
         wait_until(lambda: not _alive(pid), timeout=30)
     finally:
         kube.call(kube.cluster.set_node_ready, node, True)

@@ -1,9 +1,10 @@
 """The kubelets of every node, as one controller: pods bound to a Ready node go Pending ->
 ContainerCreating -> Running (or, run to completion, Succeeded/Failed) with the status a real
 kubelet reports: conditions, complete container statuses, hostIP and a podIP from the node's
-podCIDR. A kubelet whose node is NotReady is down and reports nothing; when the node comes back
-with another version or boot ID (k3s upgraded, or the VM rebooted) its pods' containers restart;
-a restart of the k3s service alone keeps them running, as containerd does.
+podCIDR. A kubelet whose node is NotReady is down and reports nothing; its containers run on
+(k3s' unit has KillMode=process: a stopped or upgraded k3s leaves them to containerd's shims),
+and the kubelet that starts next adopts them. When the node comes back with another boot ID
+(the VM rebooted) its pods' containers restart.
 
 Annotations on a pod shape its run, for tests, fault drills and chart models:
 ``sim.labsim.io/run-seconds`` (modelled run time of a container that exits),
@@ -51,10 +52,11 @@ class Kubelet(Controller):
         self.pods = self.res("v1", "Pod")
         self.nodes = self.res("v1", "Node")
         self.events = EventRecorder(self.store, self.clock, "kubelet")
-        self.runtime = cluster.runtime  # what runs in the containers
+        self.runtime = cluster.runtime  # what runs in the containers, adopted from the kubelet before
+        self.runtime.notify = self.queue.add
         self._on_node: dict[str, set[Key]] = {}
         self._ips: dict[str, dict[str, Key]] = {}  # node -> pod IP -> pod
-        self._boots: dict[str, tuple] = {}  # node -> (bootID, kubeletVersion) last seen
+        self._boots: dict[str, str] = {}  # node -> bootID last seen
         self._seen: dict[str, tuple] = {}  # node -> what of it matters to its pods, last seen
         self._restart: set[Key] = set()
         self._images: dict[str, set[str]] = {}  # node -> images pulled
@@ -92,10 +94,9 @@ class Kubelet(Controller):
         return [key]
 
     def _node_event(self, event_type: str, node: dict) -> list[Key]:
-        """A node's pods need a look when it comes or goes Ready, or runs another kubelet."""
+        """A node's pods need a look when it comes or goes Ready, or booted again."""
         name = node["metadata"]["name"]
-        info = (node.get("status") or {}).get("nodeInfo") or {}
-        boot = (info.get("bootID"), info.get("kubeletVersion"))
+        boot = ((node.get("status") or {}).get("nodeInfo") or {}).get("bootID")
         seen = (boot, node_ready(node), event_type == "DELETED")
         if self._seen.get(name) == seen:
             return []
@@ -121,8 +122,6 @@ class Kubelet(Controller):
             self._terminate(pod)
             return
         status = pod.setdefault("status", {})
-        if not node_ready(node):
-            self.runtime.stop(pod["metadata"]["uid"])  # the node is down: so are its processes
         if not node_ready(node) or status.get("phase") in TERMINAL:
             return
         if not status.get("hostIP"):
@@ -294,9 +293,8 @@ class Kubelet(Controller):
                                                  reason, message, probe_time=True)
 
     def _run(self, pod: dict) -> None:
-        """Start the pod's processes; each one's end brings the pod back here."""
-        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
-        for container, message in self.runtime.start(pod, lambda: self.queue.add(key)):
+        """Start the pod's processes; each one's end brings the pod back here (runtime.notify)."""
+        for container, message in self.runtime.start(pod):
             waiting = {"waiting": {"reason": "CreateContainerError", "message": message}}
             changed = [cs for cs in pod["status"].get("containerStatuses") or []
                        if cs["name"] == container and cs.get("state") != waiting]
@@ -338,7 +336,7 @@ class Kubelet(Controller):
                 self._backoff.pop((*key, name), None)
                 cs.update(_running(_spec(pod, name), now, restarts=cs["restartCount"]), lastState=cs["lastState"])
                 self.events.record(pod, "Started", f"Started container {name}", host=node_name)
-                self.runtime.start(pod, lambda: self.queue.add(key), only={name})
+                self.runtime.start(pod, only={name})
         if all("terminated" in cs.get("state", {}) for cs in status["containerStatuses"]):
             self._exit(pod, key, next((c for c in codes.values() if c), 0))
             return
