@@ -127,10 +127,10 @@ outcome.versions()
 # failure to the next success) and latency percentiles of the answers, for the whole run and for each
 # node's phases. Then seconds per phase per node, and the pods each drain evicted.
 #
-# On the embedded lab, expect failures while the *server* upgrades: the twin runs every pod process and
-# its one kube-proxy with the server's API, so a restart of the server's k3s stops them all for a moment.
-# On a real lab, pods and kube-proxy's rules outlive a k3s restart. While the agents drain, the probe
-# workload's budget keeps one replica answering; a request in flight when its pod is evicted can fail.
+# A restart of k3s leaves the node's pods and kube-proxy's rules running (its unit's `KillMode=process`),
+# on a real lab as on the embedded one: the server's upgrade should cost the probe no request. While the
+# agents drain, the probe workload's budget keeps one replica answering; a request in flight when its pod
+# is evicted can fail.
 
 # %%
 outcome.availability()
