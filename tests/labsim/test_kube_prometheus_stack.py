@@ -196,6 +196,7 @@ def test_the_chart_installs_real_prometheus_and_alertmanager_with_the_charts_nam
     assert stack.get(stack.alertmanager, "/api/v2/status")["cluster"]["status"] == "disabled"
     flags = stack.get(stack.prometheus, "/api/v1/status/flags")["data"]  # 7d as Prometheus prints it
     assert flags["storage.tsdb.retention.time"] == "1w" and flags["web.enable-lifecycle"] == "true"
+    assert flags["rules.alert.resend-delay"] == "3s"  # 1m on the lab's clock (time scale 0.05)
     # secrets of the spec are mounted where the operator mounts them
     for pod, path in ((ALERTMANAGER_POD, "/etc/alertmanager/secrets/webhook-ca/ca.crt"),
                       (PROMETHEUS_POD, "/etc/prometheus/secrets/scrape-ca/ca.crt")):

@@ -74,3 +74,11 @@ def test_a_scale_between_keeps_the_proportions_above_the_floors(tmp_path: Path) 
     assert (root["group_wait"], root["group_interval"], root["repeat_interval"]) == ("1s", "15s", "720s")
     defaults = labclock.alertmanager({"route": {"receiver": "null"}}, 0.05, tmp_path)["route"]  # the program's defaults
     assert (defaults["group_wait"], defaults["group_interval"], defaults["repeat_interval"]) == ("1500ms", "15s", "720s")
+
+
+def test_a_wait_set_by_a_flag_is_passed_scaled_unless_the_pods_arguments_set_it() -> None:
+    resend = {"--rules.alert.resend-delay": "1m"}  # Prometheus' default
+    assert labclock.flags(resend, ["--web.enable-lifecycle"], 0.0) == ["--rules.alert.resend-delay=1s"]
+    assert labclock.flags(resend, [], 0.05) == ["--rules.alert.resend-delay=3s"]
+    assert labclock.flags(resend, ["--rules.alert.resend-delay=10s"], 0.0) == []  # the pod's own value stands
+    assert labclock.flags(resend, [], 1.0) == []

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from labsim.runtime.filesystem import ContainerFS
+from labsim.runtime.programs import labclock
 from labsim.runtime.programs.appmodel import TIME_SCALE_ENV
 
 _PATH_LISTS = ("rule_files", "templates", "scrape_config_files", "files")
@@ -45,6 +46,7 @@ class GoProgram:
     host_paths: dict[str, str] = field(default_factory=dict)  # flags whose values are this machine's paths
     # (config, time scale, folder for files it copies) -> the config with its waits on the lab's clock
     lab_clock: Callable[[dict, float, Path], dict] | None = None
+    clock_flags: dict[str, str] = field(default_factory=dict)  # flag -> default: a wait set by a flag (labclock.flags)
 
     @property
     def hint(self) -> str:
@@ -67,7 +69,8 @@ class GoProgram:
         bins = self.bin_dir()
         assert bins is not None
         scale = float(env.get(TIME_SCALE_ENV, "1"))
-        return [str(bins / self.binary), *self.translate(args or list(self.defaults), fs, pod_ip, scale)]
+        translated = self.translate(args or list(self.defaults), fs, pod_ip, scale)
+        return [str(bins / self.binary), *translated, *labclock.flags(self.clock_flags, translated, scale)]
 
     def translate(self, args: list[str], fs: ContainerFS, pod_ip: str, time_scale: float = 1.0) -> list[str]:
         flags = _joined(args, {*self.listen, *self.paths, *self.host_paths, *([self.config] if self.config else [])})

@@ -24,6 +24,10 @@ unless the value itself is less (0 stays 0; at time scale 1 nothing changes):
   posted without an end stays firing, for a client (amtool, labkit's drill) that posts it once on
   real time; at 1 s it would resolve before its group's first notification.
 
+- Prometheus' ``--rules.alert.resend-delay`` (1m: how long before a firing alert is sent again, e.g.
+  one it sent while it knew no Alertmanager, in the seconds after a reload): floor ``FLOOR``, passed
+  to the process unless the pod's arguments set it (``flags``).
+
 What the API shows (``kubectl get prometheus``, PrometheusRules, the config Secrets) is the user's
 value; the program's rewritten configuration (``/api/v1/status/config``, ``/api/v2/status``)
 carries the scaled one.
@@ -60,6 +64,14 @@ def scaled(text: str, scale: float, floor: float = FLOOR) -> str:
     if scale >= 1 or value == 0:
         return text
     return _duration(max(value * scale, min(value, floor)))
+
+
+def flags(defaults: dict[str, str], args: list[str], scale: float) -> list[str]:
+    """The program's waits set by flags (``defaults``: flag -> the program's default), scaled, for
+    those ``args`` leave to their default (none at time scale 1 and above)."""
+    given = {arg.partition("=")[0] for arg in args}
+    return [f"{flag}={scaled(default, scale)}" for flag, default in defaults.items()
+            if scale < 1 and flag not in given]
 
 
 def _duration(value: float) -> str:

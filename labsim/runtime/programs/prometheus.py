@@ -30,7 +30,8 @@ PROGRAM = GoProgram(
     defaults=("--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"),
     paths=("--storage.tsdb.path", "--storage.agent.path", "--web.console.libraries", "--web.console.templates",
            "--web.config.file", "--query.active-query-tracker-dir"),
-    config="--config.file", lab_clock=labclock.prometheus, image_files={"/etc/prometheus/prometheus.yml": _CONFIG})
+    config="--config.file", lab_clock=labclock.prometheus, clock_flags={"--rules.alert.resend-delay": "1m"},
+    image_files={"/etc/prometheus/prometheus.yml": _CONFIG})
 PACKAGE = PROGRAM.hint
 bin_dir, server = PROGRAM.bin_dir, PROGRAM.server
 
