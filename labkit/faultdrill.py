@@ -52,9 +52,7 @@ RULE_KIND = ("monitoring.coreos.com/v1", "PrometheusRule")
 FILL_PATH = "/var/tmp/labkit-drill-fill"
 PAGE_MARGIN = 30.0  # seconds past group_wait for the page to reach ntfy once the alert fires
 LOOKS_PER_EVALUATION = 4  # the drill's states change once per evaluation: looked at so often, at most each second
-# After the copy's reload Prometheus knows its Alertmanagers again when its discovery next sends its
-# updates (each 5 s, at a moment of its own): looked for this often (seconds), not at 1 s steps.
-RELOAD_LOOK = 0.25
+RELOAD_LOOK = 0.25  # seconds between looks for the copy, loaded and evaluated after Prometheus' reload
 T = TypeVar("T")
 
 
@@ -200,15 +198,19 @@ def run(api: client.ApiClient, stack: observe.Stack, lab: Lab, *, node: str | No
 
 def follow(stack: observe.Stack, lab: Lab, group: str, *, node: str | None = None, percent: float = 95,
            timeout: float = 240, page_margin: float = PAGE_MARGIN) -> DiskDrill:
-    """With the rule copy's ``group`` deployed (``rule_copy``): once Prometheus evaluates it and
-    knows an Alertmanager, fill ``node``'s disk (default: the last node), follow ALERT to ntfy
-    (within the group_wait Alertmanager runs + ``page_margin`` once firing), clear, follow its
-    resolution; the disk is cleared whatever happens."""
+    """With the rule copy's ``group`` deployed (``rule_copy``): once Prometheus evaluates it, fill
+    ``node``'s disk (default: the last node), follow ALERT to ntfy (within the group_wait
+    Alertmanager runs + ``page_margin`` once firing), clear, follow its resolution; the disk is
+    cleared whatever happens.
+
+    The reload that loaded the copy also left Prometheus without Alertmanagers until its discovery
+    next sends (each 5 s). The drill does not wait for that: the copy's ``for`` outlasts it on a real
+    lab, and an alert that fires sooner (the embedded lab's clock) is sent again after Prometheus'
+    resend delay, which the embedded lab keeps on its clock too."""
     node = _drill_node(lab, node)
     obs = lab.observability
     assert obs is not None  # the copy was made from its rules
-    _until(lambda: _evaluated(stack, group) and observe.alertmanagers(stack), timeout,
-           "the drill rule to load and Prometheus to know an Alertmanager again", most=RELOAD_LOOK)
+    _until(lambda: _evaluated(stack, group), timeout, "the drill rule to load and be evaluated", most=RELOAD_LOOK)
     (held, every), waits = observe.rule_timing(stack, group, ALERT), observe.group_wait(stack)
     group_wait = duration_seconds(obs.routing.group_wait)
     page_within = (group_wait if waits is None else waits) + page_margin  # Alertmanager holds a new group so long
@@ -252,6 +254,7 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
         error = _until(fired, timeout, f"{ALERT} to fire in Prometheus", raising=False, most=look)
         error = error or _until(paged, page_within, f"{ALERT} to reach ntfy after firing", raising=False, most=look)
         error += f" (last ntfy poll: {polls[-1]})" if error and polls[-1] else ""
+        error += " (Prometheus knows no Alertmanager)" if error and not observe.alertmanagers(stack) else ""
     finally:
         clear_disk(lab, node)
     cleared = datetime.now(UTC)

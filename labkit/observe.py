@@ -417,7 +417,8 @@ def rule_timing(stack: Stack, group: str, alert: str) -> tuple[float | None, flo
 def alertmanagers(stack: Stack) -> list[str]:
     """The Alertmanagers Prometheus sends alerts to now (``/api/v1/alertmanagers``). Right after a
     configuration reload (a new PrometheusRule) the list is empty until discovery finds them again,
-    and an alert that fires meanwhile is dropped, sent again only after Prometheus' resend delay (1m)."""
+    and an alert that fires meanwhile is dropped, sent again after Prometheus' resend delay (1m; the
+    embedded lab's clock scales it)."""
     return [a["url"] for a in stack.get("prometheus", "/api/v1/alertmanagers")["data"]["activeAlertmanagers"]]
 
 

@@ -169,11 +169,12 @@ plots.timeline(verified.drill.assign(target="LabkitDrill"), title="The drill ale
 # The lab's `NodeDiskAlmostFull` waits `for: 5m` (real minutes on a real lab). The drill applies a copy
 # of it (same expression, labels and annotations) with `for: 10s`, evaluated every 5 s and labelled
 # `drill="true"` (so the resolution is not held back by `group_interval`), before the probes above
-# run: Prometheus reloads, and after a reload it knows no Alertmanager for a few seconds (an alert
-# firing then would be sent only a minute later), which passes while they run. The drill waits until
-# Prometheus has evaluated the copy and knows an Alertmanager again, fills the disk, follows the
-# alert from pending to firing to the page at ntfy, clears the disk and follows the resolution. Then
-# the copy is removed; the lab's rule and its promtool tests are untouched.
+# run. Prometheus reloads to load it, and after a reload it knows no Alertmanager for up to 5 s: the
+# copy's `for` outlasts that (the embedded lab's clock shortens the `for`, and Prometheus' resend delay
+# with it, so an alert sent to nobody is sent again seconds later). The drill waits until Prometheus
+# has evaluated the copy, fills the disk, follows the alert from pending to firing to the page at
+# ntfy, clears the disk and follows the resolution. Then the copy is removed; the lab's rule and its
+# promtool tests are untouched.
 
 # %%
 verified.fault_drill
