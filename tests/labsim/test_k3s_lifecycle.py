@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -163,13 +165,20 @@ def test_a_snapshot_restores_onto_a_fresh_server(tmp_path: Path) -> None:
         assert lab.name(1) in nodes(scratch)
 
 
-def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Path) -> None:
+@contextmanager
+def _server_and_agent(tmp_path: Path) -> Iterator[tuple[K3sLab, str]]:
+    """A one-agent lab, k3s installed on its server and the agent joined; and the join token."""
     lab_file = write_lab(tmp_path, workers=1)
     with running_lab(sim_config(lab_file)) as handle:
         lab = K3sLab.boot(handle, lab_file)
         assert lab.install_server().exit_status == 0
         token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
         assert lab.install_agent(1, token).exit_status == 0
+        yield lab, token
+
+
+def test_a_reinstalled_agent_is_rejected_until_its_node_is_deleted(tmp_path: Path) -> None:
+    with _server_and_agent(tmp_path) as (lab, token):
         lab.ok(1, "sudo k3s-agent-uninstall.sh")  # /etc/rancher/node/password goes with it
         kube = lab.kube(tmp_path)
         assert not nodes(kube)[lab.name(1)]["ready"]  # the Node stays behind, as on k3s
@@ -205,12 +214,7 @@ def test_an_agent_waits_for_its_server_to_come_up(tmp_path: Path) -> None:
 def test_killall_stops_its_nodes_containers_and_a_lab_stop_all_of_them_with_k3s_stopped(tmp_path: Path) -> None:
     """Stopping k3s leaves the containers running (KillMode=process); k3s-killall.sh stops those of
     its node only, and the lab stopping stops the rest, though k3s is stopped: no process is left."""
-    lab_file = write_lab(tmp_path, workers=1)
-    with running_lab(sim_config(lab_file)) as handle:
-        lab = K3sLab.boot(handle, lab_file)
-        assert lab.install_server().exit_status == 0
-        token = lab.ok(0, "sudo cat /var/lib/rancher/k3s/server/node-token").strip()
-        assert lab.install_agent(1, token).exit_status == 0
+    with _server_and_agent(tmp_path) as (lab, _):
         core = client.CoreV1Api(lab.kube(tmp_path))
         for index in (0, 1):
             _nginx_pod(core, f"web-{index}", lab.name(index))
