@@ -254,7 +254,7 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
         error = _until(fired, timeout, f"{ALERT} to fire in Prometheus", raising=False, most=look)
         error = error or _until(paged, page_within, f"{ALERT} to reach ntfy after firing", raising=False, most=look)
         error += f" (last ntfy poll: {polls[-1]})" if error and polls[-1] else ""
-        error += " (Prometheus knows no Alertmanager)" if error and not observe.alertmanagers(stack) else ""
+        error += " (Prometheus knows no Alertmanager)" if error and _no_alertmanager(stack) else ""
     finally:
         clear_disk(lab, node)
     cleared = datetime.now(UTC)
@@ -273,6 +273,14 @@ def _drill(stack: observe.Stack, lab: Lab, node: str, percent: float, timeout: f
 def _drill_alerts(stack: observe.Stack) -> list[dict]:
     return [a for a in observe.prometheus_alerts(stack)
             if a["labels"].get("alertname") == ALERT and a["labels"].get("drill") == "true"]
+
+
+def _no_alertmanager(stack: observe.Stack) -> bool:
+    """Whether Prometheus answers that it knows no Alertmanager (a failing drill's likely cause)."""
+    try:
+        return not observe.alertmanagers(stack)
+    except observe.ObserveError:
+        return False
 
 
 def _evaluated(stack: observe.Stack, group: str) -> bool:

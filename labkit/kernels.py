@@ -1,9 +1,9 @@
 """The kernels of a run, each started ahead of its notebook.
 
 Starting a kernel and importing what a notebook imports costs seconds that papermill would spend
-before the notebook's first cell. ``Kernels`` forks each kernel from one process that has imported
-what the run's notebooks import (``warm_modules``; ``labkit.kernelfork``), and forks the next
-notebook's kernel while the current notebook runs. Each notebook still gets a fresh process (no
+before the notebook's first cell. ``Kernels`` forks each kernel from one process that imports what
+each notebook imports (``warm_modules``), once for the whole run (``labkit.kernelfork``), and forks
+the next notebook's kernel while the current notebook runs. Each notebook still gets a fresh process (no
 state passes between notebooks): only ``sys.modules`` is warm, the namespace is empty. Kernels are
 shut down in the background once their notebook ends; ``close`` waits for them and stops any that
 never ran, and the fork server. ``own_kernel`` makes the kernel spec they start this interpreter's.
