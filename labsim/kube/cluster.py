@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import yaml
 
@@ -40,6 +40,9 @@ _SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 
 class Closable(Protocol):
     def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=Closable)
 
 
 class Cluster:
@@ -216,6 +219,13 @@ class Cluster:
         await self.stop_api()
         self.close_outliving()
         await self.runtime.close()
+
+    def outlive(self, name: str, make: Callable[[], T]) -> T:
+        """What ``name`` left when k3s last stopped (its servers, its rules), else ``make()``'s, kept
+        until ``close_outliving``."""
+        if name not in self.outliving:
+            self.outliving[name] = make()
+        return self.outliving[name]
 
     def close_outliving(self) -> None:
         """What k3s' process left behind (kube-proxy's rules) goes: its machine stopped, the cluster closes."""

@@ -51,7 +51,7 @@ class CoreDNS(Controller):
     def __init__(self, cluster) -> None:
         super().__init__(cluster)
         self.pods = self.res("v1", "Pod")
-        servers = cluster.outliving.setdefault(self.name, Servers(cluster))  # those before a k3s restart, else new
+        servers = cluster.outlive(self.name, lambda: Servers(cluster))  # those before a k3s restart, else new
         self.zone, self.listeners = servers.zone, servers.listeners
 
     def watches(self):

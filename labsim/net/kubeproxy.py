@@ -70,7 +70,7 @@ class KubeProxy(Controller):
         self.slices = self.res("discovery.k8s.io/v1", "EndpointSlice")
         self.nodes = self.res("v1", "Node")
         # The rules the kube-proxy before this one (k3s restarted) left, else new ones.
-        self.rules = cluster.outliving.setdefault(self.name, ProxyRules(f"kube-proxy of {cluster.name}"))
+        self.rules = cluster.outlive(self.name, lambda: ProxyRules(f"kube-proxy of {cluster.name}"))
         self._withheld = False  # a load-balancer address waits for its announcement
 
     def watches(self):
