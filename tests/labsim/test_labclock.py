@@ -82,3 +82,12 @@ def test_a_wait_set_by_a_flag_is_passed_scaled_unless_the_pods_arguments_set_it(
     assert labclock.flags(resend, [], 0.05) == ["--rules.alert.resend-delay=3s"]
     assert labclock.flags(resend, ["--rules.alert.resend-delay=10s"], 0.0) == []  # the pod's own value stands
     assert labclock.flags(resend, [], 1.0) == []
+
+
+def test_prometheus_gets_its_resend_delay_on_the_lab_clock_once_whichever_way_the_pod_spells_it() -> None:
+    from labsim.runtime.programs.prometheus import PROGRAM
+
+    lifecycle = PROGRAM.translate(["--web.enable-lifecycle"], None, "127.0.0.1", 0.0)
+    assert [a for a in lifecycle if a.startswith("--rules.alert.resend-delay")] == ["--rules.alert.resend-delay=1s"]
+    spelled = PROGRAM.translate(["--rules.alert.resend-delay", "10s"], None, "127.0.0.1", 0.0)
+    assert [a for a in spelled if a.startswith("--rules.alert.resend-delay")] == ["--rules.alert.resend-delay=10s"]

@@ -69,11 +69,11 @@ class GoProgram:
         bins = self.bin_dir()
         assert bins is not None
         scale = float(env.get(TIME_SCALE_ENV, "1"))
-        translated = self.translate(args or list(self.defaults), fs, pod_ip, scale)
-        return [str(bins / self.binary), *translated, *labclock.flags(self.clock_flags, translated, scale)]
+        return [str(bins / self.binary), *self.translate(args or list(self.defaults), fs, pod_ip, scale)]
 
     def translate(self, args: list[str], fs: ContainerFS, pod_ip: str, time_scale: float = 1.0) -> list[str]:
-        flags = _joined(args, {*self.listen, *self.paths, *self.host_paths, *([self.config] if self.config else [])})
+        flags = _joined(args, {*self.listen, *self.paths, *self.host_paths, *self.clock_flags,
+                               *([self.config] if self.config else [])})
         translated, seen = [], set()
         for arg in flags:
             name, _, value = arg.partition("=")
@@ -89,7 +89,7 @@ class GoProgram:
             translated.append(arg)
         translated += [f"{name}={_on(pod_ip, default)}" for name, default in self.listen.items()
                        if name not in seen and default]
-        return translated
+        return translated + labclock.flags(self.clock_flags, translated, time_scale)
 
     def rewrite_config(self, fs: ContainerFS, path: str, time_scale: float = 1.0) -> Path:
         """The program's copy of its configuration file brought in line with the file (before a reload)."""
